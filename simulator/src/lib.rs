@@ -1,0 +1,4 @@
+//! station-sim: a software simulator of a PV + second-life battery + EV charging station.
+#![forbid(unsafe_code)]
+
+pub mod view;

@@ -1,0 +1,4 @@
+//! station-controller: the dispatch core, device drivers and the `stationd` daemon.
+#![forbid(unsafe_code)]
+
+pub mod validate;
