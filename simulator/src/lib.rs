@@ -1,4 +1,5 @@
 //! station-sim: a software simulator of a PV + second-life battery + EV charging station.
 #![forbid(unsafe_code)]
 
+pub mod faults;
 pub mod view;
