@@ -2,5 +2,6 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod metrics;
 pub mod status;
 pub mod validate;

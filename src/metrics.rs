@@ -1,0 +1,398 @@
+//! Prometheus metrics (`GET /metrics`, text exposition format 0.0.4).
+//!
+//! Gauges come from the last published [`Status`]; counters and histograms are accumulated by
+//! the control loop in [`Metrics`]. Names follow Prometheus conventions: base units in the name
+//! (`_watts`, `_watt_hours_total`, `_seconds`), `device="charger-3"` labels.
+
+use crate::status::{LinkState, Status};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// A cumulative histogram with fixed upper bounds, in seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+/// Buckets for request latency and cycle duration, seconds.
+pub const LATENCY_BUCKETS_S: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        if !v.is_finite() {
+            return;
+        }
+        for (i, b) in self.bounds.iter().enumerate() {
+            if v <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+/// Per-device request counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceMetrics {
+    pub requests: u64,
+    pub errors: u64,
+    pub latency: Histogram,
+}
+
+impl Default for DeviceMetrics {
+    fn default() -> Self {
+        DeviceMetrics {
+            requests: 0,
+            errors: 0,
+            latency: Histogram::new(LATENCY_BUCKETS_S),
+        }
+    }
+}
+
+/// Counters and histograms the control loop accumulates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    pub cycles: u64,
+    pub cycle_duration: Histogram,
+    pub devices: BTreeMap<String, DeviceMetrics>,
+    /// Energy per flow since start, Wh, keyed by `(from, to)`: `("pv", "vehicles")`.
+    pub energy_wh: BTreeMap<(&'static str, &'static str), f64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            cycles: 0,
+            cycle_duration: Histogram::new(LATENCY_BUCKETS_S),
+            devices: BTreeMap::new(),
+            energy_wh: BTreeMap::new(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Record one device request: its latency and whether it failed.
+    pub fn request(&mut self, device: &str, latency_s: f64, ok: bool) {
+        let d = match self.devices.get_mut(device) {
+            Some(d) => d,
+            None => self.devices.entry(device.to_string()).or_default(),
+        };
+        d.requests += 1;
+        if !ok {
+            d.errors += 1;
+        }
+        d.latency.observe(latency_s);
+    }
+
+    /// Add energy to a flow counter.
+    pub fn add_energy(&mut self, from: &'static str, to: &'static str, wh: f64) {
+        if wh.is_finite() && wh > 0.0 {
+            *self.energy_wh.entry((from, to)).or_insert(0.0) += wh;
+        }
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, samples: &[(String, Option<f64>)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (labels, v) in samples {
+        if let Some(v) = v.filter(|v| v.is_finite()) {
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {v}");
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        }
+    }
+}
+
+fn one(v: Option<f64>) -> Vec<(String, Option<f64>)> {
+    vec![(String::new(), v)]
+}
+
+/// Render every metric in the text exposition format.
+pub fn render(status: Option<&Status>, metrics: &Metrics) -> String {
+    let mut out = String::with_capacity(8192);
+    if let Some(s) = status {
+        gauge(
+            &mut out,
+            "station_grid_power_watts",
+            "Grid power, > 0 import.",
+            &one(s.grid.power_w),
+        );
+        gauge(
+            &mut out,
+            "station_grid_import_limit_watts",
+            "Contracted grid import limit.",
+            &one(Some(s.grid.import_limit_w)),
+        );
+        gauge(
+            &mut out,
+            "station_grid_export_limit_watts",
+            "Grid export limit.",
+            &one(Some(s.grid.export_limit_w)),
+        );
+        gauge(
+            &mut out,
+            "station_pv_power_watts",
+            "PV AC power, > 0 generation.",
+            &one(s.pv.power_w),
+        );
+        gauge(
+            &mut out,
+            "station_pv_limit_ratio",
+            "PV active-power limit the plan asks for, fraction of rating.",
+            &one(Some(s.pv.limit_pct / 100.0)),
+        );
+        gauge(
+            &mut out,
+            "station_battery_power_watts",
+            "Battery power, > 0 discharge.",
+            &one(s.battery.power_w),
+        );
+        gauge(
+            &mut out,
+            "station_battery_setpoint_watts",
+            "Battery power setpoint, > 0 discharge.",
+            &one(Some(s.battery.setpoint_w)),
+        );
+        gauge(
+            &mut out,
+            "station_battery_soc_ratio",
+            "Battery state of charge.",
+            &one(s.battery.soc_pct.map(|v| v / 100.0)),
+        );
+        gauge(
+            &mut out,
+            "station_battery_soh_ratio",
+            "Battery state of health.",
+            &one(s.battery.soh_pct.map(|v| v / 100.0)),
+        );
+        gauge(
+            &mut out,
+            "station_battery_max_charge_watts",
+            "BMS charge power limit.",
+            &one(s.battery.max_charge_w),
+        );
+        gauge(
+            &mut out,
+            "station_battery_max_discharge_watts",
+            "BMS discharge power limit.",
+            &one(s.battery.max_discharge_w),
+        );
+        gauge(
+            &mut out,
+            "station_battery_temperature_celsius",
+            "Battery cell temperature.",
+            &one(s.battery.temp_c),
+        );
+        gauge(
+            &mut out,
+            "station_building_power_watts",
+            "Dealership building load.",
+            &one(s.building.power_w),
+        );
+        let per = |f: &dyn Fn(&crate::status::ChargerStatus) -> Option<f64>| {
+            s.chargers
+                .iter()
+                .map(|c| (format!("device=\"{}\"", escape(&c.id)), f(c)))
+                .collect::<Vec<_>>()
+        };
+        gauge(
+            &mut out,
+            "station_charger_power_watts",
+            "Charger power.",
+            &per(&|c| c.power_w),
+        );
+        gauge(
+            &mut out,
+            "station_charger_current_amperes",
+            "Highest phase current of a charger.",
+            &per(&|c| c.current_a),
+        );
+        gauge(
+            &mut out,
+            "station_charger_setpoint_amperes",
+            "Charger max-current setpoint written this cycle.",
+            &per(&|c| Some(c.setpoint_a)),
+        );
+        gauge(
+            &mut out,
+            "station_charger_rating_amperes",
+            "Charger rating per phase.",
+            &per(&|c| Some(c.rating_a)),
+        );
+        let links: Vec<(String, Option<f64>)> = s
+            .devices
+            .iter()
+            .flat_map(|d| {
+                [LinkState::Online, LinkState::Degraded, LinkState::Offline]
+                    .into_iter()
+                    .map(move |l| {
+                        let name = match l {
+                            LinkState::Online => "online",
+                            LinkState::Degraded => "degraded",
+                            LinkState::Offline => "offline",
+                        };
+                        (
+                            format!("device=\"{}\",state=\"{name}\"", escape(&d.id)),
+                            Some(if d.link == l { 1.0 } else { 0.0 }),
+                        )
+                    })
+            })
+            .collect();
+        gauge(
+            &mut out,
+            "station_device_link",
+            "Device link state (1 for the current state).",
+            &links,
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "# HELP station_control_cycles_total Control cycles run.\n# TYPE station_control_cycles_total counter\nstation_control_cycles_total {}",
+        metrics.cycles
+    );
+    let _ = writeln!(
+        out,
+        "# HELP station_energy_watt_hours_total Energy per flow since start.\n# TYPE station_energy_watt_hours_total counter"
+    );
+    for ((from, to), wh) in &metrics.energy_wh {
+        let _ = writeln!(
+            out,
+            "station_energy_watt_hours_total{{from=\"{from}\",to=\"{to}\"}} {wh}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP station_device_requests_total Modbus requests per device.\n# TYPE station_device_requests_total counter"
+    );
+    for (id, d) in &metrics.devices {
+        let _ = writeln!(
+            out,
+            "station_device_requests_total{{device=\"{}\"}} {}",
+            escape(id),
+            d.requests
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP station_device_request_errors_total Failed Modbus requests per device.\n# TYPE station_device_request_errors_total counter"
+    );
+    for (id, d) in &metrics.devices {
+        let _ = writeln!(
+            out,
+            "station_device_request_errors_total{{device=\"{}\"}} {}",
+            escape(id),
+            d.errors
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP station_device_request_duration_seconds Modbus request latency.\n# TYPE station_device_request_duration_seconds histogram"
+    );
+    for (id, d) in &metrics.devices {
+        d.latency.render(
+            &mut out,
+            "station_device_request_duration_seconds",
+            &format!("device=\"{}\"", escape(id)),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP station_control_cycle_duration_seconds Time to read, decide and write one cycle.\n# TYPE station_control_cycle_duration_seconds histogram"
+    );
+    metrics
+        .cycle_duration
+        .render(&mut out, "station_control_cycle_duration_seconds", "");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_histogram_counts_cumulatively_and_renders_inf_bucket() {
+        let mut h = Histogram::new(&[0.1, 1.0]);
+        h.observe(0.05);
+        h.observe(0.5);
+        h.observe(5.0);
+        h.observe(f64::NAN);
+        let mut out = String::new();
+        h.render(&mut out, "x_seconds", "device=\"pv\"");
+        assert!(
+            out.contains("x_seconds_bucket{device=\"pv\",le=\"0.1\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{device=\"pv\",le=\"1\"} 2"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{device=\"pv\",le=\"+Inf\"} 3"),
+            "{out}"
+        );
+        assert!(out.contains("x_seconds_count{device=\"pv\"} 3"), "{out}");
+    }
+
+    #[test]
+    fn request_errors_and_energy_flows_are_counted_per_label() {
+        let mut m = Metrics::default();
+        m.request("charger-3", 0.002, true);
+        m.request("charger-3", 0.5, false);
+        m.add_energy("pv", "vehicles", 10.0);
+        m.add_energy("pv", "vehicles", 5.0);
+        m.add_energy("grid", "building", f64::NAN);
+        let text = render(None, &m);
+        assert!(text.contains("station_device_requests_total{device=\"charger-3\"} 2"));
+        assert!(text.contains("station_device_request_errors_total{device=\"charger-3\"} 1"));
+        assert!(text.contains("station_energy_watt_hours_total{from=\"pv\",to=\"vehicles\"} 15"));
+        assert!(!text.contains("to=\"building\""));
+    }
+}
