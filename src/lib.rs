@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod daemon;
 pub mod metrics;
 pub mod status;
 pub mod validate;

@@ -1,0 +1,4 @@
+//! The stationd daemon: device tasks, the control loop, the HTTP surface and shutdown.
+
+pub mod history;
+pub mod notify;
