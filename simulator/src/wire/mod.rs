@@ -21,7 +21,9 @@
 //! - Unit ids: SunSpec devices answer unit 1; chargers answer unit 1 (socket) and 200
 //!   (station). Any other unit id: 0x0B (gateway target device failed to respond).
 //! - A read must lie inside one block of the map, else 0x02; count 0 or > 125: 0x03.
-//! - Writes: count 0 or > 123: 0x03; see [`writes`] for the checks (0x02 for read-only or
+//! - Writes: count 0 or > 123: 0x03 (a request of more than 123 registers exceeds the
+//!   253-byte PDU limit, so tokio-modbus' codec closes the connection before the device sees
+//!   it); see [`writes`] for the checks (0x02 for read-only or
 //!   unmapped registers, 0x03 for out-of-range values and partial 32-bit points). Exceptions
 //!   change nothing.
 //!
@@ -39,6 +41,7 @@
 
 pub mod alfen;
 mod encode;
+pub mod fake;
 pub mod image;
 mod models;
 mod server;
