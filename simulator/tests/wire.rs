@@ -592,3 +592,34 @@ async fn cancelling_stops_the_server() {
         .expect("stopped in time")
         .unwrap();
 }
+
+#[tokio::test]
+async fn cancelling_ends_a_reply_delayed_by_latency() {
+    let mut s = serve("pv").await;
+    let mut ctx = connect(s.addr, 1).await;
+    s.station.set_faults(
+        "pv",
+        WireFaults {
+            latency: Some(Duration::from_secs(3600)),
+            ..WireFaults::default()
+        },
+    );
+    let before = s.station.fault_queries();
+    let pending = tokio::spawn(async move { ctx.read_holding_registers(40000, 2).await });
+    // Poll until the server has taken the request (it then sits in the latency sleep).
+    let deadline = Instant::now() + T;
+    while s.station.fault_queries() == before {
+        assert!(
+            Instant::now() < deadline,
+            "request never reached the server"
+        );
+        tokio::task::yield_now().await;
+    }
+    s.cancel.cancel();
+    timeout(T, &mut s.task)
+        .await
+        .expect("server stopped")
+        .unwrap();
+    let reply = timeout(T, pending).await.expect("client released").unwrap();
+    assert!(reply.is_err(), "no answer after cancel: {reply:?}");
+}

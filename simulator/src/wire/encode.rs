@@ -149,6 +149,29 @@ mod tests {
         assert_eq!(slot, [0x6162, 0x6364, 0x6566]);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn finite_in_range_values_round_trip_within_half_a_count_and_never_hit_a_marker(
+            v in -3276.7f64..3276.7, sf in -2i16..=2,
+        ) {
+            let scale = 10f64.powi(i32::from(sf));
+            let raw = i16_scaled(v, sf);
+            proptest::prop_assert_ne!(raw, 0x8000);
+            let back = f64::from(raw as i16) * scale;
+            if (v / scale).abs() <= 32767.0 {
+                proptest::prop_assert!((back - v).abs() <= scale / 2.0 + 1e-9);
+            }
+            let u = u16_scaled(v.abs(), sf);
+            proptest::prop_assert_ne!(u, 0xFFFF);
+        }
+
+        #[test]
+        fn int32_and_float_encodings_round_trip(v in -2.0e9f64..2.0e9) {
+            proptest::prop_assert_eq!(f64::from(i32_from(&i32_scaled(v, 0))), v.round());
+            proptest::prop_assert_eq!(f32_from(&f32_words(v)), v as f32);
+        }
+    }
+
     #[test]
     fn scale_factor_is_the_smallest_that_fits() {
         assert_eq!(sf_for(135_000.0 * 1.2, 32767.0), 1);

@@ -8,6 +8,7 @@ use crate::view::{
 };
 use chrono::{TimeZone, Utc};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// A station with a fixed view; see the module docs.
@@ -16,6 +17,7 @@ pub struct FakeStation {
     view: Mutex<Arc<StationView>>,
     commands: Mutex<Vec<Command>>,
     faults: Mutex<HashMap<String, WireFaults>>,
+    fault_queries: AtomicU64,
 }
 
 impl FakeStation {
@@ -24,6 +26,7 @@ impl FakeStation {
             view: Mutex::new(Arc::new(view)),
             commands: Mutex::new(Vec::new()),
             faults: Mutex::new(HashMap::new()),
+            fault_queries: AtomicU64::new(0),
         }
     }
 
@@ -38,6 +41,11 @@ impl FakeStation {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(device.to_string(), faults);
+    }
+
+    /// How many times the wire layer asked for faults (once per request and per connection).
+    pub fn fault_queries(&self) -> u64 {
+        self.fault_queries.load(Ordering::Acquire)
     }
 
     /// The commands applied so far, in order.
@@ -63,6 +71,7 @@ impl Station for FakeStation {
     }
 
     fn wire_faults(&self, device: &str) -> WireFaults {
+        self.fault_queries.fetch_add(1, Ordering::AcqRel);
         self.faults
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

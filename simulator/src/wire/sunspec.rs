@@ -17,6 +17,14 @@
 //!
 //! Points the view has no value for carry the SunSpec "not implemented" marker of their type.
 //! Mandatory event bitfields without a source (`Evt2`, 203 `Evt`) read 0 (no events).
+//! An energy accumulator (acc32) that is exactly 0 Wh is indistinguishable from the acc32
+//! "not implemented" marker (0): pysunspec2 shows it as `None` (e.g. the building meter's
+//! `TotWhExp` when nothing was ever exported). Accumulators saturate at 2^32 - 1 Wh.
+//!
+//! Writable points (everything else answers 0x02 to a write, including points the SunSpec
+//! model marks RW, such as model 1 `DA` or 802 `SetOp`): 123 `Conn` (1 only), `WMaxLimPct`
+//! (0..=100), `WMaxLimPct_RvrtTms`, `WMaxLim_Ena` (0/1); 802 `SoCRsvMin` (0..=100 %); 704
+//! `WSetEna` (0/1), `WSetMod` (1 only), `WSet`, `WSetRvrtTms`.
 
 use super::encode::sf_for;
 use super::image::{Block, Image, UnitImage};
