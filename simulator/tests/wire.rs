@@ -380,6 +380,14 @@ async fn charger_shows_mode3_state_c2_and_float_measurements() {
         f32_of(&meter[6..8]).is_nan(),
         "line-line voltage not available"
     );
+    // OpenEMS-style block reads of the whole socket map.
+    assert_eq!(read(&mut ctx, 300, 62).await.map(|w| w.len()), Ok(62));
+    assert_eq!(read(&mut ctx, 362, 64).await.map(|w| w.len()), Ok(64));
+    assert_eq!(read(&mut ctx, 1200, 16).await.map(|w| w[0]), Ok(1));
+    assert_eq!(
+        read(&mut ctx, 425, 2).await,
+        Err(ExceptionCode::IllegalDataAddress)
+    );
     let energy = read(&mut ctx, 374, 4).await.unwrap();
     let bits = energy
         .iter()

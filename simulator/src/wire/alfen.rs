@@ -1,17 +1,21 @@
 //! The EV chargers: Alfen NG9xx "Modbus slave" (Active Load Balancing) profile.
 //!
 //! Unit 1 (the socket):
-//! - 306..378 meter block: 306/308/310 phase voltages (float32), 320/322/324 phase currents
-//!   (float32), 326 current sum (float32), 344 real power sum W (float32), 374 real energy
-//!   delivered Wh (float64). Every other point of the block (line-line voltages, neutral current,
-//!   power factors, frequency, per-phase and apparent/reactive powers, per-phase energies) is a
-//!   float that reads NaN, the float "not available" value.
-//! - 1201..1216 control block: 1201 mode-3 state (string, 5 registers, two ASCII characters per
-//!   register, NUL padded), 1206 applied max current A (float32), 1208 remaining validity s
-//!   (uint32), 1210 max current setpoint A (float32, read/write, FC16 only: a single register
-//!   of it is a partial write), 1212 safe current A (float32, read/write), 1214 setpoint
-//!   accepted (uint16: 1 while the last setpoint is valid, 0 once fallen back to the safe
-//!   current), 1215 phases (uint16, read/write, 1 or 3).
+//! - 300..426 meter block: 300 meter state (uint16), 301 last-value timestamp (uint64), 305
+//!   meter type (uint16) all read 0 (their encodings are not confirmed, so nothing is claimed);
+//!   306/308/310 phase voltages V (float32), 320/322/324 phase currents A (float32), 326
+//!   current sum A (float32), 344 real power sum W (float32), 374 real energy delivered Wh
+//!   (float64). Every other point of the block (line-line voltages 312..316, neutral current
+//!   318, power factors 328..334, frequency 336, per-phase real power 338..342, apparent and
+//!   reactive powers 346..360, per-phase delivered energy 362..372, consumed/apparent/reactive
+//!   energies 378..425) reads NaN, the float "not available" value.
+//! - 1200..1216 control block: 1200 availability (uint16, 1 = operative), 1201 mode-3 state
+//!   (string, 5 registers, two ASCII characters per register, NUL padded), 1206 applied max
+//!   current A (float32), 1208 remaining validity s (uint32), 1210 max current setpoint A
+//!   (float32, read/write, FC16 with both registers: one register of it is a partial write,
+//!   0x03), 1212 safe current A (float32, read/write), 1214 setpoint accounted for (uint16: 1
+//!   while the last setpoint is valid, 0 once fallen back to the safe current), 1215 phases
+//!   (uint16, read/write with FC6 or FC16, 1 or 3).
 //!
 //! Writes to 1210/1212: NaN, infinite or negative -> exception 0x03; a value above the
 //! charger's rating is accepted and clamped to the rating (the charger applies at most its
@@ -19,11 +23,12 @@
 //!
 //! Unit 200 (the station), block 1100..1106: 1100 active max current A (float32, the applied
 //! max current), 1102 temperature C (float32), 1104 OCPP state (uint16, 0 = no backend: the
-//! simulator has none), 1105 number of sockets (uint16, 1).
+//! simulator has none), 1105 number of sockets (uint16, 1). These station addresses come from
+//! public driver code, not from the vendor document; they are kept to these four points.
 //!
-//! The registers 300..305 (meter state, timestamp, type) and 1200 (availability) of the real
-//! map are not served (reads there answer 0x02): their encodings could not be confirmed.
-//! All floats are IEEE 754 big-endian, high word first.
+//! Register layout checked against the public OpenEMS Alfen driver (blocks 300..361,
+//! 362..425 and 1200..1215 read with FC3). All floats are IEEE 754 big-endian, high word
+//! first.
 
 use super::encode::{f32_words, f64_words, string_into};
 use super::image::{Block, Image, UnitImage};
@@ -35,9 +40,11 @@ pub const SOCKET_UNIT: u8 = 1;
 /// The station's unit id.
 pub const STATION_UNIT: u8 = 200;
 
-const METER_START: u16 = 306;
-const METER_END: u16 = 378;
-const CONTROL_START: u16 = 1201;
+const METER_START: u16 = 300;
+const FLOAT32_START: u16 = 306;
+const FLOAT64_START: u16 = 362;
+const METER_END: u16 = 426;
+const CONTROL_START: u16 = 1200;
 const CONTROL_END: u16 = 1216;
 const STATION_START: u16 = 1100;
 const STATION_END: u16 = 1106;
@@ -84,11 +91,12 @@ impl Regs {
 /// Renders one charger.
 pub(crate) fn render_charger(c: &ChargerView) -> Image {
     let mut meter = Regs::new(METER_START, METER_END);
-    // Float32 points 306..362, float64 points 362..378: all "not available" first.
-    for addr in (METER_START..362).step_by(2) {
+    // 300..306 (meter state, timestamp, type) stay 0. Float32 points 306..362, float64
+    // points 362..426: all "not available" first.
+    for addr in (FLOAT32_START..FLOAT64_START).step_by(2) {
         meter.f32(addr, f64::NAN);
     }
-    for addr in (362..METER_END).step_by(4) {
+    for addr in (FLOAT64_START..METER_END).step_by(4) {
         meter.f64(addr, f64::NAN);
     }
     for (i, addr) in [306, 308, 310].into_iter().enumerate() {
@@ -102,6 +110,7 @@ pub(crate) fn render_charger(c: &ChargerView) -> Image {
     meter.f64(374, c.energy_wh);
 
     let mut control = Regs::new(CONTROL_START, CONTROL_END);
+    control.u16(1200, 1);
     string_into(c.state.as_str(), &mut control.at(1201)[..5]);
     control.f32(1206, c.applied_max_a);
     control.u32(1208, c.remaining_validity_s);
