@@ -31,11 +31,14 @@
 //! Every request first consults [`Station::wire_faults`](crate::view::Station::wire_faults): `offline` closes the connection
 //! without an answer (new connections are accepted, then closed at once); `latency` delays
 //! the reply (the delay ends early if the server is cancelled); `exception` answers every
-//! request with that code; `frozen` serves the image captured when the freeze began and
+//! request with that code; `frozen` serves the image captured when the freeze began (taken
+//! at the first request the device sees while frozen, shared by all its connections) and
 //! refuses writes with 0x04; `bad_values` overrides named points before rendering (pv:
 //! `power_w`; battery: `soc_pct`, `soh_pct`, `power_w`, `voltage_v`; meters: `power_w`;
 //! chargers: `power_w`, `current_a`), NaN rendering the "not implemented" marker on SunSpec
 //! integer points and NaN on Alfen floats.
+//!
+//! A charger whose index is beyond the view's chargers answers every request with 0x04.
 //!
 //! Images are rendered once per view (cached by the view's `Arc`), so a read is a lookup.
 
