@@ -1023,3 +1023,65 @@ proptest! {
         if v != 0x8000_0000 { prop_assert_eq!(decode_int32(w), Some(v as i32)); }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Third-party peer: pymodbus serving a SunSpec inverter (needs Python with pymodbus 3.16)
+// ---------------------------------------------------------------------------------------------
+
+/// Run with `cargo test -p station-controller --test devices -- --ignored`; the interpreter is
+/// `$STATION_PEER_PYTHON` or `/work/main/.venv/bin/python`.
+#[tokio::test]
+#[ignore = "needs Python with pymodbus installed"]
+async fn pv_driver_reads_and_limits_a_pymodbus_sunspec_inverter() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let python = std::env::var("STATION_PEER_PYTHON")
+        .unwrap_or_else(|_| "/work/main/.venv/bin/python".to_string());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/peers/pymodbus_sunspec_inverter.py"
+    );
+    let mut child = tokio::process::Command::new(python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let port: u16 = line.strip_prefix("PORT ").unwrap().parse().unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_until_answering(addr).await;
+
+    let link_cfg = LinkConfig::new("127.0.0.1", port, 1).with_timeout(Duration::from_secs(2));
+    let mut link = Link::new(link_cfg.clone());
+    let map = sunspec::discover(&mut link).await.unwrap();
+    assert_eq!(map.base, 50000);
+    let ids: Vec<u16> = map.models.iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![1, 123, 113, 120]);
+
+    let mut pv = PvInverter::new(PvConfig::new(link_cfg));
+    let r = pv.read().await.unwrap();
+    assert_eq!(r.power_w, 4321.5);
+    assert_eq!(r.energy_wh, Some(765_432.0));
+    assert_eq!(r.rating_w, 6000.0);
+    assert_eq!(r.status, Some(InverterStatus::Mppt));
+    assert_eq!(r.limit_pct, Some(100.0));
+
+    pv.configure_fallback(120).await.unwrap();
+    pv.set_limit_pct(37.25).await.unwrap();
+    let c123 = map.find(123).unwrap().addr;
+    let regs = link.read_holding(c123 + 5, 5).await.unwrap();
+    assert_eq!(regs[0], 3725, "WMaxLimPct with SF -2");
+    assert_eq!(regs[2], 120, "WMaxLimPct_RvrtTms");
+    assert_eq!(regs[4], 1, "WMaxLim_Ena");
+    assert_eq!(pv.read().await.unwrap().limit_pct, Some(37.25));
+
+    drop(child.stdin.take());
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+}

@@ -147,6 +147,7 @@ pub struct Battery {
     cfg: BatteryConfig,
     map: Option<BatteryMap>,
     limits_w: Option<(f64, f64)>,
+    wset_sf: Option<i16>,
 }
 
 impl Battery {
@@ -157,6 +158,7 @@ impl Battery {
             cfg,
             map: None,
             limits_w: None,
+            wset_sf: None,
         }
     }
 
@@ -172,6 +174,7 @@ impl Battery {
             base: map.require(802)?,
             control: map.find(704),
         });
+        self.wset_sf = None;
         Ok(())
     }
 
@@ -256,8 +259,16 @@ impl Battery {
     }
 
     async fn wset_raw(&mut self, e: ModelEntry, w: f64) -> Result<i32, DeviceError> {
-        let sf_reg = self.link.read_holding(e.addr + C_WSET_SF, 1).await?[0];
-        let sf = sunspec::decode_sunssf(sf_reg).unwrap_or(0);
+        // The scale factor is read once per discovery; a not implemented WSet_SF means 0.
+        let sf = match self.wset_sf {
+            Some(sf) => sf,
+            None => {
+                let sf_reg = self.link.read_holding(e.addr + C_WSET_SF, 1).await?[0];
+                let sf = sunspec::decode_sunssf(sf_reg).unwrap_or(0);
+                self.wset_sf = Some(sf);
+                sf
+            }
+        };
         let raw = unscale(check::signed(w, self.cfg.invert), sf);
         if raw <= f64::from(i32::MIN) || raw > f64::from(i32::MAX) {
             return Err(DeviceError::InvalidRequest(format!(

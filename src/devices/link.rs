@@ -311,9 +311,9 @@ impl Link {
                 Ok(words)
             }
             Ok(Ok(Err(code))) => {
-                // The device answered: the link is fine, keep the connection.
+                // The device answered: the link is fine, keep the connection. `last_good`
+                // stays the time of the last successful request.
                 self.stats.exceptions += 1;
-                self.last_good = Some(Instant::now());
                 Err(DeviceError::Exception {
                     function,
                     address,

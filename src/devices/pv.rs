@@ -291,6 +291,8 @@ impl PvInverter {
             LimitModel::M123(e) => (e, C123_SF),
             LimitModel::M704(e) => (e, C704_SF),
         };
+        // WMaxLimPct_SF is read on every write (limits are written rarely); a not implemented
+        // scale factor means 0.
         let sf_addr = entry.addr + sf_off;
         let sf = sunspec::decode_sunssf(self.link.read_holding(sf_addr, 1).await?[0]).unwrap_or(0);
         let raw = unscale(pct, sf);
