@@ -662,7 +662,7 @@ async fn meter_decodes_integer_203_and_float_213_with_import_export() {
     let plant = Arc::new(Plant::default())
         .with_unit(1, 40000, &image(&[common(), m203]))
         .with_unit(2, 0, &image(&[common(), m213]));
-    let srv = start(plant).await;
+    let srv = start(plant.clone()).await;
 
     let mut cfg = MeterConfig::new(fast_link(srv.addr, 1));
     cfg.invert = true;
@@ -684,6 +684,40 @@ async fn meter_decodes_integer_203_and_float_213_with_import_export() {
     assert_eq!(r2.phase_w, [Some(800.0), Some(900.0), Some(800.5)]);
     assert_eq!(r2.export_wh, Some(10.0));
     assert_eq!(r2.import_wh, None, "NaN is not implemented");
+    // Model 213 is 126 registers: read as 125 + 1, never more than 125 at once.
+    let reads: Vec<(u8, u16, u16)> = plant
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| match l {
+            Logged::Read(u, a, n) => Some((*u, *a, *n)),
+            _ => None,
+        })
+        .collect();
+    assert!(reads.iter().all(|(_, _, n)| *n <= 125), "{reads:?}");
+    assert!(
+        reads.contains(&(2, 70, 125)) && reads.contains(&(2, 195, 1)),
+        "{reads:?}"
+    );
+    srv.kill().await;
+}
+
+#[tokio::test]
+async fn meter_discovers_again_when_the_model_chain_moves() {
+    let m203 = |w: i16| model(203, 105, &[(18, w as u16), (22, sf(0))]);
+    let plant = Arc::new(Plant::default()).with_unit(1, 40000, &image(&[common(), m203(100)]));
+    let srv = start(plant.clone()).await;
+    let mut m = Meter::new(MeterConfig::new(fast_link(srv.addr, 1)));
+    assert_eq!(m.read().await.unwrap().power_w, 100.0);
+    // Firmware update: a nameplate model now sits where the meter model was.
+    plant.set(
+        1,
+        40000,
+        &image(&[common(), nameplate_120(1, 0), m203(-250)]),
+    );
+    assert_eq!(m.read().await.unwrap_err(), DeviceError::ModelMissing(203));
+    assert_eq!(m.read().await.unwrap().power_w, -250.0);
     srv.kill().await;
 }
 
@@ -694,7 +728,7 @@ async fn meter_decodes_integer_203_and_float_213_with_import_export() {
 #[tokio::test]
 async fn exception_reply_is_an_exception_with_its_code_and_keeps_the_link_online() {
     let plant = Arc::new(Plant::default()).with_unit(1, 100, &[1, 2, 3]);
-    let srv = start(plant).await;
+    let srv = start(plant.clone()).await;
     let mut link = Link::new(fast_link(srv.addr, 1));
     assert_eq!(link.read_holding(100, 3).await.unwrap(), vec![1, 2, 3]);
     let err = link.read_holding(200, 2).await.unwrap_err();
@@ -716,6 +750,12 @@ async fn exception_reply_is_an_exception_with_its_code_and_keeps_the_link_online
             code: 0x02
         }
     );
+    // Writes longer than 123 registers are refused before anything is sent.
+    assert!(matches!(
+        link.write_multiple(100, &[0; 124]).await,
+        Err(DeviceError::InvalidRequest(_))
+    ));
+    assert_eq!(plant.writes().len(), 1);
     assert_eq!(link.state(), LinkState::Online);
     assert!(
         link.is_connected(),

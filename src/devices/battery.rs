@@ -187,7 +187,17 @@ impl Battery {
     }
 
     /// Read and validate model 802.
+    ///
+    /// `ModelMissing` from a read means the model chain changed; the next call discovers again.
     pub async fn read(&mut self) -> Result<BatteryReading, DeviceError> {
+        let r = self.read_inner().await;
+        if matches!(r, Err(DeviceError::ModelMissing(_))) {
+            self.map = None;
+        }
+        r
+    }
+
+    async fn read_inner(&mut self) -> Result<BatteryReading, DeviceError> {
         let map = self.map().await?;
         let b = sunspec::read_model(&mut self.link, map.base).await?;
         let inv = self.cfg.invert;

@@ -73,7 +73,8 @@ impl LinkConfig {
     }
 }
 
-/// Health of a link as seen by the controller.
+/// Health of the transport of a link. A Modbus exception proves the transport works and counts
+/// as `Online`; whether the device accepted the request is in the request's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
     /// Last request succeeded.
@@ -311,9 +312,12 @@ impl Link {
                 Ok(words)
             }
             Ok(Ok(Err(code))) => {
-                // The device answered: the link is fine, keep the connection. `last_good`
+                // The device answered: the transport is fine, keep the connection. `last_good`
                 // stays the time of the last successful request.
                 self.stats.exceptions += 1;
+                self.consecutive_failures = 0;
+                self.backoff = self.cfg.backoff_min;
+                self.state = LinkState::Online;
                 Err(DeviceError::Exception {
                     function,
                     address,

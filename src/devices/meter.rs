@@ -101,7 +101,17 @@ impl Meter {
     }
 
     /// Read and validate the meter.
+    ///
+    /// `ModelMissing` from a read means the model chain changed; the next call discovers again.
     pub async fn read(&mut self) -> Result<MeterReading, DeviceError> {
+        let r = self.read_inner().await;
+        if matches!(r, Err(DeviceError::ModelMissing(_))) {
+            self.model = None;
+        }
+        r
+    }
+
+    async fn read_inner(&mut self) -> Result<MeterReading, DeviceError> {
         let (entry, float) = match self.model {
             Some(m) => m,
             None => {

@@ -216,7 +216,17 @@ impl PvInverter {
     }
 
     /// Read and validate power, energy, rating, limit and state.
+    ///
+    /// `ModelMissing` from a read means the model chain changed; the next call discovers again.
     pub async fn read(&mut self) -> Result<PvReading, DeviceError> {
+        let r = self.read_inner().await;
+        if matches!(r, Err(DeviceError::ModelMissing(_))) {
+            self.map = None;
+        }
+        r
+    }
+
+    async fn read_inner(&mut self) -> Result<PvReading, DeviceError> {
         let map = self.map().await?;
         let rating_w = self.rating(&map).await?;
         let b = sunspec::read_model(&mut self.link, map.inverter).await?;

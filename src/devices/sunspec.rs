@@ -123,7 +123,8 @@ pub struct ModelBlock {
     pub regs: Vec<u16>,
 }
 
-/// Read a whole model in requests of at most 125 registers.
+/// Read a whole model in requests of at most 125 registers. `ModelMissing(id)` when the
+/// registers at the recorded address no longer start with the model's id.
 pub async fn read_model(link: &mut Link, entry: ModelEntry) -> Result<ModelBlock, DeviceError> {
     let total = u32::from(entry.len) + 2;
     let Ok(total) = u16::try_from(total) else {
@@ -131,15 +132,9 @@ pub async fn read_model(link: &mut Link, entry: ModelEntry) -> Result<ModelBlock
     };
     let regs = link.read_holding(entry.addr, total).await?;
     if regs.first() != Some(&entry.id) {
-        return Err(DeviceError::bad_data(
-            "ID",
-            format!(
-                "expected model {} at {}, found {:?}",
-                entry.id,
-                entry.addr,
-                regs.first()
-            ),
-        ));
+        // The chain changed under us (device replaced or reconfigured): the caller should run
+        // discovery again.
+        return Err(DeviceError::ModelMissing(entry.id));
     }
     Ok(ModelBlock { entry, regs })
 }
