@@ -67,6 +67,8 @@ struct Plant {
     units: Mutex<HashMap<u8, Bank>>,
     mute: AtomicBool,
     log: Mutex<Vec<Logged>>,
+    /// (unit, first, last) register ranges that refuse writes with exception 0x02.
+    read_only: Mutex<Vec<(u8, u16, u16)>>,
 }
 
 impl Plant {
@@ -108,6 +110,13 @@ impl Plant {
             .collect()
     }
 
+    fn writable(&self, unit: u8, addr: u16, n: usize) -> bool {
+        let last = usize::from(addr) + n - 1;
+        !self.read_only.lock().unwrap().iter().any(|(u, a, b)| {
+            *u == unit && usize::from(addr) <= usize::from(*b) && last >= usize::from(*a)
+        })
+    }
+
     fn handle(&self, req: SlaveRequest<'static>) -> Result<Option<Response>, ExceptionCode> {
         if self.mute.load(Ordering::SeqCst) {
             return Ok(None);
@@ -134,7 +143,7 @@ impl Plant {
             }
             Request::WriteSingleRegister(addr, v) => {
                 log.push(Logged::WriteSingle(unit, addr, v));
-                if !bank.range_ok(addr, 1) {
+                if !bank.range_ok(addr, 1) || !self.writable(unit, addr, 1) {
                     return Err(ExceptionCode::IllegalDataAddress);
                 }
                 bank.regs[usize::from(addr)] = v;
@@ -145,7 +154,7 @@ impl Plant {
                 if words.is_empty() || words.len() > 123 {
                     return Err(ExceptionCode::IllegalDataValue);
                 }
-                if !bank.range_ok(addr, words.len()) {
+                if !bank.range_ok(addr, words.len()) || !self.writable(unit, addr, words.len()) {
                     return Err(ExceptionCode::IllegalDataAddress);
                 }
                 bank.load(addr, &words);
@@ -996,6 +1005,33 @@ async fn alfen_state_c2_decodes_and_the_setpoint_lands_at_1210_as_float32() {
     ch.safe().await.unwrap();
     assert_eq!(plant.regs(1, 1210, 2), f32_regs(8.0).to_vec());
     assert_eq!(ch.link().state(), LinkState::Online);
+    srv.kill().await;
+}
+
+#[tokio::test]
+async fn alfen_read_only_safe_current_is_accepted_only_when_it_already_matches() {
+    let (meas, status) = alfen_socket("B2");
+    let plant = Arc::new(Plant::default())
+        .with_unit(1, 300, &meas)
+        .with_unit(1, 1200, &status);
+    plant.read_only.lock().unwrap().push((1, 1212, 1213));
+    let srv = start(plant.clone()).await;
+    let mut ch = ChargerProfile::Alfen.build(ChargerConfig::new(fast_link(srv.addr, 1)));
+    assert_eq!(ch.read().await.unwrap().state, Mode3::B2);
+    match ch.configure_fallback(10.0).await {
+        Err(DeviceError::Exception {
+            function,
+            address,
+            code,
+        }) => {
+            assert_eq!((function, address, code), (0x10, 1212, 0x02));
+        }
+        r => panic!("expected the device's exception, got {r:?}"),
+    }
+    ch.configure_fallback(6.0).await.unwrap();
+    ch.safe().await.unwrap();
+    assert_eq!(plant.regs(1, 1210, 2), f32_regs(6.0).to_vec());
+    assert_eq!(plant.regs(1, 1212, 2), f32_regs(6.0).to_vec());
     srv.kill().await;
 }
 

@@ -70,6 +70,35 @@ impl AlfenCharger {
         self.link.write_multiple(addr, &encode_float32(v)).await
     }
 
+    /// Write the safe current (1212) and read it back. Some firmware keeps 1212 read-only (set
+    /// with the installer tool) and refuses the write with an exception; the driver then
+    /// accepts the configuration only when 1212 already holds the requested value. `safe()`
+    /// uses the value read back from the device.
+    async fn configure_safe_current(&mut self, safe_current_a: f64) -> Result<(), DeviceError> {
+        let write = self.write_float(REG_SAFE_CURRENT, safe_current_a).await;
+        if let Err(e) = &write {
+            if !e.is_exception() {
+                return write;
+            }
+        }
+        let regs = self.link.read_holding(REG_SAFE_CURRENT, 2).await?;
+        let actual = check::required(
+            "safe current",
+            decode_float32([regs[0], regs[1]]).map(f64::from),
+        )?;
+        if (actual - safe_current_a).abs() > 0.01 {
+            return match write {
+                Err(e) => Err(e),
+                Ok(()) => Err(DeviceError::bad_data(
+                    "safe current",
+                    format!("wrote {safe_current_a} A, device holds {actual} A"),
+                )),
+            };
+        }
+        self.safe_current_a = actual;
+        Ok(())
+    }
+
     async fn read_inner(&mut self) -> Result<ChargerReading, DeviceError> {
         let m = self
             .link
@@ -157,11 +186,7 @@ impl ChargerDriver for AlfenCharger {
     }
 
     fn configure_fallback(&mut self, safe_current_a: f64) -> DriverFuture<'_, ()> {
-        Box::pin(async move {
-            self.write_float(REG_SAFE_CURRENT, safe_current_a).await?;
-            self.safe_current_a = safe_current_a;
-            Ok(())
-        })
+        Box::pin(self.configure_safe_current(safe_current_a))
     }
 
     fn safe(&mut self) -> DriverFuture<'_, ()> {
