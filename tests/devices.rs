@@ -328,6 +328,8 @@ fn battery_802(b: &Bat) -> Vec<u16> {
             (3, 500),        // WHRtg 500 x 10^2 = 50 kWh
             (4, 300),        // WChaRteMax 300 x 10^2 = 30 kW
             (5, 250),        // WDisChaRteMax 25 kW
+            (7, 0xFFFF),     // SoCMax not implemented
+            (8, 50),         // SoCMin raw 50, scaled by SoC_SF
             (11, b.soc_raw), // SoC
             (13, 0xFFFF),    // SoH not implemented
             (14, c_hi),      // NCyc
@@ -574,6 +576,8 @@ async fn battery_reads_802_and_commands_watts_through_704() {
     let r = b.read().await.unwrap();
     assert!((r.soc_pct - 65.5).abs() < 1e-9);
     assert_eq!(r.soh_pct, None, "SoH 0xFFFF is not implemented");
+    assert_eq!(r.soc_max_pct, None);
+    assert_eq!(r.soc_min_pct, Some(5.0));
     assert_eq!(r.capacity_wh, Some(50_000.0));
     assert_eq!(r.max_charge_w, Some(30_000.0));
     assert_eq!(r.max_discharge_w, Some(25_000.0));
@@ -1050,6 +1054,30 @@ async fn alfen_unknown_state_text_is_bad_data() {
         r => panic!("expected BadData, got {r:?}"),
     }
     srv.kill().await;
+}
+
+#[tokio::test]
+async fn driver_futures_can_be_spawned_and_report_an_unreachable_device() {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let link = fast_link(addr, 1);
+    let mut pv = PvInverter::new(PvConfig::new(link.clone()));
+    let mut bat = Battery::new(BatteryConfig::new(link.clone()));
+    let mut meter = Meter::new(MeterConfig::new(link.clone()));
+    let mut ch = ChargerProfile::Alfen.build(ChargerConfig::new(link));
+    let errs = tokio::spawn(async move {
+        vec![
+            pv.read().await.unwrap_err(),
+            bat.read().await.unwrap_err(),
+            meter.read().await.unwrap_err(),
+            ch.read().await.unwrap_err(),
+        ]
+    })
+    .await
+    .unwrap();
+    assert!(errs.iter().all(DeviceError::is_link_failure), "{errs:?}");
 }
 
 #[test]

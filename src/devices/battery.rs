@@ -11,6 +11,8 @@ use super::sunspec::{self, encode_u32, unscale, ModelEntry};
 const B_WHRTG: u16 = 3;
 const B_WCHARTEMAX: u16 = 4;
 const B_WDISCHARTEMAX: u16 = 5;
+const B_SOCMAX: u16 = 7;
+const B_SOCMIN: u16 = 8;
 const B_SOC: u16 = 11;
 const B_SOH: u16 = 13;
 const B_NCYC: u16 = 14;
@@ -84,6 +86,10 @@ pub struct BatteryReading {
     pub soc_pct: f64,
     /// State of health %.
     pub soh_pct: Option<f64>,
+    /// Highest SoC the BMS allows (802 SoCMax) %.
+    pub soc_max_pct: Option<f64>,
+    /// Lowest SoC the BMS allows (802 SoCMin) %.
+    pub soc_min_pct: Option<f64>,
     /// Nameplate energy Wh (WHRtg).
     pub capacity_wh: Option<f64>,
     /// Maximum charge power W (WChaRteMax).
@@ -220,9 +226,18 @@ impl Battery {
         if let (Some(c), Some(d)) = (max_charge_w, max_discharge_w) {
             self.limits_w = Some((c, d));
         }
+        let soc_limit = |name: &str, off: u16| -> Result<Option<f64>, DeviceError> {
+            check::optional(name, b.uint16_sf(off, B_SOC_SF))?
+                .map(|v| check::percent(name, v))
+                .transpose()
+        };
+        let soc_max_pct = soc_limit("SoCMax", B_SOCMAX)?;
+        let soc_min_pct = soc_limit("SoCMin", B_SOCMIN)?;
         Ok(BatteryReading {
             soc_pct,
             soh_pct,
+            soc_max_pct,
+            soc_min_pct,
             capacity_wh: check::optional("WHRtg", b.uint16_sf(B_WHRTG, B_WHRTG_SF))?,
             max_charge_w,
             max_discharge_w,
