@@ -1094,6 +1094,8 @@ fn mode3_states_parse_from_their_text() {
         ("F", Mode3::F),
     ] {
         assert_eq!(Mode3::parse(s), Some(m));
+        assert_eq!(m.as_str(), s);
+        assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{s}\""));
     }
     assert_eq!(Mode3::parse("C3"), None);
     assert!(Mode3::B2.vehicle_connected() && !Mode3::B2.is_charging());

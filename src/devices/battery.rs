@@ -43,7 +43,7 @@ const C_WSET_SF: u16 = 55;
 const WSETMOD_WATTS: u16 = 1;
 
 /// Battery state (802 State).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum BatteryState {
     /// 1
     Disconnected,
@@ -80,7 +80,7 @@ impl BatteryState {
 }
 
 /// One validated battery reading (discharge > 0).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct BatteryReading {
     /// State of charge %.
     pub soc_pct: f64,

@@ -75,7 +75,7 @@ impl LinkConfig {
 
 /// Health of the transport of a link. A Modbus exception proves the transport works and counts
 /// as `Online`; whether the device accepted the request is in the request's result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum LinkState {
     /// Last request succeeded.
     Online,
@@ -86,7 +86,7 @@ pub enum LinkState {
 }
 
 /// Counters of a link since it was created.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LinkStats {
     /// Successful TCP connects.
     pub connects: u64,

@@ -26,7 +26,7 @@ const F_WHIMP: u16 = 68;
 
 /// One validated meter reading. With `invert` the sign of powers is flipped and import/export
 /// counters are swapped, so that import > 0 from the controller's point of view.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MeterReading {
     /// Total active power W.
     pub power_w: f64,

@@ -44,7 +44,7 @@ const C704_RVRT: u16 = 18;
 const C704_SF: u16 = 54;
 
 /// Operating state (SunSpec St of models 101-113).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum InverterStatus {
     /// 1
     Off,
@@ -84,7 +84,7 @@ impl InverterStatus {
 }
 
 /// One validated inverter reading (PV generation > 0).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PvReading {
     /// AC active power W (sign flag applied).
     pub power_w: f64,

@@ -17,7 +17,7 @@ pub use alfen::AlfenCharger;
 pub type DriverFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DeviceError>> + Send + 'a>>;
 
 /// IEC 61851 mode 3 state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Mode3 {
     /// No vehicle.
     A,
@@ -56,6 +56,21 @@ impl Mode3 {
         })
     }
 
+    /// The state's text as the charger reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::A => "A",
+            Self::B1 => "B1",
+            Self::B2 => "B2",
+            Self::C1 => "C1",
+            Self::C2 => "C2",
+            Self::D1 => "D1",
+            Self::D2 => "D2",
+            Self::E => "E",
+            Self::F => "F",
+        }
+    }
+
     /// True in the states where the vehicle may draw current (C2, D2).
     pub fn is_charging(self) -> bool {
         matches!(self, Self::C2 | Self::D2)
@@ -71,7 +86,7 @@ impl Mode3 {
 }
 
 /// One validated charger reading (consumption > 0).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ChargerReading {
     /// Mode 3 state.
     pub state: Mode3,
