@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod daemon;
+pub mod devices;
 pub mod metrics;
 pub mod status;
 pub mod validate;

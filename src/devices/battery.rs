@@ -1,0 +1,319 @@
+//! SunSpec battery driver: reads model 802 (battery base), writes the PCS active power setpoint
+//! through model 704 (WSetEna, WSetMod = 1 watts, WSet int32, WSetRvrtTms).
+//! Offsets checked against pysunspec2 1.3.7 model JSON. Model 802 has no temperature point.
+
+use super::check;
+use super::error::DeviceError;
+use super::link::{Link, LinkConfig};
+use super::sunspec::{self, encode_u32, unscale, ModelEntry};
+
+// Model 802.
+const B_WHRTG: u16 = 3;
+const B_WCHARTEMAX: u16 = 4;
+const B_WDISCHARTEMAX: u16 = 5;
+const B_SOCMAX: u16 = 7;
+const B_SOCMIN: u16 = 8;
+const B_SOC: u16 = 11;
+const B_SOH: u16 = 13;
+const B_NCYC: u16 = 14;
+const B_STATE: u16 = 22;
+const B_EVT1: u16 = 26;
+const B_V: u16 = 34;
+const B_CELLVMAX: u16 = 37;
+const B_CELLVMIN: u16 = 40;
+const B_A: u16 = 44;
+const B_ACHAMAX: u16 = 45;
+const B_ADISCHAMAX: u16 = 46;
+const B_W: u16 = 47;
+const B_WHRTG_SF: u16 = 53;
+const B_WCHADISCHAMAX_SF: u16 = 54;
+const B_SOC_SF: u16 = 56;
+const B_SOH_SF: u16 = 58;
+const B_V_SF: u16 = 59;
+const B_CELLV_SF: u16 = 60;
+const B_A_SF: u16 = 61;
+const B_AMAX_SF: u16 = 62;
+const B_W_SF: u16 = 63;
+// Model 704.
+const C_WSETENA: u16 = 22;
+const C_WSET: u16 = 24;
+const C_WSETRVRT: u16 = 31;
+const C_WSET_SF: u16 = 55;
+/// WSetMod value selecting watts.
+const WSETMOD_WATTS: u16 = 1;
+
+/// Battery state (802 State).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum BatteryState {
+    /// 1
+    Disconnected,
+    /// 2
+    Initializing,
+    /// 3
+    Connected,
+    /// 4
+    Standby,
+    /// 5
+    SocProtection,
+    /// 6
+    Suspending,
+    /// 99
+    Fault,
+    /// Any other value.
+    Other(u16),
+}
+
+impl BatteryState {
+    /// From the enum16 value.
+    pub fn from_raw(v: u16) -> Self {
+        match v {
+            1 => Self::Disconnected,
+            2 => Self::Initializing,
+            3 => Self::Connected,
+            4 => Self::Standby,
+            5 => Self::SocProtection,
+            6 => Self::Suspending,
+            99 => Self::Fault,
+            o => Self::Other(o),
+        }
+    }
+}
+
+/// One validated battery reading (discharge > 0).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BatteryReading {
+    /// State of charge %.
+    pub soc_pct: f64,
+    /// State of health %.
+    pub soh_pct: Option<f64>,
+    /// Highest SoC the BMS allows (802 SoCMax) %.
+    pub soc_max_pct: Option<f64>,
+    /// Lowest SoC the BMS allows (802 SoCMin) %.
+    pub soc_min_pct: Option<f64>,
+    /// Nameplate energy Wh (WHRtg).
+    pub capacity_wh: Option<f64>,
+    /// Maximum charge power W (WChaRteMax).
+    pub max_charge_w: Option<f64>,
+    /// Maximum discharge power W (WDisChaRteMax).
+    pub max_discharge_w: Option<f64>,
+    /// Maximum charge current A (AChaMax).
+    pub max_charge_a: Option<f64>,
+    /// Maximum discharge current A (ADisChaMax).
+    pub max_discharge_a: Option<f64>,
+    /// DC bus voltage V.
+    pub voltage_v: Option<f64>,
+    /// DC current A (sign flag applied).
+    pub current_a: Option<f64>,
+    /// DC power W (sign flag applied, discharge > 0).
+    pub power_w: f64,
+    /// Highest cell voltage V.
+    pub cell_v_max: Option<f64>,
+    /// Lowest cell voltage V.
+    pub cell_v_min: Option<f64>,
+    /// Operating state.
+    pub state: Option<BatteryState>,
+    /// Evt1 alarm bits (0 when not implemented).
+    pub events: u32,
+    /// Cycle count.
+    pub cycles: Option<u32>,
+}
+
+/// Options of a battery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatteryConfig {
+    /// How to reach it.
+    pub link: LinkConfig,
+    /// Flip the sign of W/A read and of WSet written.
+    pub invert: bool,
+    /// Power rating W used for validation when 802 has no WChaRteMax/WDisChaRteMax.
+    pub rating_w: Option<f64>,
+}
+
+impl BatteryConfig {
+    /// No sign flip, rating from model 802.
+    pub fn new(link: LinkConfig) -> Self {
+        BatteryConfig {
+            link,
+            invert: false,
+            rating_w: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BatteryMap {
+    base: ModelEntry,
+    control: Option<ModelEntry>,
+}
+
+/// A SunSpec battery behind a PCS.
+#[derive(Debug)]
+pub struct Battery {
+    link: Link,
+    cfg: BatteryConfig,
+    map: Option<BatteryMap>,
+    limits_w: Option<(f64, f64)>,
+    wset_sf: Option<i16>,
+}
+
+impl Battery {
+    /// A driver that connects and discovers lazily.
+    pub fn new(cfg: BatteryConfig) -> Self {
+        Battery {
+            link: Link::new(cfg.link.clone()),
+            cfg,
+            map: None,
+            limits_w: None,
+            wset_sf: None,
+        }
+    }
+
+    /// The link (state, counters).
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Run SunSpec discovery now (it also runs lazily on first use).
+    pub async fn discover(&mut self) -> Result<(), DeviceError> {
+        let map = sunspec::discover(&mut self.link).await?;
+        self.map = Some(BatteryMap {
+            base: map.require(802)?,
+            control: map.find(704),
+        });
+        self.wset_sf = None;
+        Ok(())
+    }
+
+    async fn map(&mut self) -> Result<BatteryMap, DeviceError> {
+        if let Some(m) = self.map {
+            return Ok(m);
+        }
+        self.discover().await?;
+        self.map.ok_or(DeviceError::ModelMissing(802))
+    }
+
+    /// Read and validate model 802.
+    ///
+    /// `ModelMissing` from a read means the model chain changed; the next call discovers again.
+    pub async fn read(&mut self) -> Result<BatteryReading, DeviceError> {
+        let r = self.read_inner().await;
+        if matches!(r, Err(DeviceError::ModelMissing(_))) {
+            self.map = None;
+        }
+        r
+    }
+
+    async fn read_inner(&mut self) -> Result<BatteryReading, DeviceError> {
+        let map = self.map().await?;
+        let b = sunspec::read_model(&mut self.link, map.base).await?;
+        let inv = self.cfg.invert;
+        let soc_pct = check::percent("SoC", check::required("SoC", b.uint16_sf(B_SOC, B_SOC_SF))?)?;
+        let soh_pct = check::optional("SoH", b.uint16_sf(B_SOH, B_SOH_SF))?
+            .map(|v| check::percent("SoH", v))
+            .transpose()?;
+        let max_charge_w =
+            check::optional("WChaRteMax", b.uint16_sf(B_WCHARTEMAX, B_WCHADISCHAMAX_SF))?;
+        let max_discharge_w = check::optional(
+            "WDisChaRteMax",
+            b.uint16_sf(B_WDISCHARTEMAX, B_WCHADISCHAMAX_SF),
+        )?;
+        let rating_w = match (max_charge_w, max_discharge_w) {
+            (Some(c), Some(d)) => Some(c.max(d)),
+            (c, d) => c.or(d).or(self.cfg.rating_w),
+        };
+        let power = check::required("W", b.int16_sf(B_W, B_W_SF))?;
+        let power_w = check::power_within("W", check::signed(power, inv), rating_w)?;
+        if let (Some(c), Some(d)) = (max_charge_w, max_discharge_w) {
+            self.limits_w = Some((c, d));
+        }
+        let soc_limit = |name: &str, off: u16| -> Result<Option<f64>, DeviceError> {
+            check::optional(name, b.uint16_sf(off, B_SOC_SF))?
+                .map(|v| check::percent(name, v))
+                .transpose()
+        };
+        let soc_max_pct = soc_limit("SoCMax", B_SOCMAX)?;
+        let soc_min_pct = soc_limit("SoCMin", B_SOCMIN)?;
+        Ok(BatteryReading {
+            soc_pct,
+            soh_pct,
+            soc_max_pct,
+            soc_min_pct,
+            capacity_wh: check::optional("WHRtg", b.uint16_sf(B_WHRTG, B_WHRTG_SF))?,
+            max_charge_w,
+            max_discharge_w,
+            max_charge_a: check::optional("AChaMax", b.uint16_sf(B_ACHAMAX, B_AMAX_SF))?,
+            max_discharge_a: check::optional("ADisChaMax", b.uint16_sf(B_ADISCHAMAX, B_AMAX_SF))?,
+            voltage_v: check::optional("V", b.uint16_sf(B_V, B_V_SF))?,
+            current_a: check::optional("A", b.int16_sf(B_A, B_A_SF))?
+                .map(|a| check::signed(a, inv)),
+            power_w,
+            cell_v_max: check::optional("CellVMax", b.uint16_sf(B_CELLVMAX, B_CELLV_SF))?,
+            cell_v_min: check::optional("CellVMin", b.uint16_sf(B_CELLVMIN, B_CELLV_SF))?,
+            state: b.uint16(B_STATE).map(BatteryState::from_raw),
+            events: b.uint32(B_EVT1).unwrap_or(0),
+            cycles: b.uint32(B_NCYC),
+        })
+    }
+
+    async fn control(&mut self) -> Result<ModelEntry, DeviceError> {
+        self.map()
+            .await?
+            .control
+            .ok_or(DeviceError::ModelMissing(704))
+    }
+
+    /// Command the PCS to `w` watts (discharge > 0): writes WSetEna = 1, WSetMod = 1 (watts) and
+    /// WSet in one request. Refuses values beyond the last read WChaRteMax/WDisChaRteMax.
+    pub async fn set_power_w(&mut self, w: f64) -> Result<(), DeviceError> {
+        if !w.is_finite() {
+            return Err(DeviceError::InvalidRequest(format!("power {w} W")));
+        }
+        if let Some((cha, dis)) = self.limits_w {
+            if w > dis || -w > cha {
+                return Err(DeviceError::InvalidRequest(format!(
+                    "power {w} W outside -{cha}..={dis} W"
+                )));
+            }
+        }
+        let e = self.control().await?;
+        let raw = self.wset_raw(e, w).await?;
+        let [hi, lo] = encode_u32(raw as u32);
+        self.link
+            .write_multiple(e.addr + C_WSETENA, &[1, WSETMOD_WATTS, hi, lo])
+            .await
+    }
+
+    async fn wset_raw(&mut self, e: ModelEntry, w: f64) -> Result<i32, DeviceError> {
+        // The scale factor is read once per discovery; a not implemented WSet_SF means 0.
+        let sf = match self.wset_sf {
+            Some(sf) => sf,
+            None => {
+                let sf_reg = self.link.read_holding(e.addr + C_WSET_SF, 1).await?[0];
+                let sf = sunspec::decode_sunssf(sf_reg).unwrap_or(0);
+                self.wset_sf = Some(sf);
+                sf
+            }
+        };
+        let raw = unscale(check::signed(w, self.cfg.invert), sf);
+        if raw <= f64::from(i32::MIN) || raw > f64::from(i32::MAX) {
+            return Err(DeviceError::InvalidRequest(format!(
+                "power {w} W does not fit WSet with scale factor {sf}"
+            )));
+        }
+        Ok(raw as i32)
+    }
+
+    /// Set WSetRvrtTms: the PCS reverts to its default when WSet is not rewritten in `revert_s`.
+    pub async fn configure_fallback(&mut self, revert_s: u32) -> Result<(), DeviceError> {
+        let e = self.control().await?;
+        self.link
+            .write_multiple(e.addr + C_WSETRVRT, &encode_u32(revert_s))
+            .await
+    }
+
+    /// Write WSet = 0 (no charge, no discharge).
+    pub async fn safe(&mut self) -> Result<(), DeviceError> {
+        let e = self.control().await?;
+        self.link.write_multiple(e.addr + C_WSET, &[0, 0]).await
+    }
+}

@@ -1,0 +1,377 @@
+//! `Link`: the owner of one Modbus TCP connection to one device.
+//!
+//! * The unit id is always set explicitly (tokio-modbus defaults to 255).
+//! * Every connect and every request is bounded by `tokio::time::timeout` (the client has none).
+//! * After a timeout or a transport/protocol error the connection is dropped: a late reply would
+//!   otherwise desynchronise every later transaction. The next attempt waits for a capped
+//!   exponential back-off (`backoff_min` doubling up to `backoff_max`), so a dead device never
+//!   causes a tight reconnect loop.
+//! * `&mut self` on every request guarantees one request in flight per connection.
+//! * Reads longer than 125 registers are split into several requests; writes are limited to 123.
+//!
+//! Time comes from `tokio::time::Instant`, so tests may run under tokio's paused clock.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::time::{timeout, Instant};
+use tokio_modbus::client::{tcp, Context, Reader, Writer};
+use tokio_modbus::Slave;
+
+use super::error::{DeviceError, FC_READ_HOLDING, FC_WRITE_MULTIPLE, FC_WRITE_SINGLE};
+
+/// Most registers one "read holding registers" request may carry.
+pub const MAX_READ_REGS: u16 = 125;
+/// Most registers one "write multiple registers" request may carry.
+pub const MAX_WRITE_REGS: usize = 123;
+
+/// How to reach one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkConfig {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port (502 on real devices).
+    pub port: u16,
+    /// Modbus unit id (1 for most devices; Alfen socket 1, station 200).
+    pub unit_id: u8,
+    /// Bound on each connect and each request.
+    pub timeout: Duration,
+    /// First reconnect delay after a failure.
+    pub backoff_min: Duration,
+    /// Cap of the doubling reconnect delay.
+    pub backoff_max: Duration,
+    /// Consecutive link failures after which the state becomes `Offline` (before: `Degraded`).
+    pub offline_after_failures: u32,
+}
+
+impl LinkConfig {
+    /// Defaults for a field device: 1 s timeout, back-off 0.5 s doubling to 30 s, offline after
+    /// 3 consecutive failures.
+    pub fn new(host: impl Into<String>, port: u16, unit_id: u8) -> Self {
+        LinkConfig {
+            host: host.into(),
+            port,
+            unit_id,
+            timeout: Duration::from_secs(1),
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            offline_after_failures: 3,
+        }
+    }
+
+    /// Same config with another timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Same config with another back-off range.
+    pub fn with_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff_min = min;
+        self.backoff_max = max.max(min);
+        self
+    }
+}
+
+/// Health of the transport of a link. A Modbus exception proves the transport works and counts
+/// as `Online`; whether the device accepted the request is in the request's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum LinkState {
+    /// Last request succeeded.
+    Online,
+    /// Recent failures, fewer than `offline_after_failures` in a row.
+    Degraded,
+    /// Never connected, or `offline_after_failures` failures in a row.
+    Offline,
+}
+
+/// Counters of a link since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LinkStats {
+    /// Successful TCP connects.
+    pub connects: u64,
+    /// Failed TCP connects (refused, unreachable, timed out).
+    pub connect_failures: u64,
+    /// Successful requests (reads and writes).
+    pub requests_ok: u64,
+    /// Requests answered with a Modbus exception.
+    pub exceptions: u64,
+    /// Requests that timed out.
+    pub timeouts: u64,
+    /// Requests that failed on transport or protocol errors.
+    pub transport_errors: u64,
+    /// Requests refused locally because the back-off had not elapsed.
+    pub skipped_backoff: u64,
+}
+
+/// One connection owner for one device (see module docs).
+pub struct Link {
+    cfg: LinkConfig,
+    ctx: Option<Context>,
+    state: LinkState,
+    last_good: Option<Instant>,
+    next_attempt: Option<Instant>,
+    backoff: Duration,
+    consecutive_failures: u32,
+    stats: LinkStats,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("cfg", &self.cfg)
+            .field("connected", &self.ctx.is_some())
+            .field("state", &self.state)
+            .field("last_good", &self.last_good)
+            .field("next_attempt", &self.next_attempt)
+            .field("backoff", &self.backoff)
+            .field("consecutive_failures", &self.consecutive_failures)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+enum Op<'a> {
+    Read(u16, u16),
+    WriteSingle(u16, u16),
+    WriteMultiple(u16, &'a [u16]),
+}
+
+impl Link {
+    /// A link that connects lazily on its first request.
+    pub fn new(cfg: LinkConfig) -> Self {
+        let backoff = cfg.backoff_min;
+        Link {
+            cfg,
+            ctx: None,
+            state: LinkState::Offline,
+            last_good: None,
+            next_attempt: None,
+            backoff,
+            consecutive_failures: 0,
+            stats: LinkStats::default(),
+        }
+    }
+
+    /// The configuration this link was built with.
+    pub fn config(&self) -> &LinkConfig {
+        &self.cfg
+    }
+
+    /// Current health.
+    pub fn state(&self) -> LinkState {
+        self.state
+    }
+
+    /// When the last request succeeded.
+    pub fn last_good(&self) -> Option<Instant> {
+        self.last_good
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> LinkStats {
+        self.stats
+    }
+
+    /// True while a TCP connection is held.
+    pub fn is_connected(&self) -> bool {
+        self.ctx.is_some()
+    }
+
+    /// Earliest time of the next connect attempt, if one is being held back.
+    pub fn next_attempt(&self) -> Option<Instant> {
+        self.next_attempt
+    }
+
+    /// Drop the connection now (the next request reconnects without waiting).
+    pub fn disconnect(&mut self) {
+        self.ctx = None;
+        self.next_attempt = None;
+    }
+
+    /// Read `count` holding registers starting at `addr`, split into requests of at most 125.
+    pub async fn read_holding(&mut self, addr: u16, count: u16) -> Result<Vec<u16>, DeviceError> {
+        if count == 0 {
+            return Err(DeviceError::InvalidRequest("read of 0 registers".into()));
+        }
+        if u32::from(addr) + u32::from(count) > 0x1_0000 {
+            return Err(DeviceError::InvalidRequest(format!(
+                "read of {count} registers at {addr} runs past 65535"
+            )));
+        }
+        let mut out = Vec::with_capacity(usize::from(count));
+        let mut done: u16 = 0;
+        while done < count {
+            let n = (count - done).min(MAX_READ_REGS);
+            let words = self.request(Op::Read(addr + done, n)).await?;
+            if words.len() != usize::from(n) {
+                self.fail_transport();
+                return Err(DeviceError::Transport(format!(
+                    "asked {n} registers at {}, got {}",
+                    addr + done,
+                    words.len()
+                )));
+            }
+            out.extend_from_slice(&words);
+            done += n;
+        }
+        Ok(out)
+    }
+
+    /// Write one register with function 0x06.
+    pub async fn write_single(&mut self, addr: u16, value: u16) -> Result<(), DeviceError> {
+        self.request(Op::WriteSingle(addr, value)).await.map(|_| ())
+    }
+
+    /// Write up to 123 registers with function 0x10 (one request, never split).
+    pub async fn write_multiple(&mut self, addr: u16, values: &[u16]) -> Result<(), DeviceError> {
+        if values.is_empty() || values.len() > MAX_WRITE_REGS {
+            return Err(DeviceError::InvalidRequest(format!(
+                "write of {} registers (allowed 1..=123)",
+                values.len()
+            )));
+        }
+        self.request(Op::WriteMultiple(addr, values))
+            .await
+            .map(|_| ())
+    }
+
+    async fn ensure_connected(&mut self) -> Result<(), DeviceError> {
+        if self.ctx.is_some() {
+            return Ok(());
+        }
+        if let Some(at) = self.next_attempt {
+            if Instant::now() < at {
+                self.stats.skipped_backoff += 1;
+                return Err(DeviceError::Disconnected);
+            }
+        }
+        let after_ms = duration_ms(self.cfg.timeout);
+        let target = format!("{}:{}", self.cfg.host, self.cfg.port);
+        let slave = Slave(self.cfg.unit_id);
+        let attempt = async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host(target).await?.collect();
+            let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+            for a in addrs {
+                match tcp::connect_slave(a, slave).await {
+                    Ok(ctx) => return Ok(ctx),
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        };
+        match timeout(self.cfg.timeout, attempt).await {
+            Ok(Ok(ctx)) => {
+                self.ctx = Some(ctx);
+                self.next_attempt = None;
+                self.stats.connects += 1;
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.stats.connect_failures += 1;
+                self.note_link_failure();
+                Err(DeviceError::Transport(format!("connect: {e}")))
+            }
+            Err(_) => {
+                self.stats.connect_failures += 1;
+                self.note_link_failure();
+                Err(DeviceError::Timeout {
+                    op: "connect",
+                    after_ms,
+                })
+            }
+        }
+    }
+
+    async fn request(&mut self, op: Op<'_>) -> Result<Vec<u16>, DeviceError> {
+        self.ensure_connected().await?;
+        let Some(ctx) = self.ctx.as_mut() else {
+            return Err(DeviceError::Disconnected);
+        };
+        let (function, address, op_name) = match op {
+            Op::Read(a, _) => (FC_READ_HOLDING, a, "read"),
+            Op::WriteSingle(a, _) => (FC_WRITE_SINGLE, a, "write"),
+            Op::WriteMultiple(a, _) => (FC_WRITE_MULTIPLE, a, "write"),
+        };
+        let fut = async {
+            match op {
+                Op::Read(a, n) => ctx.read_holding_registers(a, n).await,
+                Op::WriteSingle(a, v) => ctx
+                    .write_single_register(a, v)
+                    .await
+                    .map(|r| r.map(|()| Vec::new())),
+                Op::WriteMultiple(a, v) => ctx
+                    .write_multiple_registers(a, v)
+                    .await
+                    .map(|r| r.map(|()| Vec::new())),
+            }
+        };
+        match timeout(self.cfg.timeout, fut).await {
+            Ok(Ok(Ok(words))) => {
+                self.note_success();
+                Ok(words)
+            }
+            Ok(Ok(Err(code))) => {
+                // The device answered: the transport is fine, keep the connection. `last_good`
+                // stays the time of the last successful request.
+                self.stats.exceptions += 1;
+                self.consecutive_failures = 0;
+                self.backoff = self.cfg.backoff_min;
+                self.state = LinkState::Online;
+                Err(DeviceError::Exception {
+                    function,
+                    address,
+                    code: u8::from(code),
+                })
+            }
+            Ok(Err(e)) => {
+                self.fail_transport();
+                Err(DeviceError::from(e))
+            }
+            Err(_) => {
+                self.stats.timeouts += 1;
+                self.drop_connection();
+                Err(DeviceError::Timeout {
+                    op: op_name,
+                    after_ms: duration_ms(self.cfg.timeout),
+                })
+            }
+        }
+    }
+
+    fn note_success(&mut self) {
+        self.stats.requests_ok += 1;
+        self.last_good = Some(Instant::now());
+        self.consecutive_failures = 0;
+        self.backoff = self.cfg.backoff_min;
+        self.state = LinkState::Online;
+    }
+
+    fn fail_transport(&mut self) {
+        self.stats.transport_errors += 1;
+        self.drop_connection();
+    }
+
+    /// Drop the connection after a failed request; the next connect waits for the back-off.
+    fn drop_connection(&mut self) {
+        self.ctx = None;
+        self.note_link_failure();
+    }
+
+    fn note_link_failure(&mut self) {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.next_attempt = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(self.cfg.backoff_max);
+        self.state = if self.consecutive_failures >= self.cfg.offline_after_failures.max(1)
+            || self.last_good.is_none()
+        {
+            LinkState::Offline
+        } else {
+            LinkState::Degraded
+        };
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
