@@ -913,3 +913,222 @@ pub fn synthetic_reference_window(days: usize, seed: u64) -> OptimumInput {
         unmet_penalty_cny_per_kwh: 5.0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two 15-minute steps, 100 kW building, valley then peak price, a 100 kWh battery at 50 %.
+    fn valley_then_peak(wear_cny_per_kwh: f64) -> OptimumInput {
+        OptimumInput {
+            step_s: DEFAULT_STEP_S,
+            pv_available_w: vec![0.0, 0.0],
+            building_w: vec![100_000.0, 100_000.0],
+            sessions: Vec::new(),
+            battery: BatteryInput {
+                usable_wh: 100_000.0,
+                soc0_pct: 50.0,
+                soc_min_pct: 0.0,
+                soc_max_pct: 100.0,
+                max_charge_w: 400_000.0,
+                max_discharge_w: 400_000.0,
+                charge_eff: 0.95,
+                discharge_eff: 0.95,
+                wear_cost_cny_per_kwh_discharged: wear_cny_per_kwh,
+            },
+            grid: GridInput {
+                import_limit_w: 1_000_000.0,
+                export_limit_w: 0.0,
+            },
+            tariff: TariffInput {
+                import_price_cny_per_kwh: vec![0.30, 1.10],
+                export_price_cny_per_kwh: 0.0,
+                demand_charge_cny_per_kw: 0.0,
+                demand_charge_fraction: None,
+            },
+            unmet_penalty_cny_per_kwh: 5.0,
+        }
+    }
+
+    fn assert_close(actual: f64, expected: f64, tolerance: f64) {
+        assert!(
+            (actual - expected).abs() <= tolerance,
+            "expected {expected}, got {actual}"
+        );
+    }
+
+    #[test]
+    fn battery_charges_in_valley_and_discharges_in_peak_when_spread_times_efficiency_beats_wear() {
+        // Saving per kWh discharged: 1.10 - 0.30 / (0.95 x 0.95) = 0.7676 CNY > wear 0.10.
+        // Step 1 needs 25 kWh: discharged from 25 / 0.95 stored, charged as 25 / 0.95^2 AC.
+        let result = solve(&valley_then_peak(0.10)).unwrap();
+        let charged_kwh = 25.0 / (0.95 * 0.95);
+        let expected = 0.30 * (25.0 + charged_kwh) + 0.10 * 25.0;
+        assert_close(result.cost_cny, expected, 1e-4);
+        assert_close(
+            result.schedule[0].battery_w,
+            -charged_kwh / 0.25 * 1000.0,
+            1e-2,
+        );
+        assert_close(result.schedule[1].battery_w, 100_000.0, 1e-2);
+        assert_close(result.schedule[1].import_w, 0.0, 1e-3);
+        assert_close(result.battery_discharged_kwh, 25.0, 1e-6);
+        assert_close(result.battery_efc, 0.25, 1e-8);
+        assert_close(result.schedule[1].soc_pct, 50.0, 1e-6);
+    }
+
+    #[test]
+    fn battery_stays_idle_when_wear_cost_exceeds_spread_times_efficiency() {
+        let result = solve(&valley_then_peak(0.90)).unwrap();
+        assert_close(result.cost_cny, 0.30 * 25.0 + 1.10 * 25.0, 1e-6);
+        assert!(result.schedule.iter().all(|s| s.battery_w == 0.0));
+        assert_eq!(result.battery_efc, 0.0);
+        assert_eq!(result.wear_cost_cny, 0.0);
+    }
+
+    #[test]
+    fn cost_is_the_sum_of_its_parts_and_excludes_the_unmet_penalty() {
+        let mut input = valley_then_peak(0.10);
+        // 0.5 kW car cap: wants 10 kWh in 2 steps, at most 0.25 kWh can be delivered.
+        input.sessions.push(SessionInput {
+            arrive_step: 0,
+            depart_step: 2,
+            wanted_wh: 10_000.0,
+            max_w: 500.0,
+        });
+        let result = solve(&input).unwrap();
+        assert_close(result.ev_delivered_kwh, 0.25, 1e-6);
+        assert_close(result.ev_unmet_kwh, 9.75, 1e-6);
+        assert_close(
+            result.cost_cny,
+            result.import_cost_cny - result.export_revenue_cny
+                + result.demand_charge_cny
+                + result.wear_cost_cny,
+            1e-9,
+        );
+        assert!(
+            result.cost_cny < 30.0,
+            "penalty leaked into cost: {}",
+            result.cost_cny
+        );
+    }
+
+    #[test]
+    fn demand_charge_fraction_defaults_to_window_days_over_thirty() {
+        let mut input = valley_then_peak(0.1);
+        assert_close(
+            input.effective_demand_charge_fraction(),
+            0.5 / 24.0 / 30.0,
+            1e-12,
+        );
+        input.tariff.demand_charge_fraction = Some(1.0);
+        assert_eq!(input.effective_demand_charge_fraction(), 1.0);
+    }
+
+    #[test]
+    fn depart_before_arrive_is_named_with_the_session_index() {
+        let mut input = valley_then_peak(0.1);
+        for _ in 0..3 {
+            input.sessions.push(SessionInput {
+                arrive_step: 0,
+                depart_step: 1,
+                wanted_wh: 1000.0,
+                max_w: 7000.0,
+            });
+        }
+        input.sessions.push(SessionInput {
+            arrive_step: 1,
+            depart_step: 0,
+            wanted_wh: 1000.0,
+            max_w: 7000.0,
+        });
+        let err = solve(&input).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sessions[3].depart_step: before arrive_step"
+        );
+    }
+
+    #[test]
+    fn vector_length_mismatch_is_named() {
+        let mut input = valley_then_peak(0.1);
+        input.tariff.import_price_cny_per_kwh.push(0.7);
+        assert_eq!(
+            solve(&input).unwrap_err(),
+            OptimumError::LengthMismatch {
+                field: "tariff.import_price_cny_per_kwh",
+                expected: 2,
+                actual: 3
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_scalar_fields_are_named() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut OptimumInput)>)> = vec![
+            ("step_s", Box::new(|i| i.step_s = 0.0)),
+            ("pv_available_w", Box::new(|i| i.pv_available_w.clear())),
+            (
+                "pv_available_w[1]",
+                Box::new(|i| i.pv_available_w[1] = -1.0),
+            ),
+            ("building_w[0]", Box::new(|i| i.building_w[0] = f64::NAN)),
+            (
+                "battery.soc0_pct",
+                Box::new(|i| i.battery.soc_min_pct = 60.0),
+            ),
+            (
+                "battery.charge_eff",
+                Box::new(|i| i.battery.charge_eff = 1.5),
+            ),
+            (
+                "battery.soc_max_pct",
+                Box::new(|i| i.battery.soc_max_pct = 120.0),
+            ),
+            (
+                "grid.import_limit_w",
+                Box::new(|i| i.grid.import_limit_w = -5.0),
+            ),
+            (
+                "tariff.demand_charge_fraction",
+                Box::new(|i| i.tariff.demand_charge_fraction = Some(-0.1)),
+            ),
+            (
+                "sessions[0].depart_step",
+                Box::new(|i| {
+                    i.sessions.push(SessionInput {
+                        arrive_step: 0,
+                        depart_step: 3,
+                        wanted_wh: 1.0,
+                        max_w: 1.0,
+                    })
+                }),
+            ),
+        ];
+        for (field, mutate) in cases {
+            let mut input = valley_then_peak(0.1);
+            if field == "pv_available_w" {
+                input.building_w.clear();
+                input.tariff.import_price_cny_per_kwh.clear();
+            }
+            mutate(&mut input);
+            match solve(&input) {
+                Err(OptimumError::InvalidInput { field: named, .. }) => {
+                    assert_eq!(named, field)
+                }
+                other => panic!("{field}: expected InvalidInput, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn synthetic_reference_window_is_deterministic_and_valid() {
+        let a = synthetic_reference_window(2, 7);
+        let b = synthetic_reference_window(2, 7);
+        assert_eq!(a, b);
+        assert_eq!(a.steps(), 192);
+        assert_eq!(a.sessions.len(), 40);
+        validate(&a).unwrap();
+        assert_ne!(a, synthetic_reference_window(2, 8));
+    }
+}
