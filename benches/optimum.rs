@@ -9,7 +9,7 @@ use station_controller::backtest::optimum::{solve, synthetic_reference_window};
 fn measure(days: usize, runs: usize) {
     let input = synthetic_reference_window(days, 42);
     let mut times: Vec<Duration> = Vec::with_capacity(runs);
-    let mut cost = 0.0;
+    let mut last = None;
     for _ in 0..runs {
         let start = Instant::now();
         let result = match solve(&input) {
@@ -20,14 +20,14 @@ fn measure(days: usize, runs: usize) {
             }
         };
         times.push(start.elapsed());
-        cost = result.cost_cny;
+        last = Some(result);
     }
     times.sort();
     let median = times[times.len() / 2];
     let min = times[0];
     let max = times[times.len() - 1];
     println!(
-        "optimum {days}-day window: {} steps, {} sessions, cost {cost:.2} CNY; \
+        "optimum {days}-day window: {} steps, {} sessions; \
          solve min {:.3} s, median {:.3} s, max {:.3} s over {runs} runs",
         input.steps(),
         input.sessions.len(),
@@ -35,6 +35,31 @@ fn measure(days: usize, runs: usize) {
         median.as_secs_f64(),
         max.as_secs_f64()
     );
+    if let Some(r) = last {
+        println!(
+            "  cost {:.2} CNY (import {:.2}, export -{:.2}, demand {:.2}, wear {:.2}); \
+             peak {:.1} kW; import {:.0} kWh, export {:.0} kWh; PV used {:.0} kWh, \
+             curtailed {:.0} kWh; EV {:.0} kWh, unmet {:.2} kWh; battery {:.2} EFC; \
+             self-consumption {:.1} %, self-sufficiency {:.1} %; \
+             simultaneous import/export {:.3} kWh",
+            r.cost_cny,
+            r.import_cost_cny,
+            r.export_revenue_cny,
+            r.demand_charge_cny,
+            r.wear_cost_cny,
+            r.peak_import_kw,
+            r.grid_import_kwh,
+            r.grid_export_kwh,
+            r.pv_used_kwh,
+            r.pv_curtailed_kwh,
+            r.ev_delivered_kwh,
+            r.ev_unmet_kwh,
+            r.battery_efc,
+            r.self_consumption_pct,
+            r.self_sufficiency_pct,
+            r.simultaneous_import_export_kwh
+        );
+    }
 }
 
 fn main() {

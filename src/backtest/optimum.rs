@@ -33,19 +33,19 @@
 //!   always has a feasible dispatch (serve the building from PV and grid, leave cars unmet),
 //!   so the program is always feasible.
 //!
-//! Objective: import cost - export revenue + demand charge + battery wear (per kWh discharged)
-//! + unmet penalty + import-limit slack penalty, plus tie-breaking terms far below a fen
-//! (a tiny cost on battery throughput so the battery never charges and discharges at once to burn
-//! surplus, and a tiny preference for charging cars early among equally priced steps). The
-//! reported [`OptimumResult::cost_cny`] is recomputed from the schedule and contains neither
-//! penalty nor tie-breakers: import energy cost - export revenue + demand charge + wear cost.
+//! Objective: the sum of import cost, minus export revenue, plus demand charge, battery wear
+//! (per kWh discharged), unmet penalty and import-limit slack penalty, plus tie-breaking terms far
+//! below a fen (a tiny cost on battery throughput so the battery never charges and discharges at
+//! once to burn surplus, and a tiny preference for charging cars early among equally priced
+//! steps). The reported [`OptimumResult::cost_cny`] is recomputed from the schedule and contains
+//! neither penalty nor tie-breakers: import energy cost - export revenue + demand charge + wear.
 //!
 //! # Limitation: simultaneous import and export
 //! Import and export are separate non-negative variables. When the export price is higher than
 //! the import price of a step, a linear program can import and export at the same time for a
 //! fictitious gain (a meter only sees the net flow); excluding that exactly needs integer
-//! variables. The result is then still a valid lower bound (the program is a relaxation), but a
-//! looser one. To keep the artefact small, in such steps export is capped at the PV surplus over
+//! variables; left alone, the program would be a relaxation, still a lower bound but a loose
+//! one. To keep the artefact small, in such steps export is capped at the PV surplus over
 //! the building (`max(0, pv_available - building)`): this removes the night-time "import at the
 //! valley price, export at the feed-in price" loop at the grid limits, at the price of also
 //! forbidding battery export in those steps (which never pays more than exporting the same energy
@@ -1065,7 +1065,8 @@ mod tests {
 
     #[test]
     fn invalid_scalar_fields_are_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut OptimumInput)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut OptimumInput)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("step_s", Box::new(|i| i.step_s = 0.0)),
             ("pv_available_w", Box::new(|i| i.pv_available_w.clear())),
             (
