@@ -4,18 +4,18 @@
 
 use std::time::{Duration, Instant};
 
-use station_controller::backtest::optimum::{solve, synthetic_reference_window};
+use station_controller::backtest::optimum::{solve, synthetic_reference_window, OptimumInput};
 
-fn measure(days: usize, runs: usize) {
-    let input = synthetic_reference_window(days, 42);
+fn measure(label: &str, input: &OptimumInput, runs: usize) {
+    let days = input.window_days();
     let mut times: Vec<Duration> = Vec::with_capacity(runs);
     let mut last = None;
     for _ in 0..runs {
         let start = Instant::now();
-        let result = match solve(&input) {
+        let result = match solve(input) {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("{days}-day window failed: {e}");
+                eprintln!("{label} ({days} days) failed: {e}");
                 std::process::exit(1);
             }
         };
@@ -27,7 +27,7 @@ fn measure(days: usize, runs: usize) {
     let min = times[0];
     let max = times[times.len() - 1];
     println!(
-        "optimum {days}-day window: {} steps, {} sessions; \
+        "optimum {label} ({days} days): {} steps, {} sessions; \
          solve min {:.3} s, median {:.3} s, max {:.3} s over {runs} runs",
         input.steps(),
         input.sessions.len(),
@@ -65,10 +65,20 @@ fn measure(days: usize, runs: usize) {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this once as a smoke test.
     let quick = !std::env::args().any(|a| a == "--bench");
+    let one_day = synthetic_reference_window(1, 42);
     if quick {
-        measure(1, 1);
-    } else {
-        measure(1, 9);
-        measure(7, 5);
+        measure("reference window", &one_day, 1);
+        return;
     }
+    measure("reference window", &one_day, 9);
+    let week = synthetic_reference_window(7, 42);
+    measure("reference window", &week, 5);
+    // A tight grid makes the limits bind: 60 kW import, zero export, a 100 kWh / 30 kW battery.
+    let mut tight = week;
+    tight.grid.import_limit_w = 60_000.0;
+    tight.grid.export_limit_w = 0.0;
+    tight.battery.usable_wh = 100_000.0;
+    tight.battery.max_charge_w = 30_000.0;
+    tight.battery.max_discharge_w = 30_000.0;
+    measure("tight-grid window", &tight, 5);
 }
