@@ -1,6 +1,7 @@
 //! station-controller: the dispatch core, device drivers and the `stationd` daemon.
 #![forbid(unsafe_code)]
 
+pub mod backtest;
 pub mod clock;
 pub mod daemon;
 pub mod devices;

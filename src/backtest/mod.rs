@@ -1,0 +1,3 @@
+//! Backtesting: replaying recorded or synthetic days against controllers and benchmarks.
+
+pub mod optimum;

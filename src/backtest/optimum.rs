@@ -1,0 +1,1135 @@
+//! Perfect-foresight optimum: the linear program that gives the theoretical lower bound on the
+//! cost of running a station over a window.
+//!
+//! Every real controller is scored against this number ("C_optimum" in the scorecard): the
+//! program knows the realized PV, building load, vehicle arrivals and departures and prices for
+//! the whole window in advance and dispatches grid, battery, PV curtailment and vehicle charging
+//! to minimise cost under the same plant limits the controller faces.
+//!
+//! # Model (all powers are step averages, in kW inside the program)
+//!
+//! Per step `t` of length `dt` hours:
+//! - `import_t in [0, import_limit]`, `export_t in [0, export_limit]` (no variable at all when the
+//!   export limit is 0), `pv_used_t in [0, pv_available_t]` (the rest is curtailed),
+//!   `charge_t in [0, max_charge]`, `discharge_t in [0, max_discharge]`, stored energy
+//!   `e_t in [soc_min, soc_max] x usable`, and per vehicle session present at `t` a charging
+//!   power `v_{s,t} in [0, max_w_s]` (sessions have variables only while present, so a car is
+//!   never charged before it arrives or after it leaves).
+//! - Balance: `pv_used + import + discharge = building + sum_s v_{s,t} + charge + export`.
+//! - Battery: `e_t = e_{t-1} + charge_eff * charge_t * dt - discharge_t * dt / discharge_eff`,
+//!   `e_{-1} = soc0 x usable`, and **`e_end >= e_{-1}`**: the end state of charge may not be below
+//!   the start, otherwise the program would "steal" energy stored before the window and the bound
+//!   would not be comparable with a controller that is judged over the same days.
+//! - Sessions: `sum_t v_{s,t} dt + unmet_s = wanted_s`, `unmet_s >= 0` is penalised with
+//!   `unmet_penalty_cny_per_kwh` (high, so cars are served whenever the limits allow it).
+//! - Demand charge: one peak variable `peak >= import_t` for all `t`, charged
+//!   `demand_charge_cny_per_kw x demand_charge_fraction x peak`. The tariff charges the monthly
+//!   peak; a window shorter than a month pays the prorated share `window days / 30` by default
+//!   ([`TariffInput::demand_charge_fraction`] overrides it).
+//! - Import limit: a step whose building load alone exceeds `import_limit + pv_available` cannot
+//!   be served within the limit (the battery cannot be relied on, it may be empty). Only such
+//!   steps get a slack `over_t >= 0` that imports above the limit at a very high penalty; its
+//!   energy is reported as [`OptimumResult::import_limit_infeasible_kwh`]. Every other step
+//!   always has a feasible dispatch (serve the building from PV and grid, leave cars unmet),
+//!   so the program is always feasible.
+//!
+//! Objective: the sum of import cost, minus export revenue, plus demand charge, battery wear
+//! (per kWh discharged), unmet penalty and import-limit slack penalty, plus tie-breaking terms far
+//! below a fen (a tiny cost on battery throughput so the battery never charges and discharges at
+//! once to burn surplus, and a tiny preference for charging cars early among equally priced
+//! steps). The reported [`OptimumResult::cost_cny`] is recomputed from the schedule and contains
+//! neither penalty nor tie-breakers: import energy cost - export revenue + demand charge + wear.
+//!
+//! # Limitation: simultaneous import and export
+//! Import and export are separate non-negative variables. When the export price is higher than
+//! the import price of a step, a linear program can import and export at the same time for a
+//! fictitious gain (a meter only sees the net flow); excluding that exactly needs integer
+//! variables; left alone, the program would be a relaxation, still a lower bound but a loose
+//! one. To keep the artefact small, in such steps export is capped at the PV surplus over
+//! the building (`max(0, pv_available - building)`): this removes the night-time "import at the
+//! valley price, export at the feed-in price" loop at the grid limits, at the price of also
+//! forbidding battery export in those steps (which never pays more than exporting the same energy
+//! in another step). [`OptimumResult::simultaneous_import_export_kwh`] reports what remains
+//! (0 whenever every import price is at least the export price).
+
+use good_lp::{microlp, variable, Expression, ProblemVariables, Solution, SolverModel, Variable};
+use serde::{Deserialize, Serialize};
+
+/// The usual step of the backtest: 15 minutes, the metering interval of the demand charge.
+pub const DEFAULT_STEP_S: f64 = 900.0;
+
+/// Days in the demand-charge billing month used to prorate the demand charge to a window.
+pub const DEMAND_CHARGE_MONTH_DAYS: f64 = 30.0;
+
+/// Penalty (CNY/kWh) on energy imported above the import limit in steps where the limit cannot
+/// be held; added to ten times the unmet penalty so breaching the limit is always worse than
+/// leaving a car unserved.
+const IMPORT_SLACK_BASE_PENALTY_CNY_PER_KWH: f64 = 1000.0;
+
+/// Tie-breaking cost on every kWh through the battery (charge and discharge), CNY/kWh.
+const BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH: f64 = 1e-5;
+
+/// Tie-breaking cost on vehicle energy at the last step of the window, CNY/kWh (linear in time).
+const LATE_CHARGING_TIE_BREAK_CNY_PER_KWH: f64 = 1e-6;
+
+/// Values below this (kW or kWh) are solver noise and are reported as 0.
+const NOISE: f64 = 1e-7;
+
+/// One vehicle session: the car is plugged in for steps `arrive_step..depart_step`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionInput {
+    /// First step the car is present.
+    pub arrive_step: usize,
+    /// First step the car is gone (exclusive end), at most the number of steps.
+    pub depart_step: usize,
+    /// Energy the car wants during the session, Wh.
+    pub wanted_wh: f64,
+    /// Charging power limit (charger and on-board charger), W.
+    pub max_w: f64,
+}
+
+/// The stationary battery behind its PCS. `usable_wh = 0` means no battery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatteryInput {
+    /// Usable capacity (nameplate x SoH), Wh.
+    pub usable_wh: f64,
+    /// State of charge at the start of the window, % of usable; must lie in the SoC window.
+    pub soc0_pct: f64,
+    /// Lowest allowed state of charge, %.
+    pub soc_min_pct: f64,
+    /// Highest allowed state of charge, %.
+    pub soc_max_pct: f64,
+    /// AC charge power limit, W.
+    pub max_charge_w: f64,
+    /// AC discharge power limit, W.
+    pub max_discharge_w: f64,
+    /// Share of AC charge energy that ends up stored, in (0, 1].
+    pub charge_eff: f64,
+    /// Share of stored energy delivered as AC on discharge, in (0, 1].
+    pub discharge_eff: f64,
+    /// Degradation cost per AC kWh discharged, CNY/kWh.
+    pub wear_cost_cny_per_kwh_discharged: f64,
+}
+
+impl BatteryInput {
+    /// A station without a battery.
+    pub fn none() -> Self {
+        Self {
+            usable_wh: 0.0,
+            soc0_pct: 0.0,
+            soc_min_pct: 0.0,
+            soc_max_pct: 100.0,
+            max_charge_w: 0.0,
+            max_discharge_w: 0.0,
+            charge_eff: 1.0,
+            discharge_eff: 1.0,
+            wear_cost_cny_per_kwh_discharged: 0.0,
+        }
+    }
+}
+
+/// The grid connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GridInput {
+    /// Contracted import limit, W (15-minute average).
+    pub import_limit_w: f64,
+    /// Export limit, W; 0 means zero export.
+    pub export_limit_w: f64,
+}
+
+/// Prices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TariffInput {
+    /// Import energy price per step, CNY/kWh (one entry per step).
+    pub import_price_cny_per_kwh: Vec<f64>,
+    /// Export (feed-in) price, CNY/kWh.
+    pub export_price_cny_per_kwh: f64,
+    /// Demand charge per kW of the monthly peak step-average import, CNY/kW.
+    pub demand_charge_cny_per_kw: f64,
+    /// Share of the monthly demand charge this window pays. `None` = window days / 30
+    /// (see [`OptimumInput::effective_demand_charge_fraction`]).
+    pub demand_charge_fraction: Option<f64>,
+}
+
+/// Everything the perfect-foresight program knows, in SI units, one entry per step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimumInput {
+    /// Step length, s (normally [`DEFAULT_STEP_S`]).
+    pub step_s: f64,
+    /// Realized PV power available each step (before curtailment), W.
+    pub pv_available_w: Vec<f64>,
+    /// Building load each step, W.
+    pub building_w: Vec<f64>,
+    /// Vehicle sessions in the window.
+    pub sessions: Vec<SessionInput>,
+    /// The stationary battery.
+    pub battery: BatteryInput,
+    /// The grid connection.
+    pub grid: GridInput,
+    /// Prices.
+    pub tariff: TariffInput,
+    /// Penalty on vehicle energy wanted but not delivered, CNY/kWh (e.g. 5).
+    pub unmet_penalty_cny_per_kwh: f64,
+}
+
+impl OptimumInput {
+    /// Number of steps in the window.
+    pub fn steps(&self) -> usize {
+        self.pv_available_w.len()
+    }
+
+    /// Window length, days.
+    pub fn window_days(&self) -> f64 {
+        self.steps() as f64 * self.step_s / 86_400.0
+    }
+
+    /// The demand-charge share this window pays: the explicit fraction, or window days / 30.
+    pub fn effective_demand_charge_fraction(&self) -> f64 {
+        self.tariff
+            .demand_charge_fraction
+            .unwrap_or_else(|| self.window_days() / DEMAND_CHARGE_MONTH_DAYS)
+    }
+}
+
+/// The optimal dispatch of one step (step averages).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepSchedule {
+    /// Grid import, W (includes any import above the limit in infeasible steps).
+    pub import_w: f64,
+    /// Grid export, W.
+    pub export_w: f64,
+    /// Battery AC power, W, > 0 discharge, < 0 charge.
+    pub battery_w: f64,
+    /// All vehicles together, W.
+    pub vehicles_w: f64,
+    /// PV power used (available minus curtailed), W.
+    pub pv_used_w: f64,
+    /// Battery state of charge at the end of the step, % of usable (0 without battery).
+    pub soc_pct: f64,
+}
+
+/// Energy delivered to one session.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionOutcome {
+    /// Energy delivered, kWh.
+    pub delivered_kwh: f64,
+    /// Energy wanted but not delivered, kWh.
+    pub unmet_kwh: f64,
+}
+
+/// The optimum and its scorecard.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OptimumResult {
+    /// Import energy cost - export revenue + demand charge + wear cost, CNY (no unmet penalty).
+    pub cost_cny: f64,
+    /// Import energy cost, CNY.
+    pub import_cost_cny: f64,
+    /// Export revenue, CNY.
+    pub export_revenue_cny: f64,
+    /// Prorated demand charge, CNY.
+    pub demand_charge_cny: f64,
+    /// Battery wear cost, CNY.
+    pub wear_cost_cny: f64,
+    /// Highest step-average import, kW.
+    pub peak_import_kw: f64,
+    /// Grid import, kWh.
+    pub grid_import_kwh: f64,
+    /// Grid export, kWh.
+    pub grid_export_kwh: f64,
+    /// PV energy used (produced), kWh.
+    pub pv_used_kwh: f64,
+    /// PV energy available but curtailed, kWh.
+    pub pv_curtailed_kwh: f64,
+    /// Energy delivered to vehicles, kWh.
+    pub ev_delivered_kwh: f64,
+    /// Energy wanted by vehicles but not delivered, kWh.
+    pub ev_unmet_kwh: f64,
+    /// Battery AC energy discharged, kWh.
+    pub battery_discharged_kwh: f64,
+    /// Equivalent full cycles: energy discharged / usable capacity (0 without battery).
+    pub battery_efc: f64,
+    /// PV used on site (PV produced - export) / PV produced, % (0 when no PV was produced).
+    pub self_consumption_pct: f64,
+    /// Site load (building + vehicles) not served by grid import / site load, %
+    /// (grid energy stored in the battery counts as grid; 0 when there is no load).
+    pub self_sufficiency_pct: f64,
+    /// Energy imported above the import limit in steps where the building alone exceeds the
+    /// limit plus PV, kWh (0 whenever the limit can be held).
+    pub import_limit_infeasible_kwh: f64,
+    /// Sum over steps of min(import, export), kWh: the relaxation artefact described in the
+    /// module documentation (0 whenever export never pays more than import).
+    pub simultaneous_import_export_kwh: f64,
+    /// Per session, in input order.
+    pub sessions: Vec<SessionOutcome>,
+    /// Per step, in input order.
+    pub schedule: Vec<StepSchedule>,
+}
+
+/// Why no optimum could be computed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OptimumError {
+    /// A field is out of its domain; `field` names it (e.g. `sessions[3].depart_step`).
+    #[error("{field}: {reason}")]
+    InvalidInput {
+        /// Path of the offending field.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A per-step vector does not have one entry per step.
+    #[error(
+        "{field}: has {actual} entries, expected {expected} (one per step, as pv_available_w)"
+    )]
+    LengthMismatch {
+        /// Name of the vector.
+        field: &'static str,
+        /// Number of steps (length of `pv_available_w`).
+        expected: usize,
+        /// Its length.
+        actual: usize,
+    },
+    /// The LP solver failed (should not happen: the program is always feasible and bounded).
+    #[error("LP solver failed: {0}")]
+    Solver(String),
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> OptimumError {
+    OptimumError::InvalidInput {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn check_finite(field: &str, value: f64) -> Result<(), OptimumError> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(invalid(field, "not a finite number"))
+    }
+}
+
+fn check_non_negative(field: &str, value: f64) -> Result<(), OptimumError> {
+    check_finite(field, value)?;
+    if value < 0.0 {
+        return Err(invalid(field, format!("negative ({value})")));
+    }
+    Ok(())
+}
+
+fn check_pct(field: &str, value: f64) -> Result<(), OptimumError> {
+    check_finite(field, value)?;
+    if !(0.0..=100.0).contains(&value) {
+        return Err(invalid(field, format!("outside 0..=100 % ({value})")));
+    }
+    Ok(())
+}
+
+fn check_efficiency(field: &str, value: f64) -> Result<(), OptimumError> {
+    check_finite(field, value)?;
+    if value <= 0.0 || value > 1.0 {
+        return Err(invalid(field, format!("outside (0, 1] ({value})")));
+    }
+    Ok(())
+}
+
+/// Checks every field; the error names the first offending one.
+pub fn validate(input: &OptimumInput) -> Result<(), OptimumError> {
+    check_finite("step_s", input.step_s)?;
+    if input.step_s <= 0.0 {
+        return Err(invalid(
+            "step_s",
+            format!("not positive ({})", input.step_s),
+        ));
+    }
+    let n = input.pv_available_w.len();
+    if n == 0 {
+        return Err(invalid("pv_available_w", "empty: the window has no steps"));
+    }
+    for (field, len) in [
+        ("building_w", input.building_w.len()),
+        (
+            "tariff.import_price_cny_per_kwh",
+            input.tariff.import_price_cny_per_kwh.len(),
+        ),
+    ] {
+        if len != n {
+            return Err(OptimumError::LengthMismatch {
+                field,
+                expected: n,
+                actual: len,
+            });
+        }
+    }
+    for (t, &w) in input.pv_available_w.iter().enumerate() {
+        check_non_negative(&format!("pv_available_w[{t}]"), w)?;
+    }
+    for (t, &w) in input.building_w.iter().enumerate() {
+        check_non_negative(&format!("building_w[{t}]"), w)?;
+    }
+    for (t, &p) in input.tariff.import_price_cny_per_kwh.iter().enumerate() {
+        check_finite(&format!("tariff.import_price_cny_per_kwh[{t}]"), p)?;
+    }
+    for (i, s) in input.sessions.iter().enumerate() {
+        if s.depart_step < s.arrive_step {
+            return Err(invalid(
+                format!("sessions[{i}].depart_step"),
+                "before arrive_step",
+            ));
+        }
+        if s.depart_step == s.arrive_step {
+            return Err(invalid(
+                format!("sessions[{i}].depart_step"),
+                "equal to arrive_step (the car is never present)",
+            ));
+        }
+        if s.depart_step > n {
+            return Err(invalid(
+                format!("sessions[{i}].depart_step"),
+                format!(
+                    "after the end of the window ({} > {n} steps)",
+                    s.depart_step
+                ),
+            ));
+        }
+        check_non_negative(&format!("sessions[{i}].wanted_wh"), s.wanted_wh)?;
+        check_non_negative(&format!("sessions[{i}].max_w"), s.max_w)?;
+    }
+    let b = &input.battery;
+    check_non_negative("battery.usable_wh", b.usable_wh)?;
+    check_pct("battery.soc_min_pct", b.soc_min_pct)?;
+    check_pct("battery.soc_max_pct", b.soc_max_pct)?;
+    check_pct("battery.soc0_pct", b.soc0_pct)?;
+    if b.soc_min_pct > b.soc_max_pct {
+        return Err(invalid("battery.soc_min_pct", "above soc_max_pct"));
+    }
+    if b.usable_wh > 0.0 && !(b.soc_min_pct..=b.soc_max_pct).contains(&b.soc0_pct) {
+        return Err(invalid(
+            "battery.soc0_pct",
+            format!(
+                "outside the SoC window {}..={} %",
+                b.soc_min_pct, b.soc_max_pct
+            ),
+        ));
+    }
+    check_non_negative("battery.max_charge_w", b.max_charge_w)?;
+    check_non_negative("battery.max_discharge_w", b.max_discharge_w)?;
+    check_efficiency("battery.charge_eff", b.charge_eff)?;
+    check_efficiency("battery.discharge_eff", b.discharge_eff)?;
+    check_non_negative(
+        "battery.wear_cost_cny_per_kwh_discharged",
+        b.wear_cost_cny_per_kwh_discharged,
+    )?;
+    check_non_negative("grid.import_limit_w", input.grid.import_limit_w)?;
+    check_non_negative("grid.export_limit_w", input.grid.export_limit_w)?;
+    check_finite(
+        "tariff.export_price_cny_per_kwh",
+        input.tariff.export_price_cny_per_kwh,
+    )?;
+    check_non_negative(
+        "tariff.demand_charge_cny_per_kw",
+        input.tariff.demand_charge_cny_per_kw,
+    )?;
+    if let Some(f) = input.tariff.demand_charge_fraction {
+        check_non_negative("tariff.demand_charge_fraction", f)?;
+    }
+    check_non_negative("unmet_penalty_cny_per_kwh", input.unmet_penalty_cny_per_kwh)?;
+    Ok(())
+}
+
+/// Battery variables of one step.
+struct BatteryStep {
+    charge: Variable,
+    discharge: Variable,
+    energy: Variable,
+}
+
+/// Variables of one step.
+struct StepVars {
+    import: Variable,
+    over_limit: Option<Variable>,
+    export: Option<Variable>,
+    pv_used: Option<Variable>,
+    battery: Option<BatteryStep>,
+    /// Charging power variables of the sessions present at this step.
+    vehicles: Vec<Variable>,
+}
+
+/// Variables of one session.
+struct SessionVars {
+    /// (step, power variable) while present.
+    power: Vec<(usize, Variable)>,
+    unmet: Option<Variable>,
+}
+
+fn clean(x: f64) -> f64 {
+    if x.abs() < NOISE {
+        0.0
+    } else {
+        x
+    }
+}
+
+/// Solves the perfect-foresight program for `input` (see the module documentation).
+pub fn solve(input: &OptimumInput) -> Result<OptimumResult, OptimumError> {
+    validate(input)?;
+    let n = input.steps();
+    let dt_h = input.step_s / 3600.0;
+    let kw = |w: f64| w / 1000.0;
+    let b = &input.battery;
+    let has_battery = b.usable_wh > 0.0 && (b.max_charge_w > 0.0 || b.max_discharge_w > 0.0);
+    let usable_kwh = kw(b.usable_wh);
+    let e0_kwh = usable_kwh * b.soc0_pct / 100.0;
+    let import_limit_kw = kw(input.grid.import_limit_w);
+    let export_limit_kw = kw(input.grid.export_limit_w);
+    let demand_cny_per_kw =
+        input.tariff.demand_charge_cny_per_kw * input.effective_demand_charge_fraction();
+    let slack_penalty =
+        IMPORT_SLACK_BASE_PENALTY_CNY_PER_KWH + 10.0 * input.unmet_penalty_cny_per_kwh;
+
+    let mut vars = ProblemVariables::new();
+    let mut objective = Expression::with_capacity(8 * n + input.sessions.len() * 16);
+
+    let mut steps: Vec<StepVars> = Vec::with_capacity(n);
+    for t in 0..n {
+        let price = input.tariff.import_price_cny_per_kwh[t];
+        let pv_kw = kw(input.pv_available_w[t]);
+        let building_kw = kw(input.building_w[t]);
+        let import = vars.add(variable().min(0.0).max(import_limit_kw));
+        objective.add_mul(price * dt_h, import);
+        let over_limit = if building_kw > import_limit_kw + pv_kw {
+            let v = vars.add(variable().min(0.0));
+            objective.add_mul((price + slack_penalty) * dt_h, v);
+            Some(v)
+        } else {
+            None
+        };
+        // Where export pays more than import, cap export at the PV surplus over the building
+        // so the relaxation cannot import and export at the limits for a fictitious gain.
+        let export_cap_kw = if input.tariff.export_price_cny_per_kwh > price {
+            export_limit_kw.min((pv_kw - building_kw).max(0.0))
+        } else {
+            export_limit_kw
+        };
+        let export = if export_cap_kw > 0.0 {
+            let v = vars.add(variable().min(0.0).max(export_cap_kw));
+            objective.add_mul(-input.tariff.export_price_cny_per_kwh * dt_h, v);
+            Some(v)
+        } else {
+            None
+        };
+        let pv_used = if pv_kw > 0.0 {
+            Some(vars.add(variable().min(0.0).max(pv_kw)))
+        } else {
+            None
+        };
+        let battery = if has_battery {
+            let charge = vars.add(variable().min(0.0).max(kw(b.max_charge_w)));
+            let discharge = vars.add(variable().min(0.0).max(kw(b.max_discharge_w)));
+            let energy = vars.add(
+                variable()
+                    .min(usable_kwh * b.soc_min_pct / 100.0)
+                    .max(usable_kwh * b.soc_max_pct / 100.0),
+            );
+            objective.add_mul(BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH * dt_h, charge);
+            objective.add_mul(
+                (b.wear_cost_cny_per_kwh_discharged + BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH)
+                    * dt_h,
+                discharge,
+            );
+            Some(BatteryStep {
+                charge,
+                discharge,
+                energy,
+            })
+        } else {
+            None
+        };
+        steps.push(StepVars {
+            import,
+            over_limit,
+            export,
+            pv_used,
+            battery,
+            vehicles: Vec::new(),
+        });
+    }
+
+    let mut sessions: Vec<SessionVars> = Vec::with_capacity(input.sessions.len());
+    for s in &input.sessions {
+        let wanted_kwh = kw(s.wanted_wh);
+        let max_kw = kw(s.max_w);
+        let mut power = Vec::new();
+        if wanted_kwh > 0.0 && max_kw > 0.0 {
+            for (t, step) in steps
+                .iter_mut()
+                .enumerate()
+                .take(s.depart_step)
+                .skip(s.arrive_step)
+            {
+                let v = vars.add(variable().min(0.0).max(max_kw));
+                let late = LATE_CHARGING_TIE_BREAK_CNY_PER_KWH * t as f64 / n as f64;
+                objective.add_mul(late * dt_h, v);
+                step.vehicles.push(v);
+                power.push((t, v));
+            }
+        }
+        let unmet = if wanted_kwh > 0.0 {
+            let u = vars.add(variable().min(0.0).max(wanted_kwh));
+            objective.add_mul(input.unmet_penalty_cny_per_kwh, u);
+            Some(u)
+        } else {
+            None
+        };
+        sessions.push(SessionVars { power, unmet });
+    }
+
+    let peak = if demand_cny_per_kw > 0.0 {
+        let p = vars.add(variable().min(0.0));
+        objective.add_mul(demand_cny_per_kw, p);
+        Some(p)
+    } else {
+        None
+    };
+
+    let mut model = vars.minimise(objective).using(microlp);
+
+    for (t, step) in steps.iter().enumerate() {
+        // Supply - demand = building.
+        let mut balance = Expression::with_capacity(8 + step.vehicles.len());
+        balance.add_mul(1.0, step.import);
+        if let Some(v) = step.over_limit {
+            balance.add_mul(1.0, v);
+        }
+        if let Some(v) = step.pv_used {
+            balance.add_mul(1.0, v);
+        }
+        if let Some(v) = step.export {
+            balance.add_mul(-1.0, v);
+        }
+        if let Some(bs) = &step.battery {
+            balance.add_mul(1.0, bs.discharge);
+            balance.add_mul(-1.0, bs.charge);
+        }
+        for &v in &step.vehicles {
+            balance.add_mul(-1.0, v);
+        }
+        model.add_constraint(balance.eq(kw(input.building_w[t])));
+
+        if let Some(bs) = &step.battery {
+            // e_t - e_{t-1} - eta_c dt charge + dt / eta_d discharge = 0
+            let mut soc = Expression::with_capacity(4);
+            soc.add_mul(1.0, bs.energy);
+            soc.add_mul(-b.charge_eff * dt_h, bs.charge);
+            soc.add_mul(dt_h / b.discharge_eff, bs.discharge);
+            let previous = match t.checked_sub(1).and_then(|p| steps[p].battery.as_ref()) {
+                Some(prev) => {
+                    soc.add_mul(-1.0, prev.energy);
+                    0.0
+                }
+                None => e0_kwh,
+            };
+            model.add_constraint(soc.eq(previous));
+        }
+
+        if let Some(p) = peak {
+            let mut above = Expression::with_capacity(3);
+            above.add_mul(1.0, step.import);
+            if let Some(v) = step.over_limit {
+                above.add_mul(1.0, v);
+            }
+            above.add_mul(-1.0, p);
+            model.add_constraint(above.leq(0.0));
+        }
+    }
+
+    if let Some(last) = steps.last().and_then(|s| s.battery.as_ref()) {
+        let mut end = Expression::with_capacity(1);
+        end.add_mul(1.0, last.energy);
+        model.add_constraint(end.geq(e0_kwh));
+    }
+
+    for (s, sv) in input.sessions.iter().zip(&sessions) {
+        if let Some(u) = sv.unmet {
+            let mut energy = Expression::with_capacity(sv.power.len() + 1);
+            for &(_, v) in &sv.power {
+                energy.add_mul(dt_h, v);
+            }
+            energy.add_mul(1.0, u);
+            model.add_constraint(energy.eq(kw(s.wanted_wh)));
+        }
+    }
+
+    let solution = model
+        .solve()
+        .map_err(|e| OptimumError::Solver(e.to_string()))?;
+    let value = |v: Variable| clean(solution.value(v)).max(0.0);
+    let opt_value = |v: Option<Variable>| v.map(value).unwrap_or(0.0);
+
+    let session_outcomes: Vec<SessionOutcome> = input
+        .sessions
+        .iter()
+        .zip(&sessions)
+        .map(|(s, sv)| {
+            let delivered_kwh: f64 = sv.power.iter().map(|&(_, v)| value(v) * dt_h).sum();
+            let unmet_kwh = (kw(s.wanted_wh) - delivered_kwh).max(0.0);
+            SessionOutcome {
+                delivered_kwh,
+                unmet_kwh: clean(unmet_kwh),
+            }
+        })
+        .collect();
+    let mut vehicles_kw = vec![0.0_f64; n];
+    for sv in &sessions {
+        for &(t, v) in &sv.power {
+            vehicles_kw[t] += value(v);
+        }
+    }
+
+    let mut schedule = Vec::with_capacity(n);
+    let mut import_cost_cny = 0.0;
+    let mut export_revenue_cny = 0.0;
+    let mut wear_cost_cny = 0.0;
+    let mut peak_import_kw: f64 = 0.0;
+    let mut grid_import_kwh = 0.0;
+    let mut grid_export_kwh = 0.0;
+    let mut pv_used_kwh = 0.0;
+    let mut pv_available_kwh = 0.0;
+    let mut battery_discharged_kwh = 0.0;
+    let mut import_limit_infeasible_kwh = 0.0;
+    let mut simultaneous_import_export_kwh = 0.0;
+    let mut building_kwh = 0.0;
+    for (t, step) in steps.iter().enumerate() {
+        let over_kw = opt_value(step.over_limit);
+        let import_kw = value(step.import) + over_kw;
+        let export_kw = opt_value(step.export);
+        let pv_kw = opt_value(step.pv_used);
+        let (charge_kw, discharge_kw, soc_pct) = match &step.battery {
+            Some(bs) => (
+                value(bs.charge),
+                value(bs.discharge),
+                100.0 * solution.value(bs.energy) / usable_kwh,
+            ),
+            None => (0.0, 0.0, if has_battery { b.soc0_pct } else { 0.0 }),
+        };
+        let price = input.tariff.import_price_cny_per_kwh[t];
+        import_cost_cny += price * import_kw * dt_h;
+        export_revenue_cny += input.tariff.export_price_cny_per_kwh * export_kw * dt_h;
+        wear_cost_cny += b.wear_cost_cny_per_kwh_discharged * discharge_kw * dt_h;
+        peak_import_kw = peak_import_kw.max(import_kw);
+        grid_import_kwh += import_kw * dt_h;
+        grid_export_kwh += export_kw * dt_h;
+        pv_used_kwh += pv_kw * dt_h;
+        pv_available_kwh += kw(input.pv_available_w[t]) * dt_h;
+        battery_discharged_kwh += discharge_kw * dt_h;
+        import_limit_infeasible_kwh += over_kw * dt_h;
+        simultaneous_import_export_kwh += import_kw.min(export_kw) * dt_h;
+        building_kwh += kw(input.building_w[t]) * dt_h;
+        schedule.push(StepSchedule {
+            import_w: import_kw * 1000.0,
+            export_w: export_kw * 1000.0,
+            battery_w: clean(discharge_kw - charge_kw) * 1000.0,
+            vehicles_w: vehicles_kw[t] * 1000.0,
+            pv_used_w: pv_kw * 1000.0,
+            soc_pct: clean(soc_pct),
+        });
+    }
+    let demand_charge_cny = demand_cny_per_kw * peak_import_kw;
+    let ev_delivered_kwh: f64 = session_outcomes.iter().map(|s| s.delivered_kwh).sum();
+    let ev_unmet_kwh: f64 = session_outcomes.iter().map(|s| s.unmet_kwh).sum();
+    let site_load_kwh = building_kwh + ev_delivered_kwh;
+    let self_consumption_pct = if pv_used_kwh > NOISE {
+        (100.0 * (pv_used_kwh - grid_export_kwh) / pv_used_kwh).clamp(0.0, 100.0)
+    } else {
+        0.0
+    };
+    let self_sufficiency_pct = if site_load_kwh > NOISE {
+        (100.0 * (site_load_kwh - grid_import_kwh) / site_load_kwh).clamp(0.0, 100.0)
+    } else {
+        0.0
+    };
+    Ok(OptimumResult {
+        cost_cny: import_cost_cny - export_revenue_cny + demand_charge_cny + wear_cost_cny,
+        import_cost_cny,
+        export_revenue_cny,
+        demand_charge_cny,
+        wear_cost_cny,
+        peak_import_kw,
+        grid_import_kwh,
+        grid_export_kwh,
+        pv_used_kwh,
+        pv_curtailed_kwh: clean(pv_available_kwh - pv_used_kwh).max(0.0),
+        ev_delivered_kwh,
+        ev_unmet_kwh,
+        battery_discharged_kwh,
+        battery_efc: if has_battery {
+            battery_discharged_kwh / usable_kwh
+        } else {
+            0.0
+        },
+        self_consumption_pct,
+        self_sufficiency_pct,
+        import_limit_infeasible_kwh,
+        simultaneous_import_export_kwh,
+        sessions: session_outcomes,
+        schedule,
+    })
+}
+
+/// Deterministic SplitMix64 stream for [`synthetic_reference_window`].
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Time-of-use import price of the reference tariff at `hour` (0..24), CNY/kWh:
+/// valley 0.30 (23:00-07:00), peak 1.10 (10:00-15:00, 18:00-21:00), flat 0.70 otherwise.
+pub fn reference_tou_price_cny_per_kwh(hour: f64) -> f64 {
+    if !(7.0..23.0).contains(&hour) {
+        0.30
+    } else if (10.0..15.0).contains(&hour) || (18.0..21.0).contains(&hour) {
+        1.10
+    } else {
+        0.70
+    }
+}
+
+/// A deterministic synthetic window of `days` days at 15-minute steps shaped like the reference
+/// dealer station (for benchmarks and tests): 135 kW PV bell curve 06:00-18:00 scaled by a fixed
+/// weather pattern, building 15 kW at night and 45-70 kW in business hours with workshop steps,
+/// 20 sessions a day of 1-8 h at 22 kW (about 12 kWh each, capped by dwell), the 360 kWh / 120 kW
+/// battery, 150 kW import and 100 kW export limits, the reference time-of-use tariff, 0.39 CNY/kWh
+/// export, 40 CNY/kW monthly demand charge and 5 CNY/kWh unmet penalty. `seed` varies the
+/// sessions and workshop steps.
+pub fn synthetic_reference_window(days: usize, seed: u64) -> OptimumInput {
+    const STEPS_PER_DAY: usize = 96;
+    const WEATHER: [f64; 7] = [1.0, 0.62, 0.91, 0.33, 0.97, 0.78, 0.88];
+    let n = days * STEPS_PER_DAY;
+    let mut rng = SplitMix64(seed);
+    let mut pv_available_w = Vec::with_capacity(n);
+    let mut building_w = Vec::with_capacity(n);
+    let mut import_price_cny_per_kwh = Vec::with_capacity(n);
+    let mut sessions = Vec::new();
+    for day in 0..days {
+        let weather = WEATHER[day % WEATHER.len()];
+        let weekend = day % 7 >= 5;
+        for q in 0..STEPS_PER_DAY {
+            let hour = (q as f64 + 0.5) / 4.0;
+            let pv = if (6.0..18.0).contains(&hour) {
+                let x = std::f64::consts::PI * (hour - 6.0) / 12.0;
+                135_000.0 * weather * x.sin().powf(1.3)
+            } else {
+                0.0
+            };
+            let business = (8.0..19.0).contains(&hour);
+            let base = if !business {
+                15_000.0
+            } else if weekend {
+                35_000.0
+            } else {
+                45_000.0 + 25_000.0 * (std::f64::consts::PI * (hour - 8.0) / 11.0).sin()
+            };
+            let workshop = if business && !weekend && rng.unit() < 0.3 {
+                10_000.0 + 10_000.0 * rng.unit()
+            } else {
+                0.0
+            };
+            pv_available_w.push(pv);
+            building_w.push(base + workshop);
+            import_price_cny_per_kwh.push(reference_tou_price_cny_per_kwh(hour));
+        }
+        for k in 0..20 {
+            let day_start = day * STEPS_PER_DAY;
+            // Staff cars in the morning, customers through the day, a few evening demo cars.
+            let (arrive_q, dwell_steps) = match k {
+                0..=5 => (
+                    30 + (rng.unit() * 8.0) as usize,
+                    28 + (rng.unit() * 5.0) as usize,
+                ),
+                6..=16 => (
+                    36 + (rng.unit() * 40.0) as usize,
+                    4 + (rng.unit() * 12.0) as usize,
+                ),
+                _ => (
+                    72 + (rng.unit() * 12.0) as usize,
+                    16 + (rng.unit() * 16.0) as usize,
+                ),
+            };
+            let arrive_step = day_start + arrive_q;
+            let depart_step = (arrive_step + dwell_steps).min(n);
+            if depart_step <= arrive_step {
+                continue;
+            }
+            let max_w = 22_000.0;
+            let dwell_h = (depart_step - arrive_step) as f64 * 0.25;
+            // Exponential-like heavy tail with mean about 12 kWh.
+            let wanted = -12_000.0 * (1.0 - rng.unit()).ln();
+            let wanted_wh = wanted.min(0.8 * dwell_h * max_w).min(60_000.0);
+            sessions.push(SessionInput {
+                arrive_step,
+                depart_step,
+                wanted_wh,
+                max_w,
+            });
+        }
+    }
+    OptimumInput {
+        step_s: DEFAULT_STEP_S,
+        pv_available_w,
+        building_w,
+        sessions,
+        battery: BatteryInput {
+            usable_wh: 360_000.0,
+            soc0_pct: 50.0,
+            soc_min_pct: 10.0,
+            soc_max_pct: 90.0,
+            max_charge_w: 120_000.0,
+            max_discharge_w: 120_000.0,
+            charge_eff: 0.95,
+            discharge_eff: 0.95,
+            wear_cost_cny_per_kwh_discharged: 0.15,
+        },
+        grid: GridInput {
+            import_limit_w: 150_000.0,
+            export_limit_w: 100_000.0,
+        },
+        tariff: TariffInput {
+            import_price_cny_per_kwh,
+            export_price_cny_per_kwh: 0.39,
+            demand_charge_cny_per_kw: 40.0,
+            demand_charge_fraction: None,
+        },
+        unmet_penalty_cny_per_kwh: 5.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two 15-minute steps, 100 kW building, valley then peak price, a 100 kWh battery at 50 %.
+    fn valley_then_peak(wear_cny_per_kwh: f64) -> OptimumInput {
+        OptimumInput {
+            step_s: DEFAULT_STEP_S,
+            pv_available_w: vec![0.0, 0.0],
+            building_w: vec![100_000.0, 100_000.0],
+            sessions: Vec::new(),
+            battery: BatteryInput {
+                usable_wh: 100_000.0,
+                soc0_pct: 50.0,
+                soc_min_pct: 0.0,
+                soc_max_pct: 100.0,
+                max_charge_w: 400_000.0,
+                max_discharge_w: 400_000.0,
+                charge_eff: 0.95,
+                discharge_eff: 0.95,
+                wear_cost_cny_per_kwh_discharged: wear_cny_per_kwh,
+            },
+            grid: GridInput {
+                import_limit_w: 1_000_000.0,
+                export_limit_w: 0.0,
+            },
+            tariff: TariffInput {
+                import_price_cny_per_kwh: vec![0.30, 1.10],
+                export_price_cny_per_kwh: 0.0,
+                demand_charge_cny_per_kw: 0.0,
+                demand_charge_fraction: None,
+            },
+            unmet_penalty_cny_per_kwh: 5.0,
+        }
+    }
+
+    fn assert_close(actual: f64, expected: f64, tolerance: f64) {
+        assert!(
+            (actual - expected).abs() <= tolerance,
+            "expected {expected}, got {actual}"
+        );
+    }
+
+    #[test]
+    fn battery_charges_in_valley_and_discharges_in_peak_when_spread_times_efficiency_beats_wear() {
+        // Saving per kWh discharged: 1.10 - 0.30 / (0.95 x 0.95) = 0.7676 CNY > wear 0.10.
+        // Step 1 needs 25 kWh: discharged from 25 / 0.95 stored, charged as 25 / 0.95^2 AC.
+        let result = solve(&valley_then_peak(0.10)).unwrap();
+        let charged_kwh = 25.0 / (0.95 * 0.95);
+        let expected = 0.30 * (25.0 + charged_kwh) + 0.10 * 25.0;
+        assert_close(result.cost_cny, expected, 1e-4);
+        assert_close(
+            result.schedule[0].battery_w,
+            -charged_kwh / 0.25 * 1000.0,
+            1e-2,
+        );
+        assert_close(result.schedule[1].battery_w, 100_000.0, 1e-2);
+        assert_close(result.schedule[1].import_w, 0.0, 1e-3);
+        assert_close(result.battery_discharged_kwh, 25.0, 1e-6);
+        assert_close(result.battery_efc, 0.25, 1e-8);
+        assert_close(result.schedule[1].soc_pct, 50.0, 1e-6);
+    }
+
+    #[test]
+    fn battery_stays_idle_when_wear_cost_exceeds_spread_times_efficiency() {
+        let result = solve(&valley_then_peak(0.90)).unwrap();
+        assert_close(result.cost_cny, 0.30 * 25.0 + 1.10 * 25.0, 1e-6);
+        assert!(result.schedule.iter().all(|s| s.battery_w == 0.0));
+        assert_eq!(result.battery_efc, 0.0);
+        assert_eq!(result.wear_cost_cny, 0.0);
+    }
+
+    #[test]
+    fn cost_is_the_sum_of_its_parts_and_excludes_the_unmet_penalty() {
+        let mut input = valley_then_peak(0.10);
+        // 0.5 kW car cap: wants 10 kWh in 2 steps, at most 0.25 kWh can be delivered.
+        input.sessions.push(SessionInput {
+            arrive_step: 0,
+            depart_step: 2,
+            wanted_wh: 10_000.0,
+            max_w: 500.0,
+        });
+        let result = solve(&input).unwrap();
+        assert_close(result.ev_delivered_kwh, 0.25, 1e-6);
+        assert_close(result.ev_unmet_kwh, 9.75, 1e-6);
+        assert_close(
+            result.cost_cny,
+            result.import_cost_cny - result.export_revenue_cny
+                + result.demand_charge_cny
+                + result.wear_cost_cny,
+            1e-9,
+        );
+        assert!(
+            result.cost_cny < 30.0,
+            "penalty leaked into cost: {}",
+            result.cost_cny
+        );
+    }
+
+    #[test]
+    fn demand_charge_fraction_defaults_to_window_days_over_thirty() {
+        let mut input = valley_then_peak(0.1);
+        assert_close(
+            input.effective_demand_charge_fraction(),
+            0.5 / 24.0 / 30.0,
+            1e-12,
+        );
+        input.tariff.demand_charge_fraction = Some(1.0);
+        assert_eq!(input.effective_demand_charge_fraction(), 1.0);
+    }
+
+    #[test]
+    fn depart_before_arrive_is_named_with_the_session_index() {
+        let mut input = valley_then_peak(0.1);
+        for _ in 0..3 {
+            input.sessions.push(SessionInput {
+                arrive_step: 0,
+                depart_step: 1,
+                wanted_wh: 1000.0,
+                max_w: 7000.0,
+            });
+        }
+        input.sessions.push(SessionInput {
+            arrive_step: 1,
+            depart_step: 0,
+            wanted_wh: 1000.0,
+            max_w: 7000.0,
+        });
+        let err = solve(&input).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sessions[3].depart_step: before arrive_step"
+        );
+    }
+
+    #[test]
+    fn vector_length_mismatch_is_named() {
+        let mut input = valley_then_peak(0.1);
+        input.tariff.import_price_cny_per_kwh.push(0.7);
+        assert_eq!(
+            solve(&input).unwrap_err(),
+            OptimumError::LengthMismatch {
+                field: "tariff.import_price_cny_per_kwh",
+                expected: 2,
+                actual: 3
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_scalar_fields_are_named() {
+        type Mutation = Box<dyn Fn(&mut OptimumInput)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("step_s", Box::new(|i| i.step_s = 0.0)),
+            ("pv_available_w", Box::new(|i| i.pv_available_w.clear())),
+            (
+                "pv_available_w[1]",
+                Box::new(|i| i.pv_available_w[1] = -1.0),
+            ),
+            ("building_w[0]", Box::new(|i| i.building_w[0] = f64::NAN)),
+            (
+                "battery.soc0_pct",
+                Box::new(|i| i.battery.soc_min_pct = 60.0),
+            ),
+            (
+                "battery.charge_eff",
+                Box::new(|i| i.battery.charge_eff = 1.5),
+            ),
+            (
+                "battery.soc_max_pct",
+                Box::new(|i| i.battery.soc_max_pct = 120.0),
+            ),
+            (
+                "grid.import_limit_w",
+                Box::new(|i| i.grid.import_limit_w = -5.0),
+            ),
+            (
+                "tariff.demand_charge_fraction",
+                Box::new(|i| i.tariff.demand_charge_fraction = Some(-0.1)),
+            ),
+            (
+                "sessions[0].depart_step",
+                Box::new(|i| {
+                    i.sessions.push(SessionInput {
+                        arrive_step: 0,
+                        depart_step: 3,
+                        wanted_wh: 1.0,
+                        max_w: 1.0,
+                    })
+                }),
+            ),
+        ];
+        for (field, mutate) in cases {
+            let mut input = valley_then_peak(0.1);
+            if field == "pv_available_w" {
+                input.building_w.clear();
+                input.tariff.import_price_cny_per_kwh.clear();
+            }
+            mutate(&mut input);
+            match solve(&input) {
+                Err(OptimumError::InvalidInput { field: named, .. }) => {
+                    assert_eq!(named, field)
+                }
+                other => panic!("{field}: expected InvalidInput, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn synthetic_reference_window_is_deterministic_and_valid() {
+        let a = synthetic_reference_window(2, 7);
+        let b = synthetic_reference_window(2, 7);
+        assert_eq!(a, b);
+        assert_eq!(a.steps(), 192);
+        assert_eq!(a.sessions.len(), 40);
+        validate(&a).unwrap();
+        assert_ne!(a, synthetic_reference_window(2, 8));
+    }
+}
