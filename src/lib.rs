@@ -1,4 +1,5 @@
 //! station-controller: the dispatch core, device drivers and the `stationd` daemon.
 #![forbid(unsafe_code)]
 
+pub mod ledger;
 pub mod validate;
