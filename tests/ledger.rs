@@ -604,3 +604,45 @@ proptest! {
         prop_assert!(consistent.battery_unplaced_wh().abs() < 1e-6, "{:?}", consistent);
     }
 }
+
+#[test]
+fn database_is_in_wal_mode_with_a_schema_version() {
+    let path = temp_db("wal");
+    let mut l = Ledger::open(&path, Duration::from_secs(30));
+    run(&mut l, t0(), 10, balanced(0.0, 3_600.0, 0.0, 0.0), &[]);
+    l.flush().unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let version: i64 = conn
+        .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, station_controller::ledger::store::SCHEMA_VERSION);
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM buckets", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1);
+}
+
+#[test]
+fn database_from_a_newer_program_is_refused_with_its_path() {
+    let path = temp_db("newer");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (99);",
+        )
+        .unwrap();
+    }
+    let mut l = Ledger::open(&path, Duration::from_secs(30));
+    let err = l.health().last_error.unwrap();
+    assert!(err.contains("99"), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    run(&mut l, t0(), 40, balanced(0.0, 3_600.0, 0.0, 0.0), &[]);
+    let (from, to) = day();
+    assert!(close(l.totals(from, to).sum.building_wh, 40.0, 1e-6));
+    assert!(!l.healthy());
+}
