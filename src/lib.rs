@@ -5,6 +5,7 @@ pub mod backtest;
 pub mod clock;
 pub mod daemon;
 pub mod devices;
+pub mod ledger;
 pub mod metrics;
 pub mod status;
 pub mod validate;

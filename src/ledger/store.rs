@@ -1,0 +1,378 @@
+//! SQLite storage of the ledger (rusqlite, bundled SQLite).
+//!
+//! WAL journal, `synchronous=NORMAL`: a committed flush survives a killed process (`kill -9`);
+//! only an operating-system crash or power cut can lose the last commits. Each flush is one
+//! transaction. Buckets are stored as additive rows: a flush adds the in-memory deltas to the row
+//! of the same quarter hour (`peak_import_w` takes the maximum), so a restarted ledger simply
+//! keeps adding to the current bucket. Sessions are keyed by (charger id, start); open sessions
+//! have `end_ms` NULL and carry their running totals. The battery origin account lives in the
+//! key/value table `state`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+
+use super::flows::BatteryOrigin;
+use super::model::{utc_from_s, Bucket, SessionRecord, BUCKET_COLUMNS};
+
+/// Schema version this code writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// What went wrong with the ledger database. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger database {}: cannot open: {source}", .path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("ledger database {}: not usable (corrupt or not a database?): {source}", .path.display())]
+    Setup {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("ledger database {}: schema version {found} is newer than this program's {SCHEMA_VERSION}", .path.display())]
+    SchemaTooNew { path: PathBuf, found: i64 },
+    #[error("ledger database {}: journal mode is {mode:?}, WAL could not be enabled", .path.display())]
+    NoWal { path: PathBuf, mode: String },
+    #[error("ledger database {}: flush failed: {source}", .path.display())]
+    Flush {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("ledger database {}: read failed: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+impl LedgerError {
+    /// The database file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Open { path, .. }
+            | Self::Setup { path, .. }
+            | Self::SchemaTooNew { path, .. }
+            | Self::NoWal { path, .. }
+            | Self::Flush { path, .. }
+            | Self::Read { path, .. } => path,
+        }
+    }
+}
+
+/// State read back when the database is opened.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub open_sessions: Vec<SessionRecord>,
+    pub battery_origin: Option<BatteryOrigin>,
+}
+
+/// An open ledger database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    bucket_upsert_sql: String,
+    bucket_select_sql: String,
+}
+
+const SESSION_COLUMNS: &str = "charger_id, start_ms, end_ms, last_seen_ms, energy_wh, green_wh, \
+     from_pv_wh, from_battery_wh, from_grid_wh, co2_kg, cost_cny";
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, enables WAL and checks the schema.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        let conn = Connection::open(path).map_err(|source| LedgerError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let setup = |source| LedgerError::Setup {
+            path: path.to_owned(),
+            source,
+        };
+        conn.busy_timeout(Duration::from_secs(2)).map_err(setup)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(setup)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(LedgerError::NoWal {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        conn.execute_batch("PRAGMA synchronous=NORMAL;")
+            .map_err(setup)?;
+        let mut store = Self {
+            conn,
+            path: path.to_owned(),
+            bucket_upsert_sql: bucket_upsert_sql(),
+            bucket_select_sql: format!(
+                "SELECT start_s, {} FROM buckets WHERE start_s >= ?1 AND start_s < ?2 ORDER BY start_s",
+                BUCKET_COLUMNS.join(", ")
+            ),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let setup = |source| LedgerError::Setup {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(setup)?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);")
+            .map_err(setup)?;
+        let found: Option<i64> = tx
+            .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+            .map_err(setup)?;
+        match found {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(LedgerError::SchemaTooNew {
+                    path: self.path.clone(),
+                    found: v,
+                })
+            }
+            Some(_) => {}
+            None => {
+                let cols: Vec<String> = BUCKET_COLUMNS
+                    .iter()
+                    .map(|c| format!("{c} REAL NOT NULL DEFAULT 0"))
+                    .collect();
+                tx.execute_batch(&format!(
+                    "CREATE TABLE buckets (start_s INTEGER PRIMARY KEY, {});
+                     CREATE TABLE sessions (
+                        charger_id TEXT NOT NULL,
+                        start_ms INTEGER NOT NULL,
+                        end_ms INTEGER,
+                        last_seen_ms INTEGER NOT NULL,
+                        energy_wh REAL NOT NULL,
+                        green_wh REAL NOT NULL,
+                        from_pv_wh REAL NOT NULL,
+                        from_battery_wh REAL NOT NULL,
+                        from_grid_wh REAL NOT NULL,
+                        co2_kg REAL NOT NULL,
+                        cost_cny REAL NOT NULL,
+                        PRIMARY KEY (charger_id, start_ms));
+                     CREATE INDEX sessions_by_start ON sessions (start_ms);
+                     CREATE TABLE state (key TEXT PRIMARY KEY, value REAL NOT NULL);",
+                    cols.join(", ")
+                ))
+                .map_err(setup)?;
+                tx.execute(
+                    "INSERT INTO schema_version (version) VALUES (?1)",
+                    [SCHEMA_VERSION],
+                )
+                .map_err(setup)?;
+            }
+        }
+        tx.commit().map_err(setup)
+    }
+
+    /// Reads the open sessions and the battery origin account.
+    pub fn load(&self) -> Result<Loaded, LedgerError> {
+        let read = |source| LedgerError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE end_ms IS NULL ORDER BY start_ms"
+            ))
+            .map_err(read)?;
+        let open_sessions = stmt
+            .query_map([], session_from_row)
+            .map_err(read)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(read)?;
+        let get = |key: &str| -> Result<Option<f64>, LedgerError> {
+            self.conn
+                .query_row("SELECT value FROM state WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(read)
+        };
+        let battery_origin = match (get("battery_green_wh")?, get("battery_grey_wh")?) {
+            (Some(green_wh), Some(grey_wh)) => Some(BatteryOrigin {
+                green_wh: green_wh.max(0.0),
+                grey_wh: grey_wh.max(0.0),
+                grey_cost_cny: get("battery_grey_cost_cny")?.unwrap_or(0.0).max(0.0),
+                grey_co2_kg: get("battery_grey_co2_kg")?.unwrap_or(0.0).max(0.0),
+                ..BatteryOrigin::default()
+            }),
+            _ => None,
+        };
+        Ok(Loaded {
+            open_sessions,
+            battery_origin,
+        })
+    }
+
+    /// Writes one flush in one transaction: bucket deltas are added to their rows, sessions
+    /// (closed and open) replace their rows, the battery account replaces its values.
+    pub fn flush<'a>(
+        &mut self,
+        bucket_deltas: impl IntoIterator<Item = &'a Bucket>,
+        sessions: impl IntoIterator<Item = &'a SessionRecord>,
+        origin: &BatteryOrigin,
+    ) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let err = |source| LedgerError::Flush {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut up = tx.prepare(&self.bucket_upsert_sql).map_err(err)?;
+            for b in bucket_deltas {
+                let values = std::iter::once(Value::Integer(b.start.timestamp()))
+                    .chain(b.values().into_iter().map(Value::Real));
+                up.execute(params_from_iter(values)).map_err(err)?;
+            }
+            let mut put = tx
+                .prepare(&format!(
+                    "INSERT OR REPLACE INTO sessions ({SESSION_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                ))
+                .map_err(err)?;
+            for s in sessions {
+                put.execute(params![
+                    s.charger_id,
+                    s.start.timestamp_millis(),
+                    s.end.map(|e| e.timestamp_millis()),
+                    s.last_seen.timestamp_millis(),
+                    s.energy_wh,
+                    s.green_wh,
+                    s.from_pv_wh,
+                    s.from_battery_wh,
+                    s.from_grid_wh,
+                    s.co2_kg,
+                    s.cost_cny,
+                ])
+                .map_err(err)?;
+            }
+            let mut state = tx
+                .prepare("INSERT OR REPLACE INTO state (key, value) VALUES (?1, ?2)")
+                .map_err(err)?;
+            for (k, v) in [
+                ("battery_green_wh", origin.green_wh),
+                ("battery_grey_wh", origin.grey_wh),
+                ("battery_grey_cost_cny", origin.grey_cost_cny),
+                ("battery_grey_co2_kg", origin.grey_co2_kg),
+            ] {
+                state.execute(params![k, v]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Stored buckets whose start lies in `[from, to)`, oldest first.
+    pub fn buckets(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Bucket>, LedgerError> {
+        let read = |source| LedgerError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        let mut stmt = self.conn.prepare(&self.bucket_select_sql).map_err(read)?;
+        let rows = stmt
+            .query_map(params![from.timestamp(), to.timestamp()], |r| {
+                let start: i64 = r.get(0)?;
+                let mut values = Vec::with_capacity(BUCKET_COLUMNS.len());
+                for i in 0..BUCKET_COLUMNS.len() {
+                    values.push(r.get::<_, f64>(i + 1)?);
+                }
+                Ok(Bucket::from_values(utc_from_s(start), &values))
+            })
+            .map_err(read)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(read)
+    }
+
+    /// Stored sessions overlapping `[from, to)` (open ones with their last flushed totals).
+    pub fn sessions(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<SessionRecord>, LedgerError> {
+        let read = |source| LedgerError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions
+                 WHERE start_ms < ?2 AND coalesce(end_ms, last_seen_ms) >= ?1
+                 ORDER BY start_ms, charger_id"
+            ))
+            .map_err(read)?;
+        let rows = stmt
+            .query_map(
+                params![from.timestamp_millis(), to.timestamp_millis()],
+                session_from_row,
+            )
+            .map_err(read)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(read)
+    }
+}
+
+fn utc_from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
+    let mut s = SessionRecord::new(&r.get::<_, String>(0)?, utc_from_ms(r.get(1)?));
+    s.end = r.get::<_, Option<i64>>(2)?.map(utc_from_ms);
+    s.last_seen = utc_from_ms(r.get(3)?);
+    s.energy_wh = r.get(4)?;
+    s.green_wh = r.get(5)?;
+    s.from_pv_wh = r.get(6)?;
+    s.from_battery_wh = r.get(7)?;
+    s.from_grid_wh = r.get(8)?;
+    s.co2_kg = r.get(9)?;
+    s.cost_cny = r.get(10)?;
+    s.update_share();
+    Ok(s)
+}
+
+fn bucket_upsert_sql() -> String {
+    let placeholders: Vec<String> = (0..=BUCKET_COLUMNS.len())
+        .map(|i| format!("?{}", i + 1))
+        .collect();
+    let updates: Vec<String> = BUCKET_COLUMNS
+        .iter()
+        .map(|c| {
+            if *c == "peak_import_w" {
+                format!("{c} = max({c}, excluded.{c})")
+            } else {
+                format!("{c} = {c} + excluded.{c}")
+            }
+        })
+        .collect();
+    format!(
+        "INSERT INTO buckets (start_s, {}) VALUES ({}) ON CONFLICT(start_s) DO UPDATE SET {}",
+        BUCKET_COLUMNS.join(", "),
+        placeholders.join(", "),
+        updates.join(", ")
+    )
+}
