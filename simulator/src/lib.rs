@@ -1,4 +1,6 @@
 //! station-sim: a software simulator of a PV + second-life battery + EV charging station.
 #![forbid(unsafe_code)]
 
+pub mod physics;
+pub mod scenario;
 pub mod view;
