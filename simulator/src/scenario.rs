@@ -140,6 +140,8 @@ pub struct BatteryParams {
     pub allowed_soh_loss_pct: f64,
     /// Cells in series.
     pub series_cells: u32,
+    /// Calendar age of the cells at the start (first life included), days.
+    pub calendar_age_days: f64,
 }
 
 /// The AC chargers (all alike).
@@ -339,7 +341,7 @@ impl Default for Start {
 impl Default for Weather {
     fn default() -> Self {
         Weather {
-            clearness_mean: 0.92,
+            clearness_mean: 0.85,
             clearness_spread: 0.03,
             fixed_clearness: None,
             cloud_phi: 0.98,
@@ -379,9 +381,10 @@ impl Default for BatteryParams {
             setpoint_revert_s: 60,
             setpoint_enabled: true,
             ramp_kw_per_s: 24.0,
-            pack_value_cny: 150_000.0,
+            pack_value_cny: 60_000.0,
             allowed_soh_loss_pct: 12.0,
             series_cells: 192,
+            calendar_age_days: 1826.0,
         }
     }
 }

@@ -9,11 +9,13 @@
 //!   curve plus an imbalance spread growing towards the SoC ends), and alarms (0).
 //! * The SoC window of the BMS narrows by 0.1 % per mV of imbalance on each end.
 //! * Lumped thermal model: `C dT/dt = I^2 R - UA (T - T_amb)`.
-//! * Aging, per minute: calendar loss `k_cal t^0.464` integrated with the equivalent-time
-//!   method under varying T and SoC, `k_cal = 3.25e8 exp(-7580/T) exp(162 soc/T)` (soc as a
-//!   fraction, T in K); cycle loss `7.58e-5 EFC^1.08`. The pack's remaining capacity relative
-//!   to the start of the simulation is `q = 1 - cal - cyc`, and SoH = initial SoH x q (the
-//!   fresh-cell curve restarted at the second-life start, so the loss is visible over a year).
+//! * Aging, per minute: SoH = 100 x q with `q = 1 - cal - 7.58e-5 EFC^1.08`, the calendar
+//!   loss `cal = k_cal t^0.464` integrated with the equivalent-time method under varying T and
+//!   SoC, `k_cal = 3.25e8 exp(-7580/T) exp(162 soc/T)` (soc as a fraction, T in K). The pack's
+//!   first life is part of the curve: it starts `calendar_age_days` old (at 25 C, mid SoC) and
+//!   the first-life cycles are back-solved so that q equals the initial SoH exactly. This puts
+//!   the second life on the flat part of the calendar curve (about 1 SoH point a year) while
+//!   each cycle costs about 0.014 SoH points, so daily cycling shows clearly over a year.
 //! * PCS: follows `WSet` (W, > 0 discharge) when enabled, within the BMS limits and its rating,
 //!   with a ramp; the setpoint reverts to 0 when not refreshed within `WSetRvrtTms` (> 0).
 
@@ -48,6 +50,11 @@ pub fn ocv_cell_v(soc_pct: f64) -> f64 {
         }
     }
     OCV_V[OCV_V.len() - 1]
+}
+
+/// Calendar aging rate of station.md, per day^0.464 (T in K, soc as a fraction).
+pub fn k_cal(t_k: f64, soc: f64) -> f64 {
+    3.25e8 * (-7580.0 / t_k).exp() * (162.0 * soc / t_k).exp()
 }
 
 fn ramp(x: f64, lo0: f64, lo1: f64, hi1: f64, hi0: f64) -> f64 {
@@ -89,12 +96,16 @@ pub struct Battery {
     pub ramp_w_per_s: f64,
     pub power_w: f64,
     pub current_a: f64,
+    /// Open-circuit cell voltage at the current SoC (cached), V.
+    pub ocv_v: f64,
     pub alarm_manual: bool,
     pub alarm_scheduled: bool,
     pub max_charge_a: f64,
     pub max_discharge_a: f64,
     pub soc_limited: bool,
     pub cal_loss: f64,
+    /// Equivalent full cycles of the first life (back-solved from the initial SoH).
+    pub efc0: f64,
     pub dc_throughput_wh: f64,
     age_acc_s: f64,
     age_temp_acc: f64,
@@ -106,6 +117,10 @@ pub struct Battery {
 impl Battery {
     pub fn new(p: &BatteryParams) -> Self {
         let narrowing = p.imbalance_mv * 0.1;
+        let loss0 = 1.0 - p.soh_pct / 100.0;
+        let k_ref = k_cal(298.15, 0.5);
+        let cal0 = (k_ref * p.calendar_age_days.max(0.0).powf(0.464)).min(loss0);
+        let efc0 = ((loss0 - cal0).max(0.0) / 7.58e-5).powf(1.0 / 1.08);
         let mut b = Battery {
             nameplate_wh: p.nameplate_kwh * 1000.0,
             soh0_pct: p.soh_pct,
@@ -132,12 +147,14 @@ impl Battery {
             ramp_w_per_s: p.ramp_kw_per_s * 1000.0,
             power_w: 0.0,
             current_a: 0.0,
+            ocv_v: ocv_cell_v(p.initial_soc_pct),
             alarm_manual: false,
             alarm_scheduled: false,
             max_charge_a: 0.0,
             max_discharge_a: 0.0,
             soc_limited: false,
-            cal_loss: 0.0,
+            cal_loss: cal0,
+            efc0,
             dc_throughput_wh: 0.0,
             age_acc_s: 0.0,
             age_temp_acc: 0.0,
@@ -181,7 +198,7 @@ impl Battery {
 
     /// Cell voltages (max, min) now, including the I R drop.
     pub fn cell_v(&self) -> (f64, f64) {
-        let ocv = ocv_cell_v(self.soc_pct);
+        let ocv = self.ocv_v;
         let ir = self.current_a * R_CELL_OHM;
         let half = self.spread_v() / 2.0;
         (ocv + half - ir, ocv - half - ir)
@@ -189,11 +206,11 @@ impl Battery {
 
     /// Pack voltage now, V.
     pub fn voltage_v(&self) -> f64 {
-        self.series * ocv_cell_v(self.soc_pct) - self.current_a * self.r_pack_ohm
+        self.series * self.ocv_v - self.current_a * self.r_pack_ohm
     }
 
     fn ocv_pack_v(&self) -> f64 {
-        self.series * ocv_cell_v(self.soc_pct)
+        self.series * self.ocv_v
     }
 
     /// Lowest SoC discharge may reach: the window or the reserve, whichever is higher.
@@ -203,6 +220,7 @@ impl Battery {
 
     /// Recompute the BMS current limits.
     pub fn update_limits(&mut self) {
+        self.ocv_v = ocv_cell_v(self.soc_pct);
         if self.alarm() {
             self.max_charge_a = 0.0;
             self.max_discharge_a = 0.0;
@@ -216,7 +234,7 @@ impl Battery {
         let t = self.temp_c;
         let temp_c = ramp(t, 0.0, 10.0, 35.0, 45.0);
         let temp_d = ramp(t, -10.0, 0.0, 45.0, 55.0);
-        let ocv = ocv_cell_v(self.soc_pct);
+        let ocv = self.ocv_v;
         let half = self.spread_v() / 2.0;
         let v_c = ((CELL_V_MAX - (ocv + half) - 0.05) / 0.05).clamp(0.0, 1.0);
         let v_d = (((ocv - half) - CELL_V_MIN - 0.05) / 0.05).clamp(0.0, 1.0);
@@ -294,6 +312,7 @@ impl Battery {
         self.soc_pct = (self.soc_pct - dc_wh / usable * 100.0).clamp(0.0, 100.0);
         self.solar_wh = self.solar_wh.clamp(0.0, self.stored_wh());
         self.dc_throughput_wh += dc_wh.abs();
+        self.ocv_v = ocv_cell_v(self.soc_pct);
         let v = self.ocv_pack_v().max(1.0);
         self.current_a = dc_w / v;
         let heat_w = self.current_a * self.current_a * self.r_pack_ohm;
@@ -313,7 +332,7 @@ impl Battery {
         }
         let t_k = self.age_temp_acc / self.age_acc_s;
         let soc = self.age_soc_acc / self.age_acc_s;
-        let k = 3.25e8 * (-7580.0 / t_k).exp() * (162.0 * soc / t_k).exp();
+        let k = k_cal(t_k, soc);
         let t_eq_days = if self.cal_loss > 0.0 {
             (self.cal_loss / k).powf(1.0 / 0.464)
         } else {
@@ -323,9 +342,9 @@ impl Battery {
         self.age_acc_s = 0.0;
         self.age_temp_acc = 0.0;
         self.age_soc_acc = 0.0;
-        let cyc = 7.58e-5 * self.efc().powf(1.08);
+        let cyc = 7.58e-5 * (self.efc0 + self.efc()).powf(1.08);
         let q = (1.0 - self.cal_loss - cyc).clamp(0.0, 1.0);
-        self.soh_pct = self.soh0_pct * q;
+        self.soh_pct = 100.0 * q;
     }
 
     /// Model 802 `Evt1` bits now.
@@ -411,6 +430,24 @@ mod tests {
             b.max_charge_a
         );
         assert!((b.max_discharge_a - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn second_life_pack_starts_at_its_soh_and_one_cycle_costs_about_0_014_points() {
+        let p = BatteryParams::default();
+        let mut b = Battery::new(&p);
+        assert!((b.soh_pct - 72.0).abs() < 1e-12);
+        b.age(60.0);
+        let after_minute = b.soh_pct;
+        assert!(after_minute < 72.0 && after_minute > 72.0 - 1e-4);
+        b.dc_throughput_wh += 2.0 * b.usable0_wh;
+        b.age(60.0);
+        let per_cycle = after_minute - b.soh_pct;
+        assert!(per_cycle > 0.01 && per_cycle < 0.02, "{per_cycle}");
+        // Cycling cost per kWh discharged with the default pack value, CNY.
+        let cny_per_kwh =
+            p.pack_value_cny * per_cycle / p.allowed_soh_loss_pct / (b.usable0_wh / 1000.0);
+        assert!(cny_per_kwh > 0.1 && cny_per_kwh < 0.3, "{cny_per_kwh}");
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub struct ExoModel {
     tou: Vec<TouPeriod>,
     /// Current local date and its span in seconds since epoch.
     date: NaiveDate,
+    month_key: u32,
     day_start_s: f64,
     day_end_s: f64,
     day_minutes: usize,
@@ -113,6 +114,7 @@ impl ExoModel {
             tz,
             tou,
             date,
+            month_key: 0,
             day_start_s: 0.0,
             day_end_s: 0.0,
             day_minutes: 0,
@@ -165,6 +167,7 @@ impl ExoModel {
         let start = self.local_midnight(d);
         let next = self.local_midnight(d.succ_opt().unwrap_or(d));
         self.date = d;
+        self.month_key = d.year() as u32 * 12 + d.month();
         self.day_start_s = secs_between(self.epoch, start);
         self.day_end_s = secs_between(self.epoch, next).max(self.day_start_s + 60.0);
         self.day_minutes =
@@ -402,6 +405,10 @@ impl ExoModel {
 
     /// Move to the minute containing `t_s` (seconds since epoch), loading new days as needed.
     pub fn advance_to(&mut self, t_s: f64) {
+        let minute_start = self.day_start_s + self.minute as f64 * 60.0;
+        if t_s >= minute_start && t_s < self.minute_end_s() {
+            return;
+        }
         while t_s >= self.day_end_s {
             let next = self.date.succ_opt().unwrap_or(self.date);
             if next == self.date {
@@ -435,6 +442,11 @@ impl ExoModel {
     /// Local date now.
     pub fn date(&self) -> NaiveDate {
         self.date
+    }
+
+    /// A key that changes with the local calendar month (for monthly demand charges).
+    pub fn month_key(&self) -> u32 {
+        self.month_key
     }
 
     pub fn epoch(&self) -> DateTime<Utc> {

@@ -9,7 +9,7 @@ use super::vehicles::{Vehicle, VehicleSpec};
 use super::{forecast_from, Exogenous, SessionForecast};
 use crate::scenario::{FaultKind, Scenario};
 use crate::view::{BatteryView, ChargerView, Command, MeterView, PvView, StationView, VehicleView};
-use chrono::{DateTime, Datelike, Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 /// How the building load splits over L1, L2, L3.
 const BUILDING_PHASE_SHARE: [f64; 3] = [0.36, 0.33, 0.31];
@@ -192,8 +192,14 @@ impl Plant {
         let batt_w = self.battery.power_w;
 
         self.grid_w = building_w + ev_w - pv_w - batt_w;
-        for i in 0..3 {
-            self.grid_phase_w[i] = self.building_phase_w[i] + ev_phase_w[i] - (pv_w + batt_w) / 3.0;
+        let source_per_phase_w = (pv_w + batt_w) / 3.0;
+        for ((g, b), e) in self
+            .grid_phase_w
+            .iter_mut()
+            .zip(self.building_phase_w)
+            .zip(ev_phase_w)
+        {
+            *g = b + e - source_per_phase_w;
         }
         let hours = h / 3600.0;
         if self.grid_w > 0.0 {
@@ -204,7 +210,6 @@ impl Plant {
         self.building_wh += building_w * hours;
 
         if h > 0.0 {
-            let d = self.exo.date();
             let soc = self.battery.soc_pct;
             let flows = Flows {
                 pv_w,
@@ -218,7 +223,7 @@ impl Plant {
                 soc_outside_window: soc < self.battery.soc_min_pct - 1e-6
                     || soc > self.battery.soc_max_pct + 1e-6,
             };
-            let month = d.year() as u32 * 12 + d.month();
+            let month = self.exo.month_key();
             self.kpi.record(h, self.epoch_unix_s + t, month, &flows);
         }
     }
