@@ -5,7 +5,37 @@ use proptest::prelude::*;
 use station_sim::physics::{exogenous_forecast, Plant, VehicleKind, VehicleSpec};
 use station_sim::scenario::Scenario;
 use station_sim::view::{BatteryState, Command, Mode3State, PvStatus, StationView};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::path::Path;
+
+/// Counts allocations made by the current thread (tests run on their own threads).
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(|c| c.get())
+}
 
 /// Reference station without random cars, starting at `time` local.
 fn quiet(time: &str) -> Scenario {
@@ -80,6 +110,26 @@ fn grid_meter_closes_the_energy_balance_every_step() {
     assert!((k.grid_import_kwh * 1000.0 - v.grid_meter.import_wh).abs() < 1e-3);
     assert!(k.ev_delivered_kwh > 0.0);
     assert!(k.pv_kwh > 500.0, "sunny day PV {}", k.pv_kwh);
+}
+
+#[test]
+fn stepping_does_not_allocate_even_across_days() {
+    let mut s = Scenario::reference();
+    s.chargers.count = 16;
+    s.vehicles.arrival_scale = 2.0;
+    let mut p = Plant::new(&s, 3);
+    p.apply(Command::BatterySetpointRevertS(0)).unwrap();
+    p.apply(Command::BatterySetpointW(-20_000.0)).unwrap();
+    let before = allocations();
+    for _ in 0..(3 * 86_400 / 5) {
+        p.step(5.0);
+    }
+    assert_eq!(allocations() - before, 0);
+    assert!(p.kpis().ev_delivered_kwh > 0.0);
+    // The counter does see allocations.
+    let v = p.view();
+    assert!(allocations() > before);
+    drop(v);
 }
 
 #[test]

@@ -4,7 +4,13 @@
 //! processes never depend on control actions nor on when the simulation started: the same
 //! seed gives the same weather, loads and arrivals under any controller. Values are
 //! piecewise constant per minute (tables computed once per local day); arrivals are exact
-//! instants. Charger assignment is exogenous too because departures are fixed at arrival.
+//! instants. Charger assignment is exogenous too because departures are fixed at arrival:
+//! a car takes the lowest-numbered free charger (scripted cars take theirs) and is turned away
+//! (counted, not queued) when none is free. Cars that would have arrived before the epoch are
+//! not there (a run starting at 00:00 has no demo car from the evening before).
+//!
+//! Per-day tables and the arrival list live in buffers allocated once, so stepping across
+//! days does not allocate.
 
 use super::solar;
 use super::vehicles::VehicleKind;
@@ -391,11 +397,8 @@ impl ExoModel {
             }
         }
         // latest first so that pop() yields the next arrival
-        self.arrivals.sort_by(|a, b| {
-            b.t_s
-                .partial_cmp(&a.t_s)
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
+        self.arrivals
+            .sort_unstable_by(|a, b| b.t_s.total_cmp(&a.t_s));
     }
 
     fn set_minute(&mut self, t_s: f64) {
