@@ -647,3 +647,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn session_energy_has_a_mean_near_12_kwh_and_a_heavy_tail() {
+    let s = Scenario::reference();
+    let f = exogenous_forecast(&s, 77, s.start_utc(), 120);
+    let n = f.sessions.len() as f64;
+    let mean_kwh = f.sessions.iter().map(|x| x.wanted_wh).sum::<f64>() / n / 1000.0;
+    let tail = f.sessions.iter().filter(|x| x.wanted_wh > 33_000.0).count() as f64 / n;
+    let per_day = n / 120.0;
+    println!("sessions/day {per_day:.2} mean {mean_kwh:.2} kWh tail>33 {tail:.3}");
+    assert!((6.0..=14.0).contains(&per_day), "{per_day}");
+    assert!((10.0..=14.0).contains(&mean_kwh), "{mean_kwh}");
+    assert!((0.05..=0.15).contains(&tail), "{tail}");
+    assert!(f
+        .sessions
+        .iter()
+        .all(|x| x.depart > x.arrive && x.wanted_wh >= 0.0));
+}

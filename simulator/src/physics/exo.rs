@@ -330,8 +330,9 @@ impl ExoModel {
         let norm = |x: f64, sum: f64| if sum > 0.0 { x / sum } else { 0.0 };
         let rating = self.sc.chargers.rating_a;
         let charger_phases = self.sc.chargers.phases;
-        let weib_scale = v.energy_mean_kwh / 1.2661; // Gamma(1 + 1/0.7)
-        let weibull = Weibull::new(weib_scale, 0.7).ok();
+        // Weibull shape 0.6: mean = scale x Gamma(1 + 1/0.6) = scale x 1.5046.
+        let weib_scale = v.energy_mean_kwh / 1.5046;
+        let weibull = Weibull::new(weib_scale, 0.6).ok();
         let next_morning_s = self.day_end_s + 7.5 * 3600.0;
         for s in 0..slots {
             let h = mid(s);
