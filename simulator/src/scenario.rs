@@ -855,6 +855,17 @@ mod tests {
     }
 
     #[test]
+    fn wrong_type_names_the_key() {
+        let err = Scenario::from_toml_str("[battery]\nsoh_pct = \"high\"\n").unwrap_err();
+        assert!(err.to_string().contains("soh_pct"), "{err}");
+        let err = Scenario::from_toml_str(
+            "[[faults]]\nat = \"25:99\"\ndevice = \"pv\"\nkind = \"offline\"\nduration_s = 5\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("faults[0].at"), "{err}");
+    }
+
+    #[test]
     fn tariff_prices_follow_the_periods() {
         let s = Scenario::reference();
         let t = |h, m| NaiveTime::from_hms_opt(h, m, 0).unwrap();
