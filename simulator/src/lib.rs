@@ -2,5 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod faults;
+pub mod physics;
+pub mod scenario;
 pub mod view;
 pub mod wire;

@@ -1,0 +1,468 @@
+//! The whole station stepped in simulated time.
+
+use super::battery::Battery;
+use super::charger::Charger;
+use super::exo::{ExoModel, NOMINAL_V};
+use super::kpi::{Flows, KpiTracker, Kpis};
+use super::pv::PvInverter;
+use super::vehicles::{Vehicle, VehicleSpec};
+use super::{forecast_from, Exogenous, SessionForecast};
+use crate::scenario::{FaultKind, Scenario};
+use crate::view::{BatteryView, ChargerView, Command, MeterView, PvView, StationView, VehicleView};
+use chrono::{DateTime, Duration, Utc};
+
+/// How the building load splits over L1, L2, L3.
+const BUILDING_PHASE_SHARE: [f64; 3] = [0.36, 0.33, 0.31];
+const GRID_HZ: f64 = 50.0;
+
+/// The station's physics: PV, battery, chargers with cars, building, grid meter.
+#[derive(Debug, Clone)]
+pub struct Plant {
+    sc: Scenario,
+    epoch: DateTime<Utc>,
+    epoch_unix_s: f64,
+    t_s: f64,
+    exo: ExoModel,
+    pv: PvInverter,
+    battery: Battery,
+    chargers: Vec<Charger>,
+    building_w: f64,
+    building_phase_w: [f64; 3],
+    ev_w: f64,
+    grid_w: f64,
+    grid_phase_w: [f64; 3],
+    grid_import_wh: f64,
+    grid_export_wh: f64,
+    building_wh: f64,
+    kpi: KpiTracker,
+    /// Scheduled BMS alarms, [start, end) in seconds since the epoch.
+    bms_windows: Vec<(f64, f64)>,
+}
+
+impl Plant {
+    /// A plant at the scenario's start time.
+    pub fn new(scenario: &Scenario, seed: u64) -> Plant {
+        Plant::with_start(scenario, seed, scenario.start_utc())
+    }
+
+    /// A plant starting at `start` (chargers empty, battery at its initial SoC).
+    pub fn with_start(scenario: &Scenario, seed: u64, start: DateTime<Utc>) -> Plant {
+        let sc = scenario.clone();
+        let c = &sc.chargers;
+        let chargers = (0..c.count)
+            .map(|i| Charger::new(i, c.phases, c.rating_a, c.safe_current_a, c.validity_s))
+            .collect();
+        let bms_windows = sc
+            .scheduled_faults()
+            .into_iter()
+            .filter(|f| f.spec.kind == FaultKind::BmsAlarm)
+            .map(|f| {
+                let a = (f.start - start).num_milliseconds() as f64 / 1000.0;
+                let b = (f.end - start).num_milliseconds() as f64 / 1000.0;
+                (a, b)
+            })
+            .collect();
+        let mut plant = Plant {
+            epoch: start,
+            epoch_unix_s: start.timestamp_millis() as f64 / 1000.0,
+            t_s: 0.0,
+            exo: ExoModel::new(&sc, seed, start),
+            pv: PvInverter::new(
+                sc.pv_rating_w(),
+                sc.pv.inverter_efficiency,
+                sc.pv.limit_ramp_pct_per_s,
+                sc.pv.limit_revert_s,
+            ),
+            battery: Battery::new(&sc.battery),
+            chargers,
+            building_w: 0.0,
+            building_phase_w: [0.0; 3],
+            ev_w: 0.0,
+            grid_w: 0.0,
+            grid_phase_w: [0.0; 3],
+            grid_import_wh: 0.0,
+            grid_export_wh: 0.0,
+            building_wh: 0.0,
+            kpi: KpiTracker::new(
+                sc.import_limit_w(),
+                sc.tariff.export_cny_per_kwh,
+                sc.tariff.demand_cny_per_kw,
+                sc.co2_kg_per_kwh,
+            ),
+            bms_windows,
+            sc,
+        };
+        // Show the state at t = 0 (exogenous values, cars already due) without advancing.
+        plant.step(0.0);
+        plant
+    }
+
+    /// Simulated time now.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.epoch + Duration::milliseconds((self.t_s * 1000.0).round() as i64)
+    }
+
+    /// Seconds simulated since the start.
+    pub fn elapsed_s(&self) -> f64 {
+        self.t_s
+    }
+
+    pub fn scenario(&self) -> &Scenario {
+        &self.sc
+    }
+
+    /// Advance the physics by `dt_s` seconds (sub-stepped at minute boundaries so that the
+    /// per-minute exogenous values are integrated exactly). `dt_s = 0` refreshes the state.
+    pub fn step(&mut self, dt_s: f64) {
+        if !dt_s.is_finite() || dt_s < 0.0 {
+            return;
+        }
+        let end = self.t_s + dt_s;
+        if dt_s == 0.0 {
+            self.exo.advance_to(self.t_s);
+            self.sub_step(0.0);
+            return;
+        }
+        while self.t_s < end {
+            self.exo.advance_to(self.t_s);
+            let h = (end.min(self.exo.minute_end_s()) - self.t_s).max(0.0);
+            let h = if h <= 0.0 { end - self.t_s } else { h };
+            self.sub_step(h);
+            self.t_s = if end - (self.t_s + h) < 1e-9 {
+                end
+            } else {
+                self.t_s + h
+            };
+        }
+    }
+
+    fn sub_step(&mut self, h: f64) {
+        let t = self.t_s;
+        for c in &mut self.chargers {
+            if let Some(v) = &c.vehicle {
+                if v.depart_s <= t {
+                    self.kpi.session_ended(v.wanted_wh());
+                    c.vehicle = None;
+                }
+            }
+        }
+        while let Some((ci, a)) = self.exo.pop_arrival(t) {
+            if let Some(c) = self.chargers.get_mut(ci) {
+                if c.vehicle.is_none() {
+                    c.vehicle = Some(Vehicle {
+                        kind: a.kind,
+                        battery_wh: a.battery_wh,
+                        soc_pct: a.soc_pct,
+                        target_soc_pct: a.target_soc_pct,
+                        onboard_max_a: a.onboard_a,
+                        phases: a.phases,
+                        arrive_s: a.t_s,
+                        depart_s: a.depart_s,
+                        session_wh: 0.0,
+                    });
+                }
+            }
+        }
+        self.battery.alarm_scheduled = self.bms_windows.iter().any(|&(a, b)| t >= a && t < b);
+
+        let pv_available_w = self.exo.pv_available_w();
+        self.pv.step(h, pv_available_w);
+        let pv_w = self.pv.power_w;
+
+        let mut ev_w = 0.0;
+        let mut ev_phase_w = [0.0; 3];
+        for c in &mut self.chargers {
+            c.step(h);
+            ev_w += c.power_w;
+            let lines = c.line_currents_a();
+            for (p, a) in ev_phase_w.iter_mut().zip(lines) {
+                *p += a * NOMINAL_V;
+            }
+        }
+        self.ev_w = ev_w;
+
+        let building_w = self.exo.building_w();
+        self.building_w = building_w;
+        for (p, s) in self.building_phase_w.iter_mut().zip(BUILDING_PHASE_SHARE) {
+            *p = building_w * s;
+        }
+
+        let pv_surplus_w = (pv_w - building_w - ev_w).max(0.0);
+        self.battery.step(h, pv_surplus_w);
+        let batt_w = self.battery.power_w;
+
+        self.grid_w = building_w + ev_w - pv_w - batt_w;
+        let source_per_phase_w = (pv_w + batt_w) / 3.0;
+        for ((g, b), e) in self
+            .grid_phase_w
+            .iter_mut()
+            .zip(self.building_phase_w)
+            .zip(ev_phase_w)
+        {
+            *g = b + e - source_per_phase_w;
+        }
+        let hours = h / 3600.0;
+        if self.grid_w > 0.0 {
+            self.grid_import_wh += self.grid_w * hours;
+        } else {
+            self.grid_export_wh -= self.grid_w * hours;
+        }
+        self.building_wh += building_w * hours;
+
+        if h > 0.0 {
+            let soc = self.battery.soc_pct;
+            let flows = Flows {
+                pv_w,
+                pv_available_w,
+                building_w,
+                ev_w,
+                battery_w: batt_w,
+                grid_w: self.grid_w,
+                battery_solar_fraction: self.battery.solar_fraction(),
+                import_price: self.exo.import_price(),
+                soc_outside_window: soc < self.battery.soc_min_pct - 1e-6
+                    || soc > self.battery.soc_max_pct + 1e-6,
+            };
+            let month = self.exo.month_key();
+            self.kpi.record(h, self.epoch_unix_s + t, month, &flows);
+        }
+    }
+
+    /// Apply a control write at the current simulated time.
+    pub fn apply(&mut self, cmd: Command) -> Result<(), String> {
+        fn check(name: &str, v: f64, lo: f64, hi: f64) -> Result<f64, String> {
+            if v.is_finite() && v >= lo && v <= hi {
+                Ok(v)
+            } else {
+                Err(format!("{name} {v} outside {lo}..={hi}"))
+            }
+        }
+        fn charger(chargers: &mut [Charger], index: usize) -> Result<&mut Charger, String> {
+            let n = chargers.len();
+            chargers
+                .get_mut(index)
+                .ok_or_else(|| format!("charger index {index} outside 0..{n}"))
+        }
+        match cmd {
+            Command::PvLimitPct(p) => {
+                self.pv.limit_pct = check("PV limit %", p, 0.0, 100.0)?;
+                self.pv.limit_command();
+            }
+            Command::PvLimitEnabled(on) => {
+                self.pv.limit_enabled = on;
+                self.pv.limit_command();
+            }
+            Command::PvLimitRevertS(s) => self.pv.limit_revert_s = s,
+            Command::BatterySetpointW(w) => {
+                let r = self.battery.pcs_w;
+                let w = check("battery setpoint W", w, -r, r)?;
+                self.battery.set_setpoint(w);
+            }
+            Command::BatterySetpointEnabled(on) => self.battery.setpoint_enabled = on,
+            Command::BatterySetpointRevertS(s) => self.battery.setpoint_revert_s = s,
+            Command::BatterySocReserveMinPct(p) => {
+                self.battery.soc_reserve_min_pct = check("SoC reserve %", p, 0.0, 100.0)?;
+                self.battery.update_limits();
+            }
+            Command::ChargerSetpointA { index, amps } => {
+                let a = check("charger setpoint A", amps, 0.0, 1000.0)?;
+                charger(&mut self.chargers, index)?.set_setpoint(a);
+            }
+            Command::ChargerSafeCurrentA { index, amps } => {
+                let a = check("charger safe current A", amps, 0.0, 1000.0)?;
+                charger(&mut self.chargers, index)?.safe_current_a = a;
+            }
+            Command::ChargerPhases { index, phases } => {
+                if phases != 1 && phases != 3 {
+                    return Err(format!("charger phases {phases} must be 1 or 3"));
+                }
+                charger(&mut self.chargers, index)?.set_phases(phases);
+            }
+        }
+        Ok(())
+    }
+
+    /// Plug a car by hand into charger `charger_index` (0-based); it leaves after `stay_s`.
+    pub fn plug_vehicle(&mut self, charger_index: usize, v: VehicleSpec) -> Result<(), String> {
+        let n = self.chargers.len();
+        let t = self.t_s;
+        let c = self
+            .chargers
+            .get_mut(charger_index)
+            .ok_or_else(|| format!("charger index {charger_index} outside 0..{n}"))?;
+        if c.vehicle.is_some() {
+            return Err(format!("charger {} is occupied", charger_index + 1));
+        }
+        let ok = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
+        if !ok(v.battery_wh, 1.0, 1e6)
+            || !ok(v.soc_pct, 0.0, 100.0)
+            || !ok(v.target_soc_pct, 0.0, 100.0)
+            || !ok(v.onboard_max_a, 0.0, 1000.0)
+            || !ok(v.stay_s, 0.0, 1e8)
+            || (v.phases != 1 && v.phases != 3)
+        {
+            return Err("vehicle parameters out of range".to_string());
+        }
+        c.vehicle = Some(Vehicle {
+            kind: v.kind,
+            battery_wh: v.battery_wh,
+            soc_pct: v.soc_pct,
+            target_soc_pct: v.target_soc_pct,
+            onboard_max_a: v.onboard_max_a,
+            phases: v.phases,
+            arrive_s: t,
+            depart_s: t + v.stay_s,
+            session_wh: 0.0,
+        });
+        self.exo.mark_occupied(charger_index, t + v.stay_s);
+        Ok(())
+    }
+
+    /// Raise or clear a BMS alarm by hand (scheduled `bms_alarm` faults act on their own).
+    pub fn set_bms_alarm(&mut self, on: bool) {
+        self.battery.alarm_manual = on;
+        self.battery.update_limits();
+    }
+
+    /// Cars turned away because every charger was busy.
+    pub fn turned_away(&self) -> u64 {
+        self.exo.turned_away()
+    }
+
+    /// The running scorecard since the start.
+    pub fn kpis(&self) -> Kpis {
+        let b = &self.battery;
+        let soh_change = b.soh_pct - b.soh0_pct;
+        let degradation = self.sc.battery.pack_value_cny * (-soh_change).max(0.0)
+            / self.sc.battery.allowed_soh_loss_pct;
+        self.kpi.kpis(b.efc(), soh_change, degradation)
+    }
+
+    /// Perfect foresight of the exogenous processes for `days` from now (15-minute steps),
+    /// including the cars plugged now (with what they still want).
+    pub fn exogenous(&self, days: u32) -> Exogenous {
+        let mut f = forecast_from(self.exo.clone(), self.t_s, days, &self.sc.chargers);
+        let mut current: Vec<SessionForecast> = self
+            .chargers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let v = c.vehicle.as_ref()?;
+                Some(SessionForecast {
+                    charger: i,
+                    kind: v.kind,
+                    arrive: self.at(v.arrive_s),
+                    depart: self.at(v.depart_s),
+                    wanted_wh: v.wanted_wh(),
+                    max_w: v.onboard_max_a.min(c.rating_a)
+                        * f64::from(v.phases.min(c.phases))
+                        * NOMINAL_V,
+                })
+            })
+            .collect();
+        current.append(&mut f.sessions);
+        f.sessions = current;
+        f
+    }
+
+    fn at(&self, t_s: f64) -> DateTime<Utc> {
+        self.epoch + Duration::milliseconds((t_s * 1000.0).round() as i64)
+    }
+
+    /// What every device shows now.
+    pub fn view(&self) -> StationView {
+        let pv = &self.pv;
+        let pv_a = pv.power_w / 3.0 / NOMINAL_V;
+        let b = &self.battery;
+        let (cell_max, cell_min) = b.cell_v();
+        let meter = |phase_w: [f64; 3], import_wh: f64, export_wh: f64| MeterView {
+            power_w: phase_w.iter().sum(),
+            phase_w,
+            voltage_v: [NOMINAL_V; 3],
+            current_a: phase_w.map(|w| w.abs() / NOMINAL_V),
+            frequency_hz: GRID_HZ,
+            import_wh,
+            export_wh,
+        };
+        StationView {
+            sim_time: self.now(),
+            pv: PvView {
+                rating_w: pv.rating_w,
+                power_w: pv.power_w,
+                dc_power_w: pv.dc_power_w(),
+                available_w: pv.available_w,
+                energy_wh: pv.energy_wh,
+                limit_pct: pv.limit_pct,
+                limit_enabled: pv.limit_enabled,
+                limit_revert_s: pv.limit_revert_s,
+                status: pv.status(),
+                voltage_v: [NOMINAL_V; 3],
+                current_a: [pv_a; 3],
+                frequency_hz: GRID_HZ,
+                cabinet_temp_c: self.sc.battery.ambient_c + 15.0 * pv.power_w / pv.rating_w,
+            },
+            battery: BatteryView {
+                nameplate_wh: b.nameplate_wh,
+                usable_wh: b.usable_wh(),
+                soc_pct: b.soc_pct,
+                soh_pct: b.soh_pct,
+                power_w: b.power_w,
+                setpoint_w: if b.setpoint_enabled {
+                    b.setpoint_w
+                } else {
+                    0.0
+                },
+                setpoint_enabled: b.setpoint_enabled,
+                setpoint_revert_s: b.setpoint_revert_s,
+                pcs_rating_w: b.pcs_w,
+                max_charge_w: b.max_charge_w(),
+                max_discharge_w: b.max_discharge_w(),
+                max_charge_a: b.max_charge_a,
+                max_discharge_a: b.max_discharge_a,
+                voltage_v: b.voltage_v(),
+                current_a: b.current_a,
+                cell_v_max: cell_max,
+                cell_v_min: cell_min,
+                temp_c: b.temp_c,
+                state: b.state(),
+                alarms: b.alarms(),
+                cycles: b.efc().floor() as u32,
+                soc_reserve_min_pct: b.soc_reserve_min_pct,
+            },
+            grid_meter: meter(self.grid_phase_w, self.grid_import_wh, self.grid_export_wh),
+            building_meter: meter(self.building_phase_w, self.building_wh, 0.0),
+            chargers: self
+                .chargers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| ChargerView {
+                    id: format!("charger-{}", i + 1),
+                    phases: c.phases,
+                    rating_a: c.rating_a,
+                    state: c.state,
+                    voltage_v: [NOMINAL_V; 3],
+                    current_a: c.line_currents_a(),
+                    power_w: c.power_w,
+                    energy_wh: c.energy_wh,
+                    applied_max_a: c.applied_max_a(),
+                    setpoint_a: c.setpoint_a,
+                    safe_current_a: c.safe_current_a,
+                    validity_s: c.validity_s,
+                    remaining_validity_s: c.remaining_validity_s.ceil() as u32,
+                    temperature_c: 25.0 + 10.0 * c.power_w / (c.rating_a * 3.0 * NOMINAL_V),
+                    vehicle: c.vehicle.as_ref().map(|v| VehicleView {
+                        kind: v.kind.as_str().to_string(),
+                        battery_wh: v.battery_wh,
+                        soc_pct: v.soc_pct,
+                        target_soc_pct: v.target_soc_pct,
+                        onboard_max_a: v.onboard_max_a,
+                        arrived: self.at(v.arrive_s),
+                        departs: self.at(v.depart_s),
+                        session_wh: v.session_wh,
+                        wanted_wh: v.wanted_wh(),
+                    }),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,890 @@
+//! Scenario files: everything that describes one simulated station and its days.
+//!
+//! Every field has a serde default equal to the reference station of `station.md`, so an empty
+//! TOML file is the reference sunny summer weekday. Unknown keys are rejected, and every
+//! validation error names the offending key.
+
+use crate::view::WireFaults;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors while reading or validating a scenario.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("scenario TOML: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("scenario key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ScenarioError {
+    ScenarioError::Invalid {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// One simulated station and its days.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub site: Site,
+    pub start: Start,
+    pub weather: Weather,
+    pub pv: PvParams,
+    pub battery: BatteryParams,
+    pub chargers: ChargerParams,
+    pub building: BuildingParams,
+    pub vehicles: VehicleParams,
+    pub grid: GridParams,
+    pub tariff: Tariff,
+    /// Grid emission factor, kgCO2 per kWh imported.
+    pub co2_kg_per_kwh: f64,
+    pub faults: Vec<FaultSpec>,
+}
+
+/// Where the station is.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct Site {
+    pub lat_deg: f64,
+    pub lon_deg: f64,
+    /// IANA time zone name, e.g. "Asia/Shanghai".
+    pub timezone: String,
+}
+
+/// Local start of the simulation.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct Start {
+    /// Local date "YYYY-MM-DD" (also sets the season and the weekday).
+    pub date: String,
+    /// Local time "HH:MM" or "HH:MM:SS".
+    pub time: String,
+}
+
+/// Weather: a daily clearness draw times an intra-day AR(1) cloud process (per minute).
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct Weather {
+    /// Mean daily clearness (1 = clear sky).
+    pub clearness_mean: f64,
+    /// Standard deviation of the daily clearness draw.
+    pub clearness_spread: f64,
+    /// If set, every day has exactly this daily clearness (no draw).
+    pub fixed_clearness: Option<f64>,
+    /// AR(1) coefficient of the per-minute cloud deviation.
+    pub cloud_phi: f64,
+    /// Standard deviation of the per-minute cloud innovation.
+    pub cloud_sigma: f64,
+}
+
+/// PV array and inverter.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct PvParams {
+    pub kwp: f64,
+    pub inverter_ac_kw: f64,
+    /// Inverter DC to AC efficiency, 0..1.
+    pub inverter_efficiency: f64,
+    /// DC performance ratio (temperature, soiling, wiring), 0..1.
+    pub performance_ratio: f64,
+    /// Ramp of the active-power limit, % of rating per second.
+    pub limit_ramp_pct_per_s: f64,
+    /// Initial `WMaxLimPct_RvrtTms`, s (0 = never reverts).
+    pub limit_revert_s: u32,
+}
+
+/// Second-life battery and its PCS.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatteryParams {
+    pub nameplate_kwh: f64,
+    pub soh_pct: f64,
+    pub pcs_kw: f64,
+    /// C-rate cap of the aged (usable) capacity.
+    pub c_rate_cap: f64,
+    pub initial_soc_pct: f64,
+    /// BMS SoC window before narrowing by cell imbalance.
+    pub soc_min_pct: f64,
+    pub soc_max_pct: f64,
+    /// Initial `SoCRsvMin`, %.
+    pub soc_reserve_min_pct: f64,
+    /// One-way efficiency (AC to DC when charging, DC to AC when discharging).
+    pub efficiency: f64,
+    pub ambient_c: f64,
+    /// Initial cell temperature, C (defaults to ambient).
+    pub initial_temp_c: Option<f64>,
+    /// Cell voltage spread at mid SoC, mV; narrows the SoC window by 0.1 % per mV on each end.
+    pub imbalance_mv: f64,
+    /// Initial `WSetRvrtTms`, s (0 = never reverts).
+    pub setpoint_revert_s: u32,
+    /// Whether `WSetEna` starts enabled.
+    pub setpoint_enabled: bool,
+    /// PCS ramp, kW per second.
+    pub ramp_kw_per_s: f64,
+    /// Value of the pack, CNY, for the degradation cost.
+    pub pack_value_cny: f64,
+    /// SoH points the pack may lose before it is worth nothing, %.
+    pub allowed_soh_loss_pct: f64,
+    /// Cells in series.
+    pub series_cells: u32,
+    /// Calendar age of the cells at the start (first life included), days.
+    pub calendar_age_days: f64,
+}
+
+/// The AC chargers (all alike).
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChargerParams {
+    pub count: usize,
+    /// 1 or 3.
+    pub phases: u8,
+    pub rating_a: f64,
+    /// Initial safe current (register 1212), A.
+    pub safe_current_a: f64,
+    /// Validity of a max-current setpoint, s.
+    pub validity_s: u32,
+}
+
+/// Dealership building load.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuildingParams {
+    pub night_kw: f64,
+    /// Business-hours level at opening and closing, kW.
+    pub business_kw: f64,
+    /// Extra at midday on top of `business_kw` (half sine over the opening hours), kW.
+    pub business_peak_extra_kw: f64,
+    /// Weekend business-hours load above night, as a share of the weekday one.
+    pub weekend_factor: f64,
+    pub open_hour: f64,
+    pub close_hour: f64,
+    /// Standard deviation of the AR(1) load noise, kW.
+    pub noise_kw: f64,
+    /// Expected workshop steps per weekday (half that at weekends).
+    pub workshop_steps_per_day: f64,
+    pub workshop_min_kw: f64,
+    pub workshop_max_kw: f64,
+    /// Mean duration of a workshop step, minutes.
+    pub workshop_mean_min: f64,
+}
+
+/// Vehicle arrivals.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct VehicleParams {
+    /// Multiplies every random arrival rate (0 = only scripted arrivals).
+    pub arrival_scale: f64,
+    pub staff_per_weekday: f64,
+    pub staff_per_weekend_day: f64,
+    pub customers_per_weekday: f64,
+    pub customers_per_weekend_day: f64,
+    pub demo_per_evening: f64,
+    /// Share of cars with a 32 A three-phase on-board charger.
+    pub share_32a_3ph: f64,
+    /// Share with 16 A three-phase; the rest are 32 A single-phase.
+    pub share_16a_3ph: f64,
+    /// Mean energy wanted per session before the caps by dwell x power and by the battery,
+    /// kWh (Weibull, shape 0.6); the default 20 gives about 12 kWh after the caps, with
+    /// about 9 % of sessions above 33 kWh.
+    pub energy_mean_kwh: f64,
+    pub scripted: Vec<ScriptedArrival>,
+}
+
+/// A car that arrives at a given time on a given charger.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedArrival {
+    /// 1-based charger number (1 = `charger-1`).
+    pub charger: usize,
+    /// Local "HH:MM[:SS]" on the start date, or "YYYY-MM-DD HH:MM[:SS]".
+    pub at: String,
+    pub battery_kwh: f64,
+    pub soc_pct: f64,
+    pub target_pct: f64,
+    pub stay_h: f64,
+    pub onboard_a: f64,
+    #[serde(default = "three")]
+    pub phases: u8,
+}
+
+fn three() -> u8 {
+    3
+}
+
+/// Grid connection.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct GridParams {
+    pub import_limit_kw: f64,
+    pub export_limit_kw: f64,
+}
+
+/// Time-of-use tariff.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tariff {
+    /// Price outside every listed period, CNY/kWh.
+    pub flat_cny_per_kwh: f64,
+    pub periods: Vec<TariffPeriod>,
+    pub export_cny_per_kwh: f64,
+    /// Demand charge per kW of monthly peak 15-minute import.
+    pub demand_cny_per_kw: f64,
+}
+
+/// A daily period [from, to) in local time; `to` < `from` wraps past midnight.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct TariffPeriod {
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    pub cny_per_kwh: f64,
+}
+
+/// What a fault does.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Device accepts and drops connections (wire).
+    Offline,
+    /// Replies delayed by `latency_ms` (wire).
+    Latency,
+    /// Every request answered with `exception_code` (wire).
+    Exception,
+    /// Register image frozen (wire).
+    Frozen,
+    /// Named point `point` overridden with `value` (wire).
+    BadValue,
+    /// BMS alarm: limits drop to 0, Evt1 contactor bit, State fault (physics, applied by the plant).
+    BmsAlarm,
+}
+
+/// A scheduled fault.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// Local "HH:MM[:SS]" on the start date, or "YYYY-MM-DD HH:MM[:SS]".
+    pub at: String,
+    /// Device id as station.md names it (`pv`, `battery`, `grid-meter`, `charger-3`, ...).
+    pub device: String,
+    pub kind: FaultKind,
+    pub duration_s: f64,
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    #[serde(default)]
+    pub exception_code: Option<u8>,
+    #[serde(default)]
+    pub point: Option<String>,
+    #[serde(default)]
+    pub value: Option<f64>,
+}
+
+/// A fault resolved to UTC.
+#[derive(Clone, Debug)]
+pub struct ScheduledFault {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub spec: FaultSpec,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            name: "sunny-weekday".to_string(),
+            description: "Reference dealer station, sunny summer weekday".to_string(),
+            site: Site::default(),
+            start: Start::default(),
+            weather: Weather::default(),
+            pv: PvParams::default(),
+            battery: BatteryParams::default(),
+            chargers: ChargerParams::default(),
+            building: BuildingParams::default(),
+            vehicles: VehicleParams::default(),
+            grid: GridParams::default(),
+            tariff: Tariff::default(),
+            co2_kg_per_kwh: 0.5703,
+            faults: Vec::new(),
+        }
+    }
+}
+
+impl Default for Site {
+    fn default() -> Self {
+        Site {
+            lat_deg: 31.2,
+            lon_deg: 121.5,
+            timezone: "Asia/Shanghai".to_string(),
+        }
+    }
+}
+
+impl Default for Start {
+    fn default() -> Self {
+        Start {
+            date: "2026-07-15".to_string(),
+            time: "00:00".to_string(),
+        }
+    }
+}
+
+impl Default for Weather {
+    fn default() -> Self {
+        Weather {
+            clearness_mean: 0.85,
+            clearness_spread: 0.03,
+            fixed_clearness: None,
+            cloud_phi: 0.98,
+            cloud_sigma: 0.01,
+        }
+    }
+}
+
+impl Default for PvParams {
+    fn default() -> Self {
+        PvParams {
+            kwp: 150.0,
+            inverter_ac_kw: 135.0,
+            inverter_efficiency: 0.97,
+            performance_ratio: 0.86,
+            limit_ramp_pct_per_s: 10.0,
+            limit_revert_s: 0,
+        }
+    }
+}
+
+impl Default for BatteryParams {
+    fn default() -> Self {
+        BatteryParams {
+            nameplate_kwh: 500.0,
+            soh_pct: 72.0,
+            pcs_kw: 120.0,
+            c_rate_cap: 0.5,
+            initial_soc_pct: 50.0,
+            soc_min_pct: 5.0,
+            soc_max_pct: 95.0,
+            soc_reserve_min_pct: 10.0,
+            efficiency: 0.95,
+            ambient_c: 25.0,
+            initial_temp_c: None,
+            imbalance_mv: 30.0,
+            setpoint_revert_s: 60,
+            setpoint_enabled: true,
+            ramp_kw_per_s: 24.0,
+            pack_value_cny: 60_000.0,
+            allowed_soh_loss_pct: 12.0,
+            series_cells: 192,
+            calendar_age_days: 1826.0,
+        }
+    }
+}
+
+impl Default for ChargerParams {
+    fn default() -> Self {
+        ChargerParams {
+            count: 8,
+            phases: 3,
+            rating_a: 32.0,
+            safe_current_a: 6.0,
+            validity_s: 60,
+        }
+    }
+}
+
+impl Default for BuildingParams {
+    fn default() -> Self {
+        BuildingParams {
+            night_kw: 15.0,
+            business_kw: 45.0,
+            business_peak_extra_kw: 15.0,
+            weekend_factor: 0.5,
+            open_hour: 8.0,
+            close_hour: 19.0,
+            noise_kw: 1.5,
+            workshop_steps_per_day: 4.0,
+            workshop_min_kw: 10.0,
+            workshop_max_kw: 20.0,
+            workshop_mean_min: 45.0,
+        }
+    }
+}
+
+impl Default for VehicleParams {
+    fn default() -> Self {
+        VehicleParams {
+            arrival_scale: 1.0,
+            staff_per_weekday: 3.0,
+            staff_per_weekend_day: 1.0,
+            customers_per_weekday: 5.0,
+            customers_per_weekend_day: 8.0,
+            demo_per_evening: 2.0,
+            share_32a_3ph: 0.6,
+            share_16a_3ph: 0.25,
+            energy_mean_kwh: 20.0,
+            scripted: Vec::new(),
+        }
+    }
+}
+
+impl Default for GridParams {
+    fn default() -> Self {
+        GridParams {
+            import_limit_kw: 150.0,
+            export_limit_kw: 100.0,
+        }
+    }
+}
+
+impl Default for Tariff {
+    fn default() -> Self {
+        let p = |name: &str, from: &str, to: &str, price: f64| TariffPeriod {
+            name: name.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            cny_per_kwh: price,
+        };
+        Tariff {
+            flat_cny_per_kwh: 0.70,
+            periods: vec![
+                p("valley", "23:00", "07:00", 0.30),
+                p("peak", "10:00", "15:00", 1.10),
+                p("peak", "18:00", "21:00", 1.10),
+            ],
+            export_cny_per_kwh: 0.39,
+            demand_cny_per_kw: 40.0,
+        }
+    }
+}
+
+/// Parse "HH:MM" or "HH:MM:SS".
+pub(crate) fn parse_time(s: &str) -> Option<NaiveTime> {
+    NaiveTime::parse_from_str(s.trim(), "%H:%M:%S")
+        .or_else(|_| NaiveTime::parse_from_str(s.trim(), "%H:%M"))
+        .ok()
+}
+
+fn parse_date(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()
+}
+
+impl Scenario {
+    /// The reference station on a sunny summer weekday.
+    pub fn reference() -> Scenario {
+        Scenario::default()
+    }
+
+    /// Parse and validate a scenario from TOML text.
+    pub fn from_toml_str(s: &str) -> Result<Scenario, ScenarioError> {
+        let scenario: Scenario = toml::from_str(s)?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Read, parse and validate a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Scenario::from_toml_str(&text)
+    }
+
+    /// Check every value; the error names the key.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        fn range(key: &str, v: f64, lo: f64, hi: f64) -> Result<(), ScenarioError> {
+            if v.is_finite() && v >= lo && v <= hi {
+                Ok(())
+            } else {
+                Err(invalid(key, format!("{v} is outside {lo}..={hi}")))
+            }
+        }
+        self.timezone()?;
+        parse_date(&self.start.date).ok_or_else(|| invalid("start.date", "expected YYYY-MM-DD"))?;
+        parse_time(&self.start.time)
+            .ok_or_else(|| invalid("start.time", "expected HH:MM or HH:MM:SS"))?;
+        range("site.lat_deg", self.site.lat_deg, -90.0, 90.0)?;
+        range("site.lon_deg", self.site.lon_deg, -180.0, 180.0)?;
+        let w = &self.weather;
+        range("weather.clearness_mean", w.clearness_mean, 0.0, 1.2)?;
+        range("weather.clearness_spread", w.clearness_spread, 0.0, 1.0)?;
+        if let Some(k) = w.fixed_clearness {
+            range("weather.fixed_clearness", k, 0.0, 1.2)?;
+        }
+        range("weather.cloud_phi", w.cloud_phi, 0.0, 0.9999)?;
+        range("weather.cloud_sigma", w.cloud_sigma, 0.0, 1.0)?;
+        let pv = &self.pv;
+        range("pv.kwp", pv.kwp, 0.0, 1e5)?;
+        range("pv.inverter_ac_kw", pv.inverter_ac_kw, 0.001, 1e5)?;
+        range("pv.inverter_efficiency", pv.inverter_efficiency, 0.5, 1.0)?;
+        range("pv.performance_ratio", pv.performance_ratio, 0.1, 1.0)?;
+        range(
+            "pv.limit_ramp_pct_per_s",
+            pv.limit_ramp_pct_per_s,
+            0.01,
+            1e4,
+        )?;
+        let b = &self.battery;
+        range("battery.nameplate_kwh", b.nameplate_kwh, 0.1, 1e5)?;
+        range("battery.soh_pct", b.soh_pct, 1.0, 100.0)?;
+        range("battery.pcs_kw", b.pcs_kw, 0.1, 1e5)?;
+        range("battery.c_rate_cap", b.c_rate_cap, 0.01, 10.0)?;
+        range("battery.soc_min_pct", b.soc_min_pct, 0.0, 50.0)?;
+        range("battery.soc_max_pct", b.soc_max_pct, 50.0, 100.0)?;
+        range("battery.initial_soc_pct", b.initial_soc_pct, 0.0, 100.0)?;
+        range(
+            "battery.soc_reserve_min_pct",
+            b.soc_reserve_min_pct,
+            0.0,
+            100.0,
+        )?;
+        range("battery.efficiency", b.efficiency, 0.5, 1.0)?;
+        range("battery.ambient_c", b.ambient_c, -40.0, 60.0)?;
+        if let Some(t) = b.initial_temp_c {
+            range("battery.initial_temp_c", t, -40.0, 80.0)?;
+        }
+        range("battery.imbalance_mv", b.imbalance_mv, 0.0, 200.0)?;
+        range("battery.ramp_kw_per_s", b.ramp_kw_per_s, 0.01, 1e5)?;
+        range("battery.pack_value_cny", b.pack_value_cny, 0.0, 1e9)?;
+        range(
+            "battery.allowed_soh_loss_pct",
+            b.allowed_soh_loss_pct,
+            0.1,
+            100.0,
+        )?;
+        range(
+            "battery.series_cells",
+            f64::from(b.series_cells),
+            1.0,
+            1000.0,
+        )?;
+        let c = &self.chargers;
+        range("chargers.count", c.count as f64, 0.0, 1000.0)?;
+        if c.phases != 1 && c.phases != 3 {
+            return Err(invalid("chargers.phases", "must be 1 or 3"));
+        }
+        range("chargers.rating_a", c.rating_a, 6.0, 80.0)?;
+        range("chargers.safe_current_a", c.safe_current_a, 0.0, 80.0)?;
+        let bl = &self.building;
+        range("building.night_kw", bl.night_kw, 0.0, 1e5)?;
+        range("building.business_kw", bl.business_kw, 0.0, 1e5)?;
+        range(
+            "building.business_peak_extra_kw",
+            bl.business_peak_extra_kw,
+            0.0,
+            1e5,
+        )?;
+        range("building.weekend_factor", bl.weekend_factor, 0.0, 2.0)?;
+        range("building.open_hour", bl.open_hour, 0.0, 24.0)?;
+        range("building.close_hour", bl.close_hour, bl.open_hour, 24.0)?;
+        range("building.noise_kw", bl.noise_kw, 0.0, 1e4)?;
+        range(
+            "building.workshop_steps_per_day",
+            bl.workshop_steps_per_day,
+            0.0,
+            100.0,
+        )?;
+        range("building.workshop_min_kw", bl.workshop_min_kw, 0.0, 1e4)?;
+        range(
+            "building.workshop_max_kw",
+            bl.workshop_max_kw,
+            bl.workshop_min_kw,
+            1e4,
+        )?;
+        range(
+            "building.workshop_mean_min",
+            bl.workshop_mean_min,
+            1.0,
+            1440.0,
+        )?;
+        let v = &self.vehicles;
+        range("vehicles.arrival_scale", v.arrival_scale, 0.0, 100.0)?;
+        range(
+            "vehicles.staff_per_weekday",
+            v.staff_per_weekday,
+            0.0,
+            1000.0,
+        )?;
+        range(
+            "vehicles.staff_per_weekend_day",
+            v.staff_per_weekend_day,
+            0.0,
+            1000.0,
+        )?;
+        range(
+            "vehicles.customers_per_weekday",
+            v.customers_per_weekday,
+            0.0,
+            1000.0,
+        )?;
+        range(
+            "vehicles.customers_per_weekend_day",
+            v.customers_per_weekend_day,
+            0.0,
+            1000.0,
+        )?;
+        range("vehicles.demo_per_evening", v.demo_per_evening, 0.0, 1000.0)?;
+        range("vehicles.share_32a_3ph", v.share_32a_3ph, 0.0, 1.0)?;
+        range(
+            "vehicles.share_16a_3ph",
+            v.share_16a_3ph,
+            0.0,
+            1.0 - v.share_32a_3ph,
+        )?;
+        range("vehicles.energy_mean_kwh", v.energy_mean_kwh, 0.1, 200.0)?;
+        for (i, s) in v.scripted.iter().enumerate() {
+            let k = |f: &str| format!("vehicles.scripted[{i}].{f}");
+            if s.charger == 0 || s.charger > c.count {
+                return Err(invalid(&k("charger"), format!("must be 1..={}", c.count)));
+            }
+            self.resolve_local(&s.at)
+                .ok_or_else(|| invalid(&k("at"), "expected HH:MM[:SS] or YYYY-MM-DD HH:MM[:SS]"))?;
+            range(&k("battery_kwh"), s.battery_kwh, 1.0, 500.0)?;
+            range(&k("soc_pct"), s.soc_pct, 0.0, 100.0)?;
+            range(&k("target_pct"), s.target_pct, 0.0, 100.0)?;
+            range(&k("stay_h"), s.stay_h, 0.0, 24.0 * 14.0)?;
+            range(&k("onboard_a"), s.onboard_a, 0.0, 80.0)?;
+            if s.phases != 1 && s.phases != 3 {
+                return Err(invalid(&k("phases"), "must be 1 or 3"));
+            }
+        }
+        range("grid.import_limit_kw", self.grid.import_limit_kw, 0.0, 1e6)?;
+        range("grid.export_limit_kw", self.grid.export_limit_kw, 0.0, 1e6)?;
+        let t = &self.tariff;
+        range("tariff.flat_cny_per_kwh", t.flat_cny_per_kwh, -100.0, 100.0)?;
+        range(
+            "tariff.export_cny_per_kwh",
+            t.export_cny_per_kwh,
+            -100.0,
+            100.0,
+        )?;
+        range("tariff.demand_cny_per_kw", t.demand_cny_per_kw, 0.0, 1e4)?;
+        for (i, p) in t.periods.iter().enumerate() {
+            parse_time(&p.from)
+                .ok_or_else(|| invalid(&format!("tariff.periods[{i}].from"), "expected HH:MM"))?;
+            parse_time(&p.to)
+                .ok_or_else(|| invalid(&format!("tariff.periods[{i}].to"), "expected HH:MM"))?;
+            range(
+                &format!("tariff.periods[{i}].cny_per_kwh"),
+                p.cny_per_kwh,
+                -100.0,
+                100.0,
+            )?;
+        }
+        range("co2_kg_per_kwh", self.co2_kg_per_kwh, 0.0, 10.0)?;
+        for (i, f) in self.faults.iter().enumerate() {
+            let k = |n: &str| format!("faults[{i}].{n}");
+            self.resolve_local(&f.at)
+                .ok_or_else(|| invalid(&k("at"), "expected HH:MM[:SS] or YYYY-MM-DD HH:MM[:SS]"))?;
+            range(&k("duration_s"), f.duration_s, 0.0, 1e9)?;
+            match f.kind {
+                FaultKind::Latency if f.latency_ms.is_none() => {
+                    return Err(invalid(&k("latency_ms"), "required for kind = \"latency\""));
+                }
+                FaultKind::Exception if f.exception_code.is_none() => {
+                    return Err(invalid(
+                        &k("exception_code"),
+                        "required for kind = \"exception\"",
+                    ));
+                }
+                FaultKind::BadValue if f.point.is_none() || f.value.is_none() => {
+                    return Err(invalid(
+                        &k("point"),
+                        "point and value required for kind = \"bad_value\"",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The site's time zone (defaults to UTC only if validation was skipped and it is wrong).
+    pub fn tz(&self) -> Tz {
+        self.timezone().unwrap_or(chrono_tz::UTC)
+    }
+
+    fn timezone(&self) -> Result<Tz, ScenarioError> {
+        self.site
+            .timezone
+            .parse::<Tz>()
+            .map_err(|e| invalid("site.timezone", e.to_string()))
+    }
+
+    /// Local start date.
+    pub fn start_date(&self) -> NaiveDate {
+        parse_date(&self.start.date).unwrap_or_default()
+    }
+
+    /// Resolve a local "HH:MM[:SS]" (on the start date) or "YYYY-MM-DD HH:MM[:SS]" to UTC.
+    pub fn resolve_local(&self, s: &str) -> Option<DateTime<Utc>> {
+        let s = s.trim();
+        let naive = if let Some((d, t)) = s.split_once([' ', 'T']) {
+            NaiveDateTime::new(parse_date(d)?, parse_time(t)?)
+        } else {
+            NaiveDateTime::new(parse_date(&self.start.date)?, parse_time(s)?)
+        };
+        self.tz()
+            .from_local_datetime(&naive)
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// Start of the simulation, UTC.
+    pub fn start_utc(&self) -> DateTime<Utc> {
+        self.resolve_local(&format!("{} {}", self.start.date, self.start.time))
+            .unwrap_or_default()
+    }
+
+    pub fn import_limit_w(&self) -> f64 {
+        self.grid.import_limit_kw * 1000.0
+    }
+
+    pub fn export_limit_w(&self) -> f64 {
+        self.grid.export_limit_kw * 1000.0
+    }
+
+    pub fn pv_rating_w(&self) -> f64 {
+        self.pv.inverter_ac_kw * 1000.0
+    }
+
+    pub fn pcs_rating_w(&self) -> f64 {
+        self.battery.pcs_kw * 1000.0
+    }
+
+    /// Usable energy at the start = nameplate x SoH, Wh.
+    pub fn usable_wh(&self) -> f64 {
+        self.battery.nameplate_kwh * 1000.0 * self.battery.soh_pct / 100.0
+    }
+
+    /// Import price at a local time of day, CNY/kWh.
+    pub fn import_price_at(&self, local: NaiveTime) -> f64 {
+        for p in &self.tariff.periods {
+            if let (Some(from), Some(to)) = (parse_time(&p.from), parse_time(&p.to)) {
+                let inside = if from <= to {
+                    local >= from && local < to
+                } else {
+                    local >= from || local < to
+                };
+                if inside {
+                    return p.cny_per_kwh;
+                }
+            }
+        }
+        self.tariff.flat_cny_per_kwh
+    }
+
+    /// Every scheduled fault resolved to UTC (faults whose time does not parse are skipped;
+    /// `validate` rejects them).
+    pub fn scheduled_faults(&self) -> Vec<ScheduledFault> {
+        self.faults
+            .iter()
+            .filter_map(|f| {
+                let start = self.resolve_local(&f.at)?;
+                let end = start + chrono::Duration::milliseconds((f.duration_s * 1000.0) as i64);
+                Some(ScheduledFault {
+                    start,
+                    end,
+                    spec: f.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Wire faults scheduled for `device` at `now` (the runtime applies these; the plant applies
+    /// the physics fault `bms_alarm` itself).
+    pub fn wire_faults(&self, device: &str, now: DateTime<Utc>) -> WireFaults {
+        let mut out = WireFaults::default();
+        for f in self.scheduled_faults() {
+            if f.spec.device != device || now < f.start || now >= f.end {
+                continue;
+            }
+            match f.spec.kind {
+                FaultKind::Offline => out.offline = true,
+                FaultKind::Latency => {
+                    out.latency = f.spec.latency_ms.map(Duration::from_millis);
+                }
+                FaultKind::Exception => out.exception = f.spec.exception_code,
+                FaultKind::Frozen => out.frozen = true,
+                FaultKind::BadValue => {
+                    if let (Some(p), Some(v)) = (f.spec.point.clone(), f.spec.value) {
+                        out.bad_values.push((p, v));
+                    }
+                }
+                FaultKind::BmsAlarm => {}
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_reference_station() {
+        let s = Scenario::from_toml_str("").unwrap();
+        assert_eq!(s.battery.nameplate_kwh, 500.0);
+        assert_eq!(s.chargers.count, 8);
+        assert_eq!(s.grid.import_limit_kw, 150.0);
+        assert_eq!(s.start_utc().to_rfc3339(), "2026-07-14T16:00:00+00:00");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let err = Scenario::from_toml_str("[battery]\nsoh = 3\n").unwrap_err();
+        assert!(err.to_string().contains("soh"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_value_names_the_key() {
+        let err = Scenario::from_toml_str("[battery]\nsoh_pct = 300\n").unwrap_err();
+        assert!(err.to_string().contains("battery.soh_pct"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = Scenario::from_toml_str("[battery]\nsoh_pct = \"high\"\n").unwrap_err();
+        assert!(err.to_string().contains("soh_pct"), "{err}");
+        let err = Scenario::from_toml_str(
+            "[[faults]]\nat = \"25:99\"\ndevice = \"pv\"\nkind = \"offline\"\nduration_s = 5\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("faults[0].at"), "{err}");
+    }
+
+    #[test]
+    fn tariff_prices_follow_the_periods() {
+        let s = Scenario::reference();
+        let t = |h, m| NaiveTime::from_hms_opt(h, m, 0).unwrap();
+        assert_eq!(s.import_price_at(t(2, 0)), 0.30);
+        assert_eq!(s.import_price_at(t(23, 30)), 0.30);
+        assert_eq!(s.import_price_at(t(12, 0)), 1.10);
+        assert_eq!(s.import_price_at(t(16, 0)), 0.70);
+    }
+
+    #[test]
+    fn wire_faults_are_active_only_in_their_window() {
+        let s = Scenario::from_toml_str(
+            "[[faults]]\nat = \"10:00\"\ndevice = \"grid-meter\"\nkind = \"offline\"\nduration_s = 60\n",
+        )
+        .unwrap();
+        let at = s.resolve_local("10:00:30").unwrap();
+        assert!(s.wire_faults("grid-meter", at).offline);
+        assert!(!s.wire_faults("pv", at).offline);
+        let later = s.resolve_local("10:01:00").unwrap();
+        assert!(!s.wire_faults("grid-meter", later).offline);
+    }
+}
