@@ -62,6 +62,8 @@ pub mod plan;
 pub mod policy;
 pub mod snapshot;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 pub use plan::{BatteryIdleCause, ChargerSetpoint, Plan, PowerBalance, Reason};
 pub use policy::{
@@ -387,6 +389,14 @@ pub fn decide_into(
             plan.reasons.push(Reason::BatteryEveningReserve { soc });
         }
     }
+    if (net_firm - battery).0 > import_limit.0 {
+        let want = discharge_hard.min(net_firm - import_limit);
+        if want.0 > battery.0 + EPS_W {
+            battery = want;
+            plan.reasons
+                .push(Reason::BatteryImportLimit { power: battery });
+        }
+    }
     if tariff.demand_charge_cny_per_kw > 0.0 {
         let target = demand_ceiling(policy, state, now);
         if (net_firm - battery).0 > target.0 && discharge_hard.0 > battery.0 {
@@ -398,14 +408,6 @@ pub fn decide_into(
                     target,
                 });
             }
-        }
-    }
-    if (net_firm - battery).0 > import_limit.0 {
-        let want = discharge_hard.min(net_firm - import_limit);
-        if want.0 > battery.0 + EPS_W {
-            battery = want;
-            plan.reasons
-                .push(Reason::BatteryImportLimit { power: battery });
         }
     }
     if !grid_fresh {
@@ -644,23 +646,25 @@ fn allocate(
     for w in work.iter_mut() {
         w.got = 0.0;
     }
-    for &i in order {
-        let Some(w) = work.get_mut(i) else { continue };
-        if w.hi <= EPS_A || w.lo > w.hi {
-            w.hi = 0.0;
-            continue;
-        }
-        let need_w = w.lo * w.w_per_a;
-        if need_w <= bw + 1e-9 && w.lo <= ba + 1e-9 {
-            w.got = w.lo;
-            bw = (bw - need_w).max(0.0);
-            ba = (ba - w.lo).max(0.0);
-        } else {
-            w.hi = 0.0;
-        }
-    }
     match sharing {
         Sharing::Equal => {
+            // Minimums first, in order, while they fit.
+            for &i in order {
+                let Some(w) = work.get_mut(i) else { continue };
+                if w.hi <= EPS_A || w.lo > w.hi {
+                    w.hi = 0.0;
+                    continue;
+                }
+                let need_w = w.lo * w.w_per_a;
+                if need_w <= bw + 1e-9 && w.lo <= ba + 1e-9 {
+                    w.got = w.lo;
+                    bw = (bw - need_w).max(0.0);
+                    ba = (ba - w.lo).max(0.0);
+                } else {
+                    w.hi = 0.0;
+                }
+            }
+            // Then equal amps for everyone with room (water-filling).
             for _ in 0..=work.len() {
                 let mut sum_w = 0.0;
                 let mut count = 0.0;
@@ -691,14 +695,17 @@ fn allocate(
             }
         }
         Sharing::FirstCome | Sharing::Priority => {
+            // Each in order as much as fits, if at least its minimum fits.
             for &i in order {
                 let Some(w) = work.get_mut(i) else { continue };
-                let room = w.hi - w.got;
-                if room > EPS_A && w.w_per_a > 0.0 {
-                    let inc = room.min(bw / w.w_per_a).min(ba).max(0.0);
-                    w.got += inc;
-                    bw = (bw - inc * w.w_per_a).max(0.0);
-                    ba = (ba - inc).max(0.0);
+                if w.hi <= EPS_A || w.lo > w.hi || w.w_per_a <= 0.0 {
+                    continue;
+                }
+                let fit = w.hi.min(bw / w.w_per_a).min(ba);
+                if fit >= w.lo - 1e-9 && fit > EPS_A {
+                    w.got = fit.max(w.lo);
+                    bw = (bw - w.got * w.w_per_a).max(0.0);
+                    ba = (ba - w.got).max(0.0);
                 }
             }
         }

@@ -218,3 +218,50 @@ pub struct Snapshot {
     pub building: Reading<Watts>,
     pub chargers: Vec<ChargerSnapshot>,
 }
+
+impl Snapshot {
+    /// The reference station (station.md) at rest with every reading fresh: no PV output,
+    /// no building load, battery at 50 % of 360 kWh usable with 120 kW BMS limits, and `n`
+    /// 32 A 3-phase chargers `charger-1..` each with a car plugged in and ready (state C2)
+    /// but drawing nothing yet. A starting point for tests, simulations and benchmarks.
+    pub fn reference_idle(n: usize) -> Snapshot {
+        let chargers = (1..=n)
+            .map(|i| ChargerSnapshot {
+                id: ChargerId::new(&format!("charger-{i}")),
+                online: true,
+                state: ChargerState::C2,
+                current: [Amps::ZERO; 3],
+                power: Watts::ZERO,
+                phases: 3,
+                min_current: Amps(6.0),
+                rating: Amps(32.0),
+                safe_current: Amps(6.0),
+                plugged: true,
+            })
+            .collect();
+        Snapshot {
+            grid: GridSnapshot {
+                power: Reading::fresh(Watts::ZERO),
+                phase_power: Reading::fresh([Watts::ZERO; 3]),
+            },
+            pv: PvSnapshot {
+                power: Reading::fresh(Watts::ZERO),
+                rating: Watts::from_kw(135.0),
+                limit: Percent(100.0),
+            },
+            battery: BatterySnapshot {
+                online: true,
+                soc: Reading::fresh(Percent(50.0)),
+                soh: Percent(72.0),
+                power: Reading::fresh(Watts::ZERO),
+                max_charge: Watts::from_kw(120.0),
+                max_discharge: Watts::from_kw(120.0),
+                temperature_c: 25.0,
+                alarm: false,
+                usable_capacity: WattHours::from_kwh(360.0),
+            },
+            building: Reading::fresh(Watts::ZERO),
+            chargers,
+        }
+    }
+}
