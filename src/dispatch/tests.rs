@@ -580,3 +580,74 @@ fn decide_into_reuses_the_plan_buffers() {
     assert_eq!(plan.chargers.as_ptr(), ptr);
     assert!(plan.chargers.capacity() == caps.0 && plan.reasons.capacity() >= caps.1);
 }
+
+#[test]
+fn curtailed_pv_is_released_when_loads_can_take_it() {
+    let mut p = Policy::default();
+    p.grid.export_limit = Watts::ZERO;
+    let mut s = no_battery(1);
+    s.building = Reading::fresh(Watts::from_kw(20.0));
+    s.pv.limit = Percent(20.0);
+    s.pv.power = Reading::fresh(Watts::from_kw(27.0)); // sitting at its 20 % limit
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(12, 0), 20);
+    assert_eq!(plan.chargers[0].amps, Amps(32.0));
+    assert_eq!(plan.pv_limit, Percent(100.0));
+}
+
+#[test]
+fn serve_first_vehicles_gives_solar_cars_pv_before_the_building() {
+    let mut p = with_mode(Policy::default(), ChargeMode::Solar);
+    p.serve_first = ServeFirst::Vehicles;
+    let mut s = no_battery(1);
+    s.building = Reading::fresh(Watts::from_kw(40.0));
+    s.pv.power = Reading::fresh(Watts::from_kw(30.0));
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(12, 0), 20);
+    assert_eq!(plan.chargers[0].amps, Amps(32.0));
+    // The dealer first: no surplus after the building, the car waits.
+    p.serve_first = ServeFirst::Dealer;
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(12, 0), 20);
+    assert_eq!(plan.chargers[0].amps, Amps(0.0));
+}
+
+#[test]
+fn peak_shaving_target_rises_to_the_months_peak() {
+    let p = Policy::default(); // target 100 kW
+    let mut s = Snapshot::reference_idle(0);
+    s.battery.online = false;
+    s.building = Reading::fresh(Watts::from_kw(130.0));
+    let mut st = DispatchState::new();
+    let t0 = chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 6, 10, 16, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    // A whole window at 130 kW without a battery sets this month's peak.
+    run(&mut s, &p, &mut st, t0, 901);
+    assert!((st.demand().month_peak().0 - 130_000.0).abs() < 200.0);
+    // With the battery back, 120 kW is below the month's peak: no need to shave.
+    s.battery.online = true;
+    s.building = Reading::fresh(Watts::from_kw(120.0));
+    let plan = run(&mut s, &p, &mut st, secs(t0, 901), 5);
+    assert_eq!(plan.battery, Watts::ZERO);
+    // A new month starts from the configured target again.
+    let july = chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 7, 1, 16, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    let plan = run(&mut s, &p, &mut st, july, 5);
+    assert!(plan.battery.0 > 15_000.0, "{:?}", plan.battery);
+}
+
+#[test]
+fn stale_grid_never_charges_the_battery_from_the_grid() {
+    let mut p = Policy::default();
+    p.battery.grid_charging_in_valley = true;
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(15.0));
+    s.grid.power = Reading::stale(Watts::from_kw(15.0));
+    let mut st = DispatchState::new();
+    let plan = decide(&s, &p, &mut st, local(3, 0));
+    assert_eq!(plan.battery, Watts::ZERO);
+}
