@@ -1,0 +1,240 @@
+//! What [`super::decide`] remembers between cycles.
+
+use super::snapshot::{ChargerId, ChargerSnapshot};
+use crate::units::{Amps, Watts};
+use chrono::{DateTime, Utc};
+
+/// Length of the demand-charge averaging window, s.
+pub const DEMAND_WINDOW_S: i64 = 900;
+
+/// Per-charger memory.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ChargerMemory {
+    pub id: ChargerId,
+    /// Whether the last setpoint was above 0 A.
+    pub on: bool,
+    /// When `on` last changed; `None` = long ago (min on/off times satisfied).
+    pub switched_at: Option<DateTime<Utc>>,
+    /// Last setpoint, for the ramp-up limit.
+    pub last_amps: Amps,
+    /// When the current vehicle was first seen plugged in (for first-come sharing).
+    pub plugged_since: Option<DateTime<Utc>>,
+}
+
+impl ChargerMemory {
+    fn fresh(c: &ChargerSnapshot, now: DateTime<Utc>) -> Self {
+        // Start from what the charger draws now, so a restart does not ramp a running car
+        // down and back up.
+        let measured = if c.online {
+            c.current.iter().fold(0.0_f64, |m, a| m.max(a.0)).max(0.0)
+        } else {
+            0.0
+        };
+        ChargerMemory {
+            id: c.id.clone(),
+            on: measured > 0.0,
+            switched_at: None,
+            last_amps: Amps(measured),
+            plugged_since: if c.plugged { Some(now) } else { None },
+        }
+    }
+
+    /// Seconds since the last on/off switch (infinite when never switched).
+    pub fn since_switch_s(&self, now: DateTime<Utc>) -> f64 {
+        match self.switched_at {
+            Some(t) => (now - t).num_milliseconds() as f64 / 1000.0,
+            None => f64::INFINITY,
+        }
+    }
+}
+
+/// Tracks the 15-minute average import and the month's peak for the demand charge.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DemandTracker {
+    /// Unix time of the start of the current window, s (`None` before the first reading).
+    window_start_s: Option<i64>,
+    /// Import energy in the current window so far, W*s.
+    energy_ws: f64,
+    /// Local `year * 12 + month` the peak belongs to.
+    month_key: i32,
+    /// Highest closed-window average import this month.
+    month_peak: Watts,
+}
+
+impl Default for DemandTracker {
+    fn default() -> Self {
+        DemandTracker {
+            window_start_s: None,
+            energy_ws: 0.0,
+            month_key: i32::MIN,
+            month_peak: Watts::ZERO,
+        }
+    }
+}
+
+impl DemandTracker {
+    /// Account `grid` (import > 0; `None` when unknown) over the last `dt_s` seconds, closing
+    /// the window when `now` has moved into a new one.
+    pub(crate) fn update(
+        &mut self,
+        now: DateTime<Utc>,
+        grid: Option<Watts>,
+        dt_s: f64,
+        month_key: i32,
+    ) {
+        let ws = now.timestamp().div_euclid(DEMAND_WINDOW_S) * DEMAND_WINDOW_S;
+        if self.window_start_s != Some(ws) {
+            if self.window_start_s.is_some() {
+                let avg = Watts(self.energy_ws / DEMAND_WINDOW_S as f64);
+                self.month_peak = self.month_peak.max(avg);
+            }
+            self.window_start_s = Some(ws);
+            self.energy_ws = 0.0;
+        }
+        if self.month_key != month_key {
+            self.month_key = month_key;
+            self.month_peak = Watts::ZERO;
+        }
+        if let Some(g) = grid {
+            self.energy_ws += g.0.max(0.0) * dt_s;
+        }
+    }
+
+    /// Highest 15-minute average import of closed windows this month.
+    pub fn month_peak(&self) -> Watts {
+        self.month_peak
+    }
+
+    /// Average import of the current window so far, over the full 15 minutes.
+    pub fn window_average(&self) -> Watts {
+        Watts(self.energy_ws / DEMAND_WINDOW_S as f64)
+    }
+
+    /// Instantaneous import allowed for the rest of this window so that its average stays at
+    /// or below `target`, within `[0, cap]`.
+    pub(crate) fn instant_target(
+        &self,
+        now: DateTime<Utc>,
+        target: Watts,
+        cap: Watts,
+        cycle_s: f64,
+    ) -> Watts {
+        let start = self.window_start_s.unwrap_or(now.timestamp());
+        let elapsed = (now.timestamp() - start).clamp(0, DEMAND_WINDOW_S) as f64;
+        let remaining = (DEMAND_WINDOW_S as f64 - elapsed).max(cycle_s);
+        let budget = (target.0 * DEMAND_WINDOW_S as f64 - self.energy_ws) / remaining;
+        Watts(budget).clamp(Watts::ZERO, cap)
+    }
+}
+
+/// Role of a charger in one decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Gets 0 A (offline, not charging-capable, empty current range).
+    #[default]
+    Idle,
+    Fast,
+    MinSolar,
+    /// Solar charger kept on by `min_on_s`.
+    SolarHeld,
+    Solar,
+}
+
+/// Per-charger scratch used inside one decision (kept to avoid allocating every cycle).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Work {
+    pub role: Role,
+    /// W per A: phases x 230 V.
+    pub w_per_a: f64,
+    /// Minimum current and ramp-limited maximum this cycle, A.
+    pub min: f64,
+    pub cap: f64,
+    /// Maximum without the ramp limit, A.
+    pub max: f64,
+    /// Allocation bounds for the pass being run, A.
+    pub lo: f64,
+    pub hi: f64,
+    /// Allocation result of the pass being run, A.
+    pub got: f64,
+    /// Results of the firm and the solar pass, A.
+    pub firm: f64,
+    pub extra: f64,
+    /// Sort keys.
+    pub priority: i32,
+    pub plugged_rank: i64,
+}
+
+/// Everything that persists between cycles. Create once with [`DispatchState::new`] and pass
+/// the same value to every [`super::decide`] call of one station.
+#[derive(Debug, Clone, Default)]
+pub struct DispatchState {
+    pub(crate) chargers: Vec<ChargerMemory>,
+    pub(crate) last_now: Option<DateTime<Utc>>,
+    pub(crate) last_battery: Watts,
+    pub(crate) demand: DemandTracker,
+    pub(crate) work: Vec<Work>,
+    pub(crate) order: Vec<usize>,
+}
+
+impl DispatchState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The demand-charge tracker (month peak, current window average).
+    pub fn demand(&self) -> &DemandTracker {
+        &self.demand
+    }
+
+    /// The last battery setpoint decided (> 0 discharge).
+    pub fn last_battery(&self) -> Watts {
+        self.last_battery
+    }
+
+    /// The last current decided for charger `id`, if it is known.
+    pub fn last_amps(&self, id: &str) -> Option<Amps> {
+        self.chargers
+            .iter()
+            .find(|m| m.id.as_str() == id)
+            .map(|m| m.last_amps)
+    }
+
+    /// Seconds since the previous decision, within `[0, 10 x cycle]`; one cycle at first.
+    pub(crate) fn elapsed_s(&self, now: DateTime<Utc>, cycle_s: f64) -> f64 {
+        match self.last_now {
+            Some(t) => ((now - t).num_milliseconds() as f64 / 1000.0).clamp(0.0, 10.0 * cycle_s),
+            None => cycle_s,
+        }
+    }
+
+    /// Line the per-charger memory up with the snapshot's chargers (same order, same ids).
+    /// Allocates only when the roster changes.
+    pub(crate) fn sync_roster(&mut self, chargers: &[ChargerSnapshot], now: DateTime<Utc>) {
+        let aligned = self.chargers.len() == chargers.len()
+            && self
+                .chargers
+                .iter()
+                .zip(chargers)
+                .all(|(m, c)| m.id == c.id);
+        if !aligned {
+            let mut old = std::mem::take(&mut self.chargers);
+            self.chargers = chargers
+                .iter()
+                .map(|c| match old.iter().position(|m| m.id == c.id) {
+                    Some(i) => old.swap_remove(i),
+                    None => ChargerMemory::fresh(c, now),
+                })
+                .collect();
+        }
+        for (m, c) in self.chargers.iter_mut().zip(chargers) {
+            if !c.plugged {
+                m.plugged_since = None;
+            } else if m.plugged_since.is_none() {
+                m.plugged_since = Some(now);
+            }
+        }
+        if self.work.len() != chargers.len() {
+            self.work.resize(chargers.len(), Work::default());
+        }
+    }
+}

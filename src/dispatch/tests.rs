@@ -1,0 +1,653 @@
+//! Behaviour tests of `decide`, one sentence each.
+#![allow(clippy::field_reassign_with_default)]
+
+use super::*;
+use crate::units::{charger_power_nominal, WattHours};
+use chrono::TimeZone;
+
+/// UTC instant of a local (Asia/Shanghai, UTC+8) time on Wednesday 2026-06-10.
+fn local(h: u32, m: u32) -> DateTime<Utc> {
+    chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 6, 10, h, m, 0)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn secs(t: DateTime<Utc>, s: i64) -> DateTime<Utc> {
+    t + chrono::Duration::seconds(s)
+}
+
+/// A station with the battery out of the way (offline) unless a test brings it back.
+fn no_battery(n: usize) -> Snapshot {
+    let mut s = Snapshot::reference_idle(n);
+    s.battery.online = false;
+    s
+}
+
+/// Make the snapshot's chargers draw what the plan asked for, and the grid meter agree.
+fn follow(s: &mut Snapshot, plan: &Plan) {
+    for (c, sp) in s.chargers.iter_mut().zip(&plan.chargers) {
+        c.current = [sp.amps; 3];
+        c.power = charger_power_nominal(sp.amps, c.phases);
+    }
+    s.battery.power = Reading::fresh(plan.battery);
+    s.grid.power = Reading::fresh(plan.balance.grid);
+}
+
+/// Run `cycles` one-second cycles from `start`, the plant following each plan.
+fn run(
+    s: &mut Snapshot,
+    p: &Policy,
+    st: &mut DispatchState,
+    start: DateTime<Utc>,
+    cycles: i64,
+) -> Plan {
+    let mut plan = decide(s, p, st, start);
+    for k in 1..cycles {
+        follow(s, &plan);
+        plan = decide(s, p, st, secs(start, k));
+    }
+    follow(s, &plan);
+    plan
+}
+
+fn amps(plan: &Plan) -> Vec<f64> {
+    plan.chargers.iter().map(|c| c.amps.0).collect()
+}
+
+fn with_mode(mut p: Policy, mode: ChargeMode) -> Policy {
+    p.vehicles.default_mode = mode;
+    p
+}
+
+#[test]
+fn fast_chargers_share_the_import_limit_equally_and_say_why() {
+    let mut s = no_battery(8);
+    s.building = Reading::fresh(Watts::from_kw(100.0));
+    let p = Policy::default();
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
+    let each = 50_000.0 / 8.0 / 690.0;
+    for a in amps(&plan) {
+        assert!((a - each).abs() < 1e-6, "{a} vs {each}");
+    }
+    assert!((plan.balance.grid.0 - 150_000.0).abs() < 1.0);
+    assert!(plan.has_reason("charger_import_limited"));
+    let text = plan
+        .reasons
+        .iter()
+        .find(|r| r.code() == "charger_import_limited")
+        .unwrap()
+        .to_string();
+    assert!(text.ends_with(": grid import limit"), "{text}");
+}
+
+#[test]
+fn fast_chargers_reach_their_rating_when_the_limit_allows() {
+    let mut s = no_battery(4);
+    s.building = Reading::fresh(Watts::from_kw(30.0));
+    let p = Policy::default();
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
+    assert_eq!(amps(&plan), vec![32.0; 4]);
+    assert_eq!(
+        plan.reasons,
+        vec![Reason::BatteryIdle {
+            cause: BatteryIdleCause::Offline
+        }]
+    );
+}
+
+#[test]
+fn a_sudden_building_load_step_cuts_chargers_in_the_same_cycle() {
+    let mut s = no_battery(8);
+    s.building = Reading::fresh(Watts::from_kw(20.0));
+    let p = Policy::default();
+    let mut st = DispatchState::new();
+    let t0 = local(8, 0);
+    let plan = run(&mut s, &p, &mut st, t0, 30);
+    assert!(plan.balance.grid.0 <= 150_000.0 + 1e-6);
+    // The workshop switches on 60 kW: the very next decision already fits the limit.
+    s.building = Reading::fresh(Watts::from_kw(80.0));
+    s.grid.power = Reading::fresh(s.grid.power.value + Watts::from_kw(60.0));
+    let plan = decide(&s, &p, &mut st, secs(t0, 30));
+    assert!(
+        plan.balance.grid.0 <= 150_000.0 + 1e-6,
+        "{:?}",
+        plan.balance
+    );
+    let total: f64 = amps(&plan).iter().map(|a| a * 690.0).sum();
+    assert!(total <= 70_000.0 + 1e-6);
+}
+
+#[test]
+fn ramp_up_is_limited_but_decreases_are_immediate() {
+    let mut s = no_battery(1);
+    let p = Policy::default(); // 2 A/s
+    let mut st = DispatchState::new();
+    let t0 = local(8, 0);
+    let first = decide(&s, &p, &mut st, t0);
+    assert_eq!(
+        first.chargers[0].amps,
+        Amps(6.0),
+        "a start jumps to the minimum"
+    );
+    follow(&mut s, &first);
+    let second = decide(&s, &p, &mut st, secs(t0, 1));
+    assert_eq!(second.chargers[0].amps, Amps(8.0));
+    assert!(second.has_reason("charger_ramp_limited"));
+    let plan = run(&mut s, &p, &mut st, secs(t0, 2), 20);
+    assert_eq!(plan.chargers[0].amps, Amps(32.0));
+    // Building jumps so that only 10 A fit: the drop happens at once.
+    s.building = Reading::fresh(Watts::from_kw(150.0) - Watts(10.0 * 690.0));
+    let plan = decide(&s, &p, &mut st, secs(t0, 23));
+    assert!((plan.chargers[0].amps.0 - 10.0).abs() < 1e-6);
+}
+
+#[test]
+fn a_charger_gets_nothing_rather_than_less_than_its_minimum() {
+    let mut s = no_battery(2);
+    // Room for 1.5 x the minimum of one charger.
+    s.building = Reading::fresh(Watts::from_kw(150.0) - Watts(9.0 * 690.0));
+    let p = Policy::default();
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(8, 0), 10);
+    let a = amps(&plan);
+    assert!((a[0] - 9.0).abs() < 1e-6 && a[1] == 0.0, "{a:?}");
+}
+
+#[test]
+fn priority_sharing_serves_the_highest_priority_first() {
+    let mut raw = RawPolicy::default();
+    raw.vehicles.sharing = Sharing::Priority;
+    raw.vehicles.chargers.insert(
+        "charger-2".into(),
+        RawChargerOverride {
+            priority: 10,
+            ..Default::default()
+        },
+    );
+    let p = raw
+        .validate("policy", &mut crate::validate::Issues::new())
+        .unwrap();
+    let mut s = no_battery(3);
+    s.building = Reading::fresh(Watts::from_kw(150.0) - Watts(40.0 * 690.0));
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
+    let a = amps(&plan);
+    assert_eq!(a[1], 32.0);
+    assert!((a[0] - 8.0).abs() < 1e-6 && a[2] == 0.0, "{a:?}");
+}
+
+#[test]
+fn first_come_sharing_serves_the_earliest_car_fully() {
+    let mut raw = RawPolicy::default();
+    raw.vehicles.sharing = Sharing::FirstCome;
+    let p = raw
+        .validate("policy", &mut crate::validate::Issues::new())
+        .unwrap();
+    let mut s = no_battery(2);
+    s.chargers[0].plugged = false;
+    s.chargers[0].state = ChargerState::A;
+    let mut st = DispatchState::new();
+    let t0 = local(8, 0);
+    run(&mut s, &p, &mut st, t0, 5);
+    // Car on charger-1 arrives later than the one on charger-2.
+    s.chargers[0].plugged = true;
+    s.chargers[0].state = ChargerState::C2;
+    s.building = Reading::fresh(Watts::from_kw(150.0) - Watts(40.0 * 690.0));
+    let plan = run(&mut s, &p, &mut st, secs(t0, 5), 30);
+    let a = amps(&plan);
+    assert_eq!(a[1], 32.0);
+    assert!((a[0] - 8.0).abs() < 1e-6, "{a:?}");
+}
+
+#[test]
+fn solar_mode_charges_from_pv_surplus_only() {
+    let p = with_mode(Policy::default(), ChargeMode::Solar);
+    let mut s = no_battery(1);
+    s.building = Reading::fresh(Watts::from_kw(20.0));
+    s.pv.power = Reading::fresh(Watts::from_kw(30.0));
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(12, 0), 30);
+    let a = plan.chargers[0].amps.0;
+    assert!((a - 10_000.0 / 690.0).abs() < 1e-6, "{a}");
+    assert!(plan.balance.grid.0.abs() < 1.0, "{:?}", plan.balance);
+}
+
+#[test]
+fn solar_mode_does_not_start_below_minimum_plus_hysteresis() {
+    let p = with_mode(Policy::default(), ChargeMode::Solar);
+    let mut s = no_battery(1);
+    s.building = Reading::fresh(Watts::from_kw(20.0));
+    // Surplus 4.3 kW: above 6 A x 690 W/A = 4.14 kW but below 4.64 kW.
+    s.pv.power = Reading::fresh(Watts::from_kw(24.3));
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(12, 0), 5);
+    assert_eq!(plan.chargers[0].amps, Amps(0.0));
+    assert!(plan.has_reason("charger_paused_no_surplus"));
+}
+
+#[test]
+fn solar_mode_does_not_flap_when_the_surplus_hovers_around_the_minimum() {
+    let mut p = with_mode(Policy::default(), ChargeMode::Solar);
+    p.vehicles.min_on_s = 0.0;
+    p.vehicles.min_off_s = 0.0;
+    let mut s = no_battery(1);
+    s.building = Reading::fresh(Watts::from_kw(20.0));
+    s.pv.power = Reading::fresh(Watts::from_kw(26.0));
+    let mut st = DispatchState::new();
+    let t0 = local(12, 0);
+    let plan = run(&mut s, &p, &mut st, t0, 3);
+    assert!(plan.chargers[0].amps.0 > 0.0);
+    // Surplus wobbles between 3.9 kW and 4.4 kW, all within 500 W of the 4.14 kW minimum.
+    let mut switches = 0;
+    let mut on = true;
+    for k in 0..60 {
+        let surplus = if k % 2 == 0 { 3.9 } else { 4.4 };
+        s.pv.power = Reading::fresh(Watts::from_kw(20.0 + surplus));
+        let plan = decide(&s, &p, &mut st, secs(t0, 3 + k));
+        follow(&mut s, &plan);
+        let now_on = plan.chargers[0].amps.0 > 0.0;
+        switches += usize::from(now_on != on);
+        on = now_on;
+    }
+    assert_eq!(switches, 0);
+    assert!(s.chargers[0].current[0].0 >= 6.0);
+}
+
+#[test]
+fn solar_mode_keeps_min_on_and_min_off_times() {
+    let p = with_mode(Policy::default(), ChargeMode::Solar); // 300 s each
+    let mut s = no_battery(1);
+    s.building = Reading::fresh(Watts::from_kw(20.0));
+    s.pv.power = Reading::fresh(Watts::from_kw(30.0));
+    let mut st = DispatchState::new();
+    let t0 = local(12, 0);
+    run(&mut s, &p, &mut st, t0, 10);
+    // A cloud: no surplus at all, but the charger started only 10 s ago.
+    s.pv.power = Reading::fresh(Watts::from_kw(5.0));
+    let plan = run(&mut s, &p, &mut st, secs(t0, 10), 100);
+    assert_eq!(plan.chargers[0].amps, Amps(6.0));
+    assert!(plan.has_reason("charger_held_on_min_on_time"));
+    let plan = run(&mut s, &p, &mut st, secs(t0, 110), 200);
+    assert_eq!(plan.chargers[0].amps, Amps(0.0));
+    // Sun back right after the pause: min_off keeps it paused for 300 s.
+    s.pv.power = Reading::fresh(Watts::from_kw(30.0));
+    let plan = run(&mut s, &p, &mut st, secs(t0, 310), 100);
+    assert_eq!(plan.chargers[0].amps, Amps(0.0));
+    assert!(plan.has_reason("charger_held_off_min_off_time"));
+    let plan = run(&mut s, &p, &mut st, secs(t0, 410), 300);
+    assert!(plan.chargers[0].amps.0 > 6.0);
+}
+
+#[test]
+fn min_solar_mode_keeps_the_minimum_without_surplus_and_adds_surplus() {
+    let p = with_mode(Policy::default(), ChargeMode::MinSolar);
+    let mut s = no_battery(1);
+    s.building = Reading::fresh(Watts::from_kw(20.0));
+    let mut st = DispatchState::new();
+    let t0 = local(12, 0);
+    let plan = run(&mut s, &p, &mut st, t0, 5);
+    assert_eq!(plan.chargers[0].amps, Amps(6.0));
+    s.pv.power = Reading::fresh(Watts::from_kw(35.0));
+    let plan = run(&mut s, &p, &mut st, secs(t0, 5), 30);
+    let a = plan.chargers[0].amps.0;
+    assert!((a - 15_000.0 / 690.0).abs() < 1e-6, "{a}");
+}
+
+#[test]
+fn serve_first_dealer_cuts_vehicles_before_using_the_battery() {
+    let mut p = Policy::default();
+    p.serve_first = ServeFirst::Dealer;
+    p.grid.demand_target = p.grid.import_limit;
+    let mut s = Snapshot::reference_idle(4);
+    s.building = Reading::fresh(Watts::from_kw(140.0));
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(8, 0), 30); // flat tariff
+                                                          // 10 kW of room: not enough for 6 A on all four, so two share it and two wait.
+    let a = amps(&plan);
+    let two = 10_000.0 / 2.0 / 690.0;
+    assert!(
+        (a[0] - two).abs() < 1e-6 && (a[1] - two).abs() < 1e-6,
+        "{a:?}"
+    );
+    assert_eq!(&a[2..], &[0.0, 0.0]);
+    assert_eq!(plan.battery, Watts::ZERO);
+}
+
+#[test]
+fn serve_first_vehicles_discharges_the_battery_to_keep_cars_charging() {
+    let mut p = Policy::default();
+    p.serve_first = ServeFirst::Vehicles;
+    p.grid.demand_target = p.grid.import_limit;
+    let mut s = Snapshot::reference_idle(4);
+    s.building = Reading::fresh(Watts::from_kw(140.0));
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
+    assert_eq!(amps(&plan), vec![32.0; 4]);
+    let cars = 4.0 * 32.0 * 690.0;
+    assert!((plan.battery.0 - (140_000.0 + cars - 150_000.0)).abs() < 1.0);
+    assert!(plan.has_reason("battery_import_limit"));
+    assert!(plan.balance.grid.0 <= 150_000.0 + 1e-6);
+}
+
+#[test]
+fn battery_discharges_for_the_peak_tariff_and_says_so() {
+    let p = Policy::default();
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(60.0));
+    s.battery.soc = Reading::fresh(Percent(80.0));
+    let mut st = DispatchState::new();
+    let plan = decide(&s, &p, &mut st, local(19, 0)); // evening peak, reserve window over
+    assert_eq!(plan.battery, Watts::from_kw(60.0));
+    assert!(plan
+        .reasons
+        .iter()
+        .any(|r| r.to_string() == "battery discharging 60 kW: peak tariff"));
+}
+
+#[test]
+fn battery_keeps_the_evening_reserve_in_the_midday_peak() {
+    let p = Policy::default(); // 50 % from 07:00 before 18:00
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(60.0));
+    s.battery.soc = Reading::fresh(Percent(45.0));
+    let mut st = DispatchState::new();
+    let plan = decide(&s, &p, &mut st, local(12, 0));
+    assert_eq!(plan.battery, Watts::ZERO);
+    assert!(plan.has_reason("battery_evening_reserve"));
+    // Same SoC in the evening peak: the reserve is there to be used now.
+    let plan = decide(&s, &p, &mut st, local(19, 0));
+    assert_eq!(plan.battery, Watts::from_kw(60.0));
+}
+
+#[test]
+fn battery_does_not_discharge_in_the_flat_period_below_the_demand_target() {
+    let p = Policy::default();
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(60.0));
+    let mut st = DispatchState::new();
+    let plan = decide(&s, &p, &mut st, local(16, 0));
+    assert_eq!(plan.battery, Watts::ZERO);
+}
+
+#[test]
+fn battery_shaves_peaks_above_the_demand_target() {
+    let p = Policy::default(); // target 100 kW
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(130.0));
+    let mut st = DispatchState::new();
+    let plan = decide(&s, &p, &mut st, local(16, 0));
+    assert!(
+        (plan.battery.0 - 30_000.0).abs() < 1.0,
+        "{:?}",
+        plan.battery
+    );
+    assert!(plan.has_reason("battery_peak_shaving"));
+}
+
+#[test]
+fn battery_charges_from_pv_surplus_within_its_limits() {
+    let p = Policy::default();
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(20.0));
+    s.pv.power = Reading::fresh(Watts::from_kw(120.0));
+    s.battery.max_charge = Watts::from_kw(70.0);
+    let mut st = DispatchState::new();
+    let plan = decide(&s, &p, &mut st, local(12, 0));
+    assert_eq!(plan.battery, Watts::from_kw(-70.0));
+    assert!((plan.balance.grid.0 + 30_000.0).abs() < 1.0);
+    assert_eq!(plan.pv_limit, Percent(100.0));
+}
+
+#[test]
+fn zero_export_limits_pv_to_what_the_site_absorbs() {
+    let mut p = Policy::default();
+    p.grid.export_limit = Watts::ZERO;
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(20.0));
+    s.pv.power = Reading::fresh(Watts::from_kw(120.0));
+    s.battery.soc = Reading::fresh(Percent(90.0)); // full: cannot absorb
+    let mut st = DispatchState::new();
+    let plan = decide(&s, &p, &mut st, local(12, 0));
+    assert_eq!(plan.battery, Watts::ZERO);
+    let expected = 20_000.0 / 135_000.0 * 100.0;
+    assert!(
+        (plan.pv_limit.0 - expected).abs() < 1e-9,
+        "{:?}",
+        plan.pv_limit
+    );
+    assert!(plan.balance.grid.0.abs() < 1e-6);
+    assert!(plan.has_reason("pv_curtailed"));
+}
+
+#[test]
+fn valley_grid_charging_fills_the_battery_up_to_the_demand_target() {
+    let mut p = Policy::default();
+    p.battery.grid_charging_in_valley = true;
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(15.0));
+    let mut st = DispatchState::new();
+    let plan = decide(&s, &p, &mut st, local(3, 0));
+    // Charge bound 0.5 C x 360 kWh = 180 kW, BMS 120 kW; room under 100 kW target: 85 kW.
+    assert!(
+        (plan.battery.0 + 85_000.0).abs() < 1.0,
+        "{:?}",
+        plan.battery
+    );
+    assert!(plan.has_reason("battery_charging_valley"));
+}
+
+#[test]
+fn battery_holds_the_import_limit_when_the_building_alone_exceeds_it() {
+    let p = Policy::default();
+    let mut s = Snapshot::reference_idle(2);
+    s.building = Reading::fresh(Watts::from_kw(170.0));
+    let mut st = DispatchState::new();
+    let plan = decide(&s, &p, &mut st, local(8, 0));
+    assert_eq!(amps(&plan), vec![0.0, 0.0]);
+    assert!(plan.balance.grid.0 <= 150_000.0 + 1e-6);
+    assert!(!plan.has_reason("import_limit_unreachable"));
+    // Without a battery the controller says it cannot make it.
+    s.battery.online = false;
+    let plan = decide(&s, &p, &mut st, local(8, 0));
+    assert!(plan.has_reason("import_limit_unreachable"));
+}
+
+#[test]
+fn stale_grid_puts_every_car_at_its_safe_current_and_holds_the_battery() {
+    let p = Policy::default();
+    let mut s = Snapshot::reference_idle(3);
+    s.building = Reading::fresh(Watts::from_kw(130.0));
+    let mut st = DispatchState::new();
+    let t0 = local(16, 0);
+    let before = run(&mut s, &p, &mut st, t0, 30);
+    s.grid.power = Reading::stale(Watts::from_kw(120.0));
+    s.chargers[2].safe_current = Amps(0.0);
+    s.building = Reading::fresh(Watts::from_kw(160.0));
+    let plan = decide(&s, &p, &mut st, secs(t0, 30));
+    assert_eq!(amps(&plan), vec![6.0, 6.0, 0.0]);
+    assert!(plan.battery.0 <= before.battery.0 + 1e-9);
+    assert!(plan.has_reason("grid_stale"));
+    assert!(plan
+        .reasons
+        .iter()
+        .any(|r| r.to_string() == "grid meter stale: chargers at safe current"));
+}
+
+#[test]
+fn an_offline_charger_counts_at_its_rating_against_the_limit() {
+    let mut s = no_battery(2);
+    s.building = Reading::fresh(Watts::from_kw(100.0));
+    s.chargers[1].online = false;
+    let p = Policy::default();
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
+    let room: f64 = 50_000.0 - 32.0 * 690.0;
+    assert!((plan.chargers[0].amps.0 - (room / 690.0).min(32.0)).abs() < 1e-6);
+    assert_eq!(plan.chargers[1].amps, Amps(0.0));
+    assert!(plan.has_reason("charger_offline_counted"));
+    assert_eq!(plan.balance.uncontrolled_chargers, Watts(32.0 * 690.0));
+}
+
+#[test]
+fn chargers_not_in_a_charging_state_get_nothing() {
+    let mut s = no_battery(5);
+    s.chargers[0].state = ChargerState::A;
+    s.chargers[1].state = ChargerState::E;
+    s.chargers[2].state = ChargerState::F;
+    s.chargers[3].state = ChargerState::Unknown;
+    s.chargers[4].state = ChargerState::B2;
+    let p = Policy::default();
+    let mut st = DispatchState::new();
+    let plan = decide(&s, &p, &mut st, local(8, 0));
+    assert_eq!(amps(&plan), vec![0.0, 0.0, 0.0, 0.0, 6.0]);
+}
+
+#[test]
+fn battery_in_alarm_or_offline_or_without_soc_stays_idle() {
+    let p = Policy::default();
+    let mut st = DispatchState::new();
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(170.0));
+    s.battery.alarm = true;
+    let plan = decide(&s, &p, &mut st, local(19, 0));
+    assert_eq!(plan.battery, Watts::ZERO);
+    assert!(plan
+        .reasons
+        .iter()
+        .any(|r| r.to_string() == "battery idle: BMS alarm"));
+    s.battery.alarm = false;
+    s.battery.soc = Reading::stale(Percent(60.0));
+    assert_eq!(decide(&s, &p, &mut st, local(19, 0)).battery, Watts::ZERO);
+    s.battery.soc = Reading::fresh(Percent(60.0));
+    s.battery.online = false;
+    assert_eq!(decide(&s, &p, &mut st, local(19, 0)).battery, Watts::ZERO);
+}
+
+#[test]
+fn battery_respects_the_soc_window_and_the_c_rate_cap() {
+    let p = Policy::default();
+    let mut st = DispatchState::new();
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(200.0));
+    s.battery.usable_capacity = WattHours::from_kwh(100.0); // 0.5 C = 50 kW
+    let plan = decide(&s, &p, &mut st, local(19, 0));
+    assert_eq!(plan.battery, Watts::from_kw(50.0));
+    s.battery.soc = Reading::fresh(Percent(10.0)); // at soc_min
+    let plan = decide(&s, &p, &mut st, local(19, 0));
+    assert_eq!(plan.battery, Watts::ZERO);
+    s.building = Reading::fresh(Watts::ZERO);
+    s.pv.power = Reading::fresh(Watts::from_kw(100.0));
+    s.battery.soc = Reading::fresh(Percent(90.0)); // at soc_max
+    let plan = decide(&s, &p, &mut st, local(12, 0));
+    assert_eq!(plan.battery, Watts::ZERO);
+}
+
+#[test]
+fn phase_fuse_limits_the_chargers_per_phase() {
+    let mut p = Policy::default();
+    p.grid.phase_fuse = Some(Amps(100.0));
+    let mut s = no_battery(4);
+    // 60 A per phase of building load.
+    s.building = Reading::fresh(Watts(3.0 * 60.0 * 230.0));
+    s.grid.phase_power = Reading::fresh([Watts(60.0 * 230.0); 3]);
+    let mut st = DispatchState::new();
+    let mut plan = decide(&s, &p, &mut st, local(8, 0));
+    for k in 1..30 {
+        follow(&mut s, &plan);
+        let per_phase: f64 = s.chargers.iter().map(|c| c.current[0].0).sum();
+        s.grid.phase_power = Reading::fresh([Watts((60.0 + per_phase) * 230.0); 3]);
+        plan = decide(&s, &p, &mut st, secs(local(8, 0), k));
+    }
+    let total: f64 = amps(&plan).iter().sum();
+    assert!((total - 40.0).abs() < 1e-6, "{:?}", amps(&plan));
+    assert!(plan.has_reason("charger_phase_fuse_limited"));
+}
+
+#[test]
+fn decide_into_reuses_the_plan_buffers() {
+    let p = Policy::default();
+    let s = Snapshot::reference_idle(16);
+    let mut st = DispatchState::new();
+    let mut plan = Plan::default();
+    decide_into(&s, &p, &mut st, local(8, 0), &mut plan);
+    let caps = (plan.chargers.capacity(), plan.reasons.capacity());
+    let ptr = plan.chargers.as_ptr();
+    decide_into(&s, &p, &mut st, secs(local(8, 0), 1), &mut plan);
+    assert_eq!(plan.chargers.len(), 16);
+    assert_eq!(plan.chargers.as_ptr(), ptr);
+    assert!(plan.chargers.capacity() == caps.0 && plan.reasons.capacity() >= caps.1);
+}
+
+#[test]
+fn curtailed_pv_is_released_when_loads_can_take_it() {
+    let mut p = Policy::default();
+    p.grid.export_limit = Watts::ZERO;
+    let mut s = no_battery(1);
+    s.building = Reading::fresh(Watts::from_kw(20.0));
+    s.pv.limit = Percent(20.0);
+    s.pv.power = Reading::fresh(Watts::from_kw(27.0)); // sitting at its 20 % limit
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(12, 0), 20);
+    assert_eq!(plan.chargers[0].amps, Amps(32.0));
+    assert_eq!(plan.pv_limit, Percent(100.0));
+}
+
+#[test]
+fn serve_first_vehicles_gives_solar_cars_pv_before_the_building() {
+    let mut p = with_mode(Policy::default(), ChargeMode::Solar);
+    p.serve_first = ServeFirst::Vehicles;
+    let mut s = no_battery(1);
+    s.building = Reading::fresh(Watts::from_kw(40.0));
+    s.pv.power = Reading::fresh(Watts::from_kw(30.0));
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(12, 0), 20);
+    assert_eq!(plan.chargers[0].amps, Amps(32.0));
+    // The dealer first: no surplus after the building, the car waits.
+    p.serve_first = ServeFirst::Dealer;
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(12, 0), 20);
+    assert_eq!(plan.chargers[0].amps, Amps(0.0));
+}
+
+#[test]
+fn peak_shaving_target_rises_to_the_months_peak() {
+    let p = Policy::default(); // target 100 kW
+    let mut s = Snapshot::reference_idle(0);
+    s.battery.online = false;
+    s.building = Reading::fresh(Watts::from_kw(130.0));
+    let mut st = DispatchState::new();
+    let t0 = chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 6, 10, 16, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    // A whole window at 130 kW without a battery sets this month's peak.
+    run(&mut s, &p, &mut st, t0, 901);
+    assert!((st.demand().month_peak().0 - 130_000.0).abs() < 200.0);
+    // With the battery back, 120 kW is below the month's peak: no need to shave.
+    s.battery.online = true;
+    s.building = Reading::fresh(Watts::from_kw(120.0));
+    let plan = run(&mut s, &p, &mut st, secs(t0, 901), 5);
+    assert_eq!(plan.battery, Watts::ZERO);
+    // A new month starts from the configured target again.
+    let july = chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 7, 1, 16, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    let plan = run(&mut s, &p, &mut st, july, 5);
+    assert!(plan.battery.0 > 15_000.0, "{:?}", plan.battery);
+}
+
+#[test]
+fn stale_grid_never_charges_the_battery_from_the_grid() {
+    let mut p = Policy::default();
+    p.battery.grid_charging_in_valley = true;
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(15.0));
+    s.grid.power = Reading::stale(Watts::from_kw(15.0));
+    let mut st = DispatchState::new();
+    let plan = decide(&s, &p, &mut st, local(3, 0));
+    assert_eq!(plan.battery, Watts::ZERO);
+}
