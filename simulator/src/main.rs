@@ -1,2 +1,114 @@
+//! `station-sim`: run the station simulator on loopback.
 #![forbid(unsafe_code)]
-fn main() {}
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use clap::Parser;
+use station_sim::runtime::{spawn, SimConfig, DEFAULT_PORT_BASE};
+use station_sim::scenario::Scenario;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// Software simulator of a PV + second-life battery + EV charging station, speaking SunSpec and
+/// Alfen Modbus TCP. Every device gets its own TCP listener, like separate hardware.
+#[derive(Debug, Parser)]
+#[command(name = "station-sim", version)]
+struct Args {
+    /// Scenario file (simulator/scenarios/*.toml); default: the reference sunny weekday.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Simulated seconds per real second (60 = one simulated minute per second).
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Seed for weather, loads and vehicle arrivals.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Simulated start: RFC 3339 (`2026-06-17T06:00:00+08:00`) or local site time
+    /// (`2026-06-17T06:00`); default: the scenario's start.
+    #[arg(long)]
+    start: Option<String>,
+    /// First port: PV on B, battery B+1, grid meter B+2, building meter B+3, control API B+9,
+    /// chargers B+10, B+11, ...
+    #[arg(long, default_value_t = DEFAULT_PORT_BASE)]
+    port_base: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Log format: `text` or `json`.
+    #[arg(long, default_value = "text")]
+    log_format: String,
+}
+
+fn parse_start(s: &str, scenario: &Scenario) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let naive = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M")
+        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S"))
+        .with_context(|| {
+            format!("--start: expected RFC 3339 or YYYY-MM-DDTHH:MM local time (got {s:?})")
+        })?;
+    let tz = scenario.tz();
+    tz.from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .with_context(|| format!("--start: {s} does not exist in {tz}"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match args.log_format.as_str() {
+        "json" => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+        "text" => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        other => anyhow::bail!("--log-format: expected text or json (got {other:?})"),
+    }
+
+    let scenario = match &args.scenario {
+        Some(path) => Scenario::load(path)
+            .with_context(|| format!("cannot load scenario {}", path.display()))?,
+        None => Scenario::reference(),
+    };
+    let start = args
+        .start
+        .as_deref()
+        .map(|s| parse_start(s, &scenario))
+        .transpose()?;
+    let config = SimConfig {
+        start,
+        bind: args.bind,
+        port_base: Some(args.port_base),
+        ..SimConfig::ephemeral(scenario.clone(), args.seed, args.speed)
+    };
+    let sim = spawn(config).await.context("cannot start the simulator")?;
+
+    println!(
+        "station-sim: scenario {:?}, seed {}, speed {}x, simulated time {}",
+        scenario.name,
+        args.seed,
+        args.speed,
+        sim.now()
+    );
+    for (id, addr) in sim.addrs.devices() {
+        let unit = if id.starts_with("charger-") {
+            "unit 1 socket, unit 200 station (Alfen NG9xx)"
+        } else {
+            "unit 1, SunSpec at 40000"
+        };
+        println!("  {id:<15} modbus tcp {addr}  {unit}");
+    }
+    println!("  control API     http://{}/truth", sim.addrs.api);
+    println!("Ctrl-C stops.");
+
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    println!("stopping");
+    sim.shutdown().await;
+    Ok(())
+}
