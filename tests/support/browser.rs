@@ -238,9 +238,22 @@ impl Browser {
             .unwrap_or(1000)
             .clamp(600, 6000) as u32;
         self.client
-            .set_window_size(width, height + 20)
+            .set_window_size(width, height)
             .await
             .expect("resizing the window");
+        // The window may include a frame: grow it by what the viewport still lacks.
+        let missing = self
+            .eval("return document.documentElement.scrollHeight - window.innerHeight;")
+            .await
+            .as_i64()
+            .unwrap_or(0)
+            .clamp(0, 1000) as u32;
+        if missing > 0 {
+            self.client
+                .set_window_size(width, height + missing)
+                .await
+                .expect("resizing the window");
+        }
         let png = self.client.screenshot().await.expect("taking a screenshot");
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).expect("creating the screenshot directory");
@@ -268,4 +281,32 @@ impl Drop for Browser {
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile_dir);
     }
+}
+
+/// Generic check of a live dashboard at `url` (a real daemon or a fake): the grid, PV and
+/// battery tiles show kW values, the SoC a percentage, every charger card a current, the
+/// reasons list at least one line, and the cycle number moves on. Saves a full-page screenshot
+/// to `screenshot` and returns the number of charger cards.
+pub async fn assert_live_dashboard(url: &str, screenshot: &Path) -> usize {
+    let wait = Duration::from_secs(20);
+    let b = open_page(url).await;
+    let kw_text = |t: &str| t.ends_with(" kW") && t.trim_end_matches(" kW").parse::<f64>().is_ok();
+    b.wait_for_text("#grid-power", wait, kw_text).await;
+    b.wait_for_text("#pv-power", wait, kw_text).await;
+    b.wait_for_text("#battery-power", wait, kw_text).await;
+    b.wait_for_text("#battery-soc", wait, |t| t.ends_with(" %"))
+        .await;
+    let cards = b.wait_for_count(".charger-card", 1, wait).await;
+    let currents = b.texts(".charger-card .charger-current").await;
+    assert_eq!(currents.len(), cards, "every charger card shows a current");
+    b.wait_for_count("#reasons li", 1, wait).await;
+    // Live: the cycle number moves on.
+    let cycle = b
+        .wait_for_text("#cycle", wait, |t| t.parse::<u64>().is_ok())
+        .await;
+    b.wait_for_text("#cycle", Duration::from_secs(30), |t| t != cycle)
+        .await;
+    b.screenshot_full_page(screenshot, 1440).await;
+    b.close().await;
+    cards
 }

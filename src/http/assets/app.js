@@ -231,9 +231,11 @@
       addEdge(n, 190, busX - 5);
       const g = svg("g", { class: "node node-" + n.cls, "data-node": n.id }, root);
       svg("rect", { x: 30, y: n.y - 32, width: 160, height: 64, rx: 12 }, g);
-      svg("text", { x: 46, y: n.y - 8, class: "node-label" }, g).textContent = n.label;
+      const label = svg("text", { x: 46, y: n.y - 8, class: "node-label" }, g);
+      label.textContent = n.label;
       const v = svg("text", { x: 46, y: n.y + 18, class: "node-value" }, g);
       flow.edges[n.id].value = v;
+      flow.edges[n.id].label = label;
     }
     for (const n of right) {
       addEdge(n, busX + 5, 580);
@@ -248,7 +250,7 @@
     }
   }
 
-  function setEdge(id, w, valueText) {
+  function setEdge(id, w, valueText, labelText) {
     const e = flow.edges[id];
     if (!e) return;
     const known = isNum(w);
@@ -259,6 +261,7 @@
     e.arrow.setAttribute("transform", "translate(" + e.mid + " " + e.y + ")" + (dir < 0 ? " rotate(180)" : ""));
     e.kw.textContent = known ? fmtAbsKw(w) : "n/a";
     if (e.value) e.value.textContent = valueText;
+    if (e.label && labelText) e.label.textContent = labelText;
   }
 
   function renderFlow(s) {
@@ -269,10 +272,11 @@
     }
     const g = s.grid || {};
     const b = s.battery || {};
-    setEdge("pv", (s.pv || {}).power_w, fmtAbsKw((s.pv || {}).power_w));
-    setEdge("grid", g.power_w, !isNum(g.power_w) ? "no reading"
-      : (g.power_w < -IDLE_W ? "export " : "import ") + fmtAbsKw(g.power_w));
-    setEdge("battery", b.power_w, (isNum(b.soc_pct) ? b.soc_pct.toFixed(0) + " % · " : "") + fmtAbsKw(b.power_w));
+    const pvW = (s.pv || {}).power_w;
+    setEdge("pv", pvW, fmtAbsKw(pvW), "PV" + (isNum(pvW) && pvW > IDLE_W ? " · generating" : ""));
+    setEdge("grid", g.power_w, fmtAbsKw(g.power_w), "Grid" + (!isNum(g.power_w) ? " · no reading"
+      : g.power_w > IDLE_W ? " · import" : g.power_w < -IDLE_W ? " · export" : ""));
+    setEdge("battery", b.power_w, fmtAbsKw(b.power_w), "Battery" + (isNum(b.soc_pct) ? " · " + b.soc_pct.toFixed(0) + " %" : ""));
     setEdge("building", (s.building || {}).power_w, fmtAbsKw((s.building || {}).power_w));
     for (const c of s.chargers || []) {
       setEdge(c.id, c.power_w, fmtAbsKw(c.power_w) + " · " + c.state);
@@ -488,7 +492,7 @@
   function renderHistory(h) {
     const root = $("history-chart");
     while (root.firstChild) root.removeChild(root.firstChild);
-    const W = 900, H = 280, L = 52, R = 12, T = 12, B = 28;
+    const W = 1200, H = 300, L = 52, R = 12, T = 12, B = 28;
     const points = (h && Array.isArray(h.points) ? h.points : [])
       .map((p) => Object.assign({}, p, { ms: new Date(p.t).getTime() }))
       .filter((p) => !isNaN(p.ms));
