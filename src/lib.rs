@@ -6,6 +6,7 @@ pub mod clock;
 pub mod daemon;
 pub mod devices;
 pub mod dispatch;
+pub mod http;
 pub mod ledger;
 pub mod metrics;
 pub mod status;
