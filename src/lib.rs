@@ -3,6 +3,7 @@
 
 pub mod backtest;
 pub mod clock;
+pub mod config;
 pub mod daemon;
 pub mod devices;
 pub mod dispatch;

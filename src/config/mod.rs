@@ -1,0 +1,550 @@
+//! Station configuration: the raw serde layer (TOML file + `STATION__...` environment overrides,
+//! unknown keys rejected) and its validation into a checked [`StationConfig`] before anything
+//! starts. Every problem is reported at once, named by its dotted key.
+
+use crate::dispatch::policy::{Policy, RawPolicy};
+use crate::validate::Issues;
+use chrono_tz::Tz;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: invalid configuration:\n{issues}")]
+    Invalid { path: String, issues: Issues },
+}
+
+/// The whole file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub station: RawStation,
+    #[serde(default)]
+    pub api: RawApi,
+    #[serde(default)]
+    pub control: RawControl,
+    #[serde(default)]
+    pub devices: BTreeMap<String, RawDevice>,
+    #[serde(default)]
+    pub policy: RawPolicy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStation {
+    pub name: String,
+}
+
+impl Default for RawStation {
+    fn default() -> Self {
+        RawStation {
+            name: "station".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApi {
+    pub listen: String,
+    /// Bearer token for endpoints that change behaviour; empty = those endpoints are refused.
+    pub token: String,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        RawApi {
+            listen: "127.0.0.1:8080".into(),
+            token: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawControl {
+    /// Deadline for writing safe setpoints on shutdown, ms.
+    pub shutdown_deadline_ms: u64,
+    /// A reading older than this many cycles is stale.
+    pub stale_after_cycles: u32,
+}
+
+impl Default for RawControl {
+    fn default() -> Self {
+        RawControl {
+            shutdown_deadline_ms: 2000,
+            stale_after_cycles: 3,
+        }
+    }
+}
+
+/// One device as written; which fields apply depends on `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevice {
+    pub kind: String,
+    pub host: String,
+    pub port: u16,
+    #[serde(default = "default_unit_id")]
+    pub unit_id: u8,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Flip the device's sign convention into the project's one.
+    #[serde(default)]
+    pub invert: bool,
+    /// Meters: `grid` or `building`.
+    pub role: Option<String>,
+    /// PV and battery: SunSpec revert timeout of limits and setpoints, s.
+    pub revert_s: Option<u32>,
+    /// Chargers: driver profile (`alfen`).
+    pub profile: Option<String>,
+    /// Chargers: hardware rating per phase, A.
+    pub rating_a: Option<f64>,
+    /// Chargers: 1 or 3.
+    pub phases: Option<u8>,
+    /// Chargers: current the charger falls back to when the daemon stops refreshing, A.
+    pub safe_current_a: Option<f64>,
+    /// Chargers: validity of a setpoint on the device, s.
+    pub validity_s: Option<u32>,
+    /// Chargers: minimum current while charging, A (IEC 61851: 6).
+    pub min_a: Option<f64>,
+    /// Battery and PV: rating used to reject absurd readings, kW.
+    pub rating_kw: Option<f64>,
+}
+
+fn default_unit_id() -> u8 {
+    1
+}
+fn default_timeout_ms() -> u64 {
+    500
+}
+fn default_poll_ms() -> u64 {
+    1000
+}
+
+/// Where and how to reach one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub unit_id: u8,
+    pub timeout: Duration,
+    pub poll_interval: Duration,
+    pub invert: bool,
+}
+
+/// What kind of device, with the settings of its kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceRole {
+    Pv {
+        revert_s: u32,
+        rating_w: Option<f64>,
+    },
+    Battery {
+        revert_s: u32,
+        rating_w: Option<f64>,
+    },
+    GridMeter,
+    BuildingMeter,
+    Charger(ChargerSettings),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChargerSettings {
+    pub profile: ChargerProfile,
+    pub rating_a: f64,
+    pub phases: u8,
+    pub safe_current_a: f64,
+    pub validity_s: u32,
+    pub min_a: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChargerProfile {
+    Alfen,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceConfig {
+    pub id: String,
+    pub endpoint: Endpoint,
+    pub role: DeviceRole,
+}
+
+/// The checked configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct StationConfig {
+    pub name: String,
+    pub timezone: Tz,
+    pub api_listen: SocketAddr,
+    pub api_token: Option<String>,
+    pub shutdown_deadline: Duration,
+    pub stale_after_cycles: u32,
+    /// Devices in a stable order: pv, battery, meters, then chargers by id.
+    pub devices: Vec<DeviceConfig>,
+    pub policy: Policy,
+}
+
+impl StationConfig {
+    pub fn chargers(&self) -> impl Iterator<Item = (&DeviceConfig, &ChargerSettings)> {
+        self.devices.iter().filter_map(|d| match &d.role {
+            DeviceRole::Charger(c) => Some((d, c)),
+            _ => None,
+        })
+    }
+
+    pub fn device(&self, id: &str) -> Option<&DeviceConfig> {
+        self.devices.iter().find(|d| d.id == id)
+    }
+}
+
+fn order_key(d: &DeviceConfig) -> (u8, String) {
+    let rank = match d.role {
+        DeviceRole::Pv { .. } => 0,
+        DeviceRole::Battery { .. } => 1,
+        DeviceRole::GridMeter => 2,
+        DeviceRole::BuildingMeter => 3,
+        DeviceRole::Charger(_) => 4,
+    };
+    // charger-10 after charger-9: pad the numeric suffix.
+    let id = match d.id.rsplit_once('-') {
+        Some((p, n)) if n.chars().all(|c| c.is_ascii_digit()) => format!("{p}-{n:0>6}"),
+        _ => d.id.clone(),
+    };
+    (rank, id)
+}
+
+impl RawConfig {
+    /// Validate everything, collecting every problem.
+    pub fn validate(&self) -> Result<StationConfig, Issues> {
+        let mut issues = Issues::new();
+        let api_listen: Option<SocketAddr> = match self.api.listen.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                issues.push(
+                    "api.listen",
+                    format!("expected ADDRESS:PORT (got {:?})", self.api.listen),
+                );
+                None
+            }
+        };
+        if self.control.shutdown_deadline_ms == 0 || self.control.shutdown_deadline_ms > 30_000 {
+            issues.push(
+                "control.shutdown_deadline_ms",
+                format!(
+                    "must be within [1, 30000] (got {})",
+                    self.control.shutdown_deadline_ms
+                ),
+            );
+        }
+        if self.control.stale_after_cycles == 0 {
+            issues.push("control.stale_after_cycles", "must be >= 1 (got 0)");
+        }
+
+        let mut devices = Vec::new();
+        for (id, raw) in &self.devices {
+            if let Some(d) = validate_device(id, raw, &mut issues) {
+                devices.push(d);
+            }
+        }
+        let count = |f: fn(&DeviceRole) -> bool| devices.iter().filter(|d| f(&d.role)).count();
+        for (what, n) in [
+            ("pv", count(|r| matches!(r, DeviceRole::Pv { .. }))),
+            (
+                "battery",
+                count(|r| matches!(r, DeviceRole::Battery { .. })),
+            ),
+            ("grid meter", count(|r| matches!(r, DeviceRole::GridMeter))),
+            (
+                "building meter",
+                count(|r| matches!(r, DeviceRole::BuildingMeter)),
+            ),
+        ] {
+            if n > 1 {
+                issues.push("devices", format!("at most one {what} (got {n})"));
+            }
+        }
+        if count(|r| matches!(r, DeviceRole::GridMeter)) == 0 {
+            issues.push(
+                "devices",
+                "a grid meter (kind = \"meter\", role = \"grid\") is required: the import limit cannot be enforced without it",
+            );
+        }
+        let mut endpoints: BTreeMap<(String, u16, u8), &str> = BTreeMap::new();
+        for d in &devices {
+            let key = (d.endpoint.host.clone(), d.endpoint.port, d.endpoint.unit_id);
+            if let Some(other) = endpoints.insert(key, &d.id) {
+                issues.push(
+                    format!("devices.{}.port", d.id),
+                    format!(
+                        "same host, port and unit id as devices.{other} ({}:{} unit {})",
+                        d.endpoint.host, d.endpoint.port, d.endpoint.unit_id
+                    ),
+                );
+            }
+        }
+        devices.sort_by_key(order_key);
+
+        let policy = self.policy.validate("policy", &mut issues);
+        for id in self.policy.vehicles.chargers.keys() {
+            let known = self.devices.get(id).is_some_and(|d| d.kind == "charger");
+            if !known {
+                issues.push(
+                    format!("policy.vehicles.chargers.{id}"),
+                    format!("names {id:?}, which is not a charger under [devices]"),
+                );
+            }
+        }
+
+        match (api_listen, policy) {
+            (Some(api_listen), Some(policy)) if issues.is_empty() => Ok(StationConfig {
+                name: self.station.name.clone(),
+                timezone: policy.timezone,
+                api_listen,
+                api_token: Some(self.api.token.clone()).filter(|t| !t.is_empty()),
+                shutdown_deadline: Duration::from_millis(self.control.shutdown_deadline_ms),
+                stale_after_cycles: self.control.stale_after_cycles,
+                devices,
+                policy,
+            }),
+            _ => Err(issues),
+        }
+    }
+}
+
+fn validate_device(id: &str, raw: &RawDevice, issues: &mut Issues) -> Option<DeviceConfig> {
+    let key = |field: &str| format!("devices.{id}.{field}");
+    let before = issues.len();
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        issues.push(
+            format!("devices.{id}"),
+            "device ids use letters, digits, '-' and '_' only",
+        );
+    }
+    if raw.host.trim().is_empty() {
+        issues.push(key("host"), "must not be empty");
+    }
+    if raw.port == 0 {
+        issues.push(key("port"), "must be within [1, 65535] (got 0)");
+    }
+    if raw.unit_id == 0 || raw.unit_id > 247 && raw.unit_id != 255 {
+        issues.push(
+            key("unit_id"),
+            format!("must be within [1, 247] or 255 (got {})", raw.unit_id),
+        );
+    }
+    if raw.timeout_ms < 10 || raw.timeout_ms > 30_000 {
+        issues.push(
+            key("timeout_ms"),
+            format!("must be within [10, 30000] (got {})", raw.timeout_ms),
+        );
+    }
+    if raw.poll_interval_ms < 100 || raw.poll_interval_ms > 600_000 {
+        issues.push(
+            key("poll_interval_ms"),
+            format!(
+                "must be within [100, 600000] (got {})",
+                raw.poll_interval_ms
+            ),
+        );
+    }
+    let not_for = |issues: &mut Issues, field: &str, present: bool, kind: &str| {
+        if present {
+            issues.push(key(field), format!("does not apply to kind {kind}"));
+        }
+    };
+    let charger_fields = [
+        ("profile", raw.profile.is_some()),
+        ("rating_a", raw.rating_a.is_some()),
+        ("phases", raw.phases.is_some()),
+        ("safe_current_a", raw.safe_current_a.is_some()),
+        ("validity_s", raw.validity_s.is_some()),
+        ("min_a", raw.min_a.is_some()),
+    ];
+    let rating_w = raw.rating_kw.map(|kw| {
+        issues.positive(&key("rating_kw"), kw);
+        kw * 1000.0
+    });
+    let role = match raw.kind.as_str() {
+        "pv" | "battery" => {
+            for (f, p) in charger_fields {
+                not_for(issues, f, p, &raw.kind);
+            }
+            not_for(issues, "role", raw.role.is_some(), &raw.kind);
+            let revert_s = raw.revert_s.unwrap_or(30);
+            if revert_s == 0 {
+                issues.push(
+                    key("revert_s"),
+                    "must be > 0: without a revert timeout a crashed daemon leaves its last setpoint in force",
+                );
+            }
+            if raw.kind == "pv" {
+                DeviceRole::Pv { revert_s, rating_w }
+            } else {
+                DeviceRole::Battery { revert_s, rating_w }
+            }
+        }
+        "meter" => {
+            for (f, p) in charger_fields {
+                not_for(issues, f, p, "meter");
+            }
+            not_for(issues, "revert_s", raw.revert_s.is_some(), "meter");
+            not_for(issues, "rating_kw", raw.rating_kw.is_some(), "meter");
+            match raw.role.as_deref() {
+                Some("grid") => DeviceRole::GridMeter,
+                Some("building") => DeviceRole::BuildingMeter,
+                Some(other) => {
+                    issues.push(
+                        key("role"),
+                        format!("expected \"grid\" or \"building\" (got {other:?})"),
+                    );
+                    return None;
+                }
+                None => {
+                    issues.push(
+                        key("role"),
+                        "required for kind meter (\"grid\" or \"building\")",
+                    );
+                    return None;
+                }
+            }
+        }
+        "charger" => {
+            not_for(issues, "role", raw.role.is_some(), "charger");
+            not_for(issues, "revert_s", raw.revert_s.is_some(), "charger");
+            not_for(issues, "rating_kw", raw.rating_kw.is_some(), "charger");
+            let profile = match raw.profile.as_deref().unwrap_or("alfen") {
+                "alfen" => ChargerProfile::Alfen,
+                other => {
+                    issues.push(
+                        key("profile"),
+                        format!("unknown charger profile {other:?} (known: alfen)"),
+                    );
+                    ChargerProfile::Alfen
+                }
+            };
+            let rating_a = raw.rating_a.unwrap_or(32.0);
+            issues.within(&key("rating_a"), rating_a, 6.0, 80.0);
+            let phases = raw.phases.unwrap_or(3);
+            if phases != 1 && phases != 3 {
+                issues.push(key("phases"), format!("must be 1 or 3 (got {phases})"));
+            }
+            let min_a = raw.min_a.unwrap_or(6.0);
+            issues.within(&key("min_a"), min_a, 6.0, rating_a.max(6.0));
+            let safe_current_a = raw.safe_current_a.unwrap_or(6.0);
+            if !(safe_current_a == 0.0 || (min_a..=rating_a).contains(&safe_current_a)) {
+                issues.push(
+                    key("safe_current_a"),
+                    format!("must be 0 or within [min_a, rating_a] = [{min_a}, {rating_a}] (got {safe_current_a})"),
+                );
+            }
+            let validity_s = raw.validity_s.unwrap_or(60);
+            if !(10..=3600).contains(&validity_s) {
+                issues.push(
+                    key("validity_s"),
+                    format!("must be within [10, 3600] (got {validity_s})"),
+                );
+            }
+            DeviceRole::Charger(ChargerSettings {
+                profile,
+                rating_a,
+                phases,
+                safe_current_a,
+                validity_s,
+                min_a,
+            })
+        }
+        other => {
+            issues.push(
+                key("kind"),
+                format!("expected pv, battery, meter or charger (got {other:?})"),
+            );
+            return None;
+        }
+    };
+    if issues.len() != before {
+        return None;
+    }
+    Some(DeviceConfig {
+        id: id.to_string(),
+        endpoint: Endpoint {
+            host: raw.host.clone(),
+            port: raw.port,
+            unit_id: raw.unit_id,
+            timeout: Duration::from_millis(raw.timeout_ms),
+            poll_interval: Duration::from_millis(raw.poll_interval_ms),
+            invert: raw.invert,
+        },
+        role,
+    })
+}
+
+/// Parse a config from TOML text plus `STATION__...` overrides taken from `env` (pairs of
+/// variable name and value; the daemon passes `std::env::vars()`).
+pub fn parse(
+    path_label: &str,
+    text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<RawConfig, ConfigError> {
+    let overrides: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("STATION__"))
+        .collect();
+    let built = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("STATION")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(overrides)),
+        )
+        .build()
+        .map_err(|e| ConfigError::Parse {
+            path: path_label.to_string(),
+            message: e.to_string(),
+        })?;
+    built
+        .try_deserialize::<RawConfig>()
+        .map_err(|e| ConfigError::Parse {
+            path: path_label.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// Read, parse and validate a config file with the process environment's overrides.
+pub fn load(path: &Path) -> Result<StationConfig, ConfigError> {
+    load_with_env(path, std::env::vars())
+}
+
+/// As [`load`], with the environment given explicitly (tests).
+pub fn load_with_env(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<StationConfig, ConfigError> {
+    let label = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: label.clone(),
+        message: e.to_string(),
+    })?;
+    let raw = parse(&label, &text, env)?;
+    raw.validate().map_err(|issues| ConfigError::Invalid {
+        path: label,
+        issues,
+    })
+}

@@ -1,0 +1,224 @@
+//! Config files: every file in config/ loads, environment overrides apply, and bad files name
+//! every problem at once.
+
+use station_controller::config::{self, ConfigError, DeviceRole};
+use std::path::{Path, PathBuf};
+
+fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+fn invalid(text: &str) -> Vec<String> {
+    let raw = match config::parse("test.toml", text, no_env()) {
+        Ok(raw) => raw,
+        Err(e) => return vec![e.to_string()],
+    };
+    match raw.validate() {
+        Ok(_) => Vec::new(),
+        Err(issues) => issues.iter().map(|i| i.to_string()).collect(),
+    }
+}
+
+const MINIMAL: &str = r#"
+[devices.grid-meter]
+kind = "meter"
+role = "grid"
+host = "127.0.0.1"
+port = 5022
+"#;
+
+#[test]
+fn every_toml_file_in_config_loads_and_validates() {
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(config_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let cfg = config::load_with_env(&path, no_env())
+            .unwrap_or_else(|e| panic!("{} does not load: {e}", path.display()));
+        assert!(!cfg.devices.is_empty(), "{} has no devices", path.display());
+        loaded += 1;
+    }
+    assert!(loaded >= 1, "no config files found");
+}
+
+#[test]
+fn the_reference_station_has_the_devices_of_station_md_at_the_simulator_ports() {
+    let cfg = config::load_with_env(&config_dir().join("station.toml"), no_env()).unwrap();
+    let ids: Vec<&str> = cfg.devices.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "pv",
+            "battery",
+            "grid-meter",
+            "building-meter",
+            "charger-1",
+            "charger-2",
+            "charger-3",
+            "charger-4",
+            "charger-5",
+            "charger-6",
+            "charger-7",
+            "charger-8"
+        ]
+    );
+    assert_eq!(cfg.device("pv").unwrap().endpoint.port, 5020);
+    assert_eq!(cfg.device("charger-8").unwrap().endpoint.port, 5037);
+    assert_eq!(cfg.policy.grid.import_limit.value(), 150_000.0);
+    let (_, c1) = cfg.chargers().next().unwrap();
+    assert_eq!((c1.rating_a, c1.phases, c1.safe_current_a), (32.0, 3, 6.0));
+    assert_eq!(cfg.api_listen.to_string(), "127.0.0.1:8080");
+    assert!(cfg.api_token.is_none());
+}
+
+#[test]
+fn environment_variables_override_file_values() {
+    let env = vec![
+        (
+            "STATION__POLICY__GRID__IMPORT_LIMIT_KW".to_string(),
+            "120".to_string(),
+        ),
+        ("UNRELATED".to_string(), "1".to_string()),
+    ];
+    let cfg = config::load_with_env(&config_dir().join("station.toml"), env).unwrap();
+    assert_eq!(cfg.policy.grid.import_limit.value(), 120_000.0);
+}
+
+#[test]
+fn an_invalid_environment_override_is_named_like_a_file_value() {
+    let env = vec![(
+        "STATION__POLICY__GRID__IMPORT_LIMIT_KW".to_string(),
+        "-5".to_string(),
+    )];
+    let err = config::load_with_env(&config_dir().join("station.toml"), env).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("policy.grid.import_limit_kw: must be > 0 (got -5)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_problem_in_a_bad_file_is_named_at_once() {
+    let problems = invalid(
+        r#"
+[api]
+listen = "not an address"
+
+[policy.grid]
+import_limit_kw = -5
+
+[policy.battery]
+soc_min_pct = 95
+soc_max_pct = 90
+
+[devices.grid-meter]
+kind = "meter"
+role = "grid"
+host = "127.0.0.1"
+port = 5022
+
+[devices.charger-1]
+kind = "charger"
+host = "127.0.0.1"
+port = 5030
+phases = 2
+rating_a = 100
+
+[devices.pv]
+kind = "pv"
+host = ""
+port = 5020
+revert_s = 0
+role = "grid"
+"#,
+    );
+    let joined = problems.join("\n");
+    for expected in [
+        "api.listen: expected ADDRESS:PORT",
+        "policy.grid.import_limit_kw: must be > 0 (got -5)",
+        "devices.charger-1.phases: must be 1 or 3 (got 2)",
+        "devices.charger-1.rating_a: must be within [6, 80] (got 100)",
+        "devices.pv.host: must not be empty",
+        "devices.pv.revert_s: must be > 0",
+        "devices.pv.role: does not apply to kind pv",
+        "policy.battery.soc",
+    ] {
+        assert!(
+            joined.contains(expected),
+            "missing {expected:?} in:\n{joined}"
+        );
+    }
+    assert!(problems.len() >= 8, "{joined}");
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_name() {
+    let problems = invalid(&format!("{MINIMAL}\n[policy.grid]\nimport_limit_kv = 3\n"));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("import_limit_kv"), "{problems:?}");
+    let problems = invalid(&format!("{MINIMAL}\ncolour = \"red\"\n"));
+    assert!(problems[0].contains("colour"), "{problems:?}");
+}
+
+#[test]
+fn a_station_without_a_grid_meter_is_refused() {
+    let problems = invalid(
+        r#"
+[devices.pv]
+kind = "pv"
+host = "127.0.0.1"
+port = 5020
+"#,
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("a grid meter")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn two_devices_on_one_endpoint_and_unknown_policy_chargers_are_refused() {
+    let problems = invalid(&format!(
+        r#"{MINIMAL}
+[devices.building-meter]
+kind = "meter"
+role = "building"
+host = "127.0.0.1"
+port = 5022
+
+[policy.vehicles.chargers.charger-9]
+mode = "solar"
+"#
+    ));
+    let joined = problems.join("\n");
+    assert!(joined.contains("same host, port and unit id"), "{joined}");
+    assert!(
+        joined.contains("policy.vehicles.chargers.charger-9"),
+        "{joined}"
+    );
+}
+
+#[test]
+fn a_minimal_file_gets_the_reference_defaults() {
+    let raw = config::parse("minimal.toml", MINIMAL, no_env()).unwrap();
+    let cfg = raw.validate().unwrap();
+    assert_eq!(cfg.devices.len(), 1);
+    assert!(matches!(cfg.devices[0].role, DeviceRole::GridMeter));
+    assert_eq!(cfg.devices[0].endpoint.unit_id, 1);
+    assert_eq!(cfg.devices[0].endpoint.timeout.as_millis(), 500);
+    assert_eq!(cfg.policy.cycle_s, 1.0);
+}
+
+#[test]
+fn a_missing_file_is_reported_with_its_path() {
+    let err = config::load_with_env(Path::new("/nonexistent/station.toml"), no_env()).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }));
+    assert!(err.to_string().contains("/nonexistent/station.toml"));
+}
