@@ -5,6 +5,7 @@ pub mod backtest;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod devices;
 pub mod dispatch;
 pub mod http;

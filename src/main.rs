@@ -1,2 +1,218 @@
+//! `stationd`: the station controller daemon and its tools.
 #![forbid(unsafe_code)]
-fn main() {}
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use station_controller::clock::SystemClock;
+use station_controller::config::{self, ConfigError};
+use station_controller::daemon::{self, notify::Notifier, Options};
+use station_controller::demo::{self, Demo};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stationd",
+    version,
+    about = "Controller for PV + storage + EV charging stations"
+)]
+struct Cli {
+    /// Log format: `text` or `json` (for log shippers).
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the controller against the devices in the config file.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// SQLite energy ledger; default: kept in memory only.
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+    },
+    /// Validate a config file: print every problem and exit 1, or a summary and exit 0.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the bundled simulator and the controller against it, with the dashboard.
+    Demo {
+        /// A shipped scenario name (sunny-weekday, cloudy-winter-weekday, weekend, ev-rush,
+        /// faults-day) or a path to a scenario file.
+        #[arg(long, default_value = "sunny-weekday")]
+        scenario: String,
+        /// Simulated seconds per real second.
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Simulated start, local time of the scenario's date.
+        #[arg(long, default_value = "06:00")]
+        start: String,
+        /// Dashboard and API address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+fn init_logging(format: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match format {
+        "json" => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+        "text" => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        other => anyhow::bail!("--log-format: expected text or json (got {other:?})"),
+    }
+    Ok(())
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(cfg) => {
+            println!("{}: ok", path.display());
+            println!("  station   {}", cfg.name);
+            println!("  timezone  {}", cfg.timezone);
+            println!(
+                "  grid      import limit {:.1} kW, export limit {:.1} kW",
+                cfg.policy.grid.import_limit.value() / 1000.0,
+                cfg.policy.grid.export_limit.value() / 1000.0
+            );
+            println!("  cycle     {} s", cfg.policy.cycle_s);
+            println!("  api       {}", cfg.api_listen);
+            for d in &cfg.devices {
+                println!(
+                    "  device    {:<15} {}:{} unit {}",
+                    d.id, d.endpoint.host, d.endpoint.port, d.endpoint.unit_id
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Wait for SIGINT or SIGTERM.
+async fn terminated() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+async fn run(config_path: PathBuf, ledger: Option<PathBuf>) -> Result<()> {
+    let cfg = config::load(&config_path).map_err(|e| match e {
+        ConfigError::Invalid { .. } => anyhow::anyhow!("{e}"),
+        other => anyhow::Error::new(other),
+    })?;
+    let deadline = cfg.shutdown_deadline;
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let notifier = Notifier::from_env();
+    let handle = daemon::start(
+        cfg,
+        Arc::new(SystemClock),
+        Options {
+            ledger_path: ledger,
+            notifier: notifier.clone(),
+            ..Options::default()
+        },
+        cancel.clone(),
+        &tracker,
+    )
+    .await?;
+    tracing::info!(api = %handle.api_addr, config = %config_path.display(), "stationd running");
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let stop = terminated();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            r = &mut stop => { r?; break; }
+            _ = hup.recv() => {
+                notifier.reloading();
+                match config::load(&config_path) {
+                    Ok(new) => {
+                        handle.replace_policy(new.policy).await;
+                        tracing::info!("SIGHUP: policy reloaded (devices and api need a restart)");
+                    }
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: new config rejected; the running policy stays"),
+                }
+                notifier.ready();
+            }
+        }
+    }
+    tracing::info!("stopping");
+    cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(deadline + Duration::from_secs(1), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("tasks did not stop within the shutdown deadline");
+    }
+    Ok(())
+}
+
+async fn run_demo(
+    scenario: &str,
+    speed: f64,
+    seed: u64,
+    start: &str,
+    listen: SocketAddr,
+) -> Result<()> {
+    let scenario = demo::scenario(scenario)?;
+    let name = scenario.name.clone();
+    let demo = Demo::start_at(scenario, seed, speed, Some(start), listen, |_| {}).await?;
+    println!("stationd demo: scenario {name:?} at {speed}x, simulator and controller on loopback");
+    for (id, addr) in demo.sim.addrs.devices() {
+        println!("  {id:<15} modbus tcp {addr}");
+    }
+    println!("  simulator truth http://{}/truth", demo.sim.addrs.api);
+    println!(
+        "  dashboard       http://{}/?tz=Asia/Shanghai",
+        demo.daemon.api_addr
+    );
+    println!("Ctrl-C stops.");
+    terminated().await?;
+    println!("stopping");
+    demo.shutdown().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format)?;
+    match cli.command {
+        Command::CheckConfig { config } => Ok(check_config(&config)),
+        Command::Run { config, ledger } => run(config, ledger).await.map(|()| ExitCode::SUCCESS),
+        Command::Demo {
+            scenario,
+            speed,
+            seed,
+            start,
+            listen,
+        } => run_demo(&scenario, speed, seed, &start, listen)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+    }
+}

@@ -413,6 +413,12 @@ impl SimHandle {
         self.view().sim_time
     }
 
+    /// A cloneable source of simulated time, for a controller clock that follows the simulator.
+    pub fn time_source(&self) -> impl Fn() -> DateTime<Utc> + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.view().sim_time
+    }
+
     /// Inject a fault (as `POST /faults`).
     pub fn inject(&self, req: &FaultRequest) -> Result<u64, FaultError> {
         self.shared.inject(req)

@@ -1,0 +1,171 @@
+//! `stationd demo`: the bundled simulator in process on loopback, the real daemon against it
+//! over Modbus TCP, and the HTTP server with the dashboard. The end-to-end tests use the same
+//! wiring.
+//!
+//! The reference config and the shipped scenarios are compiled into the binary, so the demo runs
+//! from anywhere with nothing else installed.
+
+use crate::clock::FollowClock;
+use crate::config::{self, RawConfig, StationConfig};
+use crate::daemon::{self, DaemonHandle, Options};
+use station_sim::runtime::{SimAddrs, SimConfig, SimHandle};
+use station_sim::scenario::Scenario;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The reference station config (`config/station.toml`).
+pub const STATION_TOML: &str = include_str!("../config/station.toml");
+
+/// The shipped scenarios, by name.
+pub const SCENARIOS: &[(&str, &str)] = &[
+    (
+        "sunny-weekday",
+        include_str!("../simulator/scenarios/sunny-weekday.toml"),
+    ),
+    (
+        "cloudy-winter-weekday",
+        include_str!("../simulator/scenarios/cloudy-winter-weekday.toml"),
+    ),
+    (
+        "weekend",
+        include_str!("../simulator/scenarios/weekend.toml"),
+    ),
+    (
+        "ev-rush",
+        include_str!("../simulator/scenarios/ev-rush.toml"),
+    ),
+    (
+        "faults-day",
+        include_str!("../simulator/scenarios/faults-day.toml"),
+    ),
+];
+
+/// Errors setting up the demo.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(
+        "--scenario: unknown scenario {name:?} (shipped: {known}; or give a path to a .toml file)"
+    )]
+    UnknownScenario { name: String, known: String },
+    #[error("--scenario: {0}")]
+    Scenario(String),
+    #[error("simulator: {0}")]
+    Simulator(#[from] station_sim::runtime::SimError),
+    #[error("config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Daemon(#[from] daemon::DaemonError),
+}
+
+/// A scenario by shipped name or by path.
+pub fn scenario(name_or_path: &str) -> Result<Scenario, DemoError> {
+    if let Some((_, text)) = SCENARIOS.iter().find(|(n, _)| *n == name_or_path) {
+        return Scenario::from_toml_str(text).map_err(|e| DemoError::Scenario(e.to_string()));
+    }
+    let path = Path::new(name_or_path);
+    if path.extension().is_some_and(|e| e == "toml") {
+        return Scenario::load(path)
+            .map_err(|e| DemoError::Scenario(format!("{}: {e}", path.display())));
+    }
+    Err(DemoError::UnknownScenario {
+        name: name_or_path.to_string(),
+        known: SCENARIOS
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+/// The reference config with every device pointed at the simulator's addresses.
+pub fn config_for(addrs: &SimAddrs) -> Result<StationConfig, DemoError> {
+    let mut raw: RawConfig = config::parse("config/station.toml", STATION_TOML, Vec::new())
+        .map_err(|e| DemoError::Config(e.to_string()))?;
+    for (id, addr) in addrs.devices() {
+        if let Some(d) = raw.devices.get_mut(&id) {
+            d.host = addr.ip().to_string();
+            d.port = addr.port();
+        }
+    }
+    raw.devices.retain(|id, _| addrs.device(id).is_some());
+    raw.validate()
+        .map_err(|issues| DemoError::Config(issues.to_string()))
+}
+
+/// A running simulator with the daemon controlling it.
+pub struct Demo {
+    pub sim: SimHandle,
+    pub daemon: DaemonHandle,
+    pub cancel: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+impl Demo {
+    /// Start the simulator on ephemeral loopback ports and the daemon against it. The daemon's
+    /// clock follows the simulator's, so tariffs and timeouts line up at any speed.
+    pub async fn start(
+        scenario: Scenario,
+        seed: u64,
+        speed: f64,
+        api_listen: SocketAddr,
+        adjust: impl FnOnce(&mut StationConfig),
+    ) -> Result<Demo, DemoError> {
+        Self::start_at(scenario, seed, speed, None, api_listen, adjust).await
+    }
+
+    /// As [`Demo::start`], starting the simulator at local time `start` ("HH:MM") of the
+    /// scenario's date.
+    pub async fn start_at(
+        scenario: Scenario,
+        seed: u64,
+        speed: f64,
+        start: Option<&str>,
+        api_listen: SocketAddr,
+        adjust: impl FnOnce(&mut StationConfig),
+    ) -> Result<Demo, DemoError> {
+        let start = match start {
+            Some(s) => Some(scenario.resolve_local(s).ok_or_else(|| {
+                DemoError::Scenario(format!("--start: expected HH:MM (got {s:?})"))
+            })?),
+            None => None,
+        };
+        let sim = station_sim::runtime::spawn(SimConfig {
+            start,
+            ..SimConfig::ephemeral(scenario, seed, speed)
+        })
+        .await?;
+        let mut config = config_for(&sim.addrs)?;
+        adjust(&mut config);
+        let clock = Arc::new(FollowClock::new(sim.time_source(), speed.max(1e-3)));
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let daemon = daemon::start(
+            config,
+            clock,
+            Options {
+                api_listen: Some(api_listen),
+                ..Options::default()
+            },
+            cancel.clone(),
+            &tracker,
+        )
+        .await?;
+        Ok(Demo {
+            sim,
+            daemon,
+            cancel,
+            tracker,
+        })
+    }
+
+    /// Stop the daemon (it writes safe setpoints), then the simulator.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.sim.shutdown().await;
+    }
+}
