@@ -137,6 +137,16 @@ impl Demo {
             ..SimConfig::ephemeral(scenario, seed, speed)
         })
         .await?;
+        Self::attach(sim, speed, api_listen, adjust).await
+    }
+
+    /// Start the daemon against an already running simulator (tests inject faults first).
+    pub async fn attach(
+        sim: SimHandle,
+        speed: f64,
+        api_listen: SocketAddr,
+        adjust: impl FnOnce(&mut StationConfig),
+    ) -> Result<Demo, DemoError> {
         let mut config = config_for(&sim.addrs)?;
         adjust(&mut config);
         let clock = Arc::new(FollowClock::new(sim.time_source(), speed.max(1e-3)));

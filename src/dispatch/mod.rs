@@ -39,7 +39,8 @@
 //!    The cap of a charger is `min(max, max(min, last + ramp x dt))`: increases are
 //!    ramp-limited, decreases immediate, a start jumps straight to the minimum.
 //! 5. **Solar pass.** The PV surplus left (`pv - chargers so far`, and with the dealer first
-//!    also minus the building and the battery's charge bound), capped by what is left of `G`,
+//!    also minus the building; the battery charges from what the cars leave), capped by what
+//!    is left of `G`,
 //!    is shared among solar and min_solar chargers. A paused solar charger starts only when
 //!    its share reaches `min + hysteresis_w` and `min_off_s` has passed; a running one
 //!    follows its share, stays at the minimum while the share is within the hysteresis below
@@ -516,7 +517,9 @@ fn allocate_chargers(
     // Solar pass.
     let pool = match policy.serve_first {
         ServeFirst::Vehicles => b.pv_avail - b.uncontrolled - firm_w,
-        ServeFirst::Dealer => b.pv_avail - b.fixed - firm_w - b.charge_max,
+        // Solar cars take the surplus the building leaves before the battery does: cars leave,
+        // the battery can fill up from what is left and later in the day.
+        ServeFirst::Dealer => b.pv_avail - b.fixed - firm_w,
     }
     .max(0.0)
     .min(firm_left_w);
