@@ -1,0 +1,58 @@
+//! The real demo (simulator + daemon + dashboard) in headless Chromium: the power values and
+//! charger cards render and change. Ignored by default: needs Debian's chromium and
+//! chromium-driver, which `.ci/run` installs.
+
+#[path = "support/browser.rs"]
+mod browser;
+
+use station_controller::demo::{self, Demo};
+use std::path::Path;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromium-driver (installed by .ci/run)"]
+async fn the_demo_dashboard_shows_live_values_and_every_charger() {
+    let scenario = demo::scenario("sunny-weekday").unwrap();
+    let d = Demo::start_at(
+        scenario,
+        1,
+        60.0,
+        Some("11:00"),
+        "127.0.0.1:0".parse().unwrap(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    d.sim
+        .plug(&station_sim::runtime::PlugRequest {
+            charger: "charger-2".into(),
+            battery_kwh: 60.0,
+            soc_pct: 30.0,
+            target_soc_pct: 90.0,
+            stay_h: 6.0,
+            onboard_a: 32.0,
+            phases: 3,
+        })
+        .unwrap();
+    let url = format!("http://{}/?tz=Asia/Shanghai", d.daemon.api_addr);
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/demo-dashboard.png");
+    let cards = browser::assert_live_dashboard(&url, &shot).await;
+    assert_eq!(cards, 8, "one card per charger");
+
+    // The car plugged into charger-2 shows up as charging, with a current.
+    let b = browser::open_page(&url).await;
+    let text = b
+        .wait_for_text(
+            ".charger-card[data-id=\"charger-2\"] .charger-state",
+            Duration::from_secs(30),
+            |t| t.starts_with('C') || t.contains("charging"),
+        )
+        .await;
+    assert!(!text.is_empty());
+    let pv = b
+        .wait_for_text("#pv-power", Duration::from_secs(30), |t| t.contains("kW"))
+        .await;
+    assert!(pv.contains("kW"), "{pv}");
+    b.close().await;
+    d.shutdown().await;
+}
