@@ -80,10 +80,25 @@ pub fn scenario(name_or_path: &str) -> Result<Scenario, DemoError> {
     })
 }
 
-/// The reference config with every device pointed at the simulator's addresses.
+/// The reference config with every device pointed at the simulator's addresses. A simulator
+/// with more chargers than the reference station gets more chargers like `charger-1`.
 pub fn config_for(addrs: &SimAddrs) -> Result<StationConfig, DemoError> {
+    raw_config_for(addrs)?
+        .validate()
+        .map_err(|issues| DemoError::Config(issues.to_string()))
+}
+
+/// As [`config_for`], before validation (to write it out as a file, or to adjust it).
+pub fn raw_config_for(addrs: &SimAddrs) -> Result<RawConfig, DemoError> {
     let mut raw: RawConfig = config::parse("config/station.toml", STATION_TOML, Vec::new())
         .map_err(|e| DemoError::Config(e.to_string()))?;
+    if let Some(template) = raw.devices.get("charger-1").cloned() {
+        for i in 0..addrs.chargers.len() {
+            raw.devices
+                .entry(station_sim::runtime::charger_id(i))
+                .or_insert_with(|| template.clone());
+        }
+    }
     for (id, addr) in addrs.devices() {
         if let Some(d) = raw.devices.get_mut(&id) {
             d.host = addr.ip().to_string();
@@ -91,8 +106,7 @@ pub fn config_for(addrs: &SimAddrs) -> Result<StationConfig, DemoError> {
         }
     }
     raw.devices.retain(|id, _| addrs.device(id).is_some());
-    raw.validate()
-        .map_err(|issues| DemoError::Config(issues.to_string()))
+    Ok(raw)
 }
 
 /// A running simulator with the daemon controlling it.
