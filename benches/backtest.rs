@@ -37,7 +37,7 @@ fn closed_loop(name: &str, days: u32, runs: usize) {
     let mut speeds = Vec::with_capacity(runs);
     let mut unc_speeds = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let mut c = PolicyController::new(Policy::default());
+        let mut c = PolicyController::new(Policy::default(), 0.95);
         match run_closed_loop(&sc, 1, days, &mut c, 1.0) {
             Ok(r) => speeds.push(r.speed()),
             Err(e) => {

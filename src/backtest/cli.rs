@@ -2,7 +2,7 @@
 //! printed as the scorecard of station.md (a table, or one JSON object with `--json`).
 
 use super::foresight::{optimum_run, OptimumRun};
-use super::run::{run_closed_loop, PolicyController, RunError, RunResult, Uncontrolled};
+use super::run::{run_closed_loop, RunError, RunResult, Uncontrolled};
 use crate::dispatch::{Policy, RawPolicy};
 use crate::validate::Issues;
 use serde::Serialize;
@@ -396,7 +396,7 @@ pub fn run_backtest(args: &BacktestArgs) -> Result<BacktestReport, BacktestError
     } else {
         None
     };
-    let mut controller = PolicyController::new(policy);
+    let mut controller = super::run::policy_controller(policy, &scenario);
     let policy_run = run_closed_loop(
         &scenario,
         args.seed,

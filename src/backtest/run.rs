@@ -1,7 +1,7 @@
 //! The closed loop: the simulator's plant stepped in virtual time, a [`Controller`] consulted
 //! every cycle. No sockets, no clock reads apart from measuring the wall time of the run.
 
-use super::plant_io::{plan_commands, SnapshotBuilder};
+use super::plant_io::{plan_changes, SnapshotBuilder};
 use crate::dispatch::{decide_into, DispatchState, Plan, Policy};
 use station_sim::physics::{Kpis, Plant};
 use station_sim::scenario::Scenario;
@@ -22,7 +22,8 @@ pub trait Controller {
 }
 
 /// Cars charge at full power on arrival, the battery idles and PV is never limited: the
-/// station as it would run without a controller.
+/// station as it would run without a controller. Every charger is offered its rating every
+/// cycle (which also keeps the setpoints valid).
 #[derive(Debug, Clone, Default)]
 pub struct Uncontrolled;
 
@@ -45,7 +46,9 @@ impl Controller for Uncontrolled {
     }
 }
 
-/// The dispatch core driving the plant: snapshot, `decide_into`, commands, every cycle.
+/// The dispatch core driving the plant: snapshot, `decide_into` and commands every cycle; a
+/// command is written when it changes what the device shows or to refresh a setpoint before
+/// it times out (see [`plan_changes`]).
 #[derive(Debug, Clone)]
 pub struct PolicyController {
     policy: Policy,
@@ -54,17 +57,21 @@ pub struct PolicyController {
     snapshots: SnapshotBuilder,
     cycles: u64,
     import_limit_unreachable_cycles: u64,
+    last_battery_write: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl PolicyController {
-    pub fn new(policy: Policy) -> Self {
+    /// The dispatch core with `policy` on a plant whose PCS converts with one-way efficiency
+    /// `battery_efficiency` (the scenario's `battery.efficiency`; see [`SnapshotBuilder`]).
+    pub fn new(policy: Policy, battery_efficiency: f64) -> Self {
         PolicyController {
             policy,
             state: DispatchState::new(),
             plan: Plan::default(),
-            snapshots: SnapshotBuilder::new(),
+            snapshots: SnapshotBuilder::new(battery_efficiency),
             cycles: 0,
             import_limit_unreachable_cycles: 0,
+            last_battery_write: None,
         }
     }
 
@@ -102,8 +109,18 @@ impl Controller for PolicyController {
         if self.plan.has_reason("import_limit_unreachable") {
             self.import_limit_unreachable_cycles += 1;
         }
-        plan_commands(&self.plan, view.battery.pcs_rating_w, out);
+        let since_battery_write_s = self.last_battery_write.map_or(f64::INFINITY, |t| {
+            (view.sim_time - t).num_milliseconds() as f64 / 1000.0
+        });
+        if plan_changes(&self.plan, view, since_battery_write_s, out) {
+            self.last_battery_write = Some(view.sim_time);
+        }
     }
+}
+
+/// The dispatch core with `policy` on the plant of `scenario`.
+pub fn policy_controller(policy: Policy, scenario: &Scenario) -> PolicyController {
+    PolicyController::new(policy, scenario.battery.efficiency)
 }
 
 /// What one closed-loop run gave.
