@@ -7,7 +7,7 @@
 
 use station_controller::backtest::foresight::{optimum_input, optimum_run};
 use station_controller::backtest::optimum::solve;
-use station_controller::backtest::run::{run_closed_loop, PolicyController, Uncontrolled};
+use station_controller::backtest::run::{policy_controller, run_closed_loop, Uncontrolled};
 use station_controller::dispatch::Policy;
 use station_sim::physics::Plant;
 use station_sim::scenario::Scenario;
@@ -37,7 +37,7 @@ fn closed_loop(name: &str, days: u32, runs: usize) {
     let mut speeds = Vec::with_capacity(runs);
     let mut unc_speeds = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let mut c = PolicyController::new(Policy::default(), 0.95);
+        let mut c = policy_controller(Policy::default(), &sc);
         match run_closed_loop(&sc, 1, days, &mut c, 1.0) {
             Ok(r) => speeds.push(r.speed()),
             Err(e) => {

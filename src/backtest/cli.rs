@@ -346,18 +346,15 @@ fn policy_notes(scenario: &Scenario, policy: &Policy) -> Vec<String> {
             ));
         }
     }
-    let wire: Vec<&str> = scenario
+    let latency = scenario
         .faults
         .iter()
-        .filter(|f| f.kind != FaultKind::BmsAlarm)
-        .map(|f| f.device.as_str())
-        .collect();
-    if !wire.is_empty() {
+        .filter(|f| f.kind == FaultKind::Latency)
+        .count();
+    if latency > 0 {
         notes.push(format!(
-            "note: {} wire fault(s) of the scenario ({}) are not replayed in process; \
-             physics faults (bms_alarm) are",
-            wire.len(),
-            wire.join(", ")
+            "note: {latency} latency fault(s) of the scenario are not replayed in process; \
+             the other wire faults are replayed on the policy's readings and writes"
         ));
     }
     notes

@@ -1,6 +1,7 @@
 //! The closed loop: the simulator's plant stepped in virtual time, a [`Controller`] consulted
 //! every cycle. No sockets, no clock reads apart from measuring the wall time of the run.
 
+use super::faults::FaultReplay;
 use super::plant_io::{plan_changes, SnapshotBuilder};
 use crate::dispatch::{decide_into, DispatchState, Plan, Policy};
 use station_sim::physics::{Kpis, Plant};
@@ -58,6 +59,7 @@ pub struct PolicyController {
     cycles: u64,
     import_limit_unreachable_cycles: u64,
     last_battery_write: Option<chrono::DateTime<chrono::Utc>>,
+    faults: Option<FaultReplay>,
 }
 
 impl PolicyController {
@@ -72,7 +74,14 @@ impl PolicyController {
             cycles: 0,
             import_limit_unreachable_cycles: 0,
             last_battery_write: None,
+            faults: None,
         }
+    }
+
+    /// Replay these wire faults on the readings and the writes (see [`FaultReplay`]).
+    pub fn with_faults(mut self, faults: Option<FaultReplay>) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// The plan of the last cycle.
@@ -97,7 +106,13 @@ impl Controller for PolicyController {
     }
 
     fn control(&mut self, view: &StationView, out: &mut Vec<Command>) {
-        let snapshot = self.snapshots.update(view);
+        self.snapshots.update(view);
+        if let (Some(f), Some(s)) = (self.faults.as_mut(), self.snapshots.last_mut()) {
+            f.apply(view.sim_time, s);
+        }
+        let Some(snapshot) = self.snapshots.last() else {
+            return;
+        };
         decide_into(
             snapshot,
             &self.policy,
@@ -112,15 +127,24 @@ impl Controller for PolicyController {
         let since_battery_write_s = self.last_battery_write.map_or(f64::INFINITY, |t| {
             (view.sim_time - t).num_milliseconds() as f64 / 1000.0
         });
-        if plan_changes(&self.plan, view, since_battery_write_s, out) {
+        let mut wrote_battery = plan_changes(&self.plan, view, since_battery_write_s, out);
+        if let Some(f) = &self.faults {
+            out.retain(|c| f.delivers(c));
+            wrote_battery &= out
+                .iter()
+                .any(|c| matches!(c, Command::BatterySetpointW(_)));
+        }
+        if wrote_battery {
             self.last_battery_write = Some(view.sim_time);
         }
     }
 }
 
-/// The dispatch core with `policy` on the plant of `scenario`.
+/// The dispatch core with `policy` on the plant of `scenario`, with the scenario's wire faults
+/// replayed.
 pub fn policy_controller(policy: Policy, scenario: &Scenario) -> PolicyController {
     PolicyController::new(policy, scenario.battery.efficiency)
+        .with_faults(FaultReplay::from_scenario(scenario))
 }
 
 /// What one closed-loop run gave.
