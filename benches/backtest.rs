@@ -7,10 +7,13 @@
 
 use station_controller::backtest::foresight::{optimum_input, optimum_run};
 use station_controller::backtest::optimum::solve;
-use station_controller::backtest::run::{policy_controller, run_closed_loop, Uncontrolled};
+use station_controller::backtest::run::{
+    policy_controller, run_closed_loop, Controller, Uncontrolled,
+};
 use station_controller::dispatch::Policy;
 use station_sim::physics::Plant;
 use station_sim::scenario::Scenario;
+use station_sim::view::{Command, StationView};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -58,9 +61,37 @@ fn closed_loop(name: &str, days: u32, runs: usize) {
     );
 }
 
-/// Where the time of one cycle goes: the plant's step alone, its view, and the whole loop.
+/// Times the wrapped controller's `control` (snapshot, decide, commands).
+struct Timed<C> {
+    inner: C,
+    spent: Duration,
+}
+
+impl<C: Controller> Controller for Timed<C> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn control(&mut self, view: &StationView, out: &mut Vec<Command>) {
+        let t = Instant::now();
+        self.inner.control(view, out);
+        self.spent += t.elapsed();
+    }
+}
+
+/// Where the time of one cycle goes: the plant's step alone, its view, and the controller.
 fn breakdown(name: &str, days: u32) {
     let sc = scenario(name);
+    let mut timed = Timed {
+        inner: policy_controller(Policy::default(), &sc),
+        spent: Duration::ZERO,
+    };
+    let whole = match run_closed_loop(&sc, 1, days, &mut timed, 1.0) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
     let total = days as usize * 86_400;
     let mut plant = Plant::new(&sc, 1);
     let t = Instant::now();
@@ -77,7 +108,11 @@ fn breakdown(name: &str, days: u32) {
     let view = t.elapsed();
     let per = |d: Duration| d.as_secs_f64() * 1e9 / total as f64;
     println!(
-        "backtest/breakdown {name}: plant.step(1 s) {:.0} ns, plant.view() {:.0} ns per cycle ({n} charger views)",
+        "backtest/breakdown {name}: whole cycle {:.0} ns = policy controller (snapshot + decide + \
+         commands) {:.0} ns + plant.view() + plant.step(1 s) + applying commands; alone: \
+         plant.step(1 s) {:.0} ns, plant.view() at the start of the day {:.0} ns ({n} charger views)",
+        per(whole.wall),
+        per(timed.spent),
         per(step),
         per(view)
     );
