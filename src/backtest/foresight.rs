@@ -23,7 +23,9 @@
 //!   get what it wants by then, as far as its power allows, as the controllers do when charging
 //!   on arrival; so every run delivers comparable vehicle energy.
 //! * Grid: import limit, export limit, demand charge on the highest 15-minute average import,
-//!   prorated to the window (days / 30) like the simulator.
+//!   prorated to the window (days / 30) like the simulator. A window that crosses a month
+//!   boundary is optimised with one peak for the whole window (the simulator bills each month's
+//!   own peak); the scored cost uses the simulator's rule either way.
 //!
 //! # How the schedule is scored
 //! Each 15-minute step is recorded into a [`KpiTracker`] with the step's average flows (the
