@@ -16,11 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "stationd",
-    version,
-    about = "Controller for PV + storage + EV charging stations"
-)]
+#[command(name = "stationd", version, about = "Controller for PV + storage + EV charging stations")]
 struct Cli {
     /// Log format: `text` or `json` (for log shippers).
     #[arg(long, global = true, default_value = "text")]
@@ -62,6 +58,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+    /// Step the simulator's plant in process and print the scorecard.
+    Backtest(station_controller::backtest::cli::BacktestArgs),
 }
 
 fn init_logging(format: &str) -> Result<()> {
@@ -214,5 +212,21 @@ async fn main() -> Result<ExitCode> {
         } => run_demo(&scenario, speed, seed, &start, listen)
             .await
             .map(|()| ExitCode::SUCCESS),
+        Command::Backtest(args) => {
+            match tokio::task::spawn_blocking(move || {
+                station_controller::backtest::cli::run_cli(&args)
+            })
+            .await?
+            {
+                Ok(text) => {
+                    println!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("stationd backtest: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
     }
 }

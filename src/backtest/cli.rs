@@ -1,0 +1,434 @@
+//! `stationd backtest`: the closed loop and the perfect-foresight optimum on a scenario,
+//! printed as the scorecard of station.md (a table, or one JSON object with `--json`).
+
+use super::foresight::{optimum_run, OptimumRun};
+use super::run::{run_closed_loop, RunError, RunResult, Uncontrolled};
+use crate::dispatch::{Policy, RawPolicy};
+use crate::validate::Issues;
+use serde::Serialize;
+use station_sim::physics::Kpis;
+use station_sim::scenario::{FaultKind, Scenario, ScenarioError};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `stationd backtest`.
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct BacktestArgs {
+    /// Scenario file of the simulator, e.g. simulator/scenarios/sunny-weekday.toml.
+    #[arg(long)]
+    pub scenario: PathBuf,
+    /// Simulated days from the scenario's start.
+    #[arg(long, default_value_t = 1)]
+    pub days: u32,
+    /// TOML file whose `[policy]` table is the dispatch policy (default: the reference policy).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Also run `uncontrolled` and the perfect-foresight `optimum` on the same days and
+    /// report the share of the achievable savings the policy captures.
+    #[arg(long)]
+    pub compare: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Seed of the scenario's random processes (weather, building, arrivals).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Control cycle, simulated seconds.
+    #[arg(long = "cycle-s", default_value_t = 1.0)]
+    pub cycle_s: f64,
+}
+
+impl BacktestArgs {
+    /// Arguments for `scenario` with every default (1 day, seed 1, 1 s cycle, no compare).
+    pub fn new(scenario: impl Into<PathBuf>) -> Self {
+        BacktestArgs {
+            scenario: scenario.into(),
+            days: 1,
+            policy: None,
+            compare: false,
+            json: false,
+            seed: 1,
+            cycle_s: 1.0,
+        }
+    }
+}
+
+/// A bad argument or a failed run; the message names the argument.
+#[derive(Debug, thiserror::Error)]
+pub enum BacktestError {
+    #[error("--days: must be >= 1 (got {0})")]
+    Days(u32),
+    #[error("--cycle-s: must be > 0 and <= {max} s (got {got})")]
+    Cycle { got: f64, max: f64 },
+    #[error("--scenario: cannot read {path}: {reason}")]
+    ScenarioRead { path: PathBuf, reason: String },
+    #[error("--scenario: {path}: {reason}")]
+    ScenarioInvalid { path: PathBuf, reason: String },
+    #[error("--policy: cannot read {path}: {reason}")]
+    PolicyRead { path: PathBuf, reason: String },
+    #[error("--policy: {path}: {reason}")]
+    PolicyInvalid { path: PathBuf, reason: String },
+    #[error("optimum: {0}")]
+    Optimum(#[from] super::optimum::OptimumError),
+    #[error("cannot write the JSON report: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One controller's scorecard (the KPI keys of station.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scorecard {
+    pub pv_kwh: f64,
+    pub pv_curtailed_kwh: f64,
+    pub self_consumption_pct: f64,
+    pub self_sufficiency_pct: f64,
+    pub grid_import_kwh: f64,
+    pub grid_export_kwh: f64,
+    pub peak_import_kw: f64,
+    pub import_limit_exceeded_s: f64,
+    pub import_limit_exceeded_kwh: f64,
+    pub ev_delivered_kwh: f64,
+    pub ev_unmet_kwh: f64,
+    pub ev_sessions_fully_served_pct: f64,
+    pub ev_green_share_pct: f64,
+    pub battery_efc: f64,
+    pub soh_change_pct: f64,
+    pub cost: f64,
+    pub co2_kg: f64,
+    pub co2_avoided_kg: f64,
+}
+
+impl From<&Kpis> for Scorecard {
+    fn from(k: &Kpis) -> Self {
+        Scorecard {
+            pv_kwh: k.pv_kwh,
+            pv_curtailed_kwh: k.pv_curtailed_kwh,
+            self_consumption_pct: k.self_consumption_pct,
+            self_sufficiency_pct: k.self_sufficiency_pct,
+            grid_import_kwh: k.grid_import_kwh,
+            grid_export_kwh: k.grid_export_kwh,
+            peak_import_kw: k.peak_import_kw,
+            import_limit_exceeded_s: k.import_limit_exceeded_s,
+            import_limit_exceeded_kwh: k.import_limit_exceeded_kwh,
+            ev_delivered_kwh: k.ev_delivered_kwh,
+            ev_unmet_kwh: k.ev_unmet_kwh,
+            ev_sessions_fully_served_pct: k.ev_sessions_fully_served_pct,
+            ev_green_share_pct: k.ev_green_share_pct,
+            battery_efc: k.battery_efc,
+            soh_change_pct: k.soh_change_pct,
+            cost: k.cost,
+            co2_kg: k.co2_kg,
+            co2_avoided_kg: k.co2_avoided_kg,
+        }
+    }
+}
+
+/// A table row: key, getter, decimals.
+type Row = (&'static str, fn(&Scorecard) -> f64, usize);
+
+/// One run of the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ControllerRun {
+    /// `"uncontrolled"`, `"policy"` or `"optimum"`.
+    pub controller: String,
+    pub kpis: Scorecard,
+    /// Not in the JSON: the plant's full scorecard (with `soc_window_violation_s`).
+    #[serde(skip)]
+    pub full_kpis: Kpis,
+    /// Not in the JSON: battery SoC at the start and the end, %.
+    #[serde(skip)]
+    pub soc_start_pct: f64,
+    #[serde(skip)]
+    pub soc_end_pct: f64,
+    /// Not in the JSON: wall time of the run (the solve for the optimum), s.
+    #[serde(skip)]
+    pub wall_s: f64,
+}
+
+/// Everything `stationd backtest` found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BacktestReport {
+    pub scenario: String,
+    pub days: u32,
+    pub runs: Vec<ControllerRun>,
+    /// (C_uncontrolled - C_policy) / (C_uncontrolled - C_optimum); `None` without
+    /// `--compare` or when the optimum saves nothing.
+    pub savings_captured: Option<f64>,
+    /// Of the policy's closed loop.
+    pub sim_seconds_per_wall_second: f64,
+    /// Remarks for stderr (policy/scenario mismatches, faults not replayed).
+    #[serde(skip)]
+    pub notes: Vec<String>,
+}
+
+impl BacktestReport {
+    /// The run of `controller`, if it was run.
+    pub fn run(&self, controller: &str) -> Option<&ControllerRun> {
+        self.runs.iter().find(|r| r.controller == controller)
+    }
+
+    /// The report as one JSON object (the keys of the issue, nothing else).
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string_pretty(self)
+    }
+
+    /// The report as a table: one row per scorecard key, one column per controller.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "backtest of scenario {} over {} day(s)",
+            self.scenario, self.days
+        );
+        let _ = write!(out, "{:<30}", "kpi");
+        for r in &self.runs {
+            let _ = write!(out, "{:>14}", r.controller);
+        }
+        out.push('\n');
+        let rows: [Row; 18] = [
+            ("pv_kwh", |k| k.pv_kwh, 1),
+            ("pv_curtailed_kwh", |k| k.pv_curtailed_kwh, 1),
+            ("self_consumption_pct", |k| k.self_consumption_pct, 1),
+            ("self_sufficiency_pct", |k| k.self_sufficiency_pct, 1),
+            ("grid_import_kwh", |k| k.grid_import_kwh, 1),
+            ("grid_export_kwh", |k| k.grid_export_kwh, 1),
+            ("peak_import_kw", |k| k.peak_import_kw, 1),
+            ("import_limit_exceeded_s", |k| k.import_limit_exceeded_s, 0),
+            (
+                "import_limit_exceeded_kwh",
+                |k| k.import_limit_exceeded_kwh,
+                2,
+            ),
+            ("ev_delivered_kwh", |k| k.ev_delivered_kwh, 1),
+            ("ev_unmet_kwh", |k| k.ev_unmet_kwh, 2),
+            (
+                "ev_sessions_fully_served_pct",
+                |k| k.ev_sessions_fully_served_pct,
+                1,
+            ),
+            ("ev_green_share_pct", |k| k.ev_green_share_pct, 1),
+            ("battery_efc", |k| k.battery_efc, 3),
+            ("soh_change_pct", |k| k.soh_change_pct, 4),
+            ("cost", |k| k.cost, 2),
+            ("co2_kg", |k| k.co2_kg, 1),
+            ("co2_avoided_kg", |k| k.co2_avoided_kg, 1),
+        ];
+        for (name, get, decimals) in rows {
+            let _ = write!(out, "{name:<30}");
+            for r in &self.runs {
+                let _ = write!(out, "{:>14.*}", decimals, get(&r.kpis));
+            }
+            out.push('\n');
+        }
+        let _ = write!(out, "{:<30}", "battery_soc_start_end_pct");
+        for r in &self.runs {
+            let s = format!("{:.1}->{:.1}", r.soc_start_pct, r.soc_end_pct);
+            let _ = write!(out, "{s:>14}");
+        }
+        out.push('\n');
+        match self.savings_captured {
+            Some(s) => {
+                let _ = writeln!(out, "savings_captured: {:.1} %", 100.0 * s);
+            }
+            None if self.runs.len() > 1 => {
+                let _ = writeln!(out, "savings_captured: n/a (the optimum saves nothing)");
+            }
+            None => {}
+        }
+        let _ = writeln!(
+            out,
+            "policy closed loop: {:.0} simulated seconds per wall second",
+            self.sim_seconds_per_wall_second
+        );
+        out
+    }
+}
+
+/// (C_uncontrolled - C_policy) / (C_uncontrolled - C_optimum), `None` when the optimum is not
+/// cheaper than the uncontrolled run by at least a fen.
+pub fn savings_captured(uncontrolled: f64, policy: f64, optimum: f64) -> Option<f64> {
+    let achievable = uncontrolled - optimum;
+    (achievable > 0.01).then(|| (uncontrolled - policy) / achievable)
+}
+
+/// Read the `[policy]` table of a TOML file (a full station config or a file with only that
+/// table) and check it; errors name the key.
+pub fn load_policy(path: &Path) -> Result<Policy, BacktestError> {
+    let text = std::fs::read_to_string(path).map_err(|e| BacktestError::PolicyRead {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let invalid = |reason: String| BacktestError::PolicyInvalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    let section = table
+        .remove("policy")
+        .ok_or_else(|| invalid("no [policy] table".to_string()))?;
+    let raw: RawPolicy = section
+        .try_into()
+        .map_err(|e: toml::de::Error| invalid(format!("policy: {}", e.message())))?;
+    let mut issues = Issues::new();
+    match raw.validate("policy", &mut issues) {
+        Some(p) if issues.is_empty() => Ok(p),
+        _ => Err(invalid(issues.to_string().replace('\n', "; "))),
+    }
+}
+
+/// Load and check a scenario file.
+pub fn load_scenario(path: &Path) -> Result<Scenario, BacktestError> {
+    Scenario::load(path).map_err(|e| match e {
+        ScenarioError::Io { source, .. } => BacktestError::ScenarioRead {
+            path: path.to_path_buf(),
+            reason: source.to_string(),
+        },
+        other => BacktestError::ScenarioInvalid {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    })
+}
+
+fn closed_loop_run(name: &str, r: &RunResult) -> ControllerRun {
+    ControllerRun {
+        controller: name.to_string(),
+        kpis: Scorecard::from(&r.kpis),
+        full_kpis: r.kpis.clone(),
+        soc_start_pct: r.soc_start_pct,
+        soc_end_pct: r.soc_end_pct,
+        wall_s: r.wall.as_secs_f64(),
+    }
+}
+
+fn optimum_controller_run(o: &OptimumRun) -> ControllerRun {
+    ControllerRun {
+        controller: "optimum".to_string(),
+        kpis: Scorecard::from(&o.kpis),
+        full_kpis: o.kpis.clone(),
+        soc_start_pct: o.soc_start_pct,
+        soc_end_pct: o.soc_end_pct,
+        wall_s: o.solve_wall.as_secs_f64(),
+    }
+}
+
+fn run_error(e: RunError) -> BacktestError {
+    match e {
+        RunError::Days(d) => BacktestError::Days(d),
+        RunError::Cycle(c) => BacktestError::Cycle {
+            got: c,
+            max: super::run::MAX_CYCLE_S,
+        },
+    }
+}
+
+/// Differences between the scenario's plant and the policy worth telling the user.
+fn policy_notes(scenario: &Scenario, policy: &Policy) -> Vec<String> {
+    let mut notes = Vec::new();
+    let pairs = [
+        (
+            "import limit",
+            policy.grid.import_limit.0,
+            scenario.import_limit_w(),
+        ),
+        (
+            "export limit",
+            policy.grid.export_limit.0,
+            scenario.export_limit_w(),
+        ),
+    ];
+    for (what, p, s) in pairs {
+        if (p - s).abs() > 1.0 {
+            notes.push(format!(
+                "note: the policy's {what} is {:.1} kW, the scenario's {:.1} kW: control uses \
+                 the policy's, the scorecard the scenario's",
+                p / 1000.0,
+                s / 1000.0
+            ));
+        }
+    }
+    let latency = scenario
+        .faults
+        .iter()
+        .filter(|f| f.kind == FaultKind::Latency)
+        .count();
+    if latency > 0 {
+        notes.push(format!(
+            "note: {latency} latency fault(s) of the scenario are not replayed in process; \
+             the other wire faults are replayed on the policy's readings and writes"
+        ));
+    }
+    notes
+}
+
+/// Run the backtest described by `args` and collect the report.
+pub fn run_backtest(args: &BacktestArgs) -> Result<BacktestReport, BacktestError> {
+    if args.days == 0 {
+        return Err(BacktestError::Days(args.days));
+    }
+    let max = super::run::MAX_CYCLE_S;
+    if !(args.cycle_s.is_finite() && args.cycle_s > 0.0 && args.cycle_s <= max) {
+        return Err(BacktestError::Cycle {
+            got: args.cycle_s,
+            max,
+        });
+    }
+    let scenario = load_scenario(&args.scenario)?;
+    let policy = match &args.policy {
+        Some(p) => load_policy(p)?,
+        None => Policy::default(),
+    };
+    let notes = policy_notes(&scenario, &policy);
+    let mut runs = Vec::with_capacity(3);
+    let uncontrolled = if args.compare {
+        let r = run_closed_loop(
+            &scenario,
+            args.seed,
+            args.days,
+            &mut Uncontrolled,
+            args.cycle_s,
+        )
+        .map_err(run_error)?;
+        runs.push(closed_loop_run("uncontrolled", &r));
+        Some(r)
+    } else {
+        None
+    };
+    let mut controller = super::run::policy_controller(policy, &scenario);
+    let policy_run = run_closed_loop(
+        &scenario,
+        args.seed,
+        args.days,
+        &mut controller,
+        args.cycle_s,
+    )
+    .map_err(run_error)?;
+    runs.push(closed_loop_run("policy", &policy_run));
+    let mut savings = None;
+    if let Some(unc) = &uncontrolled {
+        let opt = optimum_run(&scenario, args.seed, args.days)?;
+        savings = savings_captured(unc.kpis.cost, policy_run.kpis.cost, opt.kpis.cost);
+        runs.push(optimum_controller_run(&opt));
+    }
+    Ok(BacktestReport {
+        scenario: scenario.name.clone(),
+        days: args.days,
+        runs,
+        savings_captured: savings,
+        sim_seconds_per_wall_second: policy_run.speed(),
+        notes,
+    })
+}
+
+/// The entry point of `stationd backtest`: runs, prints the notes on stderr, and returns the
+/// text to print on stdout (the table, or the JSON object with `--json`).
+pub fn run_cli(args: &BacktestArgs) -> Result<String, BacktestError> {
+    let report = run_backtest(args)?;
+    for n in &report.notes {
+        eprintln!("{n}");
+    }
+    if args.json {
+        Ok(report.to_json()?)
+    } else {
+        Ok(report.to_table())
+    }
+}
