@@ -5,7 +5,7 @@
 //!   1 battery, 2 meters and 4, 16 and 64 chargers (daemon in process, simulator at 50x so the
 //!   cycles come back to back);
 //! - resident memory and CPU share of the real `stationd run` binary at the 1 s cycle with 16
-//!   chargers against the real `station-sim` binary, over 30 s.
+//!   chargers against the simulator (in this process, on fixed loopback ports), over 30 s.
 
 use station_controller::demo::{Demo, STATION_TOML};
 use station_sim::runtime::{PlugRequest, SimConfig};
@@ -96,22 +96,39 @@ fn proc_stat(pid: u32) -> (f64, f64) {
         .map(|(_, r)| r.split_whitespace().collect())
         .unwrap_or_default();
     // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the ')'.
-    let ticks = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
     (rss_kb / 1024.0, ticks / 100.0)
 }
 
-fn footprint() {
+/// The real `stationd run` binary against an in-process simulator (16 chargers) for 30 s.
+async fn footprint() {
     let base = free_base();
+    let mut sc = Scenario::reference();
+    sc.chargers.count = 16;
+    let start = sc.resolve_local("12:00");
+    let sim = station_sim::runtime::spawn(SimConfig {
+        start,
+        port_base: Some(base),
+        ..SimConfig::ephemeral(sc, 5, 1.0)
+    })
+    .await
+    .expect("simulator");
     let dir = std::env::temp_dir().join(format!("stationd-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let scenario = dir.join("sixteen.toml");
-    std::fs::write(&scenario, "name = \"sixteen\"\n[chargers]\ncount = 16\n").unwrap();
     let mut text = STATION_TOML.to_string();
     for (i, p) in (5020..5038).enumerate() {
-        text = text.replace(&format!("port = {p}\n"), &format!("port = {}\n", base + i as u16));
+        text = text.replace(
+            &format!("port = {p}\n"),
+            &format!("port = {}\n", base + i as u16),
+        );
     }
-    let api = base + 9;
     text = text.replace("127.0.0.1:8080", &format!("127.0.0.1:{}", base + 40));
     for i in 8..16 {
         text.push_str(&format!(
@@ -122,19 +139,6 @@ fn footprint() {
     }
     let config = dir.join("station.toml");
     std::fs::write(&config, text).unwrap();
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_station-sim"))
-        .args(["--scenario"])
-        .arg(&scenario)
-        .args(["--port-base", &base.to_string(), "--start", "2026-06-17T12:00"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("station-sim");
-    let ready = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", api)).is_err() {
-        assert!(ready.elapsed() < Duration::from_secs(30), "simulator not up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_stationd"))
         .args(["run", "--config"])
         .arg(&config)
@@ -143,13 +147,13 @@ fn footprint() {
         .stderr(Stdio::null())
         .spawn()
         .expect("stationd");
-    std::thread::sleep(Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let (_, cpu0) = proc_stat(daemon.id());
     let t0 = Instant::now();
     let mut rss_max: f64 = 0.0;
     while t0.elapsed() < Duration::from_secs(30) {
         rss_max = rss_max.max(proc_stat(daemon.id()).0);
-        std::thread::sleep(Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let (rss, cpu1) = proc_stat(daemon.id());
     let cpu_pct = (cpu1 - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
@@ -158,8 +162,7 @@ fn footprint() {
     );
     let _ = daemon.kill();
     let _ = daemon.wait();
-    let _ = sim.kill();
-    let _ = sim.wait();
+    sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -180,6 +183,6 @@ fn main() {
         );
     }
     if !quick {
-        footprint();
+        rt.block_on(footprint());
     }
 }
