@@ -13,6 +13,9 @@
 //!
 //! Malformed requests get 400 with `{"error": "..."}` naming the parameter.
 
+// Handlers return a ready `Response` as their error; it is built once per failed request.
+#![allow(clippy::result_large_err)]
+
 use super::control::ControlMsg;
 use super::Shared;
 use crate::dispatch::ChargeMode;
