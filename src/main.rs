@@ -16,7 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 #[derive(Debug, Parser)]
-#[command(name = "stationd", version, about = "Controller for PV + storage + EV charging stations")]
+#[command(
+    name = "stationd",
+    version,
+    about = "Controller for PV + storage + EV charging stations"
+)]
 struct Cli {
     /// Log format: `text` or `json` (for log shippers).
     #[arg(long, global = true, default_value = "text")]
@@ -34,6 +38,9 @@ enum Command {
         /// SQLite energy ledger; default: kept in memory only.
         #[arg(long)]
         ledger: Option<PathBuf>,
+        /// Seconds between ledger flushes (a `kill -9` loses at most this much).
+        #[arg(long, default_value_t = 30.0)]
+        ledger_flush_s: f64,
     },
     /// Validate a config file: print every problem and exit 1, or a summary and exit 0.
     CheckConfig {
@@ -115,7 +122,10 @@ async fn terminated() -> Result<()> {
     Ok(())
 }
 
-async fn run(config_path: PathBuf, ledger: Option<PathBuf>) -> Result<()> {
+async fn run(config_path: PathBuf, ledger: Option<PathBuf>, ledger_flush_s: f64) -> Result<()> {
+    if !(ledger_flush_s.is_finite() && (0.1..=600.0).contains(&ledger_flush_s)) {
+        anyhow::bail!("--ledger-flush-s: must be within [0.1, 600] (got {ledger_flush_s})");
+    }
     let cfg = config::load(&config_path).map_err(|e| match e {
         ConfigError::Invalid { .. } => anyhow::anyhow!("{e}"),
         other => anyhow::Error::new(other),
@@ -129,6 +139,7 @@ async fn run(config_path: PathBuf, ledger: Option<PathBuf>) -> Result<()> {
         Arc::new(SystemClock),
         Options {
             ledger_path: ledger,
+            ledger_flush: Duration::from_secs_f64(ledger_flush_s),
             notifier: notifier.clone(),
             ..Options::default()
         },
@@ -202,7 +213,13 @@ async fn main() -> Result<ExitCode> {
     init_logging(&cli.log_format)?;
     match cli.command {
         Command::CheckConfig { config } => Ok(check_config(&config)),
-        Command::Run { config, ledger } => run(config, ledger).await.map(|()| ExitCode::SUCCESS),
+        Command::Run {
+            config,
+            ledger,
+            ledger_flush_s,
+        } => run(config, ledger, ledger_flush_s)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Demo {
             scenario,
             speed,

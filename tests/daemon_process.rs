@@ -77,6 +77,10 @@ struct Daemon {
 
 impl Daemon {
     fn spawn(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        Self::spawn_with(config, env, &[])
+    }
+
+    fn spawn_with(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Daemon {
         let text = std::fs::read_to_string(config).unwrap();
         let api: SocketAddr = text
             .lines()
@@ -88,6 +92,7 @@ impl Daemon {
         let mut cmd = Command::new(STATIOND);
         cmd.args(["run", "--config"])
             .arg(config)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -309,7 +314,9 @@ async fn after_kill_9_the_station_falls_back_to_safe_values_on_its_own() {
     // The daemon runs on the wall clock, not the simulator's: with vehicles served first and a
     // low import limit the battery discharges to keep the cars charging, whatever the tariff
     // period is now.
-    let mut d = Daemon::spawn(
+    let ledger = dir.join("ledger.db");
+    let ledger_arg = ledger.display().to_string();
+    let mut d = Daemon::spawn_with(
         &path,
         &[
             ("STATION__POLICY__CYCLE_S", "0.2"),
@@ -317,6 +324,7 @@ async fn after_kill_9_the_station_falls_back_to_safe_values_on_its_own() {
             ("STATION__POLICY__GRID__IMPORT_LIMIT_KW", "60"),
             ("STATION__POLICY__GRID__DEMAND_TARGET_KW", "60"),
         ],
+        &["--ledger", &ledger_arg, "--ledger-flush-s", "1"],
     );
     until(
         "cars fast and the battery discharging to hold the import limit",
@@ -327,9 +335,13 @@ async fn after_kill_9_the_station_falls_back_to_safe_values_on_its_own() {
         },
     )
     .await;
+    let recorded_from = chrono::Utc::now();
+    // Let the ledger record a few seconds, then kill without warning.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     d.signal("-KILL");
     d.wait_exit(Duration::from_secs(5)).expect("not killed");
     let killed_at = sim.now();
+    let killed_wall = chrono::Utc::now();
     let fell_back = until(
         "the device-side fallbacks",
         Duration::from_secs(30),
@@ -347,6 +359,17 @@ async fn after_kill_9_the_station_falls_back_to_safe_values_on_its_own() {
     let took = (fell_back - killed_at).num_seconds();
     // Charger validity 60 s; the PCS reverts after its 30 s timeout and ramps to 0.
     assert!(took <= 75, "fallback took {took} simulated seconds");
+
+    // The ledger survived the kill, losing at most the last flush interval (1 s) plus a cycle.
+    let mut ledger = station_controller::ledger::Ledger::open(&ledger, Duration::from_secs(30));
+    assert!(ledger.healthy(), "{:?}", ledger.health());
+    let totals = ledger.totals(recorded_from - chrono::Duration::minutes(5), killed_wall);
+    assert!(
+        totals.sum.covered_s >= 3.0,
+        "only {} s survived",
+        totals.sum.covered_s
+    );
+    assert!(totals.sum.import_wh > 0.0);
     sim.shutdown().await;
 }
 

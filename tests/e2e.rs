@@ -478,3 +478,59 @@ async fn a_charger_mode_change_needs_the_bearer_token() {
     .await;
     d.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_accounts_for_the_energy_the_simulator_measured() {
+    let d = start("sunny-weekday", 60.0, "10:00", |_| {}).await;
+    for id in ["charger-1", "charger-4"] {
+        d.sim.plug(&plug(id)).unwrap();
+    }
+    let from = d.sim.now();
+    let before = d.sim.truth().kpis;
+    run_for(&d, 3600).await;
+    let to = d.sim.now();
+    let after = d.sim.truth().kpis;
+    // Buckets are whole quarter hours: ask for every bucket the run touched (the daemon had
+    // run for three cycles before `from`, a few Wh).
+    let totals = d.daemon.shared.ledger_totals(
+        station_controller::ledger::bucket_start(from),
+        to + chrono::Duration::minutes(15),
+    );
+    let sum = &totals.sum;
+    let close = |what: &str, ledger_kwh: f64, truth_kwh: f64| {
+        let tol = 0.03 * truth_kwh.abs() + 0.5;
+        assert!(
+            (ledger_kwh - truth_kwh).abs() <= tol,
+            "{what}: ledger {ledger_kwh:.2} kWh, simulator {truth_kwh:.2} kWh"
+        );
+    };
+    close("PV", sum.pv_wh / 1000.0, after.pv_kwh - before.pv_kwh);
+    close(
+        "grid import",
+        sum.import_wh / 1000.0,
+        after.grid_import_kwh - before.grid_import_kwh,
+    );
+    close(
+        "EV energy",
+        sum.vehicles_wh / 1000.0,
+        after.ev_delivered_kwh - before.ev_delivered_kwh,
+    );
+    // Every measured Wh lands in a flow: what the flows add up to is what was measured.
+    let to_loads = sum.pv_to_building_wh
+        + sum.pv_to_vehicles_wh
+        + sum.battery_to_building_wh
+        + sum.battery_to_vehicles_wh
+        + sum.grid_to_building_wh
+        + sum.grid_to_vehicles_wh;
+    let loads = sum.building_wh + sum.vehicles_wh;
+    assert!(
+        (to_loads - loads).abs() <= 0.001 * loads + 1.0,
+        "flows to loads {to_loads} Wh, loads {loads} Wh"
+    );
+    assert!(
+        sum.unaccounted_wh.abs() <= 0.01 * loads + 50.0,
+        "unaccounted {} Wh",
+        sum.unaccounted_wh
+    );
+    d.shutdown().await;
+}
