@@ -366,7 +366,9 @@ impl Shared {
             phases: req.phases,
             stay_s: req.stay_h * 3600.0,
         };
-        plant.plug_vehicle(index, spec)?;
+        plant
+            .plug_vehicle(index, spec)
+            .map_err(|e| format!("charger: {e}"))?;
         self.publish(&plant);
         Ok(())
     }
@@ -389,7 +391,7 @@ impl Station for Shared {
     }
 }
 
-/// A running simulator.
+/// A running simulator. Dropping the handle stops it too (without waiting for its tasks).
 pub struct SimHandle {
     pub addrs: SimAddrs,
     shared: Arc<Shared>,
@@ -444,6 +446,12 @@ impl SimHandle {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
     }
 }
 
