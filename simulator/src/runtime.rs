@@ -369,6 +369,8 @@ impl Shared {
         plant
             .plug_vehicle(index, spec)
             .map_err(|e| format!("charger: {e}"))?;
+        // Show the plugged car at once (mode-3 state B or C), also while the clock stands still.
+        plant.step(0.0);
         self.publish(&plant);
         Ok(())
     }
