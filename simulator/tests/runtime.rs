@@ -693,7 +693,11 @@ async fn the_binary_prints_every_endpoint_and_stops_cleanly_on_sigint() {
     assert!(get_truth(api).await["chargers"].as_array().unwrap().len() == 8);
 
     let pid = running.child.id().to_string();
-    let status = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    // `kill` as the shell's builtin: slim images may lack the procps binary.
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -INT {pid}")])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + T;
     let exit = loop {
