@@ -508,23 +508,113 @@ async fn a_scheduled_fault_in_the_scenario_takes_effect_at_its_time() {
         "offline at 10:00"
     );
     let t = sim.truth();
-    assert_eq!(t.faults.len(), 1, "{:?}", t.faults);
-    assert_eq!(t.faults[0].device, "grid-meter");
-    // The plant applies a scheduled BMS alarm itself, from the first physics step that starts
-    // inside its window (step_s = 1 s here).
-    sim.advance(1.0);
+    let listed: Vec<(&str, FaultKindName)> = t
+        .faults
+        .iter()
+        .map(|f| (f.device.as_str(), f.kind))
+        .collect();
     assert_eq!(
-        sim.truth().battery.max_discharge_w,
-        0.0,
-        "the scheduled BMS alarm"
+        listed,
+        [
+            ("grid-meter", FaultKindName::Offline),
+            ("battery", FaultKindName::BmsAlarm)
+        ]
     );
+    assert_eq!(t.battery.max_discharge_w, 0.0, "the scheduled BMS alarm");
+    assert_eq!(t.battery.max_charge_w, 0.0);
 
-    sim.advance(300.0);
+    sim.advance(299.0);
+    assert!(
+        !read_works(meter, GRID_METER_W, 5).await,
+        "offline at 10:04:59"
+    );
+    assert_eq!(sim.truth().battery.max_discharge_w, 0.0);
+    sim.advance(1.0);
     connect(meter, 1, GRID_METER_W).await;
     assert!(read_works(meter, GRID_METER_W, 5).await, "back at 10:05");
     let t = sim.truth();
-    assert!(t.faults.is_empty());
+    assert!(t.faults.is_empty(), "{:?}", t.faults);
     assert!(t.battery.max_discharge_w > 0.0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn delete_faults_ends_a_scheduled_bms_alarm_and_cancels_the_ones_to_come() {
+    let scenario = quiet_scenario(
+        "[[faults]]\nat = \"10:00\"\ndevice = \"battery\"\nkind = \"bms_alarm\"\nduration_s = 3600\n\
+         [[faults]]\nat = \"10:30\"\ndevice = \"pv\"\nkind = \"offline\"\nduration_s = 60\n",
+    );
+    let sim = start_at(scenario, 0.0, Some("10:00")).await;
+    sim.advance(1.0);
+    assert_eq!(sim.truth().battery.max_discharge_w, 0.0);
+    let r = http()
+        .delete(format!("http://{}/faults", sim.addrs.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    sim.advance(1.0);
+    assert!(sim.truth().battery.max_discharge_w > 0.0);
+    sim.advance(1800.0);
+    assert!(sim.truth().faults.is_empty());
+    assert!(
+        read_works(sim.addrs.pv, 40000, 2).await,
+        "the 10:30 outage was cancelled"
+    );
+    sim.shutdown().await;
+}
+
+/// Address of model `id`'s first point on a SunSpec device, found by walking the model chain.
+async fn model_start(ctx: &mut Context, id: u16) -> u16 {
+    let mut addr = 40002;
+    loop {
+        let header = ctx.read_holding_registers(addr, 2).await.unwrap().unwrap();
+        assert_ne!(header[0], 0xFFFF, "model {id} not found");
+        if header[0] == id {
+            return addr + 2;
+        }
+        addr += 2 + header[1];
+    }
+}
+
+#[tokio::test]
+async fn a_timed_bms_alarm_ends_on_time_inside_one_long_advance() {
+    let sim = start_at(quiet_scenario(""), 0.0, Some("12:00")).await;
+    // Discharge 50 kW through model 704 (WSet int32 at offset 22, WSetRvrtTms uint32 at 29:
+    // never revert; WSetEna at 20).
+    let mut ctx = connect(sim.addrs.battery, 1, 40000).await;
+    let m704 = model_start(&mut ctx, 704).await;
+    ctx.write_multiple_registers(m704 + 29, &[0, 0])
+        .await
+        .unwrap()
+        .unwrap();
+    ctx.write_multiple_registers(m704 + 22, &[0, 50_000])
+        .await
+        .unwrap()
+        .unwrap();
+    ctx.write_single_register(m704 + 20, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    let (status, _) = post_raw(
+        sim.addrs.api,
+        "/faults",
+        r#"{"device": "battery", "kind": "bms_alarm", "duration_s": 60}"#,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let soc_before = sim.truth().battery.soc_pct;
+    // One call, ten minutes: the alarm holds the battery for the first minute only.
+    sim.advance(600.0);
+    let b = sim.truth().battery;
+    assert!((b.power_w - 50_000.0).abs() < 1_000.0, "{b:?}");
+    let usable_kwh = b.usable_wh / 1000.0;
+    let dropped_pct = soc_before - b.soc_pct;
+    let nine_minutes_pct = 50.0 * 540.0 / 3600.0 / usable_kwh * 100.0;
+    assert!(
+        dropped_pct > 0.8 * nine_minutes_pct,
+        "SoC fell {dropped_pct} points; nine minutes at 50 kW is about {nine_minutes_pct}"
+    );
     sim.shutdown().await;
 }
 
