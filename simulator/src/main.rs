@@ -139,6 +139,7 @@ impl StopSignals {
     }
 
     /// Waits for the first stop signal; returns its name.
+    #[cfg_attr(not(unix), allow(unused_mut))]
     async fn wait(mut self) -> Result<&'static str> {
         #[cfg(unix)]
         {
