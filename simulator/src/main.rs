@@ -85,6 +85,9 @@ async fn main() -> Result<()> {
         port_base: Some(args.port_base),
         ..SimConfig::ephemeral(scenario.clone(), args.seed, args.speed)
     };
+    // Listen for the stop signals before announcing the endpoints: whoever reads the banner may
+    // signal at once, and a signal that arrives before its handler exists would kill the process.
+    let stop = StopSignals::listen()?;
     let sim = spawn(config).await.context("cannot start the simulator")?;
 
     println!(
@@ -105,10 +108,52 @@ async fn main() -> Result<()> {
     println!("  control API     http://{}/truth", sim.addrs.api);
     println!("Ctrl-C stops.");
 
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")?;
-    println!("stopping");
+    let signal = stop.wait().await?;
+    println!("stopping ({signal})");
     sim.shutdown().await;
     Ok(())
+}
+
+/// SIGINT (Ctrl-C) and, on Unix, SIGTERM, registered when created.
+struct StopSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(StopSignals {
+                interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+                terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(StopSignals {})
+        }
+    }
+
+    /// Waits for the first stop signal; returns its name.
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    async fn wait(mut self) -> Result<&'static str> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => Ok("SIGINT"),
+                _ = self.terminate.recv() => Ok("SIGTERM"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c()
+                .await
+                .context("cannot listen for Ctrl-C")?;
+            Ok("Ctrl-C")
+        }
+    }
 }

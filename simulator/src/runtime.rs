@@ -250,13 +250,15 @@ impl Shared {
         *self.view.write().unwrap_or_else(|e| e.into_inner()) = v;
     }
 
-    /// Step the plant until its clock reaches `target` (at most `max_steps` steps).
+    /// Step the plant until its clock reaches `target` (at most `max_steps` steps). Faults start
+    /// and end between steps, so a timed fault acts on the physics for exactly its window
+    /// (to the step) however far one call advances.
     fn advance_to(&self, target: DateTime<Utc>, max_steps: usize) {
         let mut plant = lock(&self.plant);
         let mut steps = 0;
         loop {
             let now = plant.now();
-            self.fire_scheduled(now, &mut plant);
+            self.sync_faults(now, &mut plant);
             let remaining = (target - now).num_milliseconds() as f64 / 1000.0;
             if remaining < 1e-3 || steps >= max_steps {
                 break;
@@ -264,20 +266,15 @@ impl Shared {
             plant.step(remaining.min(self.step_s));
             steps += 1;
         }
-        let now = plant.now();
-        let mut faults = lock(&self.faults);
-        faults.expire(now);
-        plant.set_bms_alarm(faults.bms_alarm());
-        drop(faults);
         self.publish(&plant);
     }
 
-    fn fire_scheduled(&self, now: DateTime<Utc>, plant: &mut Plant) {
+    /// Start the scheduled faults that are due, drop the ones whose time is up, and tell the
+    /// plant when the BMS alarm changes.
+    fn sync_faults(&self, now: DateTime<Utc>, plant: &mut Plant) {
         let mut scheduled = lock(&self.scheduled);
-        if scheduled.first().is_none_or(|(at, _)| *at > now) {
-            return;
-        }
         let mut faults = lock(&self.faults);
+        let alarm_before = faults.bms_alarm();
         while scheduled.first().is_some_and(|(at, _)| *at <= now) {
             let (at, req) = scheduled.remove(0);
             match faults.add(&req, &self.device_ids, at) {
@@ -287,7 +284,11 @@ impl Shared {
                 Err(e) => tracing::warn!(error = %e, "scheduled fault refused"),
             }
         }
-        plant.set_bms_alarm(faults.bms_alarm());
+        faults.expire(now);
+        let alarm = faults.bms_alarm();
+        if alarm != alarm_before {
+            plant.set_bms_alarm(alarm);
+        }
     }
 
     pub(crate) fn truth(&self) -> Truth {
@@ -366,7 +367,11 @@ impl Shared {
             phases: req.phases,
             stay_s: req.stay_h * 3600.0,
         };
-        plant.plug_vehicle(index, spec)?;
+        plant
+            .plug_vehicle(index, spec)
+            .map_err(|e| format!("charger: {e}"))?;
+        // Show the plugged car at once (mode-3 state B or C), also while the clock stands still.
+        plant.step(0.0);
         self.publish(&plant);
         Ok(())
     }
@@ -389,7 +394,7 @@ impl Station for Shared {
     }
 }
 
-/// A running simulator.
+/// A running simulator. Dropping the handle stops it too (without waiting for its tasks).
 pub struct SimHandle {
     pub addrs: SimAddrs,
     shared: Arc<Shared>,
@@ -453,6 +458,12 @@ impl SimHandle {
     }
 }
 
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
 async fn bind(addr: SocketAddr, device: &str) -> Result<TcpListener, SimError> {
     TcpListener::bind(addr)
         .await
@@ -488,9 +499,13 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
         });
     }
     let scenario = &config.scenario;
+    // Every scheduled fault, the BMS alarm included, goes through the fault table (so that
+    // the truth lists it and `DELETE /faults` clears it); the plant gets none of its own.
+    let mut plant_scenario = scenario.clone();
+    plant_scenario.faults.clear();
     let plant = match config.start {
-        Some(start) => Plant::with_start(scenario, config.seed, start),
-        None => Plant::new(scenario, config.seed),
+        Some(start) => Plant::with_start(&plant_scenario, config.seed, start),
+        None => Plant::new(&plant_scenario, config.seed),
     };
     let view = plant.view();
     let n_chargers = view.chargers.len();
@@ -500,13 +515,10 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
         .collect();
     device_ids.extend((0..n_chargers).map(charger_id));
 
-    // Scheduled wire faults join the fault table when their time comes; the plant raises
-    // scheduled BMS alarms itself.
+    // Scheduled faults join the fault table when their time comes.
     let mut scheduled = Vec::new();
     for (index, sf) in scenario.scheduled_faults().into_iter().enumerate() {
-        let Some(req) = scheduled_request(&sf.spec) else {
-            continue;
-        };
+        let req = scheduled_request(&sf.spec);
         req.validate(&device_ids)
             .map_err(|source| SimError::ScheduledFault { index, source })?;
         scheduled.push((sf.start, req));
@@ -611,18 +623,17 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
     })
 }
 
-/// The fault request of a scenario's scheduled wire fault (`None` for `bms_alarm`, which the
-/// plant applies itself).
-fn scheduled_request(spec: &FaultSpec) -> Option<FaultRequest> {
+/// The fault request of a scenario's scheduled fault.
+fn scheduled_request(spec: &FaultSpec) -> FaultRequest {
     let kind = match spec.kind {
         FaultKind::Offline => FaultKindName::Offline,
         FaultKind::Latency => FaultKindName::Latency,
         FaultKind::Exception => FaultKindName::Exception,
         FaultKind::Frozen => FaultKindName::Frozen,
         FaultKind::BadValue => FaultKindName::BadValue,
-        FaultKind::BmsAlarm => return None,
+        FaultKind::BmsAlarm => FaultKindName::BmsAlarm,
     };
-    Some(FaultRequest {
+    FaultRequest {
         device: spec.device.clone(),
         kind,
         duration_s: Some(spec.duration_s),
@@ -630,7 +641,7 @@ fn scheduled_request(spec: &FaultSpec) -> Option<FaultRequest> {
         code: spec.exception_code,
         point: spec.point.clone(),
         value: spec.value.map(FaultValue::Number),
-    })
+    }
 }
 
 /// Step the plant so that simulated time follows `speed` x real time. Ticks that are missed are
