@@ -163,6 +163,9 @@ impl Device {
 
     /// Configure the device-side fallback once per connection.
     async fn ensure_fallback(&mut self) {
+        if matches!(self.driver, Driver::Meter(_)) {
+            return; // meters take no setpoints
+        }
         let connects = self.driver.link().stats().connects;
         if !self.driver.link().is_connected() || self.configured_on == Some(connects) {
             return;
