@@ -68,8 +68,9 @@ pub struct RawGridPolicy {
     /// Headroom the plan keeps below `import_limit_kw`, kW: the plant shows load steps, PV
     /// drops and falling BMS limits one cycle late, so planning exactly at the limit breaches
     /// it for a cycle. Size it to the largest step of uncontrolled load (or PV drop) within
-    /// one cycle: the reference workshop steps by up to 20 kW. Used for the import-limit
-    /// budget only, not for the demand target. Default 20.
+    /// one cycle: the reference workshop steps by up to 20 kW, on top of a few kW of building
+    /// noise and PV drops. Used for the import-limit budget only, not for the demand target.
+    /// At most half the limit. Default 25.
     pub import_margin_kw: f64,
 }
 
@@ -80,7 +81,7 @@ impl Default for RawGridPolicy {
             export_limit_kw: 100.0,
             phase_fuse_a: None,
             demand_target_kw: 40.0,
-            import_margin_kw: 20.0,
+            import_margin_kw: 25.0,
         }
     }
 }
@@ -456,7 +457,7 @@ impl Policy {
                 export_limit: Watts::ZERO,
                 phase_fuse: None,
                 demand_target: Watts::from_kw(150.0),
-                import_margin: Watts::from_kw(20.0),
+                import_margin: Watts::from_kw(25.0),
             },
             serve_first: ServeFirst::Dealer,
             vehicles: VehiclePolicy {
