@@ -812,6 +812,20 @@ mod tests {
     }
 
     #[test]
+    fn an_import_margin_above_half_the_limit_is_refused_naming_the_key() {
+        let mut raw = RawPolicy::default();
+        raw.grid.import_limit_kw = 40.0; // the 25 kW default margin is too much here
+        let (p, issues) = check(&raw);
+        assert!(p.is_none());
+        assert!(issues
+            .to_string()
+            .contains("policy.grid.import_margin_kw: must be within [0, 20] (got 25)"));
+        raw.grid.import_margin_kw = 4.0;
+        let (p, _) = check(&raw);
+        assert_eq!(p.unwrap().grid.import_budget(), Watts::from_kw(36.0));
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_dotted_key() {
         let mut raw = RawPolicy::default();
         raw.grid.import_limit_kw = -5.0;
