@@ -167,6 +167,7 @@ fn policy() -> impl Strategy<Value = Policy> {
             0.0..=150.0f64,
             prop::option::of(50.0..=400.0f64),
             0.0..=1.0f64,
+            0.0..=0.2f64,
         ),
         prop_oneof![Just(ServeFirst::Dealer), Just(ServeFirst::Vehicles)],
         (
@@ -197,7 +198,7 @@ fn policy() -> impl Strategy<Value = Policy> {
     )
         .prop_map(
             |(
-                (import_kw, export_kw, fuse, target_frac),
+                (import_kw, export_kw, fuse, target_frac, margin_frac),
                 serve_first,
                 (mode, sharing, min_on, min_off, hyst, ramp),
                 (ovr, soc_min, soc_max, c_rate, reserve, valley),
@@ -207,6 +208,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                 raw.grid.export_limit_kw = export_kw;
                 raw.grid.phase_fuse_a = fuse;
                 raw.grid.demand_target_kw = import_kw * target_frac;
+                raw.grid.import_margin_kw = import_kw * margin_frac;
                 raw.serve_first = serve_first;
                 raw.vehicles.default_mode = mode;
                 raw.vehicles.sharing = sharing;
@@ -372,6 +374,17 @@ fn check(p: &Policy, s: &Snapshot, plan: &Plan, prev_battery: Watts) -> Result<(
         prop_assert!(
             (bat - bound).abs() < 1e-6 * (1.0 + bound),
             "battery {bat} below its bound {bound}"
+        );
+    }
+    // The chargers never take the import margin: with any car charging on a fresh meter, the
+    // plan imports at most the limit less the margin.
+    if grid_fresh && plan.chargers.iter().any(|c| c.amps.0 > 0.0) {
+        prop_assert!(
+            b.grid.0 <= p.grid.import_budget().0 + EPS_W,
+            "grid {:?} above the budget {:?} with cars charging: {:?}",
+            b.grid,
+            p.grid.import_budget(),
+            plan
         );
     }
     for r in &plan.reasons {

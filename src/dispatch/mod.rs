@@ -23,13 +23,18 @@
 //!    outside -10..55 °C (charging also needs 0..45 °C). Otherwise charge up to
 //!    min(BMS, C-rate cap x usable Wh, energy left to `soc_max`) and 0 at/above `soc_max`;
 //!    discharge up to min(BMS, C-rate cap, energy above `soc_min`) and 0 at/below `soc_min`.
-//!    The evening reserve lowers the *economic* discharge bound (tariff arbitrage) to the
-//!    energy above the reserve while its window is open; the import limit and peak shaving
-//!    may still use the energy down to `soc_min`.
+//!    The evening reserve lowers the *economic* discharge bound (tariff arbitrage and peak
+//!    shaving) to the energy above the reserve while its window is open; only the import
+//!    limit may use the energy down to `soc_min` (serving the cars that are here now is what
+//!    the reserve keeps energy for).
 //! 3. **Grid budget for vehicles** (all in the same cycle, from measurements now):
-//!    `G = import_limit - base - uncontrolled chargers + pv + D`, where `D` is the battery's
-//!    full discharge bound when vehicles are served first, and with the dealer served first
-//!    only the discharge the battery makes anyway for the peak tariff. A per-phase amp budget
+//!    `G = import_budget - base - uncontrolled chargers + pv + D`, where `import_budget` is
+//!    `import_limit - import_margin` (load steps, PV drops and falling BMS limits show up one
+//!    cycle late, so the plan never sits right at the limit) and `D` is the battery's full
+//!    discharge bound when vehicles are served first. With the dealer served first `D` is at
+//!    most the building's net load (`base + uncontrolled - pv`): the battery may carry the
+//!    building so that the grid's share of the limit goes to the cars, never the cars
+//!    themselves; it discharges for that only when the limit binds. A per-phase amp budget
 //!    from `phase_fuse_a` applies too when per-phase grid power is fresh (each charger's
 //!    amps are counted on every phase, which is conservative for 1-phase chargers).
 //! 4. **Firm pass.** Fast chargers ask up to their cap, min_solar ones and solar ones held
@@ -49,9 +54,10 @@
 //!    in the dearest tariff period and when `price > stored value / efficiency + wear cost`
 //!    it discharges to cover the building (dealer first) or the whole net load (vehicles
 //!    first); in the cheapest period with `grid_charging_in_valley` it charges from the grid
-//!    up to the demand target. Then it discharges what is needed to keep import under the
-//!    15-minute demand target (peak shaving; the target rises to the month's peak) and, last,
-//!    under the import limit. If import still exceeds the limit a reason says so.
+//!    only up to the month's peak so far (cheap energy never pays for a new demand peak).
+//!    Then it discharges what is needed to keep import under the import budget and under the
+//!    15-minute demand target (peak shaving with the economic bound; the target rises to the
+//!    month's peak). If import still exceeds the hard limit a reason says so.
 //! 7. **PV limit.** Only when export would exceed the export limit: PV is limited to
 //!    `loads + battery charge + export limit` (zero export possible).
 //!
@@ -135,6 +141,8 @@ pub fn decide_into(
 
     // ---- 1. inputs -------------------------------------------------------------------
     let import_limit = policy.grid.import_limit;
+    // What the plan allows itself: the limit less the margin for one cycle of lag.
+    let import_budget = policy.grid.import_budget();
     let export_limit = policy.grid.export_limit;
     let pv_rating = snapshot.pv.rating.max(Watts::ZERO);
     let pv_reading = snapshot.pv.power.fresh_value();
@@ -262,11 +270,15 @@ pub fn decide_into(
     } else {
         Watts::ZERO
     };
+    // Dealer first: the battery serves the building (never the cars directly), but when the
+    // import limit binds it may carry the building's whole net load so that the grid's
+    // share of the limit goes to the cars; like every import-limit use, down to `soc_min`.
+    let building_net = (fixed - pv_firm).max(Watts::ZERO);
     let battery_for_vehicles = match policy.serve_first {
         ServeFirst::Vehicles => discharge_hard,
-        ServeFirst::Dealer => arbitrage_for_dealer,
+        ServeFirst::Dealer => arbitrage_for_dealer.max(discharge_hard.min(building_net)),
     };
-    let grid_budget = import_limit - fixed + pv_firm + battery_for_vehicles;
+    let grid_budget = import_budget - fixed + pv_firm + battery_for_vehicles;
     let amps_budget = phase_amps_budget(
         snapshot,
         policy,
@@ -336,7 +348,6 @@ pub fn decide_into(
                 pv_avail: pv_avail.0,
                 uncontrolled: uncontrolled.0,
                 fixed: fixed.0,
-                charge_max: charge_max.0,
             },
         );
     }
@@ -375,7 +386,13 @@ pub fn decide_into(
                 .push(Reason::BatteryPeakTariff { power: battery });
         }
     } else if valley_charging {
-        let ceiling = import_limit.min(demand_ceiling(policy, state, now));
+        // Only up to the month's peak so far: cheap energy is not worth a new demand peak.
+        let ceiling = state.demand.instant_target(
+            now,
+            state.demand.month_peak().min(import_budget),
+            import_budget,
+            policy.cycle_s,
+        );
         let room = ceiling - net_firm;
         if room.0 > 0.0 {
             battery = -charge_max.min(room);
@@ -390,8 +407,8 @@ pub fn decide_into(
             plan.reasons.push(Reason::BatteryEveningReserve { soc });
         }
     }
-    if (net_firm - battery).0 > import_limit.0 {
-        let want = discharge_hard.min(net_firm - import_limit);
+    if (net_firm - battery).0 > import_budget.0 {
+        let want = discharge_hard.min(net_firm - import_budget);
         if want.0 > battery.0 + EPS_W {
             battery = want;
             plan.reasons
@@ -400,8 +417,8 @@ pub fn decide_into(
     }
     if tariff.demand_charge_cny_per_kw > 0.0 {
         let target = demand_ceiling(policy, state, now);
-        if (net_firm - battery).0 > target.0 && discharge_hard.0 > battery.0 {
-            let want = discharge_hard.min(net_firm - target);
+        if (net_firm - battery).0 > target.0 && discharge_econ.0 > battery.0 {
+            let want = discharge_econ.min(net_firm - target);
             if want.0 > battery.0 + EPS_W {
                 battery = want;
                 plan.reasons.push(Reason::BatteryPeakShaving {
@@ -477,7 +494,6 @@ struct Budgets {
     pv_avail: f64,
     uncontrolled: f64,
     fixed: f64,
-    charge_max: f64,
 }
 
 /// Steps 4 and 5 of the algorithm: the firm pass, the solar pass and the on/off rules.
@@ -757,15 +773,15 @@ fn phase_amps_budget(
 }
 
 /// Instantaneous import allowed now for the demand charge: the 15-minute budget toward
-/// max(configured target, month peak so far), within the import limit.
+/// max(configured target, month peak so far), within the import budget (limit less margin).
 fn demand_ceiling(policy: &Policy, state: &DispatchState, now: DateTime<Utc>) -> Watts {
-    let limit = policy.grid.import_limit;
+    let cap = policy.grid.import_budget();
     let target = policy
         .grid
         .demand_target
         .max(state.demand.month_peak())
-        .min(limit);
+        .min(policy.grid.import_limit);
     state
         .demand
-        .instant_target(now, target, limit, policy.cycle_s)
+        .instant_target(now, target, cap, policy.cycle_s)
 }

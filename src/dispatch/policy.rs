@@ -61,8 +61,17 @@ pub struct RawGridPolicy {
     /// Main fuse per phase, A; unset = not checked per phase. Default unset.
     pub phase_fuse_a: Option<f64>,
     /// Import the battery tries to stay under for the demand charge (15-minute average), kW.
-    /// The target rises to the month's peak once that is higher. Default 100.
+    /// The target rises to the month's peak once that is higher. Default 40 (a little over
+    /// half of the reference building's 71.5 kW business-hours peak, so the battery shaves
+    /// the demand charge without emptying itself on an ordinary day).
     pub demand_target_kw: f64,
+    /// Headroom the plan keeps below `import_limit_kw`, kW: the plant shows load steps, PV
+    /// drops and falling BMS limits one cycle late, so planning exactly at the limit breaches
+    /// it for a cycle. Size it to the largest step of uncontrolled load (or PV drop) within
+    /// one cycle: the reference workshop steps by up to 20 kW, on top of a few kW of building
+    /// noise and PV drops. Used for the import-limit budget only, not for the demand target.
+    /// At most half the limit. Default 25.
+    pub import_margin_kw: f64,
 }
 
 impl Default for RawGridPolicy {
@@ -71,7 +80,8 @@ impl Default for RawGridPolicy {
             import_limit_kw: 150.0,
             export_limit_kw: 100.0,
             phase_fuse_a: None,
-            demand_target_kw: 100.0,
+            demand_target_kw: 40.0,
+            import_margin_kw: 25.0,
         }
     }
 }
@@ -279,6 +289,15 @@ pub struct GridPolicy {
     pub export_limit: Watts,
     pub phase_fuse: Option<Amps>,
     pub demand_target: Watts,
+    /// Headroom kept below `import_limit` by the plan.
+    pub import_margin: Watts,
+}
+
+impl GridPolicy {
+    /// The import the plan allows itself: the limit less the margin, never below 0.
+    pub fn import_budget(&self) -> Watts {
+        (self.import_limit - self.import_margin).max(Watts::ZERO)
+    }
 }
 
 /// Checked per-charger override.
@@ -438,6 +457,7 @@ impl Policy {
                 export_limit: Watts::ZERO,
                 phase_fuse: None,
                 demand_target: Watts::from_kw(150.0),
+                import_margin: Watts::from_kw(25.0),
             },
             serve_first: ServeFirst::Dealer,
             vehicles: VehiclePolicy {
@@ -536,6 +556,12 @@ impl RawPolicy {
             g.demand_target_kw,
             0.0,
             g.import_limit_kw.max(0.0),
+        );
+        issues.within(
+            &k("grid.import_margin_kw"),
+            g.import_margin_kw,
+            0.0,
+            0.5 * g.import_limit_kw.max(0.0),
         );
 
         // vehicles
@@ -717,6 +743,7 @@ impl RawPolicy {
                 export_limit: Watts::from_kw(g.export_limit_kw),
                 phase_fuse: g.phase_fuse_a.map(Amps),
                 demand_target: Watts::from_kw(g.demand_target_kw),
+                import_margin: Watts::from_kw(g.import_margin_kw),
             },
             serve_first: self.serve_first,
             vehicles: VehiclePolicy {
@@ -782,6 +809,20 @@ mod tests {
         assert_eq!(p.tariff.max_price(), 1.10);
         assert_eq!(p.timezone, chrono_tz::Asia::Shanghai);
         assert_eq!(Policy::default(), p);
+    }
+
+    #[test]
+    fn an_import_margin_above_half_the_limit_is_refused_naming_the_key() {
+        let mut raw = RawPolicy::default();
+        raw.grid.import_limit_kw = 40.0; // the 25 kW default margin is too much here
+        let (p, issues) = check(&raw);
+        assert!(p.is_none());
+        assert!(issues
+            .to_string()
+            .contains("policy.grid.import_margin_kw: must be within [0, 20] (got 25)"));
+        raw.grid.import_margin_kw = 4.0;
+        let (p, _) = check(&raw);
+        assert_eq!(p.unwrap().grid.import_budget(), Watts::from_kw(36.0));
     }
 
     #[test]

@@ -55,6 +55,15 @@ fn amps(plan: &Plan) -> Vec<f64> {
     plan.chargers.iter().map(|c| c.amps.0).collect()
 }
 
+/// The default policy planning right at the import limit (no margin) with a 100 kW demand
+/// target: the arithmetic of the sharing and battery tests below is written against it.
+fn exact() -> Policy {
+    let mut p = Policy::default();
+    p.grid.import_margin = Watts::ZERO;
+    p.grid.demand_target = Watts::from_kw(100.0);
+    p
+}
+
 fn with_mode(mut p: Policy, mode: ChargeMode) -> Policy {
     p.vehicles.default_mode = mode;
     p
@@ -64,7 +73,7 @@ fn with_mode(mut p: Policy, mode: ChargeMode) -> Policy {
 fn fast_chargers_share_the_import_limit_equally_and_say_why() {
     let mut s = no_battery(8);
     s.building = Reading::fresh(Watts::from_kw(100.0));
-    let p = Policy::default();
+    let p = exact();
     let mut st = DispatchState::new();
     let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
     let each = 50_000.0 / 8.0 / 690.0;
@@ -123,7 +132,7 @@ fn a_sudden_building_load_step_cuts_chargers_in_the_same_cycle() {
 #[test]
 fn ramp_up_is_limited_but_decreases_are_immediate() {
     let mut s = no_battery(1);
-    let p = Policy::default(); // 2 A/s
+    let p = exact(); // 2 A/s
     let mut st = DispatchState::new();
     let t0 = local(8, 0);
     let first = decide(&s, &p, &mut st, t0);
@@ -149,7 +158,7 @@ fn a_charger_gets_nothing_rather_than_less_than_its_minimum() {
     let mut s = no_battery(2);
     // Room for 1.5 x the minimum of one charger.
     s.building = Reading::fresh(Watts::from_kw(150.0) - Watts(9.0 * 690.0));
-    let p = Policy::default();
+    let p = exact();
     let mut st = DispatchState::new();
     let plan = run(&mut s, &p, &mut st, local(8, 0), 10);
     let a = amps(&plan);
@@ -159,6 +168,7 @@ fn a_charger_gets_nothing_rather_than_less_than_its_minimum() {
 #[test]
 fn priority_sharing_serves_the_highest_priority_first() {
     let mut raw = RawPolicy::default();
+    raw.grid.import_margin_kw = 0.0;
     raw.vehicles.sharing = Sharing::Priority;
     raw.vehicles.chargers.insert(
         "charger-2".into(),
@@ -182,6 +192,7 @@ fn priority_sharing_serves_the_highest_priority_first() {
 #[test]
 fn first_come_sharing_serves_the_earliest_car_fully() {
     let mut raw = RawPolicy::default();
+    raw.grid.import_margin_kw = 0.0;
     raw.vehicles.sharing = Sharing::FirstCome;
     let p = raw
         .validate("policy", &mut crate::validate::Issues::new())
@@ -297,12 +308,13 @@ fn min_solar_mode_keeps_the_minimum_without_surplus_and_adds_surplus() {
 }
 
 #[test]
-fn serve_first_dealer_cuts_vehicles_before_using_the_battery() {
-    let mut p = Policy::default();
+fn serve_first_dealer_cuts_vehicles_when_the_battery_cannot_carry_the_building() {
+    let mut p = exact();
     p.serve_first = ServeFirst::Dealer;
     p.grid.demand_target = p.grid.import_limit;
     let mut s = Snapshot::reference_idle(4);
     s.building = Reading::fresh(Watts::from_kw(140.0));
+    s.battery.soc = Reading::fresh(Percent(10.0)); // at soc_min
     let mut st = DispatchState::new();
     let plan = run(&mut s, &p, &mut st, local(8, 0), 30); // flat tariff
                                                           // 10 kW of room: not enough for 6 A on all four, so two share it and two wait.
@@ -318,7 +330,7 @@ fn serve_first_dealer_cuts_vehicles_before_using_the_battery() {
 
 #[test]
 fn serve_first_vehicles_discharges_the_battery_to_keep_cars_charging() {
-    let mut p = Policy::default();
+    let mut p = exact();
     p.serve_first = ServeFirst::Vehicles;
     p.grid.demand_target = p.grid.import_limit;
     let mut s = Snapshot::reference_idle(4);
@@ -374,8 +386,9 @@ fn battery_does_not_discharge_in_the_flat_period_below_the_demand_target() {
 
 #[test]
 fn battery_shaves_peaks_above_the_demand_target() {
-    let p = Policy::default(); // target 100 kW
+    let p = exact(); // target 100 kW
     let mut s = Snapshot::reference_idle(0);
+    s.battery.soc = Reading::fresh(Percent(80.0)); // above the evening reserve
     s.building = Reading::fresh(Watts::from_kw(130.0));
     let mut st = DispatchState::new();
     let plan = decide(&s, &p, &mut st, local(16, 0));
@@ -423,27 +436,41 @@ fn zero_export_limits_pv_to_what_the_site_absorbs() {
 }
 
 #[test]
-fn valley_grid_charging_fills_the_battery_up_to_the_demand_target() {
+fn valley_grid_charging_charges_only_up_to_the_months_peak_so_far() {
     let mut p = Policy::default();
     p.battery.grid_charging_in_valley = true;
     let mut s = Snapshot::reference_idle(0);
     s.building = Reading::fresh(Watts::from_kw(15.0));
+    // No peak yet this month: charging would set one, so the battery waits.
+    let plan = decide(&s, &p, &mut DispatchState::new(), local(3, 0));
+    assert_eq!(plan.battery, Watts::ZERO);
+    // A whole window at 60 kW without the battery sets this month's peak.
     let mut st = DispatchState::new();
-    let plan = decide(&s, &p, &mut st, local(3, 0));
-    // Charge bound 0.5 C x 360 kWh = 180 kW, BMS 120 kW; room under 100 kW target: 85 kW.
+    s.battery.online = false;
+    s.building = Reading::fresh(Watts::from_kw(60.0));
+    run(&mut s, &p, &mut st, local(2, 45), 901);
+    assert!((st.demand().month_peak().0 - 60_000.0).abs() < 200.0);
+    // Back at 15 kW: the battery charges with the 45 kW of room under that peak, not up to
+    // the 40 kW demand target's or the import limit's room.
+    s.battery.online = true;
+    s.building = Reading::fresh(Watts::from_kw(15.0));
+    let plan = run(&mut s, &p, &mut st, secs(local(3, 0), 1), 60);
     assert!(
-        (plan.battery.0 + 85_000.0).abs() < 1.0,
+        (plan.battery.0 + 45_000.0).abs() < 1_000.0,
         "{:?}",
         plan.battery
     );
     assert!(plan.has_reason("battery_charging_valley"));
+    assert!(st.demand().window_average().0 <= 60_000.0);
 }
 
 #[test]
 fn battery_holds_the_import_limit_when_the_building_alone_exceeds_it() {
-    let p = Policy::default();
+    let p = exact();
     let mut s = Snapshot::reference_idle(2);
     s.building = Reading::fresh(Watts::from_kw(170.0));
+    // Just enough discharge to hold the limit: nothing is left for the cars.
+    s.battery.max_discharge = Watts::from_kw(20.0);
     let mut st = DispatchState::new();
     let plan = decide(&s, &p, &mut st, local(8, 0));
     assert_eq!(amps(&plan), vec![0.0, 0.0]);
@@ -481,7 +508,7 @@ fn an_offline_charger_counts_at_its_rating_against_the_limit() {
     let mut s = no_battery(2);
     s.building = Reading::fresh(Watts::from_kw(100.0));
     s.chargers[1].online = false;
-    let p = Policy::default();
+    let p = exact();
     let mut st = DispatchState::new();
     let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
     let room: f64 = 50_000.0 - 32.0 * 690.0;
@@ -614,8 +641,9 @@ fn serve_first_vehicles_gives_solar_cars_pv_before_the_building() {
 
 #[test]
 fn peak_shaving_target_rises_to_the_months_peak() {
-    let p = Policy::default(); // target 100 kW
+    let p = exact(); // target 100 kW
     let mut s = Snapshot::reference_idle(0);
+    s.battery.soc = Reading::fresh(Percent(80.0)); // above the evening reserve
     s.battery.online = false;
     s.building = Reading::fresh(Watts::from_kw(130.0));
     let mut st = DispatchState::new();
@@ -650,4 +678,114 @@ fn stale_grid_never_charges_the_battery_from_the_grid() {
     let mut st = DispatchState::new();
     let plan = decide(&s, &p, &mut st, local(3, 0));
     assert_eq!(plan.battery, Watts::ZERO);
+}
+
+#[test]
+fn the_plan_keeps_the_import_margin_below_the_limit() {
+    let mut s = no_battery(8);
+    s.building = Reading::fresh(Watts::from_kw(80.0));
+    let p = Policy::default(); // 150 kW limit, 25 kW margin
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
+    assert!(
+        (plan.balance.grid.0 - 125_000.0).abs() < 1.0,
+        "{:?}",
+        plan.balance
+    );
+    let each = 45_000.0 / 8.0 / 690.0;
+    for a in amps(&plan) {
+        assert!((a - each).abs() < 1e-6, "{a} vs {each}");
+    }
+    // A load step as large as the margin, seen one cycle late, stays within the limit.
+    let stepped = plan.balance.grid + Watts::from_kw(25.0);
+    assert!(stepped.0 <= p.grid.import_limit.0 + 1e-6);
+}
+
+#[test]
+fn the_battery_holds_import_at_the_margin_not_at_the_limit() {
+    let p = Policy::default();
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(160.0));
+    let mut st = DispatchState::new();
+    let plan = decide(&s, &p, &mut st, local(8, 0));
+    assert!(
+        (plan.balance.grid.0 - 125_000.0).abs() < 1.0,
+        "{:?}",
+        plan.balance
+    );
+    assert!(plan.has_reason("battery_import_limit"));
+    assert!(!plan.has_reason("import_limit_unreachable"));
+}
+
+#[test]
+fn serve_first_dealer_lets_the_battery_carry_the_building_so_cars_get_the_grid() {
+    let mut p = Policy::default();
+    p.serve_first = ServeFirst::Dealer;
+    let mut s = Snapshot::reference_idle(8);
+    s.building = Reading::fresh(Watts::from_kw(60.0));
+    s.battery.soc = Reading::fresh(Percent(40.0)); // below the evening reserve
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(14, 0), 30);
+    // The battery takes the building (60 kW), the grid's 125 kW go to the cars.
+    let each = 125_000.0 / 8.0 / 690.0;
+    for a in amps(&plan) {
+        assert!((a - each).abs() < 1e-3, "{a} vs {each}");
+    }
+    assert!(
+        (plan.battery.0 - 60_000.0).abs() < 1.0,
+        "{:?}",
+        plan.battery
+    );
+    assert!(plan.balance.grid.0 <= 125_000.0 + 1e-3);
+    // The battery never covers more than the building: the cars get no more than the grid.
+    assert!(plan.balance.chargers.0 <= 125_000.0 + 1e-3);
+}
+
+#[test]
+fn serve_first_dealer_does_not_discharge_for_cars_the_grid_can_serve() {
+    let mut p = Policy::default();
+    p.serve_first = ServeFirst::Dealer;
+    let mut s = Snapshot::reference_idle(2);
+    s.building = Reading::fresh(Watts::from_kw(30.0));
+    s.battery.soc = Reading::fresh(Percent(40.0));
+    let mut st = DispatchState::new();
+    let plan = run(&mut s, &p, &mut st, local(16, 0), 30);
+    assert_eq!(amps(&plan), vec![32.0, 32.0]);
+    assert_eq!(plan.battery, Watts::ZERO);
+}
+
+#[test]
+fn peak_shaving_keeps_the_evening_reserve() {
+    let p = Policy::default(); // 40 kW target, 50 % reserve 07:00-18:00
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(70.0));
+    s.battery.soc = Reading::fresh(Percent(45.0));
+    let mut st = DispatchState::new();
+    let plan = decide(&s, &p, &mut st, local(16, 0));
+    assert_eq!(plan.battery, Watts::ZERO);
+    // Above the reserve it shaves down to the target.
+    s.battery.soc = Reading::fresh(Percent(70.0));
+    let plan = decide(&s, &p, &mut DispatchState::new(), local(16, 0));
+    assert!(
+        (plan.battery.0 - 30_000.0).abs() < 1.0,
+        "{:?}",
+        plan.battery
+    );
+    assert!(plan.has_reason("battery_peak_shaving"));
+    // Outside the reserve window it may use the energy down to soc_min.
+    s.battery.soc = Reading::fresh(Percent(45.0));
+    let plan = decide(&s, &p, &mut DispatchState::new(), local(6, 0));
+    assert!(
+        (plan.battery.0 - 30_000.0).abs() < 1.0,
+        "{:?}",
+        plan.battery
+    );
+}
+
+#[test]
+fn default_demand_target_is_below_the_reference_buildings_business_hours_peak() {
+    let p = Policy::default();
+    assert_eq!(p.grid.demand_target, Watts::from_kw(40.0));
+    assert_eq!(p.grid.import_margin, Watts::from_kw(25.0));
+    assert_eq!(p.grid.import_budget(), Watts::from_kw(125.0));
 }
