@@ -207,14 +207,16 @@ pub fn run_closed_loop(
     let total_s = f64::from(days) * 86_400.0;
     let started = Instant::now();
     let mut plant = Plant::new(scenario, seed);
-    let soc_start_pct = plant.view().battery.soc_pct;
+    // One view for the whole run, overwritten in place every cycle.
+    let mut view = plant.view();
+    let soc_start_pct = view.battery.soc_pct;
     let mut commands: Vec<Command> = Vec::with_capacity(16 + scenario.chargers.count);
     let mut rejected_commands = 0u64;
     let mut first_rejection = None;
     let mut cycles = 0u64;
     let mut t = 0.0;
     while t < total_s - 1e-9 {
-        let view = plant.view();
+        plant.view_into(&mut view);
         controller.control(&view, &mut commands);
         for cmd in commands.drain(..) {
             if let Err(e) = plant.apply(cmd) {
@@ -231,7 +233,8 @@ pub fn run_closed_loop(
         t = (cycles as f64 * cycle_s).min(total_s);
     }
     let kpis = plant.kpis();
-    let soc_end_pct = plant.view().battery.soc_pct;
+    plant.view_into(&mut view);
+    let soc_end_pct = view.battery.soc_pct;
     Ok(RunResult {
         kpis,
         sim_seconds: plant.elapsed_s(),
