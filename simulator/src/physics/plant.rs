@@ -149,6 +149,7 @@ impl Plant {
             }
         }
         while let Some((ci, a)) = self.exo.pop_arrival(t) {
+            let (arrived, departs) = (self.at(a.t_s), self.at(a.depart_s));
             if let Some(c) = self.chargers.get_mut(ci) {
                 if c.vehicle.is_none() {
                     c.vehicle = Some(Vehicle {
@@ -160,6 +161,8 @@ impl Plant {
                         phases: a.phases,
                         arrive_s: a.t_s,
                         depart_s: a.depart_s,
+                        arrived,
+                        departs,
                         session_wh: 0.0,
                     });
                 }
@@ -305,6 +308,8 @@ impl Plant {
         {
             return Err("vehicle parameters out of range".to_string());
         }
+        let epoch = self.epoch;
+        let (arrived, departs) = (time_at(epoch, t), time_at(epoch, t + v.stay_s));
         c.vehicle = Some(Vehicle {
             kind: v.kind,
             battery_wh: v.battery_wh,
@@ -314,6 +319,8 @@ impl Plant {
             phases: v.phases,
             arrive_s: t,
             depart_s: t + v.stay_s,
+            arrived,
+            departs,
             session_wh: 0.0,
         });
         self.exo.mark_occupied(charger_index, t + v.stay_s);
@@ -353,8 +360,8 @@ impl Plant {
                 Some(SessionForecast {
                     charger: i,
                     kind: v.kind,
-                    arrive: self.at(v.arrive_s),
-                    depart: self.at(v.depart_s),
+                    arrive: v.arrived,
+                    depart: v.departs,
                     wanted_wh: v.wanted_wh(),
                     max_w: v.onboard_max_a.min(c.rating_a)
                         * f64::from(v.phases.min(c.phases))
@@ -368,7 +375,7 @@ impl Plant {
     }
 
     fn at(&self, t_s: f64) -> DateTime<Utc> {
-        self.epoch + Duration::milliseconds((t_s * 1000.0).round() as i64)
+        time_at(self.epoch, t_s)
     }
 
     /// What every device shows now (a fresh view; loops should keep one and use
@@ -512,8 +519,8 @@ impl Plant {
                 vv.soc_pct = v.soc_pct;
                 vv.target_soc_pct = v.target_soc_pct;
                 vv.onboard_max_a = v.onboard_max_a;
-                vv.arrived = self.at(v.arrive_s);
-                vv.departs = self.at(v.depart_s);
+                vv.arrived = v.arrived;
+                vv.departs = v.departs;
                 vv.session_wh = v.session_wh;
                 vv.wanted_wh = v.wanted_wh();
             }
@@ -524,14 +531,19 @@ impl Plant {
                     soc_pct: v.soc_pct,
                     target_soc_pct: v.target_soc_pct,
                     onboard_max_a: v.onboard_max_a,
-                    arrived: self.at(v.arrive_s),
-                    departs: self.at(v.depart_s),
+                    arrived: v.arrived,
+                    departs: v.departs,
                     session_wh: v.session_wh,
                     wanted_wh: v.wanted_wh(),
                 })
             }
         }
     }
+}
+
+/// `t_s` seconds after `epoch`, to the millisecond.
+fn time_at(epoch: DateTime<Utc>, t_s: f64) -> DateTime<Utc> {
+    epoch + Duration::milliseconds((t_s * 1000.0).round() as i64)
 }
 
 /// A SunSpec meter's view of three phase powers and two energy counters.
