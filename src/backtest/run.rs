@@ -3,7 +3,7 @@
 
 use super::faults::FaultReplay;
 use super::plant_io::{plan_changes, SnapshotBuilder};
-use crate::dispatch::{decide_into, DispatchState, Plan, Policy};
+use crate::dispatch::{decide_into, DispatchState, Plan, Policy, Reason};
 use station_sim::physics::{Kpis, Plant};
 use station_sim::scenario::Scenario;
 use station_sim::view::{Command, StationView};
@@ -121,7 +121,12 @@ impl Controller for PolicyController {
             &mut self.plan,
         );
         self.cycles += 1;
-        if self.plan.has_reason("import_limit_unreachable") {
+        if self
+            .plan
+            .reasons
+            .iter()
+            .any(|r| matches!(r, Reason::ImportLimitUnreachable { .. }))
+        {
             self.import_limit_unreachable_cycles += 1;
         }
         let since_battery_write_s = self.last_battery_write.map_or(f64::INFINITY, |t| {
