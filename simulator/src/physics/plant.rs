@@ -487,7 +487,8 @@ impl Plant {
             temp_c: b.temp_c,
             state: b.state(),
             alarms: b.alarms(),
-            cycles: b.efc().floor() as u32,
+            // Truncation is `floor` here: negative values and NaN saturate to 0 either way.
+            cycles: b.efc() as u32,
             soc_reserve_min_pct: b.soc_reserve_min_pct,
         }
     }
@@ -505,7 +506,7 @@ impl Plant {
         cv.setpoint_a = c.setpoint_a;
         cv.safe_current_a = c.safe_current_a;
         cv.validity_s = c.validity_s;
-        cv.remaining_validity_s = c.remaining_validity_s.ceil() as u32;
+        cv.remaining_validity_s = ceil_u32(c.remaining_validity_s);
         cv.temperature_c = 25.0 + 10.0 * c.power_w / (c.rating_a * 3.0 * NOMINAL_V);
         match (c.vehicle.as_ref(), cv.vehicle.as_mut()) {
             (None, _) => cv.vehicle = None,
@@ -541,6 +542,17 @@ impl Plant {
     }
 }
 
+/// `x.ceil() as u32` for every `x` (NaN and negatives give 0, large values saturate) without
+/// the libm call `ceil` costs on baseline x86-64.
+fn ceil_u32(x: f64) -> u32 {
+    let t = x as u32;
+    if f64::from(t) < x {
+        t.saturating_add(1)
+    } else {
+        t
+    }
+}
+
 /// `t_s` seconds after `epoch`, to the millisecond.
 fn time_at(epoch: DateTime<Utc>, t_s: f64) -> DateTime<Utc> {
     epoch + Duration::milliseconds((t_s * 1000.0).round() as i64)
@@ -573,4 +585,52 @@ fn push_decimal(s: &mut String, n: usize) {
     use std::fmt::Write;
     // Writing into a String cannot fail.
     let _ = write!(s, "{n}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceil_u32_matches_ceil_then_cast_everywhere() {
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            -0.5,
+            -1.5,
+            0.5,
+            1.0,
+            59.999_999_999,
+            60.0,
+            60.000_000_001,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::from(u32::MAX) - 0.5,
+            f64::from(u32::MAX),
+            f64::from(u32::MAX) + 0.5,
+            1e300,
+            f64::MIN_POSITIVE,
+        ];
+        xs.extend((0..20_000).map(|i| f64::from(i) * 0.013 - 3.0));
+        for x in xs {
+            assert_eq!(ceil_u32(x), x.ceil() as u32, "x = {x}");
+        }
+    }
+
+    #[test]
+    fn charger_ids_are_recognised_only_as_format_writes_them() {
+        assert!(is_charger_id("charger-1", 1));
+        assert!(is_charger_id("charger-12", 12));
+        assert!(!is_charger_id("charger-01", 1));
+        assert!(!is_charger_id("charger-+1", 1));
+        assert!(!is_charger_id("charger-2", 1));
+        assert!(!is_charger_id("charger-", 0));
+        assert!(!is_charger_id("Charger-1", 1));
+        let mut s = String::from("x");
+        s.clear();
+        s.push_str("charger-");
+        push_decimal(&mut s, 307);
+        assert_eq!(s, "charger-307");
+    }
 }
