@@ -49,5 +49,21 @@ fn bench_plant(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_plant);
+/// A fresh view against one view overwritten in place, 8 chargers with cars coming and going.
+fn bench_view(c: &mut Criterion) {
+    let mut s = Scenario::reference();
+    s.vehicles.arrival_scale = 2.0;
+    let mut plant = Plant::new(&s, 1);
+    // Midday with cars plugged.
+    plant.step(6.0 * 3600.0);
+    let mut group = c.benchmark_group("plant_view");
+    group.bench_function("view_8_chargers", |b| b.iter(|| black_box(plant.view())));
+    let mut buf = plant.view();
+    group.bench_function("view_into_8_chargers", |b| {
+        b.iter(|| plant.view_into(black_box(&mut buf)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_plant, bench_view);
 criterion_main!(benches);

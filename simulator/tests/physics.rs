@@ -133,6 +133,100 @@ fn stepping_does_not_allocate_even_across_days() {
 }
 
 #[test]
+fn view_into_equals_a_fresh_view_through_plugs_unplugs_and_days() {
+    let mut s = Scenario::reference();
+    s.vehicles.arrival_scale = 2.0;
+    let mut p = Plant::new(&s, 11);
+    // Start from a buffer of another roster (16 chargers, ids and cars in the wrong places)
+    // so that truncation, id rewrites and vehicle replacement are all exercised.
+    let mut big = Scenario::reference();
+    big.chargers.count = 16;
+    let mut other = Plant::new(&big, 5);
+    other.plug_vehicle(3, car()).unwrap();
+    other.step(60.0);
+    let mut buf = other.view();
+    buf.chargers.swap(0, 3);
+    buf.chargers[1].id = "charger-02".to_string();
+    buf.chargers[2].id = "charger-+3".to_string();
+    p.view_into(&mut buf);
+    assert_eq!(buf, p.view());
+
+    let mut plugs = 0;
+    let mut unplugs = 0;
+    let mut was_plugged = vec![false; s.chargers.count];
+    for i in 0..(2 * 86_400 / 7) {
+        if i % 500 == 0 {
+            // Manual cars on free chargers, short stays, on top of the random arrivals.
+            let spec = VehicleSpec {
+                stay_s: 900.0,
+                ..car()
+            };
+            let _ = p.plug_vehicle(i / 500 % 8, spec);
+        }
+        if i % 40 == 0 {
+            p.apply(Command::BatterySetpointW(if i % 80 == 0 {
+                -30_000.0
+            } else {
+                25_000.0
+            }))
+            .unwrap();
+            for c in 0..8 {
+                p.apply(Command::ChargerSetpointA {
+                    index: c,
+                    amps: ((i / 40 + c) % 5) as f64 * 8.0,
+                })
+                .unwrap();
+            }
+        }
+        p.step(7.0);
+        p.view_into(&mut buf);
+        assert_eq!(buf, p.view(), "step {i}");
+        for (was, c) in was_plugged.iter_mut().zip(&buf.chargers) {
+            let now = c.vehicle.is_some();
+            plugs += u32::from(now && !*was);
+            unplugs += u32::from(!now && *was);
+            *was = now;
+        }
+    }
+    assert!(
+        plugs > 20 && unplugs > 20,
+        "plugs {plugs} unplugs {unplugs}"
+    );
+}
+
+#[test]
+fn view_into_does_not_allocate_in_the_steady_state() {
+    let mut p = Plant::new(&quiet("10:00"), 2);
+    for c in [0, 3, 7] {
+        p.plug_vehicle(
+            c,
+            VehicleSpec {
+                stay_s: 86_400.0,
+                ..car()
+            },
+        )
+        .unwrap();
+    }
+    p.step(1.0);
+    let mut buf = p.view();
+    let before = allocations();
+    for i in 0..20_000 {
+        if i % 10 == 0 {
+            p.apply(Command::ChargerSetpointA {
+                index: 3,
+                amps: (i % 30) as f64,
+            })
+            .unwrap();
+        }
+        p.step(1.0);
+        p.view_into(&mut buf);
+    }
+    assert_eq!(allocations() - before, 0);
+    assert_eq!(buf, p.view());
+    assert!(buf.chargers[3].vehicle.as_ref().unwrap().session_wh > 0.0);
+}
+
+#[test]
 fn battery_soc_stays_in_its_window_when_driven_to_both_ends() {
     let mut s = quiet("00:00");
     s.battery.initial_soc_pct = 60.0;

@@ -3,7 +3,7 @@
 
 use super::faults::FaultReplay;
 use super::plant_io::{plan_changes, SnapshotBuilder};
-use crate::dispatch::{decide_into, DispatchState, Plan, Policy};
+use crate::dispatch::{decide_into, DispatchState, Plan, Policy, Reason};
 use station_sim::physics::{Kpis, Plant};
 use station_sim::scenario::Scenario;
 use station_sim::view::{Command, StationView};
@@ -121,7 +121,12 @@ impl Controller for PolicyController {
             &mut self.plan,
         );
         self.cycles += 1;
-        if self.plan.has_reason("import_limit_unreachable") {
+        if self
+            .plan
+            .reasons
+            .iter()
+            .any(|r| matches!(r, Reason::ImportLimitUnreachable { .. }))
+        {
             self.import_limit_unreachable_cycles += 1;
         }
         let since_battery_write_s = self.last_battery_write.map_or(f64::INFINITY, |t| {
@@ -207,14 +212,16 @@ pub fn run_closed_loop(
     let total_s = f64::from(days) * 86_400.0;
     let started = Instant::now();
     let mut plant = Plant::new(scenario, seed);
-    let soc_start_pct = plant.view().battery.soc_pct;
+    // One view for the whole run, overwritten in place every cycle.
+    let mut view = plant.view();
+    let soc_start_pct = view.battery.soc_pct;
     let mut commands: Vec<Command> = Vec::with_capacity(16 + scenario.chargers.count);
     let mut rejected_commands = 0u64;
     let mut first_rejection = None;
     let mut cycles = 0u64;
     let mut t = 0.0;
     while t < total_s - 1e-9 {
-        let view = plant.view();
+        plant.view_into(&mut view);
         controller.control(&view, &mut commands);
         for cmd in commands.drain(..) {
             if let Err(e) = plant.apply(cmd) {
@@ -231,7 +238,8 @@ pub fn run_closed_loop(
         t = (cycles as f64 * cycle_s).min(total_s);
     }
     let kpis = plant.kpis();
-    let soc_end_pct = plant.view().battery.soc_pct;
+    plant.view_into(&mut view);
+    let soc_end_pct = view.battery.soc_pct;
     Ok(RunResult {
         kpis,
         sim_seconds: plant.elapsed_s(),

@@ -8,7 +8,9 @@ use super::pv::PvInverter;
 use super::vehicles::{Vehicle, VehicleSpec};
 use super::{forecast_from, Exogenous, SessionForecast};
 use crate::scenario::{FaultKind, Scenario};
-use crate::view::{BatteryView, ChargerView, Command, MeterView, PvView, StationView, VehicleView};
+use crate::view::{
+    BatteryView, ChargerView, Command, MeterView, Mode3State, PvView, StationView, VehicleView,
+};
 use chrono::{DateTime, Duration, Utc};
 
 /// How the building load splits over L1, L2, L3.
@@ -147,6 +149,7 @@ impl Plant {
             }
         }
         while let Some((ci, a)) = self.exo.pop_arrival(t) {
+            let (arrived, departs) = (self.at(a.t_s), self.at(a.depart_s));
             if let Some(c) = self.chargers.get_mut(ci) {
                 if c.vehicle.is_none() {
                     c.vehicle = Some(Vehicle {
@@ -158,6 +161,8 @@ impl Plant {
                         phases: a.phases,
                         arrive_s: a.t_s,
                         depart_s: a.depart_s,
+                        arrived,
+                        departs,
                         session_wh: 0.0,
                     });
                 }
@@ -303,6 +308,8 @@ impl Plant {
         {
             return Err("vehicle parameters out of range".to_string());
         }
+        let epoch = self.epoch;
+        let (arrived, departs) = (time_at(epoch, t), time_at(epoch, t + v.stay_s));
         c.vehicle = Some(Vehicle {
             kind: v.kind,
             battery_wh: v.battery_wh,
@@ -312,6 +319,8 @@ impl Plant {
             phases: v.phases,
             arrive_s: t,
             depart_s: t + v.stay_s,
+            arrived,
+            departs,
             session_wh: 0.0,
         });
         self.exo.mark_occupied(charger_index, t + v.stay_s);
@@ -351,8 +360,8 @@ impl Plant {
                 Some(SessionForecast {
                     charger: i,
                     kind: v.kind,
-                    arrive: self.at(v.arrive_s),
-                    depart: self.at(v.depart_s),
+                    arrive: v.arrived,
+                    depart: v.departs,
                     wanted_wh: v.wanted_wh(),
                     max_w: v.onboard_max_a.min(c.rating_a)
                         * f64::from(v.phases.min(c.phases))
@@ -366,103 +375,262 @@ impl Plant {
     }
 
     fn at(&self, t_s: f64) -> DateTime<Utc> {
-        self.epoch + Duration::milliseconds((t_s * 1000.0).round() as i64)
+        time_at(self.epoch, t_s)
     }
 
-    /// What every device shows now.
+    /// What every device shows now (a fresh view; loops should keep one and use
+    /// [`Plant::view_into`]).
     pub fn view(&self) -> StationView {
+        let mut v = StationView {
+            sim_time: self.epoch,
+            pv: self.pv_view(),
+            battery: self.battery_view(),
+            grid_meter: meter_view(self.grid_phase_w, self.grid_import_wh, self.grid_export_wh),
+            building_meter: meter_view(self.building_phase_w, self.building_wh, 0.0),
+            chargers: Vec::with_capacity(self.chargers.len()),
+        };
+        self.view_into(&mut v);
+        v
+    }
+
+    /// Overwrite `out` with what every device shows now, reusing its buffers: the charger
+    /// list, the charger ids and the vehicle kinds are kept when they already hold the right
+    /// value, so a loop that keeps one view allocates only when a car plugs in (its vehicle
+    /// entry) or the number of chargers grows. Gives exactly what [`Plant::view`] gives.
+    pub fn view_into(&self, out: &mut StationView) {
+        out.sim_time = self.now();
+        out.pv = self.pv_view();
+        out.battery = self.battery_view();
+        out.grid_meter = meter_view(self.grid_phase_w, self.grid_import_wh, self.grid_export_wh);
+        out.building_meter = meter_view(self.building_phase_w, self.building_wh, 0.0);
+        out.chargers.truncate(self.chargers.len());
+        for (i, c) in self.chargers.iter().enumerate() {
+            match out.chargers.get_mut(i) {
+                Some(cv) => {
+                    if !is_charger_id(&cv.id, i + 1) {
+                        cv.id.clear();
+                        cv.id.push_str("charger-");
+                        push_decimal(&mut cv.id, i + 1);
+                    }
+                    self.fill_charger_view(c, cv);
+                }
+                None => {
+                    let mut cv = ChargerView {
+                        id: format!("charger-{}", i + 1),
+                        phases: 0,
+                        rating_a: 0.0,
+                        state: Mode3State::A,
+                        voltage_v: [NOMINAL_V; 3],
+                        current_a: [0.0; 3],
+                        power_w: 0.0,
+                        energy_wh: 0.0,
+                        applied_max_a: 0.0,
+                        setpoint_a: 0.0,
+                        safe_current_a: 0.0,
+                        validity_s: 0,
+                        remaining_validity_s: 0,
+                        temperature_c: 0.0,
+                        vehicle: None,
+                    };
+                    self.fill_charger_view(c, &mut cv);
+                    out.chargers.push(cv);
+                }
+            }
+        }
+    }
+
+    fn pv_view(&self) -> PvView {
         let pv = &self.pv;
         let pv_a = pv.power_w / 3.0 / NOMINAL_V;
+        PvView {
+            rating_w: pv.rating_w,
+            power_w: pv.power_w,
+            dc_power_w: pv.dc_power_w(),
+            available_w: pv.available_w,
+            energy_wh: pv.energy_wh,
+            limit_pct: pv.limit_pct,
+            limit_enabled: pv.limit_enabled,
+            limit_revert_s: pv.limit_revert_s,
+            status: pv.status(),
+            voltage_v: [NOMINAL_V; 3],
+            current_a: [pv_a; 3],
+            frequency_hz: GRID_HZ,
+            cabinet_temp_c: self.sc.battery.ambient_c + 15.0 * pv.power_w / pv.rating_w,
+        }
+    }
+
+    fn battery_view(&self) -> BatteryView {
         let b = &self.battery;
         let (cell_max, cell_min) = b.cell_v();
-        let meter = |phase_w: [f64; 3], import_wh: f64, export_wh: f64| MeterView {
-            power_w: phase_w.iter().sum(),
-            phase_w,
-            voltage_v: [NOMINAL_V; 3],
-            current_a: phase_w.map(|w| w.abs() / NOMINAL_V),
-            frequency_hz: GRID_HZ,
-            import_wh,
-            export_wh,
-        };
-        StationView {
-            sim_time: self.now(),
-            pv: PvView {
-                rating_w: pv.rating_w,
-                power_w: pv.power_w,
-                dc_power_w: pv.dc_power_w(),
-                available_w: pv.available_w,
-                energy_wh: pv.energy_wh,
-                limit_pct: pv.limit_pct,
-                limit_enabled: pv.limit_enabled,
-                limit_revert_s: pv.limit_revert_s,
-                status: pv.status(),
-                voltage_v: [NOMINAL_V; 3],
-                current_a: [pv_a; 3],
-                frequency_hz: GRID_HZ,
-                cabinet_temp_c: self.sc.battery.ambient_c + 15.0 * pv.power_w / pv.rating_w,
+        BatteryView {
+            nameplate_wh: b.nameplate_wh,
+            usable_wh: b.usable_wh(),
+            soc_pct: b.soc_pct,
+            soh_pct: b.soh_pct,
+            power_w: b.power_w,
+            setpoint_w: if b.setpoint_enabled {
+                b.setpoint_w
+            } else {
+                0.0
             },
-            battery: BatteryView {
-                nameplate_wh: b.nameplate_wh,
-                usable_wh: b.usable_wh(),
-                soc_pct: b.soc_pct,
-                soh_pct: b.soh_pct,
-                power_w: b.power_w,
-                setpoint_w: if b.setpoint_enabled {
-                    b.setpoint_w
-                } else {
-                    0.0
-                },
-                setpoint_enabled: b.setpoint_enabled,
-                setpoint_revert_s: b.setpoint_revert_s,
-                pcs_rating_w: b.pcs_w,
-                max_charge_w: b.max_charge_w(),
-                max_discharge_w: b.max_discharge_w(),
-                max_charge_a: b.max_charge_a,
-                max_discharge_a: b.max_discharge_a,
-                voltage_v: b.voltage_v(),
-                current_a: b.current_a,
-                cell_v_max: cell_max,
-                cell_v_min: cell_min,
-                temp_c: b.temp_c,
-                state: b.state(),
-                alarms: b.alarms(),
-                cycles: b.efc().floor() as u32,
-                soc_reserve_min_pct: b.soc_reserve_min_pct,
-            },
-            grid_meter: meter(self.grid_phase_w, self.grid_import_wh, self.grid_export_wh),
-            building_meter: meter(self.building_phase_w, self.building_wh, 0.0),
-            chargers: self
-                .chargers
-                .iter()
-                .enumerate()
-                .map(|(i, c)| ChargerView {
-                    id: format!("charger-{}", i + 1),
-                    phases: c.phases,
-                    rating_a: c.rating_a,
-                    state: c.state,
-                    voltage_v: [NOMINAL_V; 3],
-                    current_a: c.line_currents_a(),
-                    power_w: c.power_w,
-                    energy_wh: c.energy_wh,
-                    applied_max_a: c.applied_max_a(),
-                    setpoint_a: c.setpoint_a,
-                    safe_current_a: c.safe_current_a,
-                    validity_s: c.validity_s,
-                    remaining_validity_s: c.remaining_validity_s.ceil() as u32,
-                    temperature_c: 25.0 + 10.0 * c.power_w / (c.rating_a * 3.0 * NOMINAL_V),
-                    vehicle: c.vehicle.as_ref().map(|v| VehicleView {
-                        kind: v.kind.as_str().to_string(),
-                        battery_wh: v.battery_wh,
-                        soc_pct: v.soc_pct,
-                        target_soc_pct: v.target_soc_pct,
-                        onboard_max_a: v.onboard_max_a,
-                        arrived: self.at(v.arrive_s),
-                        departs: self.at(v.depart_s),
-                        session_wh: v.session_wh,
-                        wanted_wh: v.wanted_wh(),
-                    }),
-                })
-                .collect(),
+            setpoint_enabled: b.setpoint_enabled,
+            setpoint_revert_s: b.setpoint_revert_s,
+            pcs_rating_w: b.pcs_w,
+            max_charge_w: b.max_charge_w(),
+            max_discharge_w: b.max_discharge_w(),
+            max_charge_a: b.max_charge_a,
+            max_discharge_a: b.max_discharge_a,
+            voltage_v: b.voltage_v(),
+            current_a: b.current_a,
+            cell_v_max: cell_max,
+            cell_v_min: cell_min,
+            temp_c: b.temp_c,
+            state: b.state(),
+            alarms: b.alarms(),
+            // Truncation is `floor` here: negative values and NaN saturate to 0 either way.
+            cycles: b.efc() as u32,
+            soc_reserve_min_pct: b.soc_reserve_min_pct,
         }
+    }
+
+    /// Everything of a charger's view but its id.
+    fn fill_charger_view(&self, c: &Charger, cv: &mut ChargerView) {
+        cv.phases = c.phases;
+        cv.rating_a = c.rating_a;
+        cv.state = c.state;
+        cv.voltage_v = [NOMINAL_V; 3];
+        cv.current_a = c.line_currents_a();
+        cv.power_w = c.power_w;
+        cv.energy_wh = c.energy_wh;
+        cv.applied_max_a = c.applied_max_a();
+        cv.setpoint_a = c.setpoint_a;
+        cv.safe_current_a = c.safe_current_a;
+        cv.validity_s = c.validity_s;
+        cv.remaining_validity_s = ceil_u32(c.remaining_validity_s);
+        cv.temperature_c = 25.0 + 10.0 * c.power_w / (c.rating_a * 3.0 * NOMINAL_V);
+        match (c.vehicle.as_ref(), cv.vehicle.as_mut()) {
+            (None, _) => cv.vehicle = None,
+            (Some(v), Some(vv)) => {
+                let kind = v.kind.as_str();
+                if vv.kind != kind {
+                    vv.kind.clear();
+                    vv.kind.push_str(kind);
+                }
+                vv.battery_wh = v.battery_wh;
+                vv.soc_pct = v.soc_pct;
+                vv.target_soc_pct = v.target_soc_pct;
+                vv.onboard_max_a = v.onboard_max_a;
+                vv.arrived = v.arrived;
+                vv.departs = v.departs;
+                vv.session_wh = v.session_wh;
+                vv.wanted_wh = v.wanted_wh();
+            }
+            (Some(v), None) => {
+                cv.vehicle = Some(VehicleView {
+                    kind: v.kind.as_str().to_string(),
+                    battery_wh: v.battery_wh,
+                    soc_pct: v.soc_pct,
+                    target_soc_pct: v.target_soc_pct,
+                    onboard_max_a: v.onboard_max_a,
+                    arrived: v.arrived,
+                    departs: v.departs,
+                    session_wh: v.session_wh,
+                    wanted_wh: v.wanted_wh(),
+                })
+            }
+        }
+    }
+}
+
+/// `x.ceil() as u32` for every `x` (NaN and negatives give 0, large values saturate) without
+/// the libm call `ceil` costs on baseline x86-64.
+fn ceil_u32(x: f64) -> u32 {
+    let t = x as u32;
+    if f64::from(t) < x {
+        t.saturating_add(1)
+    } else {
+        t
+    }
+}
+
+/// `t_s` seconds after `epoch`, to the millisecond.
+fn time_at(epoch: DateTime<Utc>, t_s: f64) -> DateTime<Utc> {
+    epoch + Duration::milliseconds((t_s * 1000.0).round() as i64)
+}
+
+/// A SunSpec meter's view of three phase powers and two energy counters.
+fn meter_view(phase_w: [f64; 3], import_wh: f64, export_wh: f64) -> MeterView {
+    MeterView {
+        power_w: phase_w.iter().sum(),
+        phase_w,
+        voltage_v: [NOMINAL_V; 3],
+        current_a: phase_w.map(|w| w.abs() / NOMINAL_V),
+        frequency_hz: GRID_HZ,
+        import_wh,
+        export_wh,
+    }
+}
+
+/// Whether `id` is `charger-{number}` exactly as `format!` writes it (no allocation).
+fn is_charger_id(id: &str, number: usize) -> bool {
+    id.strip_prefix("charger-").is_some_and(|digits| {
+        !digits.starts_with('0')
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && digits.parse::<usize>().is_ok_and(|n| n == number)
+    })
+}
+
+/// Append `n` in decimal to `s` (no allocation beyond growing `s`).
+fn push_decimal(s: &mut String, n: usize) {
+    use std::fmt::Write;
+    // Writing into a String cannot fail.
+    let _ = write!(s, "{n}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceil_u32_matches_ceil_then_cast_everywhere() {
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            -0.5,
+            -1.5,
+            0.5,
+            1.0,
+            59.999_999_999,
+            60.0,
+            60.000_000_001,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::from(u32::MAX) - 0.5,
+            f64::from(u32::MAX),
+            f64::from(u32::MAX) + 0.5,
+            1e300,
+            f64::MIN_POSITIVE,
+        ];
+        xs.extend((0..20_000).map(|i| f64::from(i) * 0.013 - 3.0));
+        for x in xs {
+            assert_eq!(ceil_u32(x), x.ceil() as u32, "x = {x}");
+        }
+    }
+
+    #[test]
+    fn charger_ids_are_recognised_only_as_format_writes_them() {
+        assert!(is_charger_id("charger-1", 1));
+        assert!(is_charger_id("charger-12", 12));
+        assert!(!is_charger_id("charger-01", 1));
+        assert!(!is_charger_id("charger-+1", 1));
+        assert!(!is_charger_id("charger-2", 1));
+        assert!(!is_charger_id("charger-", 0));
+        assert!(!is_charger_id("Charger-1", 1));
+        let mut s = String::from("x");
+        s.clear();
+        s.push_str("charger-");
+        push_decimal(&mut s, 307);
+        assert_eq!(s, "charger-307");
     }
 }

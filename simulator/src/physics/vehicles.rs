@@ -1,5 +1,6 @@
 //! Electric vehicles at the chargers.
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// Why a car is here (sets its arrival and dwell pattern).
@@ -60,6 +61,9 @@ pub struct Vehicle {
     /// Seconds since the plant's epoch.
     pub arrive_s: f64,
     pub depart_s: f64,
+    /// `arrive_s` and `depart_s` as times, worked out once at plug-in for the views.
+    pub arrived: DateTime<Utc>,
+    pub departs: DateTime<Utc>,
     pub session_wh: f64,
 }
 
@@ -99,6 +103,8 @@ mod tests {
             phases: 3,
             arrive_s: 0.0,
             depart_s: 3600.0,
+            arrived: DateTime::UNIX_EPOCH,
+            departs: DateTime::UNIX_EPOCH + chrono::Duration::hours(1),
             session_wh: 0.0,
         }
     }
