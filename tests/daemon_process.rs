@@ -363,7 +363,10 @@ async fn after_kill_9_the_station_falls_back_to_safe_values_on_its_own() {
     // The ledger survived the kill, losing at most the last flush interval (1 s) plus a cycle.
     let mut ledger = station_controller::ledger::Ledger::open(&ledger, Duration::from_secs(30));
     assert!(ledger.healthy(), "{:?}", ledger.health());
-    let totals = ledger.totals(recorded_from - chrono::Duration::minutes(5), killed_wall);
+    // Buckets are whole UTC quarter hours: ask from the start of the bucket the run began in.
+    let from =
+        station_controller::ledger::bucket_start(recorded_from) - chrono::Duration::minutes(15);
+    let totals = ledger.totals(from, killed_wall + chrono::Duration::minutes(15));
     assert!(
         totals.sum.covered_s >= 3.0,
         "only {} s survived",

@@ -6,10 +6,10 @@
 //! to turn elapsed real time into a simulated-time target; the physics never sees it.
 
 use crate::api;
+use crate::faults::FaultValue;
 use crate::faults::{ActiveFault, FaultError, FaultRequest, FaultTable};
-use crate::faults::{FaultKindName, FaultValue};
 use crate::physics::{Kpis, Plant, VehicleKind, VehicleSpec};
-use crate::scenario::{FaultKind, FaultSpec, Scenario};
+use crate::scenario::{FaultSpec, Scenario};
 use crate::view::{
     BatteryView, ChargerView, Command, Mode3State, PvView, Station, StationView, VehicleView,
     WireFaults,
@@ -625,17 +625,9 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
 
 /// The fault request of a scenario's scheduled fault.
 fn scheduled_request(spec: &FaultSpec) -> FaultRequest {
-    let kind = match spec.kind {
-        FaultKind::Offline => FaultKindName::Offline,
-        FaultKind::Latency => FaultKindName::Latency,
-        FaultKind::Exception => FaultKindName::Exception,
-        FaultKind::Frozen => FaultKindName::Frozen,
-        FaultKind::BadValue => FaultKindName::BadValue,
-        FaultKind::BmsAlarm => FaultKindName::BmsAlarm,
-    };
     FaultRequest {
         device: spec.device.clone(),
-        kind,
+        kind: spec.kind,
         duration_s: Some(spec.duration_s),
         latency_ms: spec.latency_ms,
         code: spec.exception_code,

@@ -254,23 +254,8 @@ pub struct TariffPeriod {
     pub cny_per_kwh: f64,
 }
 
-/// What a fault does.
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum FaultKind {
-    /// Device accepts and drops connections (wire).
-    Offline,
-    /// Replies delayed by `latency_ms` (wire).
-    Latency,
-    /// Every request answered with `exception_code` (wire).
-    Exception,
-    /// Register image frozen (wire).
-    Frozen,
-    /// Named point `point` overridden with `value` (wire).
-    BadValue,
-    /// BMS alarm: limits drop to 0, Evt1 contactor bit, State fault (physics, applied by the plant).
-    BmsAlarm,
-}
+/// What a fault does: the same kinds as the control API's `POST /faults`.
+pub use crate::faults::FaultKindName as FaultKind;
 
 /// A scheduled fault.
 #[derive(Deserialize, Clone, Debug)]
