@@ -256,7 +256,8 @@ impl Device {
         let result = match &mut self.driver {
             Driver::Battery(d) => d.safe().await,
             Driver::Charger(d) => d.safe().await,
-            Driver::Pv(_) | Driver::Meter(_) => Ok(()),
+            // The PV limit stays as last written and lapses by its own revert timeout.
+            Driver::Pv(_) | Driver::Meter(_) => return,
         };
         match result {
             Ok(()) => tracing::info!(device = %self.config.id, "safe setpoint written"),
