@@ -196,10 +196,7 @@ async fn run_demo(
         println!("  {id:<15} modbus tcp {addr}");
     }
     println!("  simulator truth http://{}/truth", demo.sim.addrs.api);
-    println!(
-        "  dashboard       http://{}/?tz=Asia/Shanghai",
-        demo.daemon.api_addr
-    );
+    println!("  dashboard       http://{}/", demo.daemon.api_addr);
     println!("Ctrl-C stops.");
     terminated().await?;
     println!("stopping");

@@ -102,6 +102,8 @@ pub struct TodayStatus {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
     pub station: String,
+    /// IANA time zone of the site (tariff periods are local times in it).
+    pub timezone: String,
     /// Station time of the cycle (follows the simulator in the demo).
     pub time: DateTime<Utc>,
     pub cycle: u64,

@@ -71,6 +71,7 @@ fn fake_status(n: u64) -> Status {
     };
     Status {
         station: "Test dealership".to_string(),
+        timezone: "Asia/Shanghai".to_string(),
         time,
         cycle: n,
         cycle_ms: 12.0,

@@ -34,7 +34,7 @@ async fn the_demo_dashboard_shows_live_values_and_every_charger() {
             phases: 3,
         })
         .unwrap();
-    let url = format!("http://{}/?tz=Asia/Shanghai", d.daemon.api_addr);
+    let url = format!("http://{}/", d.daemon.api_addr);
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/demo-dashboard.png");
     let cards = browser::assert_live_dashboard(&url, &shot).await;
     assert_eq!(cards, 8, "one card per charger");
@@ -53,6 +53,11 @@ async fn the_demo_dashboard_shows_live_values_and_every_charger() {
         .wait_for_text("#pv-power", Duration::from_secs(30), |t| t.contains("kW"))
         .await;
     assert!(pv.contains("kW"), "{pv}");
+    // Station time is shown in the station's own zone, not the browser's.
+    b.wait_for_text("#station-tz", Duration::from_secs(30), |t| {
+        t == "Asia/Shanghai"
+    })
+    .await;
     b.close().await;
     d.shutdown().await;
 }

@@ -298,6 +298,7 @@ impl Controller {
 
         let status = Status {
             station: cfg.name.clone(),
+            timezone: cfg.policy.timezone.name().to_string(),
             time: now,
             cycle: self.cycle,
             cycle_ms: cycle_s * 1000.0,

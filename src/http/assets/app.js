@@ -66,8 +66,7 @@
     el.dataset.w = isNum(w) ? String(w) : "";
   }
 
-  function timeZone() {
-    const tz = new URLSearchParams(window.location.search).get("tz");
+  function validZone(tz) {
     if (!tz) return undefined;
     try {
       new Intl.DateTimeFormat("en-GB", { timeZone: tz });
@@ -76,17 +75,29 @@
       return undefined;
     }
   }
-  const TZ = timeZone();
-  const TZ_LABEL = TZ || Intl.DateTimeFormat().resolvedOptions().timeZone || "local";
-  const fmtTime = new Intl.DateTimeFormat("en-GB", {
-    timeZone: TZ, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
-  });
-  const fmtHour = new Intl.DateTimeFormat("en-GB", {
-    timeZone: TZ, hour: "2-digit", minute: "2-digit", hour12: false,
-  });
-  const fmtDate = new Intl.DateTimeFormat("en-GB", {
-    timeZone: TZ, weekday: "short", year: "numeric", month: "short", day: "numeric",
-  });
+  // `?tz=Area/City` wins; otherwise the station's own zone from the status; until the first
+  // status arrives, the browser's zone.
+  const URL_TZ = validZone(new URLSearchParams(window.location.search).get("tz"));
+  let TZ, TZ_LABEL, fmtTime, fmtHour, fmtDate;
+  function setZone(tz) {
+    TZ = tz;
+    TZ_LABEL = TZ || Intl.DateTimeFormat().resolvedOptions().timeZone || "local";
+    fmtTime = new Intl.DateTimeFormat("en-GB", {
+      timeZone: TZ, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+    });
+    fmtHour = new Intl.DateTimeFormat("en-GB", {
+      timeZone: TZ, hour: "2-digit", minute: "2-digit", hour12: false,
+    });
+    fmtDate = new Intl.DateTimeFormat("en-GB", {
+      timeZone: TZ, weekday: "short", year: "numeric", month: "short", day: "numeric",
+    });
+  }
+  setZone(URL_TZ);
+  function followStationZone(s) {
+    if (URL_TZ || !s.timezone || s.timezone === TZ) return;
+    const tz = validZone(s.timezone);
+    if (tz) setZone(tz);
+  }
 
   function ago(fromMs, toMs) {
     const s = Math.max(0, Math.round((toMs - fromMs) / 1000));
@@ -116,6 +127,7 @@
   let lastStatusWall = 0;
 
   function renderClock(s) {
+    followStationZone(s);
     const t = new Date(s.time);
     if (isNaN(t.getTime())) return;
     setText("station-time", fmtTime.format(t));
