@@ -154,6 +154,20 @@ fn one(v: Option<f64>) -> Vec<(String, Option<f64>)> {
     vec![(String::new(), v)]
 }
 
+/// One counter with a sample per device.
+fn device_counter(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    metrics: &Metrics,
+    value: impl Fn(&DeviceMetrics) -> u64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (id, d) in &metrics.devices {
+        let _ = writeln!(out, "{name}{{device=\"{}\"}} {}", escape(id), value(d));
+    }
+}
+
 /// Render every metric in the text exposition format.
 pub fn render(status: Option<&Status>, metrics: &Metrics) -> String {
     let mut out = String::with_capacity(8192);
@@ -308,30 +322,20 @@ pub fn render(status: Option<&Status>, metrics: &Metrics) -> String {
             "station_energy_watt_hours_total{{from=\"{from}\",to=\"{to}\"}} {wh}"
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP station_device_requests_total Modbus requests per device.\n# TYPE station_device_requests_total counter"
+    device_counter(
+        &mut out,
+        "station_device_requests_total",
+        "Modbus requests per device.",
+        metrics,
+        |d| d.requests,
     );
-    for (id, d) in &metrics.devices {
-        let _ = writeln!(
-            out,
-            "station_device_requests_total{{device=\"{}\"}} {}",
-            escape(id),
-            d.requests
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP station_device_request_errors_total Failed Modbus requests per device.\n# TYPE station_device_request_errors_total counter"
+    device_counter(
+        &mut out,
+        "station_device_request_errors_total",
+        "Failed Modbus requests per device.",
+        metrics,
+        |d| d.errors,
     );
-    for (id, d) in &metrics.devices {
-        let _ = writeln!(
-            out,
-            "station_device_request_errors_total{{device=\"{}\"}} {}",
-            escape(id),
-            d.errors
-        );
-    }
     let _ = writeln!(
         out,
         "# HELP station_device_request_duration_seconds Modbus request latency.\n# TYPE station_device_request_duration_seconds histogram"

@@ -438,39 +438,19 @@ async fn a_charger_mode_change_needs_the_bearer_token() {
     .await;
     let base = format!("http://{}", d.daemon.api_addr);
     let http = reqwest::Client::new();
-    let url = format!("{base}/api/chargers/charger-1/mode");
-    let r = http
-        .post(&url)
-        .bearer_auth("wrong")
-        .json(&serde_json::json!({"mode": "solar"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = http
-        .post(&url)
-        .bearer_auth("s3cret")
-        .json(&serde_json::json!({"mode": "warp"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r = http
-        .post(format!("{base}/api/chargers/charger-99/mode"))
-        .bearer_auth("s3cret")
-        .json(&serde_json::json!({"mode": "solar"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    let r = http
-        .post(&url)
-        .bearer_auth("s3cret")
-        .json(&serde_json::json!({"mode": "solar"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let post = async |token: &str, charger: &str, mode: &str| {
+        http.post(format!("{base}/api/chargers/{charger}/mode"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "mode": mode }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(post("wrong", "charger-1", "solar").await, 401);
+    assert_eq!(post("s3cret", "charger-1", "warp").await, 400);
+    assert_eq!(post("s3cret", "charger-99", "solar").await, 404);
+    assert_eq!(post("s3cret", "charger-1", "solar").await, 200);
     until("mode shown in status", Duration::from_secs(30), || {
         let s = status(&d)?;
         (s.chargers.iter().find(|c| c.id == "charger-1")?.mode == "solar").then_some(())
