@@ -10,7 +10,4 @@ pub mod devices;
 pub mod dispatch;
 pub mod http;
 pub mod ledger;
-pub mod metrics;
-pub mod status;
 pub mod units;
-pub mod validate;

@@ -25,11 +25,11 @@ use axum::{Json, Router};
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
-use station_controller::http::assets;
-use station_controller::status::{
+use station_controller::daemon::status::{
     BatteryStatus, BuildingStatus, ChargerStatus, DeviceStatus, GridStatus, LinkState, PvStatus,
     Status, TodayStatus,
 };
+use station_controller::http::assets;
 
 use browser::{assert_live_dashboard, open_page, Browser};
 

@@ -2,13 +2,12 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
+use station_controller::config::{Issues, RawChargerOverride, RawEveningReserve, RawPolicy};
 use station_controller::dispatch::{
     decide, BatterySnapshot, ChargeMode, ChargerId, ChargerSnapshot, ChargerState, DispatchState,
-    Freshness, GridSnapshot, Plan, Policy, PvSnapshot, RawChargerOverride, RawEveningReserve,
-    RawPolicy, Reading, ServeFirst, Sharing, Snapshot,
+    Freshness, GridSnapshot, Plan, Policy, PvSnapshot, Reading, ServeFirst, Sharing, Snapshot,
 };
 use station_controller::units::{Amps, Percent, WattHours, Watts};
-use station_controller::validate::Issues;
 
 const EPS_W: f64 = 1e-3;
 

@@ -2,9 +2,9 @@
 //! The daemon's clock follows the simulator's, which runs faster than real time.
 
 use station_controller::config::StationConfig;
+use station_controller::daemon::status::{LinkState, Status};
 use station_controller::demo::{self, Demo};
 use station_controller::dispatch::ChargeMode;
-use station_controller::status::{LinkState, Status};
 use station_sim::faults::{FaultKindName, FaultRequest, FaultValue};
 use station_sim::runtime::{PlugRequest, SimConfig, Truth};
 use std::net::SocketAddr;

@@ -3,8 +3,8 @@
 
 use super::foresight::{optimum_run, OptimumRun};
 use super::run::{run_closed_loop, RunError, RunResult, Uncontrolled};
-use crate::dispatch::{Policy, RawPolicy};
-use crate::validate::Issues;
+use crate::config::{Issues, RawPolicy};
+use crate::dispatch::Policy;
 use serde::Serialize;
 use station_sim::physics::Kpis;
 use station_sim::scenario::{FaultKind, Scenario, ScenarioError};

@@ -2,8 +2,16 @@
 //! unknown keys rejected) and its validation into a checked [`StationConfig`] before anything
 //! starts. Every problem is reported at once, named by its dotted key.
 
-use crate::dispatch::policy::{Policy, RawPolicy};
-use crate::validate::Issues;
+pub mod issues;
+pub mod policy;
+
+pub use issues::{Issue, Issues};
+pub use policy::{
+    RawBatteryPolicy, RawChargerOverride, RawEveningReserve, RawGridPolicy, RawPolicy, RawTariff,
+    RawTariffPeriod, RawVehiclePolicy,
+};
+
+use crate::dispatch::policy::Policy;
 use chrono_tz::Tz;
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -2,17 +2,17 @@
 //! `dispatch::decide`, write every setpoint (level-triggered), then publish status, ledger,
 //! metrics and history.
 
-use super::devices::{DeviceSet, Reading as DeviceReading, Setpoint};
+use super::device_set::{DeviceReading, DeviceSet, Setpoint};
 use super::history::Sample;
 use super::snapshot;
 use super::Shared;
 use crate::clock::Clock;
 use crate::config::{DeviceRole, StationConfig};
-use crate::dispatch::{self, ChargeMode, ChargerPolicy, DispatchState, Plan, Policy};
-use crate::ledger::{ChargerInput, CycleInput};
-use crate::status::{
+use crate::daemon::status::{
     BatteryStatus, BuildingStatus, ChargerStatus, GridStatus, PvStatus, Status, TodayStatus,
 };
+use crate::dispatch::{self, ChargeMode, ChargerPolicy, DispatchState, Plan, Policy};
+use crate::ledger::{ChargerInput, CycleInput};
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -7,20 +7,21 @@
 //! brought in when they answer.
 
 pub mod control;
-pub mod devices;
+pub mod device_set;
 pub mod history;
-pub mod http;
+pub mod metrics;
 pub mod notify;
 pub mod snapshot;
+pub mod status;
 
 use crate::clock::Clock;
 use crate::config::StationConfig;
+use crate::daemon::metrics::Metrics;
+use crate::daemon::status::{Status, TodayStatus};
 use crate::ledger::{CycleInput, Ledger, LedgerHealth, Totals};
-use crate::metrics::Metrics;
-use crate::status::{Status, TodayStatus};
 use chrono::{DateTime, Utc};
 use control::{ControlMsg, Controller};
-use devices::DeviceSet;
+use device_set::DeviceSet;
 use history::{History, Sample};
 use notify::Notifier;
 use std::net::SocketAddr;
@@ -194,7 +195,7 @@ impl Shared {
     /// Prometheus text of everything.
     pub fn metrics_text(&self) -> String {
         let status = self.status();
-        crate::metrics::render(status.as_deref(), &lock(&self.metrics))
+        crate::daemon::metrics::render(status.as_deref(), &lock(&self.metrics))
     }
 
     /// Send a message to the control loop.
@@ -265,7 +266,11 @@ pub async fn start(
         control: control_tx,
     });
 
-    tracker.spawn(http::serve(listener, shared.clone(), cancel.clone()));
+    tracker.spawn(crate::http::api::serve(
+        listener,
+        shared.clone(),
+        cancel.clone(),
+    ));
 
     let mut controller = Controller::new(config, clock, shared.clone());
     let notifier = options.notifier.clone();

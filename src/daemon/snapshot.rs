@@ -5,15 +5,15 @@
 //! cars at their safe current, an unreachable charger counts at its full rating, and an unknown
 //! battery is not used.
 
-use super::devices::{DeviceSet, Reading as DeviceReading};
+use super::device_set::{DeviceReading, DeviceSet};
 use crate::config::{DeviceRole, StationConfig};
+use crate::daemon::status::LinkState;
 use crate::devices::battery::BatteryState;
 use crate::devices::charger::Mode3;
 use crate::dispatch::{
     BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, GridSnapshot, PvSnapshot, Reading,
     Snapshot,
 };
-use crate::status::LinkState;
 use crate::units::{Amps, Percent, WattHours, Watts};
 use chrono::{DateTime, Utc};
 use std::time::Duration;

@@ -74,9 +74,8 @@ mod tests;
 
 pub use plan::{BatteryIdleCause, ChargerSetpoint, Plan, PowerBalance, Reason};
 pub use policy::{
-    BatteryPolicy, ChargeMode, ChargerPolicy, EveningReserve, GridPolicy, Policy, RawBatteryPolicy,
-    RawChargerOverride, RawEveningReserve, RawGridPolicy, RawPolicy, RawTariff, RawTariffPeriod,
-    RawVehiclePolicy, ServeFirst, Sharing, Tariff, TariffPeriod, VehiclePolicy,
+    BatteryPolicy, ChargeMode, ChargerPolicy, EveningReserve, GridPolicy, Policy, ServeFirst,
+    Sharing, Tariff, TariffPeriod, VehiclePolicy,
 };
 pub use snapshot::{
     BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, Freshness, GridSnapshot, PvSnapshot,

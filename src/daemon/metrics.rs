@@ -4,7 +4,7 @@
 //! the control loop in [`Metrics`]. Names follow Prometheus conventions: base units in the name
 //! (`_watts`, `_watt_hours_total`, `_seconds`), `device="charger-3"` labels.
 
-use crate::status::{LinkState, Status};
+use crate::daemon::status::{LinkState, Status};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -250,7 +250,7 @@ pub fn render(status: Option<&Status>, metrics: &Metrics) -> String {
             "Dealership building load.",
             &one(s.building.power_w),
         );
-        let per = |f: &dyn Fn(&crate::status::ChargerStatus) -> Option<f64>| {
+        let per = |f: &dyn Fn(&crate::daemon::status::ChargerStatus) -> Option<f64>| {
             s.chargers
                 .iter()
                 .map(|c| (format!("device=\"{}\"", escape(&c.id)), f(c)))

@@ -7,14 +7,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-/// Link state of one device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkState {
-    Online,
-    Degraded,
-    Offline,
-}
+pub use crate::devices::link::LinkState;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct GridStatus {
