@@ -11,6 +11,7 @@ pub mod device_set;
 pub mod history;
 pub mod metrics;
 pub mod notify;
+pub mod publish;
 pub mod snapshot;
 pub mod status;
 
@@ -106,8 +107,13 @@ impl Shared {
         lock(&self.last_cycle).is_some_and(|t| t.elapsed() <= limit)
     }
 
+    /// Book the cycle in the ledger and count its flows on `/metrics`.
     fn record_ledger(&self, input: &CycleInput<'_>) {
-        lock(&self.ledger).record(input);
+        let flows = lock(&self.ledger).record(input);
+        let mut m = lock(&self.metrics);
+        for (from, to, wh) in flows.named() {
+            m.add_energy(from, to, wh);
+        }
     }
 
     fn open_session(&self, charger: &str) -> Option<(f64, f64)> {
@@ -116,10 +122,10 @@ impl Shared {
             .map(|s| (s.energy_wh, s.green_share_pct))
     }
 
-    fn today(&self, from: DateTime<Utc>, to: DateTime<Utc>, co2: f64) -> Option<TodayStatus> {
+    fn today(&self, from: DateTime<Utc>, to: DateTime<Utc>, co2: f64) -> TodayStatus {
         let t = lock(&self.ledger).totals(from, to);
         let load_wh = t.sum.building_wh + t.sum.vehicles_wh;
-        Some(TodayStatus {
+        TodayStatus {
             pv_kwh: t.sum.pv_wh / 1000.0,
             grid_import_kwh: t.sum.import_wh / 1000.0,
             grid_export_kwh: t.sum.export_wh / 1000.0,
@@ -131,7 +137,7 @@ impl Shared {
             co2_kg: t.sum.co2_kg,
             co2_avoided_kg: ((load_wh - t.sum.import_wh).max(0.0) / 1000.0) * co2,
             cost_cny: t.net_energy_cost_cny,
-        })
+        }
     }
 
     /// Ledger queries for the HTTP API.

@@ -84,7 +84,7 @@ pub use snapshot::{
 pub use state::{DemandTracker, DispatchState};
 
 use crate::units::{Amps, Percent, Watts, NOMINAL_VOLTAGE};
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use state::{Role, Work};
 
 /// Share of the PV rating added to the measured output while the inverter sits at its limit.
@@ -126,7 +126,7 @@ pub fn decide_into(
 
     let dt = state.elapsed_s(now, policy.cycle_s);
     let local = now.with_timezone(&policy.timezone);
-    let minute = (local.hour() * 60 + local.minute()) as u16;
+    let minute = policy.local_minute(now);
     let month_key = local.year() * 12 + local.month() as i32;
     let price = policy.tariff.price_at(minute);
 

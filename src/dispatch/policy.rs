@@ -200,6 +200,17 @@ pub struct Policy {
     pub cycle_s: f64,
     pub timezone: Tz,
 }
+impl Policy {
+    /// Minutes after local midnight of `now` in the site's time zone: the one conversion the
+    /// tariff, the reserve window and the ledger's prices use.
+    pub fn local_minute(&self, now: chrono::DateTime<chrono::Utc>) -> u16 {
+        use chrono::Timelike;
+        let local = now.with_timezone(&self.timezone);
+        // hour < 24 and minute < 60, so this fits in u16.
+        (local.hour() * 60 + local.minute()) as u16
+    }
+}
+
 /// Parse `"HH:MM"` (00:00..=23:59) into minutes after midnight; `"24:00"` is accepted as 1440
 /// for period ends.
 pub fn parse_hhmm(s: &str) -> Option<u16> {

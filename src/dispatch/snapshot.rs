@@ -129,6 +129,23 @@ pub enum ChargerState {
 }
 
 impl ChargerState {
+    /// The state named as IEC 61851-1 and the chargers' registers write it (`"A"`, `"B1"`,
+    /// `"C2"`, `"D1"`, ...): D1 and D2 are both `D`; anything else is `Unknown`. The one mapping
+    /// of charger states into dispatch, for the daemon's drivers and the backtest's plant alike.
+    pub fn from_iec61851(name: &str) -> ChargerState {
+        match name {
+            "A" => ChargerState::A,
+            "B1" => ChargerState::B1,
+            "B2" => ChargerState::B2,
+            "C1" => ChargerState::C1,
+            "C2" => ChargerState::C2,
+            "D1" | "D2" => ChargerState::D,
+            "E" => ChargerState::E,
+            "F" => ChargerState::F,
+            _ => ChargerState::Unknown,
+        }
+    }
+
     /// Whether a current setpoint above 0 A makes sense in this state: a vehicle is connected
     /// and nothing is faulty (B1, B2, C1, C2, D).
     #[inline]

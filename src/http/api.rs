@@ -310,7 +310,7 @@ async fn set_mode(
         })
         .await
     {
-        Json(json!({ "charger": id, "mode": crate::daemon::control::mode_name(body.mode) }))
+        Json(json!({ "charger": id, "mode": crate::daemon::publish::mode_name(body.mode) }))
             .into_response()
     } else {
         error(
