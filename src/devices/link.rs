@@ -88,6 +88,17 @@ pub enum LinkState {
     Offline,
 }
 
+impl LinkState {
+    /// The state as the status JSON and the metrics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Online => "online",
+            LinkState::Degraded => "degraded",
+            LinkState::Offline => "offline",
+        }
+    }
+}
+
 /// Counters of a link since it was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LinkStats {
