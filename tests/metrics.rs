@@ -65,11 +65,15 @@ async fn scrape(d: &Demo, client: &reqwest::Client) -> (Flows, Flows) {
             .ledger_totals(DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
         ledger_flows(&t.sum)
     };
-    until("a scrape between two cycles", Duration::from_secs(30), async || {
-        let before = all();
-        let text = client.get(&url).send().await.ok()?.text().await.ok()?;
-        (all() == before).then(|| (energy_counters(&text), before))
-    })
+    until(
+        "a scrape between two cycles",
+        Duration::from_secs(30),
+        async || {
+            let before = all();
+            let text = client.get(&url).send().await.ok()?.text().await.ok()?;
+            (all() == before).then(|| (energy_counters(&text), before))
+        },
+    )
     .await
 }
 
