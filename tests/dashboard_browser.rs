@@ -190,6 +190,7 @@ async fn api_events(
     State(fake): State<Fake>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let events = stream::unfold(fake, |fake| async move {
+        // The fake station's cycle: one status event every 400 ms.
         tokio::time::sleep(Duration::from_millis(400)).await;
         let status = fake_status(fake.cycle.fetch_add(1, Ordering::SeqCst));
         let event = Event::default()

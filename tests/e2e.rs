@@ -89,6 +89,7 @@ async fn a_sunny_midday_with_zero_export_keeps_every_limit_and_charges_solar_car
         if c1.power_w > 4000.0 && t.grid.power_w < 2000.0 {
             charged_from_surplus = true;
         }
+        // Sampling interval while the scenario plays out (the loop ends on simulated time).
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let after = d.sim.truth().kpis;
@@ -141,6 +142,7 @@ async fn an_ev_rush_at_the_building_peak_never_breaches_the_import_limit() {
     let mut max_import_w: f64 = 0.0;
     while d.sim.now() < end {
         max_import_w = max_import_w.max(d.sim.truth().grid.power_w);
+        // Sampling interval while the scenario plays out (the loop ends on simulated time).
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let t = d.sim.truth();
