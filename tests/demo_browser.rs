@@ -22,17 +22,7 @@ async fn the_demo_dashboard_shows_live_values_and_every_charger() {
     )
     .await
     .unwrap();
-    d.sim
-        .plug(&station_sim::runtime::PlugRequest {
-            charger: "charger-2".into(),
-            battery_kwh: 60.0,
-            soc_pct: 30.0,
-            target_soc_pct: 90.0,
-            stay_h: 6.0,
-            onboard_a: 32.0,
-            phases: 3,
-        })
-        .unwrap();
+    d.sim.plug(&support::plug("charger-2")).unwrap();
     let url = format!("http://{}/", d.daemon.api_addr);
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/demo-dashboard.png");
     let cards = support::browser::assert_live_dashboard(&url, &shot).await;
