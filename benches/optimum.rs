@@ -4,7 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use station_controller::backtest::optimum::{solve, synthetic_reference_window, OptimumInput};
+#[path = "../tests/support/fixtures.rs"]
+mod fixtures;
+
+use fixtures::synthetic_reference_window;
+use station_controller::backtest::optimum::{solve, OptimumInput};
 
 fn measure(label: &str, input: &OptimumInput, runs: usize) {
     let days = input.window_days();

@@ -5,11 +5,10 @@
 //! They serve the assets router together with a fake API whose values change on every request,
 //! so the page must show exactly the numbers of one fake cycle and follow it as it changes.
 //!
-//! `browser::assert_live_dashboard(url, screenshot)` is the generic check (no fake numbers) for
+//! `support::browser::assert_live_dashboard(url, screenshot)` is the generic check (no fake numbers) for
 //! a real daemon; it is exercised here against the fake station.
 
-#[path = "support/browser.rs"]
-mod browser;
+mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,7 +30,7 @@ use station_controller::daemon::status::{
 };
 use station_controller::http::assets;
 
-use browser::{assert_live_dashboard, open_page, Browser};
+use support::browser::{assert_live_dashboard, open_page, Browser};
 
 const CHARGERS: u64 = 8;
 const WAIT: Duration = Duration::from_secs(20);
@@ -191,6 +190,7 @@ async fn api_events(
     State(fake): State<Fake>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let events = stream::unfold(fake, |fake| async move {
+        // The fake station's cycle: one status event every 400 ms.
         tokio::time::sleep(Duration::from_millis(400)).await;
         let status = fake_status(fake.cycle.fetch_add(1, Ordering::SeqCst));
         let event = Event::default()
