@@ -5,21 +5,12 @@ use chrono::{DateTime, Utc};
 use station_controller::demo::{self, Demo};
 use station_controller::ledger::Bucket;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod support;
+use support::until_async;
 
 type Flows = BTreeMap<(String, String), f64>;
-
-/// Poll `f` every 20 ms until it returns `Some`, or panic after `limit` of real time.
-async fn until<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// The `station_energy_watt_hours_total` samples of a scrape, by `(from, to)`.
 fn energy_counters(text: &str) -> Flows {
@@ -65,7 +56,7 @@ async fn scrape(d: &Demo, client: &reqwest::Client) -> (Flows, Flows) {
             .ledger_totals(DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
         ledger_flows(&t.sum)
     };
-    until(
+    until_async(
         "a scrape between two cycles",
         Duration::from_secs(30),
         async || {
@@ -89,12 +80,12 @@ async fn energy_counters_on_metrics_grow_by_what_the_ledger_books_per_flow() {
         .await
         .unwrap();
     let client = reqwest::Client::new();
-    let (m1, l1) = until("energy booked", Duration::from_secs(60), async || {
+    let (m1, l1) = until_async("energy booked", Duration::from_secs(60), async || {
         let (m, l) = scrape(&d, &client).await;
         (total(&l) > 1000.0).then_some((m, l))
     })
     .await;
-    let (m2, l2) = until("more energy booked", Duration::from_secs(60), async || {
+    let (m2, l2) = until_async("more energy booked", Duration::from_secs(60), async || {
         let (m, l) = scrape(&d, &client).await;
         (total(&l) > total(&l1) + 5000.0).then_some((m, l))
     })
