@@ -638,6 +638,8 @@ fn scheduled_request(spec: &FaultSpec) -> FaultRequest {
 
 /// Step the plant so that simulated time follows `speed` x real time. Ticks that are missed are
 /// skipped; the next tick catches up to the target (bounded per tick so writes are never starved).
+// The simulator's one wall-clock read: real elapsed time sets the simulated-time target.
+#[allow(clippy::disallowed_methods)]
 async fn run_clock(shared: Arc<Shared>, cancel: CancellationToken) {
     let tick = Duration::from_millis(20);
     let mut interval = tokio::time::interval(tick);

@@ -1,5 +1,8 @@
 //! Plant physics behaviour tests.
 
+// Test and bench code may panic on a broken invariant and time itself with the wall clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
 use chrono::Duration;
 use proptest::prelude::*;
 use station_sim::physics::{exogenous_forecast, Plant, VehicleKind, VehicleSpec};

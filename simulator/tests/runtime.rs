@@ -3,6 +3,9 @@
 //!
 //! Every server is reached by polling until it answers; nothing sleeps to wait for a server.
 
+// Test and bench code may panic on a broken invariant and time itself with the wall clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::{json, Value};
 use station_sim::faults::{FaultKindName, FaultRequest};
