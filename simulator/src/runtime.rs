@@ -8,11 +8,11 @@
 use crate::api;
 use crate::faults::FaultValue;
 use crate::faults::{ActiveFault, FaultError, FaultRequest, FaultTable};
-use crate::physics::{Kpis, Plant, VehicleKind, VehicleSpec};
+use crate::physics::{Kpis, Plant, PlugError, VehicleKind, VehicleSpec};
 use crate::scenario::{FaultSpec, Scenario};
 use crate::view::{
-    BatteryView, ChargerView, Command, Mode3State, PvView, Station, StationView, VehicleView,
-    WireFaults,
+    BatteryView, ChargerView, Command, CommandError, Mode3State, PvView, Station, StationView,
+    VehicleView, WireFaults,
 };
 use crate::wire::{self, DeviceKind, DeviceSpec};
 use chrono::{DateTime, Utc};
@@ -145,6 +145,70 @@ pub struct PlugRequest {
     /// Phases the car's on-board charger uses (1 or 3).
     #[serde(default = "default_phases")]
     pub phases: u8,
+}
+
+/// Why a plug-in request was refused; the control API answers 400 with this as the reason,
+/// which names the request field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlugRequestError {
+    /// `charger` is not `charger-N` with N >= 1.
+    #[error("charger: not a charger id (got {got:?})")]
+    NotACharger { got: String },
+    /// A numeric field outside its range.
+    #[error("{field}: must be within [{lo}, {hi}] (got {value})")]
+    OutOfRange {
+        field: &'static str,
+        value: f64,
+        lo: f64,
+        hi: f64,
+    },
+    /// `phases` other than 1 or 3.
+    #[error("phases: must be 1 or 3 (got {phases})")]
+    Phases { phases: u8 },
+    /// The plant refused the car (no such charger, or occupied).
+    #[error("charger: {0}")]
+    Refused(#[from] PlugError),
+}
+
+impl PlugRequest {
+    /// The 0-based charger index of `charger-N`.
+    fn charger_index(&self) -> Result<usize, PlugRequestError> {
+        self.charger
+            .strip_prefix("charger-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n >= 1)
+            .map(|n| n - 1)
+            .ok_or_else(|| PlugRequestError::NotACharger {
+                got: self.charger.clone(),
+            })
+    }
+
+    /// Every numeric field within its range, the first bad one named.
+    fn check_ranges(&self) -> Result<(), PlugRequestError> {
+        let checks: [(&'static str, f64, f64, f64); 5] = [
+            ("battery_kwh", self.battery_kwh, 1.0, 300.0),
+            ("soc_pct", self.soc_pct, 0.0, 100.0),
+            ("target_soc_pct", self.target_soc_pct, 0.0, 100.0),
+            ("stay_h", self.stay_h, 0.01, 96.0),
+            ("onboard_a", self.onboard_a, 6.0, 80.0),
+        ];
+        for (field, value, lo, hi) in checks {
+            if !(value.is_finite() && value >= lo && value <= hi) {
+                return Err(PlugRequestError::OutOfRange {
+                    field,
+                    value,
+                    lo,
+                    hi,
+                });
+            }
+        }
+        if self.phases != 1 && self.phases != 3 {
+            return Err(PlugRequestError::Phases {
+                phases: self.phases,
+            });
+        }
+        Ok(())
+    }
 }
 
 fn default_battery_kwh() -> f64 {
@@ -334,29 +398,9 @@ impl Shared {
         self.publish(&plant);
     }
 
-    pub(crate) fn plug(&self, req: &PlugRequest) -> Result<(), String> {
-        let index = req
-            .charger
-            .strip_prefix("charger-")
-            .and_then(|n| n.parse::<usize>().ok())
-            .filter(|n| *n >= 1)
-            .map(|n| n - 1)
-            .ok_or_else(|| format!("charger: not a charger id (got {:?})", req.charger))?;
-        let checks: [(&str, f64, f64, f64); 5] = [
-            ("battery_kwh", req.battery_kwh, 1.0, 300.0),
-            ("soc_pct", req.soc_pct, 0.0, 100.0),
-            ("target_soc_pct", req.target_soc_pct, 0.0, 100.0),
-            ("stay_h", req.stay_h, 0.01, 96.0),
-            ("onboard_a", req.onboard_a, 6.0, 80.0),
-        ];
-        for (field, v, lo, hi) in checks {
-            if !(v.is_finite() && v >= lo && v <= hi) {
-                return Err(format!("{field}: must be within [{lo}, {hi}] (got {v})"));
-            }
-        }
-        if req.phases != 1 && req.phases != 3 {
-            return Err(format!("phases: must be 1 or 3 (got {})", req.phases));
-        }
+    pub(crate) fn plug(&self, req: &PlugRequest) -> Result<(), PlugRequestError> {
+        let index = req.charger_index()?;
+        req.check_ranges()?;
         let mut plant = lock(&self.plant);
         let spec = VehicleSpec {
             kind: VehicleKind::Manual,
@@ -367,9 +411,7 @@ impl Shared {
             phases: req.phases,
             stay_s: req.stay_h * 3600.0,
         };
-        plant
-            .plug_vehicle(index, spec)
-            .map_err(|e| format!("charger: {e}"))?;
+        plant.plug_vehicle(index, spec)?;
         // Show the plugged car at once (mode-3 state B or C), also while the clock stands still.
         plant.step(0.0);
         self.publish(&plant);
@@ -382,7 +424,7 @@ impl Station for Shared {
         self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn apply(&self, command: Command) -> Result<(), String> {
+    fn apply(&self, command: Command) -> Result<(), CommandError> {
         let mut plant = lock(&self.plant);
         plant.apply(command)?;
         self.publish(&plant);
@@ -435,7 +477,7 @@ impl SimHandle {
     }
 
     /// Plug a car into a charger (as `POST /vehicles`).
-    pub fn plug(&self, req: &PlugRequest) -> Result<(), String> {
+    pub fn plug(&self, req: &PlugRequest) -> Result<(), PlugRequestError> {
         self.shared.plug(req)
     }
 

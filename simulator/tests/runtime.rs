@@ -9,7 +9,8 @@
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::{json, Value};
 use station_sim::faults::{FaultKindName, FaultRequest};
-use station_sim::runtime::{spawn, PlugRequest, SimConfig, SimHandle};
+use station_sim::physics::PlugError;
+use station_sim::runtime::{spawn, PlugRequest, PlugRequestError, SimConfig, SimHandle};
 use station_sim::scenario::Scenario;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -426,7 +427,15 @@ async fn plugging_through_the_handle_matches_the_api() {
     let v = t.chargers[7].vehicle.as_ref().unwrap();
     assert_eq!(v.battery_wh, 40_000.0);
     assert_eq!(v.onboard_max_a, 16.0);
-    assert!(sim.plug(&req).unwrap_err().contains("occupied"));
+    let err = sim.plug(&req).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PlugRequestError::Refused(PlugError::Occupied { number: 8 })
+        ),
+        "{err}"
+    );
+    assert_eq!(err.to_string(), "charger: charger 8 is occupied");
     sim.shutdown().await;
 }
 

@@ -14,7 +14,7 @@ pub mod solar;
 pub mod vehicles;
 
 pub use kpi::Kpis;
-pub use plant::Plant;
+pub use plant::{Plant, PlugError};
 pub use vehicles::{VehicleKind, VehicleSpec};
 
 use crate::scenario::{ChargerParams, Scenario};

@@ -3,8 +3,8 @@
 //! wire faults per device. It has no physics: applied commands do not change the view.
 
 use crate::view::{
-    BatteryState, BatteryView, ChargerView, Command, MeterView, Mode3State, PvStatus, PvView,
-    Station, StationView, WireFaults,
+    BatteryState, BatteryView, ChargerView, Command, CommandError, MeterView, Mode3State, PvStatus,
+    PvView, Station, StationView, WireFaults,
 };
 use chrono::{TimeZone, Utc};
 use std::collections::HashMap;
@@ -62,7 +62,7 @@ impl Station for FakeStation {
         Arc::clone(&self.view.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn apply(&self, command: Command) -> Result<(), String> {
+    fn apply(&self, command: Command) -> Result<(), CommandError> {
         self.commands
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
