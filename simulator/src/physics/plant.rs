@@ -141,51 +141,15 @@ impl Plant {
 
     fn sub_step(&mut self, h: f64) {
         let t = self.t_s;
-        for c in &mut self.chargers {
-            if let Some(v) = &c.vehicle {
-                if v.depart_s <= t {
-                    self.kpi.session_ended(v.wanted_wh());
-                    c.vehicle = None;
-                }
-            }
-        }
-        while let Some((ci, a)) = self.exo.pop_arrival(t) {
-            let (arrived, departs) = (self.at(a.t_s), self.at(a.depart_s));
-            if let Some(c) = self.chargers.get_mut(ci) {
-                if c.vehicle.is_none() {
-                    c.vehicle = Some(Vehicle {
-                        kind: a.kind,
-                        battery_wh: a.battery_wh,
-                        soc_pct: a.soc_pct,
-                        target_soc_pct: a.target_soc_pct,
-                        onboard_max_a: a.onboard_a,
-                        phases: a.phases,
-                        arrive_s: a.t_s,
-                        depart_s: a.depart_s,
-                        arrived,
-                        departs,
-                        session_wh: 0.0,
-                    });
-                }
-            }
-        }
+        self.depart_due(t);
+        self.plug_arrivals(t);
         self.battery.alarm_scheduled = self.bms_windows.iter().any(|&(a, b)| t >= a && t < b);
 
         let pv_available_w = self.exo.pv_available_w();
         self.pv.step(h, pv_available_w);
         let pv_w = self.pv.power_w;
-
-        let mut ev_w = 0.0;
-        let mut ev_phase_w = [0.0; 3];
-        for c in &mut self.chargers {
-            c.step(h);
-            ev_w += c.power_w;
-            let lines = c.line_currents_a();
-            for (p, a) in ev_phase_w.iter_mut().zip(lines) {
-                *p += a * NOMINAL_V;
-            }
-        }
-        self.ev_w = ev_w;
+        let ev_phase_w = self.step_chargers(h);
+        let ev_w = self.ev_w;
 
         let building_w = self.exo.building_w();
         self.building_w = building_w;
@@ -216,22 +180,79 @@ impl Plant {
         self.building_wh += building_w * hours;
 
         if h > 0.0 {
-            let soc = self.battery.soc_pct;
-            let flows = Flows {
-                pv_w,
-                pv_available_w,
-                building_w,
-                ev_w,
-                battery_w: batt_w,
-                grid_w: self.grid_w,
-                battery_solar_fraction: self.battery.solar_fraction(),
-                import_price: self.exo.import_price(),
-                soc_outside_window: soc < self.battery.soc_min_pct - 1e-6
-                    || soc > self.battery.soc_max_pct + 1e-6,
-            };
-            let month = self.exo.month_key();
-            self.kpi.record(h, self.epoch_unix_s + t, month, &flows);
+            self.record_kpis(h, t, pv_w, pv_available_w);
         }
+    }
+
+    /// Cars whose departure time has come leave; their sessions are scored.
+    fn depart_due(&mut self, t: f64) {
+        for c in &mut self.chargers {
+            if let Some(v) = &c.vehicle {
+                if v.depart_s <= t {
+                    self.kpi.session_ended(v.wanted_wh());
+                    c.vehicle = None;
+                }
+            }
+        }
+    }
+
+    /// Cars due by `t` plug into the charger the exogenous model gave them.
+    fn plug_arrivals(&mut self, t: f64) {
+        while let Some((ci, a)) = self.exo.pop_arrival(t) {
+            let (arrived, departs) = (self.at(a.t_s), self.at(a.depart_s));
+            if let Some(c) = self.chargers.get_mut(ci) {
+                if c.vehicle.is_none() {
+                    c.vehicle = Some(Vehicle {
+                        kind: a.kind,
+                        battery_wh: a.battery_wh,
+                        soc_pct: a.soc_pct,
+                        target_soc_pct: a.target_soc_pct,
+                        onboard_max_a: a.onboard_a,
+                        phases: a.phases,
+                        arrive_s: a.t_s,
+                        depart_s: a.depart_s,
+                        arrived,
+                        departs,
+                        session_wh: 0.0,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Step every charger by `h`; sets the total EV power and returns it per phase, W.
+    fn step_chargers(&mut self, h: f64) -> [f64; 3] {
+        let mut ev_w = 0.0;
+        let mut ev_phase_w = [0.0; 3];
+        for c in &mut self.chargers {
+            c.step(h);
+            ev_w += c.power_w;
+            let lines = c.line_currents_a();
+            for (p, a) in ev_phase_w.iter_mut().zip(lines) {
+                *p += a * NOMINAL_V;
+            }
+        }
+        self.ev_w = ev_w;
+        ev_phase_w
+    }
+
+    /// Score the sub-step of `h` seconds that started at `t` (the flows are already set).
+    fn record_kpis(&mut self, h: f64, t: f64, pv_w: f64, pv_available_w: f64) {
+        let soc = self.battery.soc_pct;
+        let flows = Flows {
+            pv_w,
+            pv_available_w,
+            building_w: self.building_w,
+            ev_w: self.ev_w,
+            battery_w: self.battery.power_w,
+            grid_w: self.grid_w,
+            battery_solar_fraction: self.battery.solar_fraction(),
+            import_price: self.exo.import_price(),
+            soc_outside_window: soc < self.battery.soc_min_pct - 1e-6
+                || soc > self.battery.soc_max_pct + 1e-6,
+        };
+        let month = self.exo.month_key();
+        self.kpi.record(h, self.epoch_unix_s + t, month, &flows);
     }
 
     /// Apply a control write at the current simulated time.
