@@ -48,7 +48,7 @@ fn every_toml_file_in_config_loads_and_validates() {
 }
 
 #[test]
-fn the_reference_station_has_the_devices_of_station_md_at_the_simulator_ports() {
+fn the_reference_station_has_the_devices_of_the_reference_station_doc_at_the_simulator_ports() {
     let cfg = config::load_with_env(&config_dir().join("station.toml"), no_env()).unwrap();
     let ids: Vec<&str> = cfg.devices.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(

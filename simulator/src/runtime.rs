@@ -81,7 +81,7 @@ pub struct SimAddrs {
 }
 
 impl SimAddrs {
-    /// Every Modbus device as `(id, address)`, in station.md order.
+    /// Every Modbus device as `(id, address)`, in the order of `docs/reference-station.md`.
     pub fn devices(&self) -> Vec<(String, SocketAddr)> {
         let mut out = vec![
             ("pv".to_string(), self.pv),

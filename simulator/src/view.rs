@@ -271,7 +271,7 @@ pub enum CommandError {
     Phases { phases: u8 },
 }
 
-/// A device id as station.md names it.
+/// A device id as `docs/reference-station.md` names it (`pv`, `battery`, `charger-3`, ...).
 pub type DeviceId = String;
 
 /// Wire-level faults active on one device right now (the runtime resolves expiry).

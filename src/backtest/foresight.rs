@@ -358,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn wear_cost_of_the_reference_pack_is_in_the_range_of_station_md() {
+    fn wear_cost_of_the_reference_pack_is_in_the_range_of_the_reference_station_doc() {
         let w = wear_cost_cny_per_kwh(&Scenario::reference());
         assert!(w > 0.1 && w < 0.3, "{w}");
     }

@@ -94,7 +94,7 @@ const PV_PROBE_FRACTION: f64 = 0.05;
 const EPS_A: f64 = 1e-6;
 /// Watts below which a value counts as 0.
 const EPS_W: f64 = 1e-3;
-/// Battery temperature windows, °C (station.md): discharge -10..55, charge 0..45.
+/// Battery temperature windows, °C (`docs/reference-station.md`): discharge -10..55, charge 0..45.
 const DISCHARGE_TEMP_C: (f64, f64) = (-10.0, 55.0);
 const CHARGE_TEMP_C: (f64, f64) = (0.0, 45.0);
 

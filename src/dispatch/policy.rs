@@ -3,7 +3,7 @@
 //!
 //! Every raw struct takes `#[serde(default)]`, so a TOML file only needs the keys it changes;
 //! unknown keys are refused. `RawPolicy::default()` is the reference station of
-//! `station.md`. Times of day (`"HH:MM"`) are local times in `timezone`.
+//! `docs/reference-station.md`. Times of day (`"HH:MM"`) are local times in `timezone`.
 
 use crate::units::{Amps, Percent, Watts};
 use crate::validate::Issues;

@@ -1,4 +1,4 @@
-//! The running scorecard of station.md.
+//! The running scorecard: every KPI as `docs/reference-station.md` (section Scorecard) defines it.
 //!
 //! Choices (documented here because the scorecard leaves them open):
 //! * Peak import = highest 15-minute average import over UTC-aligned quarter hours (energy in

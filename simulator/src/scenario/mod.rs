@@ -1,8 +1,8 @@
 //! Scenario files: everything that describes one simulated station and its days.
 //!
-//! Every field has a serde default equal to the reference station of `station.md`, so an empty
-//! TOML file is the reference sunny summer weekday. Unknown keys are rejected, and validation
-//! reports every problem at once, each named by its dotted key (`battery.soh_pct`,
+//! Every field has a serde default equal to the reference station of `docs/reference-station.md`,
+//! so an empty TOML file is the reference sunny summer weekday. Unknown keys are rejected, and
+//! validation reports every problem at once, each named by its dotted key (`battery.soh_pct`,
 //! `vehicles.scripted[2].at`).
 
 mod validate;
@@ -262,7 +262,7 @@ pub use crate::faults::FaultKindName as FaultKind;
 pub struct FaultSpec {
     /// Local "HH:MM[:SS]" on the start date, or "YYYY-MM-DD HH:MM[:SS]".
     pub at: String,
-    /// Device id as station.md names it (`pv`, `battery`, `grid-meter`, `charger-3`, ...).
+    /// Device id as `docs/reference-station.md` names it (`pv`, `battery`, `charger-3`, ...).
     pub device: String,
     pub kind: FaultKind,
     pub duration_s: f64,
