@@ -208,7 +208,7 @@ pub struct VehicleParams {
 pub struct ScriptedArrival {
     /// 1-based charger number (1 = `charger-1`).
     pub charger: usize,
-    /// Local "HH:MM[:SS]" on the start date, or "YYYY-MM-DD HH:MM[:SS]".
+    /// Local `HH:MM[:SS]` on the start date, or `YYYY-MM-DD HH:MM[:SS]`.
     pub at: String,
     pub battery_kwh: f64,
     pub soc_pct: f64,
@@ -260,7 +260,7 @@ pub use crate::faults::FaultKindName as FaultKind;
 #[derive(Deserialize, Clone, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
-    /// Local "HH:MM[:SS]" on the start date, or "YYYY-MM-DD HH:MM[:SS]".
+    /// Local `HH:MM[:SS]` on the start date, or `YYYY-MM-DD HH:MM[:SS]`.
     pub at: String,
     /// Device id as `docs/reference-station.md` names it (`pv`, `battery`, `charger-3`, ...).
     pub device: String,
@@ -499,7 +499,7 @@ impl Scenario {
         parse_date(&self.start.date).unwrap_or_default()
     }
 
-    /// Resolve a local "HH:MM[:SS]" (on the start date) or "YYYY-MM-DD HH:MM[:SS]" to UTC.
+    /// Resolve a local `HH:MM[:SS]` (on the start date) or `YYYY-MM-DD HH:MM[:SS]` to UTC.
     pub fn resolve_local(&self, s: &str) -> Option<DateTime<Utc>> {
         let s = s.trim();
         let naive = if let Some((d, t)) = s.split_once([' ', 'T']) {
