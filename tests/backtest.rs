@@ -1,6 +1,8 @@
 //! Backtests of the dispatch core against the simulator's plant and the perfect-foresight
 //! optimum (src/backtest). Every closed loop here runs the real 1 s control cycle over a whole
 //! simulated day (about a second per run in a debug build).
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod support;
 

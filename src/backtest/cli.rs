@@ -1,5 +1,5 @@
 //! `stationd backtest`: the closed loop and the perfect-foresight optimum on a scenario,
-//! printed as the scorecard of station.md (a table, or one JSON object with `--json`).
+//! printed as the scorecard of `docs/reference-station.md` (a table, or one JSON object, `--json`).
 
 use super::foresight::{optimum_run, OptimumRun};
 use super::run::{run_closed_loop, RunError, RunResult, Uncontrolled};
@@ -74,7 +74,7 @@ pub enum BacktestError {
     Json(#[from] serde_json::Error),
 }
 
-/// One controller's scorecard (the KPI keys of station.md).
+/// One controller's scorecard (the KPI keys of `docs/reference-station.md`, section Scorecard).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Scorecard {
     pub pv_kwh: f64,

@@ -81,13 +81,19 @@ pub struct Shared {
     import_limit_w: Mutex<f64>,
     token: Option<String>,
     control: mpsc::Sender<ControlMsg>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Shared {
     fn publish(&self, status: Status) {
-        *lock(&self.last_cycle) = Some(Instant::now());
+        *lock(&self.last_cycle) = Some(crate::clock::monotonic());
         *lock(&self.import_limit_w) = status.grid.import_limit_w;
         self.status.send_replace(Some(Arc::new(status)));
+    }
+
+    /// Station time now (the daemon's clock).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// The last published status.
@@ -270,6 +276,7 @@ pub async fn start(
         import_limit_w: Mutex::new(config.policy.grid.import_limit.value()),
         token: config.api_token.clone(),
         control: control_tx,
+        clock: clock.clone(),
     });
 
     tracker.spawn(crate::http::api::serve(
