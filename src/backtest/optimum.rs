@@ -875,18 +875,6 @@ fn result(
     }
 }
 
-/// Time-of-use import price of the reference tariff at `hour` (0..24), CNY/kWh:
-/// valley 0.30 (23:00-07:00), peak 1.10 (10:00-15:00, 18:00-21:00), flat 0.70 otherwise.
-pub fn reference_tou_price_cny_per_kwh(hour: f64) -> f64 {
-    if !(7.0..23.0).contains(&hour) {
-        0.30
-    } else if (10.0..15.0).contains(&hour) || (18.0..21.0).contains(&hour) {
-        1.10
-    } else {
-        0.70
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

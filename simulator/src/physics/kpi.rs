@@ -61,6 +61,36 @@ pub const KPI_KEYS: [&str; 19] = [
     "soc_window_violation_s",
 ];
 
+impl Kpis {
+    /// Every key with its value, in [`KPI_KEYS`] order (for tables and reports).
+    pub fn named(&self) -> [(&'static str, f64); 19] {
+        [
+            ("pv_kwh", self.pv_kwh),
+            ("pv_curtailed_kwh", self.pv_curtailed_kwh),
+            ("self_consumption_pct", self.self_consumption_pct),
+            ("self_sufficiency_pct", self.self_sufficiency_pct),
+            ("grid_import_kwh", self.grid_import_kwh),
+            ("grid_export_kwh", self.grid_export_kwh),
+            ("peak_import_kw", self.peak_import_kw),
+            ("import_limit_exceeded_s", self.import_limit_exceeded_s),
+            ("import_limit_exceeded_kwh", self.import_limit_exceeded_kwh),
+            ("ev_delivered_kwh", self.ev_delivered_kwh),
+            ("ev_unmet_kwh", self.ev_unmet_kwh),
+            (
+                "ev_sessions_fully_served_pct",
+                self.ev_sessions_fully_served_pct,
+            ),
+            ("ev_green_share_pct", self.ev_green_share_pct),
+            ("battery_efc", self.battery_efc),
+            ("soh_change_pct", self.soh_change_pct),
+            ("cost", self.cost),
+            ("co2_kg", self.co2_kg),
+            ("co2_avoided_kg", self.co2_avoided_kg),
+            ("soc_window_violation_s", self.soc_window_violation_s),
+        ]
+    }
+}
+
 /// Power flows during one sub-step (all W, sign convention of the project).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Flows {
@@ -250,6 +280,8 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
+        let named: Vec<&str> = Kpis::default().named().iter().map(|(k, _)| *k).collect();
+        assert_eq!(named, KPI_KEYS);
         let mut keys = KPI_KEYS.to_vec();
         fields.sort_unstable();
         keys.sort_unstable();
