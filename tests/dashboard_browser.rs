@@ -69,6 +69,7 @@ fn fake_status(n: u64) -> Status {
         last_ok: Some(time - chrono::Duration::seconds(2)),
         last_error: (link != LinkState::Online).then(|| "timeout after 500 ms".to_string()),
         errors_total: if link == LinkState::Online { 0 } else { 3 },
+        warning: None,
     };
     Status {
         station: "Test dealership".to_string(),

@@ -497,3 +497,57 @@ async fn the_ledger_accounts_for_the_energy_the_simulator_measured() {
     );
     d.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_building_meter_reading_zero_cannot_push_the_grid_over_its_limit() {
+    // The battery is kept out of it (its window starts above its SoC), so only the cars can
+    // make room, as with an empty battery.
+    let d = start("ev-rush", 30.0, "12:55", |c| {
+        c.policy.battery.soc_min = station_controller::units::Percent(90.0);
+        c.policy.battery.soc_max = station_controller::units::Percent(95.0);
+    })
+    .await;
+    // The scenario plugs all eight cars between 13:00 and 13:18.
+    let plugged = d.sim.now() + chrono::Duration::minutes(24);
+    until("the rush", Duration::from_secs(120), || {
+        (d.sim.now() >= plugged).then_some(())
+    })
+    .await;
+    let mut zero = fault("building-meter", FaultKindName::BadValue);
+    zero.point = Some("power_w".into());
+    zero.value = Some(FaultValue::Number(0.0));
+    d.sim.inject(&zero).unwrap();
+    let before = d.sim.truth().kpis;
+    let end = d.sim.now() + chrono::Duration::minutes(10);
+    let mut max_import_w: f64 = 0.0;
+    while d.sim.now() < end {
+        max_import_w = max_import_w.max(d.sim.truth().grid.power_w);
+        // Sampling interval while the fault plays out (the loop ends on simulated time).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t = d.sim.truth();
+    assert!(
+        t.building.power_w > 40_000.0,
+        "the building draws {} W",
+        t.building.power_w
+    );
+    let exceeded = t.kpis.import_limit_exceeded_s - before.import_limit_exceeded_s;
+    assert!(exceeded <= 2.0, "import limit exceeded for {exceeded} s");
+    assert!(
+        max_import_w <= 150_000.0 * 1.02,
+        "import reached {max_import_w} W"
+    );
+    assert!(t.kpis.ev_delivered_kwh - before.ev_delivered_kwh > 5.0);
+    // The meters disagree by the building's load: the building meter is shown degraded.
+    let s = status(&d).unwrap();
+    let meter = s.devices.iter().find(|x| x.id == "building-meter").unwrap();
+    assert_eq!(meter.link, LinkState::Degraded, "{meter:?}");
+    let warning = meter.warning.as_deref().unwrap_or_default();
+    assert!(warning.contains("meters disagree"), "{warning}");
+    assert!(
+        s.reasons.iter().any(|r| r.contains("grid meter reads")),
+        "{:?}",
+        s.reasons
+    );
+    d.shutdown().await;
+}

@@ -2,6 +2,7 @@
 //! `dispatch::decide`, write every setpoint (level-triggered), then publish status, ledger,
 //! metrics and history.
 
+use super::crosscheck::MeterCrossCheck;
 use super::device_set::{DeviceSet, Setpoint};
 use super::publish::{self, CycleView, Fitted};
 use super::snapshot::{self, Observation};
@@ -37,6 +38,7 @@ pub struct Controller {
     today: TodayStatus,
     setpoints: Vec<(usize, Setpoint)>,
     fitted: Fitted,
+    crosscheck: MeterCrossCheck,
 }
 
 /// Local midnight of `now` in `tz`, as UTC.
@@ -58,6 +60,7 @@ impl Controller {
         };
         Controller {
             fitted,
+            crosscheck: MeterCrossCheck::default(),
             config,
             devices,
             state: DispatchState::new(),
@@ -176,6 +179,7 @@ impl Controller {
             let midnight = local_midnight(now, policy.timezone);
             self.today = self.shared.today(midnight, now, policy.co2_kg_per_kwh);
         }
+        let disagreement = self.crosscheck.update(now, view.meter_residual());
         self.shared.record_history(now, view.history_sample());
         self.shared.record_cycle(&self.devices, cycle_s);
         let shared = &self.shared;
@@ -190,8 +194,14 @@ impl Controller {
             battery: view.battery(),
             building: view.building(),
             chargers: view.chargers(|id| shared.open_session(id)),
-            devices: publish::links(&self.devices),
-            reasons: self.plan.reasons.iter().map(|r| r.to_string()).collect(),
+            devices: publish::links(&self.devices, disagreement.as_ref()),
+            reasons: self
+                .plan
+                .reasons
+                .iter()
+                .map(|r| r.to_string())
+                .chain(disagreement.map(|d| d.reason()))
+                .collect(),
             today: self.today.clone(),
         };
         self.shared.publish(status);

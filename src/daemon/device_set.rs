@@ -140,6 +140,7 @@ impl Device {
             last_ok: self.last_ok,
             last_error: self.last_error.as_ref().map(|e| e.to_string()),
             errors_total: self.errors_total,
+            warning: None,
         }
     }
 

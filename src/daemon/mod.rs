@@ -7,6 +7,7 @@
 //! brought in when they answer.
 
 pub mod control;
+pub mod crosscheck;
 pub mod device_set;
 pub mod history;
 pub mod metrics;

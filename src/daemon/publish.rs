@@ -5,11 +5,14 @@
 //!
 //! Only fresh readings are shown; a missing or stale one is `None` (`null` in JSON).
 
+use super::crosscheck::Disagreement;
 use super::history::Sample;
 use super::snapshot::Observation;
 use super::status::{
     BatteryStatus, BuildingStatus, ChargerStatus, DeviceStatus, GridStatus, PvStatus,
 };
+use crate::config::DeviceRole;
+use crate::devices::link::LinkState;
 use crate::dispatch::{ChargeMode, ChargerState, Plan, Policy};
 use crate::ledger::ChargerInput;
 
@@ -52,6 +55,20 @@ impl CycleView<'_> {
             building_w: s.building.fresh_value().map(|w| w.value()),
             vehicles_w: known.then(|| s.chargers.iter().map(|c| c.power.value()).sum()),
         }
+    }
+
+    /// The meters' residual `grid - (building + chargers - pv - battery)` and the grid power,
+    /// W, when every term was measured this cycle.
+    pub fn meter_residual(&self) -> Option<(f64, f64)> {
+        let p = self.powers();
+        let pv = if self.fitted.pv { p.pv_w? } else { 0.0 };
+        let battery = if self.fitted.battery {
+            p.battery_w?
+        } else {
+            0.0
+        };
+        let grid = p.grid_w?;
+        Some((grid - (p.building_w? + p.vehicles_w? - pv - battery), grid))
     }
 
     pub fn history_sample(&self) -> Sample {
@@ -199,7 +216,24 @@ pub fn mode_name(m: ChargeMode) -> &'static str {
     }
 }
 
-/// The devices' links as the status shows them.
-pub fn links(devices: &super::device_set::DeviceSet) -> Vec<DeviceStatus> {
-    devices.devices.iter().map(|d| d.status()).collect()
+/// The devices' links as the status shows them; with the meters in disagreement, the building
+/// meter (the one the grid meter overrules) is degraded with the reason.
+pub fn links(
+    devices: &super::device_set::DeviceSet,
+    disagreement: Option<&Disagreement>,
+) -> Vec<DeviceStatus> {
+    devices
+        .devices
+        .iter()
+        .map(|d| {
+            let mut status = d.status();
+            if let (Some(dis), DeviceRole::BuildingMeter) = (disagreement, &d.config.role) {
+                if status.link == LinkState::Online {
+                    status.link = LinkState::Degraded;
+                }
+                status.warning = Some(dis.reason());
+            }
+            status
+        })
+        .collect()
 }

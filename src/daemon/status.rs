@@ -73,6 +73,8 @@ pub struct DeviceStatus {
     pub last_ok: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub errors_total: u64,
+    /// Why a device that answers is not trusted (e.g. meters that disagree), if it is not.
+    pub warning: Option<String>,
 }
 
 /// Today's scorecard (`docs/reference-station.md`, section Scorecard), from the ledger.
