@@ -135,9 +135,15 @@ impl Controller {
                             .push((i, Setpoint::ChargerA(sp.amps.value())));
                     }
                 }
-                DeviceRole::Battery { .. } if snap.battery.online => {
-                    self.setpoints
-                        .push((i, Setpoint::BatteryW(self.plan.battery.value())));
+                DeviceRole::Battery { .. } => {
+                    // A battery dispatch cannot use (offline, invalid readings, alarm, not
+                    // operating) is told 0 W wherever its link still takes a write.
+                    let w = if snap.battery.online {
+                        self.plan.battery.value()
+                    } else {
+                        0.0
+                    };
+                    self.setpoints.push((i, Setpoint::BatteryW(w)));
                 }
                 DeviceRole::Pv { .. } if snap.pv.power.is_fresh() => {
                     self.setpoints
