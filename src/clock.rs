@@ -6,6 +6,12 @@
 
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
+use std::time::Instant;
+
+/// Monotonic time for liveness and timeouts (never steps with the wall clock).
+pub fn monotonic() -> Instant {
+    Instant::now()
+}
 
 /// A source of `now`.
 pub trait Clock: Send + Sync + 'static {

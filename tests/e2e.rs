@@ -453,10 +453,15 @@ async fn the_ledger_accounts_for_the_energy_the_simulator_measured() {
     let after = d.sim.truth().kpis;
     // Buckets are whole quarter hours: ask for every bucket the run touched (the daemon had
     // run for three cycles before `from`, a few Wh).
-    let totals = d.daemon.shared.ledger_totals(
-        station_controller::ledger::bucket_start(from),
-        to + chrono::Duration::minutes(15),
-    );
+    let totals = d
+        .daemon
+        .shared
+        .ledger_totals(
+            station_controller::ledger::bucket_start(from),
+            to + chrono::Duration::minutes(15),
+        )
+        .await
+        .unwrap();
     let sum = &totals.sum;
     let close = |what: &str, ledger_kwh: f64, truth_kwh: f64| {
         let tol = 0.03 * truth_kwh.abs() + 0.5;

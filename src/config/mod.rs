@@ -66,6 +66,10 @@ pub struct RawApi {
     pub listen: String,
     /// Bearer token for endpoints that change behaviour; empty = those endpoints are refused.
     pub token: String,
+    /// Host names (or addresses) the API answers to besides the listen address and
+    /// `localhost`/`127.0.0.1`/`[::1]` with the listen port; requests naming any other `Host`
+    /// are refused (421), which defeats DNS rebinding.
+    pub hosts: Vec<String>,
 }
 
 impl Default for RawApi {
@@ -73,6 +77,7 @@ impl Default for RawApi {
         RawApi {
             listen: "127.0.0.1:8080".into(),
             token: String::new(),
+            hosts: Vec::new(),
         }
     }
 }
@@ -197,6 +202,8 @@ pub struct StationConfig {
     pub timezone: Tz,
     pub api_listen: SocketAddr,
     pub api_token: Option<String>,
+    /// `api.hosts`, lower-cased.
+    pub api_hosts: Vec<String>,
     pub shutdown_deadline: Duration,
     pub stale_after_cycles: u32,
     /// Devices in a stable order: pv, battery, meters, then chargers by id.
@@ -247,6 +254,17 @@ impl RawConfig {
                 None
             }
         };
+        for (i, h) in self.api.hosts.iter().enumerate() {
+            let ok = !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+            if !ok {
+                issues.push(
+                    format!("api.hosts[{i}]"),
+                    format!("expected a host name or address, optionally with :PORT (got {h:?})"),
+                );
+            }
+        }
         if self.control.shutdown_deadline_ms == 0 || self.control.shutdown_deadline_ms > 30_000 {
             issues.push(
                 "control.shutdown_deadline_ms",
@@ -321,6 +339,12 @@ impl RawConfig {
                 timezone: policy.timezone,
                 api_listen,
                 api_token: Some(self.api.token.clone()).filter(|t| !t.is_empty()),
+                api_hosts: self
+                    .api
+                    .hosts
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
                 shutdown_deadline: Duration::from_millis(self.control.shutdown_deadline_ms),
                 stale_after_cycles: self.control.stale_after_cycles,
                 devices,

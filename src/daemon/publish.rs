@@ -11,7 +11,7 @@ use super::status::{
     BatteryStatus, BuildingStatus, ChargerStatus, DeviceStatus, GridStatus, PvStatus,
 };
 use crate::dispatch::{ChargeMode, ChargerState, Plan, Policy};
-use crate::ledger::ChargerInput;
+use crate::ledger::actor::ChargerRecord;
 
 /// Which device kinds the station has (a station without PV has 0 W of it; one whose PV is
 /// unread has no value).
@@ -65,35 +65,50 @@ impl CycleView<'_> {
         }
     }
 
-    /// The ledger's per-flow input, or `None` unless every flow is measured (nothing is
-    /// invented). Returns `(pv, building, battery, grid)` W and the chargers.
-    pub fn ledger_flows(&self) -> Option<(LedgerPowers, Vec<ChargerInput<'_>>)> {
+    /// The ledger's per-flow input: what was measured, and at most one missing term of the
+    /// balance `grid = building + vehicles - pv - battery` estimated from the others (a dead
+    /// charger, a stale meter). `None` when two or more terms are missing. Unread chargers are
+    /// left out of the charger list (their sessions stay open until the ledger's
+    /// `missing_after`); their estimated power is `unread_vehicles_w`.
+    pub fn ledger_flows(&self) -> Option<LedgerFlows> {
         let p = self.powers();
-        let pv = if self.fitted.pv { p.pv_w? } else { 0.0 };
-        let battery = if self.fitted.battery {
-            p.battery_w?
-        } else {
-            0.0
-        };
-        p.vehicles_w?;
-        let chargers = self
-            .observed
-            .snapshot
+        let s = &self.observed.snapshot;
+        let read = |c: &&crate::dispatch::ChargerSnapshot| c.state != ChargerState::Unknown;
+        let chargers: Vec<ChargerRecord> = s
             .chargers
             .iter()
-            .map(|c| ChargerInput {
-                id: c.id.as_str(),
+            .filter(read)
+            .map(|c| ChargerRecord {
+                id: c.id.to_string(),
                 power_w: c.power.value(),
                 plugged: c.plugged,
             })
             .collect();
-        let powers = LedgerPowers {
-            pv_w: pv,
-            building_w: p.building_w?,
-            battery_w: battery,
-            grid_w: p.grid_w?,
+        let read_vehicles_w: f64 = chargers.iter().map(|c| c.power_w.max(0.0)).sum();
+        let all_read = chargers.len() == s.chargers.len();
+        let terms = Terms {
+            grid: p.grid_w,
+            building: p.building_w,
+            vehicles: all_read.then_some(read_vehicles_w),
+            pv: if self.fitted.pv { p.pv_w } else { Some(0.0) },
+            battery: if self.fitted.battery {
+                p.battery_w
+            } else {
+                Some(0.0)
+            },
         };
-        Some((powers, chargers))
+        let (balanced, estimated) = terms.balanced()?;
+        Some(LedgerFlows {
+            powers: LedgerPowers {
+                pv_w: balanced.pv,
+                building_w: balanced.building,
+                battery_w: balanced.battery,
+                grid_w: balanced.grid,
+            },
+            chargers,
+            unread_vehicles_w: (balanced.vehicles - read_vehicles_w).max(0.0),
+            estimated,
+        })
     }
 
     pub fn grid(&self) -> GridStatus {
@@ -178,6 +193,101 @@ impl CycleView<'_> {
                 }
             })
             .collect()
+    }
+}
+
+/// The ledger's input of one cycle (see [`CycleView::ledger_flows`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerFlows {
+    pub powers: LedgerPowers,
+    /// The chargers that were read.
+    pub chargers: Vec<ChargerRecord>,
+    /// Estimated power of the chargers that were not read, W.
+    pub unread_vehicles_w: f64,
+    /// The term estimated from the balance, if any.
+    pub estimated: Option<Term>,
+}
+
+/// A term of the station's balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Term {
+    Grid,
+    Building,
+    Vehicles,
+    Pv,
+    Battery,
+}
+
+/// The five terms of `grid = building + vehicles - pv - battery`, W; `None` = not measured.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Terms {
+    pub grid: Option<f64>,
+    pub building: Option<f64>,
+    pub vehicles: Option<f64>,
+    pub pv: Option<f64>,
+    pub battery: Option<f64>,
+}
+
+/// Every term known.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Balanced {
+    pub grid: f64,
+    pub building: f64,
+    pub vehicles: f64,
+    pub pv: f64,
+    pub battery: f64,
+}
+
+impl Terms {
+    /// All five terms, with at most one missing term estimated from the balance (loads and PV
+    /// clamped at 0); `None` when more than one is missing.
+    pub fn balanced(&self) -> Option<(Balanced, Option<Term>)> {
+        let missing = [
+            self.grid.is_none(),
+            self.building.is_none(),
+            self.vehicles.is_none(),
+            self.pv.is_none(),
+            self.battery.is_none(),
+        ]
+        .iter()
+        .filter(|m| **m)
+        .count();
+        if missing > 1 {
+            return None;
+        }
+        let (g, b, v, p, s) = (
+            self.grid.unwrap_or(0.0),
+            self.building.unwrap_or(0.0),
+            self.vehicles.unwrap_or(0.0),
+            self.pv.unwrap_or(0.0),
+            self.battery.unwrap_or(0.0),
+        );
+        let mut out = Balanced {
+            grid: g,
+            building: b,
+            vehicles: v,
+            pv: p,
+            battery: s,
+        };
+        let term = if self.grid.is_none() {
+            out.grid = b + v - p - s;
+            Some(Term::Grid)
+        } else if self.building.is_none() {
+            out.building = (g - v + p + s).max(0.0);
+            Some(Term::Building)
+        } else if self.vehicles.is_none() {
+            out.vehicles = (g - b + p + s).max(0.0);
+            Some(Term::Vehicles)
+        } else if self.pv.is_none() {
+            out.pv = (b + v - s - g).max(0.0);
+            Some(Term::Pv)
+        } else if self.battery.is_none() {
+            out.battery = b + v - p - g;
+            Some(Term::Battery)
+        } else {
+            None
+        };
+        Some((out, term))
     }
 }
 
