@@ -495,7 +495,8 @@ async fn set_mode(
     }
     let Json(body) = match body {
         Ok(b) => b,
-        Err(e) => return bad_request(e.body_text()),
+        // 400 for bad JSON, 413 for a body over the limit.
+        Err(e) => return error(e.status(), e.body_text()),
     };
     let known = s
         .shared
