@@ -313,3 +313,78 @@ pub fn mode_name(m: ChargeMode) -> &'static str {
 pub fn links(devices: &super::device_set::DeviceSet) -> Vec<DeviceStatus> {
     devices.devices.iter().map(|d| d.status()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: Terms = Terms {
+        grid: Some(3_000.0),
+        building: Some(4_000.0),
+        vehicles: Some(7_000.0),
+        pv: Some(10_000.0),
+        battery: Some(-2_000.0),
+    };
+
+    #[test]
+    fn with_every_term_measured_nothing_is_estimated() {
+        let (b, term) = ALL.balanced().unwrap();
+        assert_eq!(term, None);
+        assert_eq!(b.grid, 3_000.0);
+        assert_eq!(b.battery, -2_000.0);
+    }
+
+    #[test]
+    fn one_missing_term_is_estimated_from_the_balance() {
+        let cases: [(Terms, Term, fn(&Balanced) -> f64); 5] = [
+            (Terms { grid: None, ..ALL }, Term::Grid, |b| b.grid),
+            (
+                Terms {
+                    building: None,
+                    ..ALL
+                },
+                Term::Building,
+                |b| b.building,
+            ),
+            (
+                Terms {
+                    vehicles: None,
+                    ..ALL
+                },
+                Term::Vehicles,
+                |b| b.vehicles,
+            ),
+            (Terms { pv: None, ..ALL }, Term::Pv, |b| b.pv),
+            (
+                Terms {
+                    battery: None,
+                    ..ALL
+                },
+                Term::Battery,
+                |b| b.battery,
+            ),
+        ];
+        let (full, _) = ALL.balanced().unwrap();
+        for (terms, expected, get) in cases {
+            let (b, term) = terms.balanced().unwrap();
+            assert_eq!(term, Some(expected));
+            assert!((get(&b) - get(&full)).abs() < 1e-9, "{expected:?}: {b:?}");
+        }
+    }
+
+    #[test]
+    fn an_estimated_load_or_pv_is_never_negative_and_two_missing_terms_give_up() {
+        let odd = Terms {
+            vehicles: None,
+            grid: Some(-50_000.0),
+            ..ALL
+        };
+        assert_eq!(odd.balanced().unwrap().0.vehicles, 0.0);
+        let two = Terms {
+            grid: None,
+            vehicles: None,
+            ..ALL
+        };
+        assert_eq!(two.balanced(), None);
+    }
+}

@@ -194,6 +194,19 @@ pub fn spawn(
     cancel: CancellationToken,
     on_flows: impl FnMut(&Flows) + Send + 'static,
 ) -> LedgerHandle {
+    let (handle, task, rx) = channel(ledger, capacity, Box::new(on_flows));
+    tracker.spawn_blocking(move || task.run(rx, cancel));
+    handle
+}
+
+type FlowSink = Box<dyn FnMut(&Flows) + Send>;
+
+/// The handle, the task and the queue between them, not yet running.
+fn channel(
+    ledger: Ledger,
+    capacity: usize,
+    on_flows: FlowSink,
+) -> (LedgerHandle, Task, Receiver<Msg>) {
     let (tx, rx) = sync_channel(capacity.max(1));
     let dropped = Arc::new(AtomicU64::new(0));
     let first = LedgerView {
@@ -208,19 +221,18 @@ pub fn spawn(
         ledger,
         view: view_tx,
         dropped: dropped.clone(),
-        on_flows: Box::new(on_flows),
+        on_flows,
         today: None,
         since_today: 0,
     };
-    tracker.spawn_blocking(move || task.run(rx, cancel));
-    LedgerHandle { tx, view, dropped }
+    (LedgerHandle { tx, view, dropped }, task, rx)
 }
 
 struct Task {
     ledger: Ledger,
     view: watch::Sender<Arc<LedgerView>>,
     dropped: Arc<AtomicU64>,
-    on_flows: Box<dyn FnMut(&Flows) + Send>,
+    on_flows: FlowSink,
     today: Option<(DateTime<Utc>, Totals)>,
     since_today: u32,
 }
@@ -339,5 +351,114 @@ impl Drop for Task {
     /// Also on a panic: the view then says the task is not running.
     fn drop(&mut self) {
         self.publish(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 6, 1, 8, 0, 0).unwrap() + TimeDelta::seconds(s)
+    }
+
+    fn cycle(s: i64) -> CycleRecord {
+        CycleRecord {
+            at: t(s),
+            dt_s: 1.0,
+            pv_w: 10_000.0,
+            building_w: 4_000.0,
+            battery_w: 0.0,
+            grid_w: 1_000.0,
+            chargers: vec![ChargerRecord {
+                id: "charger-1".into(),
+                power_w: 7_000.0,
+                plugged: true,
+            }],
+            unread_vehicles_w: 0.0,
+            estimated: false,
+            price_cny_per_kwh: 1.0,
+            export_price_cny_per_kwh: 0.3,
+            co2_kg_per_kwh: 0.5,
+            demand: Some(DemandState {
+                window_start_s: Some(t(0).timestamp()),
+                energy_ws: 1_000.0 * s as f64,
+                month_key: 2026 * 12 + 5,
+                month_peak_w: 42_000.0,
+            }),
+            today_from: t(-8 * 3600),
+        }
+    }
+
+    #[test]
+    fn record_never_waits_a_full_queue_drops_and_counts() {
+        let (handle, _task, _rx) = channel(Ledger::in_memory(), 2, Box::new(|_| {}));
+        assert!(handle.record(cycle(1)));
+        assert!(handle.record(cycle(2)));
+        assert!(!handle.record(cycle(3)));
+        assert!(!handle.record(cycle(4)));
+        assert_eq!(handle.dropped(), 2);
+        assert_eq!(handle.view().dropped, 2);
+    }
+
+    #[test]
+    fn a_stopped_task_refuses_queries_and_counts_records_as_dropped() {
+        let (handle, task, rx) = channel(Ledger::in_memory(), 8, Box::new(|_| {}));
+        drop((task, rx));
+        assert!(!handle.view().running);
+        assert!(!handle.record(cycle(1)));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = rt.block_on(handle.buckets(t(0), t(60)));
+        assert!(matches!(r, Err(LedgerQueryError::Stopped)), "{r:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_task_books_answers_publishes_and_flushes_when_cancelled() {
+        let dir = std::env::temp_dir().join(format!("stationd-actor-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ledger.sqlite");
+        let _ = std::fs::remove_file(&path);
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let booked = Arc::new(AtomicU64::new(0));
+        let count = booked.clone();
+        let handle = spawn(
+            Ledger::open(&path, Duration::from_secs(3600)),
+            16,
+            &tracker,
+            cancel.clone(),
+            move |_| {
+                count.fetch_add(1, Ordering::Relaxed);
+            },
+        );
+        let mut view = handle.view.clone();
+        for s in 1..=60 {
+            // The test feeds slower than the task books: a full queue here is a failure.
+            while !handle.record(cycle(s)) {
+                tokio::task::yield_now().await;
+            }
+        }
+        let (buckets, totals) = handle.buckets(t(-3600), t(3600)).await.unwrap();
+        assert_eq!(buckets.len(), 1);
+        assert!((totals.sum.vehicles_wh - 7_000.0 * 60.0 / 3600.0).abs() < 1e-6);
+        assert_eq!(booked.load(Ordering::Relaxed), 60);
+        view.wait_for(|v| v.open_sessions.len() == 1 && v.today.is_some())
+            .await
+            .unwrap();
+        let sessions = handle.sessions(t(0), t(3600)).await.unwrap();
+        assert_eq!(sessions.len(), 1);
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        assert!(!handle.view().running);
+        let reopened = Ledger::open(&path, Duration::from_secs(3600));
+        assert_eq!(reopened.demand_state(), cycle(60).demand);
+        let mut reopened = reopened;
+        assert_eq!(reopened.buckets(t(-3600), t(3600)), buckets);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
