@@ -500,3 +500,54 @@ async fn the_ledger_accounts_for_the_energy_the_simulator_measured() {
     );
     d.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_charger_does_not_stop_energy_accounting_and_its_buckets_are_marked_estimated() {
+    let d = start("sunny-weekday", 60.0, "10:00", |_| {}).await;
+    for id in ["charger-1", "charger-4"] {
+        d.sim.plug(&plug(id)).unwrap();
+    }
+    let from = d.sim.now();
+    let before = d.sim.truth().kpis;
+    d.sim
+        .inject(&fault("charger-4", FaultKindName::Offline))
+        .unwrap();
+    run_for(&d, 1800).await;
+    let to = d.sim.now();
+    let after = d.sim.truth().kpis;
+    let (buckets, totals) = d
+        .daemon
+        .shared
+        .ledger_buckets(
+            station_controller::ledger::bucket_start(from),
+            to + chrono::Duration::minutes(15),
+        )
+        .await
+        .unwrap();
+    assert!(buckets.iter().any(|b| b.is_estimated()), "{buckets:?}");
+    let covered: f64 = buckets.iter().map(|b| b.covered_s).sum();
+    assert!(covered >= 1700.0, "only {covered} s booked");
+    let ledger_kwh = totals.sum.vehicles_wh / 1000.0;
+    let truth_kwh = after.ev_delivered_kwh - before.ev_delivered_kwh;
+    assert!(
+        (ledger_kwh - truth_kwh).abs() <= 0.03 * truth_kwh + 0.5,
+        "EV energy: ledger {ledger_kwh:.2} kWh, simulator {truth_kwh:.2} kWh"
+    );
+    let base = format!("http://{}", d.daemon.api_addr);
+    let energy: serde_json::Value = reqwest::get(format!("{base}/api/energy"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let marked = energy["buckets"].as_array().unwrap();
+    assert!(marked.iter().any(|b| b["estimated"] == true), "{energy}");
+    let csv = reqwest::get(format!("{base}/api/energy?format=csv"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.lines().any(|l| l.ends_with(",true")), "{csv}");
+    d.shutdown().await;
+}

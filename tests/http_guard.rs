@@ -40,6 +40,10 @@ struct Running {
 }
 
 async fn start(hosts: &[&str]) -> Running {
+    start_with(hosts, Options::default()).await
+}
+
+async fn start_with(hosts: &[&str], options: Options) -> Running {
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let cfg = config(silent.local_addr().unwrap(), hosts);
     let cancel = CancellationToken::new();
@@ -49,7 +53,7 @@ async fn start(hosts: &[&str]) -> Running {
         Arc::new(SystemClock),
         Options {
             api_listen: Some("127.0.0.1:0".parse().unwrap()),
-            ..Options::default()
+            ..options
         },
         cancel.clone(),
         &tracker,
@@ -202,5 +206,30 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     idle.clear();
     let (code, body) = waiting.await.unwrap();
     assert_eq!(code, 200, "{body}");
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_a_ledger_that_cannot_be_opened() {
+    let path = std::env::temp_dir()
+        .join(format!("stationd-no-such-dir-{}", std::process::id()))
+        .join("ledger.sqlite");
+    let options = Options {
+        ledger_path: Some(path),
+        ..Options::default()
+    };
+    let r = start_with(&[], options).await;
+    let addr = r.daemon.api_addr;
+    let (_, body) = raw(addr, &get("/api/health", &addr.to_string())).await;
+    let json: serde_json::Value =
+        serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(json["ledger"]["ok"], false, "{body}");
+    assert!(
+        json["ledger"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("ledger.sqlite"),
+        "{body}"
+    );
     r.stop().await;
 }
