@@ -551,3 +551,50 @@ async fn a_dead_charger_does_not_stop_energy_accounting_and_its_buckets_are_mark
     assert!(csv.lines().any(|l| l.ends_with(",true")), "{csv}");
     d.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_months_demand_peak_from_the_ledger() {
+    let dir = std::env::temp_dir().join(format!("stationd-e2e-demand-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ledger.sqlite");
+    let _ = std::fs::remove_file(&path);
+    let options = || station_controller::daemon::Options {
+        ledger_path: Some(path.clone()),
+        ..Default::default()
+    };
+    let sc = demo::scenario("sunny-weekday").unwrap();
+    let sim = station_sim::runtime::spawn(SimConfig {
+        start: sc.resolve_local("18:00"),
+        ..SimConfig::ephemeral(sc, 7, 60.0)
+    })
+    .await
+    .unwrap();
+    for id in ["charger-1", "charger-2"] {
+        sim.plug(&plug(id)).unwrap();
+    }
+    let d = Demo::attach_with(sim, 60.0, loopback(), options(), |_| {})
+        .await
+        .unwrap();
+    let peak = until("a closed demand window", Duration::from_secs(120), || {
+        let s = status(&d)?;
+        (s.grid.month_peak_w > 0.0).then_some(s.grid.month_peak_w)
+    })
+    .await;
+    let sim = d.stop_daemon().await;
+    let d = Demo::attach_with(sim, 60.0, loopback(), options(), |_| {})
+        .await
+        .unwrap();
+    let first = until(
+        "the first cycle after the restart",
+        Duration::from_secs(30),
+        || status(&d),
+    )
+    .await;
+    assert!(
+        first.grid.month_peak_w >= peak,
+        "month peak {} W after the restart, {peak} W before",
+        first.grid.month_peak_w
+    );
+    d.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,7 +5,7 @@
 use super::device_set::{DeviceSet, Setpoint};
 use super::publish::{self, CycleView, Fitted};
 use super::snapshot::{self, Observation};
-use super::status::{Status, TodayStatus};
+use super::status::{GridStatus, Status, TodayStatus};
 use super::Shared;
 use crate::clock::Clock;
 use crate::config::{DeviceRole, StationConfig};
@@ -212,7 +212,11 @@ impl Controller {
             time: now,
             cycle: self.cycle,
             cycle_ms: cycle_s * 1000.0,
-            grid: view.grid(),
+            grid: GridStatus {
+                month_peak_w: self.state.demand().month_peak().value(),
+                demand_window_avg_w: self.state.demand().window_average().value(),
+                ..view.grid()
+            },
             pv: view.pv(),
             battery: view.battery(),
             building: view.building(),

@@ -119,6 +119,8 @@ impl CycleView<'_> {
             import_limit_w: self.policy.grid.import_limit.value(),
             export_limit_w: self.policy.grid.export_limit.value(),
             fresh: s.power.is_fresh(),
+            month_peak_w: 0.0,
+            demand_window_avg_w: 0.0,
         }
     }
 
