@@ -131,9 +131,17 @@ async fn run(config_path: PathBuf, ledger: Option<PathBuf>, ledger_flush_s: f64)
         other => anyhow::Error::new(other),
     })?;
     let deadline = cfg.shutdown_deadline;
+    let notifier = Notifier::from_env();
+    if let Some(w) = notifier.watchdog() {
+        if let Some(why) = config::watchdog_issue(cfg.policy.cycle_s, w) {
+            anyhow::bail!(
+                "{}: policy.cycle_s: {why} (WATCHDOG_USEC from systemd)",
+                config_path.display()
+            );
+        }
+    }
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let notifier = Notifier::from_env();
     let handle = daemon::start(
         cfg,
         Arc::new(SystemClock),
