@@ -1,12 +1,13 @@
-//! The HTTP server's guards, on a daemon whose only device (the grid meter) never answers, so
-//! its first control cycle takes the meter's whole timeout: requests before the first cycle,
-//! the `Host` allow-list, the body limit, the ledger's span cap and the connection cap.
+//! The HTTP server's guards and the watchdog, on a daemon whose only device (the grid meter)
+//! never answers, so its first control cycle takes the meter's whole timeout: requests before
+//! the first cycle, the `Host` allow-list, the body limit, the ledger's span cap, the connection
+//! cap, and no watchdog ping before the loop has completed a cycle.
 
 mod support;
 
 use station_controller::clock::SystemClock;
 use station_controller::config::{self, StationConfig};
-use station_controller::daemon::{self, DaemonHandle, Options};
+use station_controller::daemon::{self, notify::Notifier, DaemonHandle, Options};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -232,4 +233,38 @@ async fn health_reports_a_ledger_that_cannot_be_opened() {
         "{body}"
     );
     r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_is_pinged_only_once_the_control_loop_has_completed_a_cycle() {
+    let dir = std::env::temp_dir().join(format!("stationd-wd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let socket = tokio::net::UnixDatagram::bind(&path).unwrap();
+    // A 200 ms watchdog: ticks every 100 ms while the first cycle waits 5 s on the meter.
+    let options = Options {
+        notifier: Notifier::from_vars(Some(path.display().to_string()), Some("200000".into())),
+        ..Options::default()
+    };
+    let r = start_with(&[], options).await;
+    let mut buf = [0u8; 128];
+    let mut seen = Vec::new();
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(30), socket.recv(&mut buf))
+            .await
+            .expect("a notification within 30 s")
+            .unwrap();
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg == "WATCHDOG=1" {
+            assert!(
+                r.daemon.shared.status().is_some(),
+                "pinged before any cycle completed (after {seen:?})"
+            );
+            break;
+        }
+        seen.push(msg);
+    }
+    r.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -101,9 +101,10 @@ pub struct LedgerStatus {
 
 impl Shared {
     fn publish(&self, status: Status) {
-        *lock(&self.last_cycle) = Some(crate::clock::monotonic());
         *lock(&self.import_limit_w) = status.grid.import_limit_w;
         self.status.send_replace(Some(Arc::new(status)));
+        // Last: whoever sees the loop alive also sees its status.
+        *lock(&self.last_cycle) = Some(crate::clock::monotonic());
     }
 
     /// The last published status.
