@@ -338,7 +338,8 @@ mod tests {
 
     #[test]
     fn one_missing_term_is_estimated_from_the_balance() {
-        let cases: [(Terms, Term, fn(&Balanced) -> f64); 5] = [
+        type Case = (Terms, Term, fn(&Balanced) -> f64);
+        let cases: [Case; 5] = [
             (Terms { grid: None, ..ALL }, Term::Grid, |b| b.grid),
             (
                 Terms {
