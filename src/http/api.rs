@@ -495,8 +495,11 @@ async fn set_mode(
     }
     let Json(body) = match body {
         Ok(b) => b,
-        // 400 for bad JSON, 413 for a body over the limit.
-        Err(e) => return error(e.status(), e.body_text()),
+        // 413 for a body over the limit, 400 for anything else wrong with it.
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(e.status(), e.body_text())
+        }
+        Err(e) => return bad_request(e.body_text()),
     };
     let known = s
         .shared
