@@ -268,3 +268,22 @@ async fn the_watchdog_is_pinged_only_once_the_control_loop_has_completed_a_cycle
     r.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let r = start(&[]).await;
+    let addr = r.daemon.api_addr;
+    let mut partial = TcpStream::connect(addr).await.unwrap();
+    partial
+        .write_all(format!("GET /api/status HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let limit = station_controller::http::api::HEADER_TIMEOUT + Duration::from_secs(10);
+    for (what, s) in [("partial headers", &mut partial), ("no request", &mut idle)] {
+        let mut out = Vec::new();
+        let closed = tokio::time::timeout(limit, s.read_to_end(&mut out)).await;
+        assert!(closed.is_ok(), "{what}: still connected after {limit:?}");
+    }
+    r.stop().await;
+}
