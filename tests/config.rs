@@ -271,3 +271,20 @@ fn a_missing_file_is_reported_with_its_path() {
     assert!(matches!(err, ConfigError::Read { .. }));
     assert!(err.to_string().contains("/nonexistent/station.toml"));
 }
+
+#[test]
+fn api_hosts_are_checked_and_lower_cased() {
+    let problems = invalid(&format!(
+        "{MINIMAL}\n[api]\nhosts = [\"ok.example\", \"bad host\", \"\"]\n"
+    ));
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].starts_with("api.hosts[1]: "), "{problems:?}");
+    assert!(problems[1].starts_with("api.hosts[2]: "), "{problems:?}");
+    let raw = config::parse(
+        "test.toml",
+        &format!("{MINIMAL}\n[api]\nhosts = [\"Station.Example.LAN\"]\n"),
+        no_env(),
+    )
+    .unwrap();
+    assert_eq!(raw.validate().unwrap().api_hosts, ["station.example.lan"]);
+}

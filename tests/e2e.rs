@@ -355,6 +355,7 @@ async fn the_http_api_serves_status_health_metrics_history_and_refuses_bad_reque
     assert!(metrics.contains("station_grid_power_watts "));
     assert!(metrics.contains("station_charger_setpoint_amperes{device=\"charger-3\"}"));
     assert!(metrics.contains("station_control_cycle_duration_seconds_count"));
+    assert!(metrics.contains("station_ledger_dropped_cycles_total 0"));
     let history: serde_json::Value = http
         .get(format!("{base}/api/history?hours=1"))
         .send()

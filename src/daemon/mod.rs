@@ -270,7 +270,7 @@ pub async fn start(
         .local_addr()
         .map_err(|source| DaemonError::Bind { addr, source })?;
     if !api_addr.ip().is_loopback() {
-        tracing::warn!(%api_addr, "HTTP API listens beyond loopback (api.listen); read endpoints are open to that network");
+        tracing::warn!(%api_addr, "HTTP API listens beyond loopback (api.listen); read endpoints are open to that network; list the names and addresses clients use in api.hosts");
     }
 
     // The ledger stops after the control loop (its last cycle is booked and flushed).

@@ -524,3 +524,47 @@ async fn set_mode(
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(listen: &str, configured: &[&str]) -> AllowedHosts {
+        let configured: Vec<String> = configured.iter().map(|s| s.to_string()).collect();
+        AllowedHosts::new(listen.parse().unwrap(), &configured)
+    }
+
+    #[test]
+    fn an_ipv6_listen_address_and_configured_names_with_or_without_a_port_are_allowed() {
+        let h = hosts("[::1]:8080", &["Station.lan", "proxy.lan:9000"]);
+        for ok in [
+            "[::1]:8080",
+            "localhost:8080",
+            "station.lan:8080",
+            "STATION.LAN:8080",
+            "proxy.lan:9000",
+        ] {
+            assert!(h.allows(ok), "{ok}");
+        }
+        for bad in [
+            "[::1]",
+            "[::2]:8080",
+            "proxy.lan:8080",
+            "station.lan:9000",
+            "evil.example:8080",
+            "localhost:8080:1",
+            "",
+            "[::1",
+        ] {
+            assert!(!h.allows(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn on_port_80_a_host_without_a_port_is_allowed() {
+        let h = hosts("127.0.0.1:80", &[]);
+        assert!(h.allows("localhost"));
+        assert!(h.allows("127.0.0.1:80"));
+        assert!(!h.allows("localhost:8080"));
+    }
+}
