@@ -6,6 +6,8 @@
 //!   cycles come back to back);
 //! - resident memory and CPU share of the real `stationd run` binary at the 1 s cycle with 16
 //!   chargers against the simulator (in this process, on fixed loopback ports), over 30 s.
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 #[path = "../tests/support/station_file.rs"]
 #[allow(dead_code)] // the bench writes a file; it changes no key

@@ -1,6 +1,8 @@
 //! Solve time of the perfect-foresight program on synthetic reference windows.
 //!
 //! Run with `cargo bench -p station-controller --bench optimum`.
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::time::{Duration, Instant};
 

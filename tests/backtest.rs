@@ -1,8 +1,11 @@
 //! Backtests of the dispatch core against the simulator's plant and the perfect-foresight
 //! optimum (src/backtest). Every closed loop here runs the real 1 s control cycle over a whole
 //! simulated day (about a second per run in a debug build).
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod support;
+use station_sim::physics::KPI_KEYS;
 
 use station_controller::backtest::cli::{
     run_backtest, run_cli, savings_captured, BacktestArgs, BacktestError, BacktestReport,
@@ -229,7 +232,7 @@ fn json_report_has_exactly_the_keys_of_the_issue() {
         .map(|r| r["controller"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["uncontrolled", "policy", "optimum"]);
-    let mut expected = support::SCORECARD_KPI_KEYS.to_vec();
+    let mut expected = KPI_KEYS.to_vec();
     expected.sort();
     for r in runs {
         assert_eq!(keys(r), ["controller", "kpis"]);
@@ -257,9 +260,9 @@ fn table_report_lists_every_controller_and_the_savings() {
     let rows: Vec<&str> = out
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|k| support::SCORECARD_KPI_KEYS.contains(k))
+        .filter(|k| KPI_KEYS.contains(k))
         .collect();
-    assert_eq!(rows, support::SCORECARD_KPI_KEYS, "{out}");
+    assert_eq!(rows, KPI_KEYS, "{out}");
 }
 
 #[test]

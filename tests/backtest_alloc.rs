@@ -1,6 +1,8 @@
 //! The backtest's closed loop allocates nothing per cycle in the steady state: the plant's
 //! view is overwritten in place, the snapshot is refreshed in place and the commands go to a
 //! reused vector.
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod support;
 

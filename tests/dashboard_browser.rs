@@ -7,6 +7,8 @@
 //!
 //! `support::browser::assert_live_dashboard(url, screenshot)` is the generic check (no fake numbers) for
 //! a real daemon; it is exercised here against the fake station.
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod support;
 

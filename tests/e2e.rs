@@ -1,5 +1,7 @@
 //! End to end: the real daemon against the simulator in process, over Modbus TCP on loopback.
 //! The daemon's clock follows the simulator's, which runs faster than real time.
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod support;
 

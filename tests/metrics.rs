@@ -1,5 +1,7 @@
 //! `/metrics` against the ledger: the per-flow energy counters grow with what the ledger books,
 //! scraped over HTTP from the real daemon running against the simulator in process.
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use chrono::{DateTime, Utc};
 use station_controller::demo::{self, Demo};

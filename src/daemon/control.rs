@@ -14,7 +14,7 @@ use crate::ledger::actor::CycleRecord;
 use crate::ledger::Totals;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Messages the control loop takes between cycles.
 #[derive(Debug)]
@@ -127,7 +127,7 @@ impl Controller {
 
     /// One control cycle: read every device, observe, decide, write every setpoint, publish.
     pub async fn cycle(&mut self) {
-        let started = Instant::now();
+        let started = crate::clock::monotonic();
         let now = self.clock.now();
         self.devices.read_all(now).await;
         let observed = snapshot::build(&self.devices, &self.config, now);

@@ -168,7 +168,7 @@ impl Device {
         if !self.driver.link().is_connected() || self.configured_on == Some(connects) {
             return;
         }
-        let started = Instant::now();
+        let started = crate::clock::monotonic();
         let result = match (&mut self.driver, &self.config.role) {
             (Driver::Pv(d), DeviceRole::Pv { revert_s, .. }) => {
                 d.configure_fallback(*revert_s).await
@@ -202,7 +202,7 @@ impl Device {
                 return;
             }
         }
-        let started = Instant::now();
+        let started = crate::clock::monotonic();
         self.last_poll = Some(now);
         let result = match &mut self.driver {
             Driver::Pv(d) => d.read().await.map(DeviceReading::Pv),
@@ -234,7 +234,7 @@ impl Device {
             // A write to a dead link would only wait out the back-off; the next read reconnects.
             return;
         }
-        let started = Instant::now();
+        let started = crate::clock::monotonic();
         let result = match (&mut self.driver, sp) {
             (Driver::Pv(d), Setpoint::PvLimitPct(p)) => d.set_limit_pct(p).await,
             (Driver::Battery(d), Setpoint::BatteryW(w)) => d.set_power_w(w).await,

@@ -84,6 +84,7 @@ pub struct Shared {
     token: Option<String>,
     hosts: Vec<String>,
     control: mpsc::Sender<ControlMsg>,
+    clock: Arc<dyn Clock>,
 }
 
 /// The ledger's state as `/api/health` reports it.
@@ -105,6 +106,11 @@ impl Shared {
         self.status.send_replace(Some(Arc::new(status)));
         // Last: whoever sees the loop alive also sees its status.
         *lock(&self.last_cycle) = Some(crate::clock::monotonic());
+    }
+
+    /// Station time now (the daemon's clock).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// The last published status.
@@ -289,6 +295,7 @@ pub async fn start(
         token: config.api_token.clone(),
         hosts: config.api_hosts.clone(),
         control: control_tx,
+        clock: clock.clone(),
     });
 
     tracker.spawn(crate::http::api::serve(

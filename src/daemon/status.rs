@@ -80,7 +80,7 @@ pub struct DeviceStatus {
     pub errors_total: u64,
 }
 
-/// Today's scorecard (station.md), from the ledger.
+/// Today's scorecard (`docs/reference-station.md`, section Scorecard), from the ledger.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TodayStatus {
     pub pv_kwh: f64,

@@ -728,83 +728,104 @@ fn allocate_chargers(
         };
     }
     let (solar_w, solar_a) = allocate(work, order, pool, firm_left_a, vp.sharing);
-    let mut left_w = firm_left_w - solar_w;
-    let mut left_a = firm_left_a - solar_a;
 
-    let h = vp.hysteresis.0;
+    let mut left = Left {
+        w: firm_left_w - solar_w,
+        a: firm_left_a - solar_a,
+    };
     for (i, c) in snapshot.chargers.iter().enumerate() {
         let w = &mut work[i];
-        let m = &mems[i];
-        let share = w.got;
-        let share_w = share * w.w_per_a;
-        let min_w = w.min * w.w_per_a;
-        w.got = match w.role {
-            Role::Idle => 0.0,
-            Role::Fast => w.firm,
-            Role::MinSolar | Role::SolarHeld if w.firm > 0.0 => (w.firm + share).min(w.cap),
-            Role::MinSolar | Role::SolarHeld => 0.0,
-            Role::Solar if m.on => {
-                if share >= w.min - EPS_A {
-                    share.min(w.cap)
-                } else if share_w >= min_w - h
-                    && left_w + share_w >= min_w
-                    && left_a + share >= w.min
-                {
-                    // Within the hysteresis band: stay at the minimum, a little from the grid.
-                    left_w -= min_w - share_w;
-                    left_a -= w.min - share;
-                    w.min
-                } else {
-                    plan.reasons
-                        .push(Reason::ChargerPausedNoSurplus { id: c.id.clone() });
-                    0.0
-                }
-            }
-            Role::Solar => {
-                if share > EPS_A && share_w >= min_w + h - EPS_W {
-                    if m.since_switch_s(now) >= vp.min_off_s {
-                        share.min(w.cap)
-                    } else {
-                        plan.reasons
-                            .push(Reason::ChargerHeldOffMinOffTime { id: c.id.clone() });
-                        0.0
-                    }
-                } else {
-                    plan.reasons
-                        .push(Reason::ChargerPausedNoSurplus { id: c.id.clone() });
-                    0.0
-                }
-            }
-        };
+        w.got = settle(w, &mems[i], &c.id, vp, now, &mut left, plan);
+        explain(w, &c.id, firm_left_w, firm_left_a, plan);
+    }
+}
 
-        // Explain currents below what the mode asked for.
-        let asked = match w.role {
-            Role::Fast => w.cap,
-            Role::MinSolar | Role::SolarHeld => w.min,
-            Role::Solar | Role::Idle => 0.0,
-        };
-        if w.firm + 1e-3 < asked {
-            let fuse_bound = firm_left_a * w.w_per_a < firm_left_w;
-            plan.reasons.push(if fuse_bound {
-                Reason::ChargerPhaseFuseLimited {
-                    id: c.id.clone(),
-                    amps: Amps(w.got),
+/// Grid budget still free after the passes, W and A.
+struct Left {
+    w: f64,
+    a: f64,
+}
+
+/// The current a charger gets from its firm share and its solar share (`w.got` on entry),
+/// with the solar on/off rules: hysteresis, `min_on_s`, `min_off_s`.
+fn settle(
+    w: &Work,
+    m: &state::ChargerMemory,
+    id: &ChargerId,
+    vp: &VehiclePolicy,
+    now: DateTime<Utc>,
+    left: &mut Left,
+    plan: &mut Plan,
+) -> f64 {
+    let h = vp.hysteresis.0;
+    let share = w.got;
+    let share_w = share * w.w_per_a;
+    let min_w = w.min * w.w_per_a;
+    match w.role {
+        Role::Idle => 0.0,
+        Role::Fast => w.firm,
+        Role::MinSolar | Role::SolarHeld if w.firm > 0.0 => (w.firm + share).min(w.cap),
+        Role::MinSolar | Role::SolarHeld => 0.0,
+        Role::Solar if m.on => {
+            if share >= w.min - EPS_A {
+                share.min(w.cap)
+            } else if share_w >= min_w - h && left.w + share_w >= min_w && left.a + share >= w.min {
+                // Within the hysteresis band: stay at the minimum, a little from the grid.
+                left.w -= min_w - share_w;
+                left.a -= w.min - share;
+                w.min
+            } else {
+                plan.reasons
+                    .push(Reason::ChargerPausedNoSurplus { id: id.clone() });
+                0.0
+            }
+        }
+        Role::Solar => {
+            if share > EPS_A && share_w >= min_w + h - EPS_W {
+                if m.since_switch_s(now) >= vp.min_off_s {
+                    share.min(w.cap)
+                } else {
+                    plan.reasons
+                        .push(Reason::ChargerHeldOffMinOffTime { id: id.clone() });
+                    0.0
                 }
             } else {
-                Reason::ChargerImportLimited {
-                    id: c.id.clone(),
-                    amps: Amps(w.got),
-                }
-            });
-        } else if w.role == Role::SolarHeld && w.got > 0.0 {
-            plan.reasons
-                .push(Reason::ChargerHeldOnMinOnTime { id: c.id.clone() });
-        } else if w.role == Role::Fast && w.cap + 1e-3 < w.max {
-            plan.reasons.push(Reason::ChargerRampLimited {
-                id: c.id.clone(),
-                amps: Amps(w.got),
-            });
+                plan.reasons
+                    .push(Reason::ChargerPausedNoSurplus { id: id.clone() });
+                0.0
+            }
         }
+    }
+}
+
+/// Explain a current below what the charger's mode asked for.
+fn explain(w: &Work, id: &ChargerId, firm_left_w: f64, firm_left_a: f64, plan: &mut Plan) {
+    let asked = match w.role {
+        Role::Fast => w.cap,
+        Role::MinSolar | Role::SolarHeld => w.min,
+        Role::Solar | Role::Idle => 0.0,
+    };
+    if w.firm + 1e-3 < asked {
+        let fuse_bound = firm_left_a * w.w_per_a < firm_left_w;
+        plan.reasons.push(if fuse_bound {
+            Reason::ChargerPhaseFuseLimited {
+                id: id.clone(),
+                amps: Amps(w.got),
+            }
+        } else {
+            Reason::ChargerImportLimited {
+                id: id.clone(),
+                amps: Amps(w.got),
+            }
+        });
+    } else if w.role == Role::SolarHeld && w.got > 0.0 {
+        plan.reasons
+            .push(Reason::ChargerHeldOnMinOnTime { id: id.clone() });
+    } else if w.role == Role::Fast && w.cap + 1e-3 < w.max {
+        plan.reasons.push(Reason::ChargerRampLimited {
+            id: id.clone(),
+            amps: Amps(w.got),
+        });
     }
 }
 

@@ -237,7 +237,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The reference station (station.md) at rest with every reading fresh: no PV output,
+    /// The reference station (docs/reference-station.md) at rest, every reading fresh: no PV,
     /// no building load, battery at 50 % of 360 kWh usable with 120 kW BMS limits, and `n`
     /// 32 A 3-phase chargers `charger-1..` each with a car plugged in and ready (state C2)
     /// but drawing nothing yet. A starting point for tests, simulations and benchmarks.

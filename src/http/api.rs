@@ -364,10 +364,10 @@ fn range(
     q: Result<Query<RangeQuery>, QueryRejection>,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>, Format), Response> {
     let Query(q) = q.map_err(|e| bad_request(e.body_text()))?;
-    let now = s.shared.status().map_or_else(
-        || crate::clock::Clock::now(&crate::clock::SystemClock),
-        |st| st.time,
-    );
+    let now = s
+        .shared
+        .status()
+        .map_or_else(|| s.shared.now(), |st| st.time);
     let to = match &q.to {
         Some(v) => parse_time("to", v)?,
         None => now + TimeDelta::seconds(1),

@@ -3,8 +3,7 @@
 //! includes the file on its own: `#[path = "../tests/support/fixtures.rs"] mod fixtures;`.
 
 use station_controller::backtest::optimum::{
-    reference_tou_price_cny_per_kwh, BatteryInput, GridInput, OptimumInput, SessionInput,
-    TariffInput, DEFAULT_STEP_S,
+    BatteryInput, GridInput, OptimumInput, SessionInput, TariffInput, DEFAULT_STEP_S,
 };
 
 /// Deterministic SplitMix64 stream for [`synthetic_reference_window`].
@@ -41,6 +40,7 @@ pub(crate) fn synthetic_reference_window(days: usize, seed: u64) -> OptimumInput
     let mut building_w = Vec::with_capacity(n);
     let mut import_price_cny_per_kwh = Vec::with_capacity(n);
     let mut sessions = Vec::new();
+    let tariff = station_controller::dispatch::Policy::default().tariff;
     for day in 0..days {
         let weather = WEATHER[day % WEATHER.len()];
         let weekend = day % 7 >= 5;
@@ -67,7 +67,8 @@ pub(crate) fn synthetic_reference_window(days: usize, seed: u64) -> OptimumInput
             };
             pv_available_w.push(pv);
             building_w.push(base + workshop);
-            import_price_cny_per_kwh.push(reference_tou_price_cny_per_kwh(hour));
+            // The reference tariff: the default policy's, the one source of it.
+            import_price_cny_per_kwh.push(tariff.price_at((hour * 60.0) as u16));
         }
         for k in 0..20 {
             let day_start = day * STEPS_PER_DAY;

@@ -3,8 +3,6 @@
 //!
 //! - [`free_port`], [`until`], [`until_async`]: ports and polling, never a blind sleep;
 //! - [`plug`]: the standard car of the end-to-end tests;
-//! - [`SCORECARD_KPI_KEYS`]: the backtest scorecard's KPI keys, as the reference station's
-//!   specification names them;
 //! - [`station_file`]: the reference config as a file for the real `stationd` binary;
 //! - [`alloc`]: an allocation-counting global allocator type;
 //! - [`fixtures`]: deterministic synthetic inputs for the perfect-foresight optimum (also
@@ -75,27 +73,3 @@ pub(crate) fn plug(charger: &str) -> PlugRequest {
         phases: 3,
     }
 }
-
-/// The KPI keys of one controller's backtest scorecard, in the specification's order. Written
-/// out here on purpose (not taken from the code under test): the tests check the report
-/// against the specification.
-pub(crate) const SCORECARD_KPI_KEYS: [&str; 18] = [
-    "pv_kwh",
-    "pv_curtailed_kwh",
-    "self_consumption_pct",
-    "self_sufficiency_pct",
-    "grid_import_kwh",
-    "grid_export_kwh",
-    "peak_import_kw",
-    "import_limit_exceeded_s",
-    "import_limit_exceeded_kwh",
-    "ev_delivered_kwh",
-    "ev_unmet_kwh",
-    "ev_sessions_fully_served_pct",
-    "ev_green_share_pct",
-    "battery_efc",
-    "soh_change_pct",
-    "cost",
-    "co2_kg",
-    "co2_avoided_kg",
-];
