@@ -83,6 +83,8 @@ fn fake_status(n: u64) -> Status {
             import_limit_w: 150_000.0,
             export_limit_w: 100_000.0,
             fresh: true,
+            month_peak_w: 60_000.0,
+            demand_window_avg_w: 30_000.0,
         },
         pv: PvStatus {
             power_w: Some(pv_w(n)),

@@ -17,6 +17,11 @@ pub struct GridStatus {
     pub export_limit_w: f64,
     /// Whether the reading is fresh enough to control with.
     pub fresh: bool,
+    /// Highest closed 15-minute average import this month (the demand charge's peak; kept
+    /// across restarts in the ledger), W.
+    pub month_peak_w: f64,
+    /// Average import of the open 15-minute window so far, over the full 15 minutes, W.
+    pub demand_window_avg_w: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -81,7 +81,7 @@ pub use snapshot::{
     BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, Freshness, GridSnapshot, PvSnapshot,
     Reading, Snapshot,
 };
-pub use state::{DemandTracker, DispatchState};
+pub use state::{DemandState, DemandTracker, DispatchState};
 
 use crate::units::{Amps, Percent, Watts, NOMINAL_VOLTAGE};
 use chrono::{DateTime, Datelike, Utc};
