@@ -655,3 +655,80 @@ async fn a_restart_keeps_the_months_demand_peak_from_the_ledger() {
     d.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wall_clock_steps_back_and_forth_neither_freeze_polling_nor_stale_the_readings() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let sc = demo::scenario("sunny-weekday").unwrap();
+    let start = sc.resolve_local("11:00");
+    let sim = station_sim::runtime::spawn(SimConfig {
+        start,
+        ..SimConfig::ephemeral(sc, 5, 60.0)
+    })
+    .await
+    .unwrap();
+    // The daemon's wall clock is the simulator's plus an offset the test steps, as NTP would.
+    let offset_s = Arc::new(AtomicI64::new(0));
+    let source = sim.time_source();
+    let step = offset_s.clone();
+    let clock = station_controller::clock::FollowClock::new(
+        move || source() + chrono::Duration::seconds(step.load(Ordering::Relaxed)),
+        60.0,
+    );
+    let options = station_controller::daemon::Options::default();
+    let d = Demo::attach_clocked(sim, Arc::new(clock), loopback(), options, |_| {})
+        .await
+        .unwrap();
+    until("the first cycles", Duration::from_secs(30), || {
+        status(&d).filter(|s| s.cycle >= 3).map(|_| ())
+    })
+    .await;
+
+    // Back 30 minutes (30 s of real time at 60x): the daemon must keep polling.
+    offset_s.store(-1800, Ordering::Relaxed);
+    d.sim.plug(&plug("charger-5")).unwrap();
+    until(
+        "charger-5 read after the step back",
+        Duration::from_secs(10),
+        || {
+            let s = status(&d)?;
+            let c = s.chargers.iter().find(|c| c.id == "charger-5")?;
+            (c.state != "A" && c.state != "unknown").then_some(())
+        },
+    )
+    .await;
+    until(
+        "charger-5 served after the step back",
+        Duration::from_secs(10),
+        || (charger(&d.sim.truth(), "charger-5").applied_max_a > 6.5).then_some(()),
+    )
+    .await;
+
+    // Forward 30 minutes: readings taken a moment ago are still fresh.
+    offset_s.store(1800, Ordering::Relaxed);
+    let after = status(&d).unwrap().cycle + 2;
+    until(
+        "two cycles after the step forward",
+        Duration::from_secs(10),
+        || status(&d).filter(|s| s.cycle >= after).map(|_| ()),
+    )
+    .await;
+    for _ in 0..5 {
+        let s = status(&d).unwrap();
+        assert!(
+            s.grid.fresh,
+            "grid reading stale after a clock step: {:?}",
+            s.reasons
+        );
+        assert!(
+            !s.reasons.iter().any(|r| r.contains("stale")),
+            "{:?}",
+            s.reasons
+        );
+        let c = s.chargers.iter().find(|c| c.id == "charger-5").unwrap();
+        assert!(c.setpoint_a > 6.5, "charger-5 cut to {} A", c.setpoint_a);
+        // Sampling interval: a few cycles pass between the looks.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.shutdown().await;
+}

@@ -8,7 +8,7 @@ use super::publish::{self, CycleView, Fitted};
 use super::snapshot::{self, Observation};
 use super::status::{GridStatus, Status, TodayStatus};
 use super::Shared;
-use crate::clock::Clock;
+use crate::clock::{Clock, Ticks};
 use crate::config::{DeviceRole, StationConfig};
 use crate::dispatch::{self, ChargeMode, ChargerPolicy, DispatchState, Plan, Policy};
 use crate::ledger::actor::CycleRecord;
@@ -35,7 +35,9 @@ pub struct Controller {
     clock: Arc<dyn Clock>,
     shared: Arc<Shared>,
     cycle: u64,
-    last_at: Option<DateTime<Utc>>,
+    /// Station-monotonic time of the last cycle (for the ledger's cycle length).
+    last_mono: Option<Duration>,
+    ticks: Ticks,
     today: TodayStatus,
     setpoints: Vec<(usize, Setpoint)>,
     fitted: Fitted,
@@ -72,6 +74,7 @@ fn today_status(t: &Totals, co2: f64) -> TodayStatus {
 impl Controller {
     pub fn new(config: StationConfig, clock: Arc<dyn Clock>, shared: Arc<Shared>) -> Self {
         let devices = DeviceSet::new(&config);
+        let ticks = Ticks::new(clock.speed());
         let has = |f: fn(&DeviceRole) -> bool| config.devices.iter().any(|d| f(&d.role));
         let fitted = Fitted {
             pv: has(|r| matches!(r, DeviceRole::Pv { .. })),
@@ -87,7 +90,8 @@ impl Controller {
             clock,
             shared,
             cycle: 0,
-            last_at: None,
+            last_mono: None,
+            ticks,
             today: TodayStatus::default(),
             setpoints: Vec::new(),
         }
@@ -132,8 +136,9 @@ impl Controller {
     pub async fn cycle(&mut self) {
         let started = crate::clock::monotonic();
         let now = self.clock.now();
-        self.devices.read_all(now).await;
-        let observed = snapshot::build(&self.devices, &self.config, now);
+        let mono = self.ticks.now();
+        self.devices.read_all(now, mono).await;
+        let observed = snapshot::build(&self.devices, &self.config, mono);
         dispatch::decide_into(
             &observed.snapshot,
             &self.config.policy,
@@ -145,8 +150,8 @@ impl Controller {
         self.devices.write_all(&self.setpoints).await;
         let cycle_s = started.elapsed().as_secs_f64();
         self.cycle += 1;
-        self.publish(now, &observed, cycle_s);
-        self.last_at = Some(now);
+        self.publish(now, mono, &observed, cycle_s);
+        self.last_mono = Some(mono);
     }
 
     fn collect_setpoints(&mut self, snap: &dispatch::Snapshot) {
@@ -179,7 +184,13 @@ impl Controller {
     }
 
     /// Publish the cycle: ledger, history, metrics and status, all from one [`CycleView`].
-    fn publish(&mut self, now: DateTime<Utc>, observed: &Observation, cycle_s: f64) {
+    fn publish(
+        &mut self,
+        now: DateTime<Utc>,
+        mono: Duration,
+        observed: &Observation,
+        cycle_s: f64,
+    ) {
         let policy = &self.config.policy;
         let view = CycleView {
             observed,
@@ -187,8 +198,10 @@ impl Controller {
             policy,
             fitted: self.fitted,
         };
-        let dt_s = self.last_at.map_or(0.0, |t| {
-            ((now - t).num_milliseconds() as f64 / 1000.0).clamp(0.0, 10.0 * policy.cycle_s)
+        let dt_s = self.last_mono.map_or(0.0, |t| {
+            mono.saturating_sub(t)
+                .as_secs_f64()
+                .min(10.0 * policy.cycle_s)
         });
         let midnight = local_midnight(now, policy.timezone);
         let flows = view.ledger_flows();

@@ -66,9 +66,10 @@ pub struct Device {
     pub errors_total: u64,
     /// Whether the last read was refused as bad data (the device is `degraded`).
     pub bad_data: bool,
-    /// Station time of the last read, for the poll interval (station time, so a simulator
-    /// running faster than real time is polled at its own pace).
-    last_poll: Option<DateTime<Utc>>,
+    /// Station-monotonic time of the last read attempt and of the last good reading (see
+    /// [`crate::clock::Ticks`]): poll intervals and ages never follow a wall-clock step.
+    last_poll: Option<Duration>,
+    read_at: Option<Duration>,
     /// `connects` count of the link when the fallback was last configured.
     configured_on: Option<u64>,
     /// Why the device-side fallback cannot be trusted: not configured (the write or its read
@@ -122,6 +123,7 @@ impl Device {
             errors_total: 0,
             bad_data: false,
             last_poll: None,
+            read_at: None,
             configured_on: None,
             fallback_problem: None,
             last_requests: Vec::with_capacity(4),
@@ -153,10 +155,10 @@ impl Device {
         }
     }
 
-    /// The last good reading if it is no older than `max_age` at `now`.
-    pub fn fresh(&self, now: DateTime<Utc>, max_age: Duration) -> Option<&DeviceReading> {
-        let (r, at) = self.reading.as_ref()?;
-        let age = (now - *at).to_std().unwrap_or(Duration::ZERO);
+    /// The last good reading if it is no older than `max_age` at station-monotonic `mono`.
+    pub fn fresh(&self, mono: Duration, max_age: Duration) -> Option<&DeviceReading> {
+        let (r, _) = self.reading.as_ref()?;
+        let age = mono.saturating_sub(self.read_at?);
         (age <= max_age).then_some(r)
     }
 
@@ -228,17 +230,19 @@ impl Device {
         self.note(started, &result);
     }
 
-    /// Read the device unless its poll interval has not passed yet.
-    async fn read(&mut self, now: DateTime<Utc>) {
+    /// Read the device unless its poll interval has not passed yet (station-monotonic `mono`);
+    /// a good reading is stamped with the wall time `now`.
+    async fn read(&mut self, now: DateTime<Utc>, mono: Duration) {
         self.last_requests.clear();
         if let Some(last) = self.last_poll {
-            let since = (now - last).to_std().unwrap_or(Duration::ZERO);
-            if since + Duration::from_millis(5) < self.config.endpoint.poll_interval {
+            if mono.saturating_sub(last) + Duration::from_millis(5)
+                < self.config.endpoint.poll_interval
+            {
                 return;
             }
         }
         let started = crate::clock::monotonic();
-        self.last_poll = Some(now);
+        self.last_poll = Some(mono);
         let result = match &mut self.driver {
             Driver::Pv(d) => d.read().await.map(DeviceReading::Pv),
             Driver::Battery(d) => d.read().await.map(DeviceReading::Battery),
@@ -249,6 +253,7 @@ impl Device {
             Ok(r) => {
                 self.check_validity(&r);
                 self.reading = Some((r, now));
+                self.read_at = Some(mono);
                 self.last_ok = Some(now);
                 self.bad_data = false;
                 self.note(started, &Ok(()));
@@ -323,10 +328,10 @@ impl DeviceSet {
     }
 
     /// Read every device concurrently.
-    pub async fn read_all(&mut self, now: DateTime<Utc>) {
+    pub async fn read_all(&mut self, now: DateTime<Utc>, mono: Duration) {
         join_all(self.devices.iter_mut().map(|d| {
             let span = tracing::info_span!("device", id = %d.config.id);
-            d.read(now).instrument(span)
+            d.read(now, mono).instrument(span)
         }))
         .await;
     }
