@@ -732,3 +732,64 @@ async fn wall_clock_steps_back_and_forth_neither_freeze_polling_nor_stale_the_re
     }
     d.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_device_neither_stretches_the_cycle_nor_holds_up_shutdown() {
+    // 10x: 100 ms cycles, so the I/O budget is its 100 ms floor (reads get 60 ms of it).
+    let d = start("sunny-weekday", 10.0, "11:00", |_| {}).await;
+    d.sim.plug(&plug("charger-2")).unwrap();
+    until("charger-2 served", Duration::from_secs(30), || {
+        (charger(&d.sim.truth(), "charger-2").applied_max_a > 6.5).then_some(())
+    })
+    .await;
+    // The PV inverter answers every request 900 ms late (its timeout is 500 ms).
+    let mut slow = fault("pv", FaultKindName::Latency);
+    slow.latency_ms = Some(900);
+    d.sim.inject(&slow).unwrap();
+    let from = status(&d).unwrap().cycle + 2;
+    let mut longest_ms: f64 = 0.0;
+    let mut seen = 0;
+    until(
+        "20 cycles with a slow PV inverter",
+        Duration::from_secs(30),
+        || {
+            let s = status(&d)?;
+            if s.cycle >= from {
+                longest_ms = longest_ms.max(s.cycle_ms);
+                seen += 1;
+            }
+            (seen >= 20 && s.cycle >= from + 20).then_some(())
+        },
+    )
+    .await;
+    assert!(longest_ms < 200.0, "a cycle took {longest_ms} ms");
+    let s = status(&d).unwrap();
+    assert!(
+        s.grid.fresh,
+        "the grid meter went stale beside the slow inverter"
+    );
+    let pv = s.devices.iter().find(|x| x.id == "pv").unwrap();
+    assert_ne!(pv.link, LinkState::Online, "{pv:?}");
+
+    // Every charger now slow too: shutdown must not wait for the cycle under way.
+    for id in ["charger-1", "charger-2", "charger-3", "charger-4"] {
+        let mut slow = fault(id, FaultKindName::Latency);
+        slow.latency_ms = Some(400);
+        d.sim.inject(&slow).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let sim = d.stop_daemon().await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2_500),
+        "shutdown took {took:?}"
+    );
+    // The safe current went out despite the latency (the simulator applies it as it arrives).
+    until(
+        "charger-2 at its safe current",
+        Duration::from_secs(10),
+        || (charger(&sim.truth(), "charger-2").applied_max_a <= 6.0 + 1e-6).then_some(()),
+    )
+    .await;
+    sim.shutdown().await;
+}

@@ -89,6 +89,9 @@ pub struct RawControl {
     pub shutdown_deadline_ms: u64,
     /// A reading older than this many cycles is stale.
     pub stale_after_cycles: u32,
+    /// Share of the cycle the reads and writes of one cycle may take, %; a device that misses
+    /// it is stale this cycle.
+    pub cycle_budget_pct: f64,
 }
 
 impl Default for RawControl {
@@ -96,6 +99,7 @@ impl Default for RawControl {
         RawControl {
             shutdown_deadline_ms: 2000,
             stale_after_cycles: 3,
+            cycle_budget_pct: 80.0,
         }
     }
 }
@@ -206,6 +210,8 @@ pub struct StationConfig {
     pub api_hosts: Vec<String>,
     pub shutdown_deadline: Duration,
     pub stale_after_cycles: u32,
+    /// Share of the cycle its reads and writes may take (0.1..=0.95).
+    pub cycle_budget: f64,
     /// Devices in a stable order: pv, battery, meters, then chargers by id.
     pub devices: Vec<DeviceConfig>,
     pub policy: Policy,
@@ -297,6 +303,12 @@ impl RawConfig {
         if self.control.stale_after_cycles == 0 {
             issues.push("control.stale_after_cycles", "must be >= 1 (got 0)");
         }
+        issues.within(
+            "control.cycle_budget_pct",
+            self.control.cycle_budget_pct,
+            10.0,
+            95.0,
+        );
 
         let mut devices = Vec::new();
         for (id, raw) in &self.devices {
@@ -372,6 +384,7 @@ impl RawConfig {
                     .collect(),
                 shutdown_deadline: Duration::from_millis(self.control.shutdown_deadline_ms),
                 stale_after_cycles: self.control.stale_after_cycles,
+                cycle_budget: self.control.cycle_budget_pct / 100.0,
                 devices,
                 policy,
             }),

@@ -3,7 +3,7 @@
 //! metrics and history.
 
 use super::crosscheck::MeterCrossCheck;
-use super::device_set::{DeviceSet, Setpoint};
+use super::device_set::{Deadline, DeviceSet, Setpoint};
 use super::publish::{self, CycleView, Fitted};
 use super::snapshot::{self, Observation};
 use super::status::{GridStatus, Status, TodayStatus};
@@ -16,6 +16,9 @@ use crate::ledger::Totals;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The least real time a cycle's reads and writes get, whatever the cycle period.
+pub const MIN_IO_BUDGET: Duration = Duration::from_millis(100);
 
 /// Messages the control loop takes between cycles.
 #[derive(Debug)]
@@ -102,6 +105,28 @@ impl Controller {
         self.state.restore_demand(state);
     }
 
+    /// Deadlines of this cycle's reads (60 % of the budget) and writes (the whole budget): the
+    /// budget is `control.cycle_budget_pct` of the real cycle period, at least
+    /// [`MIN_IO_BUDGET`] (a demo at 60x has 17 ms cycles).
+    fn io_deadlines(&self) -> (Deadline, Deadline) {
+        let start = tokio::time::Instant::now();
+        let budget = self
+            .period()
+            .mul_f64(self.config.cycle_budget)
+            .max(MIN_IO_BUDGET);
+        let reads = budget.mul_f64(0.6);
+        (
+            Deadline {
+                at: start + reads,
+                budget: reads,
+            },
+            Deadline {
+                at: start + budget,
+                budget,
+            },
+        )
+    }
+
     /// Real time between cycles.
     pub fn period(&self) -> Duration {
         Duration::from_secs_f64((self.config.policy.cycle_s / self.clock.speed()).max(0.001))
@@ -137,7 +162,8 @@ impl Controller {
         let started = crate::clock::monotonic();
         let now = self.clock.now();
         let mono = self.ticks.now();
-        self.devices.read_all(now, mono).await;
+        let (reads_by, writes_by) = self.io_deadlines();
+        self.devices.read_all(now, mono, reads_by).await;
         let observed = snapshot::build(&self.devices, &self.config, mono);
         dispatch::decide_into(
             &observed.snapshot,
@@ -147,7 +173,7 @@ impl Controller {
             &mut self.plan,
         );
         self.collect_setpoints(&observed.snapshot);
-        self.devices.write_all(&self.setpoints).await;
+        self.devices.write_all(&self.setpoints, writes_by).await;
         let cycle_s = started.elapsed().as_secs_f64();
         self.cycle += 1;
         self.publish(now, mono, &observed, cycle_s);
@@ -261,6 +287,12 @@ impl Controller {
             today: self.today.clone(),
         };
         self.shared.publish(status);
+    }
+
+    /// Drop the requests of a cycle cut short (shutdown), closing their connections.
+    pub fn abandon_cycle(&mut self) {
+        self.devices
+            .abandon_in_flight("finish before shutdown", Duration::ZERO);
     }
 
     /// Write safe setpoints to every device under the shutdown deadline.

@@ -53,6 +53,15 @@ impl Driver {
             Driver::Charger(d) => d.link(),
         }
     }
+
+    fn link_mut(&mut self) -> &mut Link {
+        match self {
+            Driver::Pv(d) => d.link_mut(),
+            Driver::Battery(d) => d.link_mut(),
+            Driver::Meter(d) => d.link_mut(),
+            Driver::Charger(d) => d.link_mut(),
+        }
+    }
 }
 
 /// One device with its driver and state.
@@ -75,6 +84,8 @@ pub struct Device {
     /// Why the device-side fallback cannot be trusted: not configured (the write or its read
     /// back failed), or a charger that keeps a setpoint longer than `validity_s`.
     fallback_problem: Option<String>,
+    /// A read or write of this cycle is under way (left set when the cycle budget cut it off).
+    in_flight: bool,
     /// Latency of the last request, s, and whether it succeeded (for metrics).
     pub last_requests: Vec<(f64, bool)>,
 }
@@ -126,6 +137,7 @@ impl Device {
             read_at: None,
             configured_on: None,
             fallback_problem: None,
+            in_flight: false,
             last_requests: Vec::with_capacity(4),
         }
     }
@@ -243,6 +255,7 @@ impl Device {
         }
         let started = crate::clock::monotonic();
         self.last_poll = Some(mono);
+        self.in_flight = true;
         let result = match &mut self.driver {
             Driver::Pv(d) => d.read().await.map(DeviceReading::Pv),
             Driver::Battery(d) => d.read().await.map(DeviceReading::Battery),
@@ -268,6 +281,30 @@ impl Device {
             }
         }
         self.ensure_fallback().await;
+        self.in_flight = false;
+    }
+
+    /// The cycle's budget ran out while this device was mid-request: drop the connection (a
+    /// late answer must not be taken for the next request's), and count the miss.
+    fn abandon(&mut self, op: &'static str, budget: Duration) {
+        if !self.in_flight {
+            return;
+        }
+        self.in_flight = false;
+        if budget.is_zero() {
+            // Shutdown: the safe setpoint follows at once, on a fresh connection.
+            self.driver.link_mut().disconnect();
+        } else {
+            self.driver.link_mut().abandon();
+        }
+        let e = DeviceError::Timeout {
+            op,
+            after_ms: u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
+        };
+        tracing::warn!(device = %self.config.id, error = %e, "missed the cycle budget; the link reconnects");
+        self.last_requests.push((budget.as_secs_f64(), false));
+        self.errors_total += 1;
+        self.last_error = Some(e);
     }
 
     async fn write(&mut self, sp: Setpoint) {
@@ -276,6 +313,7 @@ impl Device {
             return;
         }
         let started = crate::clock::monotonic();
+        self.in_flight = true;
         let result = match (&mut self.driver, sp) {
             (Driver::Pv(d), Setpoint::PvLimitPct(p)) => d.set_limit_pct(p).await,
             (Driver::Battery(d), Setpoint::BatteryW(w)) => d.set_power_w(w).await,
@@ -288,6 +326,7 @@ impl Device {
         if let Err(e) = &result {
             tracing::warn!(device = %self.config.id, setpoint = ?sp, error = %e, "write failed");
         }
+        self.in_flight = false;
         self.note(started, &result);
     }
 
@@ -305,6 +344,13 @@ impl Device {
             }
         }
     }
+}
+
+/// When the I/O of one cycle must be done: the instant, and the budget it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: tokio::time::Instant,
+    pub budget: Duration,
 }
 
 /// All devices of the station.
@@ -327,29 +373,43 @@ impl DeviceSet {
         self.devices.iter().position(|d| d.config.id == id)
     }
 
-    /// Read every device concurrently.
-    pub async fn read_all(&mut self, now: DateTime<Utc>, mono: Duration) {
-        join_all(self.devices.iter_mut().map(|d| {
+    /// Read every device concurrently, until `deadline` at the latest: a device still reading
+    /// then is abandoned (stale this cycle, its link reconnects).
+    pub async fn read_all(&mut self, now: DateTime<Utc>, mono: Duration, deadline: Deadline) {
+        let reads = join_all(self.devices.iter_mut().map(|d| {
             let span = tracing::info_span!("device", id = %d.config.id);
             d.read(now, mono).instrument(span)
-        }))
-        .await;
+        }));
+        if tokio::time::timeout_at(deadline.at, reads).await.is_err() {
+            self.abandon_in_flight("read within the cycle budget", deadline.budget);
+        }
     }
 
-    /// Write setpoints concurrently: `(device index, setpoint)`.
-    pub async fn write_all(&mut self, setpoints: &[(usize, Setpoint)]) {
+    /// Drop every request still under way: the cycle budget ran out (the link degrades and
+    /// backs off), or shutdown came (`budget` zero: the link reconnects at once for the safe
+    /// setpoints).
+    pub fn abandon_in_flight(&mut self, op: &'static str, budget: Duration) {
+        for d in &mut self.devices {
+            d.abandon(op, budget);
+        }
+    }
+
+    /// Write setpoints concurrently, `(device index, setpoint)`, until `deadline` at the latest.
+    pub async fn write_all(&mut self, setpoints: &[(usize, Setpoint)], deadline: Deadline) {
         let mut writes: Vec<Option<Setpoint>> = vec![None; self.devices.len()];
         for (i, sp) in setpoints {
             if let Some(slot) = writes.get_mut(*i) {
                 *slot = Some(*sp);
             }
         }
-        join_all(self.devices.iter_mut().zip(writes).filter_map(|(d, sp)| {
+        let writes = join_all(self.devices.iter_mut().zip(writes).filter_map(|(d, sp)| {
             let sp = sp?;
             let span = tracing::info_span!("device", id = %d.config.id);
             Some(d.write(sp).instrument(span))
-        }))
-        .await;
+        }));
+        if tokio::time::timeout_at(deadline.at, writes).await.is_err() {
+            self.abandon_in_flight("write within the cycle budget", deadline.budget);
+        }
     }
 
     /// Write safe setpoints to every device that has one (chargers to their safe current,
