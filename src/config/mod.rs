@@ -501,6 +501,12 @@ fn storage_or_pv_role(
         issues.positive(&key("rating_kw"), kw);
         kw * 1000.0
     });
+    if raw.kind == "battery" && raw.rating_kw.is_none() {
+        issues.push(
+            key("rating_kw"),
+            "required for kind battery: the PCS rating caps the BMS limits dispatch uses",
+        );
+    }
     let revert_s = raw.revert_s.unwrap_or(30);
     if revert_s == 0 {
         issues.push(

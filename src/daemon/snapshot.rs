@@ -94,7 +94,7 @@ pub fn build(devices: &DeviceSet, config: &StationConfig, mono: Duration) -> Obs
                 battery(
                     &mut obs,
                     b,
-                    rating_w.unwrap_or(f64::INFINITY),
+                    rating_w.unwrap_or(0.0), // required by the config: without it, 0 W
                     fresh,
                     online,
                 );
