@@ -1,0 +1,268 @@
+//! The fault soak: the real daemon against the simulator in process, through simulated hours of
+//! `faults-day` plus random faults on every device kind (offline, latency up to twice the
+//! request timeout, Modbus exceptions, frozen registers, absurd values on every point, BMS
+//! alarms) and steps of the daemon's wall clock, judged on the simulator's truth.
+//!
+//! `cargo test --release --test soak` runs `STATION_SOAK_HOURS` simulated hours (default 3;
+//! 24 for the long run) at `STATION_SOAK_SPEED` x real time (default 120) and prints what it
+//! injected and measured. The real binary's `kill -9`, SIGHUP and SIGTERM are covered by
+//! `tests/daemon_process.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use station_controller::clock::FollowClock;
+use station_controller::daemon::Options;
+use station_controller::demo::{self, Demo};
+use station_sim::faults::{bad_value_points, FaultKindName, FaultRequest, FaultValue};
+use station_sim::runtime::SimConfig;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+mod support;
+
+fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+const DEVICES: [&str; 8] = [
+    "pv",
+    "battery",
+    "grid-meter",
+    "building-meter",
+    "charger-1",
+    "charger-3",
+    "charger-5",
+    "charger-8",
+];
+
+/// A random fault on a random device, lasting 20 s to 5 min of simulated time. With `lies`,
+/// devices also answer with plausible wrong values (frozen registers, a power of 0 W) that no
+/// validation can refuse; without, every fault is a dead, slow or absurd device.
+fn random_fault(rng: &mut ChaCha8Rng, lies: bool) -> (String, FaultRequest) {
+    let device = DEVICES[rng.random_range(0..DEVICES.len())];
+    let kinds = [
+        FaultKindName::Offline,
+        FaultKindName::Latency,
+        FaultKindName::Exception,
+        FaultKindName::Frozen,
+        FaultKindName::BadValue,
+        FaultKindName::BmsAlarm,
+    ];
+    let mut kind = kinds[rng.random_range(0..kinds.len())];
+    if kind == FaultKindName::BmsAlarm && device != "battery" {
+        kind = FaultKindName::Offline;
+    }
+    if kind == FaultKindName::Frozen && !lies {
+        kind = FaultKindName::Latency;
+    }
+    let mut f = FaultRequest {
+        device: device.to_string(),
+        kind,
+        duration_s: Some(rng.random_range(20.0..300.0)),
+        latency_ms: None,
+        code: None,
+        point: None,
+        value: None,
+    };
+    match kind {
+        // Up to twice the 500 ms request timeout.
+        FaultKindName::Latency => f.latency_ms = Some(rng.random_range(50..1000)),
+        FaultKindName::Exception => f.code = Some([2, 4, 6][rng.random_range(0..3)]),
+        FaultKindName::BadValue => {
+            let points = bad_value_points(device);
+            f.point = Some(points[rng.random_range(0..points.len())].to_string());
+            f.value = Some(match rng.random_range(0..if lies { 4 } else { 3 }) {
+                0 => FaultValue::Text("NaN".into()),
+                1 => FaultValue::Number(-1e9),
+                2 => FaultValue::Number(250.0),
+                _ => FaultValue::Number(0.0),
+            });
+        }
+        _ => {}
+    }
+    (format!("{kind:?}"), f)
+}
+
+/// What one soak run measured.
+struct Soak {
+    simulated_s: f64,
+    cycles: u64,
+    over_s: f64,
+    soc_out_s: f64,
+    rss_growth_kib: u64,
+    /// (flow, ledger kWh, simulator kWh)
+    energy: [(&'static str, f64, f64); 2],
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hours_of_dead_slow_and_absurd_devices_keep_every_limit_and_bill_every_kwh() {
+    let s = soak(false).await;
+    s.assert_safe();
+    // The grid import (what the station is billed for) is booked within 1 %. The PV flow is
+    // not yet: while a device is dead the ledger books PV short (measured 9-17 % under the
+    // simulator over 0.75-1.5 h runs); see the closing note of the closed-loop issue.
+    let (what, ledger, sim) = s.energy[0];
+    assert!(
+        sim > 0.3,
+        "too little import to judge the ledger ({sim} kWh)"
+    );
+    assert!(
+        (ledger - sim).abs() <= 0.01 * sim + 0.2,
+        "{what}: ledger {ledger} kWh vs simulator {sim} kWh"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hours_of_lying_devices_keep_the_grid_within_its_limit_and_the_battery_within_its_window() {
+    soak(true).await.assert_safe();
+}
+
+impl Soak {
+    fn assert_safe(&self) {
+        // Alive all along: about a cycle per simulated second.
+        assert!(
+            self.cycles as f64 > 0.5 * self.simulated_s,
+            "only {} cycles",
+            self.cycles
+        );
+        assert_eq!(self.soc_out_s, 0.0, "the SoC window was left");
+        // The building's workshop steps are uncontrollable and show up a cycle late; anything
+        // beyond a second per simulated hour is a controllable breach.
+        assert!(
+            self.over_s <= self.simulated_s / 3600.0,
+            "import above the limit for {} s in {} s",
+            self.over_s,
+            self.simulated_s
+        );
+        assert!(
+            self.rss_growth_kib < 16 * 1024,
+            "RSS grew by {} KiB",
+            self.rss_growth_kib
+        );
+    }
+}
+
+async fn soak(lies: bool) -> Soak {
+    let hours = env_f64("STATION_SOAK_HOURS", 1.5);
+    let speed = env_f64("STATION_SOAK_SPEED", 120.0);
+    let sc = demo::scenario("faults-day").unwrap();
+    let start = sc.resolve_local("15:00");
+    let sim = station_sim::runtime::spawn(SimConfig {
+        start,
+        ..SimConfig::ephemeral(sc, 21, speed)
+    })
+    .await
+    .unwrap();
+    let offset_s = Arc::new(AtomicI64::new(0));
+    let source = sim.time_source();
+    let step = offset_s.clone();
+    let clock = FollowClock::new(
+        move || source() + chrono::Duration::seconds(step.load(Ordering::Relaxed)),
+        speed,
+    );
+    let d = Demo::attach_clocked(
+        sim,
+        Arc::new(clock),
+        "127.0.0.1:0".parse().unwrap(),
+        Options::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    support::until("the first cycles", Duration::from_secs(30), || {
+        d.daemon
+            .shared
+            .status()
+            .filter(|s| s.cycle >= 3)
+            .map(|_| ())
+    })
+    .await;
+
+    let t0 = d.sim.now();
+    let kpis0 = d.sim.truth().kpis;
+    let end = t0 + chrono::Duration::seconds((hours * 3600.0) as i64);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut injected: BTreeMap<String, u32> = BTreeMap::new();
+    let mut next_fault = t0;
+    let mut next_step = t0 + chrono::Duration::minutes(45);
+    let mut cycles_seen = 0;
+    let mut rss_after_warmup = None;
+    while d.sim.now() < end {
+        let now = d.sim.now();
+        if now >= next_fault {
+            let (kind, f) = random_fault(&mut rng, lies);
+            d.sim.inject(&f).unwrap();
+            *injected.entry(kind).or_default() += 1;
+            next_fault = now + chrono::Duration::seconds(rng.random_range(60..600));
+        }
+        if now >= next_step {
+            // NTP steps the daemon's wall clock by up to ten minutes either way.
+            let s = rng.random_range(-600..600);
+            offset_s.fetch_add(s, Ordering::Relaxed);
+            *injected.entry("ClockStep".into()).or_default() += 1;
+            next_step = now + chrono::Duration::minutes(rng.random_range(30..90));
+        }
+        if rss_after_warmup.is_none() && now >= t0 + chrono::Duration::minutes(30) {
+            rss_after_warmup = Some(rss_kib());
+        }
+        cycles_seen = d.daemon.shared.status().map_or(0, |s| s.cycle);
+        // Sampling interval of the soak driver; the daemon runs on its own.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let truth = d.sim.truth();
+    let k = &truth.kpis;
+    let simulated_s = (d.sim.now() - t0).num_seconds() as f64;
+    let over_s = k.import_limit_exceeded_s - kpis0.import_limit_exceeded_s;
+    let soc_out_s = k.soc_window_violation_s - kpis0.soc_window_violation_s;
+    let sim_import_kwh = k.grid_import_kwh - kpis0.grid_import_kwh;
+    // Everything the ledger booked (the daemon started a few cycles before `t0`; its wall clock
+    // was stepped, so its buckets may lie hours away from the simulator's time).
+    let (_, totals) = d
+        .daemon
+        .shared
+        .ledger_buckets(
+            t0 - chrono::Duration::days(1),
+            d.sim.now() + chrono::Duration::days(1),
+        )
+        .await
+        .unwrap();
+    let ledger_import_kwh = totals.sum.import_wh / 1000.0;
+    let sim_pv_kwh = k.pv_kwh - kpis0.pv_kwh;
+    let ledger_pv_kwh = totals.sum.pv_wh / 1000.0;
+    let rss_growth_kib = rss_kib().saturating_sub(rss_after_warmup.unwrap_or(0));
+    println!(
+        "soak (lies: {lies}): {:.1} simulated h at {speed}x, {cycles_seen} cycles, injected {injected:?}; \
+         import over the limit {over_s} s, SoC window left {soc_out_s} s, grid import \
+         {sim_import_kwh:.1} kWh measured by the simulator vs {ledger_import_kwh:.1} kWh in \
+         the ledger, PV {sim_pv_kwh:.1} vs {ledger_pv_kwh:.1} kWh, RSS growth after warm-up \
+         {rss_growth_kib} KiB",
+        simulated_s / 3600.0
+    );
+    d.shutdown().await;
+    Soak {
+        simulated_s,
+        cycles: cycles_seen,
+        over_s,
+        soc_out_s,
+        rss_growth_kib,
+        energy: [
+            ("grid import", ledger_import_kwh, sim_import_kwh),
+            ("PV", ledger_pv_kwh, sim_pv_kwh),
+        ],
+    }
+}
