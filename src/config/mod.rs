@@ -36,6 +36,9 @@ pub struct RawConfig {
     pub devices: BTreeMap<String, RawDevice>,
     #[serde(default)]
     pub policy: RawPolicy,
+    /// Fleet telemetry over MQTT; off when absent.
+    #[serde(default)]
+    pub mqtt: Option<crate::mqtt::config::RawMqtt>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -194,6 +197,7 @@ pub struct StationConfig {
     /// Devices in a stable order: pv, battery, meters, then chargers by id.
     pub devices: Vec<DeviceConfig>,
     pub policy: Policy,
+    pub mqtt: Option<crate::mqtt::config::MqttConfig>,
 }
 
 impl StationConfig {
@@ -307,6 +311,8 @@ impl RawConfig {
             }
         }
 
+        let mqtt = self.mqtt.as_ref().and_then(|m| m.validate(&mut issues));
+
         match (api_listen, policy) {
             (Some(api_listen), Some(policy)) if issues.is_empty() => Ok(StationConfig {
                 name: self.station.name.clone(),
@@ -317,6 +323,7 @@ impl RawConfig {
                 stale_after_cycles: self.control.stale_after_cycles,
                 devices,
                 policy,
+                mqtt,
             }),
             _ => Err(issues),
         }

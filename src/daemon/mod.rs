@@ -39,6 +39,8 @@ pub enum DaemonError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
 }
 
 /// How the daemon runs, beyond the station config.
@@ -266,6 +268,10 @@ pub async fn start(
     });
 
     tracker.spawn(http::serve(listener, shared.clone(), cancel.clone()));
+    if let Some(mqtt) = config.mqtt.clone() {
+        let ledger = options.ledger_path.clone();
+        crate::mqtt::spawn(mqtt, shared.clone(), ledger, cancel.clone(), tracker)?;
+    }
 
     let mut controller = Controller::new(config, clock, shared.clone());
     let notifier = options.notifier.clone();

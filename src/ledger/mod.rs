@@ -34,6 +34,7 @@
 
 pub mod flows;
 pub mod model;
+pub mod outbox;
 pub mod store;
 
 use std::collections::BTreeMap;

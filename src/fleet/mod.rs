@@ -1,0 +1,1 @@
+//! The fleet view (`stationd fleet`): placeholder module while it is built.
