@@ -41,9 +41,11 @@ fn mqtt(broker: &Mosquitto, station: &str) -> MqttConfig {
 async fn demo_with_mqtt(broker: &Mosquitto, station: &str, speed: f64, at: &str) -> Demo {
     let sc = demo::scenario("sunny-weekday").unwrap();
     let cfg = mqtt(broker, station);
-    Demo::start_at(sc, 3, speed, Some(at), loopback(), move |c| c.mqtt = Some(cfg))
-        .await
-        .unwrap()
+    Demo::start_at(sc, 3, speed, Some(at), loopback(), move |c| {
+        c.mqtt = Some(cfg)
+    })
+    .await
+    .unwrap()
 }
 
 /// Every retained state topic the README documents, for a station with the reference devices.
@@ -101,26 +103,41 @@ fn json(s: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_publishes_the_documented_tree_and_home_assistant_discovery() {
     let broker = Mosquitto::start_new();
-    let probe = Probe::connect(broker.port, "tree-probe", true, &["station/#", "homeassistant/#"]).await;
+    let probe = Probe::connect(
+        broker.port,
+        "tree-probe",
+        true,
+        &["station/#", "homeassistant/#"],
+    )
+    .await;
     let d = demo_with_mqtt(&broker, "dealer-1", 60.0, "11:00").await;
     let root = "station/dealer-1";
 
     let wanted = documented_state_topics(root);
     let missing = probe
         .until("every documented topic", WAIT, |s| {
-            let missing: Vec<&String> = wanted.iter().filter(|t| !s.last.contains_key(*t)).collect();
+            let missing: Vec<&String> =
+                wanted.iter().filter(|t| !s.last.contains_key(*t)).collect();
             missing.is_empty().then_some(())
         })
         .await;
     let _ = missing;
     let seen = probe.seen();
     assert_eq!(seen.last[&format!("{root}/status")], "online");
-    for t in ["grid/power_w", "pv/power_w", "battery/soc_pct", "today/pv_kwh"] {
+    for t in [
+        "grid/power_w",
+        "pv/power_w",
+        "battery/soc_pct",
+        "today/pv_kwh",
+    ] {
         let v = &seen.last[&format!("{root}/{t}")];
         assert!(v.parse::<f64>().is_ok(), "{t} is a plain number: {v:?}");
     }
     assert_eq!(seen.last[&format!("{root}/devices/pv/link")], "online");
-    assert_eq!(seen.last[&format!("{root}/chargers/charger-1/mode")], "fast");
+    assert_eq!(
+        seen.last[&format!("{root}/chargers/charger-1/mode")],
+        "fast"
+    );
     let summary = json(&seen.last[&format!("{root}/summary")]);
     assert_eq!(summary["station"], "dealer-1");
     assert_eq!(summary["dashboard"], "http://dealer-1.example:8080/");
@@ -134,14 +151,17 @@ async fn the_daemon_publishes_the_documented_tree_and_home_assistant_discovery()
     let before = seen.counts[topic];
     probe.publish("homeassistant/status", "online").await;
     probe
-        .until("discovery sent again", WAIT, |s| (s.counts[topic] > before).then_some(()))
+        .until("discovery sent again", WAIT, |s| {
+            (s.counts[topic] > before).then_some(())
+        })
         .await;
 
     // A clean stop says offline (retained).
     d.shutdown().await;
     probe
         .until("status offline", WAIT, |s| {
-            (s.last.get(&format!("{root}/status")).map(String::as_str) == Some("offline")).then_some(())
+            (s.last.get(&format!("{root}/status")).map(String::as_str) == Some("offline"))
+                .then_some(())
         })
         .await;
 }
@@ -149,14 +169,20 @@ async fn the_daemon_publishes_the_documented_tree_and_home_assistant_discovery()
 fn check_discovery(last: &BTreeMap<String, String>, root: &str) {
     let config = |component: &str, object: &str| {
         let topic = format!("homeassistant/{component}/dealer-1/{object}/config");
-        json(last.get(&topic).unwrap_or_else(|| panic!("no discovery on {topic}")))
+        json(
+            last.get(&topic)
+                .unwrap_or_else(|| panic!("no discovery on {topic}")),
+        )
     };
     let grid = config("sensor", "grid_power");
     assert_eq!(grid["device_class"], "power");
     assert_eq!(grid["unit_of_measurement"], "W");
     assert_eq!(grid["state_topic"], format!("{root}/grid/power_w"));
     assert_eq!(grid["availability_topic"], format!("{root}/status"));
-    assert_eq!(grid["device"]["identifiers"][0], "station-controller_dealer-1");
+    assert_eq!(
+        grid["device"]["identifiers"][0],
+        "station-controller_dealer-1"
+    );
     let pv_today = config("sensor", "pv_energy_today");
     assert_eq!(pv_today["device_class"], "energy");
     assert_eq!(pv_today["unit_of_measurement"], "kWh");
@@ -167,63 +193,333 @@ fn check_discovery(last: &BTreeMap<String, String>, root: &str) {
     let soh = config("sensor", "battery_soh");
     assert_eq!(soh["state_topic"], format!("{root}/battery/soh_pct"));
     let mode = config("select", "charger-1_mode");
-    assert_eq!(mode["command_topic"], format!("{root}/chargers/charger-1/mode/set"));
-    assert_eq!(mode["options"], serde_json::json!(["fast", "solar", "min_solar"]));
+    assert_eq!(
+        mode["command_topic"],
+        format!("{root}/chargers/charger-1/mode/set")
+    );
+    assert_eq!(
+        mode["options"],
+        serde_json::json!(["fast", "solar", "min_solar"])
+    );
     let link = config("binary_sensor", "battery_link");
     assert_eq!(link["device_class"], "connectivity");
     assert_eq!(link["state_topic"], format!("{root}/devices/battery/link"));
     // Every entity points at a topic the daemon really publishes.
     for (topic, payload) in last.iter().filter(|(t, _)| t.starts_with("homeassistant/")) {
         let body = json(payload);
-        let state = body["state_topic"].as_str().unwrap_or_else(|| panic!("{topic}: no state_topic"));
-        assert!(last.contains_key(state), "{topic} reads {state}, which is never published");
-        assert_eq!(body["device"], grid["device"], "{topic}: one HA device per station");
+        let state = body["state_topic"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{topic}: no state_topic"));
+        assert!(
+            last.contains_key(state),
+            "{topic} reads {state}, which is never published"
+        );
+        assert_eq!(
+            body["device"], grid["device"],
+            "{topic}: one HA device per station"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mode_command_over_mqtt_changes_the_charger_mode_and_an_unknown_one_is_answered_with_the_reason() {
+async fn a_mode_command_over_mqtt_changes_the_charger_mode_and_an_unknown_one_is_answered_with_the_reason(
+) {
     let broker = Mosquitto::start_new();
     let probe = Probe::connect(broker.port, "command-probe", true, &["station/#"]).await;
     let d = demo_with_mqtt(&broker, "dealer-2", 60.0, "11:00").await;
     let root = "station/dealer-2";
     probe
-        .until("online", WAIT, |s| s.last.contains_key(&format!("{root}/chargers/charger-3/mode")).then_some(()))
+        .until("online", WAIT, |s| {
+            s.last
+                .contains_key(&format!("{root}/chargers/charger-3/mode"))
+                .then_some(())
+        })
         .await;
 
-    probe.publish(&format!("{root}/chargers/charger-3/mode/set"), "solar").await;
+    probe
+        .publish(&format!("{root}/chargers/charger-3/mode/set"), "solar")
+        .await;
     let result = probe
-        .until("the mode result", WAIT, |s| s.last.get(&format!("{root}/chargers/charger-3/mode/result")).cloned())
+        .until("the mode result", WAIT, |s| {
+            s.last
+                .get(&format!("{root}/chargers/charger-3/mode/result"))
+                .cloned()
+        })
         .await;
     let r = json(&result);
     assert_eq!(r["accepted"], true, "{r}");
     assert_eq!(r["mode"], "solar");
     probe
         .until("the new mode in the tree", WAIT, |s| {
-            (s.last.get(&format!("{root}/chargers/charger-3/mode")).map(String::as_str) == Some("solar")).then_some(())
+            (s.last
+                .get(&format!("{root}/chargers/charger-3/mode"))
+                .map(String::as_str)
+                == Some("solar"))
+            .then_some(())
         })
         .await;
     let status = d.daemon.shared.status().unwrap();
-    assert_eq!(status.chargers.iter().find(|c| c.id == "charger-3").unwrap().mode, "solar");
+    assert_eq!(
+        status
+            .chargers
+            .iter()
+            .find(|c| c.id == "charger-3")
+            .unwrap()
+            .mode,
+        "solar"
+    );
 
-    probe.publish(&format!("{root}/battery/power/set"), "5000").await;
+    probe
+        .publish(&format!("{root}/battery/power/set"), "5000")
+        .await;
     let r = json(
         &probe
-            .until("the unknown command's result", WAIT, |s| s.last.get(&format!("{root}/battery/power/result")).cloned())
+            .until("the unknown command's result", WAIT, |s| {
+                s.last.get(&format!("{root}/battery/power/result")).cloned()
+            })
             .await,
     );
     assert_eq!(r["accepted"], false);
-    assert!(r["reason"].as_str().unwrap().contains("unknown command"), "{r}");
+    assert!(
+        r["reason"].as_str().unwrap().contains("unknown command"),
+        "{r}"
+    );
 
-    probe.publish(&format!("{root}/chargers/charger-1/mode/set"), "turbo").await;
+    probe
+        .publish(&format!("{root}/chargers/charger-1/mode/set"), "turbo")
+        .await;
     let r = json(
         &probe
-            .until("the bad mode's result", WAIT, |s| s.last.get(&format!("{root}/chargers/charger-1/mode/result")).cloned())
+            .until("the bad mode's result", WAIT, |s| {
+                s.last
+                    .get(&format!("{root}/chargers/charger-1/mode/result"))
+                    .cloned()
+            })
             .await,
     );
     assert_eq!(r["accepted"], false);
     assert!(r["reason"].as_str().unwrap().contains("\"turbo\""), "{r}");
     let status = d.daemon.shared.status().unwrap();
-    assert_eq!(status.chargers.iter().find(|c| c.id == "charger-1").unwrap().mode, "fast");
+    assert_eq!(
+        status
+            .chargers
+            .iter()
+            .find(|c| c.id == "charger-1")
+            .unwrap()
+            .mode,
+        "fast"
+    );
     d.shutdown().await;
+}
+
+struct Station {
+    daemon: DaemonHandle,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Station {
+    /// The daemon against `sim` with a SQLite ledger at `ledger` and MQTT to `broker`.
+    async fn start(sim: &SimHandle, speed: f64, broker: &Mosquitto, ledger: &Path) -> Station {
+        let mut config: StationConfig = demo::config_for(&sim.addrs).unwrap();
+        config.mqtt = Some(mqtt(broker, "dealer-9"));
+        // Fewer, longer cycles keep a debug build on time at a high simulator speed.
+        config.policy.cycle_s = 5.0;
+        let clock = Arc::new(FollowClock::new(sim.time_source(), speed));
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let options = Options {
+            ledger_path: Some(ledger.to_path_buf()),
+            api_listen: Some(loopback()),
+            ..Options::default()
+        };
+        let daemon = daemon::start(config, clock, options, cancel.clone(), &tracker)
+            .await
+            .unwrap();
+        Station {
+            daemon,
+            cancel,
+            tracker,
+        }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+async fn run_for(sim: &SimHandle, secs: i64) {
+    let end = sim.now() + chrono::Duration::seconds(secs);
+    let start = Instant::now();
+    while sim.now() < end {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "simulated time stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn temp_ledger(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stationd-mqtt-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("ledger.db")
+}
+
+fn plug(charger: &str, stay_h: f64) -> PlugRequest {
+    PlugRequest {
+        charger: charger.to_string(),
+        battery_kwh: 60.0,
+        soc_pct: 30.0,
+        target_soc_pct: 90.0,
+        stay_h,
+        onboard_a: 16.0,
+        phases: 3,
+    }
+}
+
+/// The energy records the sink received, by sequence number, with how often each arrived.
+fn records(seen: &mqtt_probe::Seen) -> BTreeMap<i64, (Value, usize)> {
+    let mut out: BTreeMap<i64, (Value, usize)> = BTreeMap::new();
+    for (topic, payload) in &seen.all {
+        if !topic.contains("/energy/") {
+            continue;
+        }
+        let v = json(payload);
+        let seq = v["seq"].as_i64().unwrap();
+        let e = out.entry(seq).or_insert((v.clone(), 0));
+        assert_eq!(e.0, v, "seq {seq} arrived twice with different contents");
+        e.1 += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_energy_record_arrives_exactly_once_by_sequence_through_a_broker_outage_and_a_daemon_restart(
+) {
+    let speed = 600.0;
+    let mut broker = Mosquitto::start_new();
+    // A consumer with a persistent session, like Telegraf with persistent_session = true.
+    let sink = Probe::connect(broker.port, "energy-sink", false, &["station/+/energy/#"]).await;
+    let sc = demo::scenario("sunny-weekday").unwrap();
+    let sim = station_sim::runtime::spawn(SimConfig {
+        start: sc.resolve_local("07:00"),
+        ..SimConfig::ephemeral(sc, 5, speed)
+    })
+    .await
+    .unwrap();
+    let ledger = temp_ledger("outage");
+    let station = Station::start(&sim, speed, &broker, &ledger).await;
+    for (charger, stay_h) in [("charger-7", 0.4), ("charger-8", 1.2)] {
+        let _ = sim.plug(&plug(charger, stay_h));
+    }
+    run_for(&sim, 3600).await;
+    sink.until("records before the outage", WAIT, |s| {
+        s.all
+            .iter()
+            .any(|(t, _)| t.ends_with("/energy/bucket"))
+            .then_some(())
+    })
+    .await;
+
+    broker.stop();
+    let outage_from = sim.now();
+    run_for(&sim, 3600).await;
+    let cycles = station.daemon.shared.status().unwrap().cycle;
+    station.stop().await;
+    let station = Station::start(&sim, speed, &broker, &ledger).await;
+    run_for(&sim, 5400).await;
+    let outage_to = sim.now();
+    let status = station.daemon.shared.status().unwrap();
+    assert!(
+        status.time > outage_to - chrono::Duration::seconds(60),
+        "the control loop kept running"
+    );
+    assert!(
+        cycles > 100,
+        "the first daemon cycled through the outage ({cycles} cycles)"
+    );
+    broker.start();
+
+    let store = Store::open(&ledger).unwrap();
+    let (got, last_seq) = sink
+        .until(
+            "every queued record at the sink",
+            Duration::from_secs(120),
+            |seen| {
+                let got = records(seen);
+                let last_seq = store.outbox_last_seq().unwrap();
+                let caught_up = store.outbox_unsent().unwrap() == 0
+                    && got.keys().next_back() == Some(&last_seq);
+                caught_up.then_some((got, last_seq))
+            },
+        )
+        .await;
+    assert!(last_seq > 10, "only {last_seq} records were queued");
+    // No bucket of the ledger is skipped: every one up to the newest published is published.
+    let published: std::collections::BTreeSet<String> = got
+        .values()
+        .filter_map(|(v, _)| v["bucket"]["start"].as_str().map(str::to_string))
+        .collect();
+    let newest = published.iter().next_back().cloned().unwrap();
+    let far = chrono::Duration::days(3650);
+    for b in store.buckets(outage_from - far, outage_to + far).unwrap() {
+        let start = serde_json::to_value(b.start).unwrap();
+        let start = start.as_str().unwrap();
+        if start <= newest.as_str() {
+            assert!(published.contains(start), "bucket {start} never published");
+        }
+    }
+    station.stop().await;
+    sim.shutdown().await;
+    check_exactly_once(&got, last_seq, outage_from, outage_to);
+}
+
+fn check_exactly_once(
+    got: &BTreeMap<i64, (Value, usize)>,
+    last_seq: i64,
+    outage_from: chrono::DateTime<chrono::Utc>,
+    outage_to: chrono::DateTime<chrono::Utc>,
+) {
+    let seqs: Vec<i64> = got.keys().copied().collect();
+    assert_eq!(
+        seqs,
+        (1..=last_seq).collect::<Vec<_>>(),
+        "no gap, nothing extra"
+    );
+    let mut keys = std::collections::BTreeSet::new();
+    let (mut buckets, mut sessions, mut in_outage) = (0, 0, 0);
+    for (v, _) in got.values() {
+        let key = match v["kind"].as_str().unwrap() {
+            "bucket" => {
+                buckets += 1;
+                let start: chrono::DateTime<chrono::Utc> =
+                    v["bucket"]["start"].as_str().unwrap().parse().unwrap();
+                if start >= outage_from && start < outage_to {
+                    in_outage += 1;
+                }
+                format!("bucket {start}")
+            }
+            "session" => {
+                sessions += 1;
+                assert!(
+                    v["session"]["end"].is_string(),
+                    "only finished sessions: {v}"
+                );
+                format!(
+                    "session {} {}",
+                    v["session"]["charger_id"], v["session"]["start"]
+                )
+            }
+            other => panic!("unknown kind {other}"),
+        };
+        assert!(keys.insert(key.clone()), "{key} has two sequence numbers");
+    }
+    let duplicates: usize = got.values().map(|(_, n)| n - 1).sum();
+    println!("records: {buckets} buckets ({in_outage} from the outage), {sessions} sessions, {duplicates} duplicate deliveries");
+    assert!(in_outage >= 8, "buckets of the 2.5 h outage: {in_outage}");
+    assert!(sessions >= 1, "a finished session");
 }

@@ -173,6 +173,16 @@ impl Store {
             })
     }
 
+    /// The highest sequence number ever queued (0 when none).
+    pub fn outbox_last_seq(&self) -> Result<i64, LedgerError> {
+        self.conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM outbox", [], |r| r.get(0))
+            .map_err(|source| LedgerError::Read {
+                path: self.path().to_owned(),
+                source,
+            })
+    }
+
     fn bucket_at(&self, start_s: i64) -> rusqlite::Result<Option<Bucket>> {
         let sql = format!(
             "SELECT {} FROM buckets WHERE start_s = ?1",
