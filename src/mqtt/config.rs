@@ -192,7 +192,8 @@ fn topic_problem(s: &str, single_level: bool) -> Option<String> {
     None
 }
 
-fn read_credentials(path: &std::path::Path) -> Result<Credentials, String> {
+/// Read a credentials file: the user on line 1, the password on line 2.
+pub fn read_credentials(path: &std::path::Path) -> Result<Credentials, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut lines = text.lines();

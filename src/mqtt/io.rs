@@ -47,7 +47,7 @@ pub(super) fn options(cfg: &MqttConfig) -> Result<MqttOptions, MqttError> {
     Ok(o)
 }
 
-fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, MqttError> {
+pub(crate) fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, MqttError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
         let cert = cert.map_err(|e| MqttError::Ca(e.to_string()))?;

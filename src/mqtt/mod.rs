@@ -25,6 +25,7 @@ mod io;
 mod state;
 
 pub use config::{MqttConfig, RawMqtt};
+pub(crate) use io::tls_config as tls_client_config;
 
 use crate::daemon::Shared;
 use std::path::PathBuf;
