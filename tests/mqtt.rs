@@ -101,6 +101,7 @@ fn json(s: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto (installed by .ci/run)"]
 async fn the_daemon_publishes_the_documented_tree_and_home_assistant_discovery() {
     let broker = Mosquitto::start_new();
     let probe = Probe::connect(
@@ -222,6 +223,7 @@ fn check_discovery(last: &BTreeMap<String, String>, root: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto (installed by .ci/run)"]
 async fn a_mode_command_over_mqtt_changes_the_charger_mode_and_an_unknown_one_is_answered_with_the_reason(
 ) {
     let broker = Mosquitto::start_new();
@@ -398,6 +400,7 @@ fn records(seen: &mqtt_probe::Seen) -> BTreeMap<i64, (Value, usize)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto (installed by .ci/run)"]
 async fn every_energy_record_arrives_exactly_once_by_sequence_through_a_broker_outage_and_a_daemon_restart(
 ) {
     let speed = 600.0;

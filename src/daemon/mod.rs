@@ -199,6 +199,11 @@ impl Shared {
         crate::metrics::render(status.as_deref(), &lock(&self.metrics))
     }
 
+    /// A sender to the control loop (the MQTT command handler holds one).
+    pub fn control_sender(&self) -> mpsc::Sender<ControlMsg> {
+        self.control.clone()
+    }
+
     /// Send a message to the control loop.
     pub async fn control(&self, msg: ControlMsg) -> bool {
         self.control.send(msg).await.is_ok()
@@ -270,7 +275,11 @@ pub async fn start(
     tracker.spawn(http::serve(listener, shared.clone(), cancel.clone()));
     if let Some(mqtt) = config.mqtt.clone() {
         let ledger = options.ledger_path.clone();
-        crate::mqtt::spawn(mqtt, shared.clone(), ledger, cancel.clone(), tracker)?;
+        let station = crate::mqtt::StationLink {
+            status: shared.subscribe(),
+            control: shared.control_sender(),
+        };
+        crate::mqtt::spawn(mqtt, station, ledger, cancel.clone(), tracker)?;
     }
 
     let mut controller = Controller::new(config, clock, shared.clone());

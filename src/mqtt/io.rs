@@ -3,9 +3,8 @@
 
 use super::commands::{self, Command, Refused};
 use super::outbox::{self, InFlight};
-use super::{Link, MqttConfig, MqttError};
+use super::{Link, MqttConfig, MqttError, StationLink};
 use crate::daemon::control::ControlMsg;
-use crate::daemon::Shared;
 use crate::ledger::Store;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
@@ -14,7 +13,7 @@ use rumqttc::{
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Energy records on the wire at once.
@@ -68,7 +67,7 @@ pub(super) struct Io {
     cfg: MqttConfig,
     root: String,
     client: AsyncClient,
-    shared: Arc<Shared>,
+    station: StationLink,
     ledger: Option<PathBuf>,
     store: Option<Store>,
     link: watch::Sender<Link>,
@@ -83,7 +82,7 @@ impl Io {
     pub(super) fn new(
         cfg: MqttConfig,
         client: AsyncClient,
-        shared: Arc<Shared>,
+        station: StationLink,
         ledger: Option<PathBuf>,
         link: watch::Sender<Link>,
     ) -> Io {
@@ -91,7 +90,7 @@ impl Io {
             root: cfg.root(),
             cfg,
             client,
-            shared,
+            station,
             ledger,
             store: None,
             link,
@@ -186,7 +185,7 @@ impl Io {
             }
             return;
         }
-        let status = self.shared.status();
+        let status = self.station.status.borrow().clone();
         let chargers: Vec<&str> = status
             .as_deref()
             .map(|s| s.chargers.iter().map(|c| c.id.as_str()).collect())
@@ -197,13 +196,15 @@ impl Io {
                 id: charger.clone(),
                 mode: *mode,
             };
-            let taken =
-                tokio::time::timeout(Duration::from_secs(2), self.shared.control(msg)).await;
-            if taken != Ok(true) {
-                let why = if taken.is_err() {
-                    "busy for 2 s"
-                } else {
-                    "not running"
+            let sent = self
+                .station
+                .control
+                .send_timeout(msg, Duration::from_secs(2))
+                .await;
+            if let Err(e) = sent {
+                let why = match e {
+                    mpsc::error::SendTimeoutError::Timeout(_) => "busy for 2 s",
+                    mpsc::error::SendTimeoutError::Closed(_) => "not running",
                 };
                 outcome = Err(Refused::NotTaken { why: why.into() });
             }

@@ -27,10 +27,11 @@ mod state;
 pub use config::{MqttConfig, RawMqtt};
 pub(crate) use io::tls_config as tls_client_config;
 
-use crate::daemon::Shared;
+use crate::daemon::control::ControlMsg;
+use crate::status::Status;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -54,11 +55,18 @@ pub(crate) struct Link {
     pub discovery: u64,
 }
 
+/// What the MQTT tasks see of the station: its published status and its control loop.
+#[derive(Debug, Clone)]
+pub struct StationLink {
+    pub status: watch::Receiver<Option<Arc<Status>>>,
+    pub control: mpsc::Sender<ControlMsg>,
+}
+
 /// Start the MQTT tasks for `cfg`. `ledger` is the SQLite ledger whose outbox is published;
 /// without one (an in-memory ledger) no energy records are published.
 pub fn spawn(
     cfg: MqttConfig,
-    shared: Arc<Shared>,
+    station: StationLink,
     ledger: Option<PathBuf>,
     cancel: CancellationToken,
     tracker: &TaskTracker,
@@ -72,8 +80,9 @@ pub fn spawn(
         );
     }
     tracing::info!(host = %cfg.host, port = cfg.port, root = %cfg.root(), tls = cfg.tls_ca.is_some(), "mqtt telemetry enabled");
-    let io = io::Io::new(cfg.clone(), client.clone(), shared.clone(), ledger, link_tx);
+    let status = station.status.clone();
+    let io = io::Io::new(cfg.clone(), client.clone(), station, ledger, link_tx);
     tracker.spawn(io.run(eventloop, cancel.clone()));
-    tracker.spawn(state::run(cfg, client, shared.subscribe(), link_rx, cancel));
+    tracker.spawn(state::run(cfg, client, status, link_rx, cancel));
     Ok(())
 }
