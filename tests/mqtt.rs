@@ -100,19 +100,27 @@ fn documented_state_topics(root: &str) -> Vec<String> {
 /// pointed at `creds` and `ca`.
 fn mqtt_example(creds: &Path, ca: &Path) -> String {
     let text = std::fs::read_to_string("config/station.toml").unwrap();
-    let from = text.find("# [mqtt]").expect("config/station.toml has a commented [mqtt] example");
+    let from = text
+        .find("# [mqtt]")
+        .expect("config/station.toml has a commented [mqtt] example");
     text[from..]
         .lines()
         .map_while(|l| l.strip_prefix("# "))
         .collect::<Vec<_>>()
         .join("\n")
-        .replace("/etc/stationd/mqtt.credentials", &creds.display().to_string())
+        .replace(
+            "/etc/stationd/mqtt.credentials",
+            &creds.display().to_string(),
+        )
         .replace("/etc/stationd/mqtt-ca.pem", &ca.display().to_string())
 }
 
 #[test]
 fn the_documented_mqtt_example_validates_and_reads_its_credentials_file() {
-    let dir = temp_ledger("config-example").parent().unwrap().to_path_buf();
+    let dir = temp_ledger("config-example")
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let (creds, ca) = (dir.join("mqtt.credentials"), dir.join("ca.pem"));
     std::fs::write(&creds, "dealer-001\ns3cret pass\n").unwrap();
     std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
@@ -123,9 +131,15 @@ fn the_documented_mqtt_example_validates_and_reads_its_credentials_file() {
     assert_eq!((cfg.host.as_str(), cfg.port), ("broker.example.net", 8883));
     assert_eq!(cfg.root(), "station/dealer-001");
     let login = cfg.credentials.as_ref().unwrap();
-    assert_eq!((login.user.as_str(), login.password.as_str()), ("dealer-001", "s3cret pass"));
+    assert_eq!(
+        (login.user.as_str(), login.password.as_str()),
+        ("dealer-001", "s3cret pass")
+    );
     assert!(cfg.tls_ca.is_some());
-    assert!(!format!("{cfg:?}").contains("s3cret"), "the password never shows in Debug output");
+    assert!(
+        !format!("{cfg:?}").contains("s3cret"),
+        "the password never shows in Debug output"
+    );
 }
 
 #[test]
@@ -501,7 +515,16 @@ async fn every_energy_record_arrives_exactly_once_by_sequence_through_a_broker_o
     );
     broker.start();
 
-    let store = Store::open(&ledger).unwrap();
+    let (got, last_seq) = catch_up(&sink, &ledger).await;
+    station.stop().await;
+    sim.shutdown().await;
+    check_exactly_once(&got, last_seq, (outage_from, outage_to), 8);
+}
+
+/// Wait until the ledger has nothing unsent and the sink holds the last queued record; check
+/// that no bucket of the ledger up to the newest published one was skipped.
+async fn catch_up(sink: &Probe, ledger: &Path) -> (BTreeMap<i64, (Value, usize)>, i64) {
+    let store = Store::open(ledger).unwrap();
     let (got, last_seq) = sink
         .until(
             "every queued record at the sink",
@@ -515,31 +538,34 @@ async fn every_energy_record_arrives_exactly_once_by_sequence_through_a_broker_o
             },
         )
         .await;
-    assert!(last_seq > 10, "only {last_seq} records were queued");
-    // No bucket of the ledger is skipped: every one up to the newest published is published.
     let published: std::collections::BTreeSet<String> = got
         .values()
         .filter_map(|(v, _)| v["bucket"]["start"].as_str().map(str::to_string))
         .collect();
-    let newest = published.iter().next_back().cloned().unwrap();
-    let far = chrono::Duration::days(3650);
-    for b in store.buckets(outage_from - far, outage_to + far).unwrap() {
+    let newest = published
+        .iter()
+        .next_back()
+        .cloned()
+        .expect("a published bucket");
+    let (from, to) = (
+        chrono::DateTime::<chrono::Utc>::MIN_UTC,
+        chrono::DateTime::<chrono::Utc>::MAX_UTC,
+    );
+    for b in store.buckets(from, to).unwrap() {
         let start = serde_json::to_value(b.start).unwrap();
         let start = start.as_str().unwrap();
         if start <= newest.as_str() {
             assert!(published.contains(start), "bucket {start} never published");
         }
     }
-    station.stop().await;
-    sim.shutdown().await;
-    check_exactly_once(&got, last_seq, outage_from, outage_to);
+    (got, last_seq)
 }
 
 fn check_exactly_once(
     got: &BTreeMap<i64, (Value, usize)>,
     last_seq: i64,
-    outage_from: chrono::DateTime<chrono::Utc>,
-    outage_to: chrono::DateTime<chrono::Utc>,
+    (outage_from, outage_to): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+    min_in_outage: usize,
 ) {
     let seqs: Vec<i64> = got.keys().copied().collect();
     assert_eq!(
@@ -548,7 +574,7 @@ fn check_exactly_once(
         "no gap, nothing extra"
     );
     let mut keys = std::collections::BTreeSet::new();
-    let (mut buckets, mut sessions, mut in_outage) = (0, 0, 0);
+    let (mut buckets, mut sessions, mut in_outage) = (0, 0, 0usize);
     for (v, _) in got.values() {
         let key = match v["kind"].as_str().unwrap() {
             "bucket" => {
@@ -577,6 +603,129 @@ fn check_exactly_once(
     }
     let duplicates: usize = got.values().map(|(_, n)| n - 1).sum();
     println!("records: {buckets} buckets ({in_outage} from the outage), {sessions} sessions, {duplicates} duplicate deliveries");
-    assert!(in_outage >= 8, "buckets of the 2.5 h outage: {in_outage}");
+    assert!(
+        in_outage >= min_in_outage,
+        "buckets of the outage: {in_outage}"
+    );
     assert!(sessions >= 1, "a finished session");
+}
+
+const CHILD_LEDGER: &str = "STATION_MQTT_CHILD_LEDGER";
+const CHILD_BROKER_PORT: &str = "STATION_MQTT_CHILD_BROKER_PORT";
+
+/// Not a test: the body of the child process that
+/// `energy_records_queued_before_a_kill_9_are_sent_by_the_next_daemon` kills. It runs the
+/// simulator at 600x from 07:00 with a daemon publishing to the broker, until killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper run as a child process"]
+async fn child_runs_a_station_until_killed() {
+    let (Some(ledger), Some(port)) = (
+        std::env::var_os(CHILD_LEDGER),
+        std::env::var_os(CHILD_BROKER_PORT),
+    ) else {
+        return;
+    };
+    let port: u16 = port.to_str().unwrap().parse().unwrap();
+    let broker = Mosquitto::attach(port);
+    let sc = demo::scenario("sunny-weekday").unwrap();
+    let sim = station_sim::runtime::spawn(SimConfig {
+        start: sc.resolve_local("07:00"),
+        ..SimConfig::ephemeral(sc, 5, 600.0)
+    })
+    .await
+    .unwrap();
+    let _station = Station::start(&sim, 600.0, &broker, Path::new(&ledger)).await;
+    let _ = sim.plug(&plug("charger-7", 0.4));
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto (installed by .ci/run)"]
+async fn energy_records_queued_before_a_kill_9_are_sent_by_the_next_daemon() {
+    let mut broker = Mosquitto::start_new();
+    let sink = Probe::connect(
+        broker.port,
+        "energy-sink-kill",
+        false,
+        &["station/+/energy/#"],
+    )
+    .await;
+    let ledger = temp_ledger("kill9");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_runs_a_station_until_killed",
+            "--test-threads=1",
+        ])
+        .env(CHILD_LEDGER, &ledger)
+        .env(CHILD_BROKER_PORT, broker.port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let queued = |n: i64| {
+        let ledger = ledger.clone();
+        move || {
+            Store::open(&ledger)
+                .ok()
+                .and_then(|s| s.outbox_last_seq().ok())
+                .filter(|q| *q >= n)
+        }
+    };
+    let before = wait_for("records queued by the child", queued(4)).await;
+    sink.until("records before the outage", WAIT, |s| {
+        (!s.all.is_empty()).then_some(())
+    })
+    .await;
+    broker.stop();
+    let newest = |ledger: &Path| {
+        Store::open(ledger)
+            .unwrap()
+            .buckets(
+                chrono::DateTime::<chrono::Utc>::MIN_UTC,
+                chrono::DateTime::<chrono::Utc>::MAX_UTC,
+            )
+            .unwrap()
+            .last()
+            .unwrap()
+            .start
+    };
+    let outage_from = newest(&ledger);
+    wait_for("records queued during the outage", queued(before + 4)).await;
+    assert!(Store::open(&ledger).unwrap().outbox_unsent().unwrap() >= 4);
+    child.kill().unwrap(); // SIGKILL: no shutdown, no final flush
+    child.wait().unwrap();
+
+    // The next daemon starts half an hour (simulated) after the child's last bucket.
+    let speed = 600.0;
+    let sc = demo::scenario("sunny-weekday").unwrap();
+    let sim = station_sim::runtime::spawn(SimConfig {
+        start: Some(newest(&ledger) + chrono::Duration::minutes(30)),
+        ..SimConfig::ephemeral(sc, 6, speed)
+    })
+    .await
+    .unwrap();
+    let station = Station::start(&sim, speed, &broker, &ledger).await;
+    run_for(&sim, 3600).await;
+    let outage_to = sim.now();
+    broker.start();
+    let (got, last_seq) = catch_up(&sink, &ledger).await;
+    station.stop().await;
+    sim.shutdown().await;
+    check_exactly_once(&got, last_seq, (outage_from, outage_to), 4);
+}
+
+/// Poll `f` every 50 ms until it returns `Some`, or panic after two minutes.
+async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
