@@ -715,6 +715,43 @@ async fn energy_records_queued_before_a_kill_9_are_sent_by_the_next_daemon() {
     check_exactly_once(&got, last_seq, (outage_from, outage_to), 4);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto (installed by .ci/run)"]
+async fn a_daemon_killed_with_sigkill_goes_offline_by_its_last_will() {
+    let broker = Mosquitto::start_new();
+    let probe = Probe::connect(
+        broker.port,
+        "will-probe",
+        true,
+        &["station/dealer-9/status"],
+    )
+    .await;
+    let ledger = temp_ledger("will");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_runs_a_station_until_killed",
+            "--test-threads=1",
+        ])
+        .env(CHILD_LEDGER, &ledger)
+        .env(CHILD_BROKER_PORT, broker.port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = |want: &'static str| {
+        move |s: &mqtt_probe::Seen| {
+            (s.last.get("station/dealer-9/status").map(String::as_str) == Some(want)).then_some(())
+        }
+    };
+    probe
+        .until("the child online", WAIT, status("online"))
+        .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    probe.until("the last will", WAIT, status("offline")).await;
+}
+
 /// Poll `f` every 50 ms until it returns `Some`, or panic after two minutes.
 async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
