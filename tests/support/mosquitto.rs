@@ -75,6 +75,11 @@ impl Mosquitto {
         }
     }
 
+    /// The broker's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `mqtt://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
