@@ -48,7 +48,12 @@ fn proc_stat(pid: u32) -> (f64, f64) {
         .rsplit_once(')')
         .map(|(_, r)| r.split_whitespace().collect())
         .unwrap_or_default();
-    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (rss_kb / 1024.0, (tick(11) + tick(12)) / 100.0)
 }
 
@@ -73,16 +78,27 @@ async fn probe(port: u16, received: Arc<Mutex<Received>>, cancel: CancellationTo
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                client.subscribe("station/+/summary", QoS::AtMostOnce).await.expect("subscribe");
+                client
+                    .subscribe("station/+/summary", QoS::AtMostOnce)
+                    .await
+                    .expect("subscribe");
             }
             Ok(Event::Incoming(Packet::Publish(p))) if !p.retain => {
                 let now = clock.now();
-                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) else { continue };
-                let (Some(station), Some(time)) = (v["station"].as_str(), v["time"].as_str()) else { continue };
-                let Ok(t) = time.parse::<chrono::DateTime<chrono::Utc>>() else { continue };
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) else {
+                    continue;
+                };
+                let (Some(station), Some(time)) = (v["station"].as_str(), v["time"].as_str())
+                else {
+                    continue;
+                };
+                let Ok(t) = time.parse::<chrono::DateTime<chrono::Utc>>() else {
+                    continue;
+                };
                 let mut r = received.lock().expect("probe lock");
                 if r.measuring {
-                    r.latency_ms.push((now - t).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                    r.latency_ms
+                        .push((now - t).num_microseconds().unwrap_or(0) as f64 / 1000.0);
                     r.seen.insert((station.to_string(), time.to_string()));
                 }
             }
@@ -93,7 +109,10 @@ async fn probe(port: u16, received: Arc<Mutex<Received>>, cancel: CancellationTo
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 async fn run(window: Duration) {
@@ -123,13 +142,25 @@ async fn run(window: Duration) {
         tick.tick().await;
         if k == warmup {
             received.lock().expect("lock").measuring = true;
-            measure_from = Some((Instant::now(), proc_stat(broker.pid().expect("broker pid")).1, proc_stat(fleet.id()).1, proc_stat(std::process::id()).1));
+            measure_from = Some((
+                Instant::now(),
+                proc_stat(broker.pid().expect("broker pid")).1,
+                proc_stat(fleet.id()).1,
+                proc_stat(std::process::id()).1,
+            ));
         }
         let now = clock.now();
         for s in &stations {
             s.cycle(now, k);
             if k >= warmup {
-                published.insert((s.id.clone(), serde_json::to_value(now).expect("time").as_str().unwrap_or("").to_string()));
+                published.insert((
+                    s.id.clone(),
+                    serde_json::to_value(now)
+                        .expect("time")
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                ));
             }
         }
     }
@@ -139,9 +170,15 @@ async fn run(window: Duration) {
     let secs = t0.elapsed().as_secs_f64();
     let report = |name: &str, pid: u32, cpu0: f64| {
         let (rss, cpu1) = proc_stat(pid);
-        println!("{name:<34} CPU {:5.2} % of one core, RSS {rss:6.1} MiB", (cpu1 - cpu0) / secs * 100.0);
+        println!(
+            "{name:<34} CPU {:5.2} % of one core, RSS {rss:6.1} MiB",
+            (cpu1 - cpu0) / secs * 100.0
+        );
     };
-    println!("fleet bench: {STATIONS} stations at 1 s, {} s measured", window.as_secs());
+    println!(
+        "fleet bench: {STATIONS} stations at 1 s, {} s measured",
+        window.as_secs()
+    );
     report("mosquitto", broker.pid().expect("broker pid"), b0);
     report("stationd fleet", fleet.id(), f0);
     report("100 publishers + probe (1 process)", std::process::id(), s0);
@@ -163,7 +200,10 @@ async fn run(window: Duration) {
         .json()
         .await
         .expect("fleet json");
-    println!("fleet view: {} stations, {} online", api["count"], api["online"]);
+    println!(
+        "fleet view: {} stations, {} online",
+        api["count"], api["online"]
+    );
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
@@ -174,7 +214,10 @@ async fn run(window: Duration) {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this with no argument.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let secs = std::env::var("FLEET_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let secs = std::env::var("FLEET_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     let window = Duration::from_secs(if quick { 5 } else { secs });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -213,6 +213,27 @@ pub fn read_credentials(path: &std::path::Path) -> Result<Credentials, String> {
 }
 
 impl RawMqtt {
+    /// The CA file's bytes for a TLS url; pushes a problem when it is missing, misplaced or
+    /// unreadable.
+    fn read_ca(&self, tls: bool, issues: &mut Issues) -> Option<Vec<u8>> {
+        match (&self.ca_file, tls) {
+            (None, true) => {
+                issues.push("mqtt.ca_file", "required with an mqtts:// url");
+                None
+            }
+            (Some(_), false) => {
+                issues.push("mqtt.ca_file", "applies only to an mqtts:// url");
+                None
+            }
+            (Some(p), true) => std::fs::read(p)
+                .map_err(|e| {
+                    issues.push("mqtt.ca_file", format!("cannot read {}: {e}", p.display()))
+                })
+                .ok(),
+            (None, false) => None,
+        }
+    }
+
     /// Validate into [`MqttConfig`], pushing every problem into `issues` under `mqtt.*`.
     pub fn validate(&self, issues: &mut Issues) -> Option<MqttConfig> {
         let before = issues.len();
@@ -249,22 +270,7 @@ impl RawMqtt {
                 .map_err(|e| issues.push("mqtt.credentials_file", e))
                 .ok()
         });
-        let tls_ca = match (&broker, &self.ca_file) {
-            (Some(b), None) if b.tls => {
-                issues.push("mqtt.ca_file", "required with an mqtts:// url");
-                None
-            }
-            (Some(b), Some(_)) if !b.tls => {
-                issues.push("mqtt.ca_file", "applies only to an mqtts:// url");
-                None
-            }
-            (_, Some(p)) => std::fs::read(p)
-                .map_err(|e| {
-                    issues.push("mqtt.ca_file", format!("cannot read {}: {e}", p.display()))
-                })
-                .ok(),
-            _ => None,
-        };
+        let tls_ca = broker.as_ref().and_then(|b| self.read_ca(b.tls, issues));
         let broker = broker?;
         if issues.len() != before {
             return None;

@@ -6,76 +6,90 @@ use super::config::MqttConfig;
 use crate::status::Status;
 use serde_json::{json, Value};
 
-/// `(topic, retained JSON payload)` pairs of the discovery messages for this station.
-pub fn messages(cfg: &MqttConfig, s: &Status) -> Vec<(String, String)> {
-    let root = cfg.root();
-    let sid = &cfg.station_id;
-    let device = json!({
-        "identifiers": [format!("station-controller_{sid}")],
-        "name": s.station,
-        "manufacturer": "station-controller",
-        "model": "stationd",
-        "sw_version": env!("CARGO_PKG_VERSION"),
-    });
-    let mut out = Vec::new();
-    let mut add = |component: &str, object: &str, mut body: Value| {
+/// Collects discovery messages with the fields every entity shares.
+struct Builder<'a> {
+    cfg: &'a MqttConfig,
+    root: String,
+    device: Value,
+    out: Vec<(String, String)>,
+}
+
+impl Builder<'_> {
+    fn add(&mut self, component: &str, object: &str, mut body: Value) {
+        let sid = &self.cfg.station_id;
         body["unique_id"] = json!(format!("{sid}_{object}"));
         body["object_id"] = json!(format!("{sid}_{object}"));
-        body["device"] = device.clone();
-        body["availability_topic"] = json!(format!("{root}/status"));
+        body["device"] = self.device.clone();
+        body["availability_topic"] = json!(format!("{}/status", self.root));
         body["payload_available"] = json!("online");
         body["payload_not_available"] = json!("offline");
-        out.push((
-            format!("{}/{component}/{sid}/{object}/config", cfg.discovery_prefix),
+        self.out.push((
+            format!(
+                "{}/{component}/{sid}/{object}/config",
+                self.cfg.discovery_prefix
+            ),
             body.to_string(),
         ));
-    };
-    let power = |name: &str, topic: &str| {
-        json!({"name": name, "state_topic": format!("{root}/{topic}"),
-               "unit_of_measurement": "W", "device_class": "power", "state_class": "measurement"})
-    };
-    for (object, name, topic) in [
-        ("grid_power", "Grid power", "grid/power_w"),
-        ("pv_power", "PV power", "pv/power_w"),
-        ("battery_power", "Battery power", "battery/power_w"),
-        ("building_power", "Building power", "building/power_w"),
-        (
-            "vehicles_power",
-            "Vehicle charging power",
-            "vehicles/power_w",
-        ),
-    ] {
-        add("sensor", object, power(name, topic));
     }
-    for (object, name, topic) in [
-        ("pv_energy_today", "PV energy today", "today/pv_kwh"),
-        (
-            "grid_import_today",
-            "Grid import today",
-            "today/grid_import_kwh",
-        ),
-        (
-            "grid_export_today",
-            "Grid export today",
-            "today/grid_export_kwh",
-        ),
-        ("ev_energy_today", "EV energy today", "today/ev_kwh"),
-    ] {
-        add(
-            "sensor",
-            object,
-            json!({"name": name, "state_topic": format!("{root}/{topic}"),
-                   "unit_of_measurement": "kWh", "device_class": "energy",
-                   "state_class": "total_increasing"}),
-        );
+
+    fn power(&mut self, object: &str, name: &str, topic: &str) {
+        let body = json!({"name": name, "state_topic": format!("{}/{topic}", self.root),
+            "unit_of_measurement": "W", "device_class": "power", "state_class": "measurement"});
+        self.add("sensor", object, body);
     }
-    add(
+
+    fn energy(&mut self, object: &str, name: &str, topic: &str) {
+        let body = json!({"name": name, "state_topic": format!("{}/{topic}", self.root),
+            "unit_of_measurement": "kWh", "device_class": "energy",
+            "state_class": "total_increasing"});
+        self.add("sensor", object, body);
+    }
+}
+
+/// `(topic, retained JSON payload)` pairs of the discovery messages for this station.
+pub fn messages(cfg: &MqttConfig, s: &Status) -> Vec<(String, String)> {
+    let sid = &cfg.station_id;
+    let mut b = Builder {
+        cfg,
+        root: cfg.root(),
+        device: json!({
+            "identifiers": [format!("station-controller_{sid}")],
+            "name": s.station,
+            "manufacturer": "station-controller",
+            "model": "stationd",
+            "sw_version": env!("CARGO_PKG_VERSION"),
+        }),
+        out: Vec::new(),
+    };
+    b.power("grid_power", "Grid power", "grid/power_w");
+    b.power("pv_power", "PV power", "pv/power_w");
+    b.power("battery_power", "Battery power", "battery/power_w");
+    b.power("building_power", "Building power", "building/power_w");
+    b.power(
+        "vehicles_power",
+        "Vehicle charging power",
+        "vehicles/power_w",
+    );
+    b.energy("pv_energy_today", "PV energy today", "today/pv_kwh");
+    b.energy(
+        "grid_import_today",
+        "Grid import today",
+        "today/grid_import_kwh",
+    );
+    b.energy(
+        "grid_export_today",
+        "Grid export today",
+        "today/grid_export_kwh",
+    );
+    b.energy("ev_energy_today", "EV energy today", "today/ev_kwh");
+    let root = b.root.clone();
+    b.add(
         "sensor",
         "battery_soc",
         json!({"name": "Battery state of charge", "state_topic": format!("{root}/battery/soc_pct"),
                "unit_of_measurement": "%", "device_class": "battery", "state_class": "measurement"}),
     );
-    add(
+    b.add(
         "sensor",
         "battery_soh",
         json!({"name": "Battery state of health", "state_topic": format!("{root}/battery/soh_pct"),
@@ -84,15 +98,12 @@ pub fn messages(cfg: &MqttConfig, s: &Status) -> Vec<(String, String)> {
     );
     for c in &s.chargers {
         let base = format!("{root}/chargers/{}", c.id);
-        add(
-            "sensor",
+        b.power(
             &format!("{}_power", c.id),
-            power(
-                &format!("{} power", c.id),
-                &format!("chargers/{}/power_w", c.id),
-            ),
+            &format!("{} power", c.id),
+            &format!("chargers/{}/power_w", c.id),
         );
-        add(
+        b.add(
             "select",
             &format!("{}_mode", c.id),
             json!({"name": format!("{} mode", c.id), "state_topic": format!("{base}/mode"),
@@ -101,7 +112,7 @@ pub fn messages(cfg: &MqttConfig, s: &Status) -> Vec<(String, String)> {
         );
     }
     for d in &s.devices {
-        add(
+        b.add(
             "binary_sensor",
             &format!("{}_link", d.id),
             json!({"name": format!("{} link", d.id),
@@ -110,7 +121,7 @@ pub fn messages(cfg: &MqttConfig, s: &Status) -> Vec<(String, String)> {
                    "payload_on": "ON", "payload_off": "OFF", "device_class": "connectivity"}),
         );
     }
-    out
+    b.out
 }
 
 /// The ids a discovery set depends on: when they change, discovery is sent again.
