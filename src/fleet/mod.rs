@@ -332,6 +332,6 @@ mod tests {
             m.contains("fleet_station_today_energy_kwh{station=\"a\",flow=\"pv\"} 12.5"),
             "{m}"
         );
-        assert!(m.contains("fleet_messages_total 6"), "{m}");
+        assert!(m.contains("fleet_messages_total 4"), "{m}");
     }
 }
