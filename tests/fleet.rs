@@ -227,6 +227,9 @@ async fn the_fleet_page_lists_a_hundred_stations_two_of_them_offline() {
         .await
         .unwrap();
     assert!(grid.ends_with(" kW"), "grid cell {grid:?}");
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fleet.png");
+    page.screenshot_full_page(&shot, 1440).await;
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
     page.close().await;
     cancel.cancel();
     tracker.close();
