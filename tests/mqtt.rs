@@ -752,6 +752,79 @@ async fn a_daemon_killed_with_sigkill_goes_offline_by_its_last_will() {
     probe.until("the last will", WAIT, status("offline")).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto and openssl (installed by .ci/run)"]
+async fn the_daemon_reaches_a_tls_broker_with_the_login_from_its_credentials_file() {
+    let broker = Mosquitto::start_tls("dealer-5", "pa55 word");
+    let dir = temp_ledger("tls").parent().unwrap().to_path_buf();
+    let creds = dir.join("mqtt.credentials");
+    std::fs::write(&creds, "dealer-5\npa55 word\n").unwrap();
+    let base = std::fs::read_to_string("config/station.toml").unwrap();
+    let section = format!(
+        "[mqtt]\nurl = \"mqtts://localhost:{}\"\nstation_id = \"dealer-5\"\n\
+         credentials_file = \"{}\"\nca_file = \"{}\"\n",
+        broker.port,
+        creds.display(),
+        broker.ca_file().display()
+    );
+    let raw = station_controller::config::parse(
+        "station.toml",
+        &format!("{base}\n{section}"),
+        Vec::new(),
+    )
+    .unwrap();
+    let mqtt_cfg = raw.validate().unwrap().mqtt.unwrap();
+    let sc = demo::scenario("sunny-weekday").unwrap();
+    let d = Demo::start_at(sc, 3, 60.0, Some("11:00"), loopback(), move |c| {
+        c.mqtt = Some(mqtt_cfg)
+    })
+    .await
+    .unwrap();
+    // A subscriber over TLS with the same login sees the station online.
+    let mut o = rumqttc::MqttOptions::new("tls-probe", "localhost", broker.port);
+    o.set_credentials("dealer-5", "pa55 word");
+    let ca = std::fs::read(broker.ca_file()).unwrap();
+    o.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(tls_client(&ca))),
+    ));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(o, 10);
+    client
+        .subscribe("station/dealer-5/status", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let ev = tokio::time::timeout(WAIT, eventloop.poll())
+            .await
+            .expect("TLS probe stalled");
+        if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = ev {
+            if p.payload.as_ref() == b"online" {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "no online status over TLS: {}",
+            broker.log()
+        );
+    }
+    d.shutdown().await;
+}
+
+fn tls_client(ca_pem: &[u8]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth()
+}
+
 /// Poll `f` every 50 ms until it returns `Some`, or panic after two minutes.
 async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

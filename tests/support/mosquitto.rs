@@ -32,6 +32,37 @@ fn free_port() -> u16 {
 impl Mosquitto {
     /// Start a broker on a free port and wait until it accepts connections.
     pub fn start_new() -> Mosquitto {
+        Self::start_with(|_| "allow_anonymous true\n".to_string())
+    }
+
+    /// Start a broker that only takes TLS (a fresh test CA in the temp dir, the server
+    /// certificate for `localhost` and 127.0.0.1) and only the login `user`/`password`.
+    /// Needs `openssl` and `mosquitto_passwd`.
+    pub fn start_tls(user: &str, password: &str) -> Mosquitto {
+        Self::start_with(|dir| {
+            make_test_pki(dir);
+            run(Command::new("mosquitto_passwd")
+                .arg("-b")
+                .arg("-c")
+                .arg(dir.join("passwd"))
+                .args([user, password]));
+            for f in ["passwd", "server.key", "server.pem", "ca.pem"] {
+                chmod(&dir.join(f), 0o644);
+            }
+            format!(
+                "allow_anonymous false\npassword_file {d}/passwd\n\
+                 cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n",
+                d = dir.display()
+            )
+        })
+    }
+
+    /// The CA that signed a [`Mosquitto::start_tls`] broker's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn start_with(listener_conf: impl FnOnce(&std::path::Path) -> String) -> Mosquitto {
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "stationd-mosquitto-{}-{}",
@@ -41,17 +72,16 @@ impl Mosquitto {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir for mosquitto");
         // Started as root, mosquitto drops to its own user, which must still write here.
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
-            .expect("chmod the mosquitto temp dir");
+        chmod(&dir, 0o777);
         let port = free_port();
         let conf = format!(
-            "listener {port} 127.0.0.1\n\
-             allow_anonymous true\n\
+            "listener {port} 127.0.0.1\n{}\
              persistence true\n\
              persistence_location {}/\n\
              max_queued_messages 100000\n\
              log_dest file {}/mosquitto.log\n\
              log_type error\nlog_type warning\nlog_type notice\n",
+            listener_conf(&dir),
             dir.display(),
             dir.display()
         );
@@ -138,6 +168,82 @@ impl Mosquitto {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
     }
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA and a server certificate for `localhost` / 127.0.0.1 signed by it (EC P-256).
+fn make_test_pki(dir: &std::path::Path) {
+    let d = |f: &str| dir.join(f).display().to_string();
+    run(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &d("ca.key"),
+        "-out",
+        &d("ca.pem"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=stationd test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]));
+    run(Command::new("openssl").args([
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &d("server.key"),
+        "-out",
+        &d("server.csr"),
+        "-subj",
+        "/CN=localhost",
+    ]));
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write server.ext");
+    run(Command::new("openssl").args([
+        "x509",
+        "-req",
+        "-in",
+        &d("server.csr"),
+        "-CA",
+        &d("ca.pem"),
+        "-CAkey",
+        &d("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &d("server.pem"),
+        "-days",
+        "2",
+        "-extfile",
+        &d("server.ext"),
+    ]));
 }
 
 impl Drop for Mosquitto {
