@@ -4,6 +4,8 @@
 //!
 //! `cargo bench -p station-controller --bench backtest`; without `--bench` (as under
 //! `cargo test --benches`) it runs one short pass as a smoke test.
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use station_controller::backtest::foresight::{optimum_input, optimum_run};
 use station_controller::backtest::optimum::solve;

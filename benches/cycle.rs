@@ -6,8 +6,14 @@
 //!   cycles come back to back);
 //! - resident memory and CPU share of the real `stationd run` binary at the 1 s cycle with 16
 //!   chargers against the simulator (in this process, on fixed loopback ports), over 30 s.
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
-use station_controller::demo::{Demo, STATION_TOML};
+#[path = "../tests/support/station_file.rs"]
+#[allow(dead_code)] // the bench writes a file; it changes no key
+mod station_file;
+
+use station_controller::demo::Demo;
 use station_sim::runtime::{PlugRequest, SimConfig};
 use station_sim::scenario::Scenario;
 use std::net::TcpListener;
@@ -122,23 +128,10 @@ async fn footprint() {
     .expect("simulator");
     let dir = std::env::temp_dir().join(format!("stationd-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut text = STATION_TOML.to_string();
-    for (i, p) in (5020..5038).enumerate() {
-        text = text.replace(
-            &format!("port = {p}\n"),
-            &format!("port = {}\n", base + i as u16),
-        );
-    }
-    text = text.replace("127.0.0.1:8080", &format!("127.0.0.1:{}", base + 40));
-    for i in 8..16 {
-        text.push_str(&format!(
-            "\n[devices.charger-{}]\nkind = \"charger\"\nhost = \"127.0.0.1\"\nport = {}\n",
-            i + 1,
-            base + 10 + i
-        ));
-    }
+    // Every device at the simulator's address (chargers 9-16 like charger-1), the API above.
+    let api = std::net::SocketAddr::from(([127, 0, 0, 1], base + 40));
     let config = dir.join("station.toml");
-    std::fs::write(&config, text).unwrap();
+    station_file::write(&config, &station_file::for_sim(&sim.addrs, api));
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_stationd"))
         .args(["run", "--config"])
         .arg(&config)

@@ -13,9 +13,14 @@
 //!
 //! Needs Debian's `mosquitto`. `cargo test --benches` runs it for 5 s.
 
+// Bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
 #[path = "../tests/support/fleet_sim.rs"]
+#[allow(dead_code)] // the bench uses part of the helpers
 mod fleet_sim;
 #[path = "../tests/support/mosquitto.rs"]
+#[allow(dead_code)] // the bench uses part of the helpers
 mod mosquitto;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -182,8 +187,10 @@ async fn run(window: Duration) {
     report("mosquitto", broker.pid().expect("broker pid"), b0);
     report("stationd fleet", fleet.id(), f0);
     report("100 publishers + probe (1 process)", std::process::id(), s0);
-    let r = received.lock().expect("lock");
-    let mut lat = r.latency_ms.clone();
+    let (mut lat, lost) = {
+        let r = received.lock().expect("lock");
+        (r.latency_ms.clone(), published.difference(&r.seen).count())
+    };
     lat.sort_by(f64::total_cmp);
     if !lat.is_empty() {
         println!(
@@ -191,9 +198,7 @@ async fn run(window: Duration) {
             percentile(&lat, 0.5), percentile(&lat, 0.99), lat[lat.len() - 1], lat.len()
         );
     }
-    let lost = published.difference(&r.seen).count();
     println!("summaries lost: {lost} of {}", published.len());
-    drop(r);
     let api: serde_json::Value = reqwest::get(format!("http://{listen}/api/fleet"))
         .await
         .expect("fleet api")

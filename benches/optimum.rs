@@ -1,10 +1,16 @@
 //! Solve time of the perfect-foresight program on synthetic reference windows.
 //!
 //! Run with `cargo bench -p station-controller --bench optimum`.
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::time::{Duration, Instant};
 
-use station_controller::backtest::optimum::{solve, synthetic_reference_window, OptimumInput};
+#[path = "../tests/support/fixtures.rs"]
+mod fixtures;
+
+use fixtures::synthetic_reference_window;
+use station_controller::backtest::optimum::{solve, OptimumInput};
 
 fn measure(label: &str, input: &OptimumInput, runs: usize) {
     let days = input.window_days();

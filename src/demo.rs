@@ -50,12 +50,19 @@ pub enum DemoError {
         "--scenario: unknown scenario {name:?} (shipped: {known}; or give a path to a .toml file)"
     )]
     UnknownScenario { name: String, known: String },
-    #[error("--scenario: {0}")]
-    Scenario(String),
+    #[error("--scenario {name}: {source}")]
+    Scenario {
+        name: String,
+        source: station_sim::scenario::ScenarioError,
+    },
+    #[error("--start: expected HH:MM (got {0:?})")]
+    Start(String),
     #[error("simulator: {0}")]
     Simulator(#[from] station_sim::runtime::SimError),
-    #[error("config: {0}")]
-    Config(String),
+    #[error("the bundled config/station.toml: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("the bundled config/station.toml for the simulator's devices:\n{0}")]
+    Invalid(config::Issues),
     #[error(transparent)]
     Daemon(#[from] daemon::DaemonError),
 }
@@ -63,12 +70,17 @@ pub enum DemoError {
 /// A scenario by shipped name or by path.
 pub fn scenario(name_or_path: &str) -> Result<Scenario, DemoError> {
     if let Some((_, text)) = SCENARIOS.iter().find(|(n, _)| *n == name_or_path) {
-        return Scenario::from_toml_str(text).map_err(|e| DemoError::Scenario(e.to_string()));
+        return Scenario::from_toml_str(text).map_err(|source| DemoError::Scenario {
+            name: name_or_path.to_string(),
+            source,
+        });
     }
     let path = Path::new(name_or_path);
     if path.extension().is_some_and(|e| e == "toml") {
-        return Scenario::load(path)
-            .map_err(|e| DemoError::Scenario(format!("{}: {e}", path.display())));
+        return Scenario::load(path).map_err(|source| DemoError::Scenario {
+            name: path.display().to_string(),
+            source,
+        });
     }
     Err(DemoError::UnknownScenario {
         name: name_or_path.to_string(),
@@ -85,13 +97,12 @@ pub fn scenario(name_or_path: &str) -> Result<Scenario, DemoError> {
 pub fn config_for(addrs: &SimAddrs) -> Result<StationConfig, DemoError> {
     raw_config_for(addrs)?
         .validate()
-        .map_err(|issues| DemoError::Config(issues.to_string()))
+        .map_err(DemoError::Invalid)
 }
 
 /// As [`config_for`], before validation (to write it out as a file, or to adjust it).
 pub fn raw_config_for(addrs: &SimAddrs) -> Result<RawConfig, DemoError> {
-    let mut raw: RawConfig = config::parse("config/station.toml", STATION_TOML, Vec::new())
-        .map_err(|e| DemoError::Config(e.to_string()))?;
+    let mut raw: RawConfig = config::parse("config/station.toml", STATION_TOML, Vec::new())?;
     if let Some(template) = raw.devices.get("charger-1").cloned() {
         for i in 0..addrs.chargers.len() {
             raw.devices
@@ -141,9 +152,11 @@ impl Demo {
         adjust: impl FnOnce(&mut StationConfig),
     ) -> Result<Demo, DemoError> {
         let start = match start {
-            Some(s) => Some(scenario.resolve_local(s).ok_or_else(|| {
-                DemoError::Scenario(format!("--start: expected HH:MM (got {s:?})"))
-            })?),
+            Some(s) => Some(
+                scenario
+                    .resolve_local(s)
+                    .ok_or_else(|| DemoError::Start(s.to_string()))?,
+            ),
             None => None,
         };
         let sim = station_sim::runtime::spawn(SimConfig {

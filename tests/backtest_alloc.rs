@@ -1,6 +1,10 @@
 //! The backtest's closed loop allocates nothing per cycle in the steady state: the plant's
 //! view is overwritten in place, the snapshot is refreshed in place and the commands go to a
 //! reused vector.
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod support;
 
 use station_controller::backtest::plant_io::{plan_changes, SnapshotBuilder};
 use station_controller::backtest::run::{Controller, PolicyController};
@@ -8,36 +12,10 @@ use station_controller::dispatch::{decide_into, DispatchState, Plan, Policy};
 use station_sim::physics::{Plant, VehicleKind, VehicleSpec};
 use station_sim::scenario::Scenario;
 use station_sim::view::Command;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
-/// Counts allocations made by the current thread (tests run on their own threads).
-struct CountingAlloc;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use support::alloc::{allocations, CountingAlloc};
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(|c| c.get())
-}
 
 /// The reference station at 10:00 without random arrivals, three cars plugged for a day.
 fn plant_with_cars() -> Plant {

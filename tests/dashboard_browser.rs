@@ -5,11 +5,12 @@
 //! They serve the assets router together with a fake API whose values change on every request,
 //! so the page must show exactly the numbers of one fake cycle and follow it as it changes.
 //!
-//! `browser::assert_live_dashboard(url, screenshot)` is the generic check (no fake numbers) for
+//! `support::browser::assert_live_dashboard(url, screenshot)` is the generic check (no fake numbers) for
 //! a real daemon; it is exercised here against the fake station.
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
-#[path = "support/browser.rs"]
-mod browser;
+mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,13 +26,13 @@ use axum::{Json, Router};
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
-use station_controller::http::assets;
-use station_controller::status::{
+use station_controller::daemon::status::{
     BatteryStatus, BuildingStatus, ChargerStatus, DeviceStatus, GridStatus, LinkState, PvStatus,
     Status, TodayStatus,
 };
+use station_controller::http::assets;
 
-use browser::{assert_live_dashboard, open_page, Browser};
+use support::browser::{assert_live_dashboard, open_page, Browser};
 
 const CHARGERS: u64 = 8;
 const WAIT: Duration = Duration::from_secs(20);
@@ -191,6 +192,7 @@ async fn api_events(
     State(fake): State<Fake>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let events = stream::unfold(fake, |fake| async move {
+        // The fake station's cycle: one status event every 400 ms.
         tokio::time::sleep(Duration::from_millis(400)).await;
         let status = fake_status(fake.cycle.fetch_add(1, Ordering::SeqCst));
         let event = Event::default()

@@ -1,9 +1,10 @@
 //! The real demo (simulator + daemon + dashboard) in headless Chromium: the power values and
 //! charger cards render and change. Ignored by default: needs Debian's chromium and
 //! chromium-driver, which `.ci/run` installs.
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
-#[path = "support/browser.rs"]
-mod browser;
+mod support;
 
 use station_controller::demo::{self, Demo};
 use std::path::Path;
@@ -23,24 +24,14 @@ async fn the_demo_dashboard_shows_live_values_and_every_charger() {
     )
     .await
     .unwrap();
-    d.sim
-        .plug(&station_sim::runtime::PlugRequest {
-            charger: "charger-2".into(),
-            battery_kwh: 60.0,
-            soc_pct: 30.0,
-            target_soc_pct: 90.0,
-            stay_h: 6.0,
-            onboard_a: 32.0,
-            phases: 3,
-        })
-        .unwrap();
+    d.sim.plug(&support::plug("charger-2")).unwrap();
     let url = format!("http://{}/", d.daemon.api_addr);
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/demo-dashboard.png");
-    let cards = browser::assert_live_dashboard(&url, &shot).await;
+    let cards = support::browser::assert_live_dashboard(&url, &shot).await;
     assert_eq!(cards, 8, "one card per charger");
 
     // The car plugged into charger-2 shows up as charging, with a current.
-    let b = browser::open_page(&url).await;
+    let b = support::browser::open_page(&url).await;
     let text = b
         .wait_for_text(
             ".charger-card[data-id=\"charger-2\"] .charger-state",

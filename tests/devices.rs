@@ -1,6 +1,10 @@
 //! Device driver tests against an in-test Modbus TCP server (tokio-modbus `tcp-server`) that
 //! serves register images built here: SunSpec images at different bases, with different model
 //! orders and scale factors, and an Alfen NG9xx socket.
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -228,15 +232,19 @@ async fn start(plant: Arc<Plant>) -> Running {
     serve(plant, "127.0.0.1:0".parse().unwrap()).await
 }
 
-/// Poll with a plain TCP connect until the listener accepts (bounded).
+/// Poll with a plain TCP connect until the listener accepts (at most 10 s).
 async fn wait_until_answering(addr: SocketAddr) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("server at {addr} never answered");
+    support::until_async(
+        &format!("the server at {addr} to answer"),
+        Duration::from_secs(10),
+        async || tokio::net::TcpStream::connect(addr).await.ok(),
+    )
+    .await;
+}
+
+/// A loopback address nothing listens on: connects are refused at once.
+fn closed_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], support::free_port()))
 }
 
 fn fast_link(addr: SocketAddr, unit: u8) -> LinkConfig {
@@ -863,6 +871,10 @@ async fn killed_server_takes_the_link_offline_and_a_restart_brings_it_back_with_
         }
     }
     assert_eq!(link.state(), LinkState::Offline);
+    assert!(
+        delays.len() >= 2,
+        "gave up before backing off twice: {delays:?}"
+    );
     assert!(delays.windows(2).all(|w| w[1] >= w[0]), "{delays:?}");
     // Hammering while offline does not turn into a reconnect storm.
     let failures = link.stats().connect_failures;
@@ -900,11 +912,7 @@ fn default_link_config_backs_off_from_half_a_second_to_thirty() {
 
 #[tokio::test]
 async fn reconnect_backoff_doubles_and_is_capped() {
-    // Nothing listens on this port once the listener is dropped: connects are refused at once.
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = closed_addr();
     let cfg = LinkConfig::new("127.0.0.1", addr.port(), 1)
         .with_timeout(Duration::from_millis(200))
         .with_backoff(Duration::from_millis(20), Duration::from_millis(160));
@@ -1058,10 +1066,7 @@ async fn alfen_unknown_state_text_is_bad_data() {
 
 #[tokio::test]
 async fn driver_futures_can_be_spawned_and_report_an_unreachable_device() {
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = closed_addr();
     let link = fast_link(addr, 1);
     let mut pv = PvInverter::new(PvConfig::new(link.clone()));
     let mut bat = Battery::new(BatteryConfig::new(link.clone()));

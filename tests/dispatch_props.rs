@@ -1,14 +1,15 @@
 //! Invariants of `decide` over random snapshots and policies.
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
+use station_controller::config::{Issues, RawChargerOverride, RawEveningReserve, RawPolicy};
 use station_controller::dispatch::{
     decide, BatterySnapshot, ChargeMode, ChargerId, ChargerSnapshot, ChargerState, DispatchState,
-    Freshness, GridSnapshot, Plan, Policy, PvSnapshot, RawChargerOverride, RawEveningReserve,
-    RawPolicy, Reading, ServeFirst, Sharing, Snapshot,
+    Freshness, GridSnapshot, Plan, Policy, PvSnapshot, Reading, ServeFirst, Sharing, Snapshot,
 };
 use station_controller::units::{Amps, Percent, WattHours, Watts};
-use station_controller::validate::Issues;
 
 const EPS_W: f64 = 1e-3;
 

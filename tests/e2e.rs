@@ -1,15 +1,20 @@
 //! End to end: the real daemon against the simulator in process, over Modbus TCP on loopback.
 //! The daemon's clock follows the simulator's, which runs faster than real time.
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod support;
 
 use station_controller::config::StationConfig;
+use station_controller::daemon::status::{LinkState, Status};
 use station_controller::demo::{self, Demo};
 use station_controller::dispatch::ChargeMode;
-use station_controller::status::{LinkState, Status};
 use station_sim::faults::{FaultKindName, FaultRequest, FaultValue};
-use station_sim::runtime::{PlugRequest, SimConfig, Truth};
+use station_sim::runtime::{SimConfig, Truth};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::{plug, until};
 
 fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -24,30 +29,6 @@ fn fault(device: &str, kind: FaultKindName) -> FaultRequest {
         code: None,
         point: None,
         value: None,
-    }
-}
-
-fn plug(charger: &str) -> PlugRequest {
-    PlugRequest {
-        charger: charger.to_string(),
-        battery_kwh: 80.0,
-        soc_pct: 20.0,
-        target_soc_pct: 90.0,
-        stay_h: 8.0,
-        onboard_a: 32.0,
-        phases: 3,
-    }
-}
-
-/// Poll `f` every 20 ms until it returns `Some`, or panic after `limit` of real time.
-async fn until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -110,6 +91,7 @@ async fn a_sunny_midday_with_zero_export_keeps_every_limit_and_charges_solar_car
         if c1.power_w > 4000.0 && t.grid.power_w < 2000.0 {
             charged_from_surplus = true;
         }
+        // Sampling interval while the scenario plays out (the loop ends on simulated time).
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let after = d.sim.truth().kpis;
@@ -162,6 +144,7 @@ async fn an_ev_rush_at_the_building_peak_never_breaches_the_import_limit() {
     let mut max_import_w: f64 = 0.0;
     while d.sim.now() < end {
         max_import_w = max_import_w.max(d.sim.truth().grid.power_w);
+        // Sampling interval while the scenario plays out (the loop ends on simulated time).
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let t = d.sim.truth();

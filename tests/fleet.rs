@@ -2,14 +2,11 @@
 //! (in process, against the simulator) and a hundred simulated stations publishing through the
 //! daemon's MQTT code; `/api/fleet`, `/metrics` and the page in headless Chromium.
 
-#[path = "support/browser.rs"]
-mod browser;
-#[path = "support/fleet_sim.rs"]
-mod fleet_sim;
-#[path = "support/mosquitto.rs"]
-mod mosquitto;
+// Test code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
-use mosquitto::Mosquitto;
+mod support;
+
 use serde_json::Value;
 use station_controller::clock::{Clock, SystemClock};
 use station_controller::demo::{self, Demo};
@@ -18,6 +15,8 @@ use station_controller::mqtt::MqttConfig;
 use station_sim::faults::{FaultKindName, FaultRequest};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use support::mosquitto::Mosquitto;
+use support::{browser, fleet_sim};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

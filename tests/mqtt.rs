@@ -3,13 +3,11 @@
 //! takes commands, and delivers every energy record exactly once by sequence number through a
 //! broker outage and a daemon restart.
 
-#[path = "support/mosquitto.rs"]
-mod mosquitto;
-#[path = "support/mqtt_probe.rs"]
-mod mqtt_probe;
+// Test code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
-use mosquitto::Mosquitto;
-use mqtt_probe::Probe;
+mod support;
+
 use serde_json::Value;
 use station_controller::clock::FollowClock;
 use station_controller::config::StationConfig;
@@ -23,6 +21,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::mosquitto::Mosquitto;
+use support::mqtt_probe::{self, Probe};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

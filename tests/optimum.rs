@@ -1,10 +1,14 @@
 //! Behaviour of the perfect-foresight optimum on small hand-made windows and random ones.
+// Test and bench code may unwrap, and times itself with the clocks the product may not read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod support;
 
 use proptest::prelude::*;
 use station_controller::backtest::optimum::{
-    solve, synthetic_reference_window, BatteryInput, GridInput, OptimumInput, SessionInput,
-    TariffInput,
+    solve, validate, BatteryInput, GridInput, OptimumInput, SessionInput, TariffInput,
 };
+use support::fixtures::synthetic_reference_window;
 
 const DT_H: f64 = 0.25;
 
@@ -175,6 +179,16 @@ fn pv_is_curtailed_only_when_the_export_limit_binds() {
     assert_close(open.grid_export_kwh, 2.0 * 180.0 * DT_H, 1e-6);
     assert_close(open.self_consumption_pct, 10.0, 1e-6);
     assert_close(open.self_sufficiency_pct, 100.0, 1e-6);
+}
+
+#[test]
+fn the_synthetic_reference_window_is_deterministic_valid_and_varies_with_the_seed() {
+    let a = synthetic_reference_window(2, 7);
+    assert_eq!(a, synthetic_reference_window(2, 7));
+    assert_eq!(a.steps(), 192);
+    assert_eq!(a.sessions.len(), 40);
+    validate(&a).unwrap();
+    assert_ne!(a, synthetic_reference_window(2, 8));
 }
 
 #[test]

@@ -3,6 +3,9 @@
 //!
 //! `cargo bench -p station-sim --bench modbus` (optional argument: seconds per case, default 3)
 
+// Test and bench code may panic on a broken invariant and time itself with the wall clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
 use station_sim::view::Station;
 use station_sim::wire::fake::{sample_view, FakeStation};
 use station_sim::wire::{serve_device, DeviceSpec};

@@ -1,5 +1,8 @@
 //! Plant stepping speed: 16 chargers, dt = 1 s. Throughput is in simulated seconds.
 
+// Test and bench code may panic on a broken invariant and time itself with the wall clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use station_sim::physics::Plant;
 use station_sim::scenario::Scenario;

@@ -89,6 +89,6 @@ async fn plug(
     };
     match shared.plug(&req) {
         Ok(()) => (StatusCode::CREATED, Json(json!({ "plugged": req.charger }))),
-        Err(e) => bad_request(e),
+        Err(e) => bad_request(e.to_string()),
     }
 }

@@ -8,11 +8,11 @@
 use crate::api;
 use crate::faults::FaultValue;
 use crate::faults::{ActiveFault, FaultError, FaultRequest, FaultTable};
-use crate::physics::{Kpis, Plant, VehicleKind, VehicleSpec};
+use crate::physics::{Kpis, Plant, PlugError, VehicleKind, VehicleSpec};
 use crate::scenario::{FaultSpec, Scenario};
 use crate::view::{
-    BatteryView, ChargerView, Command, Mode3State, PvView, Station, StationView, VehicleView,
-    WireFaults,
+    BatteryView, ChargerView, Command, CommandError, Mode3State, PvView, Station, StationView,
+    VehicleView, WireFaults,
 };
 use crate::wire::{self, DeviceKind, DeviceSpec};
 use chrono::{DateTime, Utc};
@@ -81,7 +81,7 @@ pub struct SimAddrs {
 }
 
 impl SimAddrs {
-    /// Every Modbus device as `(id, address)`, in station.md order.
+    /// Every Modbus device as `(id, address)`, in the order of `docs/reference-station.md`.
     pub fn devices(&self) -> Vec<(String, SocketAddr)> {
         let mut out = vec![
             ("pv".to_string(), self.pv),
@@ -145,6 +145,70 @@ pub struct PlugRequest {
     /// Phases the car's on-board charger uses (1 or 3).
     #[serde(default = "default_phases")]
     pub phases: u8,
+}
+
+/// Why a plug-in request was refused; the control API answers 400 with this as the reason,
+/// which names the request field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlugRequestError {
+    /// `charger` is not `charger-N` with N >= 1.
+    #[error("charger: not a charger id (got {got:?})")]
+    NotACharger { got: String },
+    /// A numeric field outside its range.
+    #[error("{field}: must be within [{lo}, {hi}] (got {value})")]
+    OutOfRange {
+        field: &'static str,
+        value: f64,
+        lo: f64,
+        hi: f64,
+    },
+    /// `phases` other than 1 or 3.
+    #[error("phases: must be 1 or 3 (got {phases})")]
+    Phases { phases: u8 },
+    /// The plant refused the car (no such charger, or occupied).
+    #[error("charger: {0}")]
+    Refused(#[from] PlugError),
+}
+
+impl PlugRequest {
+    /// The 0-based charger index of `charger-N`.
+    fn charger_index(&self) -> Result<usize, PlugRequestError> {
+        self.charger
+            .strip_prefix("charger-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n >= 1)
+            .map(|n| n - 1)
+            .ok_or_else(|| PlugRequestError::NotACharger {
+                got: self.charger.clone(),
+            })
+    }
+
+    /// Every numeric field within its range, the first bad one named.
+    fn check_ranges(&self) -> Result<(), PlugRequestError> {
+        let checks: [(&'static str, f64, f64, f64); 5] = [
+            ("battery_kwh", self.battery_kwh, 1.0, 300.0),
+            ("soc_pct", self.soc_pct, 0.0, 100.0),
+            ("target_soc_pct", self.target_soc_pct, 0.0, 100.0),
+            ("stay_h", self.stay_h, 0.01, 96.0),
+            ("onboard_a", self.onboard_a, 6.0, 80.0),
+        ];
+        for (field, value, lo, hi) in checks {
+            if !(value.is_finite() && value >= lo && value <= hi) {
+                return Err(PlugRequestError::OutOfRange {
+                    field,
+                    value,
+                    lo,
+                    hi,
+                });
+            }
+        }
+        if self.phases != 1 && self.phases != 3 {
+            return Err(PlugRequestError::Phases {
+                phases: self.phases,
+            });
+        }
+        Ok(())
+    }
 }
 
 fn default_battery_kwh() -> f64 {
@@ -334,29 +398,9 @@ impl Shared {
         self.publish(&plant);
     }
 
-    pub(crate) fn plug(&self, req: &PlugRequest) -> Result<(), String> {
-        let index = req
-            .charger
-            .strip_prefix("charger-")
-            .and_then(|n| n.parse::<usize>().ok())
-            .filter(|n| *n >= 1)
-            .map(|n| n - 1)
-            .ok_or_else(|| format!("charger: not a charger id (got {:?})", req.charger))?;
-        let checks: [(&str, f64, f64, f64); 5] = [
-            ("battery_kwh", req.battery_kwh, 1.0, 300.0),
-            ("soc_pct", req.soc_pct, 0.0, 100.0),
-            ("target_soc_pct", req.target_soc_pct, 0.0, 100.0),
-            ("stay_h", req.stay_h, 0.01, 96.0),
-            ("onboard_a", req.onboard_a, 6.0, 80.0),
-        ];
-        for (field, v, lo, hi) in checks {
-            if !(v.is_finite() && v >= lo && v <= hi) {
-                return Err(format!("{field}: must be within [{lo}, {hi}] (got {v})"));
-            }
-        }
-        if req.phases != 1 && req.phases != 3 {
-            return Err(format!("phases: must be 1 or 3 (got {})", req.phases));
-        }
+    pub(crate) fn plug(&self, req: &PlugRequest) -> Result<(), PlugRequestError> {
+        let index = req.charger_index()?;
+        req.check_ranges()?;
         let mut plant = lock(&self.plant);
         let spec = VehicleSpec {
             kind: VehicleKind::Manual,
@@ -367,9 +411,7 @@ impl Shared {
             phases: req.phases,
             stay_s: req.stay_h * 3600.0,
         };
-        plant
-            .plug_vehicle(index, spec)
-            .map_err(|e| format!("charger: {e}"))?;
+        plant.plug_vehicle(index, spec)?;
         // Show the plugged car at once (mode-3 state B or C), also while the clock stands still.
         plant.step(0.0);
         self.publish(&plant);
@@ -382,7 +424,7 @@ impl Station for Shared {
         self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn apply(&self, command: Command) -> Result<(), String> {
+    fn apply(&self, command: Command) -> Result<(), CommandError> {
         let mut plant = lock(&self.plant);
         plant.apply(command)?;
         self.publish(&plant);
@@ -435,7 +477,7 @@ impl SimHandle {
     }
 
     /// Plug a car into a charger (as `POST /vehicles`).
-    pub fn plug(&self, req: &PlugRequest) -> Result<(), String> {
+    pub fn plug(&self, req: &PlugRequest) -> Result<(), PlugRequestError> {
         self.shared.plug(req)
     }
 
@@ -486,6 +528,42 @@ fn port(base: Option<u16>, offset: u16) -> Result<u16, SimError> {
 
 /// Start a simulator: bind every listener, start the clock, serve until cancelled.
 pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
+    check_settings(&config)?;
+    let shared = Arc::new(build_shared(&config)?);
+    let n_chargers = shared.device_ids.len() - FIXED_DEVICES.len();
+    let devices = bind_devices(config.bind, config.port_base, n_chargers).await?;
+    let (api_listener, api_addr) =
+        bind_one(config.bind, config.port_base, port_offset::API, "api").await?;
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let addrs = serve_devices(devices, api_addr, &shared, &tracker, &cancel);
+    tracker.spawn(api::serve(api_listener, shared.clone(), cancel.clone()));
+    if config.speed > 0.0 {
+        tracker.spawn(run_clock(shared.clone(), cancel.clone()));
+    }
+    Ok(SimHandle {
+        addrs,
+        shared,
+        cancel,
+        tracker,
+    })
+}
+
+/// The devices every station has, in the order of their port offsets; chargers follow.
+const FIXED_DEVICES: [(u16, &str, DeviceKind); 4] = [
+    (port_offset::PV, "pv", DeviceKind::Pv),
+    (port_offset::BATTERY, "battery", DeviceKind::Battery),
+    (port_offset::GRID_METER, "grid-meter", DeviceKind::GridMeter),
+    (
+        port_offset::BUILDING_METER,
+        "building-meter",
+        DeviceKind::BuildingMeter,
+    ),
+];
+
+/// Refuse a speed or a physics step the clock cannot run with.
+fn check_settings(config: &SimConfig) -> Result<(), SimError> {
     if !(config.speed.is_finite() && config.speed >= 0.0) {
         return Err(SimError::Setting {
             key: "speed",
@@ -498,6 +576,11 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
             problem: format!("must be within (0, 60] (got {})", config.step_s),
         });
     }
+    Ok(())
+}
+
+/// The plant at its start, its first view, the device ids and the scheduled faults.
+fn build_shared(config: &SimConfig) -> Result<Shared, SimError> {
     let scenario = &config.scenario;
     // Every scheduled fault, the BMS alarm included, goes through the fault table (so that
     // the truth lists it and `DELETE /faults` clears it); the plant gets none of its own.
@@ -508,24 +591,13 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
         None => Plant::new(&plant_scenario, config.seed),
     };
     let view = plant.view();
-    let n_chargers = view.chargers.len();
-    let mut device_ids: Vec<String> = ["pv", "battery", "grid-meter", "building-meter"]
+    let mut device_ids: Vec<String> = FIXED_DEVICES
         .iter()
-        .map(|s| s.to_string())
+        .map(|(_, id, _)| id.to_string())
         .collect();
-    device_ids.extend((0..n_chargers).map(charger_id));
-
-    // Scheduled faults join the fault table when their time comes.
-    let mut scheduled = Vec::new();
-    for (index, sf) in scenario.scheduled_faults().into_iter().enumerate() {
-        let req = scheduled_request(&sf.spec);
-        req.validate(&device_ids)
-            .map_err(|source| SimError::ScheduledFault { index, source })?;
-        scheduled.push((sf.start, req));
-    }
-    scheduled.sort_by_key(|(at, _)| *at);
-
-    let shared = Arc::new(Shared {
+    device_ids.extend((0..view.chargers.len()).map(charger_id));
+    let scheduled = scheduled_faults(scenario, &device_ids)?;
+    Ok(Shared {
         view: RwLock::new(Arc::new(view)),
         plant: Mutex::new(plant),
         faults: Mutex::new(FaultTable::new()),
@@ -535,23 +607,46 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
         step_s: config.step_s,
         import_limit_w: scenario.import_limit_w(),
         export_limit_w: scenario.export_limit_w(),
-    });
+    })
+}
 
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let ip = config.bind;
-    let base = config.port_base;
+/// The scenario's faults as requests in start order; they join the fault table when their
+/// time comes.
+fn scheduled_faults(
+    scenario: &Scenario,
+    device_ids: &[String],
+) -> Result<Vec<(DateTime<Utc>, FaultRequest)>, SimError> {
+    let mut scheduled = Vec::new();
+    for (index, sf) in scenario.scheduled_faults().into_iter().enumerate() {
+        let req = scheduled_request(&sf.spec);
+        req.validate(device_ids)
+            .map_err(|source| SimError::ScheduledFault { index, source })?;
+        scheduled.push((sf.start, req));
+    }
+    scheduled.sort_by_key(|(at, _)| *at);
+    Ok(scheduled)
+}
 
-    let mut specs = vec![
-        (port_offset::PV, "pv", DeviceKind::Pv),
-        (port_offset::BATTERY, "battery", DeviceKind::Battery),
-        (port_offset::GRID_METER, "grid-meter", DeviceKind::GridMeter),
-        (
-            port_offset::BUILDING_METER,
-            "building-meter",
-            DeviceKind::BuildingMeter,
-        ),
-    ];
+/// A listener bound for one device.
+struct BoundDevice {
+    spec: DeviceSpec,
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+/// Bind one listener per device: the fixed devices, then `n_chargers` chargers.
+async fn bind_devices(
+    ip: IpAddr,
+    base: Option<u16>,
+    n_chargers: usize,
+) -> Result<Vec<BoundDevice>, SimError> {
+    let mut specs: Vec<(u16, DeviceSpec)> = FIXED_DEVICES
+        .iter()
+        .map(|&(offset, id, kind)| {
+            let id = id.to_string();
+            (offset, DeviceSpec { id, kind })
+        })
+        .collect();
     for i in 0..n_chargers {
         let offset = u16::try_from(i)
             .ok()
@@ -560,67 +655,70 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
                 key: "chargers",
                 problem: format!("too many chargers ({n_chargers})"),
             })?;
-        specs.push((offset, "", DeviceKind::Charger { index: i }));
+        specs.push((offset, DeviceSpec::charger(i)));
     }
+    let mut bound = Vec::with_capacity(specs.len());
+    for (offset, spec) in specs {
+        let (listener, addr) = bind_one(ip, base, offset, &spec.id).await?;
+        bound.push(BoundDevice {
+            spec,
+            listener,
+            addr,
+        });
+    }
+    Ok(bound)
+}
 
-    let mut bound = Vec::new();
-    for (offset, id, kind) in specs {
-        let id = match kind {
-            DeviceKind::Charger { index } => charger_id(index),
-            _ => id.to_string(),
-        };
-        let listener = bind(SocketAddr::new(ip, port(base, offset)?), &id).await?;
-        let addr = listener.local_addr().map_err(|source| SimError::Bind {
-            device: id.clone(),
-            addr: SocketAddr::new(ip, 0),
-            source,
-        })?;
-        bound.push((id, kind, listener, addr));
-    }
-    let api_listener = bind(SocketAddr::new(ip, port(base, port_offset::API)?), "api").await?;
-    let api_addr = api_listener.local_addr().map_err(|source| SimError::Bind {
-        device: "api".into(),
+/// Bind the listener at `base + offset` (or an ephemeral port) and read back its address.
+async fn bind_one(
+    ip: IpAddr,
+    base: Option<u16>,
+    offset: u16,
+    device: &str,
+) -> Result<(TcpListener, SocketAddr), SimError> {
+    let listener = bind(SocketAddr::new(ip, port(base, offset)?), device).await?;
+    let addr = listener.local_addr().map_err(|source| SimError::Bind {
+        device: device.to_string(),
         addr: SocketAddr::new(ip, 0),
         source,
     })?;
+    Ok((listener, addr))
+}
 
-    let mut chargers = Vec::new();
-    let mut fixed = [SocketAddr::new(ip, 0); 4];
-    for (id, kind, listener, addr) in bound {
-        match kind {
-            DeviceKind::Pv => fixed[0] = addr,
-            DeviceKind::Battery => fixed[1] = addr,
-            DeviceKind::GridMeter => fixed[2] = addr,
-            DeviceKind::BuildingMeter => fixed[3] = addr,
-            DeviceKind::Charger { .. } => chargers.push(addr),
+/// Start one Modbus server task per bound device; the addresses they listen on.
+fn serve_devices(
+    devices: Vec<BoundDevice>,
+    api: SocketAddr,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) -> SimAddrs {
+    let unset = SocketAddr::new(api.ip(), 0);
+    let mut addrs = SimAddrs {
+        pv: unset,
+        battery: unset,
+        grid_meter: unset,
+        building_meter: unset,
+        api,
+        chargers: Vec::new(),
+    };
+    for BoundDevice {
+        spec,
+        listener,
+        addr,
+    } in devices
+    {
+        match spec.kind {
+            DeviceKind::Pv => addrs.pv = addr,
+            DeviceKind::Battery => addrs.battery = addr,
+            DeviceKind::GridMeter => addrs.grid_meter = addr,
+            DeviceKind::BuildingMeter => addrs.building_meter = addr,
+            DeviceKind::Charger { .. } => addrs.chargers.push(addr),
         }
         let station: Arc<dyn Station> = shared.clone();
-        tracker.spawn(wire::serve_device(
-            listener,
-            DeviceSpec { id, kind },
-            station,
-            cancel.clone(),
-        ));
+        tracker.spawn(wire::serve_device(listener, spec, station, cancel.clone()));
     }
-    let addrs = SimAddrs {
-        pv: fixed[0],
-        battery: fixed[1],
-        grid_meter: fixed[2],
-        building_meter: fixed[3],
-        api: api_addr,
-        chargers,
-    };
-
-    tracker.spawn(api::serve(api_listener, shared.clone(), cancel.clone()));
-    if config.speed > 0.0 {
-        tracker.spawn(run_clock(shared.clone(), cancel.clone()));
-    }
-    Ok(SimHandle {
-        addrs,
-        shared,
-        cancel,
-        tracker,
-    })
+    addrs
 }
 
 /// The fault request of a scenario's scheduled fault.
@@ -638,6 +736,8 @@ fn scheduled_request(spec: &FaultSpec) -> FaultRequest {
 
 /// Step the plant so that simulated time follows `speed` x real time. Ticks that are missed are
 /// skipped; the next tick catches up to the target (bounded per tick so writes are never starved).
+// The simulator's one wall-clock read: real elapsed time sets the simulated-time target.
+#[allow(clippy::disallowed_methods)]
 async fn run_clock(shared: Arc<Shared>, cancel: CancellationToken) {
     let tick = Duration::from_millis(20);
     let mut interval = tokio::time::interval(tick);

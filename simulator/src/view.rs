@@ -250,7 +250,28 @@ pub enum Command {
     ChargerPhases { index: usize, phases: u8 },
 }
 
-/// A device id as station.md names it.
+/// Why the physics refused a [`Command`]: the value is out of range for the device now. The
+/// wire layer answers such a write with Modbus exception 3 (illegal data value).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CommandError {
+    /// A numeric value outside the device's range, e.g. `battery setpoint W 2e5 outside
+    /// -120000..=120000`.
+    #[error("{field} {value} outside {lo}..={hi}")]
+    OutOfRange {
+        field: &'static str,
+        value: f64,
+        lo: f64,
+        hi: f64,
+    },
+    /// A charger index the station does not have (0-based).
+    #[error("charger index {index} outside 0..{count}")]
+    NoSuchCharger { index: usize, count: usize },
+    /// A phase count other than 1 or 3.
+    #[error("charger phases {phases} must be 1 or 3")]
+    Phases { phases: u8 },
+}
+
+/// A device id as `docs/reference-station.md` names it (`pv`, `battery`, `charger-3`, ...).
 pub type DeviceId = String;
 
 /// Wire-level faults active on one device right now (the runtime resolves expiry).
@@ -274,7 +295,7 @@ pub trait Station: Send + Sync + 'static {
     /// The latest view of every device.
     fn view(&self) -> Arc<StationView>;
     /// Apply a control write. Errors mean the value is out of range for the device now.
-    fn apply(&self, command: Command) -> Result<(), String>;
+    fn apply(&self, command: Command) -> Result<(), CommandError>;
     /// Wire faults active on `device` now.
     fn wire_faults(&self, device: &str) -> WireFaults;
 }

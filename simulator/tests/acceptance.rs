@@ -6,6 +6,9 @@
 //! them and runs `cargo test --workspace -- --include-ignored`. The Python interpreter is
 //! `$STATION_PYTHON`, else `<workspace root>/.venv/bin/python`.
 
+// Test and bench code may panic on a broken invariant and time itself with the wall clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
 use serde_json::Value;
 use station_sim::runtime::{spawn, PlugRequest, SimConfig, SimHandle, Truth};
 use station_sim::scenario::Scenario;

@@ -1,10 +1,13 @@
 //! Plant physics behaviour tests.
 
+// Test and bench code may panic on a broken invariant and time itself with the wall clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
 use chrono::Duration;
 use proptest::prelude::*;
-use station_sim::physics::{exogenous_forecast, Plant, VehicleKind, VehicleSpec};
+use station_sim::physics::{exogenous_forecast, Plant, PlugError, VehicleKind, VehicleSpec};
 use station_sim::scenario::Scenario;
-use station_sim::view::{BatteryState, Command, Mode3State, PvStatus, StationView};
+use station_sim::view::{BatteryState, Command, CommandError, Mode3State, PvStatus, StationView};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::Path;
@@ -281,14 +284,36 @@ fn battery_reverts_to_zero_after_revert_timeout() {
 #[test]
 fn battery_setpoint_outside_pcs_rating_is_refused() {
     let mut p = Plant::new(&quiet("02:00"), 1);
-    assert!(p.apply(Command::BatterySetpointW(200_000.0)).is_err());
+    let err = p.apply(Command::BatterySetpointW(200_000.0)).unwrap_err();
+    assert_eq!(
+        err,
+        CommandError::OutOfRange {
+            field: "battery setpoint W",
+            value: 200_000.0,
+            lo: -120_000.0,
+            hi: 120_000.0
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "battery setpoint W 200000 outside -120000..=120000"
+    );
     assert!(p.apply(Command::BatterySetpointW(f64::NAN)).is_err());
-    assert!(p
+    let err = p
         .apply(Command::ChargerSetpointA {
             index: 8,
-            amps: 10.0
+            amps: 10.0,
         })
-        .is_err());
+        .unwrap_err();
+    assert_eq!(err, CommandError::NoSuchCharger { index: 8, count: 8 });
+    assert_eq!(err.to_string(), "charger index 8 outside 0..8");
+    let err = p
+        .apply(Command::ChargerPhases {
+            index: 0,
+            phases: 2,
+        })
+        .unwrap_err();
+    assert_eq!(err, CommandError::Phases { phases: 2 });
 }
 
 #[test]
@@ -376,8 +401,21 @@ fn full_car_shows_b2_and_leaves_at_departure_recording_its_session() {
     spec.target_soc_pct = 80.0;
     spec.stay_s = 1800.0;
     p.plug_vehicle(0, spec).unwrap();
-    assert!(p.plug_vehicle(0, car()).is_err(), "occupied");
-    assert!(p.plug_vehicle(99, car()).is_err(), "bad index");
+    assert_eq!(
+        p.plug_vehicle(0, car()),
+        Err(PlugError::Occupied { number: 1 })
+    );
+    assert_eq!(
+        p.plug_vehicle(99, car()),
+        Err(PlugError::NoSuchCharger {
+            index: 99,
+            count: 8
+        })
+    );
+    let mut bad = car();
+    bad.soc_pct = 120.0;
+    let err = p.plug_vehicle(1, bad).unwrap_err();
+    assert_eq!(err.to_string(), "vehicle soc_pct 120 outside 0..=100");
     p.apply(Command::ChargerSafeCurrentA {
         index: 0,
         amps: 32.0,

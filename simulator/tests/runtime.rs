@@ -3,10 +3,14 @@
 //!
 //! Every server is reached by polling until it answers; nothing sleeps to wait for a server.
 
+// Test and bench code may panic on a broken invariant and time itself with the wall clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::{json, Value};
 use station_sim::faults::{FaultKindName, FaultRequest};
-use station_sim::runtime::{spawn, PlugRequest, SimConfig, SimHandle};
+use station_sim::physics::{PlugError, KPI_KEYS};
+use station_sim::runtime::{spawn, PlugRequest, PlugRequestError, SimConfig, SimHandle};
 use station_sim::scenario::Scenario;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -169,27 +173,8 @@ async fn truth_serves_every_documented_field_and_the_scorecard() {
         }
         assert!(c.get("vehicle").is_some_and(Value::is_null), "{c}");
     }
-    for key in [
-        "pv_kwh",
-        "pv_curtailed_kwh",
-        "self_consumption_pct",
-        "self_sufficiency_pct",
-        "grid_import_kwh",
-        "grid_export_kwh",
-        "peak_import_kw",
-        "import_limit_exceeded_s",
-        "import_limit_exceeded_kwh",
-        "ev_delivered_kwh",
-        "ev_unmet_kwh",
-        "ev_sessions_fully_served_pct",
-        "ev_green_share_pct",
-        "battery_efc",
-        "soh_change_pct",
-        "cost",
-        "co2_kg",
-        "co2_avoided_kg",
-        "soc_window_violation_s",
-    ] {
+    assert_eq!(t["kpis"].as_object().unwrap().len(), KPI_KEYS.len());
+    for key in KPI_KEYS {
         assert!(t["kpis"][key].is_number(), "kpis.{key} in {t}");
     }
     assert_eq!(t["faults"], json!([]));
@@ -423,7 +408,15 @@ async fn plugging_through_the_handle_matches_the_api() {
     let v = t.chargers[7].vehicle.as_ref().unwrap();
     assert_eq!(v.battery_wh, 40_000.0);
     assert_eq!(v.onboard_max_a, 16.0);
-    assert!(sim.plug(&req).unwrap_err().contains("occupied"));
+    let err = sim.plug(&req).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PlugRequestError::Refused(PlugError::Occupied { number: 8 })
+        ),
+        "{err}"
+    );
+    assert_eq!(err.to_string(), "charger: charger 8 is occupied");
     sim.shutdown().await;
 }
 

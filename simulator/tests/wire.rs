@@ -1,6 +1,9 @@
 //! The Modbus devices of the simulator, exercised over loopback TCP with tokio-modbus as the
 //! client and a fake station behind the servers.
 
+// Test and bench code may panic on a broken invariant and time itself with the wall clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
 use station_sim::view::{Command, Station, WireFaults};
 use station_sim::wire::fake::{sample_view, FakeStation};
 use station_sim::wire::{serve_device, DeviceSpec};

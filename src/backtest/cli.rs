@@ -1,10 +1,10 @@
 //! `stationd backtest`: the closed loop and the perfect-foresight optimum on a scenario,
-//! printed as the scorecard of station.md (a table, or one JSON object with `--json`).
+//! printed as the scorecard of `docs/reference-station.md` (a table, or one JSON object, `--json`).
 
 use super::foresight::{optimum_run, OptimumRun};
 use super::run::{run_closed_loop, RunError, RunResult, Uncontrolled};
-use crate::dispatch::{Policy, RawPolicy};
-use crate::validate::Issues;
+use crate::config::{Issues, RawPolicy};
+use crate::dispatch::Policy;
 use serde::Serialize;
 use station_sim::physics::Kpis;
 use station_sim::scenario::{FaultKind, Scenario, ScenarioError};
@@ -74,56 +74,20 @@ pub enum BacktestError {
     Json(#[from] serde_json::Error),
 }
 
-/// One controller's scorecard (the KPI keys of station.md).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Scorecard {
-    pub pv_kwh: f64,
-    pub pv_curtailed_kwh: f64,
-    pub self_consumption_pct: f64,
-    pub self_sufficiency_pct: f64,
-    pub grid_import_kwh: f64,
-    pub grid_export_kwh: f64,
-    pub peak_import_kw: f64,
-    pub import_limit_exceeded_s: f64,
-    pub import_limit_exceeded_kwh: f64,
-    pub ev_delivered_kwh: f64,
-    pub ev_unmet_kwh: f64,
-    pub ev_sessions_fully_served_pct: f64,
-    pub ev_green_share_pct: f64,
-    pub battery_efc: f64,
-    pub soh_change_pct: f64,
-    pub cost: f64,
-    pub co2_kg: f64,
-    pub co2_avoided_kg: f64,
-}
+/// One controller's scorecard: the simulator's [`Kpis`], the one list of scorecard keys
+/// (`station_sim::physics::KPI_KEYS`, defined in `docs/reference-station.md`, section Scorecard).
+pub use station_sim::physics::Kpis as Scorecard;
 
-impl From<&Kpis> for Scorecard {
-    fn from(k: &Kpis) -> Self {
-        Scorecard {
-            pv_kwh: k.pv_kwh,
-            pv_curtailed_kwh: k.pv_curtailed_kwh,
-            self_consumption_pct: k.self_consumption_pct,
-            self_sufficiency_pct: k.self_sufficiency_pct,
-            grid_import_kwh: k.grid_import_kwh,
-            grid_export_kwh: k.grid_export_kwh,
-            peak_import_kw: k.peak_import_kw,
-            import_limit_exceeded_s: k.import_limit_exceeded_s,
-            import_limit_exceeded_kwh: k.import_limit_exceeded_kwh,
-            ev_delivered_kwh: k.ev_delivered_kwh,
-            ev_unmet_kwh: k.ev_unmet_kwh,
-            ev_sessions_fully_served_pct: k.ev_sessions_fully_served_pct,
-            ev_green_share_pct: k.ev_green_share_pct,
-            battery_efc: k.battery_efc,
-            soh_change_pct: k.soh_change_pct,
-            cost: k.cost,
-            co2_kg: k.co2_kg,
-            co2_avoided_kg: k.co2_avoided_kg,
-        }
+/// Decimals a KPI is printed with in the table.
+fn decimals(key: &str) -> usize {
+    match key {
+        "import_limit_exceeded_s" | "soc_window_violation_s" => 0,
+        "import_limit_exceeded_kwh" | "ev_unmet_kwh" | "cost" => 2,
+        "battery_efc" => 3,
+        "soh_change_pct" => 4,
+        _ => 1,
     }
 }
-
-/// A table row: key, getter, decimals.
-type Row = (&'static str, fn(&Scorecard) -> f64, usize);
 
 /// One run of the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -184,38 +148,10 @@ impl BacktestReport {
             let _ = write!(out, "{:>14}", r.controller);
         }
         out.push('\n');
-        let rows: [Row; 18] = [
-            ("pv_kwh", |k| k.pv_kwh, 1),
-            ("pv_curtailed_kwh", |k| k.pv_curtailed_kwh, 1),
-            ("self_consumption_pct", |k| k.self_consumption_pct, 1),
-            ("self_sufficiency_pct", |k| k.self_sufficiency_pct, 1),
-            ("grid_import_kwh", |k| k.grid_import_kwh, 1),
-            ("grid_export_kwh", |k| k.grid_export_kwh, 1),
-            ("peak_import_kw", |k| k.peak_import_kw, 1),
-            ("import_limit_exceeded_s", |k| k.import_limit_exceeded_s, 0),
-            (
-                "import_limit_exceeded_kwh",
-                |k| k.import_limit_exceeded_kwh,
-                2,
-            ),
-            ("ev_delivered_kwh", |k| k.ev_delivered_kwh, 1),
-            ("ev_unmet_kwh", |k| k.ev_unmet_kwh, 2),
-            (
-                "ev_sessions_fully_served_pct",
-                |k| k.ev_sessions_fully_served_pct,
-                1,
-            ),
-            ("ev_green_share_pct", |k| k.ev_green_share_pct, 1),
-            ("battery_efc", |k| k.battery_efc, 3),
-            ("soh_change_pct", |k| k.soh_change_pct, 4),
-            ("cost", |k| k.cost, 2),
-            ("co2_kg", |k| k.co2_kg, 1),
-            ("co2_avoided_kg", |k| k.co2_avoided_kg, 1),
-        ];
-        for (name, get, decimals) in rows {
+        for (i, (name, _)) in Scorecard::default().named().into_iter().enumerate() {
             let _ = write!(out, "{name:<30}");
             for r in &self.runs {
-                let _ = write!(out, "{:>14.*}", decimals, get(&r.kpis));
+                let _ = write!(out, "{:>14.*}", decimals(name), r.kpis.named()[i].1);
             }
             out.push('\n');
         }
@@ -292,7 +228,7 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, BacktestError> {
 fn closed_loop_run(name: &str, r: &RunResult) -> ControllerRun {
     ControllerRun {
         controller: name.to_string(),
-        kpis: Scorecard::from(&r.kpis),
+        kpis: r.kpis.clone(),
         full_kpis: r.kpis.clone(),
         soc_start_pct: r.soc_start_pct,
         soc_end_pct: r.soc_end_pct,
@@ -303,7 +239,7 @@ fn closed_loop_run(name: &str, r: &RunResult) -> ControllerRun {
 fn optimum_controller_run(o: &OptimumRun) -> ControllerRun {
     ControllerRun {
         controller: "optimum".to_string(),
-        kpis: Scorecard::from(&o.kpis),
+        kpis: o.kpis.clone(),
         full_kpis: o.kpis.clone(),
         soc_start_pct: o.soc_start_pct,
         soc_end_pct: o.soc_end_pct,

@@ -222,7 +222,7 @@ pub fn optimum_input(scenario: &Scenario, seed: u64, days: u32) -> Foresight {
 
 /// Solve the optimum of `days` days of `scenario` (seed `seed`) and score it.
 pub fn optimum_run(scenario: &Scenario, seed: u64, days: u32) -> Result<OptimumRun, OptimumError> {
-    let started = std::time::Instant::now();
+    let started = crate::clock::monotonic();
     let f = optimum_input(scenario, seed, days);
     let result = solve(&f.input)?;
     let solve_wall = started.elapsed();
@@ -358,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn wear_cost_of_the_reference_pack_is_in_the_range_of_station_md() {
+    fn wear_cost_of_the_reference_pack_is_in_the_range_of_the_reference_station_doc() {
         let w = wear_cost_cny_per_kwh(&Scenario::reference());
         assert!(w > 0.1 && w < 0.3, "{w}");
     }

@@ -472,445 +472,406 @@ fn clean(x: f64) -> f64 {
 /// Solves the perfect-foresight program for `input` (see the module documentation).
 pub fn solve(input: &OptimumInput) -> Result<OptimumResult, OptimumError> {
     validate(input)?;
-    let n = input.steps();
-    let dt_h = input.step_s / 3600.0;
-    let kw = |w: f64| w / 1000.0;
-    let b = &input.battery;
-    let has_battery = b.usable_wh > 0.0 && (b.max_charge_w > 0.0 || b.max_discharge_w > 0.0);
-    let usable_kwh = kw(b.usable_wh);
-    let e0_kwh = usable_kwh * b.soc0_pct / 100.0;
-    let import_limit_kw = kw(input.grid.import_limit_w);
-    let export_limit_kw = kw(input.grid.export_limit_w);
-    let demand_cny_per_kw =
-        input.tariff.demand_charge_cny_per_kw * input.effective_demand_charge_fraction();
-    let slack_penalty =
-        IMPORT_SLACK_BASE_PENALTY_CNY_PER_KWH + 10.0 * input.unmet_penalty_cny_per_kwh;
-
+    let sc = Scale::of(input);
     let mut vars = ProblemVariables::new();
-    let mut objective = Expression::with_capacity(8 * n + input.sessions.len() * 16);
-
-    let mut steps: Vec<StepVars> = Vec::with_capacity(n);
-    for t in 0..n {
-        let price = input.tariff.import_price_cny_per_kwh[t];
-        let pv_kw = kw(input.pv_available_w[t]);
-        let building_kw = kw(input.building_w[t]);
-        let import = vars.add(variable().min(0.0).max(import_limit_kw));
-        objective.add_mul(price * dt_h, import);
-        let over_limit = if building_kw > import_limit_kw + pv_kw {
-            let v = vars.add(variable().min(0.0));
-            objective.add_mul((price + slack_penalty) * dt_h, v);
-            Some(v)
-        } else {
-            None
-        };
-        // Where export pays more than import, cap export at the PV surplus over the building
-        // so the relaxation cannot import and export at the limits for a fictitious gain.
-        let export_cap_kw = if input.tariff.export_price_cny_per_kwh > price {
-            export_limit_kw.min((pv_kw - building_kw).max(0.0))
-        } else {
-            export_limit_kw
-        };
-        let export = if export_cap_kw > 0.0 {
-            let v = vars.add(variable().min(0.0).max(export_cap_kw));
-            objective.add_mul(-input.tariff.export_price_cny_per_kwh * dt_h, v);
-            Some(v)
-        } else {
-            None
-        };
-        let pv_used = if pv_kw > 0.0 {
-            Some(vars.add(variable().min(0.0).max(pv_kw)))
-        } else {
-            None
-        };
-        let battery = if has_battery {
-            let charge = vars.add(variable().min(0.0).max(kw(b.max_charge_w)));
-            let discharge = vars.add(variable().min(0.0).max(kw(b.max_discharge_w)));
-            let energy = vars.add(
-                variable()
-                    .min(usable_kwh * b.soc_min_pct / 100.0)
-                    .max(usable_kwh * b.soc_max_pct / 100.0),
-            );
-            objective.add_mul(BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH * dt_h, charge);
-            objective.add_mul(
-                (b.wear_cost_cny_per_kwh_discharged + BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH)
-                    * dt_h,
-                discharge,
-            );
-            Some(BatteryStep {
-                charge,
-                discharge,
-                energy,
-            })
-        } else {
-            None
-        };
-        steps.push(StepVars {
-            import,
-            over_limit,
-            export,
-            pv_used,
-            battery,
-            vehicles: Vec::new(),
-        });
-    }
-
-    let mut sessions: Vec<SessionVars> = Vec::with_capacity(input.sessions.len());
-    for s in &input.sessions {
-        let wanted_kwh = kw(s.wanted_wh);
-        let max_kw = kw(s.max_w);
-        let mut power = Vec::new();
-        if wanted_kwh > 0.0 && max_kw > 0.0 {
-            for (t, step) in steps
-                .iter_mut()
-                .enumerate()
-                .take(s.depart_step)
-                .skip(s.arrive_step)
-            {
-                let v = vars.add(variable().min(0.0).max(max_kw));
-                let late = LATE_CHARGING_TIE_BREAK_CNY_PER_KWH * t as f64 / n as f64;
-                objective.add_mul(late * dt_h, v);
-                step.vehicles.push(v);
-                power.push((t, v));
-            }
-        }
-        let unmet = if wanted_kwh > 0.0 {
-            let u = vars.add(variable().min(0.0).max(wanted_kwh));
-            objective.add_mul(input.unmet_penalty_cny_per_kwh, u);
-            Some(u)
-        } else {
-            None
-        };
-        sessions.push(SessionVars { power, unmet });
-    }
-
-    let peak = if demand_cny_per_kw > 0.0 {
+    let mut objective = Expression::with_capacity(8 * sc.n + input.sessions.len() * 16);
+    let mut steps: Vec<StepVars> = (0..sc.n)
+        .map(|t| step_variables(input, &sc, t, &mut vars, &mut objective))
+        .collect();
+    let sessions: Vec<SessionVars> = input
+        .sessions
+        .iter()
+        .map(|s| session_variables(s, &sc, &mut steps, &mut vars, &mut objective))
+        .collect();
+    let peak = (sc.demand_cny_per_kw > 0.0).then(|| {
         let p = vars.add(variable().min(0.0));
-        objective.add_mul(demand_cny_per_kw, p);
-        Some(p)
-    } else {
-        None
-    };
-
+        objective.add_mul(sc.demand_cny_per_kw, p);
+        p
+    });
     let mut model = vars.minimise(objective).using(microlp);
-
     for (t, step) in steps.iter().enumerate() {
-        // Supply - demand = building.
-        let mut balance = Expression::with_capacity(8 + step.vehicles.len());
-        balance.add_mul(1.0, step.import);
-        if let Some(v) = step.over_limit {
-            balance.add_mul(1.0, v);
-        }
-        if let Some(v) = step.pv_used {
-            balance.add_mul(1.0, v);
-        }
-        if let Some(v) = step.export {
-            balance.add_mul(-1.0, v);
-        }
-        if let Some(bs) = &step.battery {
-            balance.add_mul(1.0, bs.discharge);
-            balance.add_mul(-1.0, bs.charge);
-        }
-        for &v in &step.vehicles {
-            balance.add_mul(-1.0, v);
-        }
-        model.add_constraint(balance.eq(kw(input.building_w[t])));
+        step_constraints(&mut model, input, &sc, &steps, t, step, peak);
+    }
+    end_constraints(&mut model, input, &sc, &steps, &sessions);
+    let solution = model
+        .solve()
+        .map_err(|e| OptimumError::Solver(e.to_string()))?;
+    Ok(score(input, &sc, &steps, &sessions, &solution))
+}
 
-        if let Some(bs) = &step.battery {
-            // e_t - e_{t-1} - eta_c dt charge + dt / eta_d discharge = 0
-            let mut soc = Expression::with_capacity(4);
-            soc.add_mul(1.0, bs.energy);
-            soc.add_mul(-b.charge_eff * dt_h, bs.charge);
-            soc.add_mul(dt_h / b.discharge_eff, bs.discharge);
-            let previous = match t.checked_sub(1).and_then(|p| steps[p].battery.as_ref()) {
-                Some(prev) => {
-                    soc.add_mul(-1.0, prev.energy);
-                    0.0
-                }
-                None => e0_kwh,
-            };
-            model.add_constraint(soc.eq(previous));
-        }
+/// The window's sizes and prices in the program's units (kW, kWh, h).
+struct Scale {
+    n: usize,
+    dt_h: f64,
+    has_battery: bool,
+    usable_kwh: f64,
+    e0_kwh: f64,
+    import_limit_kw: f64,
+    export_limit_kw: f64,
+    demand_cny_per_kw: f64,
+    slack_penalty: f64,
+    unmet_penalty: f64,
+}
 
-        if let Some(p) = peak {
-            let mut above = Expression::with_capacity(3);
-            above.add_mul(1.0, step.import);
-            if let Some(v) = step.over_limit {
-                above.add_mul(1.0, v);
-            }
-            above.add_mul(-1.0, p);
-            model.add_constraint(above.leq(0.0));
+fn kw(w: f64) -> f64 {
+    w / 1000.0
+}
+
+impl Scale {
+    fn of(input: &OptimumInput) -> Scale {
+        let b = &input.battery;
+        let usable_kwh = kw(b.usable_wh);
+        Scale {
+            n: input.steps(),
+            dt_h: input.step_s / 3600.0,
+            has_battery: b.usable_wh > 0.0 && (b.max_charge_w > 0.0 || b.max_discharge_w > 0.0),
+            usable_kwh,
+            e0_kwh: usable_kwh * b.soc0_pct / 100.0,
+            import_limit_kw: kw(input.grid.import_limit_w),
+            export_limit_kw: kw(input.grid.export_limit_w),
+            demand_cny_per_kw: input.tariff.demand_charge_cny_per_kw
+                * input.effective_demand_charge_fraction(),
+            slack_penalty: IMPORT_SLACK_BASE_PENALTY_CNY_PER_KWH
+                + 10.0 * input.unmet_penalty_cny_per_kwh,
+            unmet_penalty: input.unmet_penalty_cny_per_kwh,
         }
     }
+}
 
+/// The variables of step `t` (grid, PV, battery) and their costs.
+fn step_variables(
+    input: &OptimumInput,
+    sc: &Scale,
+    t: usize,
+    vars: &mut ProblemVariables,
+    objective: &mut Expression,
+) -> StepVars {
+    let dt_h = sc.dt_h;
+    let price = input.tariff.import_price_cny_per_kwh[t];
+    let pv_kw = kw(input.pv_available_w[t]);
+    let building_kw = kw(input.building_w[t]);
+    let import = vars.add(variable().min(0.0).max(sc.import_limit_kw));
+    objective.add_mul(price * dt_h, import);
+    let over_limit = (building_kw > sc.import_limit_kw + pv_kw).then(|| {
+        let v = vars.add(variable().min(0.0));
+        objective.add_mul((price + sc.slack_penalty) * dt_h, v);
+        v
+    });
+    // Where export pays more than import, cap export at the PV surplus over the building
+    // so the relaxation cannot import and export at the limits for a fictitious gain.
+    let export_cap_kw = if input.tariff.export_price_cny_per_kwh > price {
+        sc.export_limit_kw.min((pv_kw - building_kw).max(0.0))
+    } else {
+        sc.export_limit_kw
+    };
+    let export = (export_cap_kw > 0.0).then(|| {
+        let v = vars.add(variable().min(0.0).max(export_cap_kw));
+        objective.add_mul(-input.tariff.export_price_cny_per_kwh * dt_h, v);
+        v
+    });
+    let pv_used = (pv_kw > 0.0).then(|| vars.add(variable().min(0.0).max(pv_kw)));
+    let battery = sc
+        .has_battery
+        .then(|| battery_variables(&input.battery, sc, vars, objective));
+    StepVars {
+        import,
+        over_limit,
+        export,
+        pv_used,
+        battery,
+        vehicles: Vec::new(),
+    }
+}
+
+fn battery_variables(
+    b: &BatteryInput,
+    sc: &Scale,
+    vars: &mut ProblemVariables,
+    objective: &mut Expression,
+) -> BatteryStep {
+    let charge = vars.add(variable().min(0.0).max(kw(b.max_charge_w)));
+    let discharge = vars.add(variable().min(0.0).max(kw(b.max_discharge_w)));
+    let energy = vars.add(
+        variable()
+            .min(sc.usable_kwh * b.soc_min_pct / 100.0)
+            .max(sc.usable_kwh * b.soc_max_pct / 100.0),
+    );
+    objective.add_mul(BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH * sc.dt_h, charge);
+    objective.add_mul(
+        (b.wear_cost_cny_per_kwh_discharged + BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH) * sc.dt_h,
+        discharge,
+    );
+    BatteryStep {
+        charge,
+        discharge,
+        energy,
+    }
+}
+
+/// A session's charging power while present, and its unmet energy with its penalty.
+fn session_variables(
+    s: &SessionInput,
+    sc: &Scale,
+    steps: &mut [StepVars],
+    vars: &mut ProblemVariables,
+    objective: &mut Expression,
+) -> SessionVars {
+    let wanted_kwh = kw(s.wanted_wh);
+    let max_kw = kw(s.max_w);
+    let mut power = Vec::new();
+    if wanted_kwh > 0.0 && max_kw > 0.0 {
+        for (t, step) in steps
+            .iter_mut()
+            .enumerate()
+            .take(s.depart_step)
+            .skip(s.arrive_step)
+        {
+            let v = vars.add(variable().min(0.0).max(max_kw));
+            let late = LATE_CHARGING_TIE_BREAK_CNY_PER_KWH * t as f64 / sc.n as f64;
+            objective.add_mul(late * sc.dt_h, v);
+            step.vehicles.push(v);
+            power.push((t, v));
+        }
+    }
+    let unmet = (wanted_kwh > 0.0).then(|| {
+        let u = vars.add(variable().min(0.0).max(wanted_kwh));
+        objective.add_mul(sc.unmet_penalty, u);
+        u
+    });
+    SessionVars { power, unmet }
+}
+
+/// Step `t`'s power balance, stored-energy continuity and demand peak.
+fn step_constraints(
+    model: &mut impl SolverModel,
+    input: &OptimumInput,
+    sc: &Scale,
+    steps: &[StepVars],
+    t: usize,
+    step: &StepVars,
+    peak: Option<Variable>,
+) {
+    // Supply - demand = building.
+    let mut balance = Expression::with_capacity(8 + step.vehicles.len());
+    balance.add_mul(1.0, step.import);
+    if let Some(v) = step.over_limit {
+        balance.add_mul(1.0, v);
+    }
+    if let Some(v) = step.pv_used {
+        balance.add_mul(1.0, v);
+    }
+    if let Some(v) = step.export {
+        balance.add_mul(-1.0, v);
+    }
+    if let Some(bs) = &step.battery {
+        balance.add_mul(1.0, bs.discharge);
+        balance.add_mul(-1.0, bs.charge);
+    }
+    for &v in &step.vehicles {
+        balance.add_mul(-1.0, v);
+    }
+    model.add_constraint(balance.eq(kw(input.building_w[t])));
+
+    if let Some(bs) = &step.battery {
+        // e_t - e_{t-1} - eta_c dt charge + dt / eta_d discharge = 0
+        let b = &input.battery;
+        let mut soc = Expression::with_capacity(4);
+        soc.add_mul(1.0, bs.energy);
+        soc.add_mul(-b.charge_eff * sc.dt_h, bs.charge);
+        soc.add_mul(sc.dt_h / b.discharge_eff, bs.discharge);
+        let previous = match t.checked_sub(1).and_then(|p| steps[p].battery.as_ref()) {
+            Some(prev) => {
+                soc.add_mul(-1.0, prev.energy);
+                0.0
+            }
+            None => sc.e0_kwh,
+        };
+        model.add_constraint(soc.eq(previous));
+    }
+
+    if let Some(p) = peak {
+        let mut above = Expression::with_capacity(3);
+        above.add_mul(1.0, step.import);
+        if let Some(v) = step.over_limit {
+            above.add_mul(1.0, v);
+        }
+        above.add_mul(-1.0, p);
+        model.add_constraint(above.leq(0.0));
+    }
+}
+
+/// The battery ends no emptier than it started; each session's energy is delivered or unmet.
+fn end_constraints(
+    model: &mut impl SolverModel,
+    input: &OptimumInput,
+    sc: &Scale,
+    steps: &[StepVars],
+    sessions: &[SessionVars],
+) {
     if let Some(last) = steps.last().and_then(|s| s.battery.as_ref()) {
         let mut end = Expression::with_capacity(1);
         end.add_mul(1.0, last.energy);
-        model.add_constraint(end.geq(e0_kwh));
+        model.add_constraint(end.geq(sc.e0_kwh));
     }
-
-    for (s, sv) in input.sessions.iter().zip(&sessions) {
+    for (s, sv) in input.sessions.iter().zip(sessions) {
         if let Some(u) = sv.unmet {
             let mut energy = Expression::with_capacity(sv.power.len() + 1);
             for &(_, v) in &sv.power {
-                energy.add_mul(dt_h, v);
+                energy.add_mul(sc.dt_h, v);
             }
             energy.add_mul(1.0, u);
             model.add_constraint(energy.eq(kw(s.wanted_wh)));
         }
     }
+}
 
-    let solution = model
-        .solve()
-        .map_err(|e| OptimumError::Solver(e.to_string()))?;
+/// Running sums of the schedule, kWh and CNY.
+#[derive(Default)]
+struct Sums {
+    import_cost_cny: f64,
+    export_revenue_cny: f64,
+    wear_cost_cny: f64,
+    peak_import_kw: f64,
+    grid_import_kwh: f64,
+    grid_export_kwh: f64,
+    pv_used_kwh: f64,
+    pv_available_kwh: f64,
+    battery_discharged_kwh: f64,
+    import_limit_infeasible_kwh: f64,
+    simultaneous_import_export_kwh: f64,
+    building_kwh: f64,
+}
+
+/// Read the schedule out of the solution and score it.
+fn score(
+    input: &OptimumInput,
+    sc: &Scale,
+    steps: &[StepVars],
+    sessions: &[SessionVars],
+    solution: &impl Solution,
+) -> OptimumResult {
     let value = |v: Variable| clean(solution.value(v)).max(0.0);
-    let opt_value = |v: Option<Variable>| v.map(value).unwrap_or(0.0);
-
     let session_outcomes: Vec<SessionOutcome> = input
         .sessions
         .iter()
-        .zip(&sessions)
+        .zip(sessions)
         .map(|(s, sv)| {
-            let delivered_kwh: f64 = sv.power.iter().map(|&(_, v)| value(v) * dt_h).sum();
-            let unmet_kwh = (kw(s.wanted_wh) - delivered_kwh).max(0.0);
+            let delivered_kwh: f64 = sv.power.iter().map(|&(_, v)| value(v) * sc.dt_h).sum();
             SessionOutcome {
                 delivered_kwh,
-                unmet_kwh: clean(unmet_kwh),
+                unmet_kwh: clean((kw(s.wanted_wh) - delivered_kwh).max(0.0)),
             }
         })
         .collect();
-    let mut vehicles_kw = vec![0.0_f64; n];
-    for sv in &sessions {
+    let mut vehicles_kw = vec![0.0_f64; sc.n];
+    for sv in sessions {
         for &(t, v) in &sv.power {
             vehicles_kw[t] += value(v);
         }
     }
+    let mut sums = Sums::default();
+    let schedule = steps
+        .iter()
+        .enumerate()
+        .map(|(t, step)| schedule_step(input, sc, t, step, vehicles_kw[t], solution, &mut sums))
+        .collect();
+    result(sc, sums, session_outcomes, schedule)
+}
 
-    let mut schedule = Vec::with_capacity(n);
-    let mut import_cost_cny = 0.0;
-    let mut export_revenue_cny = 0.0;
-    let mut wear_cost_cny = 0.0;
-    let mut peak_import_kw: f64 = 0.0;
-    let mut grid_import_kwh = 0.0;
-    let mut grid_export_kwh = 0.0;
-    let mut pv_used_kwh = 0.0;
-    let mut pv_available_kwh = 0.0;
-    let mut battery_discharged_kwh = 0.0;
-    let mut import_limit_infeasible_kwh = 0.0;
-    let mut simultaneous_import_export_kwh = 0.0;
-    let mut building_kwh = 0.0;
-    for (t, step) in steps.iter().enumerate() {
-        let over_kw = opt_value(step.over_limit);
-        let import_kw = value(step.import) + over_kw;
-        let export_kw = opt_value(step.export);
-        let pv_kw = opt_value(step.pv_used);
-        let (charge_kw, discharge_kw, soc_pct) = match &step.battery {
-            Some(bs) => (
-                value(bs.charge),
-                value(bs.discharge),
-                100.0 * solution.value(bs.energy) / usable_kwh,
-            ),
-            None => (0.0, 0.0, if has_battery { b.soc0_pct } else { 0.0 }),
-        };
-        let price = input.tariff.import_price_cny_per_kwh[t];
-        import_cost_cny += price * import_kw * dt_h;
-        export_revenue_cny += input.tariff.export_price_cny_per_kwh * export_kw * dt_h;
-        wear_cost_cny += b.wear_cost_cny_per_kwh_discharged * discharge_kw * dt_h;
-        peak_import_kw = peak_import_kw.max(import_kw);
-        grid_import_kwh += import_kw * dt_h;
-        grid_export_kwh += export_kw * dt_h;
-        pv_used_kwh += pv_kw * dt_h;
-        pv_available_kwh += kw(input.pv_available_w[t]) * dt_h;
-        battery_discharged_kwh += discharge_kw * dt_h;
-        import_limit_infeasible_kwh += over_kw * dt_h;
-        simultaneous_import_export_kwh += import_kw.min(export_kw) * dt_h;
-        building_kwh += kw(input.building_w[t]) * dt_h;
-        schedule.push(StepSchedule {
-            import_w: import_kw * 1000.0,
-            export_w: export_kw * 1000.0,
-            battery_w: clean(discharge_kw - charge_kw) * 1000.0,
-            vehicles_w: vehicles_kw[t] * 1000.0,
-            pv_used_w: pv_kw * 1000.0,
-            soc_pct: clean(soc_pct),
-        });
+/// Step `t` of the schedule, added to the running sums.
+fn schedule_step(
+    input: &OptimumInput,
+    sc: &Scale,
+    t: usize,
+    step: &StepVars,
+    vehicles_kw: f64,
+    solution: &impl Solution,
+    sums: &mut Sums,
+) -> StepSchedule {
+    let value = |v: Variable| clean(solution.value(v)).max(0.0);
+    let opt_value = |v: Option<Variable>| v.map(value).unwrap_or(0.0);
+    let b = &input.battery;
+    let dt_h = sc.dt_h;
+    let over_kw = opt_value(step.over_limit);
+    let import_kw = value(step.import) + over_kw;
+    let export_kw = opt_value(step.export);
+    let pv_kw = opt_value(step.pv_used);
+    let (charge_kw, discharge_kw, soc_pct) = match &step.battery {
+        Some(bs) => (
+            value(bs.charge),
+            value(bs.discharge),
+            100.0 * solution.value(bs.energy) / sc.usable_kwh,
+        ),
+        None => (0.0, 0.0, if sc.has_battery { b.soc0_pct } else { 0.0 }),
+    };
+    let price = input.tariff.import_price_cny_per_kwh[t];
+    sums.import_cost_cny += price * import_kw * dt_h;
+    sums.export_revenue_cny += input.tariff.export_price_cny_per_kwh * export_kw * dt_h;
+    sums.wear_cost_cny += b.wear_cost_cny_per_kwh_discharged * discharge_kw * dt_h;
+    sums.peak_import_kw = sums.peak_import_kw.max(import_kw);
+    sums.grid_import_kwh += import_kw * dt_h;
+    sums.grid_export_kwh += export_kw * dt_h;
+    sums.pv_used_kwh += pv_kw * dt_h;
+    sums.pv_available_kwh += kw(input.pv_available_w[t]) * dt_h;
+    sums.battery_discharged_kwh += discharge_kw * dt_h;
+    sums.import_limit_infeasible_kwh += over_kw * dt_h;
+    sums.simultaneous_import_export_kwh += import_kw.min(export_kw) * dt_h;
+    sums.building_kwh += kw(input.building_w[t]) * dt_h;
+    StepSchedule {
+        import_w: import_kw * 1000.0,
+        export_w: export_kw * 1000.0,
+        battery_w: clean(discharge_kw - charge_kw) * 1000.0,
+        vehicles_w: vehicles_kw * 1000.0,
+        pv_used_w: pv_kw * 1000.0,
+        soc_pct: clean(soc_pct),
     }
-    let demand_charge_cny = demand_cny_per_kw * peak_import_kw;
-    let ev_delivered_kwh: f64 = session_outcomes.iter().map(|s| s.delivered_kwh).sum();
-    let ev_unmet_kwh: f64 = session_outcomes.iter().map(|s| s.unmet_kwh).sum();
-    let site_load_kwh = building_kwh + ev_delivered_kwh;
-    let self_consumption_pct = if pv_used_kwh > NOISE {
-        (100.0 * (pv_used_kwh - grid_export_kwh) / pv_used_kwh).clamp(0.0, 100.0)
+}
+
+fn result(
+    sc: &Scale,
+    s: Sums,
+    sessions: Vec<SessionOutcome>,
+    schedule: Vec<StepSchedule>,
+) -> OptimumResult {
+    let demand_charge_cny = sc.demand_cny_per_kw * s.peak_import_kw;
+    let ev_delivered_kwh: f64 = sessions.iter().map(|s| s.delivered_kwh).sum();
+    let ev_unmet_kwh: f64 = sessions.iter().map(|s| s.unmet_kwh).sum();
+    let site_load_kwh = s.building_kwh + ev_delivered_kwh;
+    let self_consumption_pct = if s.pv_used_kwh > NOISE {
+        (100.0 * (s.pv_used_kwh - s.grid_export_kwh) / s.pv_used_kwh).clamp(0.0, 100.0)
     } else {
         0.0
     };
     let self_sufficiency_pct = if site_load_kwh > NOISE {
-        (100.0 * (site_load_kwh - grid_import_kwh) / site_load_kwh).clamp(0.0, 100.0)
+        (100.0 * (site_load_kwh - s.grid_import_kwh) / site_load_kwh).clamp(0.0, 100.0)
     } else {
         0.0
     };
-    Ok(OptimumResult {
-        cost_cny: import_cost_cny - export_revenue_cny + demand_charge_cny + wear_cost_cny,
-        import_cost_cny,
-        export_revenue_cny,
+    OptimumResult {
+        cost_cny: s.import_cost_cny - s.export_revenue_cny + demand_charge_cny + s.wear_cost_cny,
+        import_cost_cny: s.import_cost_cny,
+        export_revenue_cny: s.export_revenue_cny,
         demand_charge_cny,
-        wear_cost_cny,
-        peak_import_kw,
-        grid_import_kwh,
-        grid_export_kwh,
-        pv_used_kwh,
-        pv_curtailed_kwh: clean(pv_available_kwh - pv_used_kwh).max(0.0),
+        wear_cost_cny: s.wear_cost_cny,
+        peak_import_kw: s.peak_import_kw,
+        grid_import_kwh: s.grid_import_kwh,
+        grid_export_kwh: s.grid_export_kwh,
+        pv_used_kwh: s.pv_used_kwh,
+        pv_curtailed_kwh: clean(s.pv_available_kwh - s.pv_used_kwh).max(0.0),
         ev_delivered_kwh,
         ev_unmet_kwh,
-        battery_discharged_kwh,
-        battery_efc: if has_battery {
-            battery_discharged_kwh / usable_kwh
+        battery_discharged_kwh: s.battery_discharged_kwh,
+        battery_efc: if sc.has_battery {
+            s.battery_discharged_kwh / sc.usable_kwh
         } else {
             0.0
         },
         self_consumption_pct,
         self_sufficiency_pct,
-        import_limit_infeasible_kwh,
-        simultaneous_import_export_kwh,
-        sessions: session_outcomes,
-        schedule,
-    })
-}
-
-/// Deterministic SplitMix64 stream for [`synthetic_reference_window`].
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Time-of-use import price of the reference tariff at `hour` (0..24), CNY/kWh:
-/// valley 0.30 (23:00-07:00), peak 1.10 (10:00-15:00, 18:00-21:00), flat 0.70 otherwise.
-pub fn reference_tou_price_cny_per_kwh(hour: f64) -> f64 {
-    if !(7.0..23.0).contains(&hour) {
-        0.30
-    } else if (10.0..15.0).contains(&hour) || (18.0..21.0).contains(&hour) {
-        1.10
-    } else {
-        0.70
-    }
-}
-
-/// A deterministic synthetic window of `days` days at 15-minute steps shaped like the reference
-/// dealer station (for benchmarks and tests): 135 kW PV bell curve 06:00-18:00 scaled by a fixed
-/// weather pattern, building 15 kW at night and 45-70 kW in business hours with workshop steps,
-/// 20 sessions a day of 1-8 h at 22 kW (about 12 kWh each, capped by dwell), the 360 kWh / 120 kW
-/// battery, 150 kW import and 100 kW export limits, the reference time-of-use tariff, 0.39 CNY/kWh
-/// export, 40 CNY/kW monthly demand charge and 5 CNY/kWh unmet penalty. `seed` varies the
-/// sessions and workshop steps.
-pub fn synthetic_reference_window(days: usize, seed: u64) -> OptimumInput {
-    const STEPS_PER_DAY: usize = 96;
-    const WEATHER: [f64; 7] = [1.0, 0.62, 0.91, 0.33, 0.97, 0.78, 0.88];
-    let n = days * STEPS_PER_DAY;
-    let mut rng = SplitMix64(seed);
-    let mut pv_available_w = Vec::with_capacity(n);
-    let mut building_w = Vec::with_capacity(n);
-    let mut import_price_cny_per_kwh = Vec::with_capacity(n);
-    let mut sessions = Vec::new();
-    for day in 0..days {
-        let weather = WEATHER[day % WEATHER.len()];
-        let weekend = day % 7 >= 5;
-        for q in 0..STEPS_PER_DAY {
-            let hour = (q as f64 + 0.5) / 4.0;
-            let pv = if (6.0..18.0).contains(&hour) {
-                let x = std::f64::consts::PI * (hour - 6.0) / 12.0;
-                135_000.0 * weather * x.sin().powf(1.3)
-            } else {
-                0.0
-            };
-            let business = (8.0..19.0).contains(&hour);
-            let base = if !business {
-                15_000.0
-            } else if weekend {
-                35_000.0
-            } else {
-                45_000.0 + 25_000.0 * (std::f64::consts::PI * (hour - 8.0) / 11.0).sin()
-            };
-            let workshop = if business && !weekend && rng.unit() < 0.3 {
-                10_000.0 + 10_000.0 * rng.unit()
-            } else {
-                0.0
-            };
-            pv_available_w.push(pv);
-            building_w.push(base + workshop);
-            import_price_cny_per_kwh.push(reference_tou_price_cny_per_kwh(hour));
-        }
-        for k in 0..20 {
-            let day_start = day * STEPS_PER_DAY;
-            // Staff cars in the morning, customers through the day, a few evening demo cars.
-            let (arrive_q, dwell_steps) = match k {
-                0..=5 => (
-                    30 + (rng.unit() * 8.0) as usize,
-                    28 + (rng.unit() * 5.0) as usize,
-                ),
-                6..=16 => (
-                    36 + (rng.unit() * 40.0) as usize,
-                    4 + (rng.unit() * 12.0) as usize,
-                ),
-                _ => (
-                    72 + (rng.unit() * 12.0) as usize,
-                    16 + (rng.unit() * 16.0) as usize,
-                ),
-            };
-            let arrive_step = day_start + arrive_q;
-            let depart_step = (arrive_step + dwell_steps).min(n);
-            if depart_step <= arrive_step {
-                continue;
-            }
-            let max_w = 22_000.0;
-            let dwell_h = (depart_step - arrive_step) as f64 * 0.25;
-            // Exponential-like heavy tail with mean about 12 kWh.
-            let wanted = -12_000.0 * (1.0 - rng.unit()).ln();
-            let wanted_wh = wanted.min(0.8 * dwell_h * max_w).min(60_000.0);
-            sessions.push(SessionInput {
-                arrive_step,
-                depart_step,
-                wanted_wh,
-                max_w,
-            });
-        }
-    }
-    OptimumInput {
-        step_s: DEFAULT_STEP_S,
-        pv_available_w,
-        building_w,
+        import_limit_infeasible_kwh: s.import_limit_infeasible_kwh,
+        simultaneous_import_export_kwh: s.simultaneous_import_export_kwh,
         sessions,
-        battery: BatteryInput {
-            usable_wh: 360_000.0,
-            soc0_pct: 50.0,
-            soc_min_pct: 10.0,
-            soc_max_pct: 90.0,
-            max_charge_w: 120_000.0,
-            max_discharge_w: 120_000.0,
-            charge_eff: 0.95,
-            discharge_eff: 0.95,
-            wear_cost_cny_per_kwh_discharged: 0.15,
-        },
-        grid: GridInput {
-            import_limit_w: 150_000.0,
-            export_limit_w: 100_000.0,
-        },
-        tariff: TariffInput {
-            import_price_cny_per_kwh,
-            export_price_cny_per_kwh: 0.39,
-            demand_charge_cny_per_kw: 40.0,
-            demand_charge_fraction: None,
-        },
-        unmet_penalty_cny_per_kwh: 5.0,
+        schedule,
     }
 }
 
@@ -1120,16 +1081,5 @@ mod tests {
                 other => panic!("{field}: expected InvalidInput, got {other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn synthetic_reference_window_is_deterministic_and_valid() {
-        let a = synthetic_reference_window(2, 7);
-        let b = synthetic_reference_window(2, 7);
-        assert_eq!(a, b);
-        assert_eq!(a.steps(), 192);
-        assert_eq!(a.sessions.len(), 40);
-        validate(&a).unwrap();
-        assert_ne!(a, synthetic_reference_window(2, 8));
     }
 }

@@ -6,40 +6,21 @@
 //! the previous cycle in place (charger ids are allocated once), and [`plan_commands`] appends
 //! to a caller-owned vector, so a closed loop allocates nothing per cycle on this side.
 
+use crate::devices::battery::evt1;
 use crate::dispatch::{
     BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, GridSnapshot, Plan, PvSnapshot,
     Reading, Snapshot,
 };
 use crate::units::{Amps, Percent, WattHours, Watts};
-use station_sim::view::{battery_alarm, BatteryState, Command, Mode3State, StationView};
+use station_sim::view::{BatteryState, Command, Mode3State, StationView};
 
 /// IEC 61851 minimum current every simulated charger can offer, A.
 pub const CHARGER_MIN_CURRENT_A: f64 = 6.0;
 
-/// SunSpec model 802 `Evt1` bits that are alarms (the BMS stops or the data is unusable);
-/// the other bits the simulator sets are warnings and do not idle the battery.
-pub const BATTERY_ALARM_MASK: u32 = battery_alarm::COMM_ERROR
-    | battery_alarm::OVER_TEMP_ALARM
-    | battery_alarm::UNDER_TEMP_ALARM
-    | battery_alarm::OVER_CHARGE_CURRENT_ALARM
-    | battery_alarm::OVER_DISCHARGE_CURRENT_ALARM
-    | battery_alarm::OVER_VOLT_ALARM
-    | battery_alarm::UNDER_VOLT_ALARM
-    | battery_alarm::CONTACTOR_ERROR
-    | battery_alarm::GROUND_FAULT;
-
-/// The dispatch core's view of a mode-3 state (D1 and D2 are both `D`).
+/// The dispatch core's view of a mode-3 state, through the one IEC 61851 mapping
+/// ([`ChargerState::from_iec61851`]) the daemon uses too.
 pub fn charger_state(s: Mode3State) -> ChargerState {
-    match s {
-        Mode3State::A => ChargerState::A,
-        Mode3State::B1 => ChargerState::B1,
-        Mode3State::B2 => ChargerState::B2,
-        Mode3State::C1 => ChargerState::C1,
-        Mode3State::C2 => ChargerState::C2,
-        Mode3State::D1 | Mode3State::D2 => ChargerState::D,
-        Mode3State::E => ChargerState::E,
-        Mode3State::F => ChargerState::F,
-    }
+    ChargerState::from_iec61851(s.as_str())
 }
 
 /// Keeps one [`Snapshot`] and refreshes it from each new [`StationView`].
@@ -148,7 +129,7 @@ fn fill_snapshot(view: &StationView, eff: f64, s: &mut Snapshot) {
         max_charge: Watts((b.max_charge_w / eff).min(b.pcs_rating_w).max(0.0)),
         max_discharge: Watts((b.max_discharge_w * eff).min(b.pcs_rating_w).max(0.0)),
         temperature_c: b.temp_c,
-        alarm: b.alarms & BATTERY_ALARM_MASK != 0,
+        alarm: evt1::is_alarm(b.alarms),
         usable_capacity: WattHours(b.usable_wh),
     };
     s.building = Reading::fresh(Watts(view.building_meter.power_w));
@@ -310,9 +291,10 @@ mod tests {
     #[test]
     fn only_alarm_bits_idle_the_battery_warnings_do_not() {
         let mut v = view();
-        v.battery.alarms = battery_alarm::UNDER_SOC_MIN_WARNING | battery_alarm::OVER_TEMP_WARNING;
+        v.battery.alarms = station_sim::view::battery_alarm::UNDER_SOC_MIN_WARNING
+            | station_sim::view::battery_alarm::OVER_TEMP_WARNING;
         assert!(!snapshot_from_view(&v, 0.95).battery.alarm);
-        v.battery.alarms |= battery_alarm::CONTACTOR_ERROR;
+        v.battery.alarms |= station_sim::view::battery_alarm::CONTACTOR_ERROR;
         assert!(snapshot_from_view(&v, 0.95).battery.alarm);
     }
 

@@ -7,7 +7,7 @@ use crate::dispatch::{decide_into, DispatchState, Plan, Policy, Reason};
 use station_sim::physics::{Kpis, Plant};
 use station_sim::scenario::Scenario;
 use station_sim::view::{Command, StationView};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Longest control cycle accepted, s: the simulated chargers drop to their safe current when a
 /// setpoint is not refreshed within 60 s.
@@ -210,7 +210,7 @@ pub fn run_closed_loop(
         return Err(RunError::Cycle(cycle_s));
     }
     let total_s = f64::from(days) * 86_400.0;
-    let started = Instant::now();
+    let started = crate::clock::monotonic();
     let mut plant = Plant::new(scenario, seed);
     // One view for the whole run, overwritten in place every cycle.
     let mut view = plant.view();

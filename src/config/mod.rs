@@ -2,8 +2,16 @@
 //! unknown keys rejected) and its validation into a checked [`StationConfig`] before anything
 //! starts. Every problem is reported at once, named by its dotted key.
 
-use crate::dispatch::policy::{Policy, RawPolicy};
-use crate::validate::Issues;
+pub mod issues;
+pub mod policy;
+
+pub use issues::{Issue, Issues};
+pub use policy::{
+    RawBatteryPolicy, RawChargerOverride, RawEveningReserve, RawGridPolicy, RawPolicy, RawTariff,
+    RawTariffPeriod, RawVehiclePolicy,
+};
+
+use crate::dispatch::policy::Policy;
 use chrono_tz::Tz;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -343,6 +351,28 @@ fn validate_device(id: &str, raw: &RawDevice, issues: &mut Issues) -> Option<Dev
             "device ids use letters, digits, '-' and '_' only",
         );
     }
+    let endpoint = check_endpoint(raw, &key, issues);
+    let role = match raw.kind.as_str() {
+        "pv" | "battery" => Some(storage_or_pv_role(raw, &key, issues)),
+        "meter" => meter_role(raw, &key, issues),
+        "charger" => Some(charger_role(raw, &key, issues)),
+        other => {
+            issues.push(
+                key("kind"),
+                format!("expected pv, battery, meter or charger (got {other:?})"),
+            );
+            None
+        }
+    }?;
+    (issues.len() == before).then(|| DeviceConfig {
+        id: id.to_string(),
+        endpoint,
+        role,
+    })
+}
+
+/// How to reach the device: host, port, unit id, timeout, poll interval.
+fn check_endpoint(raw: &RawDevice, key: &dyn Fn(&str) -> String, issues: &mut Issues) -> Endpoint {
     if raw.host.trim().is_empty() {
         issues.push(key("host"), "must not be empty");
     }
@@ -370,134 +400,151 @@ fn validate_device(id: &str, raw: &RawDevice, issues: &mut Issues) -> Option<Dev
             ),
         );
     }
-    let not_for = |issues: &mut Issues, field: &str, present: bool, kind: &str| {
-        if present {
+    Endpoint {
+        host: raw.host.clone(),
+        port: raw.port,
+        unit_id: raw.unit_id,
+        timeout: Duration::from_millis(raw.timeout_ms),
+        poll_interval: Duration::from_millis(raw.poll_interval_ms),
+        invert: raw.invert,
+    }
+}
+
+/// Push `key: does not apply to kind K` for each of `fields` that is set.
+fn refuse_fields(
+    fields: &[(&str, bool)],
+    kind: &str,
+    key: &dyn Fn(&str) -> String,
+    issues: &mut Issues,
+) {
+    for (field, present) in fields {
+        if *present {
             issues.push(key(field), format!("does not apply to kind {kind}"));
         }
-    };
-    let charger_fields = [
+    }
+}
+
+fn charger_fields(raw: &RawDevice) -> [(&'static str, bool); 6] {
+    [
         ("profile", raw.profile.is_some()),
         ("rating_a", raw.rating_a.is_some()),
         ("phases", raw.phases.is_some()),
         ("safe_current_a", raw.safe_current_a.is_some()),
         ("validity_s", raw.validity_s.is_some()),
         ("min_a", raw.min_a.is_some()),
-    ];
+    ]
+}
+
+fn storage_or_pv_role(
+    raw: &RawDevice,
+    key: &dyn Fn(&str) -> String,
+    issues: &mut Issues,
+) -> DeviceRole {
+    refuse_fields(&charger_fields(raw), &raw.kind, key, issues);
+    refuse_fields(&[("role", raw.role.is_some())], &raw.kind, key, issues);
     let rating_w = raw.rating_kw.map(|kw| {
         issues.positive(&key("rating_kw"), kw);
         kw * 1000.0
     });
-    let role = match raw.kind.as_str() {
-        "pv" | "battery" => {
-            for (f, p) in charger_fields {
-                not_for(issues, f, p, &raw.kind);
-            }
-            not_for(issues, "role", raw.role.is_some(), &raw.kind);
-            let revert_s = raw.revert_s.unwrap_or(30);
-            if revert_s == 0 {
-                issues.push(
-                    key("revert_s"),
-                    "must be > 0: without a revert timeout a crashed daemon leaves its last setpoint in force",
-                );
-            }
-            if raw.kind == "pv" {
-                DeviceRole::Pv { revert_s, rating_w }
-            } else {
-                DeviceRole::Battery { revert_s, rating_w }
-            }
+    let revert_s = raw.revert_s.unwrap_or(30);
+    if revert_s == 0 {
+        issues.push(
+            key("revert_s"),
+            "must be > 0: without a revert timeout a crashed daemon leaves its last setpoint in force",
+        );
+    }
+    if raw.kind == "pv" {
+        DeviceRole::Pv { revert_s, rating_w }
+    } else {
+        DeviceRole::Battery { revert_s, rating_w }
+    }
+}
+
+fn meter_role(
+    raw: &RawDevice,
+    key: &dyn Fn(&str) -> String,
+    issues: &mut Issues,
+) -> Option<DeviceRole> {
+    refuse_fields(&charger_fields(raw), "meter", key, issues);
+    refuse_fields(
+        &[
+            ("revert_s", raw.revert_s.is_some()),
+            ("rating_kw", raw.rating_kw.is_some()),
+        ],
+        "meter",
+        key,
+        issues,
+    );
+    match raw.role.as_deref() {
+        Some("grid") => Some(DeviceRole::GridMeter),
+        Some("building") => Some(DeviceRole::BuildingMeter),
+        Some(other) => {
+            issues.push(
+                key("role"),
+                format!("expected \"grid\" or \"building\" (got {other:?})"),
+            );
+            None
         }
-        "meter" => {
-            for (f, p) in charger_fields {
-                not_for(issues, f, p, "meter");
-            }
-            not_for(issues, "revert_s", raw.revert_s.is_some(), "meter");
-            not_for(issues, "rating_kw", raw.rating_kw.is_some(), "meter");
-            match raw.role.as_deref() {
-                Some("grid") => DeviceRole::GridMeter,
-                Some("building") => DeviceRole::BuildingMeter,
-                Some(other) => {
-                    issues.push(
-                        key("role"),
-                        format!("expected \"grid\" or \"building\" (got {other:?})"),
-                    );
-                    return None;
-                }
-                None => {
-                    issues.push(
-                        key("role"),
-                        "required for kind meter (\"grid\" or \"building\")",
-                    );
-                    return None;
-                }
-            }
+        None => {
+            issues.push(
+                key("role"),
+                "required for kind meter (\"grid\" or \"building\")",
+            );
+            None
         }
-        "charger" => {
-            not_for(issues, "role", raw.role.is_some(), "charger");
-            not_for(issues, "revert_s", raw.revert_s.is_some(), "charger");
-            not_for(issues, "rating_kw", raw.rating_kw.is_some(), "charger");
-            let profile = match raw.profile.as_deref().unwrap_or("alfen") {
-                "alfen" => ChargerProfile::Alfen,
-                other => {
-                    issues.push(
-                        key("profile"),
-                        format!("unknown charger profile {other:?} (known: alfen)"),
-                    );
-                    ChargerProfile::Alfen
-                }
-            };
-            let rating_a = raw.rating_a.unwrap_or(32.0);
-            issues.within(&key("rating_a"), rating_a, 6.0, 80.0);
-            let phases = raw.phases.unwrap_or(3);
-            if phases != 1 && phases != 3 {
-                issues.push(key("phases"), format!("must be 1 or 3 (got {phases})"));
-            }
-            let min_a = raw.min_a.unwrap_or(6.0);
-            issues.within(&key("min_a"), min_a, 6.0, rating_a.max(6.0));
-            let safe_current_a = raw.safe_current_a.unwrap_or(6.0);
-            if !(safe_current_a == 0.0 || (min_a..=rating_a).contains(&safe_current_a)) {
-                issues.push(
-                    key("safe_current_a"),
-                    format!("must be 0 or within [min_a, rating_a] = [{min_a}, {rating_a}] (got {safe_current_a})"),
-                );
-            }
-            let validity_s = raw.validity_s.unwrap_or(60);
-            if !(10..=3600).contains(&validity_s) {
-                issues.push(
-                    key("validity_s"),
-                    format!("must be within [10, 3600] (got {validity_s})"),
-                );
-            }
-            DeviceRole::Charger(ChargerSettings {
-                profile,
-                rating_a,
-                phases,
-                safe_current_a,
-                validity_s,
-                min_a,
-            })
-        }
+    }
+}
+
+fn charger_role(raw: &RawDevice, key: &dyn Fn(&str) -> String, issues: &mut Issues) -> DeviceRole {
+    refuse_fields(
+        &[
+            ("role", raw.role.is_some()),
+            ("revert_s", raw.revert_s.is_some()),
+            ("rating_kw", raw.rating_kw.is_some()),
+        ],
+        "charger",
+        key,
+        issues,
+    );
+    let profile = match raw.profile.as_deref().unwrap_or("alfen") {
+        "alfen" => ChargerProfile::Alfen,
         other => {
             issues.push(
-                key("kind"),
-                format!("expected pv, battery, meter or charger (got {other:?})"),
+                key("profile"),
+                format!("unknown charger profile {other:?} (known: alfen)"),
             );
-            return None;
+            ChargerProfile::Alfen
         }
     };
-    if issues.len() != before {
-        return None;
+    let rating_a = raw.rating_a.unwrap_or(32.0);
+    issues.within(&key("rating_a"), rating_a, 6.0, 80.0);
+    let phases = raw.phases.unwrap_or(3);
+    if phases != 1 && phases != 3 {
+        issues.push(key("phases"), format!("must be 1 or 3 (got {phases})"));
     }
-    Some(DeviceConfig {
-        id: id.to_string(),
-        endpoint: Endpoint {
-            host: raw.host.clone(),
-            port: raw.port,
-            unit_id: raw.unit_id,
-            timeout: Duration::from_millis(raw.timeout_ms),
-            poll_interval: Duration::from_millis(raw.poll_interval_ms),
-            invert: raw.invert,
-        },
-        role,
+    let min_a = raw.min_a.unwrap_or(6.0);
+    issues.within(&key("min_a"), min_a, 6.0, rating_a.max(6.0));
+    let safe_current_a = raw.safe_current_a.unwrap_or(6.0);
+    if !(safe_current_a == 0.0 || (min_a..=rating_a).contains(&safe_current_a)) {
+        issues.push(
+            key("safe_current_a"),
+            format!("must be 0 or within [min_a, rating_a] = [{min_a}, {rating_a}] (got {safe_current_a})"),
+        );
+    }
+    let validity_s = raw.validity_s.unwrap_or(60);
+    if !(10..=3600).contains(&validity_s) {
+        issues.push(
+            key("validity_s"),
+            format!("must be within [10, 3600] (got {validity_s})"),
+        );
+    }
+    DeviceRole::Charger(ChargerSettings {
+        profile,
+        rating_a,
+        phases,
+        safe_current_a,
+        validity_s,
+        min_a,
     })
 }
 

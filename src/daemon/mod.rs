@@ -7,20 +7,22 @@
 //! brought in when they answer.
 
 pub mod control;
-pub mod devices;
+pub mod device_set;
 pub mod history;
-pub mod http;
+pub mod metrics;
 pub mod notify;
+pub mod publish;
 pub mod snapshot;
+pub mod status;
 
 use crate::clock::Clock;
 use crate::config::StationConfig;
+use crate::daemon::metrics::Metrics;
+use crate::daemon::status::{Status, TodayStatus};
 use crate::ledger::{CycleInput, Ledger, LedgerHealth, Totals};
-use crate::metrics::Metrics;
-use crate::status::{Status, TodayStatus};
 use chrono::{DateTime, Utc};
 use control::{ControlMsg, Controller};
-use devices::DeviceSet;
+use device_set::DeviceSet;
 use history::{History, Sample};
 use notify::Notifier;
 use std::net::SocketAddr;
@@ -81,13 +83,19 @@ pub struct Shared {
     import_limit_w: Mutex<f64>,
     token: Option<String>,
     control: mpsc::Sender<ControlMsg>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Shared {
     fn publish(&self, status: Status) {
-        *lock(&self.last_cycle) = Some(Instant::now());
+        *lock(&self.last_cycle) = Some(crate::clock::monotonic());
         *lock(&self.import_limit_w) = status.grid.import_limit_w;
         self.status.send_replace(Some(Arc::new(status)));
+    }
+
+    /// Station time now (the daemon's clock).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// The last published status.
@@ -107,8 +115,13 @@ impl Shared {
         lock(&self.last_cycle).is_some_and(|t| t.elapsed() <= limit)
     }
 
+    /// Book the cycle in the ledger and count its flows on `/metrics`.
     fn record_ledger(&self, input: &CycleInput<'_>) {
-        lock(&self.ledger).record(input);
+        let flows = lock(&self.ledger).record(input);
+        let mut m = lock(&self.metrics);
+        for (from, to, wh) in flows.named() {
+            m.add_energy(from, to, wh);
+        }
     }
 
     fn open_session(&self, charger: &str) -> Option<(f64, f64)> {
@@ -117,10 +130,10 @@ impl Shared {
             .map(|s| (s.energy_wh, s.green_share_pct))
     }
 
-    fn today(&self, from: DateTime<Utc>, to: DateTime<Utc>, co2: f64) -> Option<TodayStatus> {
+    fn today(&self, from: DateTime<Utc>, to: DateTime<Utc>, co2: f64) -> TodayStatus {
         let t = lock(&self.ledger).totals(from, to);
         let load_wh = t.sum.building_wh + t.sum.vehicles_wh;
-        Some(TodayStatus {
+        TodayStatus {
             pv_kwh: t.sum.pv_wh / 1000.0,
             grid_import_kwh: t.sum.import_wh / 1000.0,
             grid_export_kwh: t.sum.export_wh / 1000.0,
@@ -132,7 +145,7 @@ impl Shared {
             co2_kg: t.sum.co2_kg,
             co2_avoided_kg: ((load_wh - t.sum.import_wh).max(0.0) / 1000.0) * co2,
             cost_cny: t.net_energy_cost_cny,
-        })
+        }
     }
 
     /// Ledger queries for the HTTP API.
@@ -196,7 +209,7 @@ impl Shared {
     /// Prometheus text of everything.
     pub fn metrics_text(&self) -> String {
         let status = self.status();
-        crate::metrics::render(status.as_deref(), &lock(&self.metrics))
+        crate::daemon::metrics::render(status.as_deref(), &lock(&self.metrics))
     }
 
     /// A sender to the control loop (the MQTT command handler holds one).
@@ -270,9 +283,14 @@ pub async fn start(
         import_limit_w: Mutex::new(config.policy.grid.import_limit.value()),
         token: config.api_token.clone(),
         control: control_tx,
+        clock: clock.clone(),
     });
 
-    tracker.spawn(http::serve(listener, shared.clone(), cancel.clone()));
+    tracker.spawn(crate::http::api::serve(
+        listener,
+        shared.clone(),
+        cancel.clone(),
+    ));
     if let Some(mqtt) = config.mqtt.clone() {
         let ledger = options.ledger_path.clone();
         let station = crate::mqtt::StationLink {

@@ -1,58 +1,55 @@
-//! Turning the devices' last good readings into the dispatch [`Snapshot`], with staleness marks.
+//! Turning the devices' last good readings into what one cycle observed: the dispatch
+//! [`Snapshot`] (with staleness marks) and the [`Telemetry`] that only the status shows. This is
+//! the one place a cycle walks the devices' readings; everything published is derived from its
+//! result (see `publish`).
 //!
 //! A reading no older than `max_age` is fresh; an older one is stale; none at all is missing.
 //! Dispatch treats stale and missing conservatively (see `dispatch`): unknown grid power puts
 //! cars at their safe current, an unreachable charger counts at its full rating, and an unknown
 //! battery is not used.
 
-use super::devices::{DeviceSet, Reading as DeviceReading};
-use crate::config::{DeviceRole, StationConfig};
-use crate::devices::battery::BatteryState;
-use crate::devices::charger::Mode3;
+use super::device_set::{Device, DeviceReading, DeviceSet};
+use crate::config::{ChargerSettings, DeviceRole, StationConfig};
+use crate::devices::battery::{evt1, BatteryReading, BatteryState};
+use crate::devices::charger::ChargerReading;
+use crate::devices::link::LinkState;
+use crate::devices::meter::MeterReading;
+use crate::devices::pv::PvReading;
 use crate::dispatch::{
     BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, GridSnapshot, PvSnapshot, Reading,
     Snapshot,
 };
-use crate::status::LinkState;
 use crate::units::{Amps, Percent, WattHours, Watts};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
-/// SunSpec 802 `Evt1` bits that are alarms (not warnings, and not the SoC-end flags the BMS
-/// limits already handle): comm error, over/under temperature, over charge/discharge current,
-/// over/under voltage, temperature imbalance, contactor, fan, ground fault, door, other,
-/// configuration.
-pub const BATTERY_ALARM_MASK: u32 = (1 << 0)
-    | (1 << 1)
-    | (1 << 3)
-    | (1 << 5)
-    | (1 << 7)
-    | (1 << 9)
-    | (1 << 11)
-    | (1 << 18)
-    | (1 << 20)
-    | (1 << 21)
-    | (1 << 22)
-    | (1 << 23)
-    | (1 << 25)
-    | (1 << 28);
-
 /// Model 802 has no temperature point; its BMS limits already derate by temperature, so
-/// dispatch sees a nominal temperature.
+/// dispatch sees a nominal temperature unless the battery reports one.
 const NOMINAL_BATTERY_TEMP_C: f64 = 25.0;
 
-/// Map the charger's IEC 61851 state into dispatch's.
-pub fn charger_state(m: Mode3) -> ChargerState {
-    match m {
-        Mode3::A => ChargerState::A,
-        Mode3::B1 => ChargerState::B1,
-        Mode3::B2 => ChargerState::B2,
-        Mode3::C1 => ChargerState::C1,
-        Mode3::C2 => ChargerState::C2,
-        Mode3::D1 | Mode3::D2 => ChargerState::D,
-        Mode3::E => ChargerState::E,
-        Mode3::F => ChargerState::F,
-    }
+/// What a cycle read that dispatch does not use, for the status only. Values are `None` unless
+/// their reading is fresh.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Telemetry {
+    /// Grid power per phase, W (> 0 import), where the meter gives it.
+    pub grid_phase_w: [Option<f64>; 3],
+    /// PV lifetime energy, Wh.
+    pub pv_energy_wh: Option<f64>,
+    /// The battery's `Evt1` bits as read.
+    pub battery_events: u32,
+    pub battery_state: Option<BatteryState>,
+    /// Battery temperature, °C, where the device reports one.
+    pub battery_temp_c: Option<f64>,
+    /// Per charger of the snapshot (same order): the IEC 61851 state as the charger wrote it
+    /// (`"D1"` where dispatch sees `D`).
+    pub charger_iec_state: Vec<Option<&'static str>>,
+}
+
+/// What one cycle observed: the dispatch snapshot and the telemetry beside it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub snapshot: Snapshot,
+    pub telemetry: Telemetry,
 }
 
 /// How old a reading may be and still count as fresh.
@@ -61,137 +58,213 @@ pub fn max_age(config: &StationConfig, poll_interval: Duration) -> Duration {
     cycle.max(poll_interval) * config.stale_after_cycles
 }
 
-fn reading<T: Copy + Default>(value: Option<(T, bool)>) -> Reading<T> {
-    match value {
-        Some((v, true)) => Reading::fresh(v),
-        Some((v, false)) => Reading::stale(v),
-        None => Reading::missing(),
+fn reading<T: Copy + Default>(value: T, fresh: bool) -> Reading<T> {
+    if fresh {
+        Reading::fresh(value)
+    } else {
+        Reading::stale(value)
     }
 }
 
-/// Build the snapshot dispatch decides on.
-pub fn build(devices: &DeviceSet, config: &StationConfig, now: DateTime<Utc>) -> Snapshot {
-    let mut grid = GridSnapshot {
-        power: Reading::missing(),
-        phase_power: Reading::missing(),
+/// Build what the cycle observed from every device's last good reading.
+pub fn build(devices: &DeviceSet, config: &StationConfig, now: DateTime<Utc>) -> Observation {
+    let mut obs = Observation {
+        snapshot: empty(devices.devices.len()),
+        telemetry: Telemetry::default(),
     };
-    let mut pv = PvSnapshot {
-        power: Reading::missing(),
-        rating: Watts::ZERO,
-        limit: Percent(100.0),
-    };
-    let mut battery = BatterySnapshot {
-        online: false,
-        soc: Reading::missing(),
-        soh: Percent(100.0),
-        power: Reading::missing(),
-        max_charge: Watts::ZERO,
-        max_discharge: Watts::ZERO,
-        temperature_c: NOMINAL_BATTERY_TEMP_C,
-        alarm: false,
-        usable_capacity: WattHours(0.0),
-    };
-    let mut building = Reading::missing();
-    let mut chargers = Vec::with_capacity(devices.devices.len());
-
     for d in &devices.devices {
-        let age_limit = max_age(config, d.config.endpoint.poll_interval);
-        let fresh = d.fresh(now, age_limit).is_some();
+        let fresh = d
+            .fresh(now, max_age(config, d.config.endpoint.poll_interval))
+            .is_some();
         let last = d.reading.as_ref().map(|(r, _)| r);
         match (&d.config.role, last) {
-            (DeviceRole::GridMeter, Some(DeviceReading::Meter(m))) => {
-                grid.power = reading(Some((Watts(m.power_w), fresh)));
-                if let [Some(a), Some(b), Some(c)] = m.phase_w {
-                    grid.phase_power = reading(Some(([Watts(a), Watts(b), Watts(c)], fresh)));
-                }
-            }
+            (DeviceRole::GridMeter, Some(DeviceReading::Meter(m))) => grid(&mut obs, m, fresh),
             (DeviceRole::BuildingMeter, Some(DeviceReading::Meter(m))) => {
-                building = reading(Some((Watts(m.power_w), fresh)));
+                obs.snapshot.building = reading(Watts(m.power_w), fresh);
             }
             (DeviceRole::Pv { rating_w, .. }, r) => {
-                let configured = rating_w.unwrap_or(0.0);
-                match r {
-                    Some(DeviceReading::Pv(p)) => {
-                        pv.power = reading(Some((Watts(p.power_w), fresh)));
-                        pv.rating = Watts(if p.rating_w > 0.0 {
-                            p.rating_w
-                        } else {
-                            configured
-                        });
-                        pv.limit = Percent(p.limit_pct.unwrap_or(100.0));
-                    }
-                    _ => pv.rating = Watts(configured),
-                }
+                let p = match r {
+                    Some(DeviceReading::Pv(p)) => Some(p),
+                    _ => None,
+                };
+                pv(&mut obs, p, rating_w.unwrap_or(0.0), fresh);
             }
             (DeviceRole::Battery { rating_w, .. }, Some(DeviceReading::Battery(b))) => {
-                let pcs = rating_w.unwrap_or(f64::INFINITY);
-                let soh = b.soh_pct.unwrap_or(100.0);
-                battery.online = fresh && d.link_state() == LinkState::Online;
-                battery.soc = reading(Some((Percent(b.soc_pct), fresh)));
-                battery.soh = Percent(soh);
-                battery.power = reading(Some((Watts(b.power_w), fresh)));
-                battery.max_charge = Watts(b.max_charge_w.unwrap_or(0.0).min(pcs));
-                battery.max_discharge = Watts(b.max_discharge_w.unwrap_or(0.0).min(pcs));
-                battery.alarm = b.events & BATTERY_ALARM_MASK != 0
-                    || matches!(b.state, Some(BatteryState::Fault));
-                // Without a capacity the battery cannot be planned with: it stays unused.
-                battery.usable_capacity = WattHours(b.capacity_wh.unwrap_or(0.0) * soh / 100.0);
-                if b.capacity_wh.is_none() {
-                    battery.online = false;
-                }
-            }
-            (DeviceRole::Charger(c), r) => {
-                let online = fresh && d.link_state() != LinkState::Offline;
-                let (state, current, power, phases) = match r {
-                    Some(DeviceReading::Charger(cr)) if fresh => (
-                        charger_state(cr.state),
-                        [
-                            Amps(cr.current_a[0]),
-                            Amps(cr.current_a[1]),
-                            Amps(cr.current_a[2]),
-                        ],
-                        Watts(cr.power_w),
-                        if cr.phases == 1 || cr.phases == 3 {
-                            cr.phases
-                        } else {
-                            c.phases
-                        },
-                    ),
-                    _ => (
-                        ChargerState::Unknown,
-                        [Amps::ZERO; 3],
-                        Watts::ZERO,
-                        c.phases,
-                    ),
-                };
-                chargers.push(ChargerSnapshot {
-                    id: ChargerId::new(&d.config.id),
+                let online = fresh && d.link_state() == LinkState::Online;
+                battery(
+                    &mut obs,
+                    b,
+                    rating_w.unwrap_or(f64::INFINITY),
+                    fresh,
                     online,
-                    state,
-                    current,
-                    power,
-                    phases,
-                    min_current: Amps(c.min_a),
-                    rating: Amps(c.rating_a),
-                    safe_current: Amps(c.safe_current_a),
-                    plugged: matches!(
-                        state,
-                        ChargerState::B1
-                            | ChargerState::B2
-                            | ChargerState::C1
-                            | ChargerState::C2
-                            | ChargerState::D
-                    ),
-                });
+                );
             }
+            (DeviceRole::Charger(c), r) => charger(&mut obs, d, c, r, fresh),
             _ => {}
         }
     }
+    obs
+}
+
+fn empty(devices: usize) -> Snapshot {
     Snapshot {
-        grid,
-        pv,
-        battery,
-        building,
-        chargers,
+        grid: GridSnapshot {
+            power: Reading::missing(),
+            phase_power: Reading::missing(),
+        },
+        pv: PvSnapshot {
+            power: Reading::missing(),
+            rating: Watts::ZERO,
+            limit: Percent(100.0),
+        },
+        battery: BatterySnapshot {
+            online: false,
+            soc: Reading::missing(),
+            soh: Percent(100.0),
+            power: Reading::missing(),
+            max_charge: Watts::ZERO,
+            max_discharge: Watts::ZERO,
+            temperature_c: NOMINAL_BATTERY_TEMP_C,
+            alarm: false,
+            usable_capacity: WattHours(0.0),
+        },
+        building: Reading::missing(),
+        chargers: Vec::with_capacity(devices),
+    }
+}
+
+fn grid(obs: &mut Observation, m: &MeterReading, fresh: bool) {
+    obs.snapshot.grid.power = reading(Watts(m.power_w), fresh);
+    if let [Some(a), Some(b), Some(c)] = m.phase_w {
+        obs.snapshot.grid.phase_power = reading([Watts(a), Watts(b), Watts(c)], fresh);
+    }
+    if fresh {
+        obs.telemetry.grid_phase_w = m.phase_w;
+    }
+}
+
+fn pv(obs: &mut Observation, p: Option<&PvReading>, configured_rating_w: f64, fresh: bool) {
+    let s = &mut obs.snapshot.pv;
+    s.rating = Watts(configured_rating_w);
+    if let Some(p) = p {
+        s.power = reading(Watts(p.power_w), fresh);
+        if p.rating_w > 0.0 {
+            s.rating = Watts(p.rating_w);
+        }
+        s.limit = Percent(p.limit_pct.unwrap_or(100.0));
+        if fresh {
+            obs.telemetry.pv_energy_wh = p.energy_wh;
+        }
+    }
+}
+
+fn battery(obs: &mut Observation, b: &BatteryReading, pcs_w: f64, fresh: bool, online: bool) {
+    let soh = b.soh_pct.unwrap_or(100.0);
+    obs.snapshot.battery = BatterySnapshot {
+        // Without a capacity the battery cannot be planned with: it stays unused.
+        online: online && b.capacity_wh.is_some(),
+        soc: reading(Percent(b.soc_pct), fresh),
+        soh: Percent(soh),
+        power: reading(Watts(b.power_w), fresh),
+        max_charge: Watts(b.max_charge_w.unwrap_or(0.0).min(pcs_w)),
+        max_discharge: Watts(b.max_discharge_w.unwrap_or(0.0).min(pcs_w)),
+        temperature_c: NOMINAL_BATTERY_TEMP_C,
+        alarm: alarm(b),
+        usable_capacity: WattHours(b.capacity_wh.unwrap_or(0.0) * soh / 100.0),
+    };
+    if fresh {
+        obs.telemetry.battery_events = b.events;
+        obs.telemetry.battery_state = b.state;
+    }
+}
+
+/// Whether the battery reports an alarm that stops it: an `Evt1` alarm bit or the fault state.
+fn alarm(b: &BatteryReading) -> bool {
+    evt1::is_alarm(b.events) || matches!(b.state, Some(BatteryState::Fault))
+}
+
+fn charger(
+    obs: &mut Observation,
+    d: &Device,
+    c: &ChargerSettings,
+    r: Option<&DeviceReading>,
+    fresh: bool,
+) {
+    let online = fresh && d.link_state() != LinkState::Offline;
+    let read: Option<&ChargerReading> = match r {
+        Some(DeviceReading::Charger(cr)) if fresh => Some(cr),
+        _ => None,
+    };
+    let state = read.map_or(ChargerState::Unknown, |cr| {
+        ChargerState::from_iec61851(cr.state.as_str())
+    });
+    obs.snapshot.chargers.push(ChargerSnapshot {
+        id: ChargerId::new(&d.config.id),
+        online,
+        state,
+        current: read.map_or([Amps::ZERO; 3], |cr| cr.current_a.map(Amps)),
+        power: read.map_or(Watts::ZERO, |cr| Watts(cr.power_w)),
+        phases: read
+            .map(|cr| cr.phases)
+            .filter(|p| *p == 1 || *p == 3)
+            .unwrap_or(c.phases),
+        min_current: Amps(c.min_a),
+        rating: Amps(c.rating_a),
+        safe_current: Amps(c.safe_current_a),
+        plugged: state.can_charge(),
+    });
+    obs.telemetry
+        .charger_iec_state
+        .push(read.map(|cr| cr.state.as_str()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backtest::plant_io::snapshot_from_view;
+    use station_sim::physics::Plant;
+    use station_sim::scenario::Scenario;
+
+    fn reading(events: u32) -> BatteryReading {
+        BatteryReading {
+            soc_pct: 50.0,
+            soh_pct: Some(72.0),
+            soc_max_pct: None,
+            soc_min_pct: None,
+            capacity_wh: Some(500_000.0),
+            max_charge_w: Some(100_000.0),
+            max_discharge_w: Some(100_000.0),
+            max_charge_a: None,
+            max_discharge_a: None,
+            voltage_v: None,
+            current_a: None,
+            power_w: 0.0,
+            cell_v_max: None,
+            cell_v_min: None,
+            state: Some(BatteryState::Connected),
+            events,
+            cycles: None,
+        }
+    }
+
+    #[test]
+    fn the_daemon_and_the_backtest_classify_every_alarm_bit_the_same_way() {
+        let mut view = Plant::new(&Scenario::reference(), 1).view();
+        let mut alarms = 0;
+        for bit in 0..32 {
+            view.battery.alarms = 1 << bit;
+            let backtest = snapshot_from_view(&view, 0.95).battery.alarm;
+            let daemon = alarm(&reading(1 << bit));
+            assert_eq!(daemon, backtest, "Evt1 bit {bit}");
+            alarms += u32::from(daemon);
+        }
+        // The SunSpec 802 alarm and error bits, not the warnings.
+        assert_eq!(alarms, 14);
+        assert!(alarm(&reading(
+            evt1::CONTACTOR_ERROR | evt1::OVER_TEMP_WARNING
+        )));
+        assert!(!alarm(&reading(
+            evt1::OVER_TEMP_WARNING | evt1::UNDER_SOC_MIN_ALARM
+        )));
     }
 }

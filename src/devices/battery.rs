@@ -79,6 +79,62 @@ impl BatteryState {
     }
 }
 
+/// SunSpec model 802 `Evt1` bits, by position. The one list of the battery's alarm bits: the
+/// daemon and the backtest both classify alarms through [`evt1::is_alarm`].
+pub mod evt1 {
+    pub const COMM_ERROR: u32 = 1 << 0;
+    pub const OVER_TEMP_ALARM: u32 = 1 << 1;
+    pub const OVER_TEMP_WARNING: u32 = 1 << 2;
+    pub const UNDER_TEMP_ALARM: u32 = 1 << 3;
+    pub const UNDER_TEMP_WARNING: u32 = 1 << 4;
+    pub const OVER_CHARGE_CURRENT_ALARM: u32 = 1 << 5;
+    pub const OVER_CHARGE_CURRENT_WARNING: u32 = 1 << 6;
+    pub const OVER_DISCHARGE_CURRENT_ALARM: u32 = 1 << 7;
+    pub const OVER_DISCHARGE_CURRENT_WARNING: u32 = 1 << 8;
+    pub const OVER_VOLT_ALARM: u32 = 1 << 9;
+    pub const OVER_VOLT_WARNING: u32 = 1 << 10;
+    pub const UNDER_VOLT_ALARM: u32 = 1 << 11;
+    pub const UNDER_VOLT_WARNING: u32 = 1 << 12;
+    pub const UNDER_SOC_MIN_ALARM: u32 = 1 << 13;
+    pub const UNDER_SOC_MIN_WARNING: u32 = 1 << 14;
+    pub const OVER_SOC_MAX_ALARM: u32 = 1 << 15;
+    pub const OVER_SOC_MAX_WARNING: u32 = 1 << 16;
+    pub const VOLTAGE_IMBALANCE_WARNING: u32 = 1 << 17;
+    pub const TEMPERATURE_IMBALANCE_ALARM: u32 = 1 << 18;
+    pub const TEMPERATURE_IMBALANCE_WARNING: u32 = 1 << 19;
+    pub const CONTACTOR_ERROR: u32 = 1 << 20;
+    pub const FAN_ERROR: u32 = 1 << 21;
+    pub const GROUND_FAULT: u32 = 1 << 22;
+    pub const OPEN_DOOR_ERROR: u32 = 1 << 23;
+    pub const CURRENT_IMBALANCE_WARNING: u32 = 1 << 24;
+    pub const OTHER_ALARM: u32 = 1 << 25;
+    pub const OTHER_WARNING: u32 = 1 << 26;
+    pub const CONFIGURATION_ALARM: u32 = 1 << 28;
+    pub const CONFIGURATION_WARNING: u32 = 1 << 29;
+
+    /// The bits that stop the battery: alarms and errors, not warnings, and not the SoC-end
+    /// alarms (the BMS limits already stop charge or discharge at the ends of the window).
+    pub const ALARM_MASK: u32 = COMM_ERROR
+        | OVER_TEMP_ALARM
+        | UNDER_TEMP_ALARM
+        | OVER_CHARGE_CURRENT_ALARM
+        | OVER_DISCHARGE_CURRENT_ALARM
+        | OVER_VOLT_ALARM
+        | UNDER_VOLT_ALARM
+        | TEMPERATURE_IMBALANCE_ALARM
+        | CONTACTOR_ERROR
+        | FAN_ERROR
+        | GROUND_FAULT
+        | OPEN_DOOR_ERROR
+        | OTHER_ALARM
+        | CONFIGURATION_ALARM;
+
+    /// Whether `events` (an `Evt1` value) holds an alarm that stops the battery.
+    pub fn is_alarm(events: u32) -> bool {
+        events & ALARM_MASK != 0
+    }
+}
+
 /// One validated battery reading (discharge > 0).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct BatteryReading {

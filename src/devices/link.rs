@@ -73,9 +73,12 @@ impl LinkConfig {
     }
 }
 
-/// Health of the transport of a link. A Modbus exception proves the transport works and counts
-/// as `Online`; whether the device accepted the request is in the request's result.
+/// Health of a device link. A Modbus exception proves the transport works and counts as
+/// `Online`; whether the device accepted the request is in the request's result. The daemon
+/// also shows a device whose readings fail validation as `Degraded` (the one link state the
+/// status, metrics and dashboard use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LinkState {
     /// Last request succeeded.
     Online,
@@ -83,6 +86,17 @@ pub enum LinkState {
     Degraded,
     /// Never connected, or `offline_after_failures` failures in a row.
     Offline,
+}
+
+impl LinkState {
+    /// The state as the status JSON and the metrics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Online => "online",
+            LinkState::Degraded => "degraded",
+            LinkState::Offline => "offline",
+        }
+    }
 }
 
 /// Counters of a link since it was created.

@@ -74,9 +74,8 @@ mod tests;
 
 pub use plan::{BatteryIdleCause, ChargerSetpoint, Plan, PowerBalance, Reason};
 pub use policy::{
-    BatteryPolicy, ChargeMode, ChargerPolicy, EveningReserve, GridPolicy, Policy, RawBatteryPolicy,
-    RawChargerOverride, RawEveningReserve, RawGridPolicy, RawPolicy, RawTariff, RawTariffPeriod,
-    RawVehiclePolicy, ServeFirst, Sharing, Tariff, TariffPeriod, VehiclePolicy,
+    BatteryPolicy, ChargeMode, ChargerPolicy, EveningReserve, GridPolicy, Policy, ServeFirst,
+    Sharing, Tariff, TariffPeriod, VehiclePolicy,
 };
 pub use snapshot::{
     BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, Freshness, GridSnapshot, PvSnapshot,
@@ -85,7 +84,7 @@ pub use snapshot::{
 pub use state::{DemandTracker, DispatchState};
 
 use crate::units::{Amps, Percent, Watts, NOMINAL_VOLTAGE};
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use state::{Role, Work};
 
 /// Share of the PV rating added to the measured output while the inverter sits at its limit.
@@ -94,7 +93,7 @@ const PV_PROBE_FRACTION: f64 = 0.05;
 const EPS_A: f64 = 1e-6;
 /// Watts below which a value counts as 0.
 const EPS_W: f64 = 1e-3;
-/// Battery temperature windows, °C (station.md): discharge -10..55, charge 0..45.
+/// Battery temperature windows, °C (docs/reference-station.md): discharge -10..55, charge 0..45.
 const DISCHARGE_TEMP_C: (f64, f64) = (-10.0, 55.0);
 const CHARGE_TEMP_C: (f64, f64) = (0.0, 45.0);
 
@@ -114,7 +113,8 @@ pub fn decide(
     plan
 }
 
-/// [`decide`] writing into a reused plan (no allocation once capacities are reached).
+/// [`decide`] writing into a reused plan (no allocation once capacities are reached). Each step
+/// of the module doc's algorithm is one function below.
 pub fn decide_into(
     snapshot: &Snapshot,
     policy: &Policy,
@@ -124,26 +124,99 @@ pub fn decide_into(
 ) {
     plan.chargers.clear();
     plan.reasons.clear();
+    let clock = cycle_clock(snapshot, policy, state, now, plan);
+    let inputs = inputs(snapshot, plan);
+    let bounds = battery_bounds(snapshot, policy, clock.minute, plan);
+    let tariff = tariff_position(policy, clock.price, &bounds, inputs.grid_fresh);
+    let budgets = vehicle_budgets(snapshot, policy, &inputs, &bounds, &tariff);
+    charger_roles(snapshot, policy, state, now, clock.dt, plan);
+    if inputs.grid_fresh {
+        allocate_chargers(snapshot, policy, state, now, plan, budgets);
+    } else {
+        safe_currents(snapshot, state);
+    }
+    let chargers_w = charger_setpoints(snapshot, state, plan);
+    let net = NetLoad {
+        firm: inputs.fixed + chargers_w - inputs.pv_firm,
+        avail: inputs.fixed + chargers_w - inputs.pv_avail,
+    };
+    let battery = battery_setpoint(policy, state, now, &inputs, &bounds, &tariff, net, plan);
+    let (pv_limit, pv_planned) = pv_limit(policy, &inputs, chargers_w, battery, plan);
+    let balance = PowerBalance {
+        base_load: inputs.base,
+        uncontrolled_chargers: inputs.uncontrolled,
+        chargers: chargers_w,
+        pv: pv_planned,
+        battery,
+        grid: Watts::ZERO,
+    };
+    plan.balance = PowerBalance {
+        grid: balance.implied_grid(),
+        ..balance
+    };
+    plan.battery = battery;
+    plan.pv_limit = pv_limit;
+    let firm_grid = net.firm - battery;
+    let import_limit = policy.grid.import_limit;
+    if inputs.grid_fresh && firm_grid.0 > import_limit.0 + EPS_W {
+        plan.reasons.push(Reason::ImportLimitUnreachable {
+            excess: firm_grid - import_limit,
+        });
+    }
+    remember(state, plan, battery, now);
+}
 
+/// Where this cycle sits in time: seconds since the last cycle, the local minute and its price.
+struct CycleClock {
+    dt: f64,
+    minute: u16,
+    price: f64,
+}
+
+/// Advance the state's clocks (roster, demand window) to `now`.
+fn cycle_clock(
+    snapshot: &Snapshot,
+    policy: &Policy,
+    state: &mut DispatchState,
+    now: DateTime<Utc>,
+    plan: &mut Plan,
+) -> CycleClock {
     let dt = state.elapsed_s(now, policy.cycle_s);
     let local = now.with_timezone(&policy.timezone);
-    let minute = (local.hour() * 60 + local.minute()) as u16;
+    let minute = policy.local_minute(now);
     let month_key = local.year() * 12 + local.month() as i32;
-    let price = policy.tariff.price_at(minute);
-
     state.sync_roster(&snapshot.chargers, now);
     let grid_now = snapshot.grid.power.fresh_value();
     state.demand.update(now, grid_now, dt, month_key);
-    let grid_fresh = grid_now.is_some();
-    if !grid_fresh {
+    if grid_now.is_none() {
         plan.reasons.push(Reason::GridStale);
     }
+    CycleClock {
+        dt,
+        minute,
+        price: policy.tariff.price_at(minute),
+    }
+}
 
-    // ---- 1. inputs -------------------------------------------------------------------
-    let import_limit = policy.grid.import_limit;
-    // What the plan allows itself: the limit less the margin for one cycle of lag.
-    let import_budget = policy.grid.import_budget();
-    let export_limit = policy.grid.export_limit;
+/// Step 1: what the plant gives and takes that dispatch cannot steer this cycle.
+struct Inputs {
+    grid_fresh: bool,
+    pv_rating: Watts,
+    /// PV reading if fresh.
+    pv_reading: Option<Watts>,
+    /// PV for import decisions: measured, 0 when unknown.
+    pv_firm: Watts,
+    /// PV for surplus decisions: measured plus the probe while at the limit.
+    pv_avail: Watts,
+    uncontrolled: Watts,
+    base: Watts,
+    /// base + uncontrolled chargers.
+    fixed: Watts,
+    battery_measured: Watts,
+}
+
+fn inputs(snapshot: &Snapshot, plan: &mut Plan) -> Inputs {
+    let grid_now = snapshot.grid.power.fresh_value();
     let pv_rating = snapshot.pv.rating.max(Watts::ZERO);
     let pv_reading = snapshot.pv.power.fresh_value();
     let pv_firm = pv_reading
@@ -158,9 +231,32 @@ pub fn decide_into(
     } else {
         pv_firm
     };
+    let (uncontrolled, measured_chargers) = charger_loads(snapshot, plan);
+    let battery_measured = snapshot.battery.power.fresh_value().unwrap_or(Watts::ZERO);
+    let base = match (snapshot.building.fresh_value(), grid_now) {
+        (Some(b), _) => b,
+        (None, Some(g)) => g - measured_chargers + pv_firm + battery_measured,
+        (None, None) => snapshot.building.value,
+    }
+    .max(Watts::ZERO);
+    Inputs {
+        grid_fresh: grid_now.is_some(),
+        pv_rating,
+        pv_reading,
+        pv_firm,
+        pv_avail,
+        uncontrolled,
+        base,
+        fixed: base + uncontrolled,
+        battery_measured,
+    }
+}
 
+/// Chargers dispatch cannot steer (offline at full rating, non-charging at their measured
+/// power) and the measured power of all online chargers.
+fn charger_loads(snapshot: &Snapshot, plan: &mut Plan) -> (Watts, Watts) {
     let mut uncontrolled = Watts::ZERO;
-    let mut measured_chargers = Watts::ZERO;
+    let mut measured = Watts::ZERO;
     for c in &snapshot.chargers {
         if !c.online {
             let phases = if c.phases == 0 { 3 } else { c.phases.min(3) };
@@ -171,84 +267,116 @@ pub fn decide_into(
                 power: p,
             });
         } else {
-            measured_chargers += c.power.max(Watts::ZERO);
+            measured += c.power.max(Watts::ZERO);
             if !c.state.can_charge() {
                 uncontrolled += c.power.max(Watts::ZERO);
             }
         }
     }
-    let battery_measured = snapshot.battery.power.fresh_value().unwrap_or(Watts::ZERO);
-    let base = match (snapshot.building.fresh_value(), grid_now) {
-        (Some(b), _) => b,
-        (None, Some(g)) => g - measured_chargers + pv_firm + battery_measured,
-        (None, None) => snapshot.building.value,
-    }
-    .max(Watts::ZERO);
-    let fixed = base + uncontrolled;
+    (uncontrolled, measured)
+}
 
-    // ---- 2. battery bounds -----------------------------------------------------------
-    let bp = &policy.battery;
-    let bat = &snapshot.battery;
-    let usable_wh = bat.usable_capacity.0.max(0.0);
-    let mut charge_max = Watts::ZERO;
-    let mut discharge_hard = Watts::ZERO;
-    let mut discharge_econ = Watts::ZERO;
-    let mut reserve_blocks = None;
-    let soc = bat.soc.fresh_value();
-    let idle_cause = if !bat.online {
+/// Step 2: how far the battery may charge and discharge this cycle.
+#[derive(Default)]
+struct BatteryBounds {
+    usable_wh: f64,
+    charge_max: Watts,
+    /// Down to `soc_min`: the import limit's bound.
+    discharge_hard: Watts,
+    /// Down to the evening reserve while it is open: arbitrage and peak shaving.
+    discharge_econ: Watts,
+    /// The reserve SoC when it holds the battery at 0 W.
+    reserve_blocks: Option<Percent>,
+}
+
+fn battery_idle_cause(bat: &BatterySnapshot) -> Option<BatteryIdleCause> {
+    if !bat.online {
         Some(BatteryIdleCause::Offline)
     } else if bat.alarm {
         Some(BatteryIdleCause::Alarm)
-    } else if soc.is_none() {
+    } else if bat.soc.fresh_value().is_none() {
         Some(BatteryIdleCause::SocUnknown)
     } else if !(bat.temperature_c >= DISCHARGE_TEMP_C.0 && bat.temperature_c <= DISCHARGE_TEMP_C.1)
     {
         Some(BatteryIdleCause::Temperature)
     } else {
         None
-    };
-    if let (None, Some(soc)) = (idle_cause, soc) {
-        let c_cap = Watts(usable_wh * bp.c_rate_cap);
-        let per_cycle = |pct: f64| Watts((pct / 100.0) * usable_wh * 3600.0 / policy.cycle_s);
-        let charge_temp_ok =
-            bat.temperature_c >= CHARGE_TEMP_C.0 && bat.temperature_c <= CHARGE_TEMP_C.1;
-        if soc.0 < bp.soc_max.0 && charge_temp_ok {
-            charge_max = bat
-                .max_charge
-                .max(Watts::ZERO)
-                .min(c_cap)
-                .min(per_cycle(bp.soc_max.0 - soc.0));
-        }
-        if soc.0 > bp.soc_min.0 {
-            discharge_hard = bat
-                .max_discharge
-                .max(Watts::ZERO)
-                .min(c_cap)
-                .min(per_cycle(soc.0 - bp.soc_min.0));
-        }
-        discharge_econ = discharge_hard;
-        if let Some(r) = bp.evening_reserve.filter(|r| r.active_at(minute)) {
-            let above = soc.0 - r.soc.0;
-            discharge_econ = if above > 0.0 {
-                discharge_econ.min(per_cycle(above))
-            } else {
-                reserve_blocks = Some(r.soc);
-                Watts::ZERO
-            };
-        }
     }
+}
+
+fn battery_bounds(
+    snapshot: &Snapshot,
+    policy: &Policy,
+    minute: u16,
+    plan: &mut Plan,
+) -> BatteryBounds {
+    let bp = &policy.battery;
+    let bat = &snapshot.battery;
+    let mut b = BatteryBounds {
+        usable_wh: bat.usable_capacity.0.max(0.0),
+        ..BatteryBounds::default()
+    };
+    let idle_cause = battery_idle_cause(bat);
     if let Some(cause) = idle_cause {
         plan.reasons.push(Reason::BatteryIdle { cause });
+        return b;
     }
+    let Some(soc) = bat.soc.fresh_value() else {
+        return b;
+    };
+    let c_cap = Watts(b.usable_wh * bp.c_rate_cap);
+    let usable_wh = b.usable_wh;
+    let per_cycle = |pct: f64| Watts((pct / 100.0) * usable_wh * 3600.0 / policy.cycle_s);
+    let charge_temp_ok =
+        bat.temperature_c >= CHARGE_TEMP_C.0 && bat.temperature_c <= CHARGE_TEMP_C.1;
+    if soc.0 < bp.soc_max.0 && charge_temp_ok {
+        b.charge_max = bat
+            .max_charge
+            .max(Watts::ZERO)
+            .min(c_cap)
+            .min(per_cycle(bp.soc_max.0 - soc.0));
+    }
+    if soc.0 > bp.soc_min.0 {
+        b.discharge_hard = bat
+            .max_discharge
+            .max(Watts::ZERO)
+            .min(c_cap)
+            .min(per_cycle(soc.0 - bp.soc_min.0));
+    }
+    b.discharge_econ = b.discharge_hard;
+    if let Some(r) = bp.evening_reserve.filter(|r| r.active_at(minute)) {
+        let above = soc.0 - r.soc.0;
+        b.discharge_econ = if above > 0.0 {
+            b.discharge_econ.min(per_cycle(above))
+        } else {
+            b.reserve_blocks = Some(r.soc);
+            Watts::ZERO
+        };
+    }
+    b
+}
 
-    // Tariff position.
+/// Where the price stands: whether discharging for the tariff pays now, and whether charging
+/// from the grid in the valley does.
+struct TariffPosition {
+    arbitrage: bool,
+    valley_charging: bool,
+}
+
+fn tariff_position(
+    policy: &Policy,
+    price: f64,
+    bounds: &BatteryBounds,
+    grid_fresh: bool,
+) -> TariffPosition {
     let tariff = &policy.tariff;
+    let bp = &policy.battery;
     let spread_exists = tariff.max_price() > tariff.min_price() + 1e-9;
     let is_peak = spread_exists && price >= tariff.max_price() - 1e-9;
     let is_valley = spread_exists && price <= tariff.min_price() + 1e-9;
     let eta = bp.round_trip_efficiency;
-    let wear = bp.wear_cost_cny_per_kwh(usable_wh / 1000.0);
-    let export_value = if export_limit.0 > 0.0 {
+    let wear = bp.wear_cost_cny_per_kwh(bounds.usable_wh / 1000.0);
+    let export_value = if policy.grid.export_limit.0 > 0.0 {
         tariff.export_price_cny_per_kwh
     } else {
         0.0
@@ -258,36 +386,62 @@ pub fn decide_into(
     } else {
         export_value
     };
-    let arbitrage = is_peak && price > stored_value / eta + wear;
-    let valley_charging = bp.grid_charging_in_valley
-        && is_valley
-        && grid_fresh
-        && tariff.max_price() > tariff.min_price() / eta + wear;
+    TariffPosition {
+        arbitrage: is_peak && price > stored_value / eta + wear,
+        valley_charging: bp.grid_charging_in_valley
+            && is_valley
+            && grid_fresh
+            && tariff.max_price() > tariff.min_price() / eta + wear,
+    }
+}
 
-    // ---- 3. grid budget for vehicles ---------------------------------------------------
-    let arbitrage_for_dealer = if arbitrage {
-        discharge_econ.min((fixed - pv_firm).max(Watts::ZERO))
+/// Step 3: the grid budget (W) and the per-phase amp budget for the vehicles.
+fn vehicle_budgets(
+    snapshot: &Snapshot,
+    policy: &Policy,
+    inputs: &Inputs,
+    bounds: &BatteryBounds,
+    tariff: &TariffPosition,
+) -> Budgets {
+    let building_net = (inputs.fixed - inputs.pv_firm).max(Watts::ZERO);
+    let arbitrage_for_dealer = if tariff.arbitrage {
+        bounds.discharge_econ.min(building_net)
     } else {
         Watts::ZERO
     };
     // Dealer first: the battery serves the building (never the cars directly), but when the
     // import limit binds it may carry the building's whole net load so that the grid's
     // share of the limit goes to the cars; like every import-limit use, down to `soc_min`.
-    let building_net = (fixed - pv_firm).max(Watts::ZERO);
     let battery_for_vehicles = match policy.serve_first {
-        ServeFirst::Vehicles => discharge_hard,
-        ServeFirst::Dealer => arbitrage_for_dealer.max(discharge_hard.min(building_net)),
+        ServeFirst::Vehicles => bounds.discharge_hard,
+        ServeFirst::Dealer => arbitrage_for_dealer.max(bounds.discharge_hard.min(building_net)),
     };
-    let grid_budget = import_budget - fixed + pv_firm + battery_for_vehicles;
-    let amps_budget = phase_amps_budget(
-        snapshot,
-        policy,
-        pv_firm + battery_for_vehicles,
-        battery_measured,
-        pv_firm,
-    );
+    let grid_budget =
+        policy.grid.import_budget() - inputs.fixed + inputs.pv_firm + battery_for_vehicles;
+    Budgets {
+        grid_w: grid_budget.0,
+        amps: phase_amps_budget(
+            snapshot,
+            policy,
+            inputs.pv_firm + battery_for_vehicles,
+            inputs.battery_measured,
+            inputs.pv_firm,
+        ),
+        pv_avail: inputs.pv_avail.0,
+        uncontrolled: inputs.uncontrolled.0,
+        fixed: inputs.fixed.0,
+    }
+}
 
-    // ---- 4./5. chargers ---------------------------------------------------------------
+/// Step 4 (set-up): each charger's role, range and ramp-limited cap for the allocation.
+fn charger_roles(
+    snapshot: &Snapshot,
+    policy: &Policy,
+    state: &mut DispatchState,
+    now: DateTime<Utc>,
+    dt: f64,
+    plan: &mut Plan,
+) {
     let vp = &policy.vehicles;
     for (i, c) in snapshot.chargers.iter().enumerate() {
         let cp = vp.for_charger(c.id.as_str());
@@ -324,35 +478,22 @@ pub fn decide_into(
             ..Work::default()
         };
     }
+}
 
-    if !grid_fresh {
-        // Conservative: at most the safe current, nothing else.
-        for (w, c) in state.work.iter_mut().zip(&snapshot.chargers) {
-            let a = c.safe_current.0.min(w.cap);
-            w.got = if w.role != Role::Idle && a >= w.min && a > EPS_A {
-                a
-            } else {
-                0.0
-            };
-        }
-    } else {
-        allocate_chargers(
-            snapshot,
-            policy,
-            state,
-            now,
-            plan,
-            Budgets {
-                grid_w: grid_budget.0,
-                amps: amps_budget,
-                pv_avail: pv_avail.0,
-                uncontrolled: uncontrolled.0,
-                fixed: fixed.0,
-            },
-        );
+/// With the grid meter stale: every charger at most its safe current, nothing else.
+fn safe_currents(snapshot: &Snapshot, state: &mut DispatchState) {
+    for (w, c) in state.work.iter_mut().zip(&snapshot.chargers) {
+        let a = c.safe_current.0.min(w.cap);
+        w.got = if w.role != Role::Idle && a >= w.min && a > EPS_A {
+            a
+        } else {
+            0.0
+        };
     }
+}
 
-    // Setpoints and their power.
+/// The chargers' setpoints into the plan; returns their total power.
+fn charger_setpoints(snapshot: &Snapshot, state: &DispatchState, plan: &mut Plan) -> Watts {
     let mut chargers_w = Watts::ZERO;
     for (i, c) in snapshot.chargers.iter().enumerate() {
         let w = &state.work[i];
@@ -364,61 +505,48 @@ pub fn decide_into(
             phases: c.phases,
         });
     }
+    chargers_w
+}
 
-    // ---- 6. battery ---------------------------------------------------------------------
-    let net_firm = fixed + chargers_w - pv_firm;
-    let net_avail = fixed + chargers_w - pv_avail;
-    let mut battery = Watts::ZERO;
-    if net_avail.0 < 0.0 {
-        battery = -charge_max.min(-net_avail);
-        if battery.0 < -EPS_W {
-            plan.reasons
-                .push(Reason::BatteryChargingPv { power: -battery });
-        }
-    } else if arbitrage {
-        let cover = match policy.serve_first {
-            ServeFirst::Dealer => (fixed - pv_firm).max(Watts::ZERO).min(net_firm),
-            ServeFirst::Vehicles => net_firm,
-        };
-        battery = discharge_econ.min(cover.max(Watts::ZERO));
-        if battery.0 > EPS_W {
-            plan.reasons
-                .push(Reason::BatteryPeakTariff { power: battery });
-        }
-    } else if valley_charging {
-        // Only up to the month's peak so far: cheap energy is not worth a new demand peak.
-        let ceiling = state.demand.instant_target(
-            now,
-            state.demand.month_peak().min(import_budget),
-            import_budget,
-            policy.cycle_s,
-        );
-        let room = ceiling - net_firm;
-        if room.0 > 0.0 {
-            battery = -charge_max.min(room);
-            if battery.0 < -EPS_W {
-                plan.reasons
-                    .push(Reason::BatteryChargingValley { power: -battery });
-            }
-        }
-    }
-    if let Some(soc) = reserve_blocks {
-        if arbitrage && battery.0 <= EPS_W && net_firm.0 > 0.0 {
+/// The station's net load with the planned chargers, before the battery: with firm PV, and
+/// with PV including the probe.
+#[derive(Clone, Copy)]
+struct NetLoad {
+    firm: Watts,
+    avail: Watts,
+}
+
+/// Step 6: the battery's setpoint, > 0 discharge.
+#[allow(clippy::too_many_arguments)]
+fn battery_setpoint(
+    policy: &Policy,
+    state: &DispatchState,
+    now: DateTime<Utc>,
+    inputs: &Inputs,
+    bounds: &BatteryBounds,
+    tariff: &TariffPosition,
+    net: NetLoad,
+    plan: &mut Plan,
+) -> Watts {
+    let mut battery = economic_battery(policy, state, now, inputs, bounds, tariff, net, plan);
+    if let Some(soc) = bounds.reserve_blocks {
+        if tariff.arbitrage && battery.0 <= EPS_W && net.firm.0 > 0.0 {
             plan.reasons.push(Reason::BatteryEveningReserve { soc });
         }
     }
-    if (net_firm - battery).0 > import_budget.0 {
-        let want = discharge_hard.min(net_firm - import_budget);
+    let import_budget = policy.grid.import_budget();
+    if (net.firm - battery).0 > import_budget.0 {
+        let want = bounds.discharge_hard.min(net.firm - import_budget);
         if want.0 > battery.0 + EPS_W {
             battery = want;
             plan.reasons
                 .push(Reason::BatteryImportLimit { power: battery });
         }
     }
-    if tariff.demand_charge_cny_per_kw > 0.0 {
+    if policy.tariff.demand_charge_cny_per_kw > 0.0 {
         let target = demand_ceiling(policy, state, now);
-        if (net_firm - battery).0 > target.0 && discharge_econ.0 > battery.0 {
-            let want = discharge_econ.min(net_firm - target);
+        if (net.firm - battery).0 > target.0 && bounds.discharge_econ.0 > battery.0 {
+            let want = bounds.discharge_econ.min(net.firm - target);
             if want.0 > battery.0 + EPS_W {
                 battery = want;
                 plan.reasons.push(Reason::BatteryPeakShaving {
@@ -428,7 +556,7 @@ pub fn decide_into(
             }
         }
     }
-    if !grid_fresh {
+    if !inputs.grid_fresh {
         let ceiling = state.last_battery.max(Watts::ZERO);
         if battery.0 > ceiling.0 {
             battery = ceiling;
@@ -436,44 +564,94 @@ pub fn decide_into(
                 .push(Reason::BatteryHeldGridStale { power: battery });
         }
     }
+    battery
+}
 
-    // ---- 7. PV limit ----------------------------------------------------------------------
-    let pv_upper = if pv_reading.is_some() {
-        pv_avail
-    } else {
-        pv_rating
-    };
-    let pv_cap = (fixed + chargers_w - battery + export_limit).max(Watts::ZERO);
-    let (pv_limit, pv_planned) = if pv_upper.0 > pv_cap.0 + EPS_W && pv_rating.0 > 0.0 {
-        let pct =
-            Percent::from_fraction(pv_cap.0 / pv_rating.0).clamp(Percent(0.0), Percent(100.0));
-        plan.reasons.push(Reason::PvCurtailed { limit: pct });
-        (pct, pv_avail.min(pv_cap))
-    } else {
-        (Percent(100.0), pv_avail)
-    };
-
-    let balance = PowerBalance {
-        base_load: base,
-        uncontrolled_chargers: uncontrolled,
-        chargers: chargers_w,
-        pv: pv_planned,
-        battery,
-        grid: Watts::ZERO,
-    };
-    let grid = balance.implied_grid();
-    plan.balance = PowerBalance { grid, ..balance };
-    plan.battery = battery;
-    plan.pv_limit = pv_limit;
-
-    let firm_grid = net_firm - battery;
-    if grid_fresh && firm_grid.0 > import_limit.0 + 1.0 {
-        plan.reasons.push(Reason::ImportLimitUnreachable {
-            excess: firm_grid - import_limit,
-        });
+/// The battery's choice before the limits: charge from a PV surplus, discharge for the peak
+/// tariff, or charge from the grid in the valley.
+#[allow(clippy::too_many_arguments)]
+fn economic_battery(
+    policy: &Policy,
+    state: &DispatchState,
+    now: DateTime<Utc>,
+    inputs: &Inputs,
+    bounds: &BatteryBounds,
+    tariff: &TariffPosition,
+    net: NetLoad,
+    plan: &mut Plan,
+) -> Watts {
+    if net.avail.0 < 0.0 {
+        let battery = -bounds.charge_max.min(-net.avail);
+        if battery.0 < -EPS_W {
+            plan.reasons
+                .push(Reason::BatteryChargingPv { power: -battery });
+        }
+        return battery;
     }
+    if tariff.arbitrage {
+        let cover = match policy.serve_first {
+            ServeFirst::Dealer => (inputs.fixed - inputs.pv_firm)
+                .max(Watts::ZERO)
+                .min(net.firm),
+            ServeFirst::Vehicles => net.firm,
+        };
+        let battery = bounds.discharge_econ.min(cover.max(Watts::ZERO));
+        if battery.0 > EPS_W {
+            plan.reasons
+                .push(Reason::BatteryPeakTariff { power: battery });
+        }
+        return battery;
+    }
+    if !tariff.valley_charging {
+        return Watts::ZERO;
+    }
+    // Only up to the month's peak so far: cheap energy is not worth a new demand peak.
+    let import_budget = policy.grid.import_budget();
+    let ceiling = state.demand.instant_target(
+        now,
+        state.demand.month_peak().min(import_budget),
+        import_budget,
+        policy.cycle_s,
+    );
+    let room = ceiling - net.firm;
+    if room.0 <= 0.0 {
+        return Watts::ZERO;
+    }
+    let battery = -bounds.charge_max.min(room);
+    if battery.0 < -EPS_W {
+        plan.reasons
+            .push(Reason::BatteryChargingValley { power: -battery });
+    }
+    battery
+}
 
-    // ---- remember ---------------------------------------------------------------------------
+/// Step 7: the PV limit (only when export would exceed its limit) and the PV planned.
+fn pv_limit(
+    policy: &Policy,
+    inputs: &Inputs,
+    chargers_w: Watts,
+    battery: Watts,
+    plan: &mut Plan,
+) -> (Percent, Watts) {
+    let pv_upper = if inputs.pv_reading.is_some() {
+        inputs.pv_avail
+    } else {
+        inputs.pv_rating
+    };
+    let pv_cap = (inputs.fixed + chargers_w - battery + policy.grid.export_limit).max(Watts::ZERO);
+    if pv_upper.0 > pv_cap.0 + EPS_W && inputs.pv_rating.0 > 0.0 {
+        let pct = Percent::from_fraction(pv_cap.0 / inputs.pv_rating.0)
+            .clamp(Percent(0.0), Percent(100.0));
+        plan.reasons.push(Reason::PvCurtailed { limit: pct });
+        (pct, inputs.pv_avail.min(pv_cap))
+    } else {
+        (Percent(100.0), inputs.pv_avail)
+    }
+}
+
+/// Carry what the next cycle needs: each charger's on/off switch time and last current, the
+/// battery setpoint, and `now`.
+fn remember(state: &mut DispatchState, plan: &Plan, battery: Watts, now: DateTime<Utc>) {
     for (mem, sp) in state.chargers.iter_mut().zip(&plan.chargers) {
         let on = sp.amps.0 > 0.0;
         if on != mem.on {
@@ -550,83 +728,104 @@ fn allocate_chargers(
         };
     }
     let (solar_w, solar_a) = allocate(work, order, pool, firm_left_a, vp.sharing);
-    let mut left_w = firm_left_w - solar_w;
-    let mut left_a = firm_left_a - solar_a;
 
-    let h = vp.hysteresis.0;
+    let mut left = Left {
+        w: firm_left_w - solar_w,
+        a: firm_left_a - solar_a,
+    };
     for (i, c) in snapshot.chargers.iter().enumerate() {
         let w = &mut work[i];
-        let m = &mems[i];
-        let share = w.got;
-        let share_w = share * w.w_per_a;
-        let min_w = w.min * w.w_per_a;
-        w.got = match w.role {
-            Role::Idle => 0.0,
-            Role::Fast => w.firm,
-            Role::MinSolar | Role::SolarHeld if w.firm > 0.0 => (w.firm + share).min(w.cap),
-            Role::MinSolar | Role::SolarHeld => 0.0,
-            Role::Solar if m.on => {
-                if share >= w.min - EPS_A {
-                    share.min(w.cap)
-                } else if share_w >= min_w - h
-                    && left_w + share_w >= min_w
-                    && left_a + share >= w.min
-                {
-                    // Within the hysteresis band: stay at the minimum, a little from the grid.
-                    left_w -= min_w - share_w;
-                    left_a -= w.min - share;
-                    w.min
-                } else {
-                    plan.reasons
-                        .push(Reason::ChargerPausedNoSurplus { id: c.id.clone() });
-                    0.0
-                }
-            }
-            Role::Solar => {
-                if share > EPS_A && share_w >= min_w + h - EPS_W {
-                    if m.since_switch_s(now) >= vp.min_off_s {
-                        share.min(w.cap)
-                    } else {
-                        plan.reasons
-                            .push(Reason::ChargerHeldOffMinOffTime { id: c.id.clone() });
-                        0.0
-                    }
-                } else {
-                    plan.reasons
-                        .push(Reason::ChargerPausedNoSurplus { id: c.id.clone() });
-                    0.0
-                }
-            }
-        };
+        w.got = settle(w, &mems[i], &c.id, vp, now, &mut left, plan);
+        explain(w, &c.id, firm_left_w, firm_left_a, plan);
+    }
+}
 
-        // Explain currents below what the mode asked for.
-        let asked = match w.role {
-            Role::Fast => w.cap,
-            Role::MinSolar | Role::SolarHeld => w.min,
-            Role::Solar | Role::Idle => 0.0,
-        };
-        if w.firm + 1e-3 < asked {
-            let fuse_bound = firm_left_a * w.w_per_a < firm_left_w;
-            plan.reasons.push(if fuse_bound {
-                Reason::ChargerPhaseFuseLimited {
-                    id: c.id.clone(),
-                    amps: Amps(w.got),
+/// Grid budget still free after the passes, W and A.
+struct Left {
+    w: f64,
+    a: f64,
+}
+
+/// The current a charger gets from its firm share and its solar share (`w.got` on entry),
+/// with the solar on/off rules: hysteresis, `min_on_s`, `min_off_s`.
+fn settle(
+    w: &Work,
+    m: &state::ChargerMemory,
+    id: &ChargerId,
+    vp: &VehiclePolicy,
+    now: DateTime<Utc>,
+    left: &mut Left,
+    plan: &mut Plan,
+) -> f64 {
+    let h = vp.hysteresis.0;
+    let share = w.got;
+    let share_w = share * w.w_per_a;
+    let min_w = w.min * w.w_per_a;
+    match w.role {
+        Role::Idle => 0.0,
+        Role::Fast => w.firm,
+        Role::MinSolar | Role::SolarHeld if w.firm > 0.0 => (w.firm + share).min(w.cap),
+        Role::MinSolar | Role::SolarHeld => 0.0,
+        Role::Solar if m.on => {
+            if share >= w.min - EPS_A {
+                share.min(w.cap)
+            } else if share_w >= min_w - h && left.w + share_w >= min_w && left.a + share >= w.min {
+                // Within the hysteresis band: stay at the minimum, a little from the grid.
+                left.w -= min_w - share_w;
+                left.a -= w.min - share;
+                w.min
+            } else {
+                plan.reasons
+                    .push(Reason::ChargerPausedNoSurplus { id: id.clone() });
+                0.0
+            }
+        }
+        Role::Solar => {
+            if share > EPS_A && share_w >= min_w + h - EPS_W {
+                if m.since_switch_s(now) >= vp.min_off_s {
+                    share.min(w.cap)
+                } else {
+                    plan.reasons
+                        .push(Reason::ChargerHeldOffMinOffTime { id: id.clone() });
+                    0.0
                 }
             } else {
-                Reason::ChargerImportLimited {
-                    id: c.id.clone(),
-                    amps: Amps(w.got),
-                }
-            });
-        } else if w.role == Role::SolarHeld && w.got > 0.0 {
-            plan.reasons
-                .push(Reason::ChargerHeldOnMinOnTime { id: c.id.clone() });
-        } else if w.role == Role::Fast && w.cap + 1e-3 < w.max {
-            plan.reasons.push(Reason::ChargerRampLimited {
-                id: c.id.clone(),
-                amps: Amps(w.got),
-            });
+                plan.reasons
+                    .push(Reason::ChargerPausedNoSurplus { id: id.clone() });
+                0.0
+            }
         }
+    }
+}
+
+/// Explain a current below what the charger's mode asked for.
+fn explain(w: &Work, id: &ChargerId, firm_left_w: f64, firm_left_a: f64, plan: &mut Plan) {
+    let asked = match w.role {
+        Role::Fast => w.cap,
+        Role::MinSolar | Role::SolarHeld => w.min,
+        Role::Solar | Role::Idle => 0.0,
+    };
+    if w.firm + 1e-3 < asked {
+        let fuse_bound = firm_left_a * w.w_per_a < firm_left_w;
+        plan.reasons.push(if fuse_bound {
+            Reason::ChargerPhaseFuseLimited {
+                id: id.clone(),
+                amps: Amps(w.got),
+            }
+        } else {
+            Reason::ChargerImportLimited {
+                id: id.clone(),
+                amps: Amps(w.got),
+            }
+        });
+    } else if w.role == Role::SolarHeld && w.got > 0.0 {
+        plan.reasons
+            .push(Reason::ChargerHeldOnMinOnTime { id: id.clone() });
+    } else if w.role == Role::Fast && w.cap + 1e-3 < w.max {
+        plan.reasons.push(Reason::ChargerRampLimited {
+            id: id.clone(),
+            amps: Amps(w.got),
+        });
     }
 }
 

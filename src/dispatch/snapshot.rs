@@ -129,6 +129,23 @@ pub enum ChargerState {
 }
 
 impl ChargerState {
+    /// The state named as IEC 61851-1 and the chargers' registers write it (`"A"`, `"B1"`,
+    /// `"C2"`, `"D1"`, ...): D1 and D2 are both `D`; anything else is `Unknown`. The one mapping
+    /// of charger states into dispatch, for the daemon's drivers and the backtest's plant alike.
+    pub fn from_iec61851(name: &str) -> ChargerState {
+        match name {
+            "A" => ChargerState::A,
+            "B1" => ChargerState::B1,
+            "B2" => ChargerState::B2,
+            "C1" => ChargerState::C1,
+            "C2" => ChargerState::C2,
+            "D1" | "D2" => ChargerState::D,
+            "E" => ChargerState::E,
+            "F" => ChargerState::F,
+            _ => ChargerState::Unknown,
+        }
+    }
+
     /// Whether a current setpoint above 0 A makes sense in this state: a vehicle is connected
     /// and nothing is faulty (B1, B2, C1, C2, D).
     #[inline]
@@ -220,7 +237,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The reference station (station.md) at rest with every reading fresh: no PV output,
+    /// The reference station (docs/reference-station.md) at rest, every reading fresh: no PV,
     /// no building load, battery at 50 % of 360 kWh usable with 120 kW BMS limits, and `n`
     /// 32 A 3-phase chargers `charger-1..` each with a car plugged in and ready (state C2)
     /// but drawing nothing yet. A starting point for tests, simulations and benchmarks.

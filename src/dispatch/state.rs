@@ -40,7 +40,7 @@ impl ChargerMemory {
     }
 
     /// Seconds since the last on/off switch (infinite when never switched).
-    pub fn since_switch_s(&self, now: DateTime<Utc>) -> f64 {
+    pub(crate) fn since_switch_s(&self, now: DateTime<Utc>) -> f64 {
         match self.switched_at {
             Some(t) => (now - t).num_milliseconds() as f64 / 1000.0,
             None => f64::INFINITY,

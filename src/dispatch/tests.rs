@@ -167,18 +167,18 @@ fn a_charger_gets_nothing_rather_than_less_than_its_minimum() {
 
 #[test]
 fn priority_sharing_serves_the_highest_priority_first() {
-    let mut raw = RawPolicy::default();
+    let mut raw = crate::config::RawPolicy::default();
     raw.grid.import_margin_kw = 0.0;
     raw.vehicles.sharing = Sharing::Priority;
     raw.vehicles.chargers.insert(
         "charger-2".into(),
-        RawChargerOverride {
+        crate::config::RawChargerOverride {
             priority: 10,
             ..Default::default()
         },
     );
     let p = raw
-        .validate("policy", &mut crate::validate::Issues::new())
+        .validate("policy", &mut crate::config::Issues::new())
         .unwrap();
     let mut s = no_battery(3);
     s.building = Reading::fresh(Watts::from_kw(150.0) - Watts(40.0 * 690.0));
@@ -191,11 +191,11 @@ fn priority_sharing_serves_the_highest_priority_first() {
 
 #[test]
 fn first_come_sharing_serves_the_earliest_car_fully() {
-    let mut raw = RawPolicy::default();
+    let mut raw = crate::config::RawPolicy::default();
     raw.grid.import_margin_kw = 0.0;
     raw.vehicles.sharing = Sharing::FirstCome;
     let p = raw
-        .validate("policy", &mut crate::validate::Issues::new())
+        .validate("policy", &mut crate::config::Issues::new())
         .unwrap();
     let mut s = no_battery(2);
     s.chargers[0].plugged = false;

@@ -1,1 +1,4 @@
+//! The daemon's HTTP surface: the API handlers ([`api`]) and the dashboard's files ([`assets`]).
+
+pub mod api;
 pub mod assets;

@@ -65,6 +65,23 @@ pub struct Flows {
 }
 
 impl Flows {
+    /// Every source-to-sink flow with its `(from, to)` names, as `/metrics` labels them
+    /// (`station_energy_watt_hours_total{from="pv",to="vehicles"}`).
+    pub fn named(&self) -> [(&'static str, &'static str, f64); 10] {
+        [
+            ("pv", "building", self.pv_to_building_wh),
+            ("pv", "vehicles", self.pv_to_vehicles_wh),
+            ("pv", "battery", self.pv_to_battery_wh),
+            ("pv", "grid", self.pv_to_grid_wh),
+            ("battery", "building", self.battery_to_building_wh),
+            ("battery", "vehicles", self.battery_to_vehicles_wh),
+            ("battery", "grid", self.battery_to_grid_wh),
+            ("grid", "building", self.grid_to_building_wh),
+            ("grid", "vehicles", self.grid_to_vehicles_wh),
+            ("grid", "battery", self.grid_to_battery_wh),
+        ]
+    }
+
     /// PV energy the split could not place (more PV than loads, charging and export took).
     pub fn pv_unplaced_wh(&self) -> f64 {
         self.pv_wh

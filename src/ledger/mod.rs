@@ -61,6 +61,13 @@ pub struct ChargerInput<'a> {
     pub plugged: bool,
 }
 
+/// Prices of one cycle: import and export CNY/kWh, grid emissions kg/kWh.
+struct Prices {
+    import: f64,
+    export: f64,
+    co2: f64,
+}
+
 /// Everything the ledger needs from one control cycle.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CycleInput<'a> {
@@ -180,7 +187,7 @@ impl Ledger {
     /// build); allocates only when a bucket or a session starts or a new charger id appears.
     /// Flushes when `flush_every` of cycle time has passed: such a cycle costs about 0.1 ms,
     /// and up to some tens of ms when SQLite checkpoints its WAL.
-    pub fn record(&mut self, input: &CycleInput<'_>) {
+    pub fn record(&mut self, input: &CycleInput<'_>) -> Flows {
         let vehicles_w: f64 = input.chargers.iter().map(|c| non_negative(c.power_w)).sum();
         let f = split_flows(&FlowInput {
             pv_w: input.pv_w,
@@ -190,16 +197,35 @@ impl Ledger {
             grid_w: input.grid_w,
             dt_s: input.dt_s,
         });
-        let price = non_negative(input.price_cny_per_kwh);
-        let export_price = finite(input.export_price_cny_per_kwh);
-        let co2 = non_negative(input.co2_kg_per_kwh);
-
-        self.origin
-            .charge(f.pv_to_battery_wh, f.grid_to_battery_wh, price, co2);
+        let prices = Prices {
+            import: non_negative(input.price_cny_per_kwh),
+            export: finite(input.export_price_cny_per_kwh),
+            co2: non_negative(input.co2_kg_per_kwh),
+        };
+        self.origin.charge(
+            f.pv_to_battery_wh,
+            f.grid_to_battery_wh,
+            prices.import,
+            prices.co2,
+        );
         let bat = self.origin.discharge(f.battery_discharge_wh);
+        self.book_bucket(input, &f, &bat, &prices);
+        self.book_sessions(input, &f, &bat, vehicles_w, &prices);
+        self.close_unseen(input.at);
+        self.flush_when_due(input.at);
+        f
+    }
+
+    /// Add the cycle's flows to the quarter hour that contains it.
+    fn book_bucket(
+        &mut self,
+        input: &CycleInput<'_>,
+        f: &Flows,
+        bat: &DischargeOrigin,
+        p: &Prices,
+    ) {
         let vehicles_green = f.pv_to_vehicles_wh + f.battery_to_vehicles_wh * bat.green_fraction;
         let building_green = f.pv_to_building_wh + f.battery_to_building_wh * bat.green_fraction;
-
         let start = bucket_start(input.at);
         let dt_s = if input.dt_s.is_finite() && input.dt_s > 0.0 {
             input.dt_s
@@ -210,27 +236,27 @@ impl Ledger {
             .entry(start.timestamp())
             .or_insert_with(|| Bucket::empty(start))
             .add_cycle(
-                &f,
+                f,
                 dt_s,
                 vehicles_green,
                 building_green,
                 non_negative(input.grid_w),
-                (price, export_price, co2),
+                (p.import, p.export, p.co2),
             );
+    }
 
+    /// Open, feed and close each charger's session.
+    fn book_sessions(
+        &mut self,
+        input: &CycleInput<'_>,
+        f: &Flows,
+        bat: &DischargeOrigin,
+        vehicles_w: f64,
+        p: &Prices,
+    ) {
         let missing_ms = i64::try_from(self.missing_after.as_millis()).unwrap_or(i64::MAX);
         for c in input.chargers {
-            let idx = match self.chargers.iter().position(|s| s.id == c.id) {
-                Some(i) => i,
-                None => {
-                    self.chargers.push(ChargerState {
-                        id: c.id.to_owned(),
-                        last_seen: input.at,
-                        session: None,
-                    });
-                    self.chargers.len() - 1
-                }
-            };
+            let idx = self.charger_index(c.id, input.at);
             let state = &mut self.chargers[idx];
             state.last_seen = input.at;
             // A session whose charger was not seen for too long (the daemon was down, the
@@ -258,44 +284,51 @@ impl Ledger {
                 .get_or_insert_with(|| SessionRecord::new(c.id, input.at));
             s.last_seen = input.at;
             let power = non_negative(c.power_w);
-            if vehicles_w <= 0.0 || power <= 0.0 {
-                continue;
+            if vehicles_w > 0.0 && power > 0.0 {
+                s.add_share(f, bat, power / vehicles_w, p.import, p.co2);
             }
-            let share = power / vehicles_w;
-            let from_pv = f.pv_to_vehicles_wh * share;
-            let from_bat = f.battery_to_vehicles_wh * share;
-            let from_grid = f.grid_to_vehicles_wh * share;
-            s.energy_wh += f.vehicles_wh * share;
-            s.from_pv_wh += from_pv;
-            s.from_battery_wh += from_bat;
-            s.from_grid_wh += from_grid;
-            s.green_wh += from_pv + from_bat * bat.green_fraction;
-            s.co2_kg += from_grid / 1000.0 * co2 + from_bat * bat.co2_kg_per_wh;
-            s.cost_cny += from_grid / 1000.0 * price + from_bat * bat.cost_cny_per_wh;
-            s.update_share();
         }
+    }
 
+    fn charger_index(&mut self, id: &str, at: DateTime<Utc>) -> usize {
+        match self.chargers.iter().position(|s| s.id == id) {
+            Some(i) => i,
+            None => {
+                self.chargers.push(ChargerState {
+                    id: id.to_owned(),
+                    last_seen: at,
+                    session: None,
+                });
+                self.chargers.len() - 1
+            }
+        }
+    }
+
+    /// End the sessions of chargers not seen for longer than `missing_after`.
+    fn close_unseen(&mut self, at: DateTime<Utc>) {
+        let missing_ms = i64::try_from(self.missing_after.as_millis()).unwrap_or(i64::MAX);
         for state in &mut self.chargers {
-            if state.session.is_some()
-                && (input.at - state.last_seen).num_milliseconds() > missing_ms
-            {
+            if state.session.is_some() && (at - state.last_seen).num_milliseconds() > missing_ms {
                 if let Some(mut s) = state.session.take() {
                     s.end = Some(state.last_seen);
                     self.closed.push(s);
                 }
             }
         }
+    }
 
-        if self.path.is_some() {
-            match self.last_flush_at {
-                None => self.last_flush_at = Some(input.at),
-                Some(last) => {
-                    let since_ms = (input.at - last).num_milliseconds().unsigned_abs();
-                    if u128::from(since_ms) >= self.flush_every.as_millis() {
-                        self.last_flush_at = Some(input.at);
-                        // The error is kept in `health`; the caller goes on regardless.
-                        let _ = self.flush();
-                    }
+    fn flush_when_due(&mut self, at: DateTime<Utc>) {
+        if self.path.is_none() {
+            return;
+        }
+        match self.last_flush_at {
+            None => self.last_flush_at = Some(at),
+            Some(last) => {
+                let since_ms = (at - last).num_milliseconds().unsigned_abs();
+                if u128::from(since_ms) >= self.flush_every.as_millis() {
+                    self.last_flush_at = Some(at);
+                    // The error is kept in `health`; the caller goes on regardless.
+                    let _ = self.flush();
                 }
             }
         }

@@ -189,6 +189,29 @@ impl SessionRecord {
         }
     }
 
+    /// Add `share` of the cycle's vehicle flows `f` to the session, with the battery's origin
+    /// `bat` and the grid's import price and emissions.
+    pub(crate) fn add_share(
+        &mut self,
+        f: &super::Flows,
+        bat: &super::DischargeOrigin,
+        share: f64,
+        price: f64,
+        co2: f64,
+    ) {
+        let from_pv = f.pv_to_vehicles_wh * share;
+        let from_bat = f.battery_to_vehicles_wh * share;
+        let from_grid = f.grid_to_vehicles_wh * share;
+        self.energy_wh += f.vehicles_wh * share;
+        self.from_pv_wh += from_pv;
+        self.from_battery_wh += from_bat;
+        self.from_grid_wh += from_grid;
+        self.green_wh += from_pv + from_bat * bat.green_fraction;
+        self.co2_kg += from_grid / 1000.0 * co2 + from_bat * bat.co2_kg_per_wh;
+        self.cost_cny += from_grid / 1000.0 * price + from_bat * bat.cost_cny_per_wh;
+        self.update_share();
+    }
+
     /// Whether the session is still running.
     pub fn is_open(&self) -> bool {
         self.end.is_none()

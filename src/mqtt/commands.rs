@@ -93,7 +93,7 @@ pub fn result_payload(topic: &str, payload: &[u8], outcome: &Result<Command, Ref
             "command": topic,
             "value": value,
             "charger": charger,
-            "mode": crate::daemon::control::mode_name(*mode),
+            "mode": crate::daemon::publish::mode_name(*mode),
         }),
         Err(e) => json!({
             "accepted": false,

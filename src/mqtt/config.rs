@@ -5,7 +5,7 @@
 //! secrets. TLS (`mqtts://`) needs a CA file; both files are read when the config is validated,
 //! so `stationd check-config` reports a missing or unreadable file.
 
-use crate::validate::Issues;
+use crate::config::Issues;
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;

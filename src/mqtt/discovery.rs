@@ -3,7 +3,7 @@
 //! device link. Every entity is available while `<root>/status` says `online`.
 
 use super::config::MqttConfig;
-use crate::status::Status;
+use crate::daemon::status::Status;
 use serde_json::{json, Value};
 
 /// Collects discovery messages with the fields every entity shares.

@@ -13,6 +13,8 @@ use rumqttc::{
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::clock::monotonic;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -244,12 +246,12 @@ impl Io {
         let due = self.refill
             || self
                 .last_fill
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                .is_none_or(|t| monotonic().duration_since(t) >= Duration::from_secs(1));
         if room == 0 || !due || self.ledger.is_none() {
             return;
         }
         self.refill = false;
-        self.last_fill = Some(Instant::now());
+        self.last_fill = Some(monotonic());
         let after = self.inflight.highest();
         let Some(store) = self.store() else { return };
         let items = match store.outbox_pending(after, room) {
@@ -294,12 +296,15 @@ impl Io {
         if self.client.try_disconnect().is_err() {
             return;
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, eventloop.poll()).await {
-            if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
-                break;
+        let flushed = async {
+            while let Ok(event) = eventloop.poll().await {
+                if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
+                    break;
+                }
             }
-        }
+        };
+        // Bounded: a broker that stopped answering does not hold up the shutdown.
+        let _ = tokio::time::timeout(Duration::from_secs(2), flushed).await;
         tracing::info!("mqtt disconnected");
     }
 }

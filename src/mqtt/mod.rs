@@ -28,7 +28,7 @@ pub use config::{MqttConfig, RawMqtt};
 pub(crate) use io::tls_config as tls_client_config;
 
 use crate::daemon::control::ControlMsg;
-use crate::status::Status;
+use crate::daemon::status::Status;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -48,11 +48,11 @@ pub enum MqttError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Link {
     /// Connected to the broker now.
-    pub connected: bool,
+    pub(crate) connected: bool,
     /// Bumped on every new connection: everything retained is sent again.
-    pub epoch: u64,
+    pub(crate) epoch: u64,
     /// Bumped when discovery must be sent again (Home Assistant restarted).
-    pub discovery: u64,
+    pub(crate) discovery: u64,
 }
 
 /// What the MQTT tasks see of the station: its published status and its control loop.

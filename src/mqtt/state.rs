@@ -5,7 +5,7 @@
 
 use super::topics::{self, Alarm, EnergyGuard};
 use super::{discovery, Link, MqttConfig};
-use crate::status::Status;
+use crate::daemon::status::Status;
 use chrono::{DateTime, Utc};
 use rumqttc::{AsyncClient, QoS};
 use serde_json::json;

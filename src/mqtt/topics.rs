@@ -5,7 +5,7 @@
 //! without a parser. A reading the daemon does not have (a device offline) is not published:
 //! the retained topic keeps its last value and `devices/<id>/link` tells why.
 
-use crate::status::{LinkState, Status};
+use crate::daemon::status::{LinkState, Status};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;

@@ -5,10 +5,9 @@
 //! fresh Chromium profile directory; dropping it ends both. Prefer [`Browser::close`] at the end
 //! of a test, which also ends the WebDriver session cleanly.
 //!
-//! Include it from a test crate with `#[path = "support/browser.rs"] mod browser;`.
-#![allow(dead_code)] // each test crate uses its own subset of the helpers
+//! A test crate takes it as `support::browser` (`mod support;`).
 
-use std::net::TcpListener;
+use super::free_port;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,21 +19,21 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
 /// Where Debian puts the browser and its driver.
-pub const CHROMIUM: &str = "/usr/bin/chromium";
-pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 const DRIVER_START_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A running chromedriver + headless Chromium session.
-pub struct Browser {
-    pub client: Client,
+pub(crate) struct Browser {
+    pub(crate) client: Client,
     driver: Child,
     profile_dir: PathBuf,
 }
 
 /// Starts chromedriver and Chromium and opens `url` in a 1440 x 1000 window.
-pub async fn open_page(url: &str) -> Browser {
+pub(crate) async fn open_page(url: &str) -> Browser {
     let browser = Browser::start().await;
     browser
         .client
@@ -42,13 +41,6 @@ pub async fn open_page(url: &str) -> Browser {
         .await
         .unwrap_or_else(|e| panic!("navigating to {url}: {e}"));
     browser
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a probe port");
-    let port = listener.local_addr().expect("probe address").port();
-    drop(listener);
-    port
 }
 
 fn fresh_profile_dir() -> PathBuf {
@@ -69,7 +61,7 @@ fn fresh_profile_dir() -> PathBuf {
 
 impl Browser {
     /// Starts a chromedriver on a free port, waits until it answers, and opens a session.
-    pub async fn start() -> Browser {
+    pub(crate) async fn start() -> Browser {
         assert!(
             Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists(),
             "browser tests need Debian's chromium and chromium-driver \
@@ -149,13 +141,13 @@ impl Browser {
     }
 
     /// The text of the first element matching `css`, or `None` when there is none.
-    pub async fn text(&self, css: &str) -> Option<String> {
+    pub(crate) async fn text(&self, css: &str) -> Option<String> {
         let element = self.client.find(Locator::Css(css)).await.ok()?;
         element.text().await.ok()
     }
 
     /// The texts of all elements matching `css`, in document order.
-    pub async fn texts(&self, css: &str) -> Vec<String> {
+    pub(crate) async fn texts(&self, css: &str) -> Vec<String> {
         let mut out = Vec::new();
         if let Ok(elements) = self.client.find_all(Locator::Css(css)).await {
             for element in elements {
@@ -166,7 +158,7 @@ impl Browser {
     }
 
     /// How many elements match `css`.
-    pub async fn count(&self, css: &str) -> usize {
+    pub(crate) async fn count(&self, css: &str) -> usize {
         self.client
             .find_all(Locator::Css(css))
             .await
@@ -175,14 +167,14 @@ impl Browser {
     }
 
     /// An attribute of the first element matching `css`.
-    pub async fn attr(&self, css: &str, name: &str) -> Option<String> {
+    pub(crate) async fn attr(&self, css: &str, name: &str) -> Option<String> {
         let element = self.client.find(Locator::Css(css)).await.ok()?;
         element.attr(name).await.ok().flatten()
     }
 
     /// Polls until the text of the first element matching `css` satisfies `pred`, and returns
     /// that text. Panics with the last text seen once `timeout` has passed.
-    pub async fn wait_for_text<F>(&self, css: &str, timeout: Duration, pred: F) -> String
+    pub(crate) async fn wait_for_text<F>(&self, css: &str, timeout: Duration, pred: F) -> String
     where
         F: Fn(&str) -> bool,
     {
@@ -203,7 +195,7 @@ impl Browser {
     }
 
     /// Polls until at least `n` elements match `css`; returns the count.
-    pub async fn wait_for_count(&self, css: &str, n: usize, timeout: Duration) -> usize {
+    pub(crate) async fn wait_for_count(&self, css: &str, n: usize, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         loop {
             let count = self.count(css).await;
@@ -218,7 +210,7 @@ impl Browser {
     }
 
     /// Runs `script` (a function body; `return` gives the result) in the page.
-    pub async fn eval(&self, script: &str) -> serde_json::Value {
+    pub(crate) async fn eval(&self, script: &str) -> serde_json::Value {
         self.client
             .execute(script, Vec::new())
             .await
@@ -226,7 +218,7 @@ impl Browser {
     }
 
     /// Resizes the window to the whole page height (up to 6000 px) and saves a PNG screenshot.
-    pub async fn screenshot_full_page(&self, path: &Path, width: u32) {
+    pub(crate) async fn screenshot_full_page(&self, path: &Path, width: u32) {
         self.client
             .set_window_size(width, 1000)
             .await
@@ -262,7 +254,7 @@ impl Browser {
     }
 
     /// Ends the WebDriver session (Chromium quits), then chromedriver.
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = self.client.clone().close().await;
         // Drop stops chromedriver and removes the profile directory.
     }
@@ -287,7 +279,7 @@ impl Drop for Browser {
 /// battery tiles show kW values, the SoC a percentage, every charger card a current, the
 /// reasons list at least one line, and the cycle number moves on. Saves a full-page screenshot
 /// to `screenshot` and returns the number of charger cards.
-pub async fn assert_live_dashboard(url: &str, screenshot: &Path) -> usize {
+pub(crate) async fn assert_live_dashboard(url: &str, screenshot: &Path) -> usize {
     let wait = Duration::from_secs(20);
     let b = open_page(url).await;
     let kw_text = |t: &str| t.ends_with(" kW") && t.trim_end_matches(" kW").parse::<f64>().is_ok();

@@ -2,24 +2,22 @@
 //! code (`mqtt::spawn`) fed with synthetic statuses instead of a control loop, so a hundred
 //! stations fit in one process.
 //!
-//! Include it with `#[path = "support/fleet_sim.rs"] mod fleet_sim;` (benches:
-//! `#[path = "../tests/support/fleet_sim.rs"]`).
-#![allow(dead_code)] // each crate uses its own subset of the helpers
+//! `benches/fleet.rs` includes the file on its own: `#[path = "../tests/support/fleet_sim.rs"]`.
 
 use chrono::{DateTime, Utc};
 use station_controller::daemon::control::ControlMsg;
-use station_controller::mqtt::{self, MqttConfig, StationLink};
-use station_controller::status::{
+use station_controller::daemon::status::{
     BatteryStatus, BuildingStatus, ChargerStatus, DeviceStatus, GridStatus, LinkState, PvStatus,
     Status, TodayStatus,
 };
+use station_controller::mqtt::{self, MqttConfig, StationLink};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// A plausible status of station number `n` at `time`, cycle `cycle`.
-pub fn status(n: usize, time: DateTime<Utc>, cycle: u64) -> Status {
+pub(crate) fn status(n: usize, time: DateTime<Utc>, cycle: u64) -> Status {
     let wave = ((cycle as f64 / 30.0) + n as f64).sin();
     let pv = 40_000.0 + 20_000.0 * wave;
     let charger = |i: usize| ChargerStatus {
@@ -94,18 +92,18 @@ pub fn status(n: usize, time: DateTime<Utc>, cycle: u64) -> Status {
 }
 
 /// One simulated station publishing through the real MQTT code.
-pub struct SimStation {
-    pub n: usize,
-    pub id: String,
+pub(crate) struct SimStation {
+    pub(crate) n: usize,
+    pub(crate) id: String,
     status: watch::Sender<Option<Arc<Status>>>,
     /// Kept open so commands reach "a control loop" (nobody reads them).
     _control: mpsc::Receiver<ControlMsg>,
-    pub cancel: CancellationToken,
+    pub(crate) cancel: CancellationToken,
 }
 
 impl SimStation {
     /// Start station `n` (id `dealer-NNN`) against the broker on `port`.
-    pub fn start(
+    pub(crate) fn start(
         n: usize,
         port: u16,
         parent: &CancellationToken,
@@ -139,7 +137,7 @@ impl SimStation {
     }
 
     /// Publish a new status, as the control loop does after a cycle.
-    pub fn cycle(&self, time: DateTime<Utc>, cycle: u64) {
+    pub(crate) fn cycle(&self, time: DateTime<Utc>, cycle: u64) {
         self.status
             .send_replace(Some(Arc::new(status(self.n, time, cycle))));
     }

@@ -4,9 +4,8 @@
 //! bring it back on the same port (outage tests); a stop is a SIGTERM, so the broker saves its
 //! persistent sessions like a real one being restarted.
 //!
-//! Needs Debian's `mosquitto` (`apt-get install -y mosquitto`). Include it from a test crate with
-//! `#[path = "support/mosquitto.rs"] mod mosquitto;`.
-#![allow(dead_code)] // each test crate uses its own subset of the helpers
+//! Needs Debian's `mosquitto` (`apt-get install -y mosquitto`); the TLS broker also `openssl`.
+//! `benches/fleet.rs` includes the file on its own.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -14,10 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+pub(crate) const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
-pub struct Mosquitto {
-    pub port: u16,
+pub(crate) struct Mosquitto {
+    pub(crate) port: u16,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -31,14 +30,14 @@ fn free_port() -> u16 {
 
 impl Mosquitto {
     /// Start a broker on a free port and wait until it accepts connections.
-    pub fn start_new() -> Mosquitto {
+    pub(crate) fn start_new() -> Mosquitto {
         Self::start_with(|_| "allow_anonymous true\n".to_string())
     }
 
     /// Start a broker that only takes TLS (a fresh test CA in the temp dir, the server
     /// certificate for `localhost` and 127.0.0.1) and only the login `user`/`password`.
     /// Needs `openssl` and `mosquitto_passwd`.
-    pub fn start_tls(user: &str, password: &str) -> Mosquitto {
+    pub(crate) fn start_tls(user: &str, password: &str) -> Mosquitto {
         Self::start_with(|dir| {
             make_test_pki(dir);
             run(Command::new("mosquitto_passwd")
@@ -58,7 +57,7 @@ impl Mosquitto {
     }
 
     /// The CA that signed a [`Mosquitto::start_tls`] broker's certificate.
-    pub fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
 
@@ -97,7 +96,7 @@ impl Mosquitto {
 
     /// A handle on a broker another process runs on `port` (a child process of a test); it
     /// neither stops nor removes anything.
-    pub fn attach(port: u16) -> Mosquitto {
+    pub(crate) fn attach(port: u16) -> Mosquitto {
         Mosquitto {
             port,
             dir: PathBuf::new(),
@@ -106,17 +105,17 @@ impl Mosquitto {
     }
 
     /// The broker's process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
     /// `mqtt://127.0.0.1:PORT`
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
     /// (Re)start the broker on its port and wait until it accepts connections.
-    pub fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         assert!(self.child.is_none(), "mosquitto already running");
         assert!(
             std::path::Path::new(MOSQUITTO).exists(),
@@ -147,7 +146,7 @@ impl Mosquitto {
     }
 
     /// Stop the broker with SIGTERM (it saves sessions) and wait for it to exit.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .arg("-TERM")
@@ -165,7 +164,7 @@ impl Mosquitto {
     }
 
     /// The broker's log (errors and notices), for failure messages.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
     }
 }

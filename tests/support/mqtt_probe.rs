@@ -1,9 +1,6 @@
 //! A test MQTT subscriber: connects to a broker with rumqttc, subscribes, and records every
 //! message (the last payload per topic, a count per topic, and every message in arrival
 //! order). It reconnects on its own after a broker outage.
-//!
-//! Include it from a test crate with `#[path = "support/mqtt_probe.rs"] mod mqtt_probe;`.
-#![allow(dead_code)] // each test crate uses its own subset of the helpers
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::collections::BTreeMap;
@@ -11,15 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default, Clone)]
-pub struct Seen {
-    pub last: BTreeMap<String, String>,
-    pub counts: BTreeMap<String, usize>,
-    pub all: Vec<(String, String)>,
-    pub connects: usize,
+pub(crate) struct Seen {
+    pub(crate) last: BTreeMap<String, String>,
+    pub(crate) counts: BTreeMap<String, usize>,
+    pub(crate) all: Vec<(String, String)>,
+    pub(crate) connects: usize,
 }
 
-pub struct Probe {
-    pub client: AsyncClient,
+pub(crate) struct Probe {
+    pub(crate) client: AsyncClient,
     seen: Arc<Mutex<Seen>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -27,7 +24,12 @@ pub struct Probe {
 impl Probe {
     /// Connect as `client_id` (a persistent session unless `clean`) and subscribe to `filters`
     /// with QoS 1.
-    pub async fn connect(port: u16, client_id: &str, clean: bool, filters: &[&str]) -> Probe {
+    pub(crate) async fn connect(
+        port: u16,
+        client_id: &str,
+        clean: bool,
+        filters: &[&str],
+    ) -> Probe {
         let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
         o.set_clean_session(clean);
         o.set_keep_alive(Duration::from_secs(5));
@@ -67,17 +69,17 @@ impl Probe {
         probe
     }
 
-    pub fn seen(&self) -> Seen {
+    pub(crate) fn seen(&self) -> Seen {
         self.seen.lock().unwrap().clone()
     }
 
     /// The last payload on `topic`.
-    pub fn last(&self, topic: &str) -> Option<String> {
+    pub(crate) fn last(&self, topic: &str) -> Option<String> {
         self.seen.lock().unwrap().last.get(topic).cloned()
     }
 
     /// Poll every 20 ms until `f` returns `Some`, or panic after `limit`.
-    pub async fn until<T>(
+    pub(crate) async fn until<T>(
         &self,
         what: &str,
         limit: Duration,
@@ -93,7 +95,7 @@ impl Probe {
         }
     }
 
-    pub async fn publish(&self, topic: &str, payload: &str) {
+    pub(crate) async fn publish(&self, topic: &str, payload: &str) {
         self.client
             .publish(topic, QoS::AtLeastOnce, false, payload)
             .await

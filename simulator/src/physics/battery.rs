@@ -52,7 +52,8 @@ pub fn ocv_cell_v(soc_pct: f64) -> f64 {
     OCV_V[OCV_V.len() - 1]
 }
 
-/// Calendar aging rate of station.md, per day^0.464 (T in K, soc as a fraction).
+/// Calendar aging rate per day^0.464 (T in K, soc as a fraction), as
+/// `docs/reference-station.md` (Battery aging) gives it.
 pub fn k_cal(t_k: f64, soc: f64) -> f64 {
     3.25e8 * (-7580.0 / t_k).exp() * (162.0 * soc / t_k).exp()
 }

@@ -95,6 +95,187 @@ fn is_weekend(d: NaiveDate) -> bool {
     matches!(d.weekday(), Weekday::Sat | Weekday::Sun)
 }
 
+/// Relative arrival weight of staff cars at local hour `h`: a bell around 08:45 between
+/// 07:30 and 09:30.
+fn staff_weight(h: f64) -> f64 {
+    if (7.5..9.5).contains(&h) {
+        let z = (h - 8.75) / 0.5;
+        (-0.5 * z * z).exp()
+    } else {
+        0.0
+    }
+}
+
+/// Relative arrival weight of customers: flat from opening until an hour before closing.
+fn customer_weight(h: f64, open_hour: f64, close_hour: f64) -> f64 {
+    if h >= open_hour && h < (close_hour - 1.0).max(open_hour + 0.25) {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// Relative arrival weight of the demo fleet: flat from 18:00 to 20:00.
+fn demo_weight(h: f64) -> f64 {
+    if (18.0..20.0).contains(&h) {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// Middle of 15-minute slot `s`, local hours.
+fn slot_mid_h(s: usize) -> f64 {
+    (s as f64 * 15.0 + 7.5) / 60.0
+}
+
+/// Expected arrivals of each class in one slot.
+struct SlotRates {
+    staff: f64,
+    customer: f64,
+    demo: f64,
+}
+
+impl SlotRates {
+    fn total(&self) -> f64 {
+        self.staff + self.customer + self.demo
+    }
+}
+
+/// One day's arrival profile: each class's daily count spread over the slots by its weight
+/// (each class's weights normalised to 1 over the day).
+struct ArrivalProfile {
+    open_hour: f64,
+    close_hour: f64,
+    staff_per_day: f64,
+    customers_per_day: f64,
+    demo_per_day: f64,
+    staff_sum: f64,
+    customer_sum: f64,
+    demo_sum: f64,
+}
+
+impl ArrivalProfile {
+    fn new(sc: &Scenario, weekend: bool, slots: usize) -> Self {
+        let v = &sc.vehicles;
+        let (open_hour, close_hour) = (sc.building.open_hour, sc.building.close_hour);
+        let (n_staff, n_cust) = if weekend {
+            (v.staff_per_weekend_day, v.customers_per_weekend_day)
+        } else {
+            (v.staff_per_weekday, v.customers_per_weekday)
+        };
+        let (mut staff_sum, mut customer_sum, mut demo_sum) = (0.0, 0.0, 0.0);
+        for s in 0..slots {
+            let h = slot_mid_h(s);
+            staff_sum += staff_weight(h);
+            customer_sum += customer_weight(h, open_hour, close_hour);
+            demo_sum += demo_weight(h);
+        }
+        ArrivalProfile {
+            open_hour,
+            close_hour,
+            staff_per_day: v.arrival_scale * n_staff,
+            customers_per_day: v.arrival_scale * n_cust,
+            demo_per_day: v.arrival_scale * v.demo_per_evening,
+            staff_sum,
+            customer_sum,
+            demo_sum,
+        }
+    }
+
+    fn rates(&self, s: usize) -> SlotRates {
+        let norm = |x: f64, sum: f64| if sum > 0.0 { x / sum } else { 0.0 };
+        let h = slot_mid_h(s);
+        let customer = customer_weight(h, self.open_hour, self.close_hour);
+        SlotRates {
+            staff: self.staff_per_day * norm(staff_weight(h), self.staff_sum),
+            customer: self.customers_per_day * norm(customer, self.customer_sum),
+            demo: self.demo_per_day * norm(demo_weight(h), self.demo_sum),
+        }
+    }
+}
+
+/// How one random car is drawn: its class, times, battery, on-board charger and energy wanted.
+struct CarDraw {
+    share_32a_3ph: f64,
+    share_16a_3ph: f64,
+    energy_mean_kwh: f64,
+    /// Weibull (shape 0.6) of the energy wanted before the caps.
+    weibull: Option<Weibull<f64>>,
+    charger_rating_a: f64,
+    charger_phases: u8,
+    /// When the demo fleet starts to leave, s since the epoch.
+    next_morning_s: f64,
+}
+
+impl CarDraw {
+    fn new(sc: &Scenario, next_morning_s: f64) -> Self {
+        let v = &sc.vehicles;
+        // Weibull shape 0.6: mean = scale x Gamma(1 + 1/0.6) = scale x 1.5046.
+        let weib_scale = v.energy_mean_kwh / 1.5046;
+        CarDraw {
+            share_32a_3ph: v.share_32a_3ph,
+            share_16a_3ph: v.share_16a_3ph,
+            energy_mean_kwh: v.energy_mean_kwh,
+            weibull: Weibull::new(weib_scale, 0.6).ok(),
+            charger_rating_a: sc.chargers.rating_a,
+            charger_phases: sc.chargers.phases,
+            next_morning_s,
+        }
+    }
+
+    /// One car arriving in the slot starting at `slot_start_s`; its class is drawn in
+    /// proportion to `rates`.
+    fn draw(&self, rng: &mut ChaCha8Rng, rates: &SlotRates, slot_start_s: f64) -> Arrival {
+        let u: f64 = rng.random::<f64>() * rates.total();
+        let kind = if u < rates.staff {
+            VehicleKind::Staff
+        } else if u < rates.staff + rates.customer {
+            VehicleKind::Customer
+        } else {
+            VehicleKind::Demo
+        };
+        let t_s = (slot_start_s + rng.random_range(0.0..900.0)).round();
+        let depart_s = match kind {
+            VehicleKind::Staff => t_s + 3600.0 * (8.0 + 0.75 * rng.random_range(-1.0..1.0)),
+            VehicleKind::Customer => t_s + 3600.0 * rng.random_range(1.0..4.0),
+            _ => self.next_morning_s + rng.random_range(0.0..3600.0),
+        }
+        .round();
+        let battery_wh = rng.random_range(40.0..100.0) * 1000.0;
+        let soc_pct = rng.random_range(10.0..60.0);
+        let r: f64 = rng.random();
+        let (onboard_a, phases) = if r < self.share_32a_3ph {
+            (32.0, 3)
+        } else if r < self.share_32a_3ph + self.share_16a_3ph {
+            (16.0, 3)
+        } else {
+            (32.0, 1)
+        };
+        let draw_kwh = self
+            .weibull
+            .map(|w| w.sample(rng))
+            .unwrap_or(self.energy_mean_kwh);
+        let max_w = f64::min(onboard_a, self.charger_rating_a)
+            * f64::from(phases.min(self.charger_phases))
+            * NOMINAL_V;
+        let dwell_cap_wh = max_w * (depart_s - t_s) / 3600.0;
+        let room_wh = (100.0 - soc_pct) / 100.0 * battery_wh;
+        let wanted_wh = (draw_kwh * 1000.0).min(dwell_cap_wh).min(room_wh).max(0.0);
+        Arrival {
+            t_s,
+            depart_s,
+            kind,
+            battery_wh,
+            soc_pct,
+            target_soc_pct: (soc_pct + wanted_wh / battery_wh * 100.0).min(100.0),
+            onboard_a,
+            phases,
+            charger: None,
+        }
+    }
+}
+
 impl ExoModel {
     pub fn new(sc: &Scenario, seed: u64, epoch: DateTime<Utc>) -> ExoModel {
         let tz = sc.tz();
@@ -287,114 +468,29 @@ impl ExoModel {
         }
     }
 
+    /// Draw the day's random arrivals: per 15-minute slot a Poisson count from the three
+    /// classes' rates, then each car in turn (the draw order is part of the seeded contract).
     fn gen_arrivals(&mut self, d: NaiveDate, day_num: i32) {
-        let v = &self.sc.vehicles;
-        let b = &self.sc.building;
         let mut rng = stream_rng(self.seed, STREAM_ARRIVALS, day_num);
-        let weekend = is_weekend(d);
-        let n_staff = if weekend {
-            v.staff_per_weekend_day
-        } else {
-            v.staff_per_weekday
-        };
-        let n_cust = if weekend {
-            v.customers_per_weekend_day
-        } else {
-            v.customers_per_weekday
-        };
         let slots = self.day_minutes / 15;
-        // Class weights per slot (each class normalised to 1 over the day).
-        let staff_w = |h: f64| {
-            if (7.5..9.5).contains(&h) {
-                let z = (h - 8.75) / 0.5;
-                (-0.5 * z * z).exp()
-            } else {
-                0.0
-            }
-        };
-        let cust_w = |h: f64| {
-            if h >= b.open_hour && h < (b.close_hour - 1.0).max(b.open_hour + 0.25) {
-                1.0
-            } else {
-                0.0
-            }
-        };
-        let demo_w = |h: f64| if (18.0..20.0).contains(&h) { 1.0 } else { 0.0 };
-        let mid = |s: usize| (s as f64 * 15.0 + 7.5) / 60.0;
-        let (mut ss, mut sc_, mut sd) = (0.0, 0.0, 0.0);
+        let profile = ArrivalProfile::new(&self.sc, is_weekend(d), slots);
+        let cars = CarDraw::new(&self.sc, self.day_end_s + 7.5 * 3600.0);
         for s in 0..slots {
-            ss += staff_w(mid(s));
-            sc_ += cust_w(mid(s));
-            sd += demo_w(mid(s));
-        }
-        let norm = |x: f64, sum: f64| if sum > 0.0 { x / sum } else { 0.0 };
-        let rating = self.sc.chargers.rating_a;
-        let charger_phases = self.sc.chargers.phases;
-        // Weibull shape 0.6: mean = scale x Gamma(1 + 1/0.6) = scale x 1.5046.
-        let weib_scale = v.energy_mean_kwh / 1.5046;
-        let weibull = Weibull::new(weib_scale, 0.6).ok();
-        let next_morning_s = self.day_end_s + 7.5 * 3600.0;
-        for s in 0..slots {
-            let h = mid(s);
-            let l_staff = v.arrival_scale * n_staff * norm(staff_w(h), ss);
-            let l_cust = v.arrival_scale * n_cust * norm(cust_w(h), sc_);
-            let l_demo = v.arrival_scale * v.demo_per_evening * norm(demo_w(h), sd);
-            let lambda = l_staff + l_cust + l_demo;
+            let rates = profile.rates(s);
+            let lambda = rates.total();
             if lambda <= 0.0 {
                 continue;
             }
             let count = Poisson::new(lambda)
                 .map(|p| p.sample(&mut rng))
                 .unwrap_or(0.0) as u32;
+            let slot_start_s = self.day_start_s + s as f64 * 900.0;
             for _ in 0..count {
-                let u: f64 = rng.random::<f64>() * lambda;
-                let kind = if u < l_staff {
-                    VehicleKind::Staff
-                } else if u < l_staff + l_cust {
-                    VehicleKind::Customer
-                } else {
-                    VehicleKind::Demo
-                };
-                let t_s =
-                    (self.day_start_s + s as f64 * 900.0 + rng.random_range(0.0..900.0)).round();
-                let depart_s = match kind {
-                    VehicleKind::Staff => t_s + 3600.0 * (8.0 + 0.75 * rng.random_range(-1.0..1.0)),
-                    VehicleKind::Customer => t_s + 3600.0 * rng.random_range(1.0..4.0),
-                    _ => next_morning_s + rng.random_range(0.0..3600.0),
+                let arrival = cars.draw(&mut rng, &rates, slot_start_s);
+                // Drawn in full first so that a car before the epoch uses the same numbers.
+                if arrival.t_s >= 0.0 {
+                    self.arrivals.push(arrival);
                 }
-                .round();
-                let battery_wh = rng.random_range(40.0..100.0) * 1000.0;
-                let soc_pct = rng.random_range(10.0..60.0);
-                let r: f64 = rng.random();
-                let (onboard_a, phases) = if r < v.share_32a_3ph {
-                    (32.0, 3)
-                } else if r < v.share_32a_3ph + v.share_16a_3ph {
-                    (16.0, 3)
-                } else {
-                    (32.0, 1)
-                };
-                let draw_kwh = weibull
-                    .map(|w| w.sample(&mut rng))
-                    .unwrap_or(v.energy_mean_kwh);
-                let max_w =
-                    f64::min(onboard_a, rating) * f64::from(phases.min(charger_phases)) * NOMINAL_V;
-                let dwell_cap_wh = max_w * (depart_s - t_s) / 3600.0;
-                let room_wh = (100.0 - soc_pct) / 100.0 * battery_wh;
-                let wanted_wh = (draw_kwh * 1000.0).min(dwell_cap_wh).min(room_wh).max(0.0);
-                if t_s < 0.0 {
-                    continue;
-                }
-                self.arrivals.push(Arrival {
-                    t_s,
-                    depart_s,
-                    kind,
-                    battery_wh,
-                    soc_pct,
-                    target_soc_pct: (soc_pct + wanted_wh / battery_wh * 100.0).min(100.0),
-                    onboard_a,
-                    phases,
-                    charger: None,
-                });
             }
         }
         // latest first so that pop() yields the next arrival

@@ -1,4 +1,4 @@
-//! The running scorecard of station.md.
+//! The running scorecard: every KPI as `docs/reference-station.md` (section Scorecard) defines it.
 //!
 //! Choices (documented here because the scorecard leaves them open):
 //! * Peak import = highest 15-minute average import over UTC-aligned quarter hours (energy in
@@ -35,6 +35,60 @@ pub struct Kpis {
     pub co2_kg: f64,
     pub co2_avoided_kg: f64,
     pub soc_window_violation_s: f64,
+}
+
+/// Every scorecard key, in the order of the fields of [`Kpis`] (and of its JSON object): the
+/// one list for anything that prints, checks or compares scorecards.
+pub const KPI_KEYS: [&str; 19] = [
+    "pv_kwh",
+    "pv_curtailed_kwh",
+    "self_consumption_pct",
+    "self_sufficiency_pct",
+    "grid_import_kwh",
+    "grid_export_kwh",
+    "peak_import_kw",
+    "import_limit_exceeded_s",
+    "import_limit_exceeded_kwh",
+    "ev_delivered_kwh",
+    "ev_unmet_kwh",
+    "ev_sessions_fully_served_pct",
+    "ev_green_share_pct",
+    "battery_efc",
+    "soh_change_pct",
+    "cost",
+    "co2_kg",
+    "co2_avoided_kg",
+    "soc_window_violation_s",
+];
+
+impl Kpis {
+    /// Every key with its value, in [`KPI_KEYS`] order (for tables and reports).
+    pub fn named(&self) -> [(&'static str, f64); 19] {
+        [
+            ("pv_kwh", self.pv_kwh),
+            ("pv_curtailed_kwh", self.pv_curtailed_kwh),
+            ("self_consumption_pct", self.self_consumption_pct),
+            ("self_sufficiency_pct", self.self_sufficiency_pct),
+            ("grid_import_kwh", self.grid_import_kwh),
+            ("grid_export_kwh", self.grid_export_kwh),
+            ("peak_import_kw", self.peak_import_kw),
+            ("import_limit_exceeded_s", self.import_limit_exceeded_s),
+            ("import_limit_exceeded_kwh", self.import_limit_exceeded_kwh),
+            ("ev_delivered_kwh", self.ev_delivered_kwh),
+            ("ev_unmet_kwh", self.ev_unmet_kwh),
+            (
+                "ev_sessions_fully_served_pct",
+                self.ev_sessions_fully_served_pct,
+            ),
+            ("ev_green_share_pct", self.ev_green_share_pct),
+            ("battery_efc", self.battery_efc),
+            ("soh_change_pct", self.soh_change_pct),
+            ("cost", self.cost),
+            ("co2_kg", self.co2_kg),
+            ("co2_avoided_kg", self.co2_avoided_kg),
+            ("soc_window_violation_s", self.soc_window_violation_s),
+        ]
+    }
 }
 
 /// Power flows during one sub-step (all W, sign convention of the project).
@@ -210,5 +264,34 @@ impl KpiTracker {
             co2_avoided_kg: (self.load_wh - self.import_wh) / 1000.0 * self.co2_factor,
             soc_window_violation_s: self.soc_violation_s,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kpi_keys_are_exactly_the_fields_of_the_scorecard_in_order() {
+        let value = serde_json::to_value(Kpis::default()).unwrap();
+        let mut fields: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let named: Vec<&str> = Kpis::default().named().iter().map(|(k, _)| *k).collect();
+        assert_eq!(named, KPI_KEYS);
+        let mut keys = KPI_KEYS.to_vec();
+        fields.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(fields, keys);
+        // Field order: serde_json's Map sorts, so check it with the Debug rendering instead.
+        let debug = format!("{:?}", Kpis::default());
+        let positions: Vec<usize> = KPI_KEYS
+            .iter()
+            .map(|k| debug.find(&format!(" {k}: ")).unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{debug}");
     }
 }

@@ -13,8 +13,8 @@ pub mod pv;
 pub mod solar;
 pub mod vehicles;
 
-pub use kpi::Kpis;
-pub use plant::Plant;
+pub use kpi::{Kpis, KPI_KEYS};
+pub use plant::{Plant, PlugError};
 pub use vehicles::{VehicleKind, VehicleSpec};
 
 use crate::scenario::{ChargerParams, Scenario};

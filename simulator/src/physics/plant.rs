@@ -9,7 +9,8 @@ use super::vehicles::{Vehicle, VehicleSpec};
 use super::{forecast_from, Exogenous, SessionForecast};
 use crate::scenario::{FaultKind, Scenario};
 use crate::view::{
-    BatteryView, ChargerView, Command, MeterView, Mode3State, PvView, StationView, VehicleView,
+    BatteryView, ChargerView, Command, CommandError, MeterView, Mode3State, PvView, StationView,
+    VehicleView,
 };
 use chrono::{DateTime, Duration, Utc};
 
@@ -140,51 +141,15 @@ impl Plant {
 
     fn sub_step(&mut self, h: f64) {
         let t = self.t_s;
-        for c in &mut self.chargers {
-            if let Some(v) = &c.vehicle {
-                if v.depart_s <= t {
-                    self.kpi.session_ended(v.wanted_wh());
-                    c.vehicle = None;
-                }
-            }
-        }
-        while let Some((ci, a)) = self.exo.pop_arrival(t) {
-            let (arrived, departs) = (self.at(a.t_s), self.at(a.depart_s));
-            if let Some(c) = self.chargers.get_mut(ci) {
-                if c.vehicle.is_none() {
-                    c.vehicle = Some(Vehicle {
-                        kind: a.kind,
-                        battery_wh: a.battery_wh,
-                        soc_pct: a.soc_pct,
-                        target_soc_pct: a.target_soc_pct,
-                        onboard_max_a: a.onboard_a,
-                        phases: a.phases,
-                        arrive_s: a.t_s,
-                        depart_s: a.depart_s,
-                        arrived,
-                        departs,
-                        session_wh: 0.0,
-                    });
-                }
-            }
-        }
+        self.depart_due(t);
+        self.plug_arrivals(t);
         self.battery.alarm_scheduled = self.bms_windows.iter().any(|&(a, b)| t >= a && t < b);
 
         let pv_available_w = self.exo.pv_available_w();
         self.pv.step(h, pv_available_w);
         let pv_w = self.pv.power_w;
-
-        let mut ev_w = 0.0;
-        let mut ev_phase_w = [0.0; 3];
-        for c in &mut self.chargers {
-            c.step(h);
-            ev_w += c.power_w;
-            let lines = c.line_currents_a();
-            for (p, a) in ev_phase_w.iter_mut().zip(lines) {
-                *p += a * NOMINAL_V;
-            }
-        }
-        self.ev_w = ev_w;
+        let ev_phase_w = self.step_chargers(h);
+        let ev_w = self.ev_w;
 
         let building_w = self.exo.building_w();
         self.building_w = building_w;
@@ -215,42 +180,86 @@ impl Plant {
         self.building_wh += building_w * hours;
 
         if h > 0.0 {
-            let soc = self.battery.soc_pct;
-            let flows = Flows {
-                pv_w,
-                pv_available_w,
-                building_w,
-                ev_w,
-                battery_w: batt_w,
-                grid_w: self.grid_w,
-                battery_solar_fraction: self.battery.solar_fraction(),
-                import_price: self.exo.import_price(),
-                soc_outside_window: soc < self.battery.soc_min_pct - 1e-6
-                    || soc > self.battery.soc_max_pct + 1e-6,
-            };
-            let month = self.exo.month_key();
-            self.kpi.record(h, self.epoch_unix_s + t, month, &flows);
+            self.record_kpis(h, t, pv_w, pv_available_w);
         }
     }
 
-    /// Apply a control write at the current simulated time.
-    pub fn apply(&mut self, cmd: Command) -> Result<(), String> {
-        fn check(name: &str, v: f64, lo: f64, hi: f64) -> Result<f64, String> {
-            if v.is_finite() && v >= lo && v <= hi {
-                Ok(v)
-            } else {
-                Err(format!("{name} {v} outside {lo}..={hi}"))
+    /// Cars whose departure time has come leave; their sessions are scored.
+    fn depart_due(&mut self, t: f64) {
+        for c in &mut self.chargers {
+            if let Some(v) = &c.vehicle {
+                if v.depart_s <= t {
+                    self.kpi.session_ended(v.wanted_wh());
+                    c.vehicle = None;
+                }
             }
         }
-        fn charger(chargers: &mut [Charger], index: usize) -> Result<&mut Charger, String> {
-            let n = chargers.len();
-            chargers
-                .get_mut(index)
-                .ok_or_else(|| format!("charger index {index} outside 0..{n}"))
+    }
+
+    /// Cars due by `t` plug into the charger the exogenous model gave them.
+    fn plug_arrivals(&mut self, t: f64) {
+        while let Some((ci, a)) = self.exo.pop_arrival(t) {
+            let (arrived, departs) = (self.at(a.t_s), self.at(a.depart_s));
+            if let Some(c) = self.chargers.get_mut(ci) {
+                if c.vehicle.is_none() {
+                    c.vehicle = Some(Vehicle {
+                        kind: a.kind,
+                        battery_wh: a.battery_wh,
+                        soc_pct: a.soc_pct,
+                        target_soc_pct: a.target_soc_pct,
+                        onboard_max_a: a.onboard_a,
+                        phases: a.phases,
+                        arrive_s: a.t_s,
+                        depart_s: a.depart_s,
+                        arrived,
+                        departs,
+                        session_wh: 0.0,
+                    });
+                }
+            }
         }
+    }
+
+    /// Step every charger by `h`; sets the total EV power and returns it per phase, W.
+    fn step_chargers(&mut self, h: f64) -> [f64; 3] {
+        let mut ev_w = 0.0;
+        let mut ev_phase_w = [0.0; 3];
+        for c in &mut self.chargers {
+            c.step(h);
+            ev_w += c.power_w;
+            let lines = c.line_currents_a();
+            for (p, a) in ev_phase_w.iter_mut().zip(lines) {
+                *p += a * NOMINAL_V;
+            }
+        }
+        self.ev_w = ev_w;
+        ev_phase_w
+    }
+
+    /// Score the sub-step of `h` seconds that started at `t` (the flows are already set).
+    fn record_kpis(&mut self, h: f64, t: f64, pv_w: f64, pv_available_w: f64) {
+        let soc = self.battery.soc_pct;
+        let flows = Flows {
+            pv_w,
+            pv_available_w,
+            building_w: self.building_w,
+            ev_w: self.ev_w,
+            battery_w: self.battery.power_w,
+            grid_w: self.grid_w,
+            battery_solar_fraction: self.battery.solar_fraction(),
+            import_price: self.exo.import_price(),
+            soc_outside_window: soc < self.battery.soc_min_pct - 1e-6
+                || soc > self.battery.soc_max_pct + 1e-6,
+        };
+        let month = self.exo.month_key();
+        self.kpi.record(h, self.epoch_unix_s + t, month, &flows);
+    }
+
+    /// Apply a control write at the current simulated time.
+    pub fn apply(&mut self, cmd: Command) -> Result<(), CommandError> {
         match cmd {
             Command::PvLimitPct(p) => {
-                self.pv.limit_pct = check("PV limit %", p, 0.0, 100.0)?;
+                self.pv.limit_pct = in_range("PV limit %", p, 0.0, 100.0)?;
                 self.pv.limit_command();
             }
             Command::PvLimitEnabled(on) => {
@@ -260,55 +269,58 @@ impl Plant {
             Command::PvLimitRevertS(s) => self.pv.limit_revert_s = s,
             Command::BatterySetpointW(w) => {
                 let r = self.battery.pcs_w;
-                let w = check("battery setpoint W", w, -r, r)?;
+                let w = in_range("battery setpoint W", w, -r, r)?;
                 self.battery.set_setpoint(w);
             }
             Command::BatterySetpointEnabled(on) => self.battery.setpoint_enabled = on,
             Command::BatterySetpointRevertS(s) => self.battery.setpoint_revert_s = s,
             Command::BatterySocReserveMinPct(p) => {
-                self.battery.soc_reserve_min_pct = check("SoC reserve %", p, 0.0, 100.0)?;
+                self.battery.soc_reserve_min_pct = in_range("SoC reserve %", p, 0.0, 100.0)?;
                 self.battery.update_limits();
             }
             Command::ChargerSetpointA { index, amps } => {
-                let a = check("charger setpoint A", amps, 0.0, 1000.0)?;
-                charger(&mut self.chargers, index)?.set_setpoint(a);
+                let a = in_range("charger setpoint A", amps, 0.0, 1000.0)?;
+                self.charger(index)?.set_setpoint(a);
             }
             Command::ChargerSafeCurrentA { index, amps } => {
-                let a = check("charger safe current A", amps, 0.0, 1000.0)?;
-                charger(&mut self.chargers, index)?.safe_current_a = a;
+                let a = in_range("charger safe current A", amps, 0.0, 1000.0)?;
+                self.charger(index)?.safe_current_a = a;
             }
             Command::ChargerPhases { index, phases } => {
                 if phases != 1 && phases != 3 {
-                    return Err(format!("charger phases {phases} must be 1 or 3"));
+                    return Err(CommandError::Phases { phases });
                 }
-                charger(&mut self.chargers, index)?.set_phases(phases);
+                self.charger(index)?.set_phases(phases);
             }
         }
         Ok(())
     }
 
+    fn charger(&mut self, index: usize) -> Result<&mut Charger, CommandError> {
+        let count = self.chargers.len();
+        self.chargers
+            .get_mut(index)
+            .ok_or(CommandError::NoSuchCharger { index, count })
+    }
+
     /// Plug a car by hand into charger `charger_index` (0-based); it leaves after `stay_s`.
-    pub fn plug_vehicle(&mut self, charger_index: usize, v: VehicleSpec) -> Result<(), String> {
-        let n = self.chargers.len();
+    pub fn plug_vehicle(&mut self, charger_index: usize, v: VehicleSpec) -> Result<(), PlugError> {
+        let count = self.chargers.len();
         let t = self.t_s;
+        let epoch = self.epoch;
         let c = self
             .chargers
             .get_mut(charger_index)
-            .ok_or_else(|| format!("charger index {charger_index} outside 0..{n}"))?;
+            .ok_or(PlugError::NoSuchCharger {
+                index: charger_index,
+                count,
+            })?;
         if c.vehicle.is_some() {
-            return Err(format!("charger {} is occupied", charger_index + 1));
+            return Err(PlugError::Occupied {
+                number: charger_index + 1,
+            });
         }
-        let ok = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
-        if !ok(v.battery_wh, 1.0, 1e6)
-            || !ok(v.soc_pct, 0.0, 100.0)
-            || !ok(v.target_soc_pct, 0.0, 100.0)
-            || !ok(v.onboard_max_a, 0.0, 1000.0)
-            || !ok(v.stay_s, 0.0, 1e8)
-            || (v.phases != 1 && v.phases != 3)
-        {
-            return Err("vehicle parameters out of range".to_string());
-        }
-        let epoch = self.epoch;
+        check_vehicle(&v)?;
         let (arrived, departs) = (time_at(epoch, t), time_at(epoch, t + v.stay_s));
         c.vehicle = Some(Vehicle {
             kind: v.kind,
@@ -540,6 +552,67 @@ impl Plant {
             }
         }
     }
+}
+
+/// Why [`Plant::plug_vehicle`] refused a car.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlugError {
+    /// A charger index the station does not have (0-based).
+    #[error("charger index {index} outside 0..{count}")]
+    NoSuchCharger { index: usize, count: usize },
+    /// A car is already plugged into charger `number` (1-based, as in `charger-3`).
+    #[error("charger {number} is occupied")]
+    Occupied { number: usize },
+    /// A vehicle parameter outside its range, e.g. `vehicle soc_pct 120 outside 0..=100`.
+    #[error("vehicle {field} {value} outside {lo}..={hi}")]
+    OutOfRange {
+        field: &'static str,
+        value: f64,
+        lo: f64,
+        hi: f64,
+    },
+    /// An on-board charger phase count other than 1 or 3.
+    #[error("vehicle phases {phases} must be 1 or 3")]
+    Phases { phases: u8 },
+}
+
+/// `v` if it is finite and within `lo..=hi`, else the command error naming `field`.
+fn in_range(field: &'static str, value: f64, lo: f64, hi: f64) -> Result<f64, CommandError> {
+    if value.is_finite() && value >= lo && value <= hi {
+        Ok(value)
+    } else {
+        Err(CommandError::OutOfRange {
+            field,
+            value,
+            lo,
+            hi,
+        })
+    }
+}
+
+/// Check a hand-plugged car's parameters, first bad one named.
+fn check_vehicle(v: &VehicleSpec) -> Result<(), PlugError> {
+    let checks: [(&'static str, f64, f64, f64); 5] = [
+        ("battery_wh", v.battery_wh, 1.0, 1e6),
+        ("soc_pct", v.soc_pct, 0.0, 100.0),
+        ("target_soc_pct", v.target_soc_pct, 0.0, 100.0),
+        ("onboard_max_a", v.onboard_max_a, 0.0, 1000.0),
+        ("stay_s", v.stay_s, 0.0, 1e8),
+    ];
+    for (field, value, lo, hi) in checks {
+        if !(value.is_finite() && value >= lo && value <= hi) {
+            return Err(PlugError::OutOfRange {
+                field,
+                value,
+                lo,
+                hi,
+            });
+        }
+    }
+    if v.phases != 1 && v.phases != 3 {
+        return Err(PlugError::Phases { phases: v.phases });
+    }
+    Ok(())
 }
 
 /// `x.ceil() as u32` for every `x` (NaN and negatives give 0, large values saturate) without

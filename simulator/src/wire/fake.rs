@@ -3,8 +3,8 @@
 //! wire faults per device. It has no physics: applied commands do not change the view.
 
 use crate::view::{
-    BatteryState, BatteryView, ChargerView, Command, MeterView, Mode3State, PvStatus, PvView,
-    Station, StationView, WireFaults,
+    BatteryState, BatteryView, ChargerView, Command, CommandError, MeterView, Mode3State, PvStatus,
+    PvView, Station, StationView, WireFaults,
 };
 use chrono::{TimeZone, Utc};
 use std::collections::HashMap;
@@ -62,7 +62,7 @@ impl Station for FakeStation {
         Arc::clone(&self.view.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn apply(&self, command: Command) -> Result<(), String> {
+    fn apply(&self, command: Command) -> Result<(), CommandError> {
         self.commands
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -90,45 +90,8 @@ pub fn sample_view(chargers: usize) -> StationView {
         .unwrap_or_default();
     StationView {
         sim_time,
-        pv: PvView {
-            rating_w: 135_000.0,
-            power_w: 98_760.0,
-            dc_power_w: 101_230.0,
-            available_w: 110_000.0,
-            energy_wh: 123_456_789.0,
-            limit_pct: 80.0,
-            limit_enabled: true,
-            limit_revert_s: 600,
-            status: PvStatus::Throttled,
-            voltage_v: [229.8, 230.4, 231.1],
-            current_a: [143.2, 142.9, 143.5],
-            frequency_hz: 50.02,
-            cabinet_temp_c: 41.3,
-        },
-        battery: BatteryView {
-            nameplate_wh: 500_000.0,
-            usable_wh: 360_000.0,
-            soc_pct: 63.4,
-            soh_pct: 72.0,
-            power_w: -45_600.0,
-            setpoint_w: -45_000.0,
-            setpoint_enabled: true,
-            setpoint_revert_s: 900,
-            pcs_rating_w: 120_000.0,
-            max_charge_w: 118_000.0,
-            max_discharge_w: 120_000.0,
-            max_charge_a: 160.5,
-            max_discharge_a: 171.2,
-            voltage_v: 702.3,
-            current_a: -64.9,
-            cell_v_max: 3.912,
-            cell_v_min: 3.874,
-            temp_c: 28.5,
-            state: BatteryState::Connected,
-            alarms: crate::view::battery_alarm::OVER_TEMP_WARNING,
-            cycles: 1234,
-            soc_reserve_min_pct: 10.0,
-        },
+        pv: sample_pv(),
+        battery: sample_battery(),
         grid_meter: MeterView {
             power_w: 23_450.0,
             phase_w: [7_800.0, 7_850.0, 7_800.0],
@@ -177,5 +140,52 @@ pub fn sample_view(chargers: usize) -> StationView {
                 }
             })
             .collect(),
+    }
+}
+
+/// The sample PV inverter: 135 kW, throttled to 80 %.
+fn sample_pv() -> PvView {
+    PvView {
+        rating_w: 135_000.0,
+        power_w: 98_760.0,
+        dc_power_w: 101_230.0,
+        available_w: 110_000.0,
+        energy_wh: 123_456_789.0,
+        limit_pct: 80.0,
+        limit_enabled: true,
+        limit_revert_s: 600,
+        status: PvStatus::Throttled,
+        voltage_v: [229.8, 230.4, 231.1],
+        current_a: [143.2, 142.9, 143.5],
+        frequency_hz: 50.02,
+        cabinet_temp_c: 41.3,
+    }
+}
+
+/// The sample battery: 500 kWh at 72 % SoH, charging at about 45 kW.
+fn sample_battery() -> BatteryView {
+    BatteryView {
+        nameplate_wh: 500_000.0,
+        usable_wh: 360_000.0,
+        soc_pct: 63.4,
+        soh_pct: 72.0,
+        power_w: -45_600.0,
+        setpoint_w: -45_000.0,
+        setpoint_enabled: true,
+        setpoint_revert_s: 900,
+        pcs_rating_w: 120_000.0,
+        max_charge_w: 118_000.0,
+        max_discharge_w: 120_000.0,
+        max_charge_a: 160.5,
+        max_discharge_a: 171.2,
+        voltage_v: 702.3,
+        current_a: -64.9,
+        cell_v_max: 3.912,
+        cell_v_min: 3.874,
+        temp_c: 28.5,
+        state: BatteryState::Connected,
+        alarms: crate::view::battery_alarm::OVER_TEMP_WARNING,
+        cycles: 1234,
+        soc_reserve_min_pct: 10.0,
     }
 }

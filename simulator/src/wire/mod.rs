@@ -66,7 +66,7 @@ pub enum DeviceKind {
     },
 }
 
-/// One device to serve: its id (as station.md names it) and kind.
+/// One device to serve: its id (as `docs/reference-station.md` names it) and kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceSpec {
     pub id: String,

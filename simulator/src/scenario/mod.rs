@@ -1,8 +1,13 @@
 //! Scenario files: everything that describes one simulated station and its days.
 //!
-//! Every field has a serde default equal to the reference station of `station.md`, so an empty
-//! TOML file is the reference sunny summer weekday. Unknown keys are rejected, and every
-//! validation error names the offending key.
+//! Every field has a serde default equal to the reference station of `docs/reference-station.md`,
+//! so an empty TOML file is the reference sunny summer weekday. Unknown keys are rejected, and
+//! validation reports every problem at once, each named by its dotted key (`battery.soh_pct`,
+//! `vehicles.scripted[2].at`).
+
+mod validate;
+
+pub use validate::{Issue, Issues};
 
 use crate::view::WireFaults;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
@@ -22,15 +27,9 @@ pub enum ScenarioError {
     },
     #[error("scenario TOML: {0}")]
     Toml(#[from] toml::de::Error),
-    #[error("scenario key `{key}`: {reason}")]
-    Invalid { key: String, reason: String },
-}
-
-fn invalid(key: &str, reason: impl Into<String>) -> ScenarioError {
-    ScenarioError::Invalid {
-        key: key.to_string(),
-        reason: reason.into(),
-    }
+    /// Every problem found, each named by its dotted key (one line each).
+    #[error("{0}")]
+    Invalid(Issues),
 }
 
 /// One simulated station and its days.
@@ -209,7 +208,7 @@ pub struct VehicleParams {
 pub struct ScriptedArrival {
     /// 1-based charger number (1 = `charger-1`).
     pub charger: usize,
-    /// Local "HH:MM[:SS]" on the start date, or "YYYY-MM-DD HH:MM[:SS]".
+    /// Local `HH:MM[:SS]` on the start date, or `YYYY-MM-DD HH:MM[:SS]`.
     pub at: String,
     pub battery_kwh: f64,
     pub soc_pct: f64,
@@ -261,9 +260,9 @@ pub use crate::faults::FaultKindName as FaultKind;
 #[derive(Deserialize, Clone, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
-    /// Local "HH:MM[:SS]" on the start date, or "YYYY-MM-DD HH:MM[:SS]".
+    /// Local `HH:MM[:SS]` on the start date, or `YYYY-MM-DD HH:MM[:SS]`.
     pub at: String,
-    /// Device id as station.md names it (`pv`, `battery`, `grid-meter`, `charger-3`, ...).
+    /// Device id as `docs/reference-station.md` names it (`pv`, `battery`, `charger-3`, ...).
     pub device: String,
     pub kind: FaultKind,
     pub duration_s: f64,
@@ -460,7 +459,7 @@ pub(crate) fn parse_time(s: &str) -> Option<NaiveTime> {
         .ok()
 }
 
-fn parse_date(s: &str) -> Option<NaiveDate> {
+pub(crate) fn parse_date(s: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()
 }
 
@@ -486,225 +485,13 @@ impl Scenario {
         Scenario::from_toml_str(&text)
     }
 
-    /// Check every value; the error names the key.
-    pub fn validate(&self) -> Result<(), ScenarioError> {
-        fn range(key: &str, v: f64, lo: f64, hi: f64) -> Result<(), ScenarioError> {
-            if v.is_finite() && v >= lo && v <= hi {
-                Ok(())
-            } else {
-                Err(invalid(key, format!("{v} is outside {lo}..={hi}")))
-            }
-        }
-        self.timezone()?;
-        parse_date(&self.start.date).ok_or_else(|| invalid("start.date", "expected YYYY-MM-DD"))?;
-        parse_time(&self.start.time)
-            .ok_or_else(|| invalid("start.time", "expected HH:MM or HH:MM:SS"))?;
-        range("site.lat_deg", self.site.lat_deg, -90.0, 90.0)?;
-        range("site.lon_deg", self.site.lon_deg, -180.0, 180.0)?;
-        let w = &self.weather;
-        range("weather.clearness_mean", w.clearness_mean, 0.0, 1.2)?;
-        range("weather.clearness_spread", w.clearness_spread, 0.0, 1.0)?;
-        if let Some(k) = w.fixed_clearness {
-            range("weather.fixed_clearness", k, 0.0, 1.2)?;
-        }
-        range("weather.cloud_phi", w.cloud_phi, 0.0, 0.9999)?;
-        range("weather.cloud_sigma", w.cloud_sigma, 0.0, 1.0)?;
-        let pv = &self.pv;
-        range("pv.kwp", pv.kwp, 0.0, 1e5)?;
-        range("pv.inverter_ac_kw", pv.inverter_ac_kw, 0.001, 1e5)?;
-        range("pv.inverter_efficiency", pv.inverter_efficiency, 0.5, 1.0)?;
-        range("pv.performance_ratio", pv.performance_ratio, 0.1, 1.0)?;
-        range(
-            "pv.limit_ramp_pct_per_s",
-            pv.limit_ramp_pct_per_s,
-            0.01,
-            1e4,
-        )?;
-        let b = &self.battery;
-        range("battery.nameplate_kwh", b.nameplate_kwh, 0.1, 1e5)?;
-        range("battery.soh_pct", b.soh_pct, 1.0, 100.0)?;
-        range("battery.pcs_kw", b.pcs_kw, 0.1, 1e5)?;
-        range("battery.c_rate_cap", b.c_rate_cap, 0.01, 10.0)?;
-        range("battery.soc_min_pct", b.soc_min_pct, 0.0, 50.0)?;
-        range("battery.soc_max_pct", b.soc_max_pct, 50.0, 100.0)?;
-        range("battery.initial_soc_pct", b.initial_soc_pct, 0.0, 100.0)?;
-        range(
-            "battery.soc_reserve_min_pct",
-            b.soc_reserve_min_pct,
-            0.0,
-            100.0,
-        )?;
-        range("battery.efficiency", b.efficiency, 0.5, 1.0)?;
-        range("battery.ambient_c", b.ambient_c, -40.0, 60.0)?;
-        if let Some(t) = b.initial_temp_c {
-            range("battery.initial_temp_c", t, -40.0, 80.0)?;
-        }
-        range("battery.imbalance_mv", b.imbalance_mv, 0.0, 200.0)?;
-        range("battery.ramp_kw_per_s", b.ramp_kw_per_s, 0.01, 1e5)?;
-        range("battery.pack_value_cny", b.pack_value_cny, 0.0, 1e9)?;
-        range(
-            "battery.allowed_soh_loss_pct",
-            b.allowed_soh_loss_pct,
-            0.1,
-            100.0,
-        )?;
-        range(
-            "battery.series_cells",
-            f64::from(b.series_cells),
-            1.0,
-            1000.0,
-        )?;
-        let c = &self.chargers;
-        range("chargers.count", c.count as f64, 0.0, 1000.0)?;
-        if c.phases != 1 && c.phases != 3 {
-            return Err(invalid("chargers.phases", "must be 1 or 3"));
-        }
-        range("chargers.rating_a", c.rating_a, 6.0, 80.0)?;
-        range("chargers.safe_current_a", c.safe_current_a, 0.0, 80.0)?;
-        let bl = &self.building;
-        range("building.night_kw", bl.night_kw, 0.0, 1e5)?;
-        range("building.business_kw", bl.business_kw, 0.0, 1e5)?;
-        range(
-            "building.business_peak_extra_kw",
-            bl.business_peak_extra_kw,
-            0.0,
-            1e5,
-        )?;
-        range("building.weekend_factor", bl.weekend_factor, 0.0, 2.0)?;
-        range("building.open_hour", bl.open_hour, 0.0, 24.0)?;
-        range("building.close_hour", bl.close_hour, bl.open_hour, 24.0)?;
-        range("building.noise_kw", bl.noise_kw, 0.0, 1e4)?;
-        range(
-            "building.workshop_steps_per_day",
-            bl.workshop_steps_per_day,
-            0.0,
-            100.0,
-        )?;
-        range("building.workshop_min_kw", bl.workshop_min_kw, 0.0, 1e4)?;
-        range(
-            "building.workshop_max_kw",
-            bl.workshop_max_kw,
-            bl.workshop_min_kw,
-            1e4,
-        )?;
-        range(
-            "building.workshop_mean_min",
-            bl.workshop_mean_min,
-            1.0,
-            1440.0,
-        )?;
-        let v = &self.vehicles;
-        range("vehicles.arrival_scale", v.arrival_scale, 0.0, 100.0)?;
-        range(
-            "vehicles.staff_per_weekday",
-            v.staff_per_weekday,
-            0.0,
-            1000.0,
-        )?;
-        range(
-            "vehicles.staff_per_weekend_day",
-            v.staff_per_weekend_day,
-            0.0,
-            1000.0,
-        )?;
-        range(
-            "vehicles.customers_per_weekday",
-            v.customers_per_weekday,
-            0.0,
-            1000.0,
-        )?;
-        range(
-            "vehicles.customers_per_weekend_day",
-            v.customers_per_weekend_day,
-            0.0,
-            1000.0,
-        )?;
-        range("vehicles.demo_per_evening", v.demo_per_evening, 0.0, 1000.0)?;
-        range("vehicles.share_32a_3ph", v.share_32a_3ph, 0.0, 1.0)?;
-        range(
-            "vehicles.share_16a_3ph",
-            v.share_16a_3ph,
-            0.0,
-            1.0 - v.share_32a_3ph,
-        )?;
-        range("vehicles.energy_mean_kwh", v.energy_mean_kwh, 0.1, 200.0)?;
-        for (i, s) in v.scripted.iter().enumerate() {
-            let k = |f: &str| format!("vehicles.scripted[{i}].{f}");
-            if s.charger == 0 || s.charger > c.count {
-                return Err(invalid(&k("charger"), format!("must be 1..={}", c.count)));
-            }
-            self.resolve_local(&s.at)
-                .ok_or_else(|| invalid(&k("at"), "expected HH:MM[:SS] or YYYY-MM-DD HH:MM[:SS]"))?;
-            range(&k("battery_kwh"), s.battery_kwh, 1.0, 500.0)?;
-            range(&k("soc_pct"), s.soc_pct, 0.0, 100.0)?;
-            range(&k("target_pct"), s.target_pct, 0.0, 100.0)?;
-            range(&k("stay_h"), s.stay_h, 0.0, 24.0 * 14.0)?;
-            range(&k("onboard_a"), s.onboard_a, 0.0, 80.0)?;
-            if s.phases != 1 && s.phases != 3 {
-                return Err(invalid(&k("phases"), "must be 1 or 3"));
-            }
-        }
-        range("grid.import_limit_kw", self.grid.import_limit_kw, 0.0, 1e6)?;
-        range("grid.export_limit_kw", self.grid.export_limit_kw, 0.0, 1e6)?;
-        let t = &self.tariff;
-        range("tariff.flat_cny_per_kwh", t.flat_cny_per_kwh, -100.0, 100.0)?;
-        range(
-            "tariff.export_cny_per_kwh",
-            t.export_cny_per_kwh,
-            -100.0,
-            100.0,
-        )?;
-        range("tariff.demand_cny_per_kw", t.demand_cny_per_kw, 0.0, 1e4)?;
-        for (i, p) in t.periods.iter().enumerate() {
-            parse_time(&p.from)
-                .ok_or_else(|| invalid(&format!("tariff.periods[{i}].from"), "expected HH:MM"))?;
-            parse_time(&p.to)
-                .ok_or_else(|| invalid(&format!("tariff.periods[{i}].to"), "expected HH:MM"))?;
-            range(
-                &format!("tariff.periods[{i}].cny_per_kwh"),
-                p.cny_per_kwh,
-                -100.0,
-                100.0,
-            )?;
-        }
-        range("co2_kg_per_kwh", self.co2_kg_per_kwh, 0.0, 10.0)?;
-        for (i, f) in self.faults.iter().enumerate() {
-            let k = |n: &str| format!("faults[{i}].{n}");
-            self.resolve_local(&f.at)
-                .ok_or_else(|| invalid(&k("at"), "expected HH:MM[:SS] or YYYY-MM-DD HH:MM[:SS]"))?;
-            range(&k("duration_s"), f.duration_s, 0.0, 1e9)?;
-            match f.kind {
-                FaultKind::Latency if f.latency_ms.is_none() => {
-                    return Err(invalid(&k("latency_ms"), "required for kind = \"latency\""));
-                }
-                FaultKind::Exception if f.exception_code.is_none() => {
-                    return Err(invalid(
-                        &k("exception_code"),
-                        "required for kind = \"exception\"",
-                    ));
-                }
-                FaultKind::BadValue if f.point.is_none() || f.value.is_none() => {
-                    return Err(invalid(
-                        &k("point"),
-                        "point and value required for kind = \"bad_value\"",
-                    ));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
     /// The site's time zone (defaults to UTC only if validation was skipped and it is wrong).
     pub fn tz(&self) -> Tz {
         self.timezone().unwrap_or(chrono_tz::UTC)
     }
 
-    fn timezone(&self) -> Result<Tz, ScenarioError> {
-        self.site
-            .timezone
-            .parse::<Tz>()
-            .map_err(|e| invalid("site.timezone", e.to_string()))
+    fn timezone(&self) -> Result<Tz, String> {
+        self.site.timezone.parse::<Tz>().map_err(|e| e.to_string())
     }
 
     /// Local start date.
@@ -712,7 +499,7 @@ impl Scenario {
         parse_date(&self.start.date).unwrap_or_default()
     }
 
-    /// Resolve a local "HH:MM[:SS]" (on the start date) or "YYYY-MM-DD HH:MM[:SS]" to UTC.
+    /// Resolve a local `HH:MM[:SS]` (on the start date) or `YYYY-MM-DD HH:MM[:SS]` to UTC.
     pub fn resolve_local(&self, s: &str) -> Option<DateTime<Utc>> {
         let s = s.trim();
         let naive = if let Some((d, t)) = s.split_once([' ', 'T']) {

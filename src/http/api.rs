@@ -1,7 +1,7 @@
 //! The daemon's HTTP surface (loopback by default):
 //!
 //! - `GET /`: the dashboard (served from the binary).
-//! - `GET /api/status`: the last cycle's [`Status`](crate::status::Status) as JSON.
+//! - `GET /api/status`: the last cycle's [`Status`](crate::daemon::status::Status) as JSON.
 //! - `GET /api/events`: server-sent events, one `status` event per cycle.
 //! - `GET /api/history?hours=24`: minute points for the charts.
 //! - `GET /api/health`: 200 while the control loop runs, 503 otherwise.
@@ -16,8 +16,8 @@
 // Handlers return a ready `Response` as their error; it is built once per failed request.
 #![allow(clippy::result_large_err)]
 
-use super::control::ControlMsg;
-use super::Shared;
+use crate::daemon::control::ControlMsg;
+use crate::daemon::Shared;
 use crate::dispatch::ChargeMode;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -176,7 +176,10 @@ fn range(
     q: Result<Query<RangeQuery>, QueryRejection>,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>, Format), Response> {
     let Query(q) = q.map_err(|e| bad_request(e.body_text()))?;
-    let now = s.shared.status().map_or_else(Utc::now, |st| st.time);
+    let now = s
+        .shared
+        .status()
+        .map_or_else(|| s.shared.now(), |st| st.time);
     let to = match &q.to {
         Some(v) => parse_time("to", v)?,
         None => now + TimeDelta::seconds(1),
@@ -310,7 +313,8 @@ async fn set_mode(
         })
         .await
     {
-        Json(json!({ "charger": id, "mode": super::control::mode_name(body.mode) })).into_response()
+        Json(json!({ "charger": id, "mode": crate::daemon::publish::mode_name(body.mode) }))
+            .into_response()
     } else {
         error(
             StatusCode::SERVICE_UNAVAILABLE,

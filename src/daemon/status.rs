@@ -7,14 +7,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-/// Link state of one device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkState {
-    Online,
-    Degraded,
-    Offline,
-}
+pub use crate::devices::link::LinkState;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct GridStatus {
@@ -82,7 +75,7 @@ pub struct DeviceStatus {
     pub errors_total: u64,
 }
 
-/// Today's scorecard (station.md), from the ledger.
+/// Today's scorecard (`docs/reference-station.md`, section Scorecard), from the ledger.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TodayStatus {
     pub pv_kwh: f64,

@@ -4,7 +4,7 @@
 //! the control loop in [`Metrics`]. Names follow Prometheus conventions: base units in the name
 //! (`_watts`, `_watt_hours_total`, `_seconds`), `device="charger-3"` labels.
 
-use crate::status::{LinkState, Status};
+use crate::daemon::status::{ChargerStatus, LinkState, Status};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -103,7 +103,12 @@ impl Default for Metrics {
             cycles: 0,
             cycle_duration: Histogram::new(LATENCY_BUCKETS_S),
             devices: BTreeMap::new(),
-            energy_wh: BTreeMap::new(),
+            // Every flow's counter exists from the start, at 0 until energy takes that path.
+            energy_wh: crate::ledger::Flows::default()
+                .named()
+                .into_iter()
+                .map(|(from, to, _)| ((from, to), 0.0))
+                .collect(),
         }
     }
 }
@@ -168,145 +173,150 @@ fn device_counter(
     }
 }
 
+/// A station-level gauge: name, help, and its value in the status.
+type StationGauge = (&'static str, &'static str, fn(&Status) -> Option<f64>);
+
+/// Every station-level gauge, in output order.
+const STATION_GAUGES: &[StationGauge] = &[
+    ("station_grid_power_watts", "Grid power, > 0 import.", |s| {
+        s.grid.power_w
+    }),
+    (
+        "station_grid_import_limit_watts",
+        "Contracted grid import limit.",
+        |s| Some(s.grid.import_limit_w),
+    ),
+    (
+        "station_grid_export_limit_watts",
+        "Grid export limit.",
+        |s| Some(s.grid.export_limit_w),
+    ),
+    (
+        "station_pv_power_watts",
+        "PV AC power, > 0 generation.",
+        |s| s.pv.power_w,
+    ),
+    (
+        "station_pv_limit_ratio",
+        "PV active-power limit the plan asks for, fraction of rating.",
+        |s| Some(s.pv.limit_pct / 100.0),
+    ),
+    (
+        "station_battery_power_watts",
+        "Battery power, > 0 discharge.",
+        |s| s.battery.power_w,
+    ),
+    (
+        "station_battery_setpoint_watts",
+        "Battery power setpoint, > 0 discharge.",
+        |s| Some(s.battery.setpoint_w),
+    ),
+    (
+        "station_battery_soc_ratio",
+        "Battery state of charge.",
+        |s| s.battery.soc_pct.map(|v| v / 100.0),
+    ),
+    (
+        "station_battery_soh_ratio",
+        "Battery state of health.",
+        |s| s.battery.soh_pct.map(|v| v / 100.0),
+    ),
+    (
+        "station_battery_max_charge_watts",
+        "BMS charge power limit.",
+        |s| s.battery.max_charge_w,
+    ),
+    (
+        "station_battery_max_discharge_watts",
+        "BMS discharge power limit.",
+        |s| s.battery.max_discharge_w,
+    ),
+    (
+        "station_battery_temperature_celsius",
+        "Battery temperature, where the battery reports one.",
+        |s| s.battery.temp_c,
+    ),
+    (
+        "station_building_power_watts",
+        "Dealership building load.",
+        |s| s.building.power_w,
+    ),
+];
+
+/// A per-charger gauge: name, help, and its value on the charger's card.
+type ChargerGauge = (
+    &'static str,
+    &'static str,
+    fn(&ChargerStatus) -> Option<f64>,
+);
+
+const CHARGER_GAUGES: &[ChargerGauge] = &[
+    ("station_charger_power_watts", "Charger power.", |c| {
+        c.power_w
+    }),
+    (
+        "station_charger_current_amperes",
+        "Highest phase current of a charger.",
+        |c| c.current_a,
+    ),
+    (
+        "station_charger_setpoint_amperes",
+        "Charger max-current setpoint written this cycle.",
+        |c| Some(c.setpoint_a),
+    ),
+    (
+        "station_charger_rating_amperes",
+        "Charger rating per phase.",
+        |c| Some(c.rating_a),
+    ),
+];
+
 /// Render every metric in the text exposition format.
 pub fn render(status: Option<&Status>, metrics: &Metrics) -> String {
     let mut out = String::with_capacity(8192);
     if let Some(s) = status {
-        gauge(
-            &mut out,
-            "station_grid_power_watts",
-            "Grid power, > 0 import.",
-            &one(s.grid.power_w),
-        );
-        gauge(
-            &mut out,
-            "station_grid_import_limit_watts",
-            "Contracted grid import limit.",
-            &one(Some(s.grid.import_limit_w)),
-        );
-        gauge(
-            &mut out,
-            "station_grid_export_limit_watts",
-            "Grid export limit.",
-            &one(Some(s.grid.export_limit_w)),
-        );
-        gauge(
-            &mut out,
-            "station_pv_power_watts",
-            "PV AC power, > 0 generation.",
-            &one(s.pv.power_w),
-        );
-        gauge(
-            &mut out,
-            "station_pv_limit_ratio",
-            "PV active-power limit the plan asks for, fraction of rating.",
-            &one(Some(s.pv.limit_pct / 100.0)),
-        );
-        gauge(
-            &mut out,
-            "station_battery_power_watts",
-            "Battery power, > 0 discharge.",
-            &one(s.battery.power_w),
-        );
-        gauge(
-            &mut out,
-            "station_battery_setpoint_watts",
-            "Battery power setpoint, > 0 discharge.",
-            &one(Some(s.battery.setpoint_w)),
-        );
-        gauge(
-            &mut out,
-            "station_battery_soc_ratio",
-            "Battery state of charge.",
-            &one(s.battery.soc_pct.map(|v| v / 100.0)),
-        );
-        gauge(
-            &mut out,
-            "station_battery_soh_ratio",
-            "Battery state of health.",
-            &one(s.battery.soh_pct.map(|v| v / 100.0)),
-        );
-        gauge(
-            &mut out,
-            "station_battery_max_charge_watts",
-            "BMS charge power limit.",
-            &one(s.battery.max_charge_w),
-        );
-        gauge(
-            &mut out,
-            "station_battery_max_discharge_watts",
-            "BMS discharge power limit.",
-            &one(s.battery.max_discharge_w),
-        );
-        gauge(
-            &mut out,
-            "station_battery_temperature_celsius",
-            "Battery cell temperature.",
-            &one(s.battery.temp_c),
-        );
-        gauge(
-            &mut out,
-            "station_building_power_watts",
-            "Dealership building load.",
-            &one(s.building.power_w),
-        );
-        let per = |f: &dyn Fn(&crate::status::ChargerStatus) -> Option<f64>| {
-            s.chargers
-                .iter()
-                .map(|c| (format!("device=\"{}\"", escape(&c.id)), f(c)))
-                .collect::<Vec<_>>()
-        };
-        gauge(
-            &mut out,
-            "station_charger_power_watts",
-            "Charger power.",
-            &per(&|c| c.power_w),
-        );
-        gauge(
-            &mut out,
-            "station_charger_current_amperes",
-            "Highest phase current of a charger.",
-            &per(&|c| c.current_a),
-        );
-        gauge(
-            &mut out,
-            "station_charger_setpoint_amperes",
-            "Charger max-current setpoint written this cycle.",
-            &per(&|c| Some(c.setpoint_a)),
-        );
-        gauge(
-            &mut out,
-            "station_charger_rating_amperes",
-            "Charger rating per phase.",
-            &per(&|c| Some(c.rating_a)),
-        );
-        let links: Vec<(String, Option<f64>)> = s
-            .devices
-            .iter()
-            .flat_map(|d| {
-                [LinkState::Online, LinkState::Degraded, LinkState::Offline]
-                    .into_iter()
-                    .map(move |l| {
-                        let name = match l {
-                            LinkState::Online => "online",
-                            LinkState::Degraded => "degraded",
-                            LinkState::Offline => "offline",
-                        };
-                        (
-                            format!("device=\"{}\",state=\"{name}\"", escape(&d.id)),
-                            Some(if d.link == l { 1.0 } else { 0.0 }),
-                        )
-                    })
-            })
-            .collect();
-        gauge(
-            &mut out,
-            "station_device_link",
-            "Device link state (1 for the current state).",
-            &links,
-        );
+        render_status(&mut out, s);
     }
+    render_counters(&mut out, metrics);
+    out
+}
 
+/// The gauges of the last published status.
+fn render_status(out: &mut String, s: &Status) {
+    for (name, help, value) in STATION_GAUGES {
+        gauge(out, name, help, &one(value(s)));
+    }
+    for (name, help, value) in CHARGER_GAUGES {
+        let samples: Vec<_> = s
+            .chargers
+            .iter()
+            .map(|c| (format!("device=\"{}\"", escape(&c.id)), value(c)))
+            .collect();
+        gauge(out, name, help, &samples);
+    }
+    let states = [LinkState::Online, LinkState::Degraded, LinkState::Offline];
+    let links: Vec<(String, Option<f64>)> = s
+        .devices
+        .iter()
+        .flat_map(|d| {
+            states.into_iter().map(move |l| {
+                (
+                    format!("device=\"{}\",state=\"{}\"", escape(&d.id), l.as_str()),
+                    Some(if d.link == l { 1.0 } else { 0.0 }),
+                )
+            })
+        })
+        .collect();
+    gauge(
+        out,
+        "station_device_link",
+        "Device link state (1 for the current state).",
+        &links,
+    );
+}
+
+/// The counters and histograms the control loop accumulates.
+fn render_counters(out: &mut String, metrics: &Metrics) {
     let _ = writeln!(
         out,
         "# HELP station_control_cycles_total Control cycles run.\n# TYPE station_control_cycles_total counter\nstation_control_cycles_total {}",
@@ -314,7 +324,7 @@ pub fn render(status: Option<&Status>, metrics: &Metrics) -> String {
     );
     let _ = writeln!(
         out,
-        "# HELP station_energy_watt_hours_total Energy per flow since start.\n# TYPE station_energy_watt_hours_total counter"
+        "# HELP station_energy_watt_hours_total Energy per flow since start (from the ledger's split).\n# TYPE station_energy_watt_hours_total counter"
     );
     for ((from, to), wh) in &metrics.energy_wh {
         let _ = writeln!(
@@ -323,14 +333,14 @@ pub fn render(status: Option<&Status>, metrics: &Metrics) -> String {
         );
     }
     device_counter(
-        &mut out,
+        out,
         "station_device_requests_total",
         "Modbus requests per device.",
         metrics,
         |d| d.requests,
     );
     device_counter(
-        &mut out,
+        out,
         "station_device_request_errors_total",
         "Failed Modbus requests per device.",
         metrics,
@@ -342,7 +352,7 @@ pub fn render(status: Option<&Status>, metrics: &Metrics) -> String {
     );
     for (id, d) in &metrics.devices {
         d.latency.render(
-            &mut out,
+            out,
             "station_device_request_duration_seconds",
             &format!("device=\"{}\"", escape(id)),
         );
@@ -353,8 +363,7 @@ pub fn render(status: Option<&Status>, metrics: &Metrics) -> String {
     );
     metrics
         .cycle_duration
-        .render(&mut out, "station_control_cycle_duration_seconds", "");
-    out
+        .render(out, "station_control_cycle_duration_seconds", "");
 }
 
 #[cfg(test)]
@@ -397,6 +406,7 @@ mod tests {
         assert!(text.contains("station_device_requests_total{device=\"charger-3\"} 2"));
         assert!(text.contains("station_device_request_errors_total{device=\"charger-3\"} 1"));
         assert!(text.contains("station_energy_watt_hours_total{from=\"pv\",to=\"vehicles\"} 15"));
-        assert!(!text.contains("to=\"building\""));
+        // A NaN is not counted: the flow's counter stays at its start value.
+        assert!(text.contains("station_energy_watt_hours_total{from=\"grid\",to=\"building\"} 0\n"));
     }
 }

@@ -5,13 +5,13 @@
 //! connection.
 
 use crate::config::{DeviceConfig, DeviceRole, StationConfig};
+use crate::daemon::status::DeviceStatus;
 use crate::devices::battery::{Battery, BatteryConfig, BatteryReading};
 use crate::devices::charger::{ChargerConfig, ChargerDriver, ChargerProfile, ChargerReading};
 use crate::devices::error::DeviceError;
-use crate::devices::link::{Link, LinkConfig, LinkState as DriverLink};
+use crate::devices::link::{Link, LinkConfig, LinkState};
 use crate::devices::meter::{Meter, MeterConfig, MeterReading};
 use crate::devices::pv::{PvConfig, PvInverter, PvReading};
-use crate::status::{DeviceStatus, LinkState};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 /// A validated reading of one device.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Reading {
+pub enum DeviceReading {
     Pv(PvReading),
     Battery(BatteryReading),
     Meter(MeterReading),
@@ -57,7 +57,7 @@ pub struct Device {
     pub config: DeviceConfig,
     driver: Driver,
     /// Last good reading, with the station time it was taken.
-    pub reading: Option<(Reading, DateTime<Utc>)>,
+    pub reading: Option<(DeviceReading, DateTime<Utc>)>,
     pub last_ok: Option<DateTime<Utc>>,
     pub last_error: Option<DeviceError>,
     pub errors_total: u64,
@@ -128,10 +128,8 @@ impl Device {
     /// The link state as the status shows it: a device whose readings are refused is degraded.
     pub fn link_state(&self) -> LinkState {
         match self.driver.link().state() {
-            DriverLink::Offline => LinkState::Offline,
-            DriverLink::Degraded => LinkState::Degraded,
-            DriverLink::Online if self.bad_data => LinkState::Degraded,
-            DriverLink::Online => LinkState::Online,
+            LinkState::Online if self.bad_data => LinkState::Degraded,
+            state => state,
         }
     }
 
@@ -146,7 +144,7 @@ impl Device {
     }
 
     /// The last good reading if it is no older than `max_age` at `now`.
-    pub fn fresh(&self, now: DateTime<Utc>, max_age: Duration) -> Option<&Reading> {
+    pub fn fresh(&self, now: DateTime<Utc>, max_age: Duration) -> Option<&DeviceReading> {
         let (r, at) = self.reading.as_ref()?;
         let age = (now - *at).to_std().unwrap_or(Duration::ZERO);
         (age <= max_age).then_some(r)
@@ -170,7 +168,7 @@ impl Device {
         if !self.driver.link().is_connected() || self.configured_on == Some(connects) {
             return;
         }
-        let started = Instant::now();
+        let started = crate::clock::monotonic();
         let result = match (&mut self.driver, &self.config.role) {
             (Driver::Pv(d), DeviceRole::Pv { revert_s, .. }) => {
                 d.configure_fallback(*revert_s).await
@@ -204,13 +202,13 @@ impl Device {
                 return;
             }
         }
-        let started = Instant::now();
+        let started = crate::clock::monotonic();
         self.last_poll = Some(now);
         let result = match &mut self.driver {
-            Driver::Pv(d) => d.read().await.map(Reading::Pv),
-            Driver::Battery(d) => d.read().await.map(Reading::Battery),
-            Driver::Meter(d) => d.read().await.map(Reading::Meter),
-            Driver::Charger(d) => d.read().await.map(Reading::Charger),
+            Driver::Pv(d) => d.read().await.map(DeviceReading::Pv),
+            Driver::Battery(d) => d.read().await.map(DeviceReading::Battery),
+            Driver::Meter(d) => d.read().await.map(DeviceReading::Meter),
+            Driver::Charger(d) => d.read().await.map(DeviceReading::Charger),
         };
         match result {
             Ok(r) => {
@@ -236,7 +234,7 @@ impl Device {
             // A write to a dead link would only wait out the back-off; the next read reconnects.
             return;
         }
-        let started = Instant::now();
+        let started = crate::clock::monotonic();
         let result = match (&mut self.driver, sp) {
             (Driver::Pv(d), Setpoint::PvLimitPct(p)) => d.set_limit_pct(p).await,
             (Driver::Battery(d), Setpoint::BatteryW(w)) => d.set_power_w(w).await,
