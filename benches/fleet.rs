@@ -7,7 +7,7 @@
 //! - CPU share and resident memory of mosquitto, of `stationd fleet`, and of this process (the
 //!   100 publishers and the probe);
 //! - end-to-end latency p50/p99/max from a station's status (its `time`) to the probe receiving
-//!   the station's `summary` through the broker;
+//!   the station's `summary` through the broker (first arrival of each status);
 //! - summaries lost: published (station, time) pairs the probe never received (expected 0);
 //! - what the fleet view's `/api/fleet` shows at the end (100 online).
 //!
@@ -101,10 +101,11 @@ async fn probe(port: u16, received: Arc<Mutex<Received>>, cancel: CancellationTo
                     continue;
                 };
                 let mut r = received.lock().expect("probe lock");
-                if r.measuring {
+                // First arrival of each status only: the periodic re-send of an unchanged
+                // status is not a delivery delay.
+                if r.measuring && r.seen.insert((station.to_string(), time.to_string())) {
                     r.latency_ms
                         .push((now - t).num_microseconds().unwrap_or(0) as f64 / 1000.0);
-                    r.seen.insert((station.to_string(), time.to_string()));
                 }
             }
             Ok(_) => {}
