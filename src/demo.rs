@@ -174,6 +174,17 @@ impl Demo {
         api_listen: SocketAddr,
         adjust: impl FnOnce(&mut StationConfig),
     ) -> Result<Demo, DemoError> {
+        Self::attach_with(sim, speed, api_listen, Options::default(), adjust).await
+    }
+
+    /// As [`Demo::attach`] with daemon options (a ledger file).
+    pub async fn attach_with(
+        sim: SimHandle,
+        speed: f64,
+        api_listen: SocketAddr,
+        options: Options,
+        adjust: impl FnOnce(&mut StationConfig),
+    ) -> Result<Demo, DemoError> {
         let mut config = config_for(&sim.addrs)?;
         adjust(&mut config);
         let clock = Arc::new(FollowClock::new(sim.time_source(), speed.max(1e-3)));
@@ -184,7 +195,7 @@ impl Demo {
             clock,
             Options {
                 api_listen: Some(api_listen),
-                ..Options::default()
+                ..options
             },
             cancel.clone(),
             &tracker,
@@ -196,6 +207,15 @@ impl Demo {
             cancel,
             tracker,
         })
+    }
+
+    /// Stop the daemon (it writes safe setpoints and flushes its ledger) and keep the simulator
+    /// running, to attach a new daemon (a restart).
+    pub async fn stop_daemon(self) -> SimHandle {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.sim
     }
 
     /// Stop the daemon (it writes safe setpoints), then the simulator.

@@ -357,6 +357,7 @@ async fn the_http_api_serves_status_health_metrics_history_and_refuses_bad_reque
     assert!(metrics.contains("station_grid_power_watts "));
     assert!(metrics.contains("station_charger_setpoint_amperes{device=\"charger-3\"}"));
     assert!(metrics.contains("station_control_cycle_duration_seconds_count"));
+    assert!(metrics.contains("station_ledger_dropped_cycles_total 0"));
     let history: serde_json::Value = http
         .get(format!("{base}/api/history?hours=1"))
         .send()
@@ -455,10 +456,15 @@ async fn the_ledger_accounts_for_the_energy_the_simulator_measured() {
     let after = d.sim.truth().kpis;
     // Buckets are whole quarter hours: ask for every bucket the run touched (the daemon had
     // run for three cycles before `from`, a few Wh).
-    let totals = d.daemon.shared.ledger_totals(
-        station_controller::ledger::bucket_start(from),
-        to + chrono::Duration::minutes(15),
-    );
+    let totals = d
+        .daemon
+        .shared
+        .ledger_totals(
+            station_controller::ledger::bucket_start(from),
+            to + chrono::Duration::minutes(15),
+        )
+        .await
+        .unwrap();
     let sum = &totals.sum;
     let close = |what: &str, ledger_kwh: f64, truth_kwh: f64| {
         let tol = 0.03 * truth_kwh.abs() + 0.5;
@@ -496,4 +502,156 @@ async fn the_ledger_accounts_for_the_energy_the_simulator_measured() {
         sum.unaccounted_wh
     );
     d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_building_meter_reading_zero_cannot_push_the_grid_over_its_limit() {
+    // The battery is kept out of it (its window starts above its SoC), so only the cars can
+    // make room, as with an empty battery.
+    let d = start("ev-rush", 30.0, "12:55", |c| {
+        c.policy.battery.soc_min = station_controller::units::Percent(90.0);
+        c.policy.battery.soc_max = station_controller::units::Percent(95.0);
+    })
+    .await;
+    // The scenario plugs all eight cars between 13:00 and 13:18.
+    let plugged = d.sim.now() + chrono::Duration::minutes(24);
+    until("the rush", Duration::from_secs(120), || {
+        (d.sim.now() >= plugged).then_some(())
+    })
+    .await;
+    let mut zero = fault("building-meter", FaultKindName::BadValue);
+    zero.point = Some("power_w".into());
+    zero.value = Some(FaultValue::Number(0.0));
+    d.sim.inject(&zero).unwrap();
+    let before = d.sim.truth().kpis;
+    let end = d.sim.now() + chrono::Duration::minutes(10);
+    let mut max_import_w: f64 = 0.0;
+    while d.sim.now() < end {
+        max_import_w = max_import_w.max(d.sim.truth().grid.power_w);
+        // Sampling interval while the fault plays out (the loop ends on simulated time).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t = d.sim.truth();
+    assert!(
+        t.building.power_w > 40_000.0,
+        "the building draws {} W",
+        t.building.power_w
+    );
+    let exceeded = t.kpis.import_limit_exceeded_s - before.import_limit_exceeded_s;
+    assert!(exceeded <= 2.0, "import limit exceeded for {exceeded} s");
+    assert!(
+        max_import_w <= 150_000.0 * 1.02,
+        "import reached {max_import_w} W"
+    );
+    assert!(t.kpis.ev_delivered_kwh - before.ev_delivered_kwh > 5.0);
+    // The meters disagree by the building's load: the building meter is shown degraded.
+    let s = status(&d).unwrap();
+    let meter = s.devices.iter().find(|x| x.id == "building-meter").unwrap();
+    assert_eq!(meter.link, LinkState::Degraded, "{meter:?}");
+    let warning = meter.warning.as_deref().unwrap_or_default();
+    assert!(warning.contains("meters disagree"), "{warning}");
+    assert!(
+        s.reasons.iter().any(|r| r.contains("grid meter reads")),
+        "{:?}",
+        s.reasons
+    );
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_charger_does_not_stop_energy_accounting_and_its_buckets_are_marked_estimated() {
+    let d = start("sunny-weekday", 60.0, "10:00", |_| {}).await;
+    for id in ["charger-1", "charger-4"] {
+        d.sim.plug(&plug(id)).unwrap();
+    }
+    let from = d.sim.now();
+    let before = d.sim.truth().kpis;
+    d.sim
+        .inject(&fault("charger-4", FaultKindName::Offline))
+        .unwrap();
+    run_for(&d, 1800).await;
+    let to = d.sim.now();
+    let after = d.sim.truth().kpis;
+    let (buckets, totals) = d
+        .daemon
+        .shared
+        .ledger_buckets(
+            station_controller::ledger::bucket_start(from),
+            to + chrono::Duration::minutes(15),
+        )
+        .await
+        .unwrap();
+    assert!(buckets.iter().any(|b| b.is_estimated()), "{buckets:?}");
+    let covered: f64 = buckets.iter().map(|b| b.covered_s).sum();
+    assert!(covered >= 1700.0, "only {covered} s booked");
+    let ledger_kwh = totals.sum.vehicles_wh / 1000.0;
+    let truth_kwh = after.ev_delivered_kwh - before.ev_delivered_kwh;
+    assert!(
+        (ledger_kwh - truth_kwh).abs() <= 0.03 * truth_kwh + 0.5,
+        "EV energy: ledger {ledger_kwh:.2} kWh, simulator {truth_kwh:.2} kWh"
+    );
+    let base = format!("http://{}", d.daemon.api_addr);
+    let energy: serde_json::Value = reqwest::get(format!("{base}/api/energy"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let marked = energy["buckets"].as_array().unwrap();
+    assert!(marked.iter().any(|b| b["estimated"] == true), "{energy}");
+    let csv = reqwest::get(format!("{base}/api/energy?format=csv"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.lines().any(|l| l.ends_with(",true")), "{csv}");
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_months_demand_peak_from_the_ledger() {
+    let dir = std::env::temp_dir().join(format!("stationd-e2e-demand-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ledger.sqlite");
+    let _ = std::fs::remove_file(&path);
+    let options = || station_controller::daemon::Options {
+        ledger_path: Some(path.clone()),
+        ..Default::default()
+    };
+    let sc = demo::scenario("sunny-weekday").unwrap();
+    let sim = station_sim::runtime::spawn(SimConfig {
+        start: sc.resolve_local("18:00"),
+        ..SimConfig::ephemeral(sc, 7, 60.0)
+    })
+    .await
+    .unwrap();
+    for id in ["charger-1", "charger-2"] {
+        sim.plug(&plug(id)).unwrap();
+    }
+    let d = Demo::attach_with(sim, 60.0, loopback(), options(), |_| {})
+        .await
+        .unwrap();
+    let peak = until("a closed demand window", Duration::from_secs(120), || {
+        let s = status(&d)?;
+        (s.grid.month_peak_w > 0.0).then_some(s.grid.month_peak_w)
+    })
+    .await;
+    let sim = d.stop_daemon().await;
+    let d = Demo::attach_with(sim, 60.0, loopback(), options(), |_| {})
+        .await
+        .unwrap();
+    let first = until(
+        "the first cycle after the restart",
+        Duration::from_secs(30),
+        || status(&d),
+    )
+    .await;
+    assert!(
+        first.grid.month_peak_w >= peak,
+        "month peak {} W after the restart, {peak} W before",
+        first.grid.month_peak_w
+    );
+    d.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -26,6 +26,9 @@ pub enum DeviceReading {
     Charger(ChargerReading),
 }
 
+/// Seconds a charger's remaining validity may exceed `validity_s` (its own rounding).
+const VALIDITY_SLACK_S: u32 = 2;
+
 /// What the plan asks one device to do.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Setpoint {
@@ -68,6 +71,9 @@ pub struct Device {
     last_poll: Option<DateTime<Utc>>,
     /// `connects` count of the link when the fallback was last configured.
     configured_on: Option<u64>,
+    /// Why the device-side fallback cannot be trusted: not configured (the write or its read
+    /// back failed), or a charger that keeps a setpoint longer than `validity_s`.
+    fallback_problem: Option<String>,
     /// Latency of the last request, s, and whether it succeeded (for metrics).
     pub last_requests: Vec<(f64, bool)>,
 }
@@ -117,6 +123,7 @@ impl Device {
             bad_data: false,
             last_poll: None,
             configured_on: None,
+            fallback_problem: None,
             last_requests: Vec::with_capacity(4),
         }
     }
@@ -128,7 +135,9 @@ impl Device {
     /// The link state as the status shows it: a device whose readings are refused is degraded.
     pub fn link_state(&self) -> LinkState {
         match self.driver.link().state() {
-            LinkState::Online if self.bad_data => LinkState::Degraded,
+            LinkState::Online if self.bad_data || self.fallback_problem.is_some() => {
+                LinkState::Degraded
+            }
             state => state,
         }
     }
@@ -140,6 +149,7 @@ impl Device {
             last_ok: self.last_ok,
             last_error: self.last_error.as_ref().map(|e| e.to_string()),
             errors_total: self.errors_total,
+            warning: self.fallback_problem.clone(),
         }
     }
 
@@ -156,6 +166,27 @@ impl Device {
         if let Err(e) = result {
             self.errors_total += 1;
             self.last_error = Some(e.clone());
+        }
+    }
+
+    /// A charger whose setpoint stays valid longer than `validity_s` falls back later than the
+    /// config promises: degraded, with the reason. (The Alfen map has no register to write the
+    /// validity time; it is a device setting, so it is checked, not set.)
+    fn check_validity(&mut self, r: &DeviceReading) {
+        let (DeviceReading::Charger(c), DeviceRole::Charger(cfg)) = (r, &self.config.role) else {
+            return;
+        };
+        if c.remaining_validity_s > cfg.validity_s + VALIDITY_SLACK_S {
+            self.fallback_problem = Some(format!(
+                "the charger keeps a setpoint for {} s, longer than validity_s = {} s: its own fallback comes late",
+                c.remaining_validity_s, cfg.validity_s
+            ));
+        } else if self
+            .fallback_problem
+            .as_deref()
+            .is_some_and(|p| p.starts_with("the charger keeps"))
+        {
+            self.fallback_problem = None;
         }
     }
 
@@ -184,10 +215,14 @@ impl Device {
         match &result {
             Ok(()) => {
                 self.configured_on = Some(connects);
-                tracing::info!(device = %self.config.id, "device-side fallback configured");
+                self.fallback_problem = None;
+                tracing::info!(device = %self.config.id, "device-side fallback configured and read back");
             }
             Err(e) => {
-                tracing::warn!(device = %self.config.id, error = %e, "cannot configure the device-side fallback")
+                if self.fallback_problem.is_none() {
+                    tracing::warn!(device = %self.config.id, error = %e, "cannot configure the device-side fallback");
+                }
+                self.fallback_problem = Some(format!("device-side fallback not configured: {e}"));
             }
         }
         self.note(started, &result);
@@ -212,6 +247,7 @@ impl Device {
         };
         match result {
             Ok(r) => {
+                self.check_validity(&r);
                 self.reading = Some((r, now));
                 self.last_ok = Some(now);
                 self.bad_data = false;

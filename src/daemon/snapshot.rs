@@ -161,8 +161,9 @@ fn pv(obs: &mut Observation, p: Option<&PvReading>, configured_rating_w: f64, fr
 fn battery(obs: &mut Observation, b: &BatteryReading, pcs_w: f64, fresh: bool, online: bool) {
     let soh = b.soh_pct.unwrap_or(100.0);
     obs.snapshot.battery = BatterySnapshot {
-        // Without a capacity the battery cannot be planned with: it stays unused.
-        online: online && b.capacity_wh.is_some(),
+        // Without a capacity the battery cannot be planned with, and a PCS that is not in an
+        // operating state cannot follow a setpoint: either stays unused (and is told 0 W).
+        online: online && b.capacity_wh.is_some() && b.state.is_none_or(BatteryState::is_operating),
         soc: reading(Percent(b.soc_pct), fresh),
         soh: Percent(soh),
         power: reading(Watts(b.power_w), fresh),

@@ -333,11 +333,17 @@ impl PvInverter {
                 let v = u16::try_from(revert_s).map_err(|_| {
                     DeviceError::InvalidRequest(format!("revert {revert_s} s exceeds 65535 s"))
                 })?;
-                self.link.write_single(e.addr + C123_RVRT, v).await
+                let addr = e.addr + C123_RVRT;
+                self.link.write_single(addr, v).await?;
+                sunspec::verify_written(&mut self.link, "WMaxLimPct_RvrtTms", addr, 1, revert_s)
+                    .await
             }
             Some(LimitModel::M704(e)) => {
+                let addr = e.addr + C704_RVRT;
                 self.link
-                    .write_multiple(e.addr + C704_RVRT, &encode_u32(revert_s))
+                    .write_multiple(addr, &encode_u32(revert_s))
+                    .await?;
+                sunspec::verify_written(&mut self.link, "WMaxLimPctRvrtTms", addr, 2, revert_s)
                     .await
             }
         }

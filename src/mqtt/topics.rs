@@ -138,7 +138,11 @@ pub fn alarms(s: &Status) -> Vec<Alarm> {
             LinkState::Degraded => "device_degraded",
             LinkState::Offline => "device_offline",
         };
-        let why = d.last_error.as_deref().unwrap_or("no answer");
+        let why = d
+            .warning
+            .as_deref()
+            .or(d.last_error.as_deref())
+            .unwrap_or("no answer");
         out.push(Alarm {
             kind,
             device: d.id.clone(),

@@ -38,6 +38,7 @@ pub(crate) fn status(n: usize, time: DateTime<Utc>, cycle: u64) -> Status {
         last_ok: Some(time),
         last_error: None,
         errors_total: 0,
+        warning: None,
     };
     Status {
         station: format!("dealer {n}"),
@@ -51,6 +52,8 @@ pub(crate) fn status(n: usize, time: DateTime<Utc>, cycle: u64) -> Status {
             import_limit_w: 150_000.0,
             export_limit_w: 50_000.0,
             fresh: true,
+            month_peak_w: 60_000.0,
+            demand_window_avg_w: 20_000.0,
         },
         pv: PvStatus {
             power_w: Some(pv),
