@@ -5,7 +5,7 @@
 //! The reference config and the shipped scenarios are compiled into the binary, so the demo runs
 //! from anywhere with nothing else installed.
 
-use crate::clock::FollowClock;
+use crate::clock::{Clock, FollowClock};
 use crate::config::{self, RawConfig, StationConfig};
 use crate::daemon::{self, DaemonHandle, Options};
 use station_sim::runtime::{SimAddrs, SimConfig, SimHandle};
@@ -185,9 +185,20 @@ impl Demo {
         options: Options,
         adjust: impl FnOnce(&mut StationConfig),
     ) -> Result<Demo, DemoError> {
+        let clock = Arc::new(FollowClock::new(sim.time_source(), speed.max(1e-3)));
+        Self::attach_clocked(sim, clock, api_listen, options, adjust).await
+    }
+
+    /// As [`Demo::attach_with`], with the daemon on `clock` (tests step it to play NTP).
+    pub async fn attach_clocked(
+        sim: SimHandle,
+        clock: Arc<dyn Clock>,
+        api_listen: SocketAddr,
+        options: Options,
+        adjust: impl FnOnce(&mut StationConfig),
+    ) -> Result<Demo, DemoError> {
         let mut config = config_for(&sim.addrs)?;
         adjust(&mut config);
-        let clock = Arc::new(FollowClock::new(sim.time_source(), speed.max(1e-3)));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let daemon = daemon::start(

@@ -290,3 +290,22 @@ fn api_hosts_are_checked_and_lower_cased() {
     .unwrap();
     assert_eq!(raw.validate().unwrap().api_hosts, ["station.example.lan"]);
 }
+
+#[test]
+fn a_battery_without_a_pcs_rating_is_refused_naming_the_key() {
+    let mut doc: toml::Table = station_controller::demo::STATION_TOML.parse().unwrap();
+    doc["devices"]["battery"]
+        .as_table_mut()
+        .unwrap()
+        .remove("rating_kw");
+    let text = toml::to_string(&doc).unwrap();
+    let err = station_controller::config::parse("station.toml", &text, Vec::new())
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("devices.battery.rating_kw: required"),
+        "{text}"
+    );
+}

@@ -655,3 +655,141 @@ async fn a_restart_keeps_the_months_demand_peak_from_the_ledger() {
     d.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wall_clock_steps_back_and_forth_neither_freeze_polling_nor_stale_the_readings() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let sc = demo::scenario("sunny-weekday").unwrap();
+    let start = sc.resolve_local("11:00");
+    let sim = station_sim::runtime::spawn(SimConfig {
+        start,
+        ..SimConfig::ephemeral(sc, 5, 60.0)
+    })
+    .await
+    .unwrap();
+    // The daemon's wall clock is the simulator's plus an offset the test steps, as NTP would.
+    let offset_s = Arc::new(AtomicI64::new(0));
+    let source = sim.time_source();
+    let step = offset_s.clone();
+    let clock = station_controller::clock::FollowClock::new(
+        move || source() + chrono::Duration::seconds(step.load(Ordering::Relaxed)),
+        60.0,
+    );
+    let options = station_controller::daemon::Options::default();
+    let d = Demo::attach_clocked(sim, Arc::new(clock), loopback(), options, |_| {})
+        .await
+        .unwrap();
+    until("the first cycles", Duration::from_secs(30), || {
+        status(&d).filter(|s| s.cycle >= 3).map(|_| ())
+    })
+    .await;
+
+    // Back 30 minutes (30 s of real time at 60x): the daemon must keep polling.
+    offset_s.store(-1800, Ordering::Relaxed);
+    d.sim.plug(&plug("charger-5")).unwrap();
+    until(
+        "charger-5 read after the step back",
+        Duration::from_secs(10),
+        || {
+            let s = status(&d)?;
+            let c = s.chargers.iter().find(|c| c.id == "charger-5")?;
+            (c.state != "A" && c.state != "unknown").then_some(())
+        },
+    )
+    .await;
+    until(
+        "charger-5 served after the step back",
+        Duration::from_secs(10),
+        || (charger(&d.sim.truth(), "charger-5").applied_max_a > 6.5).then_some(()),
+    )
+    .await;
+
+    // Forward 30 minutes: readings taken a moment ago are still fresh.
+    offset_s.store(1800, Ordering::Relaxed);
+    let after = status(&d).unwrap().cycle + 2;
+    until(
+        "two cycles after the step forward",
+        Duration::from_secs(10),
+        || status(&d).filter(|s| s.cycle >= after).map(|_| ()),
+    )
+    .await;
+    for _ in 0..5 {
+        let s = status(&d).unwrap();
+        assert!(
+            s.grid.fresh,
+            "grid reading stale after a clock step: {:?}",
+            s.reasons
+        );
+        assert!(
+            !s.reasons.iter().any(|r| r.contains("stale")),
+            "{:?}",
+            s.reasons
+        );
+        let c = s.chargers.iter().find(|c| c.id == "charger-5").unwrap();
+        assert!(c.setpoint_a > 6.5, "charger-5 cut to {} A", c.setpoint_a);
+        // Sampling interval: a few cycles pass between the looks.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_device_neither_stretches_the_cycle_nor_holds_up_shutdown() {
+    // 10x: 100 ms cycles, so the I/O budget is its 100 ms floor (reads get 60 ms of it).
+    let d = start("sunny-weekday", 10.0, "11:00", |_| {}).await;
+    d.sim.plug(&plug("charger-2")).unwrap();
+    until("charger-2 served", Duration::from_secs(30), || {
+        (charger(&d.sim.truth(), "charger-2").applied_max_a > 6.5).then_some(())
+    })
+    .await;
+    // The PV inverter answers every request 900 ms late (its timeout is 500 ms).
+    let mut slow = fault("pv", FaultKindName::Latency);
+    slow.latency_ms = Some(900);
+    d.sim.inject(&slow).unwrap();
+    let from = status(&d).unwrap().cycle + 2;
+    let mut longest_ms: f64 = 0.0;
+    let mut seen = 0;
+    until(
+        "20 cycles with a slow PV inverter",
+        Duration::from_secs(30),
+        || {
+            let s = status(&d)?;
+            if s.cycle >= from {
+                longest_ms = longest_ms.max(s.cycle_ms);
+                seen += 1;
+            }
+            (seen >= 20 && s.cycle >= from + 20).then_some(())
+        },
+    )
+    .await;
+    assert!(longest_ms < 200.0, "a cycle took {longest_ms} ms");
+    let s = status(&d).unwrap();
+    assert!(
+        s.grid.fresh,
+        "the grid meter went stale beside the slow inverter"
+    );
+    let pv = s.devices.iter().find(|x| x.id == "pv").unwrap();
+    assert_ne!(pv.link, LinkState::Online, "{pv:?}");
+
+    // Every charger now slow too: shutdown must not wait for the cycle under way.
+    for id in ["charger-1", "charger-2", "charger-3", "charger-4"] {
+        let mut slow = fault(id, FaultKindName::Latency);
+        slow.latency_ms = Some(400);
+        d.sim.inject(&slow).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let sim = d.stop_daemon().await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2_500),
+        "shutdown took {took:?}"
+    );
+    // The safe current went out despite the latency (the simulator applies it as it arrives).
+    until(
+        "charger-2 at its safe current",
+        Duration::from_secs(10),
+        || (charger(&sim.truth(), "charger-2").applied_max_a <= 6.0 + 1e-6).then_some(()),
+    )
+    .await;
+    sim.shutdown().await;
+}

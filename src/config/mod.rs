@@ -92,6 +92,9 @@ pub struct RawControl {
     pub shutdown_deadline_ms: u64,
     /// A reading older than this many cycles is stale.
     pub stale_after_cycles: u32,
+    /// Share of the cycle the reads and writes of one cycle may take, %; a device that misses
+    /// it is stale this cycle.
+    pub cycle_budget_pct: f64,
 }
 
 impl Default for RawControl {
@@ -99,6 +102,7 @@ impl Default for RawControl {
         RawControl {
             shutdown_deadline_ms: 2000,
             stale_after_cycles: 3,
+            cycle_budget_pct: 80.0,
         }
     }
 }
@@ -209,6 +213,8 @@ pub struct StationConfig {
     pub api_hosts: Vec<String>,
     pub shutdown_deadline: Duration,
     pub stale_after_cycles: u32,
+    /// Share of the cycle its reads and writes may take (0.1..=0.95).
+    pub cycle_budget: f64,
     /// Devices in a stable order: pv, battery, meters, then chargers by id.
     pub devices: Vec<DeviceConfig>,
     pub policy: Policy,
@@ -301,6 +307,12 @@ impl RawConfig {
         if self.control.stale_after_cycles == 0 {
             issues.push("control.stale_after_cycles", "must be >= 1 (got 0)");
         }
+        issues.within(
+            "control.cycle_budget_pct",
+            self.control.cycle_budget_pct,
+            10.0,
+            95.0,
+        );
 
         let mut devices = Vec::new();
         for (id, raw) in &self.devices {
@@ -378,6 +390,7 @@ impl RawConfig {
                     .collect(),
                 shutdown_deadline: Duration::from_millis(self.control.shutdown_deadline_ms),
                 stale_after_cycles: self.control.stale_after_cycles,
+                cycle_budget: self.control.cycle_budget_pct / 100.0,
                 devices,
                 policy,
                 mqtt,
@@ -495,6 +508,12 @@ fn storage_or_pv_role(
         issues.positive(&key("rating_kw"), kw);
         kw * 1000.0
     });
+    if raw.kind == "battery" && raw.rating_kw.is_none() {
+        issues.push(
+            key("rating_kw"),
+            "required for kind battery: the PCS rating caps the BMS limits dispatch uses",
+        );
+    }
     let revert_s = raw.revert_s.unwrap_or(30);
     if revert_s == 0 {
         issues.push(

@@ -3,12 +3,12 @@
 //! metrics and history.
 
 use super::crosscheck::MeterCrossCheck;
-use super::device_set::{DeviceSet, Setpoint};
+use super::device_set::{Deadline, DeviceSet, Setpoint};
 use super::publish::{self, CycleView, Fitted};
 use super::snapshot::{self, Observation};
 use super::status::{GridStatus, Status, TodayStatus};
 use super::Shared;
-use crate::clock::Clock;
+use crate::clock::{Clock, Ticks};
 use crate::config::{DeviceRole, StationConfig};
 use crate::dispatch::{self, ChargeMode, ChargerPolicy, DispatchState, Plan, Policy};
 use crate::ledger::actor::CycleRecord;
@@ -16,6 +16,9 @@ use crate::ledger::Totals;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The least real time a cycle's reads and writes get, whatever the cycle period.
+pub const MIN_IO_BUDGET: Duration = Duration::from_millis(100);
 
 /// Messages the control loop takes between cycles.
 #[derive(Debug)]
@@ -35,7 +38,9 @@ pub struct Controller {
     clock: Arc<dyn Clock>,
     shared: Arc<Shared>,
     cycle: u64,
-    last_at: Option<DateTime<Utc>>,
+    /// Station-monotonic time of the last cycle (for the ledger's cycle length).
+    last_mono: Option<Duration>,
+    ticks: Ticks,
     today: TodayStatus,
     setpoints: Vec<(usize, Setpoint)>,
     fitted: Fitted,
@@ -72,6 +77,7 @@ fn today_status(t: &Totals, co2: f64) -> TodayStatus {
 impl Controller {
     pub fn new(config: StationConfig, clock: Arc<dyn Clock>, shared: Arc<Shared>) -> Self {
         let devices = DeviceSet::new(&config);
+        let ticks = Ticks::new(clock.speed());
         let has = |f: fn(&DeviceRole) -> bool| config.devices.iter().any(|d| f(&d.role));
         let fitted = Fitted {
             pv: has(|r| matches!(r, DeviceRole::Pv { .. })),
@@ -87,7 +93,8 @@ impl Controller {
             clock,
             shared,
             cycle: 0,
-            last_at: None,
+            last_mono: None,
+            ticks,
             today: TodayStatus::default(),
             setpoints: Vec::new(),
         }
@@ -96,6 +103,28 @@ impl Controller {
     /// Continue the demand charge (open window, month peak) from a persisted state.
     pub fn restore_demand(&mut self, state: crate::dispatch::DemandState) {
         self.state.restore_demand(state);
+    }
+
+    /// Deadlines of this cycle's reads (60 % of the budget) and writes (the whole budget): the
+    /// budget is `control.cycle_budget_pct` of the real cycle period, at least
+    /// [`MIN_IO_BUDGET`] (a demo at 60x has 17 ms cycles).
+    fn io_deadlines(&self) -> (Deadline, Deadline) {
+        let start = tokio::time::Instant::now();
+        let budget = self
+            .period()
+            .mul_f64(self.config.cycle_budget)
+            .max(MIN_IO_BUDGET);
+        let reads = budget.mul_f64(0.6);
+        (
+            Deadline {
+                at: start + reads,
+                budget: reads,
+            },
+            Deadline {
+                at: start + budget,
+                budget,
+            },
+        )
     }
 
     /// Real time between cycles.
@@ -132,8 +161,10 @@ impl Controller {
     pub async fn cycle(&mut self) {
         let started = crate::clock::monotonic();
         let now = self.clock.now();
-        self.devices.read_all(now).await;
-        let observed = snapshot::build(&self.devices, &self.config, now);
+        let mono = self.ticks.now();
+        let (reads_by, writes_by) = self.io_deadlines();
+        self.devices.read_all(now, mono, reads_by).await;
+        let observed = snapshot::build(&self.devices, &self.config, mono);
         dispatch::decide_into(
             &observed.snapshot,
             &self.config.policy,
@@ -142,11 +173,11 @@ impl Controller {
             &mut self.plan,
         );
         self.collect_setpoints(&observed.snapshot);
-        self.devices.write_all(&self.setpoints).await;
+        self.devices.write_all(&self.setpoints, writes_by).await;
         let cycle_s = started.elapsed().as_secs_f64();
         self.cycle += 1;
-        self.publish(now, &observed, cycle_s);
-        self.last_at = Some(now);
+        self.publish(now, mono, &observed, cycle_s);
+        self.last_mono = Some(mono);
     }
 
     fn collect_setpoints(&mut self, snap: &dispatch::Snapshot) {
@@ -179,7 +210,13 @@ impl Controller {
     }
 
     /// Publish the cycle: ledger, history, metrics and status, all from one [`CycleView`].
-    fn publish(&mut self, now: DateTime<Utc>, observed: &Observation, cycle_s: f64) {
+    fn publish(
+        &mut self,
+        now: DateTime<Utc>,
+        mono: Duration,
+        observed: &Observation,
+        cycle_s: f64,
+    ) {
         let policy = &self.config.policy;
         let view = CycleView {
             observed,
@@ -187,8 +224,10 @@ impl Controller {
             policy,
             fitted: self.fitted,
         };
-        let dt_s = self.last_at.map_or(0.0, |t| {
-            ((now - t).num_milliseconds() as f64 / 1000.0).clamp(0.0, 10.0 * policy.cycle_s)
+        let dt_s = self.last_mono.map_or(0.0, |t| {
+            mono.saturating_sub(t)
+                .as_secs_f64()
+                .min(10.0 * policy.cycle_s)
         });
         let midnight = local_midnight(now, policy.timezone);
         let flows = view.ledger_flows();
@@ -248,6 +287,12 @@ impl Controller {
             today: self.today.clone(),
         };
         self.shared.publish(status);
+    }
+
+    /// Drop the requests of a cycle cut short (shutdown), closing their connections.
+    pub fn abandon_cycle(&mut self) {
+        self.devices
+            .abandon_in_flight("finish before shutdown", Duration::ZERO);
     }
 
     /// Write safe setpoints to every device under the shutdown deadline.

@@ -438,7 +438,17 @@ async fn control_loop(
             }
             _ = interval.tick() => {}
         }
-        controller.cycle().await;
+        // Shutdown does not wait for a cycle: one under way is cut short (its requests dropped
+        // and their connections closed) and the safe setpoints follow at once.
+        let cut_short = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => true,
+            _ = controller.cycle() => false,
+        };
+        if cut_short {
+            controller.abandon_cycle();
+            break;
+        }
         if !ready {
             notifier.ready();
             ready = true;

@@ -20,7 +20,6 @@ use crate::dispatch::{
     Snapshot,
 };
 use crate::units::{Amps, Percent, WattHours, Watts};
-use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 /// Model 802 has no temperature point; its BMS limits already derate by temperature, so
@@ -66,15 +65,16 @@ fn reading<T: Copy + Default>(value: T, fresh: bool) -> Reading<T> {
     }
 }
 
-/// Build what the cycle observed from every device's last good reading.
-pub fn build(devices: &DeviceSet, config: &StationConfig, now: DateTime<Utc>) -> Observation {
+/// Build what the cycle observed from every device's last good reading, aged at
+/// station-monotonic `mono`.
+pub fn build(devices: &DeviceSet, config: &StationConfig, mono: Duration) -> Observation {
     let mut obs = Observation {
         snapshot: empty(devices.devices.len()),
         telemetry: Telemetry::default(),
     };
     for d in &devices.devices {
         let fresh = d
-            .fresh(now, max_age(config, d.config.endpoint.poll_interval))
+            .fresh(mono, max_age(config, d.config.endpoint.poll_interval))
             .is_some();
         let last = d.reading.as_ref().map(|(r, _)| r);
         match (&d.config.role, last) {
@@ -94,7 +94,7 @@ pub fn build(devices: &DeviceSet, config: &StationConfig, now: DateTime<Utc>) ->
                 battery(
                     &mut obs,
                     b,
-                    rating_w.unwrap_or(f64::INFINITY),
+                    rating_w.unwrap_or(0.0), // required by the config: without it, 0 W
                     fresh,
                     online,
                 );

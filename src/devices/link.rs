@@ -203,6 +203,13 @@ impl Link {
         self.next_attempt = None;
     }
 
+    /// A request was given up from outside (the cycle's budget ran out): drop the connection so
+    /// a late answer is never taken for the next request's, and count it as a failure (the
+    /// link degrades, and reconnects after its back-off).
+    pub fn abandon(&mut self) {
+        self.drop_connection();
+    }
+
     /// Read `count` holding registers starting at `addr`, split into requests of at most 125.
     pub async fn read_holding(&mut self, addr: u16, count: u16) -> Result<Vec<u16>, DeviceError> {
         if count == 0 {
