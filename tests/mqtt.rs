@@ -117,11 +117,8 @@ fn mqtt_example(creds: &Path, ca: &Path) -> String {
 
 #[test]
 fn the_documented_mqtt_example_validates_and_reads_its_credentials_file() {
-    let dir = temp_ledger("config-example")
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let (creds, ca) = (dir.join("mqtt.credentials"), dir.join("ca.pem"));
+    let scratch = Scratch::new("config-example");
+    let (creds, ca) = (scratch.file("mqtt.credentials"), scratch.file("ca.pem"));
     std::fs::write(&creds, "dealer-001\ns3cret pass\n").unwrap();
     std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
     let base = std::fs::read_to_string("config/station.toml").unwrap();
@@ -432,11 +429,26 @@ async fn run_for(sim: &SimHandle, secs: i64) {
     }
 }
 
-fn temp_ledger(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stationd-mqtt-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("ledger.db")
+/// A fresh directory under the system temp dir, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("stationd-mqtt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn plug(charger: &str, stay_h: f64) -> PlugRequest {
@@ -482,7 +494,8 @@ async fn every_energy_record_arrives_exactly_once_by_sequence_through_a_broker_o
     })
     .await
     .unwrap();
-    let ledger = temp_ledger("outage");
+    let scratch = Scratch::new("outage");
+    let ledger = scratch.file("ledger.db");
     let station = Station::start(&sim, speed, &broker, &ledger).await;
     for (charger, stay_h) in [("charger-7", 0.4), ("charger-8", 1.2)] {
         let _ = sim.plug(&plug(charger, stay_h));
@@ -650,7 +663,8 @@ async fn energy_records_queued_before_a_kill_9_are_sent_by_the_next_daemon() {
         &["station/+/energy/#"],
     )
     .await;
-    let ledger = temp_ledger("kill9");
+    let scratch = Scratch::new("kill9");
+    let ledger = scratch.file("ledger.db");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--ignored",
@@ -726,7 +740,8 @@ async fn a_daemon_killed_with_sigkill_goes_offline_by_its_last_will() {
         &["station/dealer-9/status"],
     )
     .await;
-    let ledger = temp_ledger("will");
+    let scratch = Scratch::new("will");
+    let ledger = scratch.file("ledger.db");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--ignored",
@@ -756,8 +771,8 @@ async fn a_daemon_killed_with_sigkill_goes_offline_by_its_last_will() {
 #[ignore = "needs mosquitto and openssl (installed by .ci/run)"]
 async fn the_daemon_reaches_a_tls_broker_with_the_login_from_its_credentials_file() {
     let broker = Mosquitto::start_tls("dealer-5", "pa55 word");
-    let dir = temp_ledger("tls").parent().unwrap().to_path_buf();
-    let creds = dir.join("mqtt.credentials");
+    let scratch = Scratch::new("tls");
+    let creds = scratch.file("mqtt.credentials");
     std::fs::write(&creds, "dealer-5\npa55 word\n").unwrap();
     let base = std::fs::read_to_string("config/station.toml").unwrap();
     let section = format!(
