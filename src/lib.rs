@@ -17,6 +17,9 @@
 //! - [`ledger`]: energy flows per 15 minutes, charging sessions, the SQLite store.
 //! - [`backtest`]: the closed loop over the simulator's plant, the perfect-foresight optimum,
 //!   the `stationd backtest` report.
+//! - [`mqtt`]: fleet telemetry on an MQTT broker (retained state, alarms, commands, Home
+//!   Assistant discovery, the ledger's energy records with store-and-forward).
+//! - [`fleet`]: `stationd fleet`, the page, JSON and metrics over every station on a broker.
 //! - [`demo`]: simulator and daemon in one process (`stationd demo`, end-to-end tests).
 //! - [`clock`]: the only place that reads a clock.
 #![forbid(unsafe_code)]
@@ -28,6 +31,8 @@ pub mod daemon;
 pub mod demo;
 pub mod devices;
 pub mod dispatch;
+pub mod fleet;
 pub mod http;
 pub mod ledger;
+pub mod mqtt;
 pub mod units;

@@ -67,6 +67,23 @@ enum Command {
     },
     /// Step the simulator's plant in process and print the scorecard.
     Backtest(station_controller::backtest::cli::BacktestArgs),
+    /// Serve a page, `/api/fleet` and `/metrics` over every station publishing on a broker.
+    Fleet {
+        /// `mqtt://host[:port]` or `mqtts://host[:port]`.
+        #[arg(long)]
+        broker: String,
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+        /// Topic prefix the stations publish under.
+        #[arg(long, default_value = "station")]
+        prefix: String,
+        /// Broker user on line 1, password on line 2.
+        #[arg(long)]
+        credentials_file: Option<PathBuf>,
+        /// PEM of the broker's CA, for `mqtts://`.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
 }
 
 /// Logs go to stderr, coloured only when stderr is a terminal (not for journald or a file) and
@@ -105,6 +122,9 @@ fn check_config(path: &Path) -> ExitCode {
             );
             println!("  cycle     {} s", cfg.policy.cycle_s);
             println!("  api       {}", cfg.api_listen);
+            if let Some(m) = &cfg.mqtt {
+                println!("  mqtt      {}:{} topics {}/", m.host, m.port, m.root());
+            }
             for d in &cfg.devices {
                 println!(
                     "  device    {:<15} {}:{} unit {}",
@@ -221,6 +241,44 @@ async fn run_demo(
     Ok(())
 }
 
+async fn run_fleet(
+    broker: String,
+    listen: SocketAddr,
+    prefix: String,
+    credentials_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+) -> Result<()> {
+    use station_controller::{fleet, mqtt::config::read_credentials};
+    let credentials = match credentials_file {
+        Some(p) => {
+            Some(read_credentials(&p).map_err(|e| anyhow::anyhow!("--credentials-file: {e}"))?)
+        }
+        None => None,
+    };
+    let ca_pem = match ca_file {
+        Some(p) => Some(
+            std::fs::read(&p).with_context(|| format!("--ca-file: cannot read {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let options = fleet::FleetOptions {
+        broker,
+        listen,
+        prefix,
+        credentials,
+        ca_pem,
+    };
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let addr = fleet::serve(options, cancel.clone(), &tracker).await?;
+    println!("stationd fleet: http://{addr}/");
+    terminated().await?;
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
@@ -241,6 +299,15 @@ async fn main() -> Result<ExitCode> {
             start,
             listen,
         } => run_demo(&scenario, speed, seed, &start, listen)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Fleet {
+            broker,
+            listen,
+            prefix,
+            credentials_file,
+            ca_file,
+        } => run_fleet(broker, listen, prefix, credentials_file, ca_file)
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Backtest(args) => {

@@ -44,6 +44,9 @@ pub struct RawConfig {
     pub devices: BTreeMap<String, RawDevice>,
     #[serde(default)]
     pub policy: RawPolicy,
+    /// Fleet telemetry over MQTT; off when absent.
+    #[serde(default)]
+    pub mqtt: Option<crate::mqtt::config::RawMqtt>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +218,7 @@ pub struct StationConfig {
     /// Devices in a stable order: pv, battery, meters, then chargers by id.
     pub devices: Vec<DeviceConfig>,
     pub policy: Policy,
+    pub mqtt: Option<crate::mqtt::config::MqttConfig>,
 }
 
 impl StationConfig {
@@ -370,6 +374,8 @@ impl RawConfig {
             }
         }
 
+        let mqtt = self.mqtt.as_ref().and_then(|m| m.validate(&mut issues));
+
         match (api_listen, policy) {
             (Some(api_listen), Some(policy)) if issues.is_empty() => Ok(StationConfig {
                 name: self.station.name.clone(),
@@ -387,6 +393,7 @@ impl RawConfig {
                 cycle_budget: self.control.cycle_budget_pct / 100.0,
                 devices,
                 policy,
+                mqtt,
             }),
             _ => Err(issues),
         }

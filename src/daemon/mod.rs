@@ -44,6 +44,8 @@ pub enum DaemonError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
 }
 
 /// How the daemon runs, beyond the station config.
@@ -224,6 +226,11 @@ impl Shared {
         crate::daemon::metrics::render(status.as_deref(), &m)
     }
 
+    /// A sender to the control loop (the MQTT command handler holds one).
+    pub fn control_sender(&self) -> mpsc::Sender<ControlMsg> {
+        self.control.clone()
+    }
+
     /// Send a message to the control loop.
     pub async fn control(&self, msg: ControlMsg) -> bool {
         self.control.send(msg).await.is_ok()
@@ -305,6 +312,14 @@ pub async fn start(
         cancel.clone(),
         tracker.clone(),
     ));
+    if let Some(mqtt) = config.mqtt.clone() {
+        let ledger = options.ledger_path.clone();
+        let station = crate::mqtt::StationLink {
+            status: shared.subscribe(),
+            control: shared.control_sender(),
+        };
+        crate::mqtt::spawn(mqtt, station, ledger, cancel.clone(), tracker)?;
+    }
 
     let mut controller = Controller::new(config, clock, shared.clone());
     if let Some(d) = demand {

@@ -50,6 +50,7 @@ pub mod actor;
 
 pub mod flows;
 pub mod model;
+pub mod outbox;
 pub mod store;
 
 use std::collections::BTreeMap;

@@ -83,13 +83,14 @@ pub struct Loaded {
 /// An open ledger database.
 #[derive(Debug)]
 pub struct Store {
-    conn: Connection,
+    pub(super) conn: Connection,
     path: PathBuf,
     bucket_upsert_sql: String,
     bucket_select_sql: String,
 }
 
-const SESSION_COLUMNS: &str = "charger_id, start_ms, end_ms, last_seen_ms, energy_wh, green_wh, \
+pub(super) const SESSION_COLUMNS: &str =
+    "charger_id, start_ms, end_ms, last_seen_ms, energy_wh, green_wh, \
      from_pv_wh, from_battery_wh, from_grid_wh, co2_kg, cost_cny";
 
 impl Store {
@@ -196,6 +197,7 @@ impl Store {
                 .map_err(setup)?;
             }
         }
+        super::outbox::create(&tx).map_err(setup)?;
         tx.commit().map_err(setup)
     }
 
@@ -268,7 +270,9 @@ impl Store {
         let tx = self.conn.transaction().map_err(err)?;
         {
             let mut up = tx.prepare(&self.bucket_upsert_sql).map_err(err)?;
+            let mut newest_start_s = None;
             for b in bucket_deltas {
+                newest_start_s = newest_start_s.max(Some(b.start.timestamp()));
                 let values = std::iter::once(Value::Integer(b.start.timestamp()))
                     .chain(b.values().into_iter().map(Value::Real));
                 up.execute(params_from_iter(values)).map_err(err)?;
@@ -279,7 +283,11 @@ impl Store {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                 ))
                 .map_err(err)?;
+            let mut closed = Vec::new();
             for s in sessions {
+                if s.end.is_some() {
+                    closed.push(s);
+                }
                 put.execute(params![
                     s.charger_id,
                     s.start.timestamp_millis(),
@@ -295,6 +303,7 @@ impl Store {
                 ])
                 .map_err(err)?;
             }
+            super::outbox::enqueue(&tx, newest_start_s, closed).map_err(err)?;
             let mut state = tx
                 .prepare("INSERT OR REPLACE INTO state (key, value) VALUES (?1, ?2)")
                 .map_err(err)?;
@@ -384,7 +393,7 @@ fn utc_from_ms(ms: i64) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
+pub(super) fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
     let mut s = SessionRecord::new(&r.get::<_, String>(0)?, utc_from_ms(r.get(1)?));
     s.end = r.get::<_, Option<i64>>(2)?.map(utc_from_ms);
     s.last_seen = utc_from_ms(r.get(3)?);

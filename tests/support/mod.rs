@@ -7,12 +7,18 @@
 //! - [`alloc`]: an allocation-counting global allocator type;
 //! - [`fixtures`]: deterministic synthetic inputs for the perfect-foresight optimum (also
 //!   used by `benches/optimum.rs`);
-//! - [`browser`]: headless Chromium over WebDriver.
+//! - [`browser`]: headless Chromium over WebDriver;
+//! - [`mosquitto`]: a private Mosquitto broker per test; [`mqtt_probe`]: a recording MQTT
+//!   subscriber; [`fleet_sim`]: stations publishing through the daemon's MQTT code with
+//!   synthetic statuses (also used by `benches/fleet.rs`).
 #![allow(dead_code)] // each test crate uses its own subset of the helpers
 
 pub(crate) mod alloc;
 pub(crate) mod browser;
 pub(crate) mod fixtures;
+pub(crate) mod fleet_sim;
+pub(crate) mod mosquitto;
+pub(crate) mod mqtt_probe;
 pub(crate) mod station_file;
 
 use station_sim::runtime::PlugRequest;
