@@ -11,12 +11,14 @@ pub use policy::{
     RawTariffPeriod, RawVehiclePolicy,
 };
 
+use crate::devices::profile::{self, Profile, ProfileKind};
 use crate::dispatch::policy::Policy;
 use chrono_tz::Tz;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a config could not be loaded.
@@ -115,7 +117,8 @@ pub struct RawDevice {
     pub role: Option<String>,
     /// PV and battery: SunSpec revert timeout of limits and setpoints, s.
     pub revert_s: Option<u32>,
-    /// Chargers: driver profile (`alfen`).
+    /// Chargers: driver profile (`alfen`). Meters, PV and batteries: a device profile under
+    /// `profiles/` next to the config file (`chint-dtsu666`); without one they speak SunSpec.
     pub profile: Option<String>,
     /// Chargers: hardware rating per phase, A.
     pub rating_a: Option<f64>,
@@ -188,6 +191,8 @@ pub struct DeviceConfig {
     pub id: String,
     pub endpoint: Endpoint,
     pub role: DeviceRole,
+    /// The device profile of a meter, PV inverter or battery (`None`: SunSpec).
+    pub profile: Option<Arc<Profile>>,
 }
 
 /// The checked configuration the daemon runs with.
@@ -233,10 +238,97 @@ fn order_key(d: &DeviceConfig) -> (u8, String) {
     (rank, id)
 }
 
+/// Profiles named by devices, each loaded and checked once.
+struct ProfileCache {
+    dir: Option<PathBuf>,
+    loaded: BTreeMap<String, Option<Arc<Profile>>>,
+}
+
+impl ProfileCache {
+    /// The profile `name`, or `None` after pushing why not (its own issues once, by file and key).
+    fn get(&mut self, name: &str, key: &str, issues: &mut Issues) -> Option<Arc<Profile>> {
+        let Some(dir) = &self.dir else {
+            issues.push(
+                key,
+                "profiles are read from `profiles/` next to the config file: load the config with config::load",
+            );
+            return None;
+        };
+        if let Some(p) = self.loaded.get(name) {
+            if p.is_none() {
+                issues.push(key, format!("profile {name:?} is invalid (see above)"));
+            }
+            return p.clone();
+        }
+        let p = match profile::load(dir, name) {
+            Ok(p) => Some(Arc::new(p)),
+            Err(found) => {
+                issues.0.extend(found.0);
+                issues.push(key, format!("profile {name:?} is invalid (see above)"));
+                None
+            }
+        };
+        self.loaded.insert(name.to_string(), p.clone());
+        p
+    }
+}
+
+/// The profile of a meter, PV or battery, checked against the device's kind and poll interval.
+fn device_profile(
+    raw: &RawDevice,
+    key: &dyn Fn(&str) -> String,
+    cache: &mut ProfileCache,
+    issues: &mut Issues,
+) -> Option<Arc<Profile>> {
+    let name = raw.profile.as_deref()?;
+    let p = cache.get(name, &key("profile"), issues)?;
+    if p.kind.as_str() != raw.kind {
+        issues.push(
+            key("profile"),
+            format!(
+                "profile {name:?} is a {} profile, the device is a {}",
+                p.kind.as_str(),
+                raw.kind
+            ),
+        );
+    }
+    for sp in &p.setpoints {
+        if sp
+            .refresh
+            .is_some_and(|r| r.as_millis() <= u128::from(raw.poll_interval_ms))
+        {
+            issues.push(
+                key("poll_interval_ms"),
+                format!(
+                    "must be shorter than the refresh of setpoint {} in {} ({:?})",
+                    sp.name, p.file, sp.refresh
+                ),
+            );
+        }
+    }
+    if p.kind == ProfileKind::Pv && raw.rating_kw.is_none() && p.point("rating_w").is_none() {
+        issues.push(
+            key("rating_kw"),
+            format!("required: profile {name:?} reads no rating_w"),
+        );
+    }
+    Some(p)
+}
+
 impl RawConfig {
-    /// Validate everything, collecting every problem.
+    /// Validate everything, collecting every problem. Devices naming a profile need
+    /// [`RawConfig::validate_in`] (the profiles' directory).
     pub fn validate(&self) -> Result<StationConfig, Issues> {
+        self.validate_in(None)
+    }
+
+    /// As [`RawConfig::validate`], reading device profiles from `profiles_dir`.
+    pub fn validate_in(&self, profiles_dir: Option<&Path>) -> Result<StationConfig, Issues> {
         let mut issues = Issues::new();
+        let mut cache = ProfileCache {
+            dir: profiles_dir.map(Path::to_path_buf),
+            loaded: BTreeMap::new(),
+        };
         let api_listen: Option<SocketAddr> = match self.api.listen.parse() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -262,7 +354,7 @@ impl RawConfig {
 
         let mut devices = Vec::new();
         for (id, raw) in &self.devices {
-            if let Some(d) = validate_device(id, raw, &mut issues) {
+            if let Some(d) = validate_device(id, raw, &mut cache, &mut issues) {
                 devices.push(d);
             }
         }
@@ -331,7 +423,12 @@ impl RawConfig {
     }
 }
 
-fn validate_device(id: &str, raw: &RawDevice, issues: &mut Issues) -> Option<DeviceConfig> {
+fn validate_device(
+    id: &str,
+    raw: &RawDevice,
+    cache: &mut ProfileCache,
+    issues: &mut Issues,
+) -> Option<DeviceConfig> {
     let key = |field: &str| format!("devices.{id}.{field}");
     let before = issues.len();
     if id.is_empty()
@@ -357,10 +454,15 @@ fn validate_device(id: &str, raw: &RawDevice, issues: &mut Issues) -> Option<Dev
             None
         }
     }?;
+    let profile = match role {
+        DeviceRole::Charger(_) => None,
+        _ => device_profile(raw, &key, cache, issues),
+    };
     (issues.len() == before).then(|| DeviceConfig {
         id: id.to_string(),
         endpoint,
         role,
+        profile,
     })
 }
 
@@ -417,9 +519,8 @@ fn refuse_fields(
     }
 }
 
-fn charger_fields(raw: &RawDevice) -> [(&'static str, bool); 6] {
+fn charger_fields(raw: &RawDevice) -> [(&'static str, bool); 5] {
     [
-        ("profile", raw.profile.is_some()),
         ("rating_a", raw.rating_a.is_some()),
         ("phases", raw.phases.is_some()),
         ("safe_current_a", raw.safe_current_a.is_some()),
@@ -590,8 +691,18 @@ pub fn load_with_env(
         message: e.to_string(),
     })?;
     let raw = parse(&label, &text, env)?;
-    raw.validate().map_err(|issues| ConfigError::Invalid {
-        path: label,
-        issues,
-    })
+    let profiles_dir = profiles_dir_of(path);
+    raw.validate_in(Some(&profiles_dir))
+        .map_err(|issues| ConfigError::Invalid {
+            path: label,
+            issues,
+        })
+}
+
+/// Where the device profiles of a config file live: `profiles/` next to it.
+pub fn profiles_dir_of(config_path: &Path) -> PathBuf {
+    config_path
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("profiles")
 }

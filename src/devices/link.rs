@@ -18,7 +18,9 @@ use tokio::time::{timeout, Instant};
 use tokio_modbus::client::{tcp, Context, Reader, Writer};
 use tokio_modbus::Slave;
 
-use super::error::{DeviceError, FC_READ_HOLDING, FC_WRITE_MULTIPLE, FC_WRITE_SINGLE};
+use super::error::{
+    DeviceError, FC_READ_HOLDING, FC_READ_INPUT, FC_WRITE_MULTIPLE, FC_WRITE_SINGLE,
+};
 
 /// Most registers one "read holding registers" request may carry.
 pub const MAX_READ_REGS: u16 = 125;
@@ -147,6 +149,7 @@ impl std::fmt::Debug for Link {
 
 enum Op<'a> {
     Read(u16, u16),
+    ReadInput(u16, u16),
     WriteSingle(u16, u16),
     WriteMultiple(u16, &'a [u16]),
 }
@@ -205,6 +208,26 @@ impl Link {
 
     /// Read `count` holding registers starting at `addr`, split into requests of at most 125.
     pub async fn read_holding(&mut self, addr: u16, count: u16) -> Result<Vec<u16>, DeviceError> {
+        self.read_registers(FC_READ_HOLDING, addr, count).await
+    }
+
+    /// Read `count` input registers (function 4) starting at `addr`, split as `read_holding`.
+    pub async fn read_input(&mut self, addr: u16, count: u16) -> Result<Vec<u16>, DeviceError> {
+        self.read_registers(FC_READ_INPUT, addr, count).await
+    }
+
+    /// Read with function 3 (holding) or 4 (input); any other function is refused.
+    pub async fn read_registers(
+        &mut self,
+        function: u8,
+        addr: u16,
+        count: u16,
+    ) -> Result<Vec<u16>, DeviceError> {
+        if function != FC_READ_HOLDING && function != FC_READ_INPUT {
+            return Err(DeviceError::InvalidRequest(format!(
+                "read function {function} (expected 3 or 4)"
+            )));
+        }
         if count == 0 {
             return Err(DeviceError::InvalidRequest("read of 0 registers".into()));
         }
@@ -217,7 +240,12 @@ impl Link {
         let mut done: u16 = 0;
         while done < count {
             let n = (count - done).min(MAX_READ_REGS);
-            let words = self.request(Op::Read(addr + done, n)).await?;
+            let op = if function == FC_READ_INPUT {
+                Op::ReadInput(addr + done, n)
+            } else {
+                Op::Read(addr + done, n)
+            };
+            let words = self.request(op).await?;
             if words.len() != usize::from(n) {
                 self.fail_transport();
                 return Err(DeviceError::Transport(format!(
@@ -304,12 +332,14 @@ impl Link {
         };
         let (function, address, op_name) = match op {
             Op::Read(a, _) => (FC_READ_HOLDING, a, "read"),
+            Op::ReadInput(a, _) => (FC_READ_INPUT, a, "read"),
             Op::WriteSingle(a, _) => (FC_WRITE_SINGLE, a, "write"),
             Op::WriteMultiple(a, _) => (FC_WRITE_MULTIPLE, a, "write"),
         };
         let fut = async {
             match op {
                 Op::Read(a, n) => ctx.read_holding_registers(a, n).await,
+                Op::ReadInput(a, n) => ctx.read_input_registers(a, n).await,
                 Op::WriteSingle(a, v) => ctx
                     .write_single_register(a, v)
                     .await

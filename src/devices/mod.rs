@@ -11,6 +11,7 @@ pub mod check;
 pub mod error;
 pub mod link;
 pub mod meter;
+pub mod profile;
 pub mod pv;
 pub mod sunspec;
 

@@ -1,0 +1,555 @@
+//! The generic profile driver: reads a profile's points over a [`Link`], checks the
+//! identification probe once per connection, and maps the points into the same readings the
+//! built-in drivers produce (`MeterReading`, `PvReading`, `BatteryReading`), so dispatch does
+//! not know which driver read a device.
+
+use super::decode::{self, Raw};
+use super::model::{
+    Point, Poll, Probe, ProbeCheck, Profile, ProfileKind, Scale, Setpoint, StateName,
+};
+use crate::devices::battery::{BatteryReading, BatteryState};
+use crate::devices::check;
+use crate::devices::error::{DeviceError, FC_WRITE_SINGLE};
+use crate::devices::link::{Link, LinkConfig, MAX_READ_REGS};
+use crate::devices::meter::MeterReading;
+use crate::devices::pv::{InverterStatus, PvReading};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A decoded point value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Scaled and signed engineering value.
+    Number(f64),
+    /// Text (model names, serial numbers).
+    Text(String),
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Number(v) => write!(f, "{v}"),
+            Value::Text(t) => write!(f, "{t:?}"),
+        }
+    }
+}
+
+/// One point as read: its registers and its value or why it was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointRead {
+    pub name: String,
+    pub words: Vec<u16>,
+    pub value: Result<Value, DeviceError>,
+}
+
+/// What a profiled device reads into, by its kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProfiledReading {
+    Meter(MeterReading),
+    Pv(PvReading),
+    Battery(BatteryReading),
+}
+
+/// Device-side options of a profiled device (from the station config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfiledConfig {
+    pub link: LinkConfig,
+    /// Flip the sign of powers (and swap a meter's import/export) on top of the profile's sign.
+    pub invert: bool,
+    /// Rating W for plausibility (and the PV rating when the profile has no `rating_w`).
+    pub rating_w: Option<f64>,
+}
+
+/// Name of a point with its register, as errors and the probe output name it.
+pub fn point_label(p: &Point) -> String {
+    format!(
+        "{} (function {}, register {})",
+        p.name, p.function, p.address
+    )
+}
+
+/// Turn the words of a point (and its scale factor, if any) into its value; out-of-range,
+/// non-finite and undecodable values are `BadData` naming the point and its register.
+pub fn evaluate(p: &Point, words: &[u16], sf: Option<i16>) -> Result<Value, DeviceError> {
+    let label = point_label(p);
+    let raw = decode::decode(words, p.ty, p.order).ok_or_else(|| {
+        DeviceError::bad_data(&label, format!("{} registers too few", words.len()))
+    })?;
+    let n = match raw {
+        Raw::Text(t) => return Ok(Value::Text(t)),
+        Raw::Number(n) => n,
+    };
+    let factor = match (p.scale, sf) {
+        (Scale::Constant(f), _) => f,
+        (Scale::Register(_), Some(sf)) if (-10..=10).contains(&sf) => 10f64.powi(i32::from(sf)),
+        (Scale::Register(r), sf) => {
+            return Err(DeviceError::bad_data(
+                &label,
+                format!("scale factor at register {r} is {sf:?}, outside -10..=10"),
+            ))
+        }
+    };
+    let v = check::finite(&label, n * factor * p.sign)?;
+    if let Some((lo, hi)) = p.range {
+        if !(lo..=hi).contains(&v) {
+            return Err(DeviceError::bad_data(
+                &label,
+                format!("{v} {} outside the plausible range [{lo}, {hi}]", p.unit),
+            ));
+        }
+    }
+    Ok(Value::Number(v))
+}
+
+/// A request plan: contiguous runs of registers per function code, at most 125 each.
+fn plan(spans: &mut Vec<(u8, u32, u32)>) -> Vec<(u8, u16, u16)> {
+    spans.sort_unstable();
+    let mut runs: Vec<(u8, u32, u32)> = Vec::new();
+    for &(f, a, b) in spans.iter() {
+        match runs.last_mut() {
+            Some((rf, ra, rb))
+                if *rf == f && a <= *rb && b.max(*rb) - *ra <= u32::from(MAX_READ_REGS) =>
+            {
+                *rb = b.max(*rb);
+            }
+            _ => runs.push((f, a, b)),
+        }
+    }
+    runs.into_iter()
+        .filter_map(|(f, a, b)| Some((f, u16::try_from(a).ok()?, u16::try_from(b - a).ok()?)))
+        .collect()
+}
+
+/// Read the registers of `points` (and their scale-factor registers) in as few requests as
+/// contiguous runs allow; returns every register read by (function, address).
+async fn read_words(
+    link: &mut Link,
+    points: &[&Point],
+) -> Result<BTreeMap<(u8, u16), u16>, DeviceError> {
+    let mut spans: Vec<(u8, u32, u32)> = points
+        .iter()
+        .map(|p| {
+            let (a, b) = p.span();
+            (p.function, a, b)
+        })
+        .collect();
+    for p in points {
+        if let Scale::Register(r) = p.scale {
+            spans.push((p.function, u32::from(r), u32::from(r) + 1));
+        }
+    }
+    let mut words = BTreeMap::new();
+    for (f, addr, n) in plan(&mut spans) {
+        let got = link.read_registers(f, addr, n).await?;
+        for (i, w) in (addr..).zip(got) {
+            words.insert((f, i), w);
+        }
+    }
+    Ok(words)
+}
+
+fn words_of(words: &BTreeMap<(u8, u16), u16>, p: &Point) -> Vec<u16> {
+    (0..p.ty.registers())
+        .filter_map(|i| words.get(&(p.function, p.address.checked_add(i)?)).copied())
+        .collect()
+}
+
+fn sf_of(words: &BTreeMap<(u8, u16), u16>, p: &Point) -> Option<i16> {
+    match p.scale {
+        Scale::Register(r) => words
+            .get(&(p.function, r))
+            .map(|w| i16::from_be_bytes(w.to_be_bytes())),
+        Scale::Constant(_) => None,
+    }
+}
+
+/// Whether a probe check holds for a value.
+pub fn probe_holds(check: &ProbeCheck, v: &Value) -> bool {
+    match (check, v) {
+        (ProbeCheck::Range(lo, hi), Value::Number(n)) => (*lo..=*hi).contains(n),
+        (ProbeCheck::Equals(s), Value::Text(t)) => t == s,
+        (ProbeCheck::StartsWith(s), Value::Text(t)) => t.starts_with(s.as_str()),
+        (ProbeCheck::Equals(s), Value::Number(n)) => s.parse::<f64>().is_ok_and(|e| e == *n),
+        _ => false,
+    }
+}
+
+/// A device driven by a profile.
+#[derive(Debug)]
+pub struct ProfileDevice {
+    link: Link,
+    profile: Arc<Profile>,
+    cfg: ProfiledConfig,
+    /// `connects` count of the link when the probe last passed.
+    identified_on: Option<u64>,
+    reads: u64,
+    /// Last values of the slow points.
+    slow: BTreeMap<String, Value>,
+    /// Last value written per setpoint.
+    written: BTreeMap<String, f64>,
+}
+
+impl ProfileDevice {
+    /// A driver that connects lazily and probes on every new connection.
+    pub fn new(profile: Arc<Profile>, cfg: ProfiledConfig) -> Self {
+        ProfileDevice {
+            link: Link::new(cfg.link.clone()),
+            profile,
+            cfg,
+            identified_on: None,
+            reads: 0,
+            slow: BTreeMap::new(),
+            written: BTreeMap::new(),
+        }
+    }
+
+    /// The link (state, counters).
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// The profile.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// Read the probe points and check every identification rule; the first failure is
+    /// `BadData` naming the probe's point and the expectation.
+    pub async fn identify(&mut self) -> Result<(), DeviceError> {
+        let profile = Arc::clone(&self.profile);
+        for probe in &profile.probe {
+            self.check_probe(probe).await?;
+        }
+        self.identified_on = Some(self.link.stats().connects);
+        tracing::info!(profile = %profile.name, "identification probe passed");
+        Ok(())
+    }
+
+    async fn check_probe(&mut self, probe: &Probe) -> Result<(), DeviceError> {
+        let point = self
+            .profile
+            .point(&probe.point)
+            .ok_or_else(|| DeviceError::bad_data(&probe.point, "probe names no point"))?
+            .clone();
+        let words = read_words(&mut self.link, &[&point]).await?;
+        let v = evaluate(&point, &words_of(&words, &point), sf_of(&words, &point))?;
+        if probe_holds(&probe.check, &v) {
+            Ok(())
+        } else {
+            Err(DeviceError::bad_data(
+                &format!("probe {}", point_label(&point)),
+                format!(
+                    "{v} does not match {:?}: is this device a {} {}?",
+                    probe.check, self.profile.vendor, self.profile.model
+                ),
+            ))
+        }
+    }
+
+    /// Read every point one by one (the commissioning view): a failing point does not hide
+    /// the others. Transport failures still end the walk.
+    pub async fn read_each(&mut self) -> Result<Vec<PointRead>, DeviceError> {
+        let profile = Arc::clone(&self.profile);
+        let mut out = Vec::with_capacity(profile.points.len());
+        for p in &profile.points {
+            match read_words(&mut self.link, &[p]).await {
+                Ok(words) => out.push(PointRead {
+                    name: p.name.clone(),
+                    words: words_of(&words, p),
+                    value: evaluate(p, &words_of(&words, p), sf_of(&words, p)),
+                }),
+                Err(e) if e.is_link_failure() => return Err(e),
+                Err(e) => out.push(PointRead {
+                    name: p.name.clone(),
+                    words: Vec::new(),
+                    value: Err(e),
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read the fast points (and the slow ones every `slow_every` reads), probing first on a
+    /// new connection, and map them into the kind's reading.
+    pub async fn read(&mut self) -> Result<ProfiledReading, DeviceError> {
+        if !self.link.is_connected() || self.identified_on != Some(self.link.stats().connects) {
+            self.identify().await?;
+        }
+        let slow_due = self.reads % u64::from(self.profile.slow_every) == 0;
+        self.reads += 1;
+        let profile = Arc::clone(&self.profile);
+        let due: Vec<&Point> = profile
+            .points
+            .iter()
+            .filter(|p| p.poll == Poll::Fast || slow_due)
+            .collect();
+        let words = read_words(&mut self.link, &due).await?;
+        let mut values = BTreeMap::new();
+        for p in &due {
+            let v = evaluate(p, &words_of(&words, p), sf_of(&words, p))?;
+            if p.poll == Poll::Slow {
+                self.slow.insert(p.name.clone(), v.clone());
+            }
+            values.insert(p.name.clone(), v);
+        }
+        for (k, v) in &self.slow {
+            values.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let view = Values {
+            profile: &profile,
+            values: &values,
+        };
+        match profile.kind {
+            ProfileKind::Meter => view.meter(&self.cfg).map(ProfiledReading::Meter),
+            ProfileKind::Pv => view
+                .pv(&self.cfg, self.written.get("limit_pct").copied())
+                .map(ProfiledReading::Pv),
+            ProfileKind::Battery => view.battery(&self.cfg).map(ProfiledReading::Battery),
+        }
+    }
+
+    /// Write a setpoint in engineering units, clamped into its range; returns the value sent.
+    pub async fn write_setpoint(&mut self, name: &str, value: f64) -> Result<f64, DeviceError> {
+        let sp = self
+            .profile
+            .setpoint(name)
+            .ok_or_else(|| {
+                DeviceError::InvalidRequest(format!(
+                    "profile {} has no setpoint {name}",
+                    self.profile.name
+                ))
+            })?
+            .clone();
+        if !value.is_finite() {
+            return Err(DeviceError::InvalidRequest(format!(
+                "{name}: {value} is not finite"
+            )));
+        }
+        let v = value.clamp(sp.min, sp.max);
+        let words = encode_setpoint(&sp, v)?;
+        if sp.function == FC_WRITE_SINGLE {
+            let w = words
+                .first()
+                .copied()
+                .ok_or_else(|| DeviceError::InvalidRequest(format!("{name}: nothing to write")))?;
+            self.link.write_single(sp.address, w).await?;
+        } else {
+            self.link.write_multiple(sp.address, &words).await?;
+        }
+        self.written.insert(sp.name.clone(), v);
+        Ok(v)
+    }
+
+    /// Read a setpoint's register back and decode it with the setpoint's encoding.
+    pub async fn read_setpoint(&mut self, name: &str) -> Result<f64, DeviceError> {
+        let sp = self
+            .profile
+            .setpoint(name)
+            .ok_or_else(|| {
+                DeviceError::InvalidRequest(format!(
+                    "profile {} has no setpoint {name}",
+                    self.profile.name
+                ))
+            })?
+            .clone();
+        let words = self
+            .link
+            .read_holding(sp.address, sp.ty.registers())
+            .await?;
+        match decode::decode(&words, sp.ty, sp.order) {
+            Some(Raw::Number(n)) => Ok(n * sp.scale * sp.sign),
+            _ => Err(DeviceError::bad_data(
+                name,
+                "setpoint register does not decode",
+            )),
+        }
+    }
+
+    /// PV: the active power limit in % of the rating.
+    pub async fn set_limit_pct(&mut self, pct: f64) -> Result<(), DeviceError> {
+        self.write_setpoint("limit_pct", pct).await.map(|_| ())
+    }
+
+    /// Battery: the power setpoint W, discharge > 0 (the device `invert` flag applied).
+    pub async fn set_power_w(&mut self, w: f64) -> Result<(), DeviceError> {
+        let w = check::signed(w, self.cfg.invert);
+        self.write_setpoint("power_w", w).await.map(|_| ())
+    }
+
+    /// Write every setpoint's safe value (shutdown); the first failure is returned after all
+    /// were tried.
+    pub async fn safe(&mut self) -> Result<(), DeviceError> {
+        let profile = Arc::clone(&self.profile);
+        let mut first_err = None;
+        for sp in &profile.setpoints {
+            if let Err(e) = self.write_setpoint(&sp.name, sp.safe).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// The words of a setpoint value (engineering units, within its range).
+pub fn encode_setpoint(sp: &Setpoint, v: f64) -> Result<Vec<u16>, DeviceError> {
+    decode::encode(v * sp.sign / sp.scale, sp.ty, sp.order).map_err(|e| {
+        DeviceError::InvalidRequest(format!(
+            "setpoint {} (register {}): {e}",
+            sp.name, sp.address
+        ))
+    })
+}
+
+/// The values of one read, mapped into readings.
+struct Values<'a> {
+    profile: &'a Profile,
+    values: &'a BTreeMap<String, Value>,
+}
+
+impl Values<'_> {
+    fn num(&self, name: &str) -> Option<f64> {
+        match self.values.get(name) {
+            Some(Value::Number(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
+    fn label(&self, name: &str) -> String {
+        self.profile
+            .point(name)
+            .map_or_else(|| name.to_string(), point_label)
+    }
+
+    fn required(&self, name: &str) -> Result<f64, DeviceError> {
+        check::required(&self.label(name), self.num(name))
+    }
+
+    fn state(&self, name: &str) -> Option<(u16, Option<StateName>)> {
+        let code = self.num(name)?;
+        let p = self.profile.point(name)?;
+        // State codes are small integers; anything else has no state name.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let c = code.abs() as u64;
+        Some((
+            u16::try_from(c).unwrap_or(u16::MAX),
+            p.states.get(&c).copied(),
+        ))
+    }
+
+    fn meter(&self, cfg: &ProfiledConfig) -> Result<MeterReading, DeviceError> {
+        let inv = cfg.invert;
+        let power = |name: &str, v: f64| {
+            check::power_within(&self.label(name), check::signed(v, inv), cfg.rating_w)
+        };
+        let power_w = power("power_w", self.required("power_w")?)?;
+        let mut phase_w = [None; 3];
+        for (slot, name) in phase_w
+            .iter_mut()
+            .zip(["power_l1_w", "power_l2_w", "power_l3_w"])
+        {
+            *slot = self.num(name).map(|v| power(name, v)).transpose()?;
+        }
+        let (imp, exp) = (self.num("import_wh"), self.num("export_wh"));
+        let (import_wh, export_wh) = if inv { (exp, imp) } else { (imp, exp) };
+        Ok(MeterReading {
+            power_w,
+            phase_w,
+            frequency_hz: self.num("frequency_hz"),
+            import_wh,
+            export_wh,
+        })
+    }
+
+    fn pv(&self, cfg: &ProfiledConfig, limit_pct: Option<f64>) -> Result<PvReading, DeviceError> {
+        let rating_w = self.num("rating_w").or(cfg.rating_w).unwrap_or(0.0);
+        let rating = Some(rating_w).filter(|r| *r > 0.0);
+        let power_w = check::power_within(
+            &self.label("power_w"),
+            check::signed(self.required("power_w")?, cfg.invert),
+            rating,
+        )?;
+        let status = self.state("status").map(|(code, s)| match s {
+            Some(StateName::Operating) => InverterStatus::Mppt,
+            Some(StateName::Throttled) => InverterStatus::Throttled,
+            Some(StateName::Standby) => InverterStatus::Standby,
+            Some(StateName::Fault) => InverterStatus::Fault,
+            Some(StateName::Off) => InverterStatus::Off,
+            Some(StateName::Starting) => InverterStatus::Starting,
+            None => InverterStatus::Other(code),
+        });
+        Ok(PvReading {
+            power_w,
+            energy_wh: self.num("energy_wh"),
+            rating_w,
+            limit_pct: limit_pct.or_else(|| self.profile.setpoint("limit_pct").map(|_| 100.0)),
+            status,
+            dc_power_w: self.num("dc_power_w").map(|v| check::signed(v, cfg.invert)),
+            frequency_hz: self.num("frequency_hz"),
+        })
+    }
+
+    fn battery(&self, cfg: &ProfiledConfig) -> Result<BatteryReading, DeviceError> {
+        let soc_pct = check::percent(&self.label("soc_pct"), self.required("soc_pct")?)?;
+        let soh_pct = self
+            .num("soh_pct")
+            .map(|v| check::percent(&self.label("soh_pct"), v))
+            .transpose()?;
+        let (max_c, max_d) = (self.num("max_charge_w"), self.num("max_discharge_w"));
+        let bms_max = match (max_c, max_d) {
+            (Some(c), Some(d)) => Some(c.max(d)),
+            (c, d) => c.or(d),
+        };
+        let rating = cfg.rating_w.or(bms_max);
+        let power_w = check::power_within(
+            &self.label("power_w"),
+            check::signed(self.required("power_w")?, cfg.invert),
+            rating,
+        )?;
+        let state = self.state("state").map(|(code, s)| match s {
+            Some(StateName::Operating | StateName::Throttled) => BatteryState::Connected,
+            Some(StateName::Standby) => BatteryState::Standby,
+            Some(StateName::Fault) => BatteryState::Fault,
+            Some(StateName::Off) => BatteryState::Disconnected,
+            Some(StateName::Starting) => BatteryState::Initializing,
+            None => BatteryState::Other(code),
+        });
+        Ok(BatteryReading {
+            soc_pct,
+            soh_pct,
+            soc_max_pct: None,
+            soc_min_pct: None,
+            capacity_wh: self.num("capacity_wh"),
+            max_charge_w: max_c,
+            max_discharge_w: max_d,
+            max_charge_a: None,
+            max_discharge_a: None,
+            voltage_v: self.num("voltage_v"),
+            current_a: self.num("current_a").map(|v| check::signed(v, cfg.invert)),
+            power_w,
+            cell_v_max: None,
+            cell_v_min: None,
+            state,
+            events: 0,
+            cycles: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adjacent_spans_merge_into_one_request_and_gaps_split_them() {
+        let mut spans = vec![(3, 10, 12), (3, 12, 14), (3, 20, 22), (4, 12, 14)];
+        assert_eq!(plan(&mut spans), vec![(3, 10, 4), (3, 20, 2), (4, 12, 2)]);
+    }
+
+    #[test]
+    fn a_run_never_exceeds_125_registers() {
+        let mut spans: Vec<(u8, u32, u32)> = (0..100).map(|i| (3, i * 2, i * 2 + 2)).collect();
+        let runs = plan(&mut spans);
+        assert!(runs.iter().all(|(_, _, n)| *n <= 125));
+        assert_eq!(runs.iter().map(|(_, _, n)| u32::from(*n)).sum::<u32>(), 200);
+    }
+}
