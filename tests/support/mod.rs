@@ -13,6 +13,7 @@
 pub(crate) mod alloc;
 pub(crate) mod browser;
 pub(crate) mod fixtures;
+pub(crate) mod peer;
 pub(crate) mod station_file;
 
 use station_sim::runtime::PlugRequest;
