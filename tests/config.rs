@@ -224,3 +224,61 @@ fn a_missing_file_is_reported_with_its_path() {
     assert!(matches!(err, ConfigError::Read { .. }));
     assert!(err.to_string().contains("/nonexistent/station.toml"));
 }
+
+#[test]
+fn the_profiled_example_station_names_its_profiles_per_device() {
+    let cfg = config::load_with_env(&config_dir().join("station-profiled.toml"), no_env()).unwrap();
+    let profile = |id: &str| {
+        cfg.device(id)
+            .unwrap()
+            .profile
+            .as_ref()
+            .map(|p| p.name.clone())
+    };
+    assert_eq!(profile("pv").as_deref(), Some("huawei-sun2000"));
+    assert_eq!(profile("grid-meter").as_deref(), Some("chint-dtsu666"));
+    assert_eq!(profile("building-meter").as_deref(), Some("eastron-sdm630"));
+    assert_eq!(profile("battery"), None, "no profile: SunSpec");
+}
+
+#[test]
+fn check_config_names_every_profile_problem_by_file_and_key_at_once() {
+    let dir = std::env::temp_dir().join(format!("profiles-check-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("profiles")).unwrap();
+    std::fs::write(
+        dir.join("profiles/broken-meter.toml"),
+        "[device]\nkind = \"meter\"\nvendor = \"X\"\nmodel = \"Y\"\nsource = \"doc\"\n\n\
+         [[probe]]\npoint = \"power_w\"\nrange = [0.0, 1.0]\n\n\
+         [points.power_w]\nfunction = 3\naddress = 10\ntype = \"f32\"\nunit = \"kW\"\n",
+    )
+    .unwrap();
+    let station = format!(
+        "{MINIMAL}profile = \"broken-meter\"\n\n[devices.pv]\nkind = \"pv\"\nhost = \"h\"\nport = 502\n\
+         profile = \"chint-dtsu666\"\nrevert_s = 10\n\n[devices.building]\nkind = \"meter\"\n\
+         role = \"building\"\nhost = \"h\"\nport = 503\nprofile = \"missing\"\n"
+    );
+    std::fs::write(dir.join("station.toml"), station).unwrap();
+    std::fs::copy(
+        config_dir().join("profiles/chint-dtsu666.toml"),
+        dir.join("profiles/chint-dtsu666.toml"),
+    )
+    .unwrap();
+    let err = config::load_with_env(&dir.join("station.toml"), no_env()).unwrap_err();
+    let ConfigError::Invalid { issues, .. } = err else {
+        panic!("expected invalid, got {err}");
+    };
+    let text = issues.to_string();
+    let broken = dir.join("profiles/broken-meter.toml").display().to_string();
+    for expected in [
+        format!("{broken}: points.power_w.unit: must be \"W\""),
+        "devices.grid-meter.profile: profile \"broken-meter\" is invalid".to_string(),
+        "devices.pv.profile: profile \"chint-dtsu666\" is a meter profile, the device is a pv"
+            .to_string(),
+        "devices.pv.revert_s: applies to SunSpec devices only".to_string(),
+        "missing.toml: cannot read the profile".to_string(),
+        "devices.building.profile: profile \"missing\" is invalid".to_string(),
+    ] {
+        assert!(text.contains(&expected), "missing {expected:?} in:\n{text}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -281,6 +281,12 @@ fn device_profile(
     issues: &mut Issues,
 ) -> Option<Arc<Profile>> {
     let name = raw.profile.as_deref()?;
+    if raw.revert_s.is_some() {
+        issues.push(
+            key("revert_s"),
+            "applies to SunSpec devices only: a profile's setpoints carry their own refresh",
+        );
+    }
     let p = cache.get(name, &key("profile"), issues)?;
     if p.kind.as_str() != raw.kind {
         issues.push(
