@@ -7,6 +7,10 @@ use station_controller::clock::SystemClock;
 use station_controller::config::{self, ConfigError};
 use station_controller::daemon::{self, notify::Notifier, Options};
 use station_controller::demo::{self, Demo};
+use station_controller::devices::link::LinkConfig;
+use station_controller::devices::profile::{
+    self, commission, Profile, ProfileDevice, ProfiledConfig,
+};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -67,6 +71,90 @@ enum Command {
     },
     /// Step the simulator's plant in process and print the scorecard.
     Backtest(station_controller::backtest::cli::BacktestArgs),
+    /// Commission a profiled device: identify it, read every point once with its plausibility
+    /// verdict, and with --write exercise every setpoint (write, read back, restore).
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ProbeArgs {
+    /// A device id of the config file (which gives profile and address).
+    device: Option<String>,
+    #[arg(long, requires = "device")]
+    config: Option<PathBuf>,
+    /// A profile name, with --host (instead of a device from a config).
+    #[arg(long, conflicts_with = "device", requires = "host")]
+    profile: Option<String>,
+    /// Where --profile is looked up.
+    #[arg(long, default_value = "config/profiles")]
+    profiles_dir: PathBuf,
+    #[arg(long)]
+    host: Option<String>,
+    #[arg(long, default_value_t = 502)]
+    port: u16,
+    #[arg(long, default_value_t = 1)]
+    unit: u8,
+    #[arg(long, default_value_t = 1000)]
+    timeout_ms: u64,
+    /// Exercise every setpoint: write a test value, read it back, restore the old value.
+    #[arg(long)]
+    write: bool,
+}
+
+/// The profile and link of the device `stationd probe` talks to.
+fn probe_target(args: &ProbeArgs) -> Result<(Arc<Profile>, ProfiledConfig)> {
+    if let (Some(id), Some(path)) = (&args.device, &args.config) {
+        let cfg = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let d = cfg
+            .device(id)
+            .with_context(|| format!("no device {id:?} in {}", path.display()))?;
+        let profile = d.profile.clone().with_context(|| {
+            format!("device {id:?} names no profile (SunSpec and charger drivers are built in)")
+        })?;
+        let link = LinkConfig::new(d.endpoint.host.clone(), d.endpoint.port, d.endpoint.unit_id)
+            .with_timeout(d.endpoint.timeout);
+        let invert = d.endpoint.invert;
+        return Ok((
+            profile,
+            ProfiledConfig {
+                link,
+                invert,
+                rating_w: None,
+            },
+        ));
+    }
+    let (Some(name), Some(host)) = (&args.profile, &args.host) else {
+        anyhow::bail!("give DEVICE --config FILE, or --profile NAME --host HOST [--port --unit]");
+    };
+    let profile = profile::load(&args.profiles_dir, name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let link = LinkConfig::new(host.clone(), args.port, args.unit)
+        .with_timeout(Duration::from_millis(args.timeout_ms));
+    Ok((
+        Arc::new(profile),
+        ProfiledConfig {
+            link,
+            invert: false,
+            rating_w: None,
+        },
+    ))
+}
+
+async fn probe_device(args: &ProbeArgs) -> Result<ExitCode> {
+    let (profile, cfg) = probe_target(args)?;
+    let target = format!(
+        "{}:{} unit {}",
+        cfg.link.host, cfg.link.port, cfg.link.unit_id
+    );
+    let mut dev = ProfileDevice::new(profile, cfg);
+    let report = commission::probe(&mut dev, &target, args.write)
+        .await
+        .with_context(|| format!("cannot reach {target}"))?;
+    print!("{report}");
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn init_logging(format: &str) -> Result<()> {
@@ -97,8 +185,12 @@ fn check_config(path: &Path) -> ExitCode {
             println!("  cycle     {} s", cfg.policy.cycle_s);
             println!("  api       {}", cfg.api_listen);
             for d in &cfg.devices {
+                let driver = d.profile.as_ref().map_or_else(
+                    || "built-in driver".to_string(),
+                    |p| format!("profile {} ({} {})", p.name, p.vendor, p.model),
+                );
                 println!(
-                    "  device    {:<15} {}:{} unit {}",
+                    "  device    {:<15} {}:{} unit {}, {driver}",
                     d.id, d.endpoint.host, d.endpoint.port, d.endpoint.unit_id
                 );
             }
@@ -210,6 +302,7 @@ async fn main() -> Result<ExitCode> {
     init_logging(&cli.log_format)?;
     match cli.command {
         Command::CheckConfig { config } => Ok(check_config(&config)),
+        Command::Probe(args) => probe_device(&args).await,
         Command::Run {
             config,
             ledger,

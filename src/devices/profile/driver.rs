@@ -63,8 +63,8 @@ pub struct ProfiledConfig {
 /// Name of a point with its register, as errors and the probe output name it.
 pub fn point_label(p: &Point) -> String {
     format!(
-        "{} (function {}, register {})",
-        p.name, p.function, p.address
+        "{} (function {}, register {} = 0x{:04X})",
+        p.name, p.function, p.address, p.address
     )
 }
 
