@@ -102,7 +102,7 @@ pub fn evaluate(p: &Point, words: &[u16], sf: Option<i16>) -> Result<Value, Devi
 }
 
 /// A request plan: contiguous runs of registers per function code, at most 125 each.
-fn plan(spans: &mut Vec<(u8, u32, u32)>) -> Vec<(u8, u16, u16)> {
+fn plan(spans: &mut [(u8, u32, u32)]) -> Vec<(u8, u16, u16)> {
     spans.sort_unstable();
     let mut runs: Vec<(u8, u32, u32)> = Vec::new();
     for &(f, a, b) in spans.iter() {
