@@ -112,7 +112,8 @@ fn probe_target(args: &ProbeArgs) -> Result<(Arc<Profile>, ProfiledConfig)> {
             format!("device {id:?} names no profile (SunSpec and charger drivers are built in)")
         })?;
         let link = LinkConfig::new(d.endpoint.host.clone(), d.endpoint.port, d.endpoint.unit_id)
-            .with_timeout(d.endpoint.timeout);
+            .with_timeout(d.endpoint.timeout)
+            .with_framing(d.endpoint.framing);
         let invert = d.endpoint.invert;
         return Ok((
             profile,

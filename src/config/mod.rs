@@ -11,6 +11,8 @@ pub use policy::{
     RawTariffPeriod, RawVehiclePolicy,
 };
 
+use crate::devices::bus::LineSettings;
+use crate::devices::link::Framing;
 use crate::devices::profile::{self, Profile, ProfileKind};
 use crate::dispatch::policy::Policy;
 use chrono_tz::Tz;
@@ -132,6 +134,15 @@ pub struct RawDevice {
     pub min_a: Option<f64>,
     /// Battery and PV: rating used to reject absurd readings, kW.
     pub rating_kw: Option<f64>,
+    /// `tcp` (Modbus TCP, default) or `rtu-over-tcp` (RTU frames through a transparent RS485
+    /// gateway at host:port; every device behind it shares one bus owner).
+    pub transport: Option<String>,
+    /// RTU: line speed of the RS485 bus, for the inter-frame silence (default 9600).
+    pub baud: Option<u32>,
+    /// RTU: `none` (default), `even` or `odd`.
+    pub parity: Option<String>,
+    /// RTU: 1 (default) or 2.
+    pub stop_bits: Option<u8>,
 }
 
 fn default_unit_id() -> u8 {
@@ -153,6 +164,7 @@ pub struct Endpoint {
     pub timeout: Duration,
     pub poll_interval: Duration,
     pub invert: bool,
+    pub framing: Framing,
 }
 
 /// What kind of device, with the settings of its kind.
@@ -400,6 +412,20 @@ impl RawConfig {
                 );
             }
         }
+        let mut gateways: BTreeMap<(String, u16), (&str, Framing)> = BTreeMap::new();
+        for d in &devices {
+            let key = (d.endpoint.host.clone(), d.endpoint.port);
+            match gateways.get(&key) {
+                Some((other, f)) if *f != d.endpoint.framing => issues.push(
+                    format!("devices.{}.transport", d.id),
+                    format!("devices.{other} uses the same host and port with other framing or line settings"),
+                ),
+                Some(_) => {}
+                None => {
+                    gateways.insert(key, (&d.id, d.endpoint.framing));
+                }
+            }
+        }
         devices.sort_by_key(order_key);
 
         let policy = self.policy.validate("policy", &mut issues);
@@ -501,13 +527,72 @@ fn check_endpoint(raw: &RawDevice, key: &dyn Fn(&str) -> String, issues: &mut Is
             ),
         );
     }
+    let framing = check_framing(raw, key, issues);
     Endpoint {
+        framing,
         host: raw.host.clone(),
         port: raw.port,
         unit_id: raw.unit_id,
         timeout: Duration::from_millis(raw.timeout_ms),
         poll_interval: Duration::from_millis(raw.poll_interval_ms),
         invert: raw.invert,
+    }
+}
+
+/// Modbus TCP, or RTU through a transparent gateway with its line settings.
+fn check_framing(raw: &RawDevice, key: &dyn Fn(&str) -> String, issues: &mut Issues) -> Framing {
+    let line_keys = [
+        ("baud", raw.baud.is_some()),
+        ("parity", raw.parity.is_some()),
+        ("stop_bits", raw.stop_bits.is_some()),
+    ];
+    match raw.transport.as_deref().unwrap_or("tcp") {
+        "tcp" => {
+            for (field, set) in line_keys {
+                if set {
+                    issues.push(key(field), "applies to transport = \"rtu-over-tcp\" only");
+                }
+            }
+            Framing::Tcp
+        }
+        "rtu-over-tcp" => {
+            let baud = raw.baud.unwrap_or(9600);
+            if !(1200..=115_200).contains(&baud) {
+                issues.push(
+                    key("baud"),
+                    format!("must be within [1200, 115200] (got {baud})"),
+                );
+            }
+            let parity_bits = match raw.parity.as_deref().unwrap_or("none") {
+                "none" => 0,
+                "even" | "odd" => 1,
+                other => {
+                    issues.push(
+                        key("parity"),
+                        format!("expected none, even or odd (got {other:?})"),
+                    );
+                    0
+                }
+            };
+            let stop_bits = raw.stop_bits.unwrap_or(1);
+            if stop_bits != 1 && stop_bits != 2 {
+                issues.push(
+                    key("stop_bits"),
+                    format!("must be 1 or 2 (got {stop_bits})"),
+                );
+            }
+            Framing::RtuOverTcp(LineSettings {
+                baud,
+                bits_per_char: 9 + parity_bits + u32::from(stop_bits.clamp(1, 2)),
+            })
+        }
+        other => {
+            issues.push(
+                key("transport"),
+                format!("expected tcp or rtu-over-tcp (got {other:?})"),
+            );
+            Framing::Tcp
+        }
     }
 }
 

@@ -79,6 +79,7 @@ pub struct Device {
 fn link_config(d: &DeviceConfig) -> LinkConfig {
     LinkConfig::new(d.endpoint.host.clone(), d.endpoint.port, d.endpoint.unit_id)
         .with_timeout(d.endpoint.timeout)
+        .with_framing(d.endpoint.framing)
 }
 
 impl Device {

@@ -14,10 +14,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
 use tokio::time::{timeout, Instant};
 use tokio_modbus::client::{tcp, Context, Reader, Writer};
 use tokio_modbus::Slave;
 
+use super::bus::{Bus, BusOp, LineSettings};
 use super::error::{
     DeviceError, FC_READ_HOLDING, FC_READ_INPUT, FC_WRITE_MULTIPLE, FC_WRITE_SINGLE,
 };
@@ -44,6 +46,18 @@ pub struct LinkConfig {
     pub backoff_max: Duration,
     /// Consecutive link failures after which the state becomes `Offline` (before: `Degraded`).
     pub offline_after_failures: u32,
+    /// Modbus TCP, or RTU frames through a transparent RS485 gateway.
+    pub framing: Framing,
+}
+
+/// How requests travel to the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Modbus TCP (MBAP header), one connection per device.
+    Tcp,
+    /// Modbus RTU inside a TCP stream to a transparent RS485 gateway; every device behind the
+    /// same gateway shares one [`Bus`] owner.
+    RtuOverTcp(LineSettings),
 }
 
 impl LinkConfig {
@@ -58,7 +72,14 @@ impl LinkConfig {
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             offline_after_failures: 3,
+            framing: Framing::Tcp,
         }
+    }
+
+    /// Same config with another framing.
+    pub fn with_framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
     }
 
     /// Same config with another timeout.
@@ -124,6 +145,9 @@ pub struct LinkStats {
 pub struct Link {
     cfg: LinkConfig,
     ctx: Option<Context>,
+    /// RTU over TCP: the bus owner, and whether the device answered its last request.
+    bus: Option<Arc<Bus>>,
+    bus_ok: bool,
     state: LinkState,
     last_good: Option<Instant>,
     next_attempt: Option<Instant>,
@@ -161,6 +185,8 @@ impl Link {
         Link {
             cfg,
             ctx: None,
+            bus: None,
+            bus_ok: false,
             state: LinkState::Offline,
             last_good: None,
             next_attempt: None,
@@ -190,9 +216,12 @@ impl Link {
         self.stats
     }
 
-    /// True while a TCP connection is held.
+    /// True while a TCP connection is held (RTU over TCP: while the device answers).
     pub fn is_connected(&self) -> bool {
-        self.ctx.is_some()
+        match self.cfg.framing {
+            Framing::Tcp => self.ctx.is_some(),
+            Framing::RtuOverTcp(_) => self.bus_ok,
+        }
     }
 
     /// Earliest time of the next connect attempt, if one is being held back.
@@ -203,6 +232,7 @@ impl Link {
     /// Drop the connection now (the next request reconnects without waiting).
     pub fn disconnect(&mut self) {
         self.ctx = None;
+        self.bus_ok = false;
         self.next_attempt = None;
     }
 
@@ -326,6 +356,9 @@ impl Link {
     }
 
     async fn request(&mut self, op: Op<'_>) -> Result<Vec<u16>, DeviceError> {
+        if let Framing::RtuOverTcp(line) = self.cfg.framing {
+            return self.bus_request(op, line).await;
+        }
         self.ensure_connected().await?;
         let Some(ctx) = self.ctx.as_mut() else {
             return Err(DeviceError::Disconnected);
@@ -356,12 +389,7 @@ impl Link {
                 Ok(words)
             }
             Ok(Ok(Err(code))) => {
-                // The device answered: the transport is fine, keep the connection. `last_good`
-                // stays the time of the last successful request.
-                self.stats.exceptions += 1;
-                self.consecutive_failures = 0;
-                self.backoff = self.cfg.backoff_min;
-                self.state = LinkState::Online;
+                self.note_exception();
                 Err(DeviceError::Exception {
                     function,
                     address,
@@ -381,6 +409,79 @@ impl Link {
                 })
             }
         }
+    }
+
+    /// The device answered with an exception: the transport is fine, keep the connection.
+    /// `last_good` stays the time of the last successful request.
+    fn note_exception(&mut self) {
+        self.stats.exceptions += 1;
+        self.consecutive_failures = 0;
+        self.backoff = self.cfg.backoff_min;
+        self.state = LinkState::Online;
+    }
+
+    /// One request through the bus owner of the gateway, with this link's back-off and
+    /// accounting (a device answering again after a failure counts as a new connection).
+    async fn bus_request(
+        &mut self,
+        op: Op<'_>,
+        line: LineSettings,
+    ) -> Result<Vec<u16>, DeviceError> {
+        if let Some(at) = self.next_attempt {
+            if Instant::now() < at {
+                self.stats.skipped_backoff += 1;
+                return Err(DeviceError::Disconnected);
+            }
+        }
+        let (host, port) = (self.cfg.host.clone(), self.cfg.port);
+        let bus = Arc::clone(
+            self.bus
+                .get_or_insert_with(|| Bus::shared(&host, port, line)),
+        );
+        let bus_op = match op {
+            Op::Read(addr, count) => BusOp::Read {
+                function: FC_READ_HOLDING,
+                addr,
+                count,
+            },
+            Op::ReadInput(addr, count) => BusOp::Read {
+                function: FC_READ_INPUT,
+                addr,
+                count,
+            },
+            Op::WriteSingle(addr, value) => BusOp::WriteSingle { addr, value },
+            Op::WriteMultiple(addr, values) => BusOp::WriteMultiple {
+                addr,
+                values: values.to_vec(),
+            },
+        };
+        let result = bus
+            .request(self.cfg.unit_id, bus_op, self.cfg.timeout)
+            .await;
+        match &result {
+            Ok(_) | Err(DeviceError::Exception { .. }) => {
+                if !self.bus_ok {
+                    self.bus_ok = true;
+                    self.stats.connects += 1;
+                    self.next_attempt = None;
+                }
+                if result.is_ok() {
+                    self.note_success();
+                } else {
+                    self.note_exception();
+                }
+            }
+            Err(e) => {
+                if matches!(e, DeviceError::Timeout { .. }) {
+                    self.stats.timeouts += 1;
+                } else {
+                    self.stats.transport_errors += 1;
+                }
+                self.bus_ok = false;
+                self.note_link_failure();
+            }
+        }
+        result
     }
 
     fn note_success(&mut self) {

@@ -6,6 +6,7 @@
 //! names the failing point) and keeps Modbus exceptions apart from link failures.
 
 pub mod battery;
+pub mod bus;
 pub mod charger;
 pub mod check;
 pub mod error;
