@@ -7,7 +7,8 @@ use station_controller::clock::SystemClock;
 use station_controller::config::{self, ConfigError};
 use station_controller::daemon::{self, notify::Notifier, Options};
 use station_controller::demo::{self, Demo};
-use station_controller::devices::link::LinkConfig;
+use station_controller::devices::bus::LineSettings;
+use station_controller::devices::link::{Framing, LinkConfig};
 use station_controller::devices::profile::{
     self, commission, Profile, ProfileDevice, ProfiledConfig,
 };
@@ -96,6 +97,12 @@ struct ProbeArgs {
     unit: u8,
     #[arg(long, default_value_t = 1000)]
     timeout_ms: u64,
+    /// RTU frames through a transparent RS485 gateway at --host/--port (default: Modbus TCP).
+    #[arg(long)]
+    rtu_over_tcp: bool,
+    /// RTU: line speed behind the gateway (8N1 assumed), for the inter-frame silence.
+    #[arg(long, default_value_t = 9600, requires = "rtu_over_tcp")]
+    baud: u32,
     /// Exercise every setpoint: write a test value, read it back, restore the old value.
     #[arg(long)]
     write: bool,
@@ -128,8 +135,14 @@ fn probe_target(args: &ProbeArgs) -> Result<(Arc<Profile>, ProfiledConfig)> {
         anyhow::bail!("give DEVICE --config FILE, or --profile NAME --host HOST [--port --unit]");
     };
     let profile = profile::load(&args.profiles_dir, name).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let link = LinkConfig::new(host.clone(), args.port, args.unit)
+    let mut link = LinkConfig::new(host.clone(), args.port, args.unit)
         .with_timeout(Duration::from_millis(args.timeout_ms));
+    if args.rtu_over_tcp {
+        link = link.with_framing(Framing::RtuOverTcp(LineSettings {
+            baud: args.baud,
+            bits_per_char: 10,
+        }));
+    }
     Ok((
         Arc::new(profile),
         ProfiledConfig {

@@ -282,3 +282,41 @@ fn check_config_names_every_profile_problem_by_file_and_key_at_once() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn rtu_over_tcp_devices_take_line_settings_and_tcp_devices_refuse_them() {
+    use station_controller::devices::bus::LineSettings;
+    use station_controller::devices::link::Framing;
+    let text = format!(
+        "{MINIMAL}transport = \"rtu-over-tcp\"\nbaud = 19200\nparity = \"even\"\n\n\
+         [devices.building]\nkind = \"meter\"\nrole = \"building\"\nhost = \"127.0.0.1\"\nport = 5022\n\
+         unit_id = 2\ntransport = \"rtu-over-tcp\"\nbaud = 19200\nparity = \"even\"\n"
+    );
+    let raw = config::parse("test.toml", &text, no_env()).unwrap();
+    let cfg = raw.validate().unwrap();
+    let framing = cfg.device("grid-meter").unwrap().endpoint.framing;
+    assert_eq!(
+        framing,
+        Framing::RtuOverTcp(LineSettings {
+            baud: 19200,
+            bits_per_char: 11
+        })
+    );
+
+    let bad = format!(
+        "{MINIMAL}baud = 9600\n\n[devices.building]\nkind = \"meter\"\nrole = \"building\"\n\
+         host = \"127.0.0.1\"\nport = 5022\nunit_id = 2\ntransport = \"rtu-over-tcp\"\n\
+         parity = \"mark\"\nstop_bits = 3\n"
+    );
+    let issues = invalid(&bad);
+    for expected in [
+        "devices.grid-meter.baud: applies to transport = \"rtu-over-tcp\" only",
+        "devices.building.parity: expected none, even or odd (got \"mark\")",
+        "devices.building.stop_bits: must be 1 or 2 (got 3)",
+    ] {
+        assert!(
+            issues.iter().any(|i| i == expected),
+            "missing {expected:?} in {issues:?}"
+        );
+    }
+}

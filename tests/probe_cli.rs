@@ -116,3 +116,32 @@ async fn probe_of_an_unreachable_device_says_which_address_it_tried() {
         "{err}"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs Python with pymodbus (installed by .ci/run)"]
+async fn probe_reads_a_meter_behind_a_transparent_rs485_gateway() {
+    let gateway = Peer::start("rs485_gateway.py").await;
+    let port = gateway.port.to_string();
+    let dir = profiles_dir();
+    let out = stationd(&[
+        "probe",
+        "--profile",
+        "eastron-sdm630",
+        "--profiles-dir",
+        &dir,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--unit",
+        "2",
+        "--rtu-over-tcp",
+        "--baud",
+        "9600",
+    ])
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("-2500 W"), "{text}");
+    assert!(text.contains("result: ok"), "{text}");
+}
