@@ -107,3 +107,63 @@ async fn requests_of_two_meters_on_one_gateway_are_serialised_without_mixing_fra
         0
     );
 }
+
+/// The bus budget: how long one fast read of each shipped meter holds an RS485 bus, from its
+/// request plan and the line timing (frames, 3.5-character silences) plus an assumed device
+/// turnaround of 20 ms, and how many such meters fit a 1 s cycle.
+#[test]
+fn the_bus_budget_fits_five_or_six_shipped_meters_per_second_at_9600_baud() {
+    use station_controller::devices::bus::BusOp;
+    use station_controller::devices::profile::driver::fast_requests;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/profiles");
+    let turnaround = Duration::from_millis(20);
+    let mut rows = Vec::new();
+    for name in ["chint-dtsu666", "eastron-sdm630"] {
+        let p = profile::load(&dir, name).unwrap();
+        for baud in [9600, 19200] {
+            let line = LineSettings {
+                baud,
+                bits_per_char: 10,
+            };
+            let cycle: Duration = fast_requests(&p)
+                .into_iter()
+                .map(|(function, addr, count)| {
+                    line.transaction(
+                        &BusOp::Read {
+                            function,
+                            addr,
+                            count,
+                        },
+                        turnaround,
+                    )
+                })
+                .sum();
+            let fit = (1.0 / cycle.as_secs_f64()).floor();
+            eprintln!(
+                "{name:<16} {baud:>6} baud 8N1: {:>6.1} ms per read, {fit} per 1 s cycle",
+                cycle.as_secs_f64() * 1000.0
+            );
+            rows.push((name, baud, cycle, fit));
+        }
+    }
+    // DTSU666 at 9600: 3 requests (2 + 8 + 2 registers) = 87.5 ms of line time + 3 x 20 ms.
+    let (_, _, dtsu_9600, fit) = rows[0];
+    assert!(
+        (dtsu_9600.as_secs_f64() - 0.1475).abs() < 0.001,
+        "{dtsu_9600:?}"
+    );
+    assert_eq!(fit, 6.0);
+    // SDM630 at 9600: 4 requests (2 + 6 + 2 + 2 registers) = 108.3 ms + 4 x 20 ms.
+    let (_, _, sdm_9600, fit) = rows[2];
+    assert!(
+        (sdm_9600.as_secs_f64() - 0.1883).abs() < 0.001,
+        "{sdm_9600:?}"
+    );
+    assert_eq!(fit, 5.0);
+    // Doubling the baud rate halves the line time but not the turnaround.
+    assert!(
+        rows.iter()
+            .all(|(_, baud, _, fit)| *baud != 19200 || *fit >= 7.0),
+        "{rows:?}"
+    );
+}

@@ -120,6 +120,20 @@ fn plan(spans: &mut [(u8, u32, u32)]) -> Vec<(u8, u16, u16)> {
         .collect()
 }
 
+/// The requests (function, address, count) one fast read of `profile` sends: every fast point
+/// and its scale-factor register, in contiguous runs. The bus budget is built from these.
+pub fn fast_requests(profile: &Profile) -> Vec<(u8, u16, u16)> {
+    let mut spans: Vec<(u8, u32, u32)> = Vec::new();
+    for p in profile.points.iter().filter(|p| p.poll == Poll::Fast) {
+        let (a, b) = p.span();
+        spans.push((p.function, a, b));
+        if let Scale::Register(r) = p.scale {
+            spans.push((p.function, u32::from(r), u32::from(r) + 1));
+        }
+    }
+    plan(&mut spans)
+}
+
 /// Read the registers of `points` (and their scale-factor registers) in as few requests as
 /// contiguous runs allow; returns every register read by (function, address).
 async fn read_words(
