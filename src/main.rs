@@ -115,7 +115,7 @@ fn probe_target(args: &ProbeArgs) -> Result<(Arc<Profile>, ProfiledConfig)> {
         let d = cfg
             .device(id)
             .with_context(|| format!("no device {id:?} in {}", path.display()))?;
-        let profile = d.profile.clone().with_context(|| {
+        let profile = d.any_profile().cloned().with_context(|| {
             format!("device {id:?} names no profile (SunSpec and charger drivers are built in)")
         })?;
         let link = LinkConfig::new(d.endpoint.host.clone(), d.endpoint.port, d.endpoint.unit_id)
@@ -199,7 +199,7 @@ fn check_config(path: &Path) -> ExitCode {
             println!("  cycle     {} s", cfg.policy.cycle_s);
             println!("  api       {}", cfg.api_listen);
             for d in &cfg.devices {
-                let driver = d.profile.as_ref().map_or_else(
+                let driver = d.any_profile().map_or_else(
                     || "built-in driver".to_string(),
                     |p| format!("profile {} ({} {})", p.name, p.vendor, p.model),
                 );

@@ -239,6 +239,12 @@ fn the_profiled_example_station_names_its_profiles_per_device() {
     assert_eq!(profile("grid-meter").as_deref(), Some("chint-dtsu666"));
     assert_eq!(profile("building-meter").as_deref(), Some("eastron-sdm630"));
     assert_eq!(profile("battery"), None, "no profile: SunSpec");
+    let charx = cfg.device("charger-2").unwrap().any_profile().unwrap();
+    assert_eq!(charx.name, "phoenix-charx-sec");
+    assert!(
+        cfg.device("charger-1").unwrap().any_profile().is_none(),
+        "alfen is built in"
+    );
 }
 
 #[test]

@@ -340,3 +340,54 @@ proptest! {
         prop_assert_eq!(decode::decode(&words, ValueType::I32, order), Some(decode::Raw::Number(f64::from(v))));
     }
 }
+
+#[tokio::test]
+#[ignore = "needs Python with pymodbus (installed by .ci/run)"]
+async fn phoenix_charx_profile_drives_a_charger_through_the_charger_interface() {
+    use station_controller::devices::charger::{ChargerDriver, Mode3};
+    use station_controller::devices::profile::charger::ProfileCharger;
+    let peer = Peer::start("phoenix_charx.py").await;
+    let p = profile::load(&profiles_dir(), "phoenix-charx-sec").unwrap();
+    let mut charger: Box<dyn ChargerDriver> = Box::new(ProfileCharger::new(
+        Arc::new(p),
+        ProfiledConfig {
+            link: LinkConfig::new("127.0.0.1", peer.port, 1).with_timeout(Duration::from_secs(2)),
+            invert: false,
+            rating_w: Some(22_080.0),
+        },
+    ));
+    let r = charger.read().await.unwrap();
+    assert_eq!(r.state, Mode3::C2, "letter C is charging");
+    assert!(
+        close(r.current_a[0], 16.02)
+            && close(r.current_a[1], 15.98)
+            && close(r.current_a[2], 16.01),
+        "{r:?}"
+    );
+    assert!(close(r.power_w, 11_050.0), "{r:?}");
+    assert_eq!(r.energy_wh, Some(123_456.0));
+
+    let mut check = Link::new(LinkConfig::new("127.0.0.1", peer.port, 1));
+    charger.set_current(10.0).await.unwrap();
+    assert_eq!(check.read_holding(1301, 1).await.unwrap(), vec![10]);
+    assert_eq!(charger.read().await.unwrap().applied_max_a, 10.0);
+    charger.configure_fallback(8.0).await.unwrap();
+    charger.safe().await.unwrap();
+    assert_eq!(
+        check.read_holding(1301, 1).await.unwrap(),
+        vec![8],
+        "safe = configured safe current"
+    );
+    // A state letter outside the map is refused, never guessed.
+    check
+        .write_single(1299, u16::from(b'X') << 8)
+        .await
+        .unwrap();
+    match charger.read().await.unwrap_err() {
+        DeviceError::BadData { point, reason } => {
+            assert!(point.contains("register 1299"), "{point}");
+            assert!(reason.contains("\"X\" is not in the state map"), "{reason}");
+        }
+        e => panic!("expected bad data, got {e}"),
+    }
+}

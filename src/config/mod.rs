@@ -193,9 +193,12 @@ pub struct ChargerSettings {
     pub min_a: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ChargerProfile {
+    /// The built-in Alfen NG9xx driver.
     Alfen,
+    /// A `kind = "charger"` device profile from `profiles/`.
+    Profile(Arc<Profile>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -205,6 +208,19 @@ pub struct DeviceConfig {
     pub role: DeviceRole,
     /// The device profile of a meter, PV inverter or battery (`None`: SunSpec).
     pub profile: Option<Arc<Profile>>,
+}
+
+impl DeviceConfig {
+    /// The device profile of any kind of device, chargers included (`None`: built-in driver).
+    pub fn any_profile(&self) -> Option<&Arc<Profile>> {
+        match &self.role {
+            DeviceRole::Charger(ChargerSettings {
+                profile: ChargerProfile::Profile(p),
+                ..
+            }) => Some(p),
+            _ => self.profile.as_ref(),
+        }
+    }
 }
 
 /// The checked configuration the daemon runs with.
@@ -477,7 +493,7 @@ fn validate_device(
     let role = match raw.kind.as_str() {
         "pv" | "battery" => Some(storage_or_pv_role(raw, &key, issues)),
         "meter" => meter_role(raw, &key, issues),
-        "charger" => Some(charger_role(raw, &key, issues)),
+        "charger" => Some(charger_role(raw, &key, cache, issues)),
         other => {
             issues.push(
                 key("kind"),
@@ -680,7 +696,12 @@ fn meter_role(
     }
 }
 
-fn charger_role(raw: &RawDevice, key: &dyn Fn(&str) -> String, issues: &mut Issues) -> DeviceRole {
+fn charger_role(
+    raw: &RawDevice,
+    key: &dyn Fn(&str) -> String,
+    cache: &mut ProfileCache,
+    issues: &mut Issues,
+) -> DeviceRole {
     refuse_fields(
         &[
             ("role", raw.role.is_some()),
@@ -691,15 +712,12 @@ fn charger_role(raw: &RawDevice, key: &dyn Fn(&str) -> String, issues: &mut Issu
         key,
         issues,
     );
-    let profile = match raw.profile.as_deref().unwrap_or("alfen") {
-        "alfen" => ChargerProfile::Alfen,
-        other => {
-            issues.push(
-                key("profile"),
-                format!("unknown charger profile {other:?} (known: alfen)"),
-            );
-            ChargerProfile::Alfen
-        }
+    let profile = match raw.profile.as_deref() {
+        None | Some("alfen") => ChargerProfile::Alfen,
+        Some(_) => match device_profile(raw, key, cache, issues) {
+            Some(p) => ChargerProfile::Profile(p),
+            None => ChargerProfile::Alfen,
+        },
     };
     let rating_a = raw.rating_a.unwrap_or(32.0);
     issues.within(&key("rating_a"), rating_a, 6.0, 80.0);

@@ -11,6 +11,7 @@ use crate::devices::charger::{ChargerConfig, ChargerDriver, ChargerProfile, Char
 use crate::devices::error::DeviceError;
 use crate::devices::link::{Link, LinkConfig, LinkState};
 use crate::devices::meter::{Meter, MeterConfig, MeterReading};
+use crate::devices::profile::charger::ProfileCharger;
 use crate::devices::profile::{ProfileDevice, ProfiledConfig, ProfiledReading};
 use crate::devices::pv::{PvConfig, PvInverter, PvReading};
 use chrono::{DateTime, Utc};
@@ -141,15 +142,24 @@ impl Device {
                     ..MeterConfig::new(link)
                 }))
             }
-            DeviceRole::Charger(c) => {
-                let profile = match c.profile {
-                    crate::config::ChargerProfile::Alfen => ChargerProfile::Alfen,
-                };
-                Driver::Charger(profile.build(ChargerConfig {
-                    max_current_a: c.rating_a,
-                    ..ChargerConfig::new(link)
-                }))
-            }
+            DeviceRole::Charger(c) => match &c.profile {
+                crate::config::ChargerProfile::Alfen => {
+                    Driver::Charger(ChargerProfile::Alfen.build(ChargerConfig {
+                        max_current_a: c.rating_a,
+                        ..ChargerConfig::new(link)
+                    }))
+                }
+                crate::config::ChargerProfile::Profile(p) => {
+                    Driver::Charger(Box::new(ProfileCharger::new(
+                        p.clone(),
+                        ProfiledConfig {
+                            link,
+                            invert: false,
+                            rating_w: Some(f64::from(c.phases) * 230.0 * c.rating_a),
+                        },
+                    )))
+                }
+            },
         }
     }
 
@@ -247,6 +257,7 @@ impl Device {
                 ProfiledReading::Meter(m) => DeviceReading::Meter(m),
                 ProfiledReading::Pv(p) => DeviceReading::Pv(p),
                 ProfiledReading::Battery(b) => DeviceReading::Battery(b),
+                ProfiledReading::Charger(c) => DeviceReading::Charger(c),
             }),
         };
         match result {

@@ -3,7 +3,7 @@
 //! (read, write a test value, read back, restore). The result is a [`ProbeReport`] that prints
 //! as the integrator sees it on site.
 
-use super::driver::{point_label, probe_holds, ProfileDevice, Value};
+use super::driver::{point_label, probe_holds, state_key, ProfileDevice, Value};
 use super::model::{Point, ProbeCheck, Profile, Setpoint};
 use crate::devices::error::DeviceError;
 use std::fmt;
@@ -165,19 +165,12 @@ pub async fn probe(
 
 /// "(operating)" for a state point whose code the state map knows.
 fn state_of(pt: &Point, v: &Value) -> String {
-    let Value::Number(n) = v else {
-        return String::new();
-    };
     if pt.states.is_empty() {
         return String::new();
     }
-    match pt
-        .states
-        .iter()
-        .find(|(code, _)| (**code as f64 - n).abs() < 0.5)
-    {
-        Some((_, s)) => format!("({})", s.as_str()),
-        None => "(not in the state map)".to_string(),
+    match pt.states.get(&state_key(v)) {
+        Some(s) => format!(" ({})", s.as_str()),
+        None => " (not in the state map)".to_string(),
     }
 }
 
@@ -220,7 +213,12 @@ impl fmt::Display for ProbeReport {
         writeln!(f, "points:")?;
         for (pt, r) in &self.points {
             let (ok, shown) = match r {
-                Ok(v) => (true, format!("{v} {}{}", pt.unit, state_of(pt, v))),
+                Ok(v) => (
+                    true,
+                    format!("{v} {}{}", pt.unit, state_of(pt, v))
+                        .trim()
+                        .replace("  ", " "),
+                ),
                 Err(e) => (false, e.to_string()),
             };
             let range = pt.range.map_or(String::new(), |(lo, hi)| {

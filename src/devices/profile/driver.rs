@@ -5,9 +5,10 @@
 
 use super::decode::{self, Raw};
 use super::model::{
-    Point, Poll, Probe, ProbeCheck, Profile, ProfileKind, Scale, Setpoint, StateName,
+    Point, Poll, Probe, ProbeCheck, Profile, ProfileKind, Scale, Setpoint, StateName, StateValue,
 };
 use crate::devices::battery::{BatteryReading, BatteryState};
+use crate::devices::charger::ChargerReading;
 use crate::devices::check;
 use crate::devices::error::{DeviceError, FC_WRITE_SINGLE};
 use crate::devices::link::{Link, LinkConfig, MAX_READ_REGS};
@@ -15,6 +16,7 @@ use crate::devices::meter::MeterReading;
 use crate::devices::pv::{InverterStatus, PvReading};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tokio::time::Instant;
 
 /// A decoded point value.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +50,7 @@ pub enum ProfiledReading {
     Meter(MeterReading),
     Pv(PvReading),
     Battery(BatteryReading),
+    Charger(ChargerReading),
 }
 
 /// Device-side options of a profiled device (from the station config).
@@ -99,6 +102,14 @@ pub fn evaluate(p: &Point, words: &[u16], sf: Option<i16>) -> Result<Value, Devi
         }
     }
     Ok(Value::Number(v))
+}
+
+/// The state map key of a value: the decimal code of a number, the text of a string.
+pub fn state_key(v: &Value) -> String {
+    match v {
+        Value::Number(n) => format!("{n:.0}"),
+        Value::Text(t) => t.clone(),
+    }
 }
 
 /// A request plan: contiguous runs of registers per function code, at most 125 each.
@@ -201,6 +212,10 @@ pub struct ProfileDevice {
     slow: BTreeMap<String, Value>,
     /// Last value written per setpoint.
     written: BTreeMap<String, f64>,
+    /// When `current_a` was last written (chargers: the setpoint's remaining validity).
+    current_written_at: Option<Instant>,
+    /// The current a charger falls back to (configured by the daemon).
+    safe_current_a: Option<f64>,
 }
 
 impl ProfileDevice {
@@ -214,6 +229,8 @@ impl ProfileDevice {
             reads: 0,
             slow: BTreeMap::new(),
             written: BTreeMap::new(),
+            current_written_at: None,
+            safe_current_a: None,
         }
     }
 
@@ -319,6 +336,12 @@ impl ProfileDevice {
                 .pv(&self.cfg, self.written.get("limit_pct").copied())
                 .map(ProfiledReading::Pv),
             ProfileKind::Battery => view.battery(&self.cfg).map(ProfiledReading::Battery),
+            ProfileKind::Charger => {
+                let applied = self.written.get("current_a").copied();
+                let validity = self.remaining_validity();
+                view.charger(&self.cfg, applied, validity)
+                    .map(ProfiledReading::Charger)
+            }
         }
     }
 
@@ -351,6 +374,9 @@ impl ProfileDevice {
             self.link.write_multiple(sp.address, &words).await?;
         }
         self.written.insert(sp.name.clone(), v);
+        if sp.name == "current_a" {
+            self.current_written_at = Some(Instant::now());
+        }
         Ok(v)
     }
 
@@ -388,6 +414,45 @@ impl ProfileDevice {
     pub async fn set_power_w(&mut self, w: f64) -> Result<(), DeviceError> {
         let w = check::signed(w, self.cfg.invert);
         self.write_setpoint("power_w", w).await.map(|_| ())
+    }
+
+    /// Seconds until a charger's current setpoint lapses on the device (its `refresh_s` after
+    /// the last write; 0 before any write, `u32::MAX` when the setpoint never lapses).
+    fn remaining_validity(&self) -> u32 {
+        let Some(refresh) = self.profile.setpoint("current_a").and_then(|s| s.refresh) else {
+            return u32::MAX;
+        };
+        self.current_written_at.map_or(0, |at| {
+            let left = refresh.saturating_sub(at.elapsed()).as_secs();
+            u32::try_from(left).unwrap_or(u32::MAX)
+        })
+    }
+
+    /// Charger: write the maximum current A.
+    pub async fn set_current(&mut self, amps: f64) -> Result<(), DeviceError> {
+        self.write_setpoint("current_a", amps).await.map(|_| ())
+    }
+
+    /// Charger: remember the safe current and write it as the device's own fallback where the
+    /// profile has one (`fallback_current_a`).
+    pub async fn configure_fallback(&mut self, safe_current_a: f64) -> Result<(), DeviceError> {
+        self.safe_current_a = Some(safe_current_a);
+        if self.profile.setpoint("fallback_current_a").is_some() {
+            self.write_setpoint("fallback_current_a", safe_current_a)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Charger: put the current setpoint at the configured safe current (or the profile's safe
+    /// value before one was configured).
+    pub async fn safe_current(&mut self) -> Result<(), DeviceError> {
+        let safe = match (self.safe_current_a, self.profile.setpoint("current_a")) {
+            (Some(a), _) => a,
+            (None, Some(sp)) => sp.safe,
+            (None, None) => return Ok(()),
+        };
+        self.set_current(safe).await
     }
 
     /// Write every setpoint's safe value (shutdown); the first failure is returned after all
@@ -438,16 +503,22 @@ impl Values<'_> {
         check::required(&self.label(name), self.num(name))
     }
 
-    fn state(&self, name: &str) -> Option<(u16, Option<StateName>)> {
-        let code = self.num(name)?;
+    /// The state point's key (decimal code or text) and what the state map makes of it.
+    fn state(&self, name: &str) -> Option<(String, Option<StateValue>)> {
         let p = self.profile.point(name)?;
-        // State codes are small integers; anything else has no state name.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let c = code.abs() as u64;
-        Some((
-            u16::try_from(c).unwrap_or(u16::MAX),
-            p.states.get(&c).copied(),
-        ))
+        let key = state_key(self.values.get(name)?);
+        let v = p.states.get(&key).copied();
+        Some((key, v))
+    }
+
+    fn operating(&self, name: &str) -> Option<(u16, Option<StateName>)> {
+        self.state(name).map(|(key, v)| {
+            let code = key.parse::<u16>().unwrap_or(u16::MAX);
+            match v {
+                Some(StateValue::Operating(s)) => (code, Some(s)),
+                _ => (code, None),
+            }
+        })
     }
 
     fn meter(&self, cfg: &ProfiledConfig) -> Result<MeterReading, DeviceError> {
@@ -482,7 +553,7 @@ impl Values<'_> {
             check::signed(self.required("power_w")?, cfg.invert),
             rating,
         )?;
-        let status = self.state("status").map(|(code, s)| match s {
+        let status = self.operating("status").map(|(code, s)| match s {
             Some(StateName::Operating) => InverterStatus::Mppt,
             Some(StateName::Throttled) => InverterStatus::Throttled,
             Some(StateName::Standby) => InverterStatus::Standby,
@@ -499,6 +570,48 @@ impl Values<'_> {
             status,
             dc_power_w: self.num("dc_power_w").map(|v| check::signed(v, cfg.invert)),
             frequency_hz: self.num("frequency_hz"),
+        })
+    }
+
+    fn charger(
+        &self,
+        cfg: &ProfiledConfig,
+        applied: Option<f64>,
+        validity_s: u32,
+    ) -> Result<ChargerReading, DeviceError> {
+        let state = match self.state("state") {
+            Some((_, Some(StateValue::Iec61851(m)))) => m,
+            Some((key, _)) => {
+                return Err(DeviceError::bad_data(
+                    &self.label("state"),
+                    format!("state {key:?} is not in the state map"),
+                ))
+            }
+            None => return Err(DeviceError::bad_data(&self.label("state"), "not read")),
+        };
+        let current = |name: &str| -> Result<f64, DeviceError> {
+            let a = self.num(name).unwrap_or(0.0);
+            check::finite(&self.label(name), a)
+        };
+        let current_a = [
+            current("current_l1_a")?,
+            current("current_l2_a")?,
+            current("current_l3_a")?,
+        ];
+        let power_w = check::power_within(
+            &self.label("power_w"),
+            self.required("power_w")?,
+            cfg.rating_w,
+        )?;
+        Ok(ChargerReading {
+            state,
+            current_a,
+            power_w,
+            energy_wh: self.num("energy_wh"),
+            applied_max_a: self.num("applied_max_a").or(applied).unwrap_or(0.0),
+            remaining_validity_s: validity_s,
+            // 0: the daemon takes the configured phases.
+            phases: 0,
         })
     }
 
@@ -519,7 +632,7 @@ impl Values<'_> {
             check::signed(self.required("power_w")?, cfg.invert),
             rating,
         )?;
-        let state = self.state("state").map(|(code, s)| match s {
+        let state = self.operating("state").map(|(code, s)| match s {
             Some(StateName::Operating | StateName::Throttled) => BatteryState::Connected,
             Some(StateName::Standby) => BatteryState::Standby,
             Some(StateName::Fault) => BatteryState::Fault,

@@ -6,6 +6,7 @@
 //!
 //! A new meter model is one new file; `stationd probe` confirms it against the device.
 
+pub mod charger;
 pub mod commission;
 pub mod decode;
 pub mod driver;

@@ -4,6 +4,7 @@
 use super::decode::{ValueType, WordOrder};
 use super::schema::{RawPoint, RawProbe, RawProfile, RawSetpoint};
 use crate::config::Issues;
+use crate::devices::charger::Mode3;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ pub enum ProfileKind {
     Meter,
     Pv,
     Battery,
+    Charger,
 }
 
 impl ProfileKind {
@@ -22,6 +24,7 @@ impl ProfileKind {
             Self::Meter => "meter",
             Self::Pv => "pv",
             Self::Battery => "battery",
+            Self::Charger => "charger",
         }
     }
 
@@ -30,6 +33,7 @@ impl ProfileKind {
             "meter" => Some(Self::Meter),
             "pv" => Some(Self::Pv),
             "battery" | "pcs" => Some(Self::Battery),
+            "charger" => Some(Self::Charger),
             _ => None,
         }
     }
@@ -65,6 +69,15 @@ impl ProfileKind {
                 ("current_a", "A", false),
                 ("state", "", false),
             ],
+            Self::Charger => &[
+                ("state", "", true),
+                ("current_l1_a", "A", true),
+                ("current_l2_a", "A", false),
+                ("current_l3_a", "A", false),
+                ("power_w", "W", true),
+                ("energy_wh", "Wh", false),
+                ("applied_max_a", "A", false),
+            ],
         }
     }
 
@@ -74,6 +87,7 @@ impl ProfileKind {
             Self::Meter => &[],
             Self::Pv => &[("limit_pct", "%", false)],
             Self::Battery => &[("power_w", "W", true)],
+            Self::Charger => &[("current_a", "A", true), ("fallback_current_a", "A", false)],
         }
     }
 }
@@ -133,6 +147,38 @@ impl StateName {
     }
 }
 
+/// What a state map entry means: an operating state (PV, battery) or an IEC 61851 state
+/// (chargers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateValue {
+    Operating(StateName),
+    Iec61851(Mode3),
+}
+
+impl StateValue {
+    fn parse(kind: Option<ProfileKind>, s: &str) -> Result<Self, String> {
+        if kind == Some(ProfileKind::Charger) {
+            Mode3::parse(s).map(Self::Iec61851).ok_or_else(|| {
+                format!("expected an IEC 61851 state A, B1, B2, C1, C2, D1, D2, E or F (got {s:?})")
+            })
+        } else {
+            StateName::parse(s).map(Self::Operating).ok_or_else(|| {
+                format!(
+                    "expected operating, standby, fault, off, starting or throttled (got {s:?})"
+                )
+            })
+        }
+    }
+
+    /// The profile spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operating(s) => s.as_str(),
+            Self::Iec61851(m) => m.as_str(),
+        }
+    }
+}
+
 /// One readable point.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
@@ -149,8 +195,8 @@ pub struct Point {
     /// Plausible engineering values; outside is bad data (the device shows degraded).
     pub range: Option<(f64, f64)>,
     pub poll: Poll,
-    /// Raw value to state, when the point is a state code.
-    pub states: BTreeMap<u64, StateName>,
+    /// Raw value (a decimal code, or the text of a string point) to state.
+    pub states: BTreeMap<String, StateValue>,
 }
 
 impl Point {
@@ -271,6 +317,7 @@ fn check_type(ty: &str, registers: Option<u16>, key: &str, issues: &mut Issues) 
 }
 
 fn check_point(
+    kind: Option<ProfileKind>,
     name: &str,
     raw: &RawPoint,
     key: &dyn Fn(&str) -> String,
@@ -335,15 +382,15 @@ fn check_point(
     let mut states = BTreeMap::new();
     for (code, state) in raw.states.iter().flatten() {
         let k = key(&format!("states.{code}"));
-        match (code.parse::<u64>(), StateName::parse(state)) {
-            (Ok(c), Some(s)) => {
-                states.insert(c, s);
+        if ty.is_numeric() && code.parse::<u64>().is_err() {
+            issues.push(k, "state codes of a numeric point are decimal integers");
+            continue;
+        }
+        match StateValue::parse(kind, state) {
+            Ok(v) => {
+                states.insert(code.clone(), v);
             }
-            (Err(_), _) => issues.push(k, "state codes are decimal integers"),
-            (_, None) => issues.push(
-                k,
-                format!("expected operating, standby, fault, off, starting or throttled (got {state:?})"),
-            ),
+            Err(e) => issues.push(k, e),
         }
     }
     Point {
@@ -517,7 +564,10 @@ pub fn check(name: &str, file: &str, raw: &RawProfile) -> Result<Profile, Issues
     if kind.is_none() {
         issues.push(
             format!("{file}: device.kind"),
-            format!("expected meter, pv or battery (got {:?})", raw.device.kind),
+            format!(
+                "expected meter, pv, battery or charger (got {:?})",
+                raw.device.kind
+            ),
         );
     }
     if raw.device.source.trim().is_empty() {
@@ -533,7 +583,15 @@ pub fn check(name: &str, file: &str, raw: &RawProfile) -> Result<Profile, Issues
     let points: Vec<Point> = raw
         .points
         .iter()
-        .map(|(n, p)| check_point(n, p, &|f| format!("{file}: points.{n}.{f}"), &mut issues))
+        .map(|(n, p)| {
+            check_point(
+                kind,
+                n,
+                p,
+                &|f| format!("{file}: points.{n}.{f}"),
+                &mut issues,
+            )
+        })
         .collect();
     let setpoints: Vec<Setpoint> = raw
         .setpoints
