@@ -235,7 +235,7 @@ mod tests {
             baud: 9600,
             bits_per_char: 11,
         };
-        assert!((slow.silence().as_secs_f64() - 3.5 * 11.0 / 9600.0).abs() < 1e-9);
+        assert!((slow.silence().as_secs_f64() - 3.5 * 11.0 / 9600.0).abs() < 1e-6);
         let fast = LineSettings {
             baud: 115_200,
             bits_per_char: 11,
@@ -257,7 +257,7 @@ mod tests {
         let t = line.transaction(&op, Duration::ZERO).as_secs_f64();
         // 8 + 21 characters of 1.042 ms and two silences of 3.65 ms.
         assert!(
-            (t - (29.0 * 10.0 / 9600.0 + 2.0 * 3.5 * 10.0 / 9600.0)).abs() < 1e-9,
+            (t - (29.0 * 10.0 / 9600.0 + 2.0 * 3.5 * 10.0 / 9600.0)).abs() < 1e-6,
             "{t}"
         );
     }
