@@ -284,6 +284,7 @@ fn point(ty: ValueType, order: WordOrder, scale: Scale, range: Option<(f64, f64)
         range,
         poll: profile::model::Poll::Fast,
         states: BTreeMap::new(),
+        bits: None,
     }
 }
 
@@ -308,11 +309,15 @@ proptest! {
         low_first in any::<bool>(),
         words in proptest::collection::vec(any::<u16>(), 0..10),
         sf in any::<i16>(),
+        shift in any::<u8>(),
+        mask in any::<u64>(),
     ) {
         let order = if low_first { WordOrder::LowFirst } else { WordOrder::HighFirst };
         let _ = decode::decode(&words, ty, order);
         let _ = evaluate(&point(ty, order, Scale::Register(9), Some((-1e6, 1e6))), &words, Some(sf));
         let _ = evaluate(&point(ty, order, Scale::Constant(0.1), None), &words, None);
+        let packed = Point { bits: Some((shift, mask)), ..point(ty, order, Scale::Constant(1.0), None) };
+        let _ = evaluate(&packed, &words, None);
     }
 
     #[test]
@@ -390,4 +395,51 @@ async fn phoenix_charx_profile_drives_a_charger_through_the_charger_interface() 
         }
         e => panic!("expected bad data, got {e}"),
     }
+}
+
+#[tokio::test]
+#[ignore = "needs Python with pymodbus (installed by .ci/run)"]
+async fn abb_terra_ac_profile_unpacks_its_state_byte_and_writes_milliamps() {
+    use station_controller::devices::charger::{ChargerDriver, Mode3};
+    use station_controller::devices::profile::charger::ProfileCharger;
+    let peer = Peer::start("abb_terra_ac.py").await;
+    let p = profile::load(&profiles_dir(), "abb-terra-ac").unwrap();
+    let mut charger = ProfileCharger::new(
+        Arc::new(p),
+        ProfiledConfig {
+            link: LinkConfig::new("127.0.0.1", peer.port, 1).with_timeout(Duration::from_secs(2)),
+            invert: false,
+            rating_w: Some(22_080.0),
+        },
+    );
+    let r = charger.read().await.unwrap();
+    assert_eq!(r.state, Mode3::C2);
+    assert!(
+        close(r.current_a[0], 15.95)
+            && close(r.current_a[1], 16.02)
+            && close(r.current_a[2], 15.99),
+        "{r:?}"
+    );
+    assert_eq!(r.power_w, 11_040.0);
+    assert!(close(r.applied_max_a, 16.0));
+    assert_eq!(
+        r.energy_wh, None,
+        "the session counter is not a lifetime meter"
+    );
+
+    let mut check = Link::new(LinkConfig::new("127.0.0.1", peer.port, 1));
+    charger.set_current(10.5).await.unwrap();
+    assert_eq!(
+        check.read_holding(0x4100, 2).await.unwrap(),
+        vec![0, 10_500],
+        "u32 mA, high word first"
+    );
+    charger.configure_fallback(6.0).await.unwrap();
+    assert_eq!(check.read_holding(0x4109, 1).await.unwrap(), vec![6]);
+    // Session stopped (5) with a cable in: B1.
+    check
+        .write_multiple(0x400C, &[0x0000, 0x0500])
+        .await
+        .unwrap();
+    assert_eq!(charger.read().await.unwrap().state, Mode3::B1);
 }

@@ -82,6 +82,14 @@ pub fn evaluate(p: &Point, words: &[u16], sf: Option<i16>) -> Result<Value, Devi
         Raw::Text(t) => return Ok(Value::Text(t)),
         Raw::Number(n) => n,
     };
+    let n = match p.bits {
+        // Unsigned points only (checked): the number is an exact integer below 2^64.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Some((shift, mask)) => {
+            ((n as u64).checked_shr(u32::from(shift)).unwrap_or(0) & mask) as f64
+        }
+        None => n,
+    };
     let factor = match (p.scale, sf) {
         (Scale::Constant(f), _) => f,
         (Scale::Register(_), Some(sf)) if (-10..=10).contains(&sf) => 10f64.powi(i32::from(sf)),

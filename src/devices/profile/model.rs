@@ -197,6 +197,8 @@ pub struct Point {
     pub poll: Poll,
     /// Raw value (a decimal code, or the text of a string point) to state.
     pub states: BTreeMap<String, StateValue>,
+    /// Bit field of an unsigned point: `(raw >> shift) & mask`.
+    pub bits: Option<(u8, u64)>,
 }
 
 impl Point {
@@ -379,6 +381,25 @@ fn check_point(
             Poll::Fast
         }
     };
+    let bits = match (raw.shift, raw.mask) {
+        (None, None) => None,
+        (shift, mask) => {
+            if !matches!(ty, ValueType::U16 | ValueType::U32 | ValueType::U64) {
+                issues.push(
+                    key("mask"),
+                    format!("shift and mask apply to u16, u32 and u64 points (type {ty})"),
+                );
+            }
+            let shift = shift.unwrap_or(0);
+            if u32::from(shift) >= 16 * u32::from(ty.registers()) {
+                issues.push(
+                    key("shift"),
+                    format!("{shift} bits shift everything out of a {ty}"),
+                );
+            }
+            Some((shift, mask.unwrap_or(u64::MAX)))
+        }
+    };
     let mut states = BTreeMap::new();
     for (code, state) in raw.states.iter().flatten() {
         let k = key(&format!("states.{code}"));
@@ -405,6 +426,7 @@ fn check_point(
         range: raw.range.map(|r| parse_range(r, &key("range"), issues)),
         poll,
         states,
+        bits,
     }
 }
 

@@ -86,6 +86,9 @@ pub struct RawPoint {
     pub word_order: Option<String>,
     pub scale: Option<f64>,
     pub scale_register: Option<u16>,
+    /// Unsigned integer points: keep `(raw >> shift) & mask` (a state packed in a byte).
+    pub shift: Option<u8>,
+    pub mask: Option<u64>,
     #[serde(default)]
     pub unit: String,
     pub sign: Option<i8>,
