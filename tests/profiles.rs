@@ -285,6 +285,7 @@ fn point(ty: ValueType, order: WordOrder, scale: Scale, range: Option<(f64, f64)
         poll: profile::model::Poll::Fast,
         states: BTreeMap::new(),
         bits: None,
+        negative_when: None,
     }
 }
 
@@ -442,4 +443,41 @@ async fn abb_terra_ac_profile_unpacks_its_state_byte_and_writes_milliamps() {
         .await
         .unwrap();
     assert_eq!(charger.read().await.unwrap().state, Mode3::B1);
+}
+
+#[tokio::test]
+#[ignore = "needs Python with pymodbus (installed by .ci/run)"]
+async fn sungrow_sh_profile_signs_battery_power_by_its_flags_and_forces_charge_and_discharge() {
+    let peer = Peer::start("sungrow_sh.py").await;
+    let mut d = device("sungrow-sh", peer.port, Some(10_000.0));
+    let ProfiledReading::Battery(b) = d.read().await.unwrap() else {
+        panic!("a battery profile reads a battery");
+    };
+    assert_eq!(b.power_w, -2450.0, "charging: negative in our convention");
+    assert!(
+        close(b.soc_pct, 65.3) && close(b.soh_pct.unwrap(), 98.0),
+        "{b:?}"
+    );
+    assert!(close(b.voltage_v.unwrap(), 392.5), "{b:?}");
+
+    let mut check = Link::new(LinkConfig::new("127.0.0.1", peer.port, 1));
+    d.set_power_w(3000.0).await.unwrap();
+    assert_eq!(
+        check.read_holding(13049, 3).await.unwrap(),
+        vec![2, 0xBB, 3000],
+        "forced discharge 3 kW"
+    );
+    d.set_power_w(-1500.0).await.unwrap();
+    assert_eq!(
+        check.read_holding(13049, 3).await.unwrap(),
+        vec![2, 0xAA, 1500],
+        "forced charge 1.5 kW"
+    );
+    assert_eq!(d.read_setpoint("power_w").await.unwrap(), -1500.0);
+    d.safe().await.unwrap();
+    assert_eq!(
+        check.read_holding(13050, 2).await.unwrap(),
+        vec![0xCC, 0],
+        "stop"
+    );
 }

@@ -70,10 +70,11 @@ impl ProbeReport {
 }
 
 /// The value a setpoint is exercised with: its safe value unless that is the current value,
-/// then the middle of its range, then its low end.
+/// then the middle of its range, then a tenth of the way from the middle to the top, then its
+/// low end (a gentle step: the device acts on it for a moment).
 pub fn test_value(sp: &Setpoint, current: f64) -> f64 {
     let mid = (sp.min + sp.max) / 2.0;
-    [sp.safe, mid, sp.min]
+    [sp.safe, mid, mid + (sp.max - mid) / 10.0, sp.min]
         .into_iter()
         .find(|v| !close(*v, current))
         .unwrap_or(sp.max)

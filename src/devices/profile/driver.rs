@@ -224,6 +224,8 @@ pub struct ProfileDevice {
     current_written_at: Option<Instant>,
     /// The current a charger falls back to (configured by the daemon).
     safe_current_a: Option<f64>,
+    /// `connects` count of the link when the setpoints' `prepare` writes were made.
+    prepared_on: Option<u64>,
 }
 
 impl ProfileDevice {
@@ -239,6 +241,7 @@ impl ProfileDevice {
             written: BTreeMap::new(),
             current_written_at: None,
             safe_current_a: None,
+            prepared_on: None,
         }
     }
 
@@ -305,6 +308,16 @@ impl ProfileDevice {
                 }),
             }
         }
+        let mut values: BTreeMap<String, Value> = out
+            .iter()
+            .filter_map(|r| Some((r.name.clone(), r.value.clone().ok()?)))
+            .collect();
+        apply_negative_when(&profile, &mut values);
+        for r in &mut out {
+            if let (Ok(v), Some(signed)) = (&mut r.value, values.get(&r.name)) {
+                *v = signed.clone();
+            }
+        }
         Ok(out)
     }
 
@@ -317,10 +330,21 @@ impl ProfileDevice {
         let slow_due = self.reads % u64::from(self.profile.slow_every) == 0;
         self.reads += 1;
         let profile = Arc::clone(&self.profile);
-        let due: Vec<&Point> = profile
+        let fast: Vec<&Point> = profile
             .points
             .iter()
             .filter(|p| p.poll == Poll::Fast || slow_due)
+            .collect();
+        // Flags that give a due point its sign are read with it.
+        let due: Vec<&Point> = profile
+            .points
+            .iter()
+            .filter(|p| {
+                fast.iter().any(|f| f.name == p.name)
+                    || fast
+                        .iter()
+                        .any(|f| f.negative_when.as_ref().is_some_and(|(o, _)| *o == p.name))
+            })
             .collect();
         let words = read_words(&mut self.link, &due).await?;
         let mut values = BTreeMap::new();
@@ -334,6 +358,7 @@ impl ProfileDevice {
         for (k, v) in &self.slow {
             values.entry(k.clone()).or_insert_with(|| v.clone());
         }
+        apply_negative_when(&profile, &mut values);
         let view = Values {
             profile: &profile,
             values: &values,
@@ -353,7 +378,27 @@ impl ProfileDevice {
         }
     }
 
+    /// The `prepare` writes of every setpoint, once per connection.
+    async fn prepare(&mut self) -> Result<(), DeviceError> {
+        let connects = self.link.stats().connects;
+        if self.link.is_connected() && self.prepared_on == Some(connects) {
+            return Ok(());
+        }
+        let writes: Vec<(u16, u16)> = self
+            .profile
+            .setpoints
+            .iter()
+            .flat_map(|s| s.prepare.iter().copied())
+            .collect();
+        for (address, value) in writes {
+            self.link.write_single(address, value).await?;
+        }
+        self.prepared_on = Some(self.link.stats().connects);
+        Ok(())
+    }
+
     /// Write a setpoint in engineering units, clamped into its range; returns the value sent.
+    /// A direction-encoded setpoint writes its command code, then its magnitude.
     pub async fn write_setpoint(&mut self, name: &str, value: f64) -> Result<f64, DeviceError> {
         let sp = self
             .profile
@@ -371,6 +416,12 @@ impl ProfileDevice {
             )));
         }
         let v = value.clamp(sp.min, sp.max);
+        if !sp.prepare.is_empty() {
+            self.prepare().await?;
+        }
+        if let Some(dir) = sp.direction {
+            self.link.write_single(dir.address, dir.code(v)).await?;
+        }
         let words = encode_setpoint(&sp, v)?;
         if sp.function == FC_WRITE_SINGLE {
             let w = words
@@ -404,11 +455,29 @@ impl ProfileDevice {
             .link
             .read_holding(sp.address, sp.ty.registers())
             .await?;
-        match decode::decode(&words, sp.ty, sp.order) {
-            Some(Raw::Number(n)) => Ok(n * sp.scale * sp.sign),
-            _ => Err(DeviceError::bad_data(
+        let magnitude = match decode::decode(&words, sp.ty, sp.order) {
+            Some(Raw::Number(n)) => n * sp.scale * sp.sign,
+            _ => {
+                return Err(DeviceError::bad_data(
+                    name,
+                    "setpoint register does not decode",
+                ))
+            }
+        };
+        let Some(dir) = sp.direction else {
+            return Ok(magnitude);
+        };
+        let code = self.link.read_holding(dir.address, 1).await?;
+        match code.first().copied() {
+            Some(c) if c == dir.positive => Ok(magnitude),
+            Some(c) if c == dir.negative => Ok(-magnitude),
+            Some(c) if c == dir.zero => Ok(0.0),
+            other => Err(DeviceError::bad_data(
                 name,
-                "setpoint register does not decode",
+                format!(
+                    "direction register {} holds {other:?}, no known code",
+                    dir.address
+                ),
             )),
         }
     }
@@ -477,8 +546,25 @@ impl ProfileDevice {
     }
 }
 
-/// The words of a setpoint value (engineering units, within its range).
+/// Negate the points whose `negative_when` flag is set in this read.
+fn apply_negative_when(profile: &Profile, values: &mut BTreeMap<String, Value>) {
+    for p in &profile.points {
+        let Some((flag, mask)) = &p.negative_when else {
+            continue;
+        };
+        // Flags points are unsigned integers (checked).
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let set = matches!(values.get(flag), Some(Value::Number(f)) if (*f as u64) & mask != 0);
+        if let (true, Some(Value::Number(v))) = (set, values.get_mut(&p.name)) {
+            *v = -*v;
+        }
+    }
+}
+
+/// The words of a setpoint value (engineering units, within its range); a direction-encoded
+/// setpoint writes its magnitude.
 pub fn encode_setpoint(sp: &Setpoint, v: f64) -> Result<Vec<u16>, DeviceError> {
+    let v = if sp.direction.is_some() { v.abs() } else { v };
     decode::encode(v * sp.sign / sp.scale, sp.ty, sp.order).map_err(|e| {
         DeviceError::InvalidRequest(format!(
             "setpoint {} (register {}): {e}",

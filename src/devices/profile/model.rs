@@ -199,6 +199,8 @@ pub struct Point {
     pub states: BTreeMap<String, StateValue>,
     /// Bit field of an unsigned point: `(raw >> shift) & mask`.
     pub bits: Option<(u8, u64)>,
+    /// Negate the value while `(other point & mask) != 0`.
+    pub negative_when: Option<(String, u64)>,
 }
 
 impl Point {
@@ -226,6 +228,32 @@ pub struct Setpoint {
     pub max: f64,
     pub refresh: Option<Duration>,
     pub safe: f64,
+    /// Magnitude plus direction command: (command register, code > 0, code < 0, code 0).
+    pub direction: Option<Direction>,
+    /// (register, value) written before the first write of each connection.
+    pub prepare: Vec<(u16, u16)>,
+}
+
+/// The command register of a direction-encoded setpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Direction {
+    pub address: u16,
+    pub positive: u16,
+    pub negative: u16,
+    pub zero: u16,
+}
+
+impl Direction {
+    /// The command code for a setpoint value.
+    pub fn code(self, v: f64) -> u16 {
+        if v > 0.0 {
+            self.positive
+        } else if v < 0.0 {
+            self.negative
+        } else {
+            self.zero
+        }
+    }
 }
 
 /// One identification check.
@@ -427,6 +455,10 @@ fn check_point(
         poll,
         states,
         bits,
+        negative_when: raw
+            .negative_when
+            .as_ref()
+            .map(|n| (n.point.clone(), n.mask)),
     }
 }
 
@@ -478,6 +510,13 @@ fn check_setpoint(
         max,
         refresh: raw.refresh_s.map(|s| Duration::from_secs(u64::from(s))),
         safe: raw.safe,
+        direction: raw.direction.as_ref().map(|d| Direction {
+            address: d.address,
+            positive: d.positive,
+            negative: d.negative,
+            zero: d.zero,
+        }),
+        prepare: raw.prepare.iter().map(|w| (w.address, w.value)).collect(),
     }
 }
 
@@ -528,6 +567,38 @@ fn overlaps(spans: &mut [(u8, u32, u32, String)], file: &str, section: &str, iss
             issues.push(
                 format!("{file}: {section}.{b}.address"),
                 format!("register {start_b} overlaps {section}.{a} (function {fa})"),
+            );
+        }
+    }
+}
+
+/// Points that refer to other points, and direction-encoded setpoints.
+fn check_links(p: &Profile, issues: &mut Issues) {
+    let file = &p.file;
+    for pt in &p.points {
+        let Some((other, _)) = &pt.negative_when else {
+            continue;
+        };
+        let key = format!("{file}: points.{}.negative_when.point", pt.name);
+        match p.point(other) {
+            None => issues.push(key, format!("names {other:?}, which is not under [points]")),
+            Some(o) if !matches!(o.ty, ValueType::U16 | ValueType::U32 | ValueType::U64) => issues
+                .push(
+                    key,
+                    format!("{other} must be an unsigned flags point (type {})", o.ty),
+                ),
+            Some(o) if o.negative_when.is_some() => issues.push(
+                key,
+                format!("{other} takes its own sign from another point"),
+            ),
+            Some(_) => {}
+        }
+    }
+    for sp in &p.setpoints {
+        if sp.direction.is_some() && !matches!(sp.ty, ValueType::U16 | ValueType::U32) {
+            issues.push(
+                format!("{file}: setpoints.{}.type", sp.name),
+                "a direction-encoded setpoint writes its magnitude as u16 or u32",
             );
         }
     }
@@ -667,6 +738,7 @@ pub fn check(name: &str, file: &str, raw: &RawProfile) -> Result<Profile, Issues
     if let Some(kind) = kind {
         check_roles(kind, &profile, &mut issues);
     }
+    check_links(&profile, &mut issues);
     if issues.is_empty() {
         Ok(profile)
     } else {

@@ -89,6 +89,8 @@ pub struct RawPoint {
     /// Unsigned integer points: keep `(raw >> shift) & mask` (a state packed in a byte).
     pub shift: Option<u8>,
     pub mask: Option<u64>,
+    /// The value is negated while `(point & mask) != 0`.
+    pub negative_when: Option<RawNegativeWhen>,
     #[serde(default)]
     pub unit: String,
     pub sign: Option<i8>,
@@ -117,5 +119,40 @@ pub struct RawSetpoint {
     pub refresh_s: Option<u32>,
     /// The value written on shutdown.
     pub safe: f64,
+    /// Devices that take a magnitude plus a direction command (Sungrow forced mode): the
+    /// register value is |setpoint| and the command register gets the code of its sign.
+    pub direction: Option<RawDirection>,
+    /// Fixed writes before the first write of each connection (e.g. select forced mode).
+    #[serde(default)]
+    pub prepare: Vec<RawWrite>,
     pub description: Option<String>,
+}
+
+/// The command register of a direction-encoded setpoint and its codes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirection {
+    pub address: u16,
+    /// Code for a setpoint > 0 (battery: discharge).
+    pub positive: u16,
+    /// Code for a setpoint < 0 (battery: charge).
+    pub negative: u16,
+    /// Code for 0 (stop).
+    pub zero: u16,
+}
+
+/// One fixed register write (function 6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWrite {
+    pub address: u16,
+    pub value: u16,
+}
+
+/// A point whose sign another point's flag gives (unsigned power plus a running-state bit).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNegativeWhen {
+    pub point: String,
+    pub mask: u64,
 }
