@@ -167,3 +167,82 @@ fn the_bus_budget_fits_five_or_six_shipped_meters_per_second_at_9600_baud() {
         "{rows:?}"
     );
 }
+
+/// A child process killed when the test ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real RS485 line in miniature: a socat pseudo-terminal pair, a pymodbus RTU *serial* server
+/// (pyserial) with two meters on one end, and socat relaying the other end to TCP as a
+/// transparent gateway does. Both meters are read through one bus owner over the serial framing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs socat and Python with pymodbus and pyserial (installed by .ci/run)"]
+async fn two_meters_on_a_pseudo_serial_bus_behind_a_socat_gateway_read_their_documented_values() {
+    use std::process::{Command, Stdio};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = std::env::temp_dir().join(format!("rs485-pty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("A"), dir.join("B"));
+    let _pair = Child(
+        Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            .spawn()
+            .unwrap(),
+    );
+    support::until("the pty pair", Duration::from_secs(10), || {
+        (a.exists() && b.exists()).then_some(())
+    })
+    .await;
+
+    let python = std::env::var("STATION_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").to_string());
+    let mut server = tokio::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/rs485_serial_bus.py"
+        ))
+        .arg(&a)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ready.as_deref(), Some("READY"));
+
+    let port = support::free_port();
+    let _gateway = Child(
+        Command::new("socat")
+            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"))
+            .arg(format!("FILE:{},raw,echo=0", b.display()))
+            .spawn()
+            .unwrap(),
+    );
+    let mut chint = meter("chint-dtsu666", port, 1);
+    let mut eastron = meter("eastron-sdm630", port, 2);
+    // socat serves exactly one connection (the bus owner's): poll until it listens.
+    support::until_async(
+        "the first reading through socat",
+        Duration::from_secs(20),
+        async || chint.read().await.ok(),
+    )
+    .await;
+    for _ in 0..5 {
+        let (x, y) = futures::future::join(chint.read(), eastron.read()).await;
+        assert!((power(x) - 4321.0).abs() < 1e-6);
+        assert!((power(y) + 2500.0).abs() < 1e-6);
+    }
+    drop(server.stdin.take());
+    std::fs::remove_dir_all(&dir).ok();
+}
