@@ -428,20 +428,7 @@ impl RawConfig {
                 );
             }
         }
-        let mut gateways: BTreeMap<(String, u16), (&str, Framing)> = BTreeMap::new();
-        for d in &devices {
-            let key = (d.endpoint.host.clone(), d.endpoint.port);
-            match gateways.get(&key) {
-                Some((other, f)) if *f != d.endpoint.framing => issues.push(
-                    format!("devices.{}.transport", d.id),
-                    format!("devices.{other} uses the same host and port with other framing or line settings"),
-                ),
-                Some(_) => {}
-                None => {
-                    gateways.insert(key, (&d.id, d.endpoint.framing));
-                }
-            }
-        }
+        check_gateways(&devices, &mut issues);
         devices.sort_by_key(order_key);
 
         let policy = self.policy.validate("policy", &mut issues);
@@ -552,6 +539,24 @@ fn check_endpoint(raw: &RawDevice, key: &dyn Fn(&str) -> String, issues: &mut Is
         timeout: Duration::from_millis(raw.timeout_ms),
         poll_interval: Duration::from_millis(raw.poll_interval_ms),
         invert: raw.invert,
+    }
+}
+
+/// Devices behind one host and port share a gateway: they must agree on its framing.
+fn check_gateways(devices: &[DeviceConfig], issues: &mut Issues) {
+    let mut gateways: BTreeMap<(String, u16), (&str, Framing)> = BTreeMap::new();
+    for d in devices {
+        let key = (d.endpoint.host.clone(), d.endpoint.port);
+        match gateways.get(&key) {
+            Some((other, f)) if *f != d.endpoint.framing => issues.push(
+                format!("devices.{}.transport", d.id),
+                format!("devices.{other} uses the same host and port with other framing or line settings"),
+            ),
+            Some(_) => {}
+            None => {
+                gateways.insert(key, (&d.id, d.endpoint.framing));
+            }
+        }
     }
 }
 

@@ -233,21 +233,7 @@ impl fmt::Display for ProbeReport {
                 pt.ty
             )?;
         }
-        if !self.writes.is_empty() {
-            writeln!(f, "setpoints (write, read back, restore):")?;
-            for w in &self.writes {
-                match &w.result {
-                    Ok((before, test, back, restored)) => writeln!(
-                        f,
-                        "  {} {:<16} was {before} {u}, wrote {test} {u}, read back {back} {u}, restored {restored} {u}",
-                        verdict(w.passed()),
-                        w.setpoint,
-                        u = w.unit
-                    )?,
-                    Err(e) => writeln!(f, "  FAIL {:<16} {e}", w.setpoint)?,
-                }
-            }
-        }
+        self.fmt_writes(f)?;
         writeln!(
             f,
             "{}",
@@ -257,5 +243,27 @@ impl fmt::Display for ProbeReport {
                 "result: FAILED"
             }
         )
+    }
+}
+
+impl ProbeReport {
+    fn fmt_writes(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.writes.is_empty() {
+            return Ok(());
+        }
+        writeln!(f, "setpoints (write, read back, restore):")?;
+        for w in &self.writes {
+            match &w.result {
+                Ok((before, test, back, restored)) => writeln!(
+                    f,
+                    "  {} {:<16} was {before} {u}, wrote {test} {u}, read back {back} {u}, restored {restored} {u}",
+                    verdict(w.passed()),
+                    w.setpoint,
+                    u = w.unit
+                )?,
+                Err(e) => writeln!(f, "  FAIL {:<16} {e}", w.setpoint)?,
+            }
+        }
+        Ok(())
     }
 }
