@@ -246,3 +246,39 @@ async fn two_meters_on_a_pseudo_serial_bus_behind_a_socat_gateway_read_their_doc
     drop(server.stdin.take());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Python with pymodbus (installed by .ci/run)"]
+async fn an_exception_through_the_gateway_is_an_exception_and_keeps_the_device_online() {
+    use station_controller::devices::link::Link;
+    let gateway = Peer::start("rs485_gateway.py").await;
+    let line = LineSettings {
+        baud: 9600,
+        bits_per_char: 10,
+    };
+    let mut link = Link::new(
+        LinkConfig::new("127.0.0.1", gateway.port, 1)
+            .with_timeout(TIMEOUT)
+            .with_framing(Framing::RtuOverTcp(line)),
+    );
+    let words = link.read_holding(0x2006, 2).await.unwrap();
+    assert_eq!(words.len(), 2);
+    // The DTSU666 image has nothing at 0x0100: the meter answers "illegal data address".
+    let err = link.read_holding(0x0100, 2).await.unwrap_err();
+    assert_eq!(
+        err,
+        DeviceError::Exception {
+            function: 3,
+            address: 0x0100,
+            code: 2
+        }
+    );
+    assert!(link.is_connected());
+    assert_eq!(link.stats().exceptions, 1);
+    assert_eq!(link.stats().connects, 1, "an exception is no reconnect");
+    assert_eq!(
+        link.read_input(0x2006, 2).await.unwrap(),
+        words,
+        "the meter answers 3 and 4 alike"
+    );
+}
