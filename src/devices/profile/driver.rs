@@ -30,7 +30,12 @@ pub enum Value {
 impl std::fmt::Display for Value {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Value::Number(v) => write!(f, "{v}"),
+            // Six decimals at most, trailing zeros cut: 230.1, not 230.10000000000002.
+            Value::Number(v) => {
+                let text = format!("{v:.6}");
+                let text = text.trim_end_matches('0').trim_end_matches('.');
+                f.write_str(if text == "-0" { "0" } else { text })
+            }
             Value::Text(t) => write!(f, "{t:?}"),
         }
     }
@@ -759,6 +764,15 @@ impl Values<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_print_without_float_noise() {
+        assert_eq!(Value::Number(230.100_000_000_000_02).to_string(), "230.1");
+        assert_eq!(Value::Number(7123.0).to_string(), "7123");
+        assert_eq!(Value::Number(-2500.0).to_string(), "-2500");
+        assert_eq!(Value::Number(-0.000_000_1).to_string(), "0");
+        assert_eq!(Value::Text("SUN2000".into()).to_string(), "\"SUN2000\"");
+    }
 
     #[test]
     fn adjacent_spans_merge_into_one_request_and_gaps_split_them() {
