@@ -28,6 +28,34 @@ pub trait Clock: Send + Sync + 'static {
     }
 }
 
+/// Station-monotonic time: monotonic seconds since the daemon started, scaled by the clock's
+/// speed (1 on the system clock, N in a demo at N x real time). Poll schedules, reading ages
+/// and the ledger's cycle lengths use it, so a step of the wall clock (NTP, a bad RTC) moves
+/// none of them; the wall clock only stamps data.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticks {
+    start: Instant,
+    speed: f64,
+}
+
+impl Ticks {
+    pub fn new(speed: f64) -> Ticks {
+        Ticks {
+            start: monotonic(),
+            speed: if speed.is_finite() && speed > 0.0 {
+                speed
+            } else {
+                1.0
+            },
+        }
+    }
+
+    /// Station seconds since start.
+    pub fn now(&self) -> std::time::Duration {
+        self.start.elapsed().mul_f64(self.speed)
+    }
+}
+
 /// The system's wall clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;

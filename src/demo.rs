@@ -5,7 +5,7 @@
 //! The reference config and the shipped scenarios are compiled into the binary, so the demo runs
 //! from anywhere with nothing else installed.
 
-use crate::clock::FollowClock;
+use crate::clock::{Clock, FollowClock};
 use crate::config::{self, RawConfig, StationConfig};
 use crate::daemon::{self, DaemonHandle, Options};
 use station_sim::runtime::{SimAddrs, SimConfig, SimHandle};
@@ -174,9 +174,31 @@ impl Demo {
         api_listen: SocketAddr,
         adjust: impl FnOnce(&mut StationConfig),
     ) -> Result<Demo, DemoError> {
+        Self::attach_with(sim, speed, api_listen, Options::default(), adjust).await
+    }
+
+    /// As [`Demo::attach`] with daemon options (a ledger file).
+    pub async fn attach_with(
+        sim: SimHandle,
+        speed: f64,
+        api_listen: SocketAddr,
+        options: Options,
+        adjust: impl FnOnce(&mut StationConfig),
+    ) -> Result<Demo, DemoError> {
+        let clock = Arc::new(FollowClock::new(sim.time_source(), speed.max(1e-3)));
+        Self::attach_clocked(sim, clock, api_listen, options, adjust).await
+    }
+
+    /// As [`Demo::attach_with`], with the daemon on `clock` (tests step it to play NTP).
+    pub async fn attach_clocked(
+        sim: SimHandle,
+        clock: Arc<dyn Clock>,
+        api_listen: SocketAddr,
+        options: Options,
+        adjust: impl FnOnce(&mut StationConfig),
+    ) -> Result<Demo, DemoError> {
         let mut config = config_for(&sim.addrs)?;
         adjust(&mut config);
-        let clock = Arc::new(FollowClock::new(sim.time_source(), speed.max(1e-3)));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let daemon = daemon::start(
@@ -184,7 +206,7 @@ impl Demo {
             clock,
             Options {
                 api_listen: Some(api_listen),
-                ..Options::default()
+                ..options
             },
             cancel.clone(),
             &tracker,
@@ -196,6 +218,15 @@ impl Demo {
             cancel,
             tracker,
         })
+    }
+
+    /// Stop the daemon (it writes safe setpoints and flushes its ledger) and keep the simulator
+    /// running, to attach a new daemon (a restart).
+    pub async fn stop_daemon(self) -> SimHandle {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.sim
     }
 
     /// Stop the daemon (it writes safe setpoints), then the simulator.

@@ -171,15 +171,24 @@ async fn probe_device(args: &ProbeArgs) -> Result<ExitCode> {
     })
 }
 
+/// Logs go to stderr, coloured only when stderr is a terminal (not for journald or a file) and
+/// `NO_COLOR` is unset.
 fn init_logging(format: &str) -> Result<()> {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     match format {
         "json" => tracing_subscriber::fmt()
             .json()
+            .with_writer(std::io::stderr)
             .with_env_filter(filter)
             .init(),
-        "text" => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        "text" => tracing_subscriber::fmt()
+            .with_ansi(colour)
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init(),
         other => anyhow::bail!("--log-format: expected text or json (got {other:?})"),
     }
     Ok(())
@@ -237,9 +246,17 @@ async fn run(config_path: PathBuf, ledger: Option<PathBuf>, ledger_flush_s: f64)
         other => anyhow::Error::new(other),
     })?;
     let deadline = cfg.shutdown_deadline;
+    let notifier = Notifier::from_env();
+    if let Some(w) = notifier.watchdog() {
+        if let Some(why) = config::watchdog_issue(cfg.policy.cycle_s, w) {
+            anyhow::bail!(
+                "{}: policy.cycle_s: {why} (WATCHDOG_USEC from systemd)",
+                config_path.display()
+            );
+        }
+    }
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let notifier = Notifier::from_env();
     let handle = daemon::start(
         cfg,
         Arc::new(SystemClock),

@@ -170,6 +170,55 @@ fn unknown_keys_are_rejected_with_their_name() {
 }
 
 #[test]
+fn every_unknown_key_is_named_at_once_with_its_dotted_key() {
+    let text = format!(
+        "colour = \"red\"\n{MINIMAL}speed = 3\n\n[api]\nlisten_on = \"x\"\n\n[policy.grid]\nimport_limit_kv = 3\n\n[policy.battery]\nsoc_minimum = 5\n"
+    );
+    let problems = invalid(&text).join("\n");
+    for key in [
+        "colour: unknown key",
+        "devices.grid-meter.speed: unknown key",
+        "api.listen_on: unknown key",
+        "policy.grid.import_limit_kv: unknown key",
+        "policy.battery.soc_minimum: unknown key",
+    ] {
+        assert!(problems.contains(key), "missing {key:?} in:\n{problems}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_a_bad_value_are_named_together() {
+    let text =
+        format!("{MINIMAL}\n[api]\nlisten_on = 1\n\n[control]\nshutdown_deadline_ms = \"soon\"\n");
+    let problems = invalid(&text).join("\n");
+    assert!(
+        problems.contains("api.listen_on: unknown key"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("control.shutdown_deadline_ms: invalid type"),
+        "{problems}"
+    );
+}
+
+#[test]
+fn a_cycle_the_service_watchdog_cannot_follow_is_refused() {
+    let problems = invalid(&format!("{MINIMAL}\n[policy]\ncycle_s = 6\n"));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("policy.cycle_s: "), "{problems:?}");
+    assert!(problems[0].contains("WatchdogSec"), "{problems:?}");
+    assert!(invalid(&format!("{MINIMAL}\n[policy]\ncycle_s = 5\n")).is_empty());
+    let service = std::fs::read_to_string(config_dir().join("systemd/stationd.service")).unwrap();
+    assert!(
+        service.contains(&format!(
+            "WatchdogSec={}s",
+            config::SERVICE_WATCHDOG.as_secs()
+        )),
+        "config::SERVICE_WATCHDOG is not the unit's WatchdogSec"
+    );
+}
+
+#[test]
 fn a_station_without_a_grid_meter_is_refused() {
     let problems = invalid(
         r#"
@@ -325,4 +374,40 @@ fn rtu_over_tcp_devices_take_line_settings_and_tcp_devices_refuse_them() {
             "missing {expected:?} in {issues:?}"
         );
     }
+}
+
+#[test]
+fn api_hosts_are_checked_and_lower_cased() {
+    let problems = invalid(&format!(
+        "{MINIMAL}\n[api]\nhosts = [\"ok.example\", \"bad host\", \"\"]\n"
+    ));
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].starts_with("api.hosts[1]: "), "{problems:?}");
+    assert!(problems[1].starts_with("api.hosts[2]: "), "{problems:?}");
+    let raw = config::parse(
+        "test.toml",
+        &format!("{MINIMAL}\n[api]\nhosts = [\"Station.Example.LAN\"]\n"),
+        no_env(),
+    )
+    .unwrap();
+    assert_eq!(raw.validate().unwrap().api_hosts, ["station.example.lan"]);
+}
+
+#[test]
+fn a_battery_without_a_pcs_rating_is_refused_naming_the_key() {
+    let mut doc: toml::Table = station_controller::demo::STATION_TOML.parse().unwrap();
+    doc["devices"]["battery"]
+        .as_table_mut()
+        .unwrap()
+        .remove("rating_kw");
+    let text = toml::to_string(&doc).unwrap();
+    let err = station_controller::config::parse("station.toml", &text, Vec::new())
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("devices.battery.rating_kw: required"),
+        "{text}"
+    );
 }

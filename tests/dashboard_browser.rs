@@ -69,6 +69,7 @@ fn fake_status(n: u64) -> Status {
         last_ok: Some(time - chrono::Duration::seconds(2)),
         last_error: (link != LinkState::Online).then(|| "timeout after 500 ms".to_string()),
         errors_total: if link == LinkState::Online { 0 } else { 3 },
+        warning: None,
     };
     Status {
         station: "Test dealership".to_string(),
@@ -82,6 +83,8 @@ fn fake_status(n: u64) -> Status {
             import_limit_w: 150_000.0,
             export_limit_w: 100_000.0,
             fresh: true,
+            month_peak_w: 60_000.0,
+            demand_window_avg_w: 30_000.0,
         },
         pv: PvStatus {
             power_w: Some(pv_w(n)),

@@ -357,6 +357,7 @@ async fn the_http_api_serves_status_health_metrics_history_and_refuses_bad_reque
     assert!(metrics.contains("station_grid_power_watts "));
     assert!(metrics.contains("station_charger_setpoint_amperes{device=\"charger-3\"}"));
     assert!(metrics.contains("station_control_cycle_duration_seconds_count"));
+    assert!(metrics.contains("station_ledger_dropped_cycles_total 0"));
     let history: serde_json::Value = http
         .get(format!("{base}/api/history?hours=1"))
         .send()
@@ -455,10 +456,15 @@ async fn the_ledger_accounts_for_the_energy_the_simulator_measured() {
     let after = d.sim.truth().kpis;
     // Buckets are whole quarter hours: ask for every bucket the run touched (the daemon had
     // run for three cycles before `from`, a few Wh).
-    let totals = d.daemon.shared.ledger_totals(
-        station_controller::ledger::bucket_start(from),
-        to + chrono::Duration::minutes(15),
-    );
+    let totals = d
+        .daemon
+        .shared
+        .ledger_totals(
+            station_controller::ledger::bucket_start(from),
+            to + chrono::Duration::minutes(15),
+        )
+        .await
+        .unwrap();
     let sum = &totals.sum;
     let close = |what: &str, ledger_kwh: f64, truth_kwh: f64| {
         let tol = 0.03 * truth_kwh.abs() + 0.5;
@@ -496,4 +502,294 @@ async fn the_ledger_accounts_for_the_energy_the_simulator_measured() {
         sum.unaccounted_wh
     );
     d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_building_meter_reading_zero_cannot_push_the_grid_over_its_limit() {
+    // The battery is kept out of it (its window starts above its SoC), so only the cars can
+    // make room, as with an empty battery.
+    let d = start("ev-rush", 30.0, "12:55", |c| {
+        c.policy.battery.soc_min = station_controller::units::Percent(90.0);
+        c.policy.battery.soc_max = station_controller::units::Percent(95.0);
+    })
+    .await;
+    // The scenario plugs all eight cars between 13:00 and 13:18.
+    let plugged = d.sim.now() + chrono::Duration::minutes(24);
+    until("the rush", Duration::from_secs(120), || {
+        (d.sim.now() >= plugged).then_some(())
+    })
+    .await;
+    let mut zero = fault("building-meter", FaultKindName::BadValue);
+    zero.point = Some("power_w".into());
+    zero.value = Some(FaultValue::Number(0.0));
+    d.sim.inject(&zero).unwrap();
+    let before = d.sim.truth().kpis;
+    let end = d.sim.now() + chrono::Duration::minutes(10);
+    let mut max_import_w: f64 = 0.0;
+    while d.sim.now() < end {
+        max_import_w = max_import_w.max(d.sim.truth().grid.power_w);
+        // Sampling interval while the fault plays out (the loop ends on simulated time).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t = d.sim.truth();
+    assert!(
+        t.building.power_w > 40_000.0,
+        "the building draws {} W",
+        t.building.power_w
+    );
+    let exceeded = t.kpis.import_limit_exceeded_s - before.import_limit_exceeded_s;
+    assert!(exceeded <= 2.0, "import limit exceeded for {exceeded} s");
+    assert!(
+        max_import_w <= 150_000.0 * 1.02,
+        "import reached {max_import_w} W"
+    );
+    assert!(t.kpis.ev_delivered_kwh - before.ev_delivered_kwh > 5.0);
+    // The meters disagree by the building's load: the building meter is shown degraded.
+    let s = status(&d).unwrap();
+    let meter = s.devices.iter().find(|x| x.id == "building-meter").unwrap();
+    assert_eq!(meter.link, LinkState::Degraded, "{meter:?}");
+    let warning = meter.warning.as_deref().unwrap_or_default();
+    assert!(warning.contains("meters disagree"), "{warning}");
+    assert!(
+        s.reasons.iter().any(|r| r.contains("grid meter reads")),
+        "{:?}",
+        s.reasons
+    );
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_charger_does_not_stop_energy_accounting_and_its_buckets_are_marked_estimated() {
+    let d = start("sunny-weekday", 60.0, "10:00", |_| {}).await;
+    for id in ["charger-1", "charger-4"] {
+        d.sim.plug(&plug(id)).unwrap();
+    }
+    let from = d.sim.now();
+    let before = d.sim.truth().kpis;
+    d.sim
+        .inject(&fault("charger-4", FaultKindName::Offline))
+        .unwrap();
+    run_for(&d, 1800).await;
+    let to = d.sim.now();
+    let after = d.sim.truth().kpis;
+    let (buckets, totals) = d
+        .daemon
+        .shared
+        .ledger_buckets(
+            station_controller::ledger::bucket_start(from),
+            to + chrono::Duration::minutes(15),
+        )
+        .await
+        .unwrap();
+    assert!(buckets.iter().any(|b| b.is_estimated()), "{buckets:?}");
+    let covered: f64 = buckets.iter().map(|b| b.covered_s).sum();
+    assert!(covered >= 1700.0, "only {covered} s booked");
+    let ledger_kwh = totals.sum.vehicles_wh / 1000.0;
+    let truth_kwh = after.ev_delivered_kwh - before.ev_delivered_kwh;
+    assert!(
+        (ledger_kwh - truth_kwh).abs() <= 0.03 * truth_kwh + 0.5,
+        "EV energy: ledger {ledger_kwh:.2} kWh, simulator {truth_kwh:.2} kWh"
+    );
+    let base = format!("http://{}", d.daemon.api_addr);
+    let energy: serde_json::Value = reqwest::get(format!("{base}/api/energy"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let marked = energy["buckets"].as_array().unwrap();
+    assert!(marked.iter().any(|b| b["estimated"] == true), "{energy}");
+    let csv = reqwest::get(format!("{base}/api/energy?format=csv"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.lines().any(|l| l.ends_with(",true")), "{csv}");
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_months_demand_peak_from_the_ledger() {
+    let dir = std::env::temp_dir().join(format!("stationd-e2e-demand-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ledger.sqlite");
+    let _ = std::fs::remove_file(&path);
+    let options = || station_controller::daemon::Options {
+        ledger_path: Some(path.clone()),
+        ..Default::default()
+    };
+    let sc = demo::scenario("sunny-weekday").unwrap();
+    let sim = station_sim::runtime::spawn(SimConfig {
+        start: sc.resolve_local("18:00"),
+        ..SimConfig::ephemeral(sc, 7, 60.0)
+    })
+    .await
+    .unwrap();
+    for id in ["charger-1", "charger-2"] {
+        sim.plug(&plug(id)).unwrap();
+    }
+    let d = Demo::attach_with(sim, 60.0, loopback(), options(), |_| {})
+        .await
+        .unwrap();
+    let peak = until("a closed demand window", Duration::from_secs(120), || {
+        let s = status(&d)?;
+        (s.grid.month_peak_w > 0.0).then_some(s.grid.month_peak_w)
+    })
+    .await;
+    let sim = d.stop_daemon().await;
+    let d = Demo::attach_with(sim, 60.0, loopback(), options(), |_| {})
+        .await
+        .unwrap();
+    let first = until(
+        "the first cycle after the restart",
+        Duration::from_secs(30),
+        || status(&d),
+    )
+    .await;
+    assert!(
+        first.grid.month_peak_w >= peak,
+        "month peak {} W after the restart, {peak} W before",
+        first.grid.month_peak_w
+    );
+    d.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wall_clock_steps_back_and_forth_neither_freeze_polling_nor_stale_the_readings() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let sc = demo::scenario("sunny-weekday").unwrap();
+    let start = sc.resolve_local("11:00");
+    let sim = station_sim::runtime::spawn(SimConfig {
+        start,
+        ..SimConfig::ephemeral(sc, 5, 60.0)
+    })
+    .await
+    .unwrap();
+    // The daemon's wall clock is the simulator's plus an offset the test steps, as NTP would.
+    let offset_s = Arc::new(AtomicI64::new(0));
+    let source = sim.time_source();
+    let step = offset_s.clone();
+    let clock = station_controller::clock::FollowClock::new(
+        move || source() + chrono::Duration::seconds(step.load(Ordering::Relaxed)),
+        60.0,
+    );
+    let options = station_controller::daemon::Options::default();
+    let d = Demo::attach_clocked(sim, Arc::new(clock), loopback(), options, |_| {})
+        .await
+        .unwrap();
+    until("the first cycles", Duration::from_secs(30), || {
+        status(&d).filter(|s| s.cycle >= 3).map(|_| ())
+    })
+    .await;
+
+    // Back 30 minutes (30 s of real time at 60x): the daemon must keep polling.
+    offset_s.store(-1800, Ordering::Relaxed);
+    d.sim.plug(&plug("charger-5")).unwrap();
+    until(
+        "charger-5 read after the step back",
+        Duration::from_secs(10),
+        || {
+            let s = status(&d)?;
+            let c = s.chargers.iter().find(|c| c.id == "charger-5")?;
+            (c.state != "A" && c.state != "unknown").then_some(())
+        },
+    )
+    .await;
+    until(
+        "charger-5 served after the step back",
+        Duration::from_secs(10),
+        || (charger(&d.sim.truth(), "charger-5").applied_max_a > 6.5).then_some(()),
+    )
+    .await;
+
+    // Forward 30 minutes: readings taken a moment ago are still fresh.
+    offset_s.store(1800, Ordering::Relaxed);
+    let after = status(&d).unwrap().cycle + 2;
+    until(
+        "two cycles after the step forward",
+        Duration::from_secs(10),
+        || status(&d).filter(|s| s.cycle >= after).map(|_| ()),
+    )
+    .await;
+    for _ in 0..5 {
+        let s = status(&d).unwrap();
+        assert!(
+            s.grid.fresh,
+            "grid reading stale after a clock step: {:?}",
+            s.reasons
+        );
+        assert!(
+            !s.reasons.iter().any(|r| r.contains("stale")),
+            "{:?}",
+            s.reasons
+        );
+        let c = s.chargers.iter().find(|c| c.id == "charger-5").unwrap();
+        assert!(c.setpoint_a > 6.5, "charger-5 cut to {} A", c.setpoint_a);
+        // Sampling interval: a few cycles pass between the looks.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_device_neither_stretches_the_cycle_nor_holds_up_shutdown() {
+    // 10x: 100 ms cycles, so the I/O budget is its 100 ms floor (reads get 60 ms of it).
+    let d = start("sunny-weekday", 10.0, "11:00", |_| {}).await;
+    d.sim.plug(&plug("charger-2")).unwrap();
+    until("charger-2 served", Duration::from_secs(30), || {
+        (charger(&d.sim.truth(), "charger-2").applied_max_a > 6.5).then_some(())
+    })
+    .await;
+    // The PV inverter answers every request 900 ms late (its timeout is 500 ms).
+    let mut slow = fault("pv", FaultKindName::Latency);
+    slow.latency_ms = Some(900);
+    d.sim.inject(&slow).unwrap();
+    let from = status(&d).unwrap().cycle + 2;
+    let mut longest_ms: f64 = 0.0;
+    let mut seen = 0;
+    until(
+        "20 cycles with a slow PV inverter",
+        Duration::from_secs(30),
+        || {
+            let s = status(&d)?;
+            if s.cycle >= from {
+                longest_ms = longest_ms.max(s.cycle_ms);
+                seen += 1;
+            }
+            (seen >= 20 && s.cycle >= from + 20).then_some(())
+        },
+    )
+    .await;
+    assert!(longest_ms < 200.0, "a cycle took {longest_ms} ms");
+    let s = status(&d).unwrap();
+    assert!(
+        s.grid.fresh,
+        "the grid meter went stale beside the slow inverter"
+    );
+    let pv = s.devices.iter().find(|x| x.id == "pv").unwrap();
+    assert_ne!(pv.link, LinkState::Online, "{pv:?}");
+
+    // Every charger now slow too: shutdown must not wait for the cycle under way.
+    for id in ["charger-1", "charger-2", "charger-3", "charger-4"] {
+        let mut slow = fault(id, FaultKindName::Latency);
+        slow.latency_ms = Some(400);
+        d.sim.inject(&slow).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let sim = d.stop_daemon().await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2_500),
+        "shutdown took {took:?}"
+    );
+    // The safe current went out despite the latency (the simulator applies it as it arrives).
+    until(
+        "charger-2 at its safe current",
+        Duration::from_secs(10),
+        || (charger(&sim.truth(), "charger-2").applied_max_a <= 6.0 + 1e-6).then_some(()),
+    )
+    .await;
+    sim.shutdown().await;
 }

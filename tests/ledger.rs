@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
+use station_controller::dispatch::{DemandState, DemandTracker};
 use station_controller::ledger::{
     bucket_start, buckets_csv, plugged_from_state, sessions_csv, split_flows, ChargerInput,
     CycleInput, FlowInput, Ledger, BUCKET_COLUMNS,
@@ -64,6 +65,8 @@ fn record(ledger: &mut Ledger, at: DateTime<Utc>, dt_s: f64, c: Cycle, chargers:
         battery_w: c.battery_w,
         grid_w: c.grid_w,
         chargers,
+        unread_vehicles_w: 0.0,
+        estimated: false,
         price_cny_per_kwh: c.price,
         export_price_cny_per_kwh: 0.39,
         co2_kg_per_kwh: CO2,
@@ -488,7 +491,9 @@ fn csv_has_a_header_and_one_line_per_record() {
     let csv = buckets_csv(&b);
     let lines: Vec<_> = csv.lines().collect();
     assert_eq!(lines.len(), b.len() + 1);
-    assert_eq!(lines[0].split(',').count(), BUCKET_COLUMNS.len() + 1);
+    assert_eq!(lines[0].split(',').count(), BUCKET_COLUMNS.len() + 2);
+    assert!(lines[0].ends_with(",estimated_s,estimated"), "{}", lines[0]);
+    assert!(lines[1].ends_with(",0,false"), "{}", lines[1]);
     assert!(lines[1].starts_with("2026-06-01T00:00:00+00:00,"));
     let s = l.sessions(from, to);
     let csv = sessions_csv(&s);
@@ -649,4 +654,97 @@ fn database_from_a_newer_program_is_refused_with_its_path() {
     let (from, to) = day();
     assert!(close(l.totals(from, to).sum.building_wh, 40.0, 1e-6));
     assert!(!l.healthy());
+}
+
+#[test]
+fn a_cycle_with_an_estimated_flow_marks_its_bucket_and_books_unread_chargers_in_no_session() {
+    let mut l = Ledger::in_memory();
+    let (from, to) = day();
+    let c = balanced(5_000.0, 2_000.0, 7_000.0, 0.0);
+    let chargers = [car("charger-1", 3_000.0)];
+    let mut at = t0();
+    for _ in 0..60 {
+        at += chrono::Duration::seconds(1);
+        l.record(&CycleInput {
+            at,
+            dt_s: 1.0,
+            pv_w: c.pv_w,
+            building_w: c.building_w,
+            battery_w: c.battery_w,
+            grid_w: c.grid_w,
+            chargers: &chargers,
+            unread_vehicles_w: 4_000.0,
+            estimated: true,
+            price_cny_per_kwh: c.price,
+            export_price_cny_per_kwh: 0.39,
+            co2_kg_per_kwh: CO2,
+        });
+    }
+    let b = l.buckets(from, to);
+    assert_eq!(b.len(), 1);
+    assert!(b[0].is_estimated());
+    assert!(close(b[0].estimated_s, 60.0, 1e-9));
+    assert!(close(b[0].vehicles_wh, 7_000.0 / 60.0, 1e-6));
+    assert!(b[0].unaccounted_wh.abs() < 1e-6, "{}", b[0].unaccounted_wh);
+    let session = l.open_session("charger-1").unwrap();
+    assert!(close(session.energy_wh, 3_000.0 / 60.0, 1e-6));
+    let json = serde_json::to_value(&b[0]).unwrap();
+    assert_eq!(json["estimated"], true);
+    assert_eq!(json["estimated_s"], 60.0);
+    let csv = buckets_csv(&b);
+    assert!(csv.lines().nth(1).unwrap().ends_with(",60,true"), "{csv}");
+}
+
+#[test]
+fn the_demand_state_survives_a_restart_of_the_ledger() {
+    let path = temp_db("demand");
+    let state = DemandState {
+        window_start_s: Some(t0().timestamp()),
+        energy_ws: 12_345_678.0,
+        month_key: 2026 * 12 + 5,
+        month_peak_w: 61_500.0,
+    };
+    {
+        let mut l = Ledger::open(&path, Duration::from_secs(30));
+        assert_eq!(l.demand_state(), None);
+        l.save_demand_state(state);
+        l.flush().unwrap();
+    }
+    let l = Ledger::open(&path, Duration::from_secs(30));
+    assert!(l.healthy(), "{:?}", l.health());
+    assert_eq!(l.demand_state(), Some(state));
+    // A tracker restored from it keeps the month's peak.
+    let tracker = DemandTracker::from_state(l.demand_state().unwrap());
+    assert_eq!(tracker.month_peak().value(), 61_500.0);
+    assert_eq!(tracker.state(), state);
+}
+
+#[test]
+fn a_version_1_database_is_migrated_and_keeps_its_buckets() {
+    let path = temp_db("migrate");
+    let (from, to) = day();
+    let c = balanced(5_000.0, 1_000.0, 0.0, 0.0);
+    {
+        let mut l = Ledger::open(&path, Duration::from_secs(30));
+        run(&mut l, t0(), 60, c, &[]);
+        l.flush().unwrap();
+    }
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE buckets DROP COLUMN estimated_s;
+             DELETE FROM schema_version; INSERT INTO schema_version (version) VALUES (1);",
+        )
+        .unwrap();
+    }
+    let mut l = Ledger::open(&path, Duration::from_secs(30));
+    assert!(l.healthy(), "{:?}", l.health());
+    let b = l.buckets(from, to);
+    assert_eq!(b.len(), 1);
+    assert!(close(b[0].pv_wh, 5_000.0 / 60.0, 1e-6));
+    assert!(!b[0].is_estimated());
+    let at = t0() + chrono::Duration::seconds(61);
+    record(&mut l, at, 1.0, c, &[]);
+    l.flush().unwrap();
+    assert_eq!(l.buckets(from, to).len(), 1);
 }

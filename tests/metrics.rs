@@ -51,20 +51,22 @@ fn ledger_flows(sum: &Bucket) -> Flows {
 /// (the ledger is read before and after the scrape until both reads agree).
 async fn scrape(d: &Demo, client: &reqwest::Client) -> (Flows, Flows) {
     let url = format!("http://{}/metrics", d.daemon.api_addr);
-    let all = || {
+    let all = async || {
         let t = d
             .daemon
             .shared
-            .ledger_totals(DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
-        ledger_flows(&t.sum)
+            .ledger_totals(DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC)
+            .await
+            .ok()?;
+        Some(ledger_flows(&t.sum))
     };
     until_async(
         "a scrape between two cycles",
         Duration::from_secs(30),
         async || {
-            let before = all();
+            let before = all().await?;
             let text = client.get(&url).send().await.ok()?.text().await.ok()?;
-            (all() == before).then(|| (energy_counters(&text), before))
+            (all().await? == before).then(|| (energy_counters(&text), before))
         },
     )
     .await

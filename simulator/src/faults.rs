@@ -10,6 +10,9 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// Longest fault, simulated seconds (about 31 years; omit `duration_s` for "until deleted").
+pub const MAX_DURATION_S: f64 = 1e9;
+
 /// The kinds of fault the simulator can inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -115,8 +118,11 @@ impl FaultRequest {
             ));
         }
         if let Some(d) = self.duration_s {
-            if !(d.is_finite() && d > 0.0) {
-                return Err(err("duration_s", format!("must be > 0 (got {d})")));
+            if !(d.is_finite() && d > 0.0 && d <= MAX_DURATION_S) {
+                return Err(err(
+                    "duration_s",
+                    format!("must be > 0 and at most {MAX_DURATION_S} s (got {d})"),
+                ));
             }
         }
         let fault = match self.kind {
@@ -201,10 +207,20 @@ impl FaultTable {
         now: DateTime<Utc>,
     ) -> Result<u64, FaultError> {
         let fault = req.validate(device_ids)?;
+        let until = match req.duration_s {
+            None => None,
+            Some(d) => Some(
+                ChronoDuration::try_milliseconds((d * 1000.0).round() as i64)
+                    .and_then(|span| now.checked_add_signed(span))
+                    .ok_or_else(|| {
+                        err(
+                            "duration_s",
+                            format!("ends beyond the representable time (got {d})"),
+                        )
+                    })?,
+            ),
+        };
         self.next_id += 1;
-        let until = req
-            .duration_s
-            .map(|d| now + ChronoDuration::milliseconds((d * 1000.0).round() as i64));
         self.active.push(ActiveFault {
             id: self.next_id,
             device: req.device.clone(),
@@ -311,6 +327,12 @@ mod tests {
             .validate(&ids())
             .unwrap_err();
         assert_eq!(e.field, "duration_s");
+        for huge in ["1e300", "1e10", "1.7976931348623157e308"] {
+            let text = format!(r#"{{"device": "pv", "kind": "offline", "duration_s": {huge}}}"#);
+            let e = parse(&text).validate(&ids()).unwrap_err();
+            assert_eq!(e.field, "duration_s", "{huge}");
+            assert!(e.problem.contains("at most"), "{}", e.problem);
+        }
         assert!(serde_json::from_str::<FaultRequest>(
             r#"{"device": "pv", "kind": "offline", "colour": 1}"#
         )

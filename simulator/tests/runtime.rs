@@ -269,6 +269,24 @@ async fn an_offline_fault_cuts_modbus_reads_and_delete_restores_them() {
 }
 
 #[tokio::test]
+async fn a_fault_lasting_1e300_seconds_is_refused_with_400_naming_duration_s() {
+    let sim = start_at(quiet_scenario(""), 0.0, Some("12:00")).await;
+    for huge in ["1e300", "1e10"] {
+        let (status, body) = post_raw(
+            sim.addrs.api,
+            "/faults",
+            &format!(r#"{{"device": "grid-meter", "kind": "offline", "duration_s": {huge}}}"#),
+        )
+        .await;
+        assert_eq!(status, 400, "{huge}: {body}");
+        assert!(body.to_string().contains("duration_s"), "{body}");
+    }
+    // The simulator is still serving.
+    assert_eq!(get_truth(sim.addrs.api).await["faults"], json!([]));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_offline_fault_ends_after_its_duration_in_simulated_time() {
     let sim = start_at(quiet_scenario(""), 0.0, Some("12:00")).await;
     let meter = sim.addrs.grid_meter;

@@ -70,6 +70,10 @@ pub struct RawApi {
     pub listen: String,
     /// Bearer token for endpoints that change behaviour; empty = those endpoints are refused.
     pub token: String,
+    /// Host names (or addresses) the API answers to besides the listen address and
+    /// `localhost`/`127.0.0.1`/`[::1]` with the listen port; requests naming any other `Host`
+    /// are refused (421), which defeats DNS rebinding.
+    pub hosts: Vec<String>,
 }
 
 impl Default for RawApi {
@@ -77,6 +81,7 @@ impl Default for RawApi {
         RawApi {
             listen: "127.0.0.1:8080".into(),
             token: String::new(),
+            hosts: Vec::new(),
         }
     }
 }
@@ -88,6 +93,9 @@ pub struct RawControl {
     pub shutdown_deadline_ms: u64,
     /// A reading older than this many cycles is stale.
     pub stale_after_cycles: u32,
+    /// Share of the cycle the reads and writes of one cycle may take, %; a device that misses
+    /// it is stale this cycle.
+    pub cycle_budget_pct: f64,
 }
 
 impl Default for RawControl {
@@ -95,6 +103,7 @@ impl Default for RawControl {
         RawControl {
             shutdown_deadline_ms: 2000,
             stale_after_cycles: 3,
+            cycle_budget_pct: 80.0,
         }
     }
 }
@@ -230,8 +239,12 @@ pub struct StationConfig {
     pub timezone: Tz,
     pub api_listen: SocketAddr,
     pub api_token: Option<String>,
+    /// `api.hosts`, lower-cased.
+    pub api_hosts: Vec<String>,
     pub shutdown_deadline: Duration,
     pub stale_after_cycles: u32,
+    /// Share of the cycle its reads and writes may take (0.1..=0.95).
+    pub cycle_budget: f64,
     /// Devices in a stable order: pv, battery, meters, then chargers by id.
     pub devices: Vec<DeviceConfig>,
     pub policy: Policy,
@@ -349,6 +362,26 @@ fn device_profile(
     Some(p)
 }
 
+/// `WatchdogSec` of the shipped unit (config/systemd/stationd.service).
+pub const SERVICE_WATCHDOG: Duration = Duration::from_secs(10);
+
+/// The problem, if any, with running cycles of `cycle_s` under a systemd watchdog of
+/// `watchdog`: the daemon pings only while its last cycle completed within
+/// max(2 x cycle_s, 5 s), so that window must fit in the watchdog period (for the key
+/// `policy.cycle_s`).
+pub fn watchdog_issue(cycle_s: f64, watchdog: Duration) -> Option<String> {
+    let window =
+        crate::daemon::liveness_window(Duration::from_secs_f64(cycle_s.clamp(0.0, 3600.0)));
+    (window > watchdog).then(|| {
+        format!(
+            "the control loop shows liveness to systemd's watchdog within max(2 x cycle_s, 5 s) = {} s, longer than WatchdogSec = {} s; use cycle_s <= {} (got {cycle_s})",
+            window.as_secs_f64(),
+            watchdog.as_secs_f64(),
+            watchdog.as_secs_f64() / 2.0
+        )
+    })
+}
+
 impl RawConfig {
     /// Validate everything, collecting every problem. Devices naming a profile need
     /// [`RawConfig::validate_in`] (the profiles' directory).
@@ -373,6 +406,17 @@ impl RawConfig {
                 None
             }
         };
+        for (i, h) in self.api.hosts.iter().enumerate() {
+            let ok = !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+            if !ok {
+                issues.push(
+                    format!("api.hosts[{i}]"),
+                    format!("expected a host name or address, optionally with :PORT (got {h:?})"),
+                );
+            }
+        }
         if self.control.shutdown_deadline_ms == 0 || self.control.shutdown_deadline_ms > 30_000 {
             issues.push(
                 "control.shutdown_deadline_ms",
@@ -385,6 +429,12 @@ impl RawConfig {
         if self.control.stale_after_cycles == 0 {
             issues.push("control.stale_after_cycles", "must be >= 1 (got 0)");
         }
+        issues.within(
+            "control.cycle_budget_pct",
+            self.control.cycle_budget_pct,
+            10.0,
+            95.0,
+        );
 
         let mut devices = Vec::new();
         for (id, raw) in &self.devices {
@@ -432,6 +482,11 @@ impl RawConfig {
         devices.sort_by_key(order_key);
 
         let policy = self.policy.validate("policy", &mut issues);
+        if (0.1..=60.0).contains(&self.policy.cycle_s) {
+            if let Some(why) = watchdog_issue(self.policy.cycle_s, SERVICE_WATCHDOG) {
+                issues.push("policy.cycle_s", why);
+            }
+        }
         for id in self.policy.vehicles.chargers.keys() {
             let known = self.devices.get(id).is_some_and(|d| d.kind == "charger");
             if !known {
@@ -448,8 +503,15 @@ impl RawConfig {
                 timezone: policy.timezone,
                 api_listen,
                 api_token: Some(self.api.token.clone()).filter(|t| !t.is_empty()),
+                api_hosts: self
+                    .api
+                    .hosts
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
                 shutdown_deadline: Duration::from_millis(self.control.shutdown_deadline_ms),
                 stale_after_cycles: self.control.stale_after_cycles,
+                cycle_budget: self.control.cycle_budget_pct / 100.0,
                 devices,
                 policy,
             }),
@@ -652,6 +714,12 @@ fn storage_or_pv_role(
         issues.positive(&key("rating_kw"), kw);
         kw * 1000.0
     });
+    if raw.kind == "battery" && raw.rating_kw.is_none() {
+        issues.push(
+            key("rating_kw"),
+            "required for kind battery: the PCS rating caps the BMS limits dispatch uses",
+        );
+    }
     let revert_s = raw.revert_s.unwrap_or(30);
     if revert_s == 0 {
         issues.push(
@@ -781,12 +849,61 @@ pub fn parse(
             path: path_label.to_string(),
             message: e.to_string(),
         })?;
-    built
-        .try_deserialize::<RawConfig>()
+    let value = built
+        .try_deserialize::<serde_json::Value>()
         .map_err(|e| ConfigError::Parse {
             path: path_label.to_string(),
             message: e.to_string(),
-        })
+        })?;
+    deserialize_all(value).map_err(|issues| ConfigError::Invalid {
+        path: path_label.to_string(),
+        issues,
+    })
+}
+
+/// Unknown keys reported before giving up, at most.
+const MAX_UNKNOWN_KEYS: usize = 100;
+
+/// Deserialize the raw config, naming every unknown key at once (serde stops at the first:
+/// each one found is recorded with its dotted key, removed, and deserialization retried),
+/// then the first other problem, if any.
+fn deserialize_all(mut value: serde_json::Value) -> Result<RawConfig, Issues> {
+    let mut issues = Issues::new();
+    loop {
+        let err = match serde_path_to_error::deserialize::<_, RawConfig>(&value) {
+            Ok(raw) if issues.is_empty() => return Ok(raw),
+            Ok(_) => return Err(issues),
+            Err(e) => e,
+        };
+        let key = err.path().to_string();
+        let message = err.inner().to_string();
+        let unknown = message.starts_with("unknown field");
+        if unknown && issues.len() < MAX_UNKNOWN_KEYS && remove_key(&mut value, &key) {
+            let known = message
+                .split_once(", expected ")
+                .map_or(String::new(), |(_, k)| format!(" (expected {k})"));
+            issues.push(key, format!("unknown key{known}"));
+            continue;
+        }
+        issues.push(key, message);
+        return Err(issues);
+    }
+}
+
+/// Remove the dotted `key` from `value`; false when it is not there.
+fn remove_key(value: &mut serde_json::Value, key: &str) -> bool {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let Some(last) = parts.pop() else {
+        return false;
+    };
+    let mut at = value;
+    for p in parts {
+        match at.get_mut(p) {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    at.as_object_mut().is_some_and(|o| o.remove(last).is_some())
 }
 
 /// Read, parse and validate a config file with the process environment's overrides.

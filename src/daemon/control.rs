@@ -2,18 +2,23 @@
 //! `dispatch::decide`, write every setpoint (level-triggered), then publish status, ledger,
 //! metrics and history.
 
-use super::device_set::{DeviceSet, Setpoint};
+use super::crosscheck::MeterCrossCheck;
+use super::device_set::{Deadline, DeviceSet, Setpoint};
 use super::publish::{self, CycleView, Fitted};
 use super::snapshot::{self, Observation};
-use super::status::{Status, TodayStatus};
+use super::status::{GridStatus, Status, TodayStatus};
 use super::Shared;
-use crate::clock::Clock;
+use crate::clock::{Clock, Ticks};
 use crate::config::{DeviceRole, StationConfig};
 use crate::dispatch::{self, ChargeMode, ChargerPolicy, DispatchState, Plan, Policy};
-use crate::ledger::CycleInput;
+use crate::ledger::actor::CycleRecord;
+use crate::ledger::Totals;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The least real time a cycle's reads and writes get, whatever the cycle period.
+pub const MIN_IO_BUDGET: Duration = Duration::from_millis(100);
 
 /// Messages the control loop takes between cycles.
 #[derive(Debug)]
@@ -33,10 +38,13 @@ pub struct Controller {
     clock: Arc<dyn Clock>,
     shared: Arc<Shared>,
     cycle: u64,
-    last_at: Option<DateTime<Utc>>,
+    /// Station-monotonic time of the last cycle (for the ledger's cycle length).
+    last_mono: Option<Duration>,
+    ticks: Ticks,
     today: TodayStatus,
     setpoints: Vec<(usize, Setpoint)>,
     fitted: Fitted,
+    crosscheck: MeterCrossCheck,
 }
 
 /// Local midnight of `now` in `tz`, as UTC.
@@ -48,9 +56,28 @@ fn local_midnight(now: DateTime<Utc>, tz: chrono_tz::Tz) -> DateTime<Utc> {
         .unwrap_or(now)
 }
 
+/// Today's scorecard from the ledger's totals since local midnight.
+fn today_status(t: &Totals, co2: f64) -> TodayStatus {
+    let load_wh = t.sum.building_wh + t.sum.vehicles_wh;
+    TodayStatus {
+        pv_kwh: t.sum.pv_wh / 1000.0,
+        grid_import_kwh: t.sum.import_wh / 1000.0,
+        grid_export_kwh: t.sum.export_wh / 1000.0,
+        self_consumption_pct: t.self_consumption_pct,
+        self_sufficiency_pct: t.self_sufficiency_pct,
+        peak_import_kw: t.peak_15min_import_w / 1000.0,
+        ev_delivered_kwh: t.sum.vehicles_wh / 1000.0,
+        ev_green_share_pct: t.ev_green_share_pct,
+        co2_kg: t.sum.co2_kg,
+        co2_avoided_kg: ((load_wh - t.sum.import_wh).max(0.0) / 1000.0) * co2,
+        cost_cny: t.net_energy_cost_cny,
+    }
+}
+
 impl Controller {
     pub fn new(config: StationConfig, clock: Arc<dyn Clock>, shared: Arc<Shared>) -> Self {
         let devices = DeviceSet::new(&config);
+        let ticks = Ticks::new(clock.speed());
         let has = |f: fn(&DeviceRole) -> bool| config.devices.iter().any(|d| f(&d.role));
         let fitted = Fitted {
             pv: has(|r| matches!(r, DeviceRole::Pv { .. })),
@@ -58,6 +85,7 @@ impl Controller {
         };
         Controller {
             fitted,
+            crosscheck: MeterCrossCheck::default(),
             config,
             devices,
             state: DispatchState::new(),
@@ -65,10 +93,38 @@ impl Controller {
             clock,
             shared,
             cycle: 0,
-            last_at: None,
+            last_mono: None,
+            ticks,
             today: TodayStatus::default(),
             setpoints: Vec::new(),
         }
+    }
+
+    /// Continue the demand charge (open window, month peak) from a persisted state.
+    pub fn restore_demand(&mut self, state: crate::dispatch::DemandState) {
+        self.state.restore_demand(state);
+    }
+
+    /// Deadlines of this cycle's reads (60 % of the budget) and writes (the whole budget): the
+    /// budget is `control.cycle_budget_pct` of the real cycle period, at least
+    /// [`MIN_IO_BUDGET`] (a demo at 60x has 17 ms cycles).
+    fn io_deadlines(&self) -> (Deadline, Deadline) {
+        let start = tokio::time::Instant::now();
+        let budget = self
+            .period()
+            .mul_f64(self.config.cycle_budget)
+            .max(MIN_IO_BUDGET);
+        let reads = budget.mul_f64(0.6);
+        (
+            Deadline {
+                at: start + reads,
+                budget: reads,
+            },
+            Deadline {
+                at: start + budget,
+                budget,
+            },
+        )
     }
 
     /// Real time between cycles.
@@ -105,8 +161,10 @@ impl Controller {
     pub async fn cycle(&mut self) {
         let started = crate::clock::monotonic();
         let now = self.clock.now();
-        self.devices.read_all(now).await;
-        let observed = snapshot::build(&self.devices, &self.config, now);
+        let mono = self.ticks.now();
+        let (reads_by, writes_by) = self.io_deadlines();
+        self.devices.read_all(now, mono, reads_by).await;
+        let observed = snapshot::build(&self.devices, &self.config, mono);
         dispatch::decide_into(
             &observed.snapshot,
             &self.config.policy,
@@ -115,11 +173,11 @@ impl Controller {
             &mut self.plan,
         );
         self.collect_setpoints(&observed.snapshot);
-        self.devices.write_all(&self.setpoints).await;
+        self.devices.write_all(&self.setpoints, writes_by).await;
         let cycle_s = started.elapsed().as_secs_f64();
         self.cycle += 1;
-        self.publish(now, &observed, cycle_s);
-        self.last_at = Some(now);
+        self.publish(now, mono, &observed, cycle_s);
+        self.last_mono = Some(mono);
     }
 
     fn collect_setpoints(&mut self, snap: &dispatch::Snapshot) {
@@ -132,9 +190,15 @@ impl Controller {
                             .push((i, Setpoint::ChargerA(sp.amps.value())));
                     }
                 }
-                DeviceRole::Battery { .. } if snap.battery.online => {
-                    self.setpoints
-                        .push((i, Setpoint::BatteryW(self.plan.battery.value())));
+                DeviceRole::Battery { .. } => {
+                    // A battery dispatch cannot use (offline, invalid readings, alarm, not
+                    // operating) is told 0 W wherever its link still takes a write.
+                    let w = if snap.battery.online {
+                        self.plan.battery.value()
+                    } else {
+                        0.0
+                    };
+                    self.setpoints.push((i, Setpoint::BatteryW(w)));
                 }
                 DeviceRole::Pv { .. } if snap.pv.power.is_fresh() => {
                     self.setpoints
@@ -146,7 +210,13 @@ impl Controller {
     }
 
     /// Publish the cycle: ledger, history, metrics and status, all from one [`CycleView`].
-    fn publish(&mut self, now: DateTime<Utc>, observed: &Observation, cycle_s: f64) {
+    fn publish(
+        &mut self,
+        now: DateTime<Utc>,
+        mono: Duration,
+        observed: &Observation,
+        cycle_s: f64,
+    ) {
         let policy = &self.config.policy;
         let view = CycleView {
             observed,
@@ -154,47 +224,75 @@ impl Controller {
             policy,
             fitted: self.fitted,
         };
-        let dt_s = self.last_at.map_or(0.0, |t| {
-            ((now - t).num_milliseconds() as f64 / 1000.0).clamp(0.0, 10.0 * policy.cycle_s)
+        let dt_s = self.last_mono.map_or(0.0, |t| {
+            mono.saturating_sub(t)
+                .as_secs_f64()
+                .min(10.0 * policy.cycle_s)
         });
-        if let (Some((p, chargers)), true) = (view.ledger_flows(), dt_s > 0.0) {
-            let input = CycleInput {
-                at: now,
-                dt_s,
-                pv_w: p.pv_w,
-                building_w: p.building_w,
-                battery_w: p.battery_w,
-                grid_w: p.grid_w,
-                chargers: &chargers,
-                price_cny_per_kwh: policy.tariff.price_at(policy.local_minute(now)),
-                export_price_cny_per_kwh: policy.tariff.export_price_cny_per_kwh,
-                co2_kg_per_kwh: policy.co2_kg_per_kwh,
-            };
-            self.shared.record_ledger(&input);
+        let midnight = local_midnight(now, policy.timezone);
+        let flows = view.ledger_flows();
+        let record = CycleRecord {
+            at: now,
+            dt_s: if flows.is_some() { dt_s } else { 0.0 },
+            pv_w: flows.as_ref().map_or(0.0, |f| f.powers.pv_w),
+            building_w: flows.as_ref().map_or(0.0, |f| f.powers.building_w),
+            battery_w: flows.as_ref().map_or(0.0, |f| f.powers.battery_w),
+            grid_w: flows.as_ref().map_or(0.0, |f| f.powers.grid_w),
+            unread_vehicles_w: flows.as_ref().map_or(0.0, |f| f.unread_vehicles_w),
+            estimated: flows.as_ref().is_some_and(|f| f.estimated.is_some()),
+            chargers: flows.map(|f| f.chargers).unwrap_or_default(),
+            price_cny_per_kwh: policy.tariff.price_at(policy.local_minute(now)),
+            export_price_cny_per_kwh: policy.tariff.export_price_cny_per_kwh,
+            co2_kg_per_kwh: policy.co2_kg_per_kwh,
+            demand: Some(self.state.demand().state()),
+            today_from: midnight,
+        };
+        self.shared.record_ledger(record);
+        let ledger = self.shared.ledger_view();
+        if let Some(t) = &ledger.today {
+            self.today = today_status(t, policy.co2_kg_per_kwh);
         }
-        if self.cycle % 10 == 1 {
-            let midnight = local_midnight(now, policy.timezone);
-            self.today = self.shared.today(midnight, now, policy.co2_kg_per_kwh);
-        }
+        let disagreement = self.crosscheck.update(now, view.meter_residual());
         self.shared.record_history(now, view.history_sample());
         self.shared.record_cycle(&self.devices, cycle_s);
-        let shared = &self.shared;
         let status = Status {
             station: self.config.name.clone(),
             timezone: policy.timezone.name().to_string(),
             time: now,
             cycle: self.cycle,
             cycle_ms: cycle_s * 1000.0,
-            grid: view.grid(),
+            grid: GridStatus {
+                month_peak_w: self.state.demand().month_peak().value(),
+                demand_window_avg_w: self.state.demand().window_average().value(),
+                ..view.grid()
+            },
             pv: view.pv(),
             battery: view.battery(),
             building: view.building(),
-            chargers: view.chargers(|id| shared.open_session(id)),
-            devices: publish::links(&self.devices),
-            reasons: self.plan.reasons.iter().map(|r| r.to_string()).collect(),
+            chargers: view.chargers(|id| {
+                ledger
+                    .open_sessions
+                    .iter()
+                    .find(|o| o.charger_id == id)
+                    .map(|o| (o.energy_wh, o.green_share_pct))
+            }),
+            devices: publish::links(&self.devices, disagreement.as_ref()),
+            reasons: self
+                .plan
+                .reasons
+                .iter()
+                .map(|r| r.to_string())
+                .chain(disagreement.map(|d| d.reason()))
+                .collect(),
             today: self.today.clone(),
         };
         self.shared.publish(status);
+    }
+
+    /// Drop the requests of a cycle cut short (shutdown), closing their connections.
+    pub fn abandon_cycle(&mut self) {
+        self.devices
+            .abandon_in_flight("finish before shutdown", Duration::ZERO);
     }
 
     /// Write safe setpoints to every device under the shutdown deadline.

@@ -28,6 +28,9 @@ pub enum DeviceReading {
     Charger(ChargerReading),
 }
 
+/// Seconds a charger's remaining validity may exceed `validity_s` (its own rounding).
+const VALIDITY_SLACK_S: u32 = 2;
+
 /// What the plan asks one device to do.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Setpoint {
@@ -55,6 +58,16 @@ impl Driver {
             Driver::Profiled(d) => d.link(),
         }
     }
+
+    fn link_mut(&mut self) -> &mut Link {
+        match self {
+            Driver::Pv(d) => d.link_mut(),
+            Driver::Battery(d) => d.link_mut(),
+            Driver::Meter(d) => d.link_mut(),
+            Driver::Charger(d) => d.link_mut(),
+            Driver::Profiled(d) => d.link_mut(),
+        }
+    }
 }
 
 /// One device with its driver and state.
@@ -68,11 +81,17 @@ pub struct Device {
     pub errors_total: u64,
     /// Whether the last read was refused as bad data (the device is `degraded`).
     pub bad_data: bool,
-    /// Station time of the last read, for the poll interval (station time, so a simulator
-    /// running faster than real time is polled at its own pace).
-    last_poll: Option<DateTime<Utc>>,
+    /// Station-monotonic time of the last read attempt and of the last good reading (see
+    /// [`crate::clock::Ticks`]): poll intervals and ages never follow a wall-clock step.
+    last_poll: Option<Duration>,
+    read_at: Option<Duration>,
     /// `connects` count of the link when the fallback was last configured.
     configured_on: Option<u64>,
+    /// Why the device-side fallback cannot be trusted: not configured (the write or its read
+    /// back failed), or a charger that keeps a setpoint longer than `validity_s`.
+    fallback_problem: Option<String>,
+    /// A read or write of this cycle is under way (left set when the cycle budget cut it off).
+    in_flight: bool,
     /// Latency of the last request, s, and whether it succeeded (for metrics).
     pub last_requests: Vec<(f64, bool)>,
 }
@@ -118,7 +137,10 @@ impl Device {
             errors_total: 0,
             bad_data: false,
             last_poll: None,
+            read_at: None,
             configured_on: None,
+            fallback_problem: None,
+            in_flight: false,
             last_requests: Vec::with_capacity(4),
         }
     }
@@ -170,7 +192,9 @@ impl Device {
     /// The link state as the status shows it: a device whose readings are refused is degraded.
     pub fn link_state(&self) -> LinkState {
         match self.driver.link().state() {
-            LinkState::Online if self.bad_data => LinkState::Degraded,
+            LinkState::Online if self.bad_data || self.fallback_problem.is_some() => {
+                LinkState::Degraded
+            }
             state => state,
         }
     }
@@ -182,13 +206,14 @@ impl Device {
             last_ok: self.last_ok,
             last_error: self.last_error.as_ref().map(|e| e.to_string()),
             errors_total: self.errors_total,
+            warning: self.fallback_problem.clone(),
         }
     }
 
-    /// The last good reading if it is no older than `max_age` at `now`.
-    pub fn fresh(&self, now: DateTime<Utc>, max_age: Duration) -> Option<&DeviceReading> {
-        let (r, at) = self.reading.as_ref()?;
-        let age = (now - *at).to_std().unwrap_or(Duration::ZERO);
+    /// The last good reading if it is no older than `max_age` at station-monotonic `mono`.
+    pub fn fresh(&self, mono: Duration, max_age: Duration) -> Option<&DeviceReading> {
+        let (r, _) = self.reading.as_ref()?;
+        let age = mono.saturating_sub(self.read_at?);
         (age <= max_age).then_some(r)
     }
 
@@ -198,6 +223,27 @@ impl Device {
         if let Err(e) = result {
             self.errors_total += 1;
             self.last_error = Some(e.clone());
+        }
+    }
+
+    /// A charger whose setpoint stays valid longer than `validity_s` falls back later than the
+    /// config promises: degraded, with the reason. (The Alfen map has no register to write the
+    /// validity time; it is a device setting, so it is checked, not set.)
+    fn check_validity(&mut self, r: &DeviceReading) {
+        let (DeviceReading::Charger(c), DeviceRole::Charger(cfg)) = (r, &self.config.role) else {
+            return;
+        };
+        if c.remaining_validity_s > cfg.validity_s + VALIDITY_SLACK_S {
+            self.fallback_problem = Some(format!(
+                "the charger keeps a setpoint for {} s, longer than validity_s = {} s: its own fallback comes late",
+                c.remaining_validity_s, cfg.validity_s
+            ));
+        } else if self
+            .fallback_problem
+            .as_deref()
+            .is_some_and(|p| p.starts_with("the charger keeps"))
+        {
+            self.fallback_problem = None;
         }
     }
 
@@ -228,26 +274,33 @@ impl Device {
         match &result {
             Ok(()) => {
                 self.configured_on = Some(connects);
-                tracing::info!(device = %self.config.id, "device-side fallback configured");
+                self.fallback_problem = None;
+                tracing::info!(device = %self.config.id, "device-side fallback configured and read back");
             }
             Err(e) => {
-                tracing::warn!(device = %self.config.id, error = %e, "cannot configure the device-side fallback")
+                if self.fallback_problem.is_none() {
+                    tracing::warn!(device = %self.config.id, error = %e, "cannot configure the device-side fallback");
+                }
+                self.fallback_problem = Some(format!("device-side fallback not configured: {e}"));
             }
         }
         self.note(started, &result);
     }
 
-    /// Read the device unless its poll interval has not passed yet.
-    async fn read(&mut self, now: DateTime<Utc>) {
+    /// Read the device unless its poll interval has not passed yet (station-monotonic `mono`);
+    /// a good reading is stamped with the wall time `now`.
+    async fn read(&mut self, now: DateTime<Utc>, mono: Duration) {
         self.last_requests.clear();
         if let Some(last) = self.last_poll {
-            let since = (now - last).to_std().unwrap_or(Duration::ZERO);
-            if since + Duration::from_millis(5) < self.config.endpoint.poll_interval {
+            if mono.saturating_sub(last) + Duration::from_millis(5)
+                < self.config.endpoint.poll_interval
+            {
                 return;
             }
         }
         let started = crate::clock::monotonic();
-        self.last_poll = Some(now);
+        self.last_poll = Some(mono);
+        self.in_flight = true;
         let result = match &mut self.driver {
             Driver::Pv(d) => d.read().await.map(DeviceReading::Pv),
             Driver::Battery(d) => d.read().await.map(DeviceReading::Battery),
@@ -262,7 +315,9 @@ impl Device {
         };
         match result {
             Ok(r) => {
+                self.check_validity(&r);
                 self.reading = Some((r, now));
+                self.read_at = Some(mono);
                 self.last_ok = Some(now);
                 self.bad_data = false;
                 self.note(started, &Ok(()));
@@ -277,6 +332,30 @@ impl Device {
             }
         }
         self.ensure_fallback().await;
+        self.in_flight = false;
+    }
+
+    /// The cycle's budget ran out while this device was mid-request: drop the connection (a
+    /// late answer must not be taken for the next request's), and count the miss.
+    fn abandon(&mut self, op: &'static str, budget: Duration) {
+        if !self.in_flight {
+            return;
+        }
+        self.in_flight = false;
+        if budget.is_zero() {
+            // Shutdown: the safe setpoint follows at once, on a fresh connection.
+            self.driver.link_mut().disconnect();
+        } else {
+            self.driver.link_mut().abandon();
+        }
+        let e = DeviceError::Timeout {
+            op,
+            after_ms: u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
+        };
+        tracing::warn!(device = %self.config.id, error = %e, "missed the cycle budget; the link reconnects");
+        self.last_requests.push((budget.as_secs_f64(), false));
+        self.errors_total += 1;
+        self.last_error = Some(e);
     }
 
     async fn write(&mut self, sp: Setpoint) {
@@ -285,6 +364,7 @@ impl Device {
             return;
         }
         let started = crate::clock::monotonic();
+        self.in_flight = true;
         let result = match (&mut self.driver, sp) {
             (Driver::Pv(d), Setpoint::PvLimitPct(p)) => d.set_limit_pct(p).await,
             (Driver::Battery(d), Setpoint::BatteryW(w)) => d.set_power_w(w).await,
@@ -299,6 +379,7 @@ impl Device {
         if let Err(e) = &result {
             tracing::warn!(device = %self.config.id, setpoint = ?sp, error = %e, "write failed");
         }
+        self.in_flight = false;
         self.note(started, &result);
     }
 
@@ -318,6 +399,13 @@ impl Device {
             }
         }
     }
+}
+
+/// When the I/O of one cycle must be done: the instant, and the budget it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: tokio::time::Instant,
+    pub budget: Duration,
 }
 
 /// All devices of the station.
@@ -340,29 +428,43 @@ impl DeviceSet {
         self.devices.iter().position(|d| d.config.id == id)
     }
 
-    /// Read every device concurrently.
-    pub async fn read_all(&mut self, now: DateTime<Utc>) {
-        join_all(self.devices.iter_mut().map(|d| {
+    /// Read every device concurrently, until `deadline` at the latest: a device still reading
+    /// then is abandoned (stale this cycle, its link reconnects).
+    pub async fn read_all(&mut self, now: DateTime<Utc>, mono: Duration, deadline: Deadline) {
+        let reads = join_all(self.devices.iter_mut().map(|d| {
             let span = tracing::info_span!("device", id = %d.config.id);
-            d.read(now).instrument(span)
-        }))
-        .await;
+            d.read(now, mono).instrument(span)
+        }));
+        if tokio::time::timeout_at(deadline.at, reads).await.is_err() {
+            self.abandon_in_flight("read within the cycle budget", deadline.budget);
+        }
     }
 
-    /// Write setpoints concurrently: `(device index, setpoint)`.
-    pub async fn write_all(&mut self, setpoints: &[(usize, Setpoint)]) {
+    /// Drop every request still under way: the cycle budget ran out (the link degrades and
+    /// backs off), or shutdown came (`budget` zero: the link reconnects at once for the safe
+    /// setpoints).
+    pub fn abandon_in_flight(&mut self, op: &'static str, budget: Duration) {
+        for d in &mut self.devices {
+            d.abandon(op, budget);
+        }
+    }
+
+    /// Write setpoints concurrently, `(device index, setpoint)`, until `deadline` at the latest.
+    pub async fn write_all(&mut self, setpoints: &[(usize, Setpoint)], deadline: Deadline) {
         let mut writes: Vec<Option<Setpoint>> = vec![None; self.devices.len()];
         for (i, sp) in setpoints {
             if let Some(slot) = writes.get_mut(*i) {
                 *slot = Some(*sp);
             }
         }
-        join_all(self.devices.iter_mut().zip(writes).filter_map(|(d, sp)| {
+        let writes = join_all(self.devices.iter_mut().zip(writes).filter_map(|(d, sp)| {
             let sp = sp?;
             let span = tracing::info_span!("device", id = %d.config.id);
             Some(d.write(sp).instrument(span))
-        }))
-        .await;
+        }));
+        if tokio::time::timeout_at(deadline.at, writes).await.is_err() {
+            self.abandon_in_flight("write within the cycle budget", deadline.budget);
+        }
     }
 
     /// Write safe setpoints to every device that has one (chargers to their safe current,

@@ -109,7 +109,10 @@ impl History {
 
     /// Closed points from the last `hours` before `now`, oldest first.
     pub fn since(&self, now: DateTime<Utc>, hours: f64) -> Vec<HistoryPoint> {
-        let from = now - TimeDelta::milliseconds((hours * 3_600_000.0) as i64);
+        // Saturating: `now` may be the earliest time chrono has (nothing recorded yet).
+        let from = now
+            .checked_sub_signed(TimeDelta::milliseconds((hours * 3_600_000.0) as i64))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         self.points
             .iter()
             .filter(|p| p.t >= from)
@@ -154,6 +157,16 @@ mod tests {
         assert_eq!(pts[0].t, t(1, 0, 0));
         assert_eq!(pts[0].grid_w, Some(200.0));
         assert_eq!(pts[0].pv_w, None);
+    }
+
+    #[test]
+    fn asking_for_hours_before_the_earliest_time_returns_points_instead_of_panicking() {
+        let mut h = History::new(60);
+        assert!(h.since(DateTime::<Utc>::MIN_UTC, 24.0).is_empty());
+        h.record(t(1, 0, 0), grid(100.0));
+        h.record(t(1, 1, 0), grid(100.0));
+        assert_eq!(h.since(DateTime::<Utc>::MIN_UTC, 24.0).len(), 1);
+        assert_eq!(h.since(t(1, 2, 0), 24.0).len(), 1);
     }
 
     #[test]

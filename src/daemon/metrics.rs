@@ -95,6 +95,8 @@ pub struct Metrics {
     pub devices: BTreeMap<String, DeviceMetrics>,
     /// Energy per flow since start, Wh, keyed by `(from, to)`: `("pv", "vehicles")`.
     pub energy_wh: BTreeMap<(&'static str, &'static str), f64>,
+    /// Cycles the ledger did not book because its queue was full (or its task had stopped).
+    pub ledger_dropped: u64,
 }
 
 impl Default for Metrics {
@@ -109,6 +111,7 @@ impl Default for Metrics {
                 .into_iter()
                 .map(|(from, to, _)| ((from, to), 0.0))
                 .collect(),
+            ledger_dropped: 0,
         }
     }
 }
@@ -321,6 +324,11 @@ fn render_counters(out: &mut String, metrics: &Metrics) {
         out,
         "# HELP station_control_cycles_total Control cycles run.\n# TYPE station_control_cycles_total counter\nstation_control_cycles_total {}",
         metrics.cycles
+    );
+    let _ = writeln!(
+        out,
+        "# HELP station_ledger_dropped_cycles_total Cycles the ledger did not book (queue full or ledger stopped).\n# TYPE station_ledger_dropped_cycles_total counter\nstation_ledger_dropped_cycles_total {}",
+        metrics.ledger_dropped
     );
     let _ = writeln!(
         out,

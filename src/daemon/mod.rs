@@ -7,6 +7,7 @@
 //! brought in when they answer.
 
 pub mod control;
+pub mod crosscheck;
 pub mod device_set;
 pub mod history;
 pub mod metrics;
@@ -18,13 +19,15 @@ pub mod status;
 use crate::clock::Clock;
 use crate::config::StationConfig;
 use crate::daemon::metrics::Metrics;
-use crate::daemon::status::{Status, TodayStatus};
-use crate::ledger::{CycleInput, Ledger, LedgerHealth, Totals};
+use crate::daemon::status::Status;
+use crate::ledger::actor::{CycleRecord, LedgerHandle, LedgerQueryError, LedgerView};
+use crate::ledger::{Bucket, Ledger, SessionRecord, Totals};
 use chrono::{DateTime, Utc};
 use control::{ControlMsg, Controller};
 use device_set::DeviceSet;
 use history::{History, Sample};
 use notify::Notifier;
+use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -74,21 +77,36 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Shared {
     status: watch::Sender<Option<Arc<Status>>>,
     history: Mutex<History>,
-    metrics: Mutex<Metrics>,
-    ledger: Mutex<Ledger>,
+    metrics: Arc<Mutex<Metrics>>,
+    ledger: LedgerHandle,
     last_cycle: Mutex<Option<Instant>>,
     period: Mutex<Duration>,
     import_limit_w: Mutex<f64>,
     token: Option<String>,
+    hosts: Vec<String>,
     control: mpsc::Sender<ControlMsg>,
     clock: Arc<dyn Clock>,
 }
 
+/// The ledger's state as `/api/health` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerStatus {
+    /// Storage works and the ledger task runs.
+    pub ok: bool,
+    /// The ledger task runs.
+    pub running: bool,
+    pub last_error: Option<String>,
+    pub path: Option<PathBuf>,
+    /// Cycles not booked because the ledger's queue was full.
+    pub dropped_cycles: u64,
+}
+
 impl Shared {
     fn publish(&self, status: Status) {
-        *lock(&self.last_cycle) = Some(crate::clock::monotonic());
         *lock(&self.import_limit_w) = status.grid.import_limit_w;
         self.status.send_replace(Some(Arc::new(status)));
+        // Last: whoever sees the loop alive also sees its status.
+        *lock(&self.last_cycle) = Some(crate::clock::monotonic());
     }
 
     /// Station time now (the daemon's clock).
@@ -106,74 +124,70 @@ impl Shared {
         self.status.subscribe()
     }
 
+    /// Whether the last cycle completed within `limit` (monotonic time).
+    pub fn cycled_within(&self, limit: Duration) -> bool {
+        lock(&self.last_cycle)
+            .is_some_and(|t| crate::clock::monotonic().saturating_duration_since(t) <= limit)
+    }
+
     /// Whether the control loop has completed a cycle recently (within 5 periods, at least 5 s).
     pub fn healthy(&self) -> bool {
         let period = *lock(&self.period);
-        let limit = (period * 5).max(Duration::from_secs(5));
-        lock(&self.last_cycle).is_some_and(|t| t.elapsed() <= limit)
+        self.cycled_within((period * 5).max(Duration::from_secs(5)))
     }
 
-    /// Book the cycle in the ledger and count its flows on `/metrics`.
-    fn record_ledger(&self, input: &CycleInput<'_>) {
-        let flows = lock(&self.ledger).record(input);
-        let mut m = lock(&self.metrics);
-        for (from, to, wh) in flows.named() {
-            m.add_energy(from, to, wh);
-        }
+    /// The watchdog's liveness rule: the last cycle completed within max(2 x period, 5 s).
+    pub fn alive(&self) -> bool {
+        let period = *lock(&self.period);
+        self.cycled_within(liveness_window(period))
     }
 
-    fn open_session(&self, charger: &str) -> Option<(f64, f64)> {
-        lock(&self.ledger)
-            .open_session(charger)
-            .map(|s| (s.energy_wh, s.green_share_pct))
+    /// Hand the cycle to the ledger task (never blocks; a full queue is counted).
+    fn record_ledger(&self, record: CycleRecord) {
+        self.ledger.record(record);
     }
 
-    fn today(&self, from: DateTime<Utc>, to: DateTime<Utc>, co2: f64) -> TodayStatus {
-        let t = lock(&self.ledger).totals(from, to);
-        let load_wh = t.sum.building_wh + t.sum.vehicles_wh;
-        TodayStatus {
-            pv_kwh: t.sum.pv_wh / 1000.0,
-            grid_import_kwh: t.sum.import_wh / 1000.0,
-            grid_export_kwh: t.sum.export_wh / 1000.0,
-            self_consumption_pct: t.self_consumption_pct,
-            self_sufficiency_pct: t.self_sufficiency_pct,
-            peak_import_kw: t.peak_15min_import_w / 1000.0,
-            ev_delivered_kwh: t.sum.vehicles_wh / 1000.0,
-            ev_green_share_pct: t.ev_green_share_pct,
-            co2_kg: t.sum.co2_kg,
-            co2_avoided_kg: ((load_wh - t.sum.import_wh).max(0.0) / 1000.0) * co2,
-            cost_cny: t.net_energy_cost_cny,
-        }
+    /// What the ledger task last published (open sessions, today's totals, health).
+    fn ledger_view(&self) -> Arc<LedgerView> {
+        self.ledger.view()
     }
 
-    /// Ledger queries for the HTTP API.
-    pub fn ledger_totals(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Totals {
-        lock(&self.ledger).totals(from, to)
-    }
-
-    pub fn ledger_buckets(
+    /// Ledger buckets and their totals, from the ledger task.
+    pub async fn ledger_buckets(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Vec<crate::ledger::Bucket> {
-        lock(&self.ledger).buckets(from, to)
+    ) -> Result<(Vec<Bucket>, Totals), LedgerQueryError> {
+        self.ledger.buckets(from, to).await
     }
 
-    pub fn ledger_sessions(
+    /// Totals over `[from, to)`, from the ledger task.
+    pub async fn ledger_totals(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Vec<crate::ledger::SessionRecord> {
-        lock(&self.ledger).sessions(from, to)
+    ) -> Result<Totals, LedgerQueryError> {
+        Ok(self.ledger.buckets(from, to).await?.1)
     }
 
-    pub fn ledger_health(&self) -> LedgerHealth {
-        lock(&self.ledger).health()
+    /// Sessions overlapping `[from, to)`, from the ledger task.
+    pub async fn ledger_sessions(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<SessionRecord>, LedgerQueryError> {
+        self.ledger.sessions(from, to).await
     }
 
-    fn flush_ledger(&self) {
-        if let Err(e) = lock(&self.ledger).flush() {
-            tracing::error!(error = %e, "ledger flush failed");
+    /// The ledger's storage and task health.
+    pub fn ledger_status(&self) -> LedgerStatus {
+        let v = self.ledger.view();
+        LedgerStatus {
+            ok: v.health.ok && v.running,
+            running: v.running,
+            last_error: v.health.last_error.clone(),
+            path: v.health.path.clone(),
+            dropped_cycles: v.dropped,
         }
     }
 
@@ -181,16 +195,14 @@ impl Shared {
         lock(&self.history).record(at, sample);
     }
 
-    /// Minute points of the last `hours`, and the import limit.
+    /// Minute points of the last `hours`, and the import limit; no points before the first
+    /// cycle.
     pub fn history(&self, hours: f64) -> (f64, Vec<history::HistoryPoint>) {
-        let now = self
-            .status()
-            .map(|s| s.time)
-            .unwrap_or_else(|| DateTime::<Utc>::MIN_UTC);
-        (
-            *lock(&self.import_limit_w),
-            lock(&self.history).since(now, hours),
-        )
+        let limit = *lock(&self.import_limit_w);
+        match self.status() {
+            Some(s) => (limit, lock(&self.history).since(s.time, hours)),
+            None => (limit, Vec::new()),
+        }
     }
 
     fn record_cycle(&self, devices: &DeviceSet, cycle_s: f64) {
@@ -207,7 +219,9 @@ impl Shared {
     /// Prometheus text of everything.
     pub fn metrics_text(&self) -> String {
         let status = self.status();
-        crate::daemon::metrics::render(status.as_deref(), &lock(&self.metrics))
+        let mut m = lock(&self.metrics);
+        m.ledger_dropped = self.ledger.dropped();
+        crate::daemon::metrics::render(status.as_deref(), &m)
     }
 
     /// Send a message to the control loop.
@@ -218,6 +232,17 @@ impl Shared {
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
     }
+
+    /// Extra `Host` names the API answers to (`api.hosts`).
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+}
+
+/// How recent the last completed cycle must be for the watchdog to be pinged:
+/// max(2 x period, 5 s).
+pub fn liveness_window(period: Duration) -> Duration {
+    (period * 2).max(Duration::from_secs(5))
 }
 
 /// A started daemon.
@@ -252,29 +277,24 @@ pub async fn start(
         .local_addr()
         .map_err(|source| DaemonError::Bind { addr, source })?;
     if !api_addr.ip().is_loopback() {
-        tracing::warn!(%api_addr, "HTTP API listens beyond loopback (api.listen); read endpoints are open to that network");
+        tracing::warn!(%api_addr, "HTTP API listens beyond loopback (api.listen); read endpoints are open to that network; list the names and addresses clients use in api.hosts");
     }
 
-    let ledger = match &options.ledger_path {
-        Some(path) => Ledger::open(path, options.ledger_flush),
-        None => Ledger::in_memory(),
-    };
-    let health = ledger.health();
-    if !health.ok {
-        tracing::error!(error = ?health.last_error, path = ?health.path, "ledger unavailable; energy is kept in memory and the controller keeps controlling");
-    }
-
-    let (control_tx, mut control_rx) = mpsc::channel(16);
+    // The ledger stops after the control loop (its last cycle is booked and flushed).
+    let ledger_stop = CancellationToken::new();
+    let (ledger, metrics, demand) = spawn_ledger(&options, tracker, ledger_stop.clone());
+    let (control_tx, control_rx) = mpsc::channel(16);
     let (status_tx, _) = watch::channel(None);
     let shared = Arc::new(Shared {
         status: status_tx,
         history: Mutex::new(History::default()),
-        metrics: Mutex::new(Metrics::default()),
-        ledger: Mutex::new(ledger),
+        metrics,
+        ledger,
         last_cycle: Mutex::new(None),
         period: Mutex::new(Duration::from_secs(1)),
         import_limit_w: Mutex::new(config.policy.grid.import_limit.value()),
         token: config.api_token.clone(),
+        hosts: config.api_hosts.clone(),
         control: control_tx,
         clock: clock.clone(),
     });
@@ -283,48 +303,146 @@ pub async fn start(
         listener,
         shared.clone(),
         cancel.clone(),
+        tracker.clone(),
     ));
 
     let mut controller = Controller::new(config, clock, shared.clone());
-    let notifier = options.notifier.clone();
-    let loop_shared = shared.clone();
-    tracker.spawn(async move {
-        let mut period = controller.period();
-        *lock(&loop_shared.period) = period;
-        let mut interval = tokio::time::interval(period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut ready = false;
-        loop {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => break,
-                Some(msg) = control_rx.recv() => {
-                    controller.handle(msg);
-                    let p = controller.period();
-                    if p != period {
-                        period = p;
-                        *lock(&loop_shared.period) = period;
-                        interval = tokio::time::interval(period);
-                        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                    }
-                    continue;
-                }
-                _ = interval.tick() => {}
-            }
-            controller.cycle().await;
-            if !ready {
-                notifier.ready();
-                ready = true;
-                tracing::info!("control loop running");
-            }
-            notifier.watchdog_ping();
-        }
-        notifier.stopping();
-        tracing::info!("stopping: writing safe setpoints");
-        controller.shutdown().await;
-        loop_shared.flush_ledger();
-        tracing::info!("stopped");
-    });
-
+    if let Some(d) = demand {
+        tracing::info!(
+            month_peak_w = d.month_peak_w,
+            "demand charge: month peak and open window restored from the ledger"
+        );
+        controller.restore_demand(d);
+    }
+    if let Some(w) = options.notifier.watchdog() {
+        tracker.spawn(watchdog(
+            options.notifier.clone(),
+            w,
+            shared.clone(),
+            cancel.clone(),
+        ));
+    }
+    tracker.spawn(control_loop(
+        controller,
+        control_rx,
+        options.notifier.clone(),
+        shared.clone(),
+        cancel,
+        ledger_stop.drop_guard(),
+    ));
     Ok(DaemonHandle { api_addr, shared })
+}
+
+type Spawned = (
+    LedgerHandle,
+    Arc<Mutex<Metrics>>,
+    Option<crate::dispatch::DemandState>,
+);
+
+/// Open the ledger and start its task; the metrics count the flows it books.
+fn spawn_ledger(options: &Options, tracker: &TaskTracker, cancel: CancellationToken) -> Spawned {
+    let ledger = match &options.ledger_path {
+        Some(path) => Ledger::open(path, options.ledger_flush),
+        None => Ledger::in_memory(),
+    };
+    let health = ledger.health();
+    if !health.ok {
+        tracing::error!(error = ?health.last_error, path = ?health.path, "ledger unavailable; energy is kept in memory and the controller keeps controlling");
+    }
+    let demand = ledger.demand_state();
+    let metrics = Arc::new(Mutex::new(Metrics::default()));
+    let counted = metrics.clone();
+    let handle = crate::ledger::actor::spawn(
+        ledger,
+        crate::ledger::actor::QUEUE_CAPACITY,
+        tracker,
+        cancel,
+        move |flows| {
+            let mut m = lock(&counted);
+            for (from, to, wh) in flows.named() {
+                m.add_energy(from, to, wh);
+            }
+        },
+    );
+    (handle, metrics, demand)
+}
+
+/// Ping systemd's watchdog every half period while the control loop is alive
+/// ([`Shared::alive`]): a hung loop stops the pings and systemd restarts the daemon.
+async fn watchdog(
+    notifier: Notifier,
+    period: Duration,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval((period / 2).max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if shared.alive() {
+            notifier.watchdog_ping();
+        } else {
+            tracing::warn!("watchdog not pinged: no control cycle completed recently");
+        }
+    }
+}
+
+/// The control loop: a cycle per period, control messages between cycles, safe setpoints on
+/// cancel.
+async fn control_loop(
+    mut controller: Controller,
+    mut control_rx: mpsc::Receiver<ControlMsg>,
+    notifier: Notifier,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    ledger_stop: tokio_util::sync::DropGuard,
+) {
+    let new_interval = |period: Duration| {
+        *lock(&shared.period) = period;
+        let mut i = tokio::time::interval(period);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        i
+    };
+    let mut period = controller.period();
+    let mut interval = new_interval(period);
+    let mut ready = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            Some(msg) = control_rx.recv() => {
+                controller.handle(msg);
+                if controller.period() != period {
+                    period = controller.period();
+                    interval = new_interval(period);
+                }
+                continue;
+            }
+            _ = interval.tick() => {}
+        }
+        // Shutdown does not wait for a cycle: one under way is cut short (its requests dropped
+        // and their connections closed) and the safe setpoints follow at once.
+        let cut_short = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => true,
+            _ = controller.cycle() => false,
+        };
+        if cut_short {
+            controller.abandon_cycle();
+            break;
+        }
+        if !ready {
+            notifier.ready();
+            ready = true;
+            tracing::info!("control loop running");
+        }
+    }
+    notifier.stopping();
+    tracing::info!("stopping: writing safe setpoints");
+    controller.shutdown().await;
+    drop(ledger_stop);
+    tracing::info!("stopped");
 }

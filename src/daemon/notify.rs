@@ -52,7 +52,8 @@ impl Notifier {
         self.send("READY=1\nSTATUS=controlling");
     }
 
-    /// Ping the watchdog (from the control loop, so a hung loop gets restarted).
+    /// Ping the watchdog (from the daemon's watchdog task, only while the control loop is
+    /// alive, so a hung loop gets restarted).
     pub fn watchdog_ping(&self) {
         self.send("WATCHDOG=1");
     }
@@ -94,6 +95,23 @@ mod tests {
         let len = server.recv(&mut buf).unwrap();
         assert_eq!(&buf[..len], b"WATCHDOG=1");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn liveness_is_two_cycles_but_never_under_5_s() {
+        use crate::daemon::liveness_window;
+        assert_eq!(
+            liveness_window(Duration::from_secs(1)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            liveness_window(Duration::from_secs(4)),
+            Duration::from_secs(8)
+        );
+        assert_eq!(
+            liveness_window(Duration::from_millis(10)),
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

@@ -5,13 +5,16 @@
 //!
 //! Only fresh readings are shown; a missing or stale one is `None` (`null` in JSON).
 
+use super::crosscheck::Disagreement;
 use super::history::Sample;
 use super::snapshot::Observation;
 use super::status::{
     BatteryStatus, BuildingStatus, ChargerStatus, DeviceStatus, GridStatus, PvStatus,
 };
+use crate::config::DeviceRole;
+use crate::devices::link::LinkState;
 use crate::dispatch::{ChargeMode, ChargerState, Plan, Policy};
-use crate::ledger::ChargerInput;
+use crate::ledger::actor::ChargerRecord;
 
 /// Which device kinds the station has (a station without PV has 0 W of it; one whose PV is
 /// unread has no value).
@@ -54,6 +57,20 @@ impl CycleView<'_> {
         }
     }
 
+    /// The meters' residual `grid - (building + chargers - pv - battery)` and the grid power,
+    /// W, when every term was measured this cycle.
+    pub fn meter_residual(&self) -> Option<(f64, f64)> {
+        let p = self.powers();
+        let pv = if self.fitted.pv { p.pv_w? } else { 0.0 };
+        let battery = if self.fitted.battery {
+            p.battery_w?
+        } else {
+            0.0
+        };
+        let grid = p.grid_w?;
+        Some((grid - (p.building_w? + p.vehicles_w? - pv - battery), grid))
+    }
+
     pub fn history_sample(&self) -> Sample {
         let p = self.powers();
         Sample {
@@ -65,35 +82,50 @@ impl CycleView<'_> {
         }
     }
 
-    /// The ledger's per-flow input, or `None` unless every flow is measured (nothing is
-    /// invented). Returns `(pv, building, battery, grid)` W and the chargers.
-    pub fn ledger_flows(&self) -> Option<(LedgerPowers, Vec<ChargerInput<'_>>)> {
+    /// The ledger's per-flow input: what was measured, and at most one missing term of the
+    /// balance `grid = building + vehicles - pv - battery` estimated from the others (a dead
+    /// charger, a stale meter). `None` when two or more terms are missing. Unread chargers are
+    /// left out of the charger list (their sessions stay open until the ledger's
+    /// `missing_after`); their estimated power is `unread_vehicles_w`.
+    pub fn ledger_flows(&self) -> Option<LedgerFlows> {
         let p = self.powers();
-        let pv = if self.fitted.pv { p.pv_w? } else { 0.0 };
-        let battery = if self.fitted.battery {
-            p.battery_w?
-        } else {
-            0.0
-        };
-        p.vehicles_w?;
-        let chargers = self
-            .observed
-            .snapshot
+        let s = &self.observed.snapshot;
+        let read = |c: &&crate::dispatch::ChargerSnapshot| c.state != ChargerState::Unknown;
+        let chargers: Vec<ChargerRecord> = s
             .chargers
             .iter()
-            .map(|c| ChargerInput {
-                id: c.id.as_str(),
+            .filter(read)
+            .map(|c| ChargerRecord {
+                id: c.id.to_string(),
                 power_w: c.power.value(),
                 plugged: c.plugged,
             })
             .collect();
-        let powers = LedgerPowers {
-            pv_w: pv,
-            building_w: p.building_w?,
-            battery_w: battery,
-            grid_w: p.grid_w?,
+        let read_vehicles_w: f64 = chargers.iter().map(|c| c.power_w.max(0.0)).sum();
+        let all_read = chargers.len() == s.chargers.len();
+        let terms = Terms {
+            grid: p.grid_w,
+            building: p.building_w,
+            vehicles: all_read.then_some(read_vehicles_w),
+            pv: if self.fitted.pv { p.pv_w } else { Some(0.0) },
+            battery: if self.fitted.battery {
+                p.battery_w
+            } else {
+                Some(0.0)
+            },
         };
-        Some((powers, chargers))
+        let (balanced, estimated) = terms.balanced()?;
+        Some(LedgerFlows {
+            powers: LedgerPowers {
+                pv_w: balanced.pv,
+                building_w: balanced.building,
+                battery_w: balanced.battery,
+                grid_w: balanced.grid,
+            },
+            chargers,
+            unread_vehicles_w: (balanced.vehicles - read_vehicles_w).max(0.0),
+            estimated,
+        })
     }
 
     pub fn grid(&self) -> GridStatus {
@@ -104,6 +136,8 @@ impl CycleView<'_> {
             import_limit_w: self.policy.grid.import_limit.value(),
             export_limit_w: self.policy.grid.export_limit.value(),
             fresh: s.power.is_fresh(),
+            month_peak_w: 0.0,
+            demand_window_avg_w: 0.0,
         }
     }
 
@@ -181,6 +215,101 @@ impl CycleView<'_> {
     }
 }
 
+/// The ledger's input of one cycle (see [`CycleView::ledger_flows`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerFlows {
+    pub powers: LedgerPowers,
+    /// The chargers that were read.
+    pub chargers: Vec<ChargerRecord>,
+    /// Estimated power of the chargers that were not read, W.
+    pub unread_vehicles_w: f64,
+    /// The term estimated from the balance, if any.
+    pub estimated: Option<Term>,
+}
+
+/// A term of the station's balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Term {
+    Grid,
+    Building,
+    Vehicles,
+    Pv,
+    Battery,
+}
+
+/// The five terms of `grid = building + vehicles - pv - battery`, W; `None` = not measured.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Terms {
+    pub grid: Option<f64>,
+    pub building: Option<f64>,
+    pub vehicles: Option<f64>,
+    pub pv: Option<f64>,
+    pub battery: Option<f64>,
+}
+
+/// Every term known.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Balanced {
+    pub grid: f64,
+    pub building: f64,
+    pub vehicles: f64,
+    pub pv: f64,
+    pub battery: f64,
+}
+
+impl Terms {
+    /// All five terms, with at most one missing term estimated from the balance (loads and PV
+    /// clamped at 0); `None` when more than one is missing.
+    pub fn balanced(&self) -> Option<(Balanced, Option<Term>)> {
+        let missing = [
+            self.grid.is_none(),
+            self.building.is_none(),
+            self.vehicles.is_none(),
+            self.pv.is_none(),
+            self.battery.is_none(),
+        ]
+        .iter()
+        .filter(|m| **m)
+        .count();
+        if missing > 1 {
+            return None;
+        }
+        let (g, b, v, p, s) = (
+            self.grid.unwrap_or(0.0),
+            self.building.unwrap_or(0.0),
+            self.vehicles.unwrap_or(0.0),
+            self.pv.unwrap_or(0.0),
+            self.battery.unwrap_or(0.0),
+        );
+        let mut out = Balanced {
+            grid: g,
+            building: b,
+            vehicles: v,
+            pv: p,
+            battery: s,
+        };
+        let term = if self.grid.is_none() {
+            out.grid = b + v - p - s;
+            Some(Term::Grid)
+        } else if self.building.is_none() {
+            out.building = (g - v + p + s).max(0.0);
+            Some(Term::Building)
+        } else if self.vehicles.is_none() {
+            out.vehicles = (g - b + p + s).max(0.0);
+            Some(Term::Vehicles)
+        } else if self.pv.is_none() {
+            out.pv = (b + v - s - g).max(0.0);
+            Some(Term::Pv)
+        } else if self.battery.is_none() {
+            out.battery = b + v - p - g;
+            Some(Term::Battery)
+        } else {
+            None
+        };
+        Some((out, term))
+    }
+}
+
 /// The ledger's station-level powers of one cycle, W.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LedgerPowers {
@@ -199,7 +328,100 @@ pub fn mode_name(m: ChargeMode) -> &'static str {
     }
 }
 
-/// The devices' links as the status shows them.
-pub fn links(devices: &super::device_set::DeviceSet) -> Vec<DeviceStatus> {
-    devices.devices.iter().map(|d| d.status()).collect()
+/// The devices' links as the status shows them; with the meters in disagreement, the building
+/// meter (the one the grid meter overrules) is degraded with the reason.
+pub fn links(
+    devices: &super::device_set::DeviceSet,
+    disagreement: Option<&Disagreement>,
+) -> Vec<DeviceStatus> {
+    devices
+        .devices
+        .iter()
+        .map(|d| {
+            let mut status = d.status();
+            if let (Some(dis), DeviceRole::BuildingMeter) = (disagreement, &d.config.role) {
+                if status.link == LinkState::Online {
+                    status.link = LinkState::Degraded;
+                }
+                status.warning = Some(dis.reason());
+            }
+            status
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: Terms = Terms {
+        grid: Some(3_000.0),
+        building: Some(4_000.0),
+        vehicles: Some(7_000.0),
+        pv: Some(10_000.0),
+        battery: Some(-2_000.0),
+    };
+
+    #[test]
+    fn with_every_term_measured_nothing_is_estimated() {
+        let (b, term) = ALL.balanced().unwrap();
+        assert_eq!(term, None);
+        assert_eq!(b.grid, 3_000.0);
+        assert_eq!(b.battery, -2_000.0);
+    }
+
+    #[test]
+    fn one_missing_term_is_estimated_from_the_balance() {
+        type Case = (Terms, Term, fn(&Balanced) -> f64);
+        let cases: [Case; 5] = [
+            (Terms { grid: None, ..ALL }, Term::Grid, |b| b.grid),
+            (
+                Terms {
+                    building: None,
+                    ..ALL
+                },
+                Term::Building,
+                |b| b.building,
+            ),
+            (
+                Terms {
+                    vehicles: None,
+                    ..ALL
+                },
+                Term::Vehicles,
+                |b| b.vehicles,
+            ),
+            (Terms { pv: None, ..ALL }, Term::Pv, |b| b.pv),
+            (
+                Terms {
+                    battery: None,
+                    ..ALL
+                },
+                Term::Battery,
+                |b| b.battery,
+            ),
+        ];
+        let (full, _) = ALL.balanced().unwrap();
+        for (terms, expected, get) in cases {
+            let (b, term) = terms.balanced().unwrap();
+            assert_eq!(term, Some(expected));
+            assert!((get(&b) - get(&full)).abs() < 1e-9, "{expected:?}: {b:?}");
+        }
+    }
+
+    #[test]
+    fn an_estimated_load_or_pv_is_never_negative_and_two_missing_terms_give_up() {
+        let odd = Terms {
+            vehicles: None,
+            grid: Some(-50_000.0),
+            ..ALL
+        };
+        assert_eq!(odd.balanced().unwrap().0.vehicles, 0.0);
+        let two = Terms {
+            grid: None,
+            vehicles: None,
+            ..ALL
+        };
+        assert_eq!(two.balanced(), None);
+    }
 }

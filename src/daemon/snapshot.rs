@@ -20,7 +20,6 @@ use crate::dispatch::{
     Snapshot,
 };
 use crate::units::{Amps, Percent, WattHours, Watts};
-use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 /// Model 802 has no temperature point; its BMS limits already derate by temperature, so
@@ -66,15 +65,16 @@ fn reading<T: Copy + Default>(value: T, fresh: bool) -> Reading<T> {
     }
 }
 
-/// Build what the cycle observed from every device's last good reading.
-pub fn build(devices: &DeviceSet, config: &StationConfig, now: DateTime<Utc>) -> Observation {
+/// Build what the cycle observed from every device's last good reading, aged at
+/// station-monotonic `mono`.
+pub fn build(devices: &DeviceSet, config: &StationConfig, mono: Duration) -> Observation {
     let mut obs = Observation {
         snapshot: empty(devices.devices.len()),
         telemetry: Telemetry::default(),
     };
     for d in &devices.devices {
         let fresh = d
-            .fresh(now, max_age(config, d.config.endpoint.poll_interval))
+            .fresh(mono, max_age(config, d.config.endpoint.poll_interval))
             .is_some();
         let last = d.reading.as_ref().map(|(r, _)| r);
         match (&d.config.role, last) {
@@ -94,7 +94,7 @@ pub fn build(devices: &DeviceSet, config: &StationConfig, now: DateTime<Utc>) ->
                 battery(
                     &mut obs,
                     b,
-                    rating_w.unwrap_or(f64::INFINITY),
+                    rating_w.unwrap_or(0.0), // required by the config: without it, 0 W
                     fresh,
                     online,
                 );
@@ -161,8 +161,9 @@ fn pv(obs: &mut Observation, p: Option<&PvReading>, configured_rating_w: f64, fr
 fn battery(obs: &mut Observation, b: &BatteryReading, pcs_w: f64, fresh: bool, online: bool) {
     let soh = b.soh_pct.unwrap_or(100.0);
     obs.snapshot.battery = BatterySnapshot {
-        // Without a capacity the battery cannot be planned with: it stays unused.
-        online: online && b.capacity_wh.is_some(),
+        // Without a capacity the battery cannot be planned with, and a PCS that is not in an
+        // operating state cannot follow a setpoint: either stays unused (and is told 0 W).
+        online: online && b.capacity_wh.is_some() && b.state.is_none_or(BatteryState::is_operating),
         soc: reading(Percent(b.soc_pct), fresh),
         soh: Percent(soh),
         power: reading(Watts(b.power_w), fresh),

@@ -17,6 +17,11 @@ pub struct GridStatus {
     pub export_limit_w: f64,
     /// Whether the reading is fresh enough to control with.
     pub fresh: bool,
+    /// Highest closed 15-minute average import this month (the demand charge's peak; kept
+    /// across restarts in the ledger), W.
+    pub month_peak_w: f64,
+    /// Average import of the open 15-minute window so far, over the full 15 minutes, W.
+    pub demand_window_avg_w: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -73,6 +78,8 @@ pub struct DeviceStatus {
     pub last_ok: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub errors_total: u64,
+    /// Why a device that answers is not trusted (e.g. meters that disagree), if it is not.
+    pub warning: Option<String>,
 }
 
 /// Today's scorecard (`docs/reference-station.md`, section Scorecard), from the ledger.

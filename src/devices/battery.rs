@@ -64,6 +64,16 @@ pub enum BatteryState {
 }
 
 impl BatteryState {
+    /// Whether the PCS can follow a power setpoint in this state: connected, standing by, or
+    /// in SoC protection (the BMS limits already stop the blocked direction). Disconnected,
+    /// initialising, suspending, faulted or unknown states cannot.
+    pub fn is_operating(self) -> bool {
+        matches!(
+            self,
+            BatteryState::Connected | BatteryState::Standby | BatteryState::SocProtection
+        )
+    }
+
     /// From the enum16 value.
     pub fn from_raw(v: u16) -> Self {
         match v {
@@ -229,6 +239,11 @@ impl Battery {
         &self.link
     }
 
+    /// The link, to drop a connection whose request was abandoned.
+    pub fn link_mut(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
     /// Run SunSpec discovery now (it also runs lazily on first use).
     pub async fn discover(&mut self) -> Result<(), DeviceError> {
         let map = sunspec::discover(&mut self.link).await?;
@@ -359,12 +374,15 @@ impl Battery {
         Ok(raw as i32)
     }
 
-    /// Set WSetRvrtTms: the PCS reverts to its default when WSet is not rewritten in `revert_s`.
+    /// Set WSetRvrtTms and read it back: the PCS reverts to its default when WSet is not
+    /// rewritten in `revert_s`. A PCS that does not hold the value is refused.
     pub async fn configure_fallback(&mut self, revert_s: u32) -> Result<(), DeviceError> {
         let e = self.control().await?;
+        let addr = e.addr + C_WSETRVRT;
         self.link
-            .write_multiple(e.addr + C_WSETRVRT, &encode_u32(revert_s))
-            .await
+            .write_multiple(addr, &encode_u32(revert_s))
+            .await?;
+        sunspec::verify_written(&mut self.link, "WSetRvrtTms", addr, 2, revert_s).await
     }
 
     /// Write WSet = 0 (no charge, no discharge).

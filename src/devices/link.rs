@@ -236,6 +236,13 @@ impl Link {
         self.next_attempt = None;
     }
 
+    /// A request was given up from outside (the cycle's budget ran out): drop the connection so
+    /// a late answer is never taken for the next request's, and count it as a failure (the
+    /// link degrades, and reconnects after its back-off).
+    pub fn abandon(&mut self) {
+        self.drop_connection();
+    }
+
     /// Read `count` holding registers starting at `addr`, split into requests of at most 125.
     pub async fn read_holding(&mut self, addr: u16, count: u16) -> Result<Vec<u16>, DeviceError> {
         self.read_registers(FC_READ_HOLDING, addr, count).await
@@ -500,6 +507,7 @@ impl Link {
     /// Drop the connection after a failed request; the next connect waits for the back-off.
     fn drop_connection(&mut self) {
         self.ctx = None;
+        self.bus_ok = false;
         self.note_link_failure();
     }
 

@@ -85,6 +85,11 @@ impl Meter {
         &self.link
     }
 
+    /// The link, to drop a connection whose request was abandoned.
+    pub fn link_mut(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
     /// Run SunSpec discovery now (it also runs lazily on first use).
     pub async fn discover(&mut self) -> Result<(), DeviceError> {
         let map = sunspec::discover(&mut self.link).await?;

@@ -164,6 +164,11 @@ impl PvInverter {
         &self.link
     }
 
+    /// The link, to drop a connection whose request was abandoned.
+    pub fn link_mut(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
     /// Run SunSpec discovery now (it also runs lazily on first use).
     pub async fn discover(&mut self) -> Result<(), DeviceError> {
         let map = sunspec::discover(&mut self.link).await?;
@@ -333,11 +338,17 @@ impl PvInverter {
                 let v = u16::try_from(revert_s).map_err(|_| {
                     DeviceError::InvalidRequest(format!("revert {revert_s} s exceeds 65535 s"))
                 })?;
-                self.link.write_single(e.addr + C123_RVRT, v).await
+                let addr = e.addr + C123_RVRT;
+                self.link.write_single(addr, v).await?;
+                sunspec::verify_written(&mut self.link, "WMaxLimPct_RvrtTms", addr, 1, revert_s)
+                    .await
             }
             Some(LimitModel::M704(e)) => {
+                let addr = e.addr + C704_RVRT;
                 self.link
-                    .write_multiple(e.addr + C704_RVRT, &encode_u32(revert_s))
+                    .write_multiple(addr, &encode_u32(revert_s))
+                    .await?;
+                sunspec::verify_written(&mut self.link, "WMaxLimPctRvrtTms", addr, 2, revert_s)
                     .await
             }
         }

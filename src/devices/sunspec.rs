@@ -278,6 +278,30 @@ pub fn encode_float32(v: f32) -> [u16; 2] {
 }
 
 /// Two registers of a 32-bit integer, high word first.
+/// Read back `count` registers at `addr` (1 or 2: uint16 or uint32) after writing `expected`
+/// there, and refuse a device that does not hold it (`point` names it in the error).
+pub(crate) async fn verify_written(
+    link: &mut crate::devices::link::Link,
+    point: &str,
+    addr: u16,
+    count: u16,
+    expected: u32,
+) -> Result<(), crate::devices::error::DeviceError> {
+    let regs = link.read_holding(addr, count).await?;
+    let actual = match regs.as_slice() {
+        [v] => Some(u32::from(*v)),
+        [hi, lo] => Some((u32::from(*hi) << 16) | u32::from(*lo)),
+        _ => None,
+    };
+    match actual {
+        Some(v) if v == expected => Ok(()),
+        other => Err(crate::devices::error::DeviceError::bad_data(
+            point,
+            format!("wrote {expected}, the device holds {other:?}: its fallback is not configured"),
+        )),
+    }
+}
+
 pub fn encode_u32(v: u32) -> [u16; 2] {
     [(v >> 16) as u16, (v & 0xFFFF) as u16]
 }

@@ -81,7 +81,7 @@ pub use snapshot::{
     BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, Freshness, GridSnapshot, PvSnapshot,
     Reading, Snapshot,
 };
-pub use state::{DemandTracker, DispatchState};
+pub use state::{DemandState, DemandTracker, DispatchState};
 
 use crate::units::{Amps, Percent, Watts, NOMINAL_VOLTAGE};
 use chrono::{DateTime, Datelike, Utc};
@@ -89,6 +89,8 @@ use state::{Role, Work};
 
 /// Share of the PV rating added to the measured output while the inverter sits at its limit.
 const PV_PROBE_FRACTION: f64 = 0.05;
+/// Unseen load (measured grid above the planned import) worth a reason on the dashboard, W.
+const GRID_FEEDBACK_REPORT_W: f64 = 500.0;
 /// Amps below which a value counts as 0.
 const EPS_A: f64 = 1e-6;
 /// Watts below which a value counts as 0.
@@ -125,7 +127,7 @@ pub fn decide_into(
     plan.chargers.clear();
     plan.reasons.clear();
     let clock = cycle_clock(snapshot, policy, state, now, plan);
-    let inputs = inputs(snapshot, plan);
+    let inputs = grid_feedback(inputs(snapshot, plan), snapshot, state, plan);
     let bounds = battery_bounds(snapshot, policy, clock.minute, plan);
     let tariff = tariff_position(policy, clock.price, &bounds, inputs.grid_fresh);
     let budgets = vehicle_budgets(snapshot, policy, &inputs, &bounds, &tariff);
@@ -250,6 +252,45 @@ fn inputs(snapshot: &Snapshot, plan: &mut Plan) -> Inputs {
         fixed: base + uncontrolled,
         battery_measured,
     }
+}
+
+/// Step 1b: the grid meter governs. What the measured grid import exceeds the import this cycle
+/// was planned to cause (the other meters now, the chargers at their last setpoints, the battery
+/// at its last setpoint) is load the plan did not see: a building meter that reads low, zero,
+/// frozen or inverted, an unmetered circuit, a charger or a PCS that does not follow its
+/// setpoint. It is added to the base load, so the vehicle budget, the import-limit battery and
+/// peak shaving all act on the measured import. Only an excess counts: a car drawing less than
+/// its setpoint may draw it next second.
+fn grid_feedback(
+    mut inputs: Inputs,
+    snapshot: &Snapshot,
+    state: &DispatchState,
+    plan: &mut Plan,
+) -> Inputs {
+    let Some(measured) = snapshot.grid.power.fresh_value() else {
+        return inputs;
+    };
+    let planned_chargers: Watts = snapshot
+        .chargers
+        .iter()
+        .zip(&state.chargers)
+        .filter(|(c, _)| c.online && c.state.can_charge())
+        .map(|(c, m)| crate::units::charger_power_nominal(m.last_amps, c.phases.min(3)))
+        .fold(Watts::ZERO, |sum, w| sum + w);
+    // Before the first plan the battery does what it was doing.
+    let battery = match state.last_now {
+        Some(_) => state.last_battery,
+        None => inputs.battery_measured,
+    };
+    let expected = inputs.fixed + planned_chargers - inputs.pv_firm - battery;
+    let unseen = (measured - expected).max(Watts::ZERO);
+    if unseen.0 > GRID_FEEDBACK_REPORT_W {
+        plan.reasons
+            .push(Reason::GridAboveExpected { excess: unseen });
+    }
+    inputs.base += unseen;
+    inputs.fixed += unseen;
+    inputs
 }
 
 /// Chargers dispatch cannot steer (offline at full rating, non-charging at their measured

@@ -56,6 +56,9 @@ pub enum BatteryIdleCause {
 pub enum Reason {
     /// The grid meter is stale or missing: chargers at (at most) their safe current.
     GridStale,
+    /// The grid meter reads more import than the other meters and the last setpoints explain;
+    /// the excess is planned as load.
+    GridAboveExpected { excess: Watts },
     /// A charger got less than it asked for because of the grid import limit.
     ChargerImportLimited { id: ChargerId, amps: Amps },
     /// A charger got less than it asked for because of the phase fuse.
@@ -99,6 +102,7 @@ impl Reason {
     pub fn code(&self) -> &'static str {
         match self {
             Reason::GridStale => "grid_stale",
+            Reason::GridAboveExpected { .. } => "grid_above_expected",
             Reason::ChargerImportLimited { .. } => "charger_import_limited",
             Reason::ChargerPhaseFuseLimited { .. } => "charger_phase_fuse_limited",
             Reason::ChargerRampLimited { .. } => "charger_ramp_limited",
@@ -133,6 +137,11 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::GridStale => write!(f, "grid meter stale: chargers at safe current"),
+            Reason::GridAboveExpected { excess } => write!(
+                f,
+                "grid meter reads {} kW more than the other meters and the setpoints explain: planned as load",
+                kw(*excess)
+            ),
             Reason::ChargerImportLimited { id, amps: a } => {
                 write!(f, "{id} held at {} A: grid import limit", amps(*a))
             }

@@ -127,6 +127,46 @@ impl DemandTracker {
     }
 }
 
+/// What a [`DemandTracker`] must keep across a restart: the open 15-minute window and the
+/// month's peak (the ledger persists it, see `ledger::Ledger::save_demand_state`), so a
+/// restarted daemon neither forgets the energy already imported in the window nor bills a new
+/// peak below the one already reached.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DemandState {
+    /// Unix time of the start of the open window, s (`None` before the first reading).
+    pub window_start_s: Option<i64>,
+    /// Import energy in the open window so far, W*s.
+    pub energy_ws: f64,
+    /// Local `year * 12 + month` the peak belongs to.
+    pub month_key: i32,
+    /// Highest closed-window average import of that month, W.
+    pub month_peak_w: f64,
+}
+
+impl DemandTracker {
+    /// The state to persist.
+    pub fn state(&self) -> DemandState {
+        DemandState {
+            window_start_s: self.window_start_s,
+            energy_ws: self.energy_ws,
+            month_key: self.month_key,
+            month_peak_w: self.month_peak.0,
+        }
+    }
+
+    /// A tracker continuing from a persisted state. Non-finite or negative energies count as
+    /// 0; a window or month that has passed is closed by the next update as usual.
+    pub fn from_state(s: DemandState) -> Self {
+        let clean = |x: f64| if x.is_finite() { x.max(0.0) } else { 0.0 };
+        DemandTracker {
+            window_start_s: s.window_start_s,
+            energy_ws: clean(s.energy_ws),
+            month_key: s.month_key,
+            month_peak: Watts(clean(s.month_peak_w)),
+        }
+    }
+}
+
 /// Role of a charger in one decision.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -184,6 +224,11 @@ impl DispatchState {
     /// The demand-charge tracker (month peak, current window average).
     pub fn demand(&self) -> &DemandTracker {
         &self.demand
+    }
+
+    /// Continue the demand charge from a persisted state (at start, before the first cycle).
+    pub fn restore_demand(&mut self, s: DemandState) {
+        self.demand = DemandTracker::from_state(s);
     }
 
     /// The last battery setpoint decided (> 0 discharge).

@@ -24,14 +24,29 @@ fn no_battery(n: usize) -> Snapshot {
     s
 }
 
-/// Make the snapshot's chargers draw what the plan asked for, and the grid meter agree.
+/// The grid meter as the plant would read it: building + chargers - PV - battery.
+fn meter_grid(s: &mut Snapshot, pv: Watts) {
+    let chargers = s.chargers.iter().fold(Watts::ZERO, |sum, c| sum + c.power);
+    s.grid.power = Reading::fresh(s.building.value + chargers - pv - s.battery.power.value);
+}
+
+/// A snapshot whose grid meter agrees with its other meters.
+fn metered(mut s: Snapshot) -> Snapshot {
+    let pv = s.pv.power.value;
+    meter_grid(&mut s, pv);
+    s
+}
+
+/// Make the snapshot's chargers draw what the plan asked for, the PV and battery deliver it,
+/// and the grid meter read what the plant then imports.
 fn follow(s: &mut Snapshot, plan: &Plan) {
     for (c, sp) in s.chargers.iter_mut().zip(&plan.chargers) {
         c.current = [sp.amps; 3];
         c.power = charger_power_nominal(sp.amps, c.phases);
     }
     s.battery.power = Reading::fresh(plan.battery);
-    s.grid.power = Reading::fresh(plan.balance.grid);
+    let pv = s.pv.power.value.min(plan.balance.pv);
+    meter_grid(s, pv);
 }
 
 /// Run `cycles` one-second cycles from `start`, the plant following each plan.
@@ -42,6 +57,8 @@ fn run(
     start: DateTime<Utc>,
     cycles: i64,
 ) -> Plan {
+    let pv = s.pv.power.value;
+    meter_grid(s, pv);
     let mut plan = decide(s, p, st, start);
     for k in 1..cycles {
         follow(s, &plan);
@@ -407,6 +424,7 @@ fn battery_charges_from_pv_surplus_within_its_limits() {
     s.building = Reading::fresh(Watts::from_kw(20.0));
     s.pv.power = Reading::fresh(Watts::from_kw(120.0));
     s.battery.max_charge = Watts::from_kw(70.0);
+    let s = metered(s);
     let mut st = DispatchState::new();
     let plan = decide(&s, &p, &mut st, local(12, 0));
     assert_eq!(plan.battery, Watts::from_kw(-70.0));
@@ -422,6 +440,7 @@ fn zero_export_limits_pv_to_what_the_site_absorbs() {
     s.building = Reading::fresh(Watts::from_kw(20.0));
     s.pv.power = Reading::fresh(Watts::from_kw(120.0));
     s.battery.soc = Reading::fresh(Percent(90.0)); // full: cannot absorb
+    let s = metered(s);
     let mut st = DispatchState::new();
     let plan = decide(&s, &p, &mut st, local(12, 0));
     assert_eq!(plan.battery, Watts::ZERO);
@@ -788,4 +807,73 @@ fn default_demand_target_is_below_the_reference_buildings_business_hours_peak() 
     assert_eq!(p.grid.demand_target, Watts::from_kw(40.0));
     assert_eq!(p.grid.import_margin, Watts::from_kw(25.0));
     assert_eq!(p.grid.import_budget(), Watts::from_kw(125.0));
+}
+
+/// One cycle of a plant whose true building load is `building`, whatever its meter says: the
+/// chargers draw what the plan asked (or `stuck` amps for the charger at that index), the battery
+/// delivers its setpoint, and the grid meter reads the true import.
+fn true_plant(s: &mut Snapshot, plan: &Plan, building: Watts, stuck: Option<(usize, Amps)>) {
+    for (i, (c, sp)) in s.chargers.iter_mut().zip(&plan.chargers).enumerate() {
+        let a = match stuck {
+            Some((j, a)) if j == i => a,
+            _ => sp.amps,
+        };
+        c.current = [a; 3];
+        c.power = charger_power_nominal(a, c.phases);
+    }
+    s.battery.power = Reading::fresh(plan.battery);
+    let chargers = s.chargers.iter().fold(Watts::ZERO, |sum, c| sum + c.power);
+    let pv = s.pv.power.value.min(plan.balance.pv);
+    s.grid.power = Reading::fresh(building + chargers - pv - plan.battery);
+}
+
+#[test]
+fn a_building_meter_reading_zero_cannot_hide_the_building_from_the_import_limit() {
+    let p = exact(); // 150 kW limit, no margin
+    let mut s = Snapshot::reference_idle(4);
+    s.battery.soc = Reading::fresh(Percent(10.0)); // at soc_min: no help from the battery
+    s.building = Reading::fresh(Watts::ZERO); // the meter is wrong
+    let building = Watts::from_kw(120.0); // the truth
+    let mut st = DispatchState::new();
+    let t0 = local(8, 0);
+    s.grid.power = Reading::fresh(building);
+    let mut worst = Watts::ZERO;
+    for k in 0..30 {
+        let plan = decide(&s, &p, &mut st, secs(t0, k));
+        true_plant(&mut s, &plan, building, None);
+        if k >= 1 {
+            worst = worst.max(s.grid.power.value);
+            assert!(plan.has_reason("grid_above_expected"), "{:?}", plan.reasons);
+        }
+    }
+    assert!(worst.0 <= 150_000.0 + 1.0, "true import reached {worst:?}");
+    // The cars share the 30 kW the building leaves.
+    let cars: f64 = s.chargers.iter().map(|c| c.power.0).sum();
+    assert!((cars - 30_000.0).abs() < 100.0, "cars draw {cars} W");
+}
+
+#[test]
+fn a_charger_that_ignores_its_setpoint_is_paid_for_by_the_other_cars() {
+    let p = exact();
+    let mut s = Snapshot::reference_idle(3);
+    s.battery.online = false;
+    let building = Watts::from_kw(100.0);
+    s.building = Reading::fresh(building);
+    let mut st = DispatchState::new();
+    let t0 = local(8, 0);
+    s.grid.power = Reading::fresh(building);
+    let stuck = Some((0, Amps(32.0))); // charger-1 draws 32 A whatever it is told
+    let mut over_s = 0;
+    for k in 0..60 {
+        let plan = decide(&s, &p, &mut st, secs(t0, k));
+        true_plant(&mut s, &plan, building, stuck);
+        over_s += i32::from(s.grid.power.value.0 > 150_000.0 + 1.0);
+    }
+    // The first cycles ramp up on the open-loop plan; from then on the grid meter governs.
+    assert!(over_s <= 2, "over the limit for {over_s} s");
+    assert!(
+        s.grid.power.value.0 <= 150_000.0 + 1.0,
+        "{:?}",
+        s.grid.power
+    );
 }

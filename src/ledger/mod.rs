@@ -31,6 +31,22 @@
 //! If the database cannot be opened or written, the error is kept ([`Ledger::health`]), the data
 //! stays in memory and the next flush attempt reopens the file and retries. Queries merge the
 //! database with what is still in memory.
+//!
+//! # Estimated flows
+//! A cycle with one unmeasured term of the balance (a dead charger, a stale meter) is booked with
+//! that term estimated from `grid = building + vehicles - pv - battery` by the caller
+//! ([`CycleInput::estimated`]); its seconds are counted in the bucket's `estimated_s`.
+//!
+//! # Demand charge
+//! [`Ledger::save_demand_state`] keeps the dispatch's demand state (open 15-minute window, month
+//! peak) and writes it with every flush; [`Ledger::demand_state`] returns it, read back from the
+//! database at open, so a restart continues the window and the month's peak.
+//!
+//! # Off the control loop
+//! The daemon does not call the ledger itself: [`actor`] runs it on a blocking task fed by a
+//! bounded queue.
+
+pub mod actor;
 
 pub mod flows;
 pub mod model;
@@ -42,6 +58,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+
+use crate::dispatch::DemandState;
 
 pub use flows::{split_flows, BatteryOrigin, DischargeOrigin, FlowInput, Flows};
 pub use model::{
@@ -81,6 +99,12 @@ pub struct CycleInput<'a> {
     /// > 0 import, < 0 export.
     pub grid_w: f64,
     pub chargers: &'a [ChargerInput<'a>],
+    /// Power of chargers that were not read this cycle, estimated from the balance, W (>= 0):
+    /// booked in the buckets' vehicle flows, in no session.
+    pub unread_vehicles_w: f64,
+    /// One term of the balance was estimated, not measured: the cycle's seconds are counted in
+    /// the bucket's `estimated_s`.
+    pub estimated: bool,
     pub price_cny_per_kwh: f64,
     pub export_price_cny_per_kwh: f64,
     pub co2_kg_per_kwh: f64,
@@ -131,6 +155,7 @@ pub struct Ledger {
     closed: Vec<SessionRecord>,
     chargers: Vec<ChargerState>,
     origin: BatteryOrigin,
+    demand: Option<DemandState>,
 }
 
 impl Ledger {
@@ -147,6 +172,7 @@ impl Ledger {
             closed: Vec::new(),
             chargers: Vec::new(),
             origin: BatteryOrigin::default(),
+            demand: None,
         }
     }
 
@@ -187,7 +213,12 @@ impl Ledger {
     /// Flushes when `flush_every` of cycle time has passed: such a cycle costs about 0.1 ms,
     /// and up to some tens of ms when SQLite checkpoints its WAL.
     pub fn record(&mut self, input: &CycleInput<'_>) -> Flows {
-        let vehicles_w: f64 = input.chargers.iter().map(|c| non_negative(c.power_w)).sum();
+        let vehicles_w: f64 = input
+            .chargers
+            .iter()
+            .map(|c| non_negative(c.power_w))
+            .sum::<f64>()
+            + non_negative(input.unread_vehicles_w);
         let f = split_flows(&FlowInput {
             pv_w: input.pv_w,
             building_w: input.building_w,
@@ -237,6 +268,7 @@ impl Ledger {
             .add_cycle(
                 f,
                 dt_s,
+                input.estimated,
                 vehicles_green,
                 building_green,
                 non_negative(input.grid_w),
@@ -385,6 +417,9 @@ impl Ledger {
                 }),
             }
         }
+        if self.demand.is_none() {
+            self.demand = loaded.demand;
+        }
         if let Some(o) = loaded.battery_origin {
             self.origin.green_wh += o.green_wh;
             self.origin.grey_wh += o.grey_wh;
@@ -412,6 +447,7 @@ impl Ledger {
                 self.pending.values(),
                 self.closed.iter().chain(open),
                 &self.origin,
+                self.demand.as_ref(),
             ),
             None => return Ok(()),
         };
@@ -487,12 +523,28 @@ impl Ledger {
         by_key.into_values().collect()
     }
 
+    /// Every open session, with its live totals and green share.
+    pub fn open_sessions(&self) -> impl Iterator<Item = &SessionRecord> {
+        self.chargers.iter().filter_map(|c| c.session.as_ref())
+    }
+
     /// The open session of `charger_id` with its live totals and green share.
     pub fn open_session(&self, charger_id: &str) -> Option<SessionRecord> {
         self.chargers
             .iter()
             .find(|c| c.id == charger_id)
             .and_then(|c| c.session.clone())
+    }
+
+    /// The demand charge's state: the last one saved, or the one read back from the database
+    /// at open; `None` when neither exists.
+    pub fn demand_state(&self) -> Option<DemandState> {
+        self.demand
+    }
+
+    /// Keep the demand charge's state; it is written with the next flush.
+    pub fn save_demand_state(&mut self, state: DemandState) {
+        self.demand = Some(state);
     }
 
     /// Whether the storage is working (always true in memory).

@@ -1,6 +1,7 @@
 //! Records the ledger keeps (15-minute buckets, charging sessions), range totals and CSV.
 
 use chrono::{DateTime, TimeZone, Utc};
+use serde::ser::SerializeStruct;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -24,7 +25,10 @@ pub(crate) fn utc_from_s(s: i64) -> DateTime<Utc> {
 macro_rules! bucket_fields {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
         /// Totals of one UTC quarter hour. Energies in Wh, money in CNY, CO2 in kg.
-        #[derive(Debug, Clone, PartialEq, Serialize)]
+        ///
+        /// Serialized with one more field, `estimated` (bool): whether any of its energy was
+        /// booked with one flow estimated from the balance ([`Bucket::is_estimated`]).
+        #[derive(Debug, Clone, PartialEq)]
         pub struct Bucket {
             /// Start of the quarter hour (UTC, aligned to :00/:15/:30/:45).
             pub start: DateTime<Utc>,
@@ -51,11 +55,26 @@ macro_rules! bucket_fields {
                 Self { start, $($name: 0.0,)* }
             }
 
+            /// Whether any energy in the bucket was booked with an estimated flow.
+            pub fn is_estimated(&self) -> bool {
+                self.estimated_s > 0.0
+            }
+
             /// Adds `other` into `self` (sums, and max for `peak_import_w`).
             pub fn merge(&mut self, other: &Bucket) {
                 let peak = self.peak_import_w.max(other.peak_import_w);
                 $(self.$name += other.$name;)*
                 self.peak_import_w = peak;
+            }
+        }
+
+        impl Serialize for Bucket {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                let mut st = ser.serialize_struct("Bucket", BUCKET_COLUMNS.len() + 2)?;
+                st.serialize_field("start", &self.start)?;
+                $(st.serialize_field(stringify!($name), &self.$name)?;)*
+                st.serialize_field("estimated", &self.is_estimated())?;
+                st.end()
             }
         }
     };
@@ -97,6 +116,9 @@ bucket_fields! {
     export_revenue_cny,
     /// Measured import x emission factor.
     co2_kg,
+    /// Seconds of the bucket booked with one flow (a dead charger, a stale meter) estimated
+    /// from the balance `grid = building + vehicles - pv - battery`; 0 when all was measured.
+    estimated_s,
 }
 
 impl Bucket {
@@ -105,10 +127,12 @@ impl Bucket {
         self.import_wh * 3600.0 / BUCKET_S as f64
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn add_cycle(
         &mut self,
         f: &Flows,
         dt_s: f64,
+        estimated: bool,
         vehicles_green_wh: f64,
         building_green_wh: f64,
         import_w: f64,
@@ -116,6 +140,9 @@ impl Bucket {
     ) {
         let (import_price, export_price, co2) = price;
         self.covered_s += dt_s;
+        if estimated {
+            self.estimated_s += dt_s;
+        }
         self.pv_wh += f.pv_wh;
         self.building_wh += f.building_wh;
         self.vehicles_wh += f.vehicles_wh;
@@ -297,20 +324,21 @@ fn csv_field(out: &mut String, s: &str) {
     }
 }
 
-/// CSV of buckets: `start` (RFC 3339) then [`BUCKET_COLUMNS`], one line per bucket.
+/// CSV of buckets: `start` (RFC 3339), then [`BUCKET_COLUMNS`], then `estimated`
+/// (`true`/`false`), one line per bucket.
 pub fn buckets_csv(buckets: &[Bucket]) -> String {
     let mut out = String::from("start");
     for c in BUCKET_COLUMNS {
         out.push(',');
         out.push_str(c);
     }
-    out.push('\n');
+    out.push_str(",estimated\n");
     for b in buckets {
         out.push_str(&b.start.to_rfc3339());
         for v in b.values() {
             let _ = write!(out, ",{v}");
         }
-        out.push('\n');
+        let _ = writeln!(out, ",{}", b.is_estimated());
     }
     out
 }

@@ -6,7 +6,10 @@
 //! of the same quarter hour (`peak_import_w` takes the maximum), so a restarted ledger simply
 //! keeps adding to the current bucket. Sessions are keyed by (charger id, start); open sessions
 //! have `end_ms` NULL and carry their running totals. The battery origin account lives in the
-//! key/value table `state`.
+//! key/value table `state`, and so does the demand charge's state (the open 15-minute window and
+//! the month's peak, [`DemandState`]).
+//!
+//! Schema 2 added the bucket column `estimated_s`; a version-1 file is migrated in place.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,9 +20,10 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use super::flows::BatteryOrigin;
 use super::model::{utc_from_s, Bucket, SessionRecord, BUCKET_COLUMNS};
+use crate::dispatch::DemandState;
 
 /// Schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// What went wrong with the ledger database. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +77,7 @@ impl LedgerError {
 pub struct Loaded {
     pub open_sessions: Vec<SessionRecord>,
     pub battery_origin: Option<BatteryOrigin>,
+    pub demand: Option<DemandState>,
 }
 
 /// An open ledger database.
@@ -147,7 +152,18 @@ impl Store {
                     found: v,
                 })
             }
-            Some(_) => {}
+            Some(SCHEMA_VERSION) => {}
+            Some(_) => {
+                tx.execute_batch(
+                    "ALTER TABLE buckets ADD COLUMN estimated_s REAL NOT NULL DEFAULT 0;",
+                )
+                .map_err(setup)?;
+                tx.execute(
+                    "INSERT INTO schema_version (version) VALUES (?1)",
+                    [SCHEMA_VERSION],
+                )
+                .map_err(setup)?;
+            }
             None => {
                 let cols: Vec<String> = BUCKET_COLUMNS
                     .iter()
@@ -218,19 +234,31 @@ impl Store {
             }),
             _ => None,
         };
+        let demand = match (get("demand_month_key")?, get("demand_energy_ws")?) {
+            (Some(month_key), Some(energy_ws)) => Some(DemandState {
+                window_start_s: get("demand_window_start_s")?.map(|s| s as i64),
+                energy_ws,
+                month_key: month_key as i32,
+                month_peak_w: get("demand_month_peak_w")?.unwrap_or(0.0),
+            }),
+            _ => None,
+        };
         Ok(Loaded {
             open_sessions,
             battery_origin,
+            demand,
         })
     }
 
     /// Writes one flush in one transaction: bucket deltas are added to their rows, sessions
-    /// (closed and open) replace their rows, the battery account replaces its values.
+    /// (closed and open) replace their rows, the battery account and the demand state (when
+    /// given) replace their values.
     pub fn flush<'a>(
         &mut self,
         bucket_deltas: impl IntoIterator<Item = &'a Bucket>,
         sessions: impl IntoIterator<Item = &'a SessionRecord>,
         origin: &BatteryOrigin,
+        demand: Option<&DemandState>,
     ) -> Result<(), LedgerError> {
         let path = self.path.clone();
         let err = |source| LedgerError::Flush {
@@ -277,6 +305,22 @@ impl Store {
                 ("battery_grey_co2_kg", origin.grey_co2_kg),
             ] {
                 state.execute(params![k, v]).map_err(err)?;
+            }
+            if let Some(d) = demand {
+                let window = d.window_start_s.map(|s| s as f64);
+                for (k, v) in [
+                    ("demand_month_key", Some(f64::from(d.month_key))),
+                    ("demand_energy_ws", Some(d.energy_ws)),
+                    ("demand_month_peak_w", Some(d.month_peak_w)),
+                    ("demand_window_start_s", window),
+                ] {
+                    match v {
+                        Some(v) => state.execute(params![k, v]).map_err(err)?,
+                        None => tx
+                            .execute("DELETE FROM state WHERE key = ?1", [k])
+                            .map_err(err)?,
+                    };
+                }
             }
         }
         tx.commit().map_err(err)

@@ -197,4 +197,8 @@ impl ChargerDriver for AlfenCharger {
     fn link(&self) -> &Link {
         &self.link
     }
+
+    fn link_mut(&mut self) -> &mut Link {
+        &mut self.link
+    }
 }

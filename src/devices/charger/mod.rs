@@ -143,6 +143,8 @@ pub trait ChargerDriver: Send {
     fn safe(&mut self) -> DriverFuture<'_, ()>;
     /// The underlying link (state, counters).
     fn link(&self) -> &Link;
+    /// The link, to drop a connection whose request was abandoned.
+    fn link_mut(&mut self) -> &mut Link;
 }
 
 /// Known charger register profiles.

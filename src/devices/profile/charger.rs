@@ -50,4 +50,8 @@ impl ChargerDriver for ProfileCharger {
     fn link(&self) -> &Link {
         self.dev.link()
     }
+
+    fn link_mut(&mut self) -> &mut Link {
+        self.dev.link_mut()
+    }
 }

@@ -255,6 +255,11 @@ impl ProfileDevice {
         &self.link
     }
 
+    /// The link, to drop its connection from outside (an abandoned request).
+    pub fn link_mut(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
     /// The profile.
     pub fn profile(&self) -> &Profile {
         &self.profile

@@ -457,7 +457,7 @@
         lastOk.textContent = "never";
       }
       row.querySelector(".device-errors").textContent = String(d.errors_total);
-      row.querySelector(".device-error").textContent = d.last_error || "";
+      row.querySelector(".device-error").textContent = d.warning || d.last_error || "";
     });
     for (const row of Array.from(body.querySelectorAll("tr"))) {
       if (!seen.has(row.dataset.id)) row.remove();
