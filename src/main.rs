@@ -7,6 +7,11 @@ use station_controller::clock::SystemClock;
 use station_controller::config::{self, ConfigError};
 use station_controller::daemon::{self, notify::Notifier, Options};
 use station_controller::demo::{self, Demo};
+use station_controller::devices::bus::LineSettings;
+use station_controller::devices::link::{Framing, LinkConfig};
+use station_controller::devices::profile::{
+    self, commission, Profile, ProfileDevice, ProfiledConfig,
+};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -84,6 +89,103 @@ enum Command {
         #[arg(long)]
         ca_file: Option<PathBuf>,
     },
+    /// Commission a profiled device: identify it, read every point once with its plausibility
+    /// verdict, and with --write exercise every setpoint (write, read back, restore).
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ProbeArgs {
+    /// A device id of the config file (which gives profile and address).
+    device: Option<String>,
+    #[arg(long, requires = "device")]
+    config: Option<PathBuf>,
+    /// A profile name, with --host (instead of a device from a config).
+    #[arg(long, conflicts_with = "device", requires = "host")]
+    profile: Option<String>,
+    /// Where --profile is looked up.
+    #[arg(long, default_value = "config/profiles")]
+    profiles_dir: PathBuf,
+    #[arg(long)]
+    host: Option<String>,
+    #[arg(long, default_value_t = 502)]
+    port: u16,
+    #[arg(long, default_value_t = 1)]
+    unit: u8,
+    #[arg(long, default_value_t = 1000)]
+    timeout_ms: u64,
+    /// RTU frames through a transparent RS485 gateway at --host/--port (default: Modbus TCP).
+    #[arg(long)]
+    rtu_over_tcp: bool,
+    /// RTU: line speed behind the gateway (8N1 assumed), for the inter-frame silence.
+    #[arg(long, default_value_t = 9600, requires = "rtu_over_tcp")]
+    baud: u32,
+    /// Exercise every setpoint: write a test value, read it back, restore the old value.
+    #[arg(long)]
+    write: bool,
+}
+
+/// The profile and link of the device `stationd probe` talks to.
+fn probe_target(args: &ProbeArgs) -> Result<(Arc<Profile>, ProfiledConfig)> {
+    if let (Some(id), Some(path)) = (&args.device, &args.config) {
+        let cfg = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let d = cfg
+            .device(id)
+            .with_context(|| format!("no device {id:?} in {}", path.display()))?;
+        let profile = d.any_profile().cloned().with_context(|| {
+            format!("device {id:?} names no profile (SunSpec and charger drivers are built in)")
+        })?;
+        let link = LinkConfig::new(d.endpoint.host.clone(), d.endpoint.port, d.endpoint.unit_id)
+            .with_timeout(d.endpoint.timeout)
+            .with_framing(d.endpoint.framing);
+        let invert = d.endpoint.invert;
+        return Ok((
+            profile,
+            ProfiledConfig {
+                link,
+                invert,
+                rating_w: None,
+            },
+        ));
+    }
+    let (Some(name), Some(host)) = (&args.profile, &args.host) else {
+        anyhow::bail!("give DEVICE --config FILE, or --profile NAME --host HOST [--port --unit]");
+    };
+    let profile = profile::load(&args.profiles_dir, name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut link = LinkConfig::new(host.clone(), args.port, args.unit)
+        .with_timeout(Duration::from_millis(args.timeout_ms));
+    if args.rtu_over_tcp {
+        link = link.with_framing(Framing::RtuOverTcp(LineSettings {
+            baud: args.baud,
+            bits_per_char: 10,
+        }));
+    }
+    Ok((
+        Arc::new(profile),
+        ProfiledConfig {
+            link,
+            invert: false,
+            rating_w: None,
+        },
+    ))
+}
+
+async fn probe_device(args: &ProbeArgs) -> Result<ExitCode> {
+    let (profile, cfg) = probe_target(args)?;
+    let target = format!(
+        "{}:{} unit {}",
+        cfg.link.host, cfg.link.port, cfg.link.unit_id
+    );
+    let mut dev = ProfileDevice::new(profile, cfg);
+    let report = commission::probe(&mut dev, &target, args.write)
+        .await
+        .with_context(|| format!("cannot reach {target}"))?;
+    print!("{report}");
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Logs go to stderr, coloured only when stderr is a terminal (not for journald or a file) and
@@ -126,8 +228,12 @@ fn check_config(path: &Path) -> ExitCode {
                 println!("  mqtt      {}:{} topics {}/", m.host, m.port, m.root());
             }
             for d in &cfg.devices {
+                let driver = d.any_profile().map_or_else(
+                    || "built-in driver".to_string(),
+                    |p| format!("profile {} ({} {})", p.name, p.vendor, p.model),
+                );
                 println!(
-                    "  device    {:<15} {}:{} unit {}",
+                    "  device    {:<15} {}:{} unit {}, {driver}",
                     d.id, d.endpoint.host, d.endpoint.port, d.endpoint.unit_id
                 );
             }
@@ -285,6 +391,7 @@ async fn main() -> Result<ExitCode> {
     init_logging(&cli.log_format)?;
     match cli.command {
         Command::CheckConfig { config } => Ok(check_config(&config)),
+        Command::Probe(args) => probe_device(&args).await,
         Command::Run {
             config,
             ledger,

@@ -275,6 +275,108 @@ fn a_missing_file_is_reported_with_its_path() {
 }
 
 #[test]
+fn the_profiled_example_station_names_its_profiles_per_device() {
+    let cfg = config::load_with_env(&config_dir().join("station-profiled.toml"), no_env()).unwrap();
+    let profile = |id: &str| {
+        cfg.device(id)
+            .unwrap()
+            .profile
+            .as_ref()
+            .map(|p| p.name.clone())
+    };
+    assert_eq!(profile("pv").as_deref(), Some("huawei-sun2000"));
+    assert_eq!(profile("grid-meter").as_deref(), Some("chint-dtsu666"));
+    assert_eq!(profile("building-meter").as_deref(), Some("eastron-sdm630"));
+    assert_eq!(profile("battery"), None, "no profile: SunSpec");
+    let charx = cfg.device("charger-2").unwrap().any_profile().unwrap();
+    assert_eq!(charx.name, "phoenix-charx-sec");
+    assert!(
+        cfg.device("charger-1").unwrap().any_profile().is_none(),
+        "alfen is built in"
+    );
+}
+
+#[test]
+fn check_config_names_every_profile_problem_by_file_and_key_at_once() {
+    let dir = std::env::temp_dir().join(format!("profiles-check-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("profiles")).unwrap();
+    std::fs::write(
+        dir.join("profiles/broken-meter.toml"),
+        "[device]\nkind = \"meter\"\nvendor = \"X\"\nmodel = \"Y\"\nsource = \"doc\"\n\n\
+         [[probe]]\npoint = \"power_w\"\nrange = [0.0, 1.0]\n\n\
+         [points.power_w]\nfunction = 3\naddress = 10\ntype = \"f32\"\nunit = \"kW\"\n",
+    )
+    .unwrap();
+    let station = format!(
+        "{MINIMAL}profile = \"broken-meter\"\n\n[devices.pv]\nkind = \"pv\"\nhost = \"h\"\nport = 502\n\
+         profile = \"chint-dtsu666\"\nrevert_s = 10\n\n[devices.building]\nkind = \"meter\"\n\
+         role = \"building\"\nhost = \"h\"\nport = 503\nprofile = \"missing\"\n"
+    );
+    std::fs::write(dir.join("station.toml"), station).unwrap();
+    std::fs::copy(
+        config_dir().join("profiles/chint-dtsu666.toml"),
+        dir.join("profiles/chint-dtsu666.toml"),
+    )
+    .unwrap();
+    let err = config::load_with_env(&dir.join("station.toml"), no_env()).unwrap_err();
+    let ConfigError::Invalid { issues, .. } = err else {
+        panic!("expected invalid, got {err}");
+    };
+    let text = issues.to_string();
+    let broken = dir.join("profiles/broken-meter.toml").display().to_string();
+    for expected in [
+        format!("{broken}: points.power_w.unit: must be \"W\""),
+        "devices.grid-meter.profile: profile \"broken-meter\" is invalid".to_string(),
+        "devices.pv.profile: profile \"chint-dtsu666\" is a meter profile, the device is a pv"
+            .to_string(),
+        "devices.pv.revert_s: applies to SunSpec devices only".to_string(),
+        "missing.toml: cannot read the profile".to_string(),
+        "devices.building.profile: profile \"missing\" is invalid".to_string(),
+    ] {
+        assert!(text.contains(&expected), "missing {expected:?} in:\n{text}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn rtu_over_tcp_devices_take_line_settings_and_tcp_devices_refuse_them() {
+    use station_controller::devices::bus::LineSettings;
+    use station_controller::devices::link::Framing;
+    let text = format!(
+        "{MINIMAL}transport = \"rtu-over-tcp\"\nbaud = 19200\nparity = \"even\"\n\n\
+         [devices.building]\nkind = \"meter\"\nrole = \"building\"\nhost = \"127.0.0.1\"\nport = 5022\n\
+         unit_id = 2\ntransport = \"rtu-over-tcp\"\nbaud = 19200\nparity = \"even\"\n"
+    );
+    let raw = config::parse("test.toml", &text, no_env()).unwrap();
+    let cfg = raw.validate().unwrap();
+    let framing = cfg.device("grid-meter").unwrap().endpoint.framing;
+    assert_eq!(
+        framing,
+        Framing::RtuOverTcp(LineSettings {
+            baud: 19200,
+            bits_per_char: 11
+        })
+    );
+
+    let bad = format!(
+        "{MINIMAL}baud = 9600\n\n[devices.building]\nkind = \"meter\"\nrole = \"building\"\n\
+         host = \"127.0.0.1\"\nport = 5022\nunit_id = 2\ntransport = \"rtu-over-tcp\"\n\
+         parity = \"mark\"\nstop_bits = 3\n"
+    );
+    let issues = invalid(&bad);
+    for expected in [
+        "devices.grid-meter.baud: applies to transport = \"rtu-over-tcp\" only",
+        "devices.building.parity: expected none, even or odd (got \"mark\")",
+        "devices.building.stop_bits: must be 1 or 2 (got 3)",
+    ] {
+        assert!(
+            issues.iter().any(|i| i == expected),
+            "missing {expected:?} in {issues:?}"
+        );
+    }
+}
+
+#[test]
 fn api_hosts_are_checked_and_lower_cased() {
     let problems = invalid(&format!(
         "{MINIMAL}\n[api]\nhosts = [\"ok.example\", \"bad host\", \"\"]\n"

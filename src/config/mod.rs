@@ -11,12 +11,16 @@ pub use policy::{
     RawTariffPeriod, RawVehiclePolicy,
 };
 
+use crate::devices::bus::LineSettings;
+use crate::devices::link::Framing;
+use crate::devices::profile::{self, Profile, ProfileKind};
 use crate::dispatch::policy::Policy;
 use chrono_tz::Tz;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a config could not be loaded.
@@ -127,7 +131,8 @@ pub struct RawDevice {
     pub role: Option<String>,
     /// PV and battery: SunSpec revert timeout of limits and setpoints, s.
     pub revert_s: Option<u32>,
-    /// Chargers: driver profile (`alfen`).
+    /// Chargers: driver profile (`alfen`). Meters, PV and batteries: a device profile under
+    /// `profiles/` next to the config file (`chint-dtsu666`); without one they speak SunSpec.
     pub profile: Option<String>,
     /// Chargers: hardware rating per phase, A.
     pub rating_a: Option<f64>,
@@ -141,6 +146,15 @@ pub struct RawDevice {
     pub min_a: Option<f64>,
     /// Battery and PV: rating used to reject absurd readings, kW.
     pub rating_kw: Option<f64>,
+    /// `tcp` (Modbus TCP, default) or `rtu-over-tcp` (RTU frames through a transparent RS485
+    /// gateway at host:port; every device behind it shares one bus owner).
+    pub transport: Option<String>,
+    /// RTU: line speed of the RS485 bus, for the inter-frame silence (default 9600).
+    pub baud: Option<u32>,
+    /// RTU: `none` (default), `even` or `odd`.
+    pub parity: Option<String>,
+    /// RTU: 1 (default) or 2.
+    pub stop_bits: Option<u8>,
 }
 
 fn default_unit_id() -> u8 {
@@ -162,6 +176,7 @@ pub struct Endpoint {
     pub timeout: Duration,
     pub poll_interval: Duration,
     pub invert: bool,
+    pub framing: Framing,
 }
 
 /// What kind of device, with the settings of its kind.
@@ -190,9 +205,12 @@ pub struct ChargerSettings {
     pub min_a: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ChargerProfile {
+    /// The built-in Alfen NG9xx driver.
     Alfen,
+    /// A `kind = "charger"` device profile from `profiles/`.
+    Profile(Arc<Profile>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -200,6 +218,21 @@ pub struct DeviceConfig {
     pub id: String,
     pub endpoint: Endpoint,
     pub role: DeviceRole,
+    /// The device profile of a meter, PV inverter or battery (`None`: SunSpec).
+    pub profile: Option<Arc<Profile>>,
+}
+
+impl DeviceConfig {
+    /// The device profile of any kind of device, chargers included (`None`: built-in driver).
+    pub fn any_profile(&self) -> Option<&Arc<Profile>> {
+        match &self.role {
+            DeviceRole::Charger(ChargerSettings {
+                profile: ChargerProfile::Profile(p),
+                ..
+            }) => Some(p),
+            _ => self.profile.as_ref(),
+        }
+    }
 }
 
 /// The checked configuration the daemon runs with.
@@ -250,6 +283,89 @@ fn order_key(d: &DeviceConfig) -> (u8, String) {
     (rank, id)
 }
 
+/// Profiles named by devices, each loaded and checked once.
+struct ProfileCache {
+    dir: Option<PathBuf>,
+    loaded: BTreeMap<String, Option<Arc<Profile>>>,
+}
+
+impl ProfileCache {
+    /// The profile `name`, or `None` after pushing why not (its own issues once, by file and key).
+    fn get(&mut self, name: &str, key: &str, issues: &mut Issues) -> Option<Arc<Profile>> {
+        let Some(dir) = &self.dir else {
+            issues.push(
+                key,
+                "profiles are read from `profiles/` next to the config file: load the config with config::load",
+            );
+            return None;
+        };
+        if let Some(p) = self.loaded.get(name) {
+            if p.is_none() {
+                issues.push(key, format!("profile {name:?} is invalid (see above)"));
+            }
+            return p.clone();
+        }
+        let p = match profile::load(dir, name) {
+            Ok(p) => Some(Arc::new(p)),
+            Err(found) => {
+                issues.0.extend(found.0);
+                issues.push(key, format!("profile {name:?} is invalid (see above)"));
+                None
+            }
+        };
+        self.loaded.insert(name.to_string(), p.clone());
+        p
+    }
+}
+
+/// The profile of a meter, PV or battery, checked against the device's kind and poll interval.
+fn device_profile(
+    raw: &RawDevice,
+    key: &dyn Fn(&str) -> String,
+    cache: &mut ProfileCache,
+    issues: &mut Issues,
+) -> Option<Arc<Profile>> {
+    let name = raw.profile.as_deref()?;
+    if raw.revert_s.is_some() {
+        issues.push(
+            key("revert_s"),
+            "applies to SunSpec devices only: a profile's setpoints carry their own refresh",
+        );
+    }
+    let p = cache.get(name, &key("profile"), issues)?;
+    if p.kind.as_str() != raw.kind {
+        issues.push(
+            key("profile"),
+            format!(
+                "profile {name:?} is a {} profile, the device is a {}",
+                p.kind.as_str(),
+                raw.kind
+            ),
+        );
+    }
+    for sp in &p.setpoints {
+        if sp
+            .refresh
+            .is_some_and(|r| r.as_millis() <= u128::from(raw.poll_interval_ms))
+        {
+            issues.push(
+                key("poll_interval_ms"),
+                format!(
+                    "must be shorter than the refresh of setpoint {} in {} ({:?})",
+                    sp.name, p.file, sp.refresh
+                ),
+            );
+        }
+    }
+    if p.kind == ProfileKind::Pv && raw.rating_kw.is_none() && p.point("rating_w").is_none() {
+        issues.push(
+            key("rating_kw"),
+            format!("required: profile {name:?} reads no rating_w"),
+        );
+    }
+    Some(p)
+}
+
 /// `WatchdogSec` of the shipped unit (config/systemd/stationd.service).
 pub const SERVICE_WATCHDOG: Duration = Duration::from_secs(10);
 
@@ -271,9 +387,19 @@ pub fn watchdog_issue(cycle_s: f64, watchdog: Duration) -> Option<String> {
 }
 
 impl RawConfig {
-    /// Validate everything, collecting every problem.
+    /// Validate everything, collecting every problem. Devices naming a profile need
+    /// [`RawConfig::validate_in`] (the profiles' directory).
     pub fn validate(&self) -> Result<StationConfig, Issues> {
+        self.validate_in(None)
+    }
+
+    /// As [`RawConfig::validate`], reading device profiles from `profiles_dir`.
+    pub fn validate_in(&self, profiles_dir: Option<&Path>) -> Result<StationConfig, Issues> {
         let mut issues = Issues::new();
+        let mut cache = ProfileCache {
+            dir: profiles_dir.map(Path::to_path_buf),
+            loaded: BTreeMap::new(),
+        };
         let api_listen: Option<SocketAddr> = match self.api.listen.parse() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -316,7 +442,7 @@ impl RawConfig {
 
         let mut devices = Vec::new();
         for (id, raw) in &self.devices {
-            if let Some(d) = validate_device(id, raw, &mut issues) {
+            if let Some(d) = validate_device(id, raw, &mut cache, &mut issues) {
                 devices.push(d);
             }
         }
@@ -356,6 +482,7 @@ impl RawConfig {
                 );
             }
         }
+        check_gateways(&devices, &mut issues);
         devices.sort_by_key(order_key);
 
         let policy = self.policy.validate("policy", &mut issues);
@@ -400,7 +527,12 @@ impl RawConfig {
     }
 }
 
-fn validate_device(id: &str, raw: &RawDevice, issues: &mut Issues) -> Option<DeviceConfig> {
+fn validate_device(
+    id: &str,
+    raw: &RawDevice,
+    cache: &mut ProfileCache,
+    issues: &mut Issues,
+) -> Option<DeviceConfig> {
     let key = |field: &str| format!("devices.{id}.{field}");
     let before = issues.len();
     if id.is_empty()
@@ -417,7 +549,7 @@ fn validate_device(id: &str, raw: &RawDevice, issues: &mut Issues) -> Option<Dev
     let role = match raw.kind.as_str() {
         "pv" | "battery" => Some(storage_or_pv_role(raw, &key, issues)),
         "meter" => meter_role(raw, &key, issues),
-        "charger" => Some(charger_role(raw, &key, issues)),
+        "charger" => Some(charger_role(raw, &key, cache, issues)),
         other => {
             issues.push(
                 key("kind"),
@@ -426,10 +558,15 @@ fn validate_device(id: &str, raw: &RawDevice, issues: &mut Issues) -> Option<Dev
             None
         }
     }?;
+    let profile = match role {
+        DeviceRole::Charger(_) => None,
+        _ => device_profile(raw, &key, cache, issues),
+    };
     (issues.len() == before).then(|| DeviceConfig {
         id: id.to_string(),
         endpoint,
         role,
+        profile,
     })
 }
 
@@ -462,13 +599,90 @@ fn check_endpoint(raw: &RawDevice, key: &dyn Fn(&str) -> String, issues: &mut Is
             ),
         );
     }
+    let framing = check_framing(raw, key, issues);
     Endpoint {
+        framing,
         host: raw.host.clone(),
         port: raw.port,
         unit_id: raw.unit_id,
         timeout: Duration::from_millis(raw.timeout_ms),
         poll_interval: Duration::from_millis(raw.poll_interval_ms),
         invert: raw.invert,
+    }
+}
+
+/// Devices behind one host and port share a gateway: they must agree on its framing.
+fn check_gateways(devices: &[DeviceConfig], issues: &mut Issues) {
+    let mut gateways: BTreeMap<(String, u16), (&str, Framing)> = BTreeMap::new();
+    for d in devices {
+        let key = (d.endpoint.host.clone(), d.endpoint.port);
+        match gateways.get(&key) {
+            Some((other, f)) if *f != d.endpoint.framing => issues.push(
+                format!("devices.{}.transport", d.id),
+                format!("devices.{other} uses the same host and port with other framing or line settings"),
+            ),
+            Some(_) => {}
+            None => {
+                gateways.insert(key, (&d.id, d.endpoint.framing));
+            }
+        }
+    }
+}
+
+/// Modbus TCP, or RTU through a transparent gateway with its line settings.
+fn check_framing(raw: &RawDevice, key: &dyn Fn(&str) -> String, issues: &mut Issues) -> Framing {
+    let line_keys = [
+        ("baud", raw.baud.is_some()),
+        ("parity", raw.parity.is_some()),
+        ("stop_bits", raw.stop_bits.is_some()),
+    ];
+    match raw.transport.as_deref().unwrap_or("tcp") {
+        "tcp" => {
+            for (field, set) in line_keys {
+                if set {
+                    issues.push(key(field), "applies to transport = \"rtu-over-tcp\" only");
+                }
+            }
+            Framing::Tcp
+        }
+        "rtu-over-tcp" => {
+            let baud = raw.baud.unwrap_or(9600);
+            if !(1200..=115_200).contains(&baud) {
+                issues.push(
+                    key("baud"),
+                    format!("must be within [1200, 115200] (got {baud})"),
+                );
+            }
+            let parity_bits = match raw.parity.as_deref().unwrap_or("none") {
+                "none" => 0,
+                "even" | "odd" => 1,
+                other => {
+                    issues.push(
+                        key("parity"),
+                        format!("expected none, even or odd (got {other:?})"),
+                    );
+                    0
+                }
+            };
+            let stop_bits = raw.stop_bits.unwrap_or(1);
+            if stop_bits != 1 && stop_bits != 2 {
+                issues.push(
+                    key("stop_bits"),
+                    format!("must be 1 or 2 (got {stop_bits})"),
+                );
+            }
+            Framing::RtuOverTcp(LineSettings {
+                baud,
+                bits_per_char: 9 + parity_bits + u32::from(stop_bits.clamp(1, 2)),
+            })
+        }
+        other => {
+            issues.push(
+                key("transport"),
+                format!("expected tcp or rtu-over-tcp (got {other:?})"),
+            );
+            Framing::Tcp
+        }
     }
 }
 
@@ -486,9 +700,8 @@ fn refuse_fields(
     }
 }
 
-fn charger_fields(raw: &RawDevice) -> [(&'static str, bool); 6] {
+fn charger_fields(raw: &RawDevice) -> [(&'static str, bool); 5] {
     [
-        ("profile", raw.profile.is_some()),
         ("rating_a", raw.rating_a.is_some()),
         ("phases", raw.phases.is_some()),
         ("safe_current_a", raw.safe_current_a.is_some()),
@@ -563,7 +776,12 @@ fn meter_role(
     }
 }
 
-fn charger_role(raw: &RawDevice, key: &dyn Fn(&str) -> String, issues: &mut Issues) -> DeviceRole {
+fn charger_role(
+    raw: &RawDevice,
+    key: &dyn Fn(&str) -> String,
+    cache: &mut ProfileCache,
+    issues: &mut Issues,
+) -> DeviceRole {
     refuse_fields(
         &[
             ("role", raw.role.is_some()),
@@ -574,15 +792,12 @@ fn charger_role(raw: &RawDevice, key: &dyn Fn(&str) -> String, issues: &mut Issu
         key,
         issues,
     );
-    let profile = match raw.profile.as_deref().unwrap_or("alfen") {
-        "alfen" => ChargerProfile::Alfen,
-        other => {
-            issues.push(
-                key("profile"),
-                format!("unknown charger profile {other:?} (known: alfen)"),
-            );
-            ChargerProfile::Alfen
-        }
+    let profile = match raw.profile.as_deref() {
+        None | Some("alfen") => ChargerProfile::Alfen,
+        Some(_) => match device_profile(raw, key, cache, issues) {
+            Some(p) => ChargerProfile::Profile(p),
+            None => ChargerProfile::Alfen,
+        },
     };
     let rating_a = raw.rating_a.unwrap_or(32.0);
     issues.within(&key("rating_a"), rating_a, 6.0, 80.0);
@@ -714,8 +929,18 @@ pub fn load_with_env(
         message: e.to_string(),
     })?;
     let raw = parse(&label, &text, env)?;
-    raw.validate().map_err(|issues| ConfigError::Invalid {
-        path: label,
-        issues,
-    })
+    let profiles_dir = profiles_dir_of(path);
+    raw.validate_in(Some(&profiles_dir))
+        .map_err(|issues| ConfigError::Invalid {
+            path: label,
+            issues,
+        })
+}
+
+/// Where the device profiles of a config file live: `profiles/` next to it.
+pub fn profiles_dir_of(config_path: &Path) -> PathBuf {
+    config_path
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("profiles")
 }

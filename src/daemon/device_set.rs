@@ -11,6 +11,8 @@ use crate::devices::charger::{ChargerConfig, ChargerDriver, ChargerProfile, Char
 use crate::devices::error::DeviceError;
 use crate::devices::link::{Link, LinkConfig, LinkState};
 use crate::devices::meter::{Meter, MeterConfig, MeterReading};
+use crate::devices::profile::charger::ProfileCharger;
+use crate::devices::profile::{ProfileDevice, ProfiledConfig, ProfiledReading};
 use crate::devices::pv::{PvConfig, PvInverter, PvReading};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
@@ -42,6 +44,8 @@ enum Driver {
     Battery(Battery),
     Meter(Meter),
     Charger(Box<dyn ChargerDriver>),
+    /// A meter, PV inverter or battery driven by a device profile.
+    Profiled(ProfileDevice),
 }
 
 impl Driver {
@@ -51,6 +55,7 @@ impl Driver {
             Driver::Battery(d) => d.link(),
             Driver::Meter(d) => d.link(),
             Driver::Charger(d) => d.link(),
+            Driver::Profiled(d) => d.link(),
         }
     }
 
@@ -60,6 +65,7 @@ impl Driver {
             Driver::Battery(d) => d.link_mut(),
             Driver::Meter(d) => d.link_mut(),
             Driver::Charger(d) => d.link_mut(),
+            Driver::Profiled(d) => d.link_mut(),
         }
     }
 }
@@ -93,12 +99,55 @@ pub struct Device {
 fn link_config(d: &DeviceConfig) -> LinkConfig {
     LinkConfig::new(d.endpoint.host.clone(), d.endpoint.port, d.endpoint.unit_id)
         .with_timeout(d.endpoint.timeout)
+        .with_framing(d.endpoint.framing)
 }
 
 impl Device {
     pub fn new(config: DeviceConfig) -> Device {
         let link = link_config(&config);
-        let driver = match &config.role {
+        let driver = match (&config.role, &config.profile) {
+            (DeviceRole::Pv { rating_w, .. } | DeviceRole::Battery { rating_w, .. }, Some(p)) => {
+                Driver::Profiled(ProfileDevice::new(
+                    p.clone(),
+                    ProfiledConfig {
+                        link,
+                        invert: config.endpoint.invert,
+                        rating_w: *rating_w,
+                    },
+                ))
+            }
+            (DeviceRole::GridMeter | DeviceRole::BuildingMeter, Some(p)) => {
+                Driver::Profiled(ProfileDevice::new(
+                    p.clone(),
+                    ProfiledConfig {
+                        link,
+                        invert: config.endpoint.invert,
+                        rating_w: None,
+                    },
+                ))
+            }
+            (role, _) => Self::builtin_driver(role, &config, link),
+        };
+        Device {
+            config,
+            driver,
+            reading: None,
+            last_ok: None,
+            last_error: None,
+            errors_total: 0,
+            bad_data: false,
+            last_poll: None,
+            read_at: None,
+            configured_on: None,
+            fallback_problem: None,
+            in_flight: false,
+            last_requests: Vec::with_capacity(4),
+        }
+    }
+
+    /// The SunSpec and built-in charger drivers.
+    fn builtin_driver(role: &DeviceRole, config: &DeviceConfig, link: LinkConfig) -> Driver {
+        match role {
             DeviceRole::Pv { rating_w, .. } => Driver::Pv(PvInverter::new(PvConfig {
                 invert: config.endpoint.invert,
                 rating_w: *rating_w,
@@ -115,30 +164,24 @@ impl Device {
                     ..MeterConfig::new(link)
                 }))
             }
-            DeviceRole::Charger(c) => {
-                let profile = match c.profile {
-                    crate::config::ChargerProfile::Alfen => ChargerProfile::Alfen,
-                };
-                Driver::Charger(profile.build(ChargerConfig {
-                    max_current_a: c.rating_a,
-                    ..ChargerConfig::new(link)
-                }))
-            }
-        };
-        Device {
-            config,
-            driver,
-            reading: None,
-            last_ok: None,
-            last_error: None,
-            errors_total: 0,
-            bad_data: false,
-            last_poll: None,
-            read_at: None,
-            configured_on: None,
-            fallback_problem: None,
-            in_flight: false,
-            last_requests: Vec::with_capacity(4),
+            DeviceRole::Charger(c) => match &c.profile {
+                crate::config::ChargerProfile::Alfen => {
+                    Driver::Charger(ChargerProfile::Alfen.build(ChargerConfig {
+                        max_current_a: c.rating_a,
+                        ..ChargerConfig::new(link)
+                    }))
+                }
+                crate::config::ChargerProfile::Profile(p) => {
+                    Driver::Charger(Box::new(ProfileCharger::new(
+                        p.clone(),
+                        ProfiledConfig {
+                            link,
+                            invert: false,
+                            rating_w: Some(f64::from(c.phases) * 230.0 * c.rating_a),
+                        },
+                    )))
+                }
+            },
         }
     }
 
@@ -206,8 +249,10 @@ impl Device {
 
     /// Configure the device-side fallback once per connection.
     async fn ensure_fallback(&mut self) {
-        if matches!(self.driver, Driver::Meter(_)) {
-            return; // meters take no setpoints
+        if matches!(self.driver, Driver::Meter(_) | Driver::Profiled(_)) {
+            // Meters take no setpoints; a profiled device has no device-side fallback to
+            // configure (its setpoints' refresh is checked against the poll interval).
+            return;
         }
         let connects = self.driver.link().stats().connects;
         if !self.driver.link().is_connected() || self.configured_on == Some(connects) {
@@ -261,6 +306,12 @@ impl Device {
             Driver::Battery(d) => d.read().await.map(DeviceReading::Battery),
             Driver::Meter(d) => d.read().await.map(DeviceReading::Meter),
             Driver::Charger(d) => d.read().await.map(DeviceReading::Charger),
+            Driver::Profiled(d) => d.read().await.map(|r| match r {
+                ProfiledReading::Meter(m) => DeviceReading::Meter(m),
+                ProfiledReading::Pv(p) => DeviceReading::Pv(p),
+                ProfiledReading::Battery(b) => DeviceReading::Battery(b),
+                ProfiledReading::Charger(c) => DeviceReading::Charger(c),
+            }),
         };
         match result {
             Ok(r) => {
@@ -318,6 +369,8 @@ impl Device {
             (Driver::Pv(d), Setpoint::PvLimitPct(p)) => d.set_limit_pct(p).await,
             (Driver::Battery(d), Setpoint::BatteryW(w)) => d.set_power_w(w).await,
             (Driver::Charger(d), Setpoint::ChargerA(a)) => d.set_current(a).await,
+            (Driver::Profiled(d), Setpoint::PvLimitPct(p)) => d.set_limit_pct(p).await,
+            (Driver::Profiled(d), Setpoint::BatteryW(w)) => d.set_power_w(w).await,
             _ => Err(DeviceError::InvalidRequest(format!(
                 "setpoint {sp:?} does not fit device {}",
                 self.config.id
@@ -334,6 +387,8 @@ impl Device {
         let result = match &mut self.driver {
             Driver::Battery(d) => d.safe().await,
             Driver::Charger(d) => d.safe().await,
+            Driver::Profiled(d) if !d.profile().setpoints.is_empty() => d.safe().await,
+            Driver::Profiled(_) => return,
             // The PV limit stays as last written and lapses by its own revert timeout.
             Driver::Pv(_) | Driver::Meter(_) => return,
         };

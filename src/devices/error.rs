@@ -8,6 +8,8 @@ use thiserror::Error;
 
 /// Modbus function code of "read holding registers".
 pub const FC_READ_HOLDING: u8 = 0x03;
+/// Modbus function code of "read input registers".
+pub const FC_READ_INPUT: u8 = 0x04;
 /// Modbus function code of "write single register".
 pub const FC_WRITE_SINGLE: u8 = 0x06;
 /// Modbus function code of "write multiple registers".

@@ -14,11 +14,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
 use tokio::time::{timeout, Instant};
 use tokio_modbus::client::{tcp, Context, Reader, Writer};
 use tokio_modbus::Slave;
 
-use super::error::{DeviceError, FC_READ_HOLDING, FC_WRITE_MULTIPLE, FC_WRITE_SINGLE};
+use super::bus::{Bus, BusOp, LineSettings};
+use super::error::{
+    DeviceError, FC_READ_HOLDING, FC_READ_INPUT, FC_WRITE_MULTIPLE, FC_WRITE_SINGLE,
+};
 
 /// Most registers one "read holding registers" request may carry.
 pub const MAX_READ_REGS: u16 = 125;
@@ -42,6 +46,18 @@ pub struct LinkConfig {
     pub backoff_max: Duration,
     /// Consecutive link failures after which the state becomes `Offline` (before: `Degraded`).
     pub offline_after_failures: u32,
+    /// Modbus TCP, or RTU frames through a transparent RS485 gateway.
+    pub framing: Framing,
+}
+
+/// How requests travel to the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Modbus TCP (MBAP header), one connection per device.
+    Tcp,
+    /// Modbus RTU inside a TCP stream to a transparent RS485 gateway; every device behind the
+    /// same gateway shares one [`Bus`] owner.
+    RtuOverTcp(LineSettings),
 }
 
 impl LinkConfig {
@@ -56,7 +72,14 @@ impl LinkConfig {
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             offline_after_failures: 3,
+            framing: Framing::Tcp,
         }
+    }
+
+    /// Same config with another framing.
+    pub fn with_framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
     }
 
     /// Same config with another timeout.
@@ -122,6 +145,9 @@ pub struct LinkStats {
 pub struct Link {
     cfg: LinkConfig,
     ctx: Option<Context>,
+    /// RTU over TCP: the bus owner, and whether the device answered its last request.
+    bus: Option<Arc<Bus>>,
+    bus_ok: bool,
     state: LinkState,
     last_good: Option<Instant>,
     next_attempt: Option<Instant>,
@@ -147,6 +173,7 @@ impl std::fmt::Debug for Link {
 
 enum Op<'a> {
     Read(u16, u16),
+    ReadInput(u16, u16),
     WriteSingle(u16, u16),
     WriteMultiple(u16, &'a [u16]),
 }
@@ -158,6 +185,8 @@ impl Link {
         Link {
             cfg,
             ctx: None,
+            bus: None,
+            bus_ok: false,
             state: LinkState::Offline,
             last_good: None,
             next_attempt: None,
@@ -187,9 +216,12 @@ impl Link {
         self.stats
     }
 
-    /// True while a TCP connection is held.
+    /// True while a TCP connection is held (RTU over TCP: while the device answers).
     pub fn is_connected(&self) -> bool {
-        self.ctx.is_some()
+        match self.cfg.framing {
+            Framing::Tcp => self.ctx.is_some(),
+            Framing::RtuOverTcp(_) => self.bus_ok,
+        }
     }
 
     /// Earliest time of the next connect attempt, if one is being held back.
@@ -200,6 +232,7 @@ impl Link {
     /// Drop the connection now (the next request reconnects without waiting).
     pub fn disconnect(&mut self) {
         self.ctx = None;
+        self.bus_ok = false;
         self.next_attempt = None;
     }
 
@@ -212,6 +245,26 @@ impl Link {
 
     /// Read `count` holding registers starting at `addr`, split into requests of at most 125.
     pub async fn read_holding(&mut self, addr: u16, count: u16) -> Result<Vec<u16>, DeviceError> {
+        self.read_registers(FC_READ_HOLDING, addr, count).await
+    }
+
+    /// Read `count` input registers (function 4) starting at `addr`, split as `read_holding`.
+    pub async fn read_input(&mut self, addr: u16, count: u16) -> Result<Vec<u16>, DeviceError> {
+        self.read_registers(FC_READ_INPUT, addr, count).await
+    }
+
+    /// Read with function 3 (holding) or 4 (input); any other function is refused.
+    pub async fn read_registers(
+        &mut self,
+        function: u8,
+        addr: u16,
+        count: u16,
+    ) -> Result<Vec<u16>, DeviceError> {
+        if function != FC_READ_HOLDING && function != FC_READ_INPUT {
+            return Err(DeviceError::InvalidRequest(format!(
+                "read function {function} (expected 3 or 4)"
+            )));
+        }
         if count == 0 {
             return Err(DeviceError::InvalidRequest("read of 0 registers".into()));
         }
@@ -224,7 +277,12 @@ impl Link {
         let mut done: u16 = 0;
         while done < count {
             let n = (count - done).min(MAX_READ_REGS);
-            let words = self.request(Op::Read(addr + done, n)).await?;
+            let op = if function == FC_READ_INPUT {
+                Op::ReadInput(addr + done, n)
+            } else {
+                Op::Read(addr + done, n)
+            };
+            let words = self.request(op).await?;
             if words.len() != usize::from(n) {
                 self.fail_transport();
                 return Err(DeviceError::Transport(format!(
@@ -305,18 +363,23 @@ impl Link {
     }
 
     async fn request(&mut self, op: Op<'_>) -> Result<Vec<u16>, DeviceError> {
+        if let Framing::RtuOverTcp(line) = self.cfg.framing {
+            return self.bus_request(op, line).await;
+        }
         self.ensure_connected().await?;
         let Some(ctx) = self.ctx.as_mut() else {
             return Err(DeviceError::Disconnected);
         };
         let (function, address, op_name) = match op {
             Op::Read(a, _) => (FC_READ_HOLDING, a, "read"),
+            Op::ReadInput(a, _) => (FC_READ_INPUT, a, "read"),
             Op::WriteSingle(a, _) => (FC_WRITE_SINGLE, a, "write"),
             Op::WriteMultiple(a, _) => (FC_WRITE_MULTIPLE, a, "write"),
         };
         let fut = async {
             match op {
                 Op::Read(a, n) => ctx.read_holding_registers(a, n).await,
+                Op::ReadInput(a, n) => ctx.read_input_registers(a, n).await,
                 Op::WriteSingle(a, v) => ctx
                     .write_single_register(a, v)
                     .await
@@ -333,12 +396,7 @@ impl Link {
                 Ok(words)
             }
             Ok(Ok(Err(code))) => {
-                // The device answered: the transport is fine, keep the connection. `last_good`
-                // stays the time of the last successful request.
-                self.stats.exceptions += 1;
-                self.consecutive_failures = 0;
-                self.backoff = self.cfg.backoff_min;
-                self.state = LinkState::Online;
+                self.note_exception();
                 Err(DeviceError::Exception {
                     function,
                     address,
@@ -360,6 +418,79 @@ impl Link {
         }
     }
 
+    /// The device answered with an exception: the transport is fine, keep the connection.
+    /// `last_good` stays the time of the last successful request.
+    fn note_exception(&mut self) {
+        self.stats.exceptions += 1;
+        self.consecutive_failures = 0;
+        self.backoff = self.cfg.backoff_min;
+        self.state = LinkState::Online;
+    }
+
+    /// One request through the bus owner of the gateway, with this link's back-off and
+    /// accounting (a device answering again after a failure counts as a new connection).
+    async fn bus_request(
+        &mut self,
+        op: Op<'_>,
+        line: LineSettings,
+    ) -> Result<Vec<u16>, DeviceError> {
+        if let Some(at) = self.next_attempt {
+            if Instant::now() < at {
+                self.stats.skipped_backoff += 1;
+                return Err(DeviceError::Disconnected);
+            }
+        }
+        let (host, port) = (self.cfg.host.clone(), self.cfg.port);
+        let bus = Arc::clone(
+            self.bus
+                .get_or_insert_with(|| Bus::shared(&host, port, line)),
+        );
+        let bus_op = match op {
+            Op::Read(addr, count) => BusOp::Read {
+                function: FC_READ_HOLDING,
+                addr,
+                count,
+            },
+            Op::ReadInput(addr, count) => BusOp::Read {
+                function: FC_READ_INPUT,
+                addr,
+                count,
+            },
+            Op::WriteSingle(addr, value) => BusOp::WriteSingle { addr, value },
+            Op::WriteMultiple(addr, values) => BusOp::WriteMultiple {
+                addr,
+                values: values.to_vec(),
+            },
+        };
+        let result = bus
+            .request(self.cfg.unit_id, bus_op, self.cfg.timeout)
+            .await;
+        match &result {
+            Ok(_) | Err(DeviceError::Exception { .. }) => {
+                if !self.bus_ok {
+                    self.bus_ok = true;
+                    self.stats.connects += 1;
+                    self.next_attempt = None;
+                }
+                if result.is_ok() {
+                    self.note_success();
+                } else {
+                    self.note_exception();
+                }
+            }
+            Err(e) => {
+                if matches!(e, DeviceError::Timeout { .. }) {
+                    self.stats.timeouts += 1;
+                } else {
+                    self.stats.transport_errors += 1;
+                }
+                self.bus_ok = false;
+                self.note_link_failure();
+            }
+        }
+        result
+    }
+
     fn note_success(&mut self) {
         self.stats.requests_ok += 1;
         self.last_good = Some(Instant::now());
@@ -376,6 +507,7 @@ impl Link {
     /// Drop the connection after a failed request; the next connect waits for the back-off.
     fn drop_connection(&mut self) {
         self.ctx = None;
+        self.bus_ok = false;
         self.note_link_failure();
     }
 

@@ -6,11 +6,13 @@
 //! names the failing point) and keeps Modbus exceptions apart from link failures.
 
 pub mod battery;
+pub mod bus;
 pub mod charger;
 pub mod check;
 pub mod error;
 pub mod link;
 pub mod meter;
+pub mod profile;
 pub mod pv;
 pub mod sunspec;
 

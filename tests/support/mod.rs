@@ -19,6 +19,7 @@ pub(crate) mod fixtures;
 pub(crate) mod fleet_sim;
 pub(crate) mod mosquitto;
 pub(crate) mod mqtt_probe;
+pub(crate) mod peer;
 pub(crate) mod station_file;
 
 use station_sim::runtime::PlugRequest;
