@@ -400,6 +400,36 @@ impl RawConfig {
             dir: profiles_dir.map(Path::to_path_buf),
             loaded: BTreeMap::new(),
         };
+        let api_listen = self.check_api(&mut issues);
+        self.check_control(&mut issues);
+        let devices = self.check_devices(&mut cache, &mut issues);
+        let policy = self.check_policy(&mut issues);
+        let mqtt = self.mqtt.as_ref().and_then(|m| m.validate(&mut issues));
+        match (api_listen, policy) {
+            (Some(api_listen), Some(policy)) if issues.is_empty() => Ok(StationConfig {
+                name: self.station.name.clone(),
+                timezone: policy.timezone,
+                api_listen,
+                api_token: Some(self.api.token.clone()).filter(|t| !t.is_empty()),
+                api_hosts: self
+                    .api
+                    .hosts
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                shutdown_deadline: Duration::from_millis(self.control.shutdown_deadline_ms),
+                stale_after_cycles: self.control.stale_after_cycles,
+                cycle_budget: self.control.cycle_budget_pct / 100.0,
+                devices,
+                policy,
+                mqtt,
+            }),
+            _ => Err(issues),
+        }
+    }
+
+    /// `[api]`: the listen address and the Host allow-list.
+    fn check_api(&self, issues: &mut Issues) -> Option<SocketAddr> {
         let api_listen: Option<SocketAddr> = match self.api.listen.parse() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -421,6 +451,11 @@ impl RawConfig {
                 );
             }
         }
+        api_listen
+    }
+
+    /// `[control]`.
+    fn check_control(&self, issues: &mut Issues) {
         if self.control.shutdown_deadline_ms == 0 || self.control.shutdown_deadline_ms > 30_000 {
             issues.push(
                 "control.shutdown_deadline_ms",
@@ -439,10 +474,14 @@ impl RawConfig {
             10.0,
             95.0,
         );
+    }
 
+    /// `[devices]`: each device, then the station as a whole (one of each meter, a grid meter,
+    /// no two devices at one address, gateways).
+    fn check_devices(&self, cache: &mut ProfileCache, issues: &mut Issues) -> Vec<DeviceConfig> {
         let mut devices = Vec::new();
         for (id, raw) in &self.devices {
-            if let Some(d) = validate_device(id, raw, &mut cache, &mut issues) {
+            if let Some(d) = validate_device(id, raw, cache, issues) {
                 devices.push(d);
             }
         }
@@ -482,10 +521,14 @@ impl RawConfig {
                 );
             }
         }
-        check_gateways(&devices, &mut issues);
+        check_gateways(&devices, issues);
         devices.sort_by_key(order_key);
+        devices
+    }
 
-        let policy = self.policy.validate("policy", &mut issues);
+    /// `[policy]`, with what it must agree with elsewhere (the watchdog, the chargers).
+    fn check_policy(&self, issues: &mut Issues) -> Option<Policy> {
+        let policy = self.policy.validate("policy", issues);
         if (0.1..=60.0).contains(&self.policy.cycle_s) {
             if let Some(why) = watchdog_issue(self.policy.cycle_s, SERVICE_WATCHDOG) {
                 issues.push("policy.cycle_s", why);
@@ -500,30 +543,7 @@ impl RawConfig {
                 );
             }
         }
-
-        let mqtt = self.mqtt.as_ref().and_then(|m| m.validate(&mut issues));
-
-        match (api_listen, policy) {
-            (Some(api_listen), Some(policy)) if issues.is_empty() => Ok(StationConfig {
-                name: self.station.name.clone(),
-                timezone: policy.timezone,
-                api_listen,
-                api_token: Some(self.api.token.clone()).filter(|t| !t.is_empty()),
-                api_hosts: self
-                    .api
-                    .hosts
-                    .iter()
-                    .map(|h| h.to_ascii_lowercase())
-                    .collect(),
-                shutdown_deadline: Duration::from_millis(self.control.shutdown_deadline_ms),
-                stale_after_cycles: self.control.stale_after_cycles,
-                cycle_budget: self.control.cycle_budget_pct / 100.0,
-                devices,
-                policy,
-                mqtt,
-            }),
-            _ => Err(issues),
-        }
+        policy
     }
 }
 
