@@ -350,7 +350,7 @@ impl Battery {
         let raw = self.wset_raw(e, w).await?;
         let [hi, lo] = encode_u32(raw as u32);
         self.link
-            .write_multiple(e.addr + C_WSETENA, &[1, WSETMOD_WATTS, hi, lo])
+            .write_multiple(e.at(C_WSETENA, 4)?, &[1, WSETMOD_WATTS, hi, lo])
             .await
     }
 
@@ -359,7 +359,7 @@ impl Battery {
         let sf = match self.wset_sf {
             Some(sf) => sf,
             None => {
-                let sf_reg = self.link.read_holding(e.addr + C_WSET_SF, 1).await?[0];
+                let sf_reg = self.link.read_holding(e.at(C_WSET_SF, 1)?, 1).await?[0];
                 let sf = sunspec::decode_sunssf(sf_reg).unwrap_or(0);
                 self.wset_sf = Some(sf);
                 sf
@@ -378,7 +378,7 @@ impl Battery {
     /// rewritten in `revert_s`. A PCS that does not hold the value is refused.
     pub async fn configure_fallback(&mut self, revert_s: u32) -> Result<(), DeviceError> {
         let e = self.control().await?;
-        let addr = e.addr + C_WSETRVRT;
+        let addr = e.at(C_WSETRVRT, 2)?;
         self.link
             .write_multiple(addr, &encode_u32(revert_s))
             .await?;
@@ -388,6 +388,6 @@ impl Battery {
     /// Write WSet = 0 (no charge, no discharge).
     pub async fn safe(&mut self) -> Result<(), DeviceError> {
         let e = self.control().await?;
-        self.link.write_multiple(e.addr + C_WSET, &[0, 0]).await
+        self.link.write_multiple(e.at(C_WSET, 2)?, &[0, 0]).await
     }
 }

@@ -308,7 +308,7 @@ impl PvInverter {
         };
         // WMaxLimPct_SF is read on every write (limits are written rarely); a not implemented
         // scale factor means 0.
-        let sf_addr = entry.addr + sf_off;
+        let sf_addr = entry.at(sf_off, 1)?;
         let sf = sunspec::decode_sunssf(self.link.read_holding(sf_addr, 1).await?[0]).unwrap_or(0);
         let raw = unscale(pct, sf);
         if !(0.0..65535.0).contains(&raw) {
@@ -320,11 +320,15 @@ impl PvInverter {
         match limit {
             LimitModel::M123(e) => {
                 self.link
-                    .write_single(e.addr + C123_WMAXLIMPCT, raw)
+                    .write_single(e.at(C123_WMAXLIMPCT, 1)?, raw)
                     .await?;
-                self.link.write_single(e.addr + C123_ENA, 1).await
+                self.link.write_single(e.at(C123_ENA, 1)?, 1).await
             }
-            LimitModel::M704(e) => self.link.write_multiple(e.addr + C704_ENA, &[1, raw]).await,
+            LimitModel::M704(e) => {
+                self.link
+                    .write_multiple(e.at(C704_ENA, 2)?, &[1, raw])
+                    .await
+            }
         }
     }
 
@@ -338,13 +342,13 @@ impl PvInverter {
                 let v = u16::try_from(revert_s).map_err(|_| {
                     DeviceError::InvalidRequest(format!("revert {revert_s} s exceeds 65535 s"))
                 })?;
-                let addr = e.addr + C123_RVRT;
+                let addr = e.at(C123_RVRT, 1)?;
                 self.link.write_single(addr, v).await?;
                 sunspec::verify_written(&mut self.link, "WMaxLimPct_RvrtTms", addr, 1, revert_s)
                     .await
             }
             Some(LimitModel::M704(e)) => {
-                let addr = e.addr + C704_RVRT;
+                let addr = e.at(C704_RVRT, 2)?;
                 self.link
                     .write_multiple(addr, &encode_u32(revert_s))
                     .await?;

@@ -37,6 +37,30 @@ pub struct ModelEntry {
     pub len: u16,
 }
 
+impl ModelEntry {
+    /// Address of `count` registers at `offset` from the model's ID register, refused when they
+    /// run past the model's length (`L` + the ID and L registers) or past address 65535: a
+    /// device whose model is shorter than the map says gets an error, never a write elsewhere.
+    pub fn at(&self, offset: u16, count: u16) -> Result<u16, crate::devices::error::DeviceError> {
+        let end = u32::from(offset) + u32::from(count);
+        let addr = self.addr.checked_add(offset);
+        match addr {
+            Some(a)
+                if end <= u32::from(self.len) + 2 && u32::from(a) + u32::from(count) <= 65_536 =>
+            {
+                Ok(a)
+            }
+            _ => Err(crate::devices::error::DeviceError::bad_data(
+                &format!("model {}", self.id),
+                format!(
+                    "registers {offset}..{end} lie beyond the model (length {} at {})",
+                    self.len, self.addr
+                ),
+            )),
+        }
+    }
+}
+
 /// The model chain of one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SunSpecMap {
