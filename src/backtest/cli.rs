@@ -2,12 +2,15 @@
 //! printed as the scorecard of `docs/reference-station.md` (a table, or one JSON object, `--json`).
 
 use super::foresight::{optimum_run, OptimumRun};
+pub use super::objective::savings_captured;
+use super::objective::{Objective, ObjectiveValues};
 use super::run::{run_closed_loop, RunError, RunResult, Uncontrolled};
 use crate::config::{Issues, RawPolicy};
 use crate::dispatch::Policy;
 use serde::Serialize;
 use station_sim::physics::Kpis;
 use station_sim::scenario::{FaultKind, Scenario, ScenarioError};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -95,6 +98,8 @@ pub struct ControllerRun {
     /// `"uncontrolled"`, `"policy"` or `"optimum"`.
     pub controller: String,
     pub kpis: Scorecard,
+    /// The objective every run is scored by, with its raw parts.
+    pub objective: Objective,
     /// Not in the JSON: the plant's full scorecard (with `soc_window_violation_s`).
     #[serde(skip)]
     pub full_kpis: Kpis,
@@ -103,6 +108,10 @@ pub struct ControllerRun {
     pub soc_start_pct: f64,
     #[serde(skip)]
     pub soc_end_pct: f64,
+    /// Not in the JSON: for the optimum, most the meter's netting of its simultaneous import
+    /// and export adds to its replayed cost, CNY (0 for closed loops).
+    #[serde(skip)]
+    pub netting_bound_cny: f64,
     /// Not in the JSON: wall time of the run (the solve for the optimum), s.
     #[serde(skip)]
     pub wall_s: f64,
@@ -114,9 +123,12 @@ pub struct BacktestReport {
     pub scenario: String,
     pub days: u32,
     pub runs: Vec<ControllerRun>,
-    /// (C_uncontrolled - C_policy) / (C_uncontrolled - C_optimum); `None` without
-    /// `--compare` or when the optimum saves nothing.
-    pub savings_captured: Option<f64>,
+    /// The values the objective charges for unmet car energy and credits for stored energy.
+    pub objective_values: ObjectiveValues,
+    /// Per causal controller (`policy`), (O_uncontrolled - O_controller) / (O_uncontrolled -
+    /// O_optimum) on the objective's totals; empty without `--compare`, and without an entry
+    /// when the optimum is not better than the uncontrolled run by a fen.
+    pub savings_captured: BTreeMap<String, f64>,
     /// Of the policy's closed loop.
     pub sim_seconds_per_wall_second: f64,
     /// Remarks for stderr (policy/scenario mismatches, faults not replayed).
@@ -161,15 +173,8 @@ impl BacktestReport {
             let _ = write!(out, "{s:>14}");
         }
         out.push('\n');
-        match self.savings_captured {
-            Some(s) => {
-                let _ = writeln!(out, "savings_captured: {:.1} %", 100.0 * s);
-            }
-            None if self.runs.len() > 1 => {
-                let _ = writeln!(out, "savings_captured: n/a (the optimum saves nothing)");
-            }
-            None => {}
-        }
+        self.objective_rows(&mut out);
+        self.savings_rows(&mut out);
         let _ = writeln!(
             out,
             "policy closed loop: {:.0} simulated seconds per wall second",
@@ -179,11 +184,61 @@ impl BacktestReport {
     }
 }
 
-/// (C_uncontrolled - C_policy) / (C_uncontrolled - C_optimum), `None` when the optimum is not
-/// cheaper than the uncontrolled run by at least a fen.
-pub fn savings_captured(uncontrolled: f64, policy: f64, optimum: f64) -> Option<f64> {
-    let achievable = uncontrolled - optimum;
-    (achievable > 0.01).then(|| (uncontrolled - policy) / achievable)
+impl BacktestReport {
+    /// The objective's values and parts, one row per part.
+    fn objective_rows(&self, out: &mut String) {
+        let v = &self.objective_values;
+        let _ = writeln!(
+            out,
+            "objective = cost + unmet_kwh x {:.2} CNY/kWh - stored_change_kwh x {:.4} CNY/kWh",
+            v.unmet_cny_per_kwh, v.stored_cny_per_kwh
+        );
+        let Some(first) = self.runs.first() else {
+            return;
+        };
+        for (i, (name, _)) in first.objective.named().into_iter().enumerate() {
+            let _ = write!(out, "{:<30}", format!("objective.{name}"));
+            for r in &self.runs {
+                let _ = write!(out, "{:>14.2}", r.objective.named()[i].1);
+            }
+            out.push('\n');
+        }
+    }
+
+    /// One line per causal controller.
+    fn savings_rows(&self, out: &mut String) {
+        for (controller, s) in &self.savings_captured {
+            let _ = writeln!(out, "savings_captured.{controller}: {:.1} %", 100.0 * s);
+        }
+        if self.savings_captured.is_empty() && self.run("optimum").is_some() {
+            let _ = writeln!(out, "savings_captured: n/a (the optimum saves nothing)");
+        }
+    }
+}
+
+/// Controllers that decide from the present and the past only (not `uncontrolled`, the
+/// baseline, nor `optimum`, the bound).
+fn is_causal(controller: &str) -> bool {
+    !matches!(controller, "uncontrolled" | "optimum")
+}
+
+/// `savings_captured` of every causal run, when both the baseline and the bound were run.
+fn savings_by_controller(runs: &[ControllerRun]) -> BTreeMap<String, f64> {
+    let total = |name: &str| {
+        runs.iter()
+            .find(|r| r.controller == name)
+            .map(|r| r.objective.total_cny)
+    };
+    let (Some(unc), Some(opt)) = (total("uncontrolled"), total("optimum")) else {
+        return BTreeMap::new();
+    };
+    runs.iter()
+        .filter(|r| is_causal(&r.controller))
+        .filter_map(|r| {
+            let s = savings_captured(unc, r.objective.total_cny, opt)?;
+            Some((r.controller.clone(), s))
+        })
+        .collect()
 }
 
 /// Read the `[policy]` table of a TOML file (a full station config or a file with only that
@@ -225,9 +280,11 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, BacktestError> {
     })
 }
 
-fn closed_loop_run(name: &str, r: &RunResult) -> ControllerRun {
+fn closed_loop_run(name: &str, r: &RunResult, values: ObjectiveValues) -> ControllerRun {
     ControllerRun {
         controller: name.to_string(),
+        objective: Objective::score(&r.cost_parts, r.outcome(), values),
+        netting_bound_cny: 0.0,
         kpis: r.kpis.clone(),
         full_kpis: r.kpis.clone(),
         soc_start_pct: r.soc_start_pct,
@@ -239,6 +296,8 @@ fn closed_loop_run(name: &str, r: &RunResult) -> ControllerRun {
 fn optimum_controller_run(o: &OptimumRun) -> ControllerRun {
     ControllerRun {
         controller: "optimum".to_string(),
+        objective: o.objective,
+        netting_bound_cny: o.netting_bound_cny,
         kpis: o.kpis.clone(),
         full_kpis: o.kpis.clone(),
         soc_start_pct: o.soc_start_pct,
@@ -314,6 +373,7 @@ pub fn run_backtest(args: &BacktestArgs) -> Result<BacktestReport, BacktestError
         None => Policy::default(),
     };
     let notes = policy_notes(&scenario, &policy);
+    let values = ObjectiveValues::of(&scenario);
     let mut runs = Vec::with_capacity(3);
     let uncontrolled = if args.compare {
         let r = run_closed_loop(
@@ -324,7 +384,7 @@ pub fn run_backtest(args: &BacktestArgs) -> Result<BacktestReport, BacktestError
             args.cycle_s,
         )
         .map_err(run_error)?;
-        runs.push(closed_loop_run("uncontrolled", &r));
+        runs.push(closed_loop_run("uncontrolled", &r, values));
         Some(r)
     } else {
         None
@@ -338,18 +398,17 @@ pub fn run_backtest(args: &BacktestArgs) -> Result<BacktestReport, BacktestError
         args.cycle_s,
     )
     .map_err(run_error)?;
-    runs.push(closed_loop_run("policy", &policy_run));
-    let mut savings = None;
-    if let Some(unc) = &uncontrolled {
+    runs.push(closed_loop_run("policy", &policy_run, values));
+    if uncontrolled.is_some() {
         let opt = optimum_run(&scenario, args.seed, args.days)?;
-        savings = savings_captured(unc.kpis.cost, policy_run.kpis.cost, opt.kpis.cost);
         runs.push(optimum_controller_run(&opt));
     }
     Ok(BacktestReport {
         scenario: scenario.name.clone(),
         days: args.days,
+        savings_captured: savings_by_controller(&runs),
+        objective_values: values,
         runs,
-        savings_captured: savings,
         sim_seconds_per_wall_second: policy_run.speed(),
         notes,
     })

@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod faults;
 pub mod foresight;
+pub mod objective;
 pub mod optimum;
 pub mod plant_io;
 pub mod run;

@@ -17,9 +17,13 @@
 //!   never charged before it arrives or after it leaves).
 //! - Balance: `pv_used + import + discharge = building + sum_s v_{s,t} + charge + export`.
 //! - Battery: `e_t = e_{t-1} + charge_eff * charge_t * dt - discharge_t * dt / discharge_eff`,
-//!   `e_{-1} = soc0 x usable`, and **`e_end >= e_{-1}`**: the end state of charge may not be below
-//!   the start, otherwise the program would "steal" energy stored before the window and the bound
-//!   would not be comparable with a controller that is judged over the same days.
+//!   `e_{-1} = soc0 x usable`. The end energy is free: instead of a constraint `e_end >= e_{-1}`
+//!   the objective credits `(e_end - e_{-1}) x stored_value_cny_per_kwh`, exactly as the
+//!   backtest's scorecard scores every controller (`super::objective`). A constraint would make
+//!   the program no relaxation of the controllers (a controller may end emptier than it started,
+//!   so it could score below the "bound"); the credit prices the energy taken from or left in
+//!   the battery the same way for every run, so draining pays only where it pays more than the
+//!   stored value.
 //! - Sessions: `sum_t v_{s,t} dt + unmet_s = wanted_s`, `unmet_s >= 0` is penalised with
 //!   `unmet_penalty_cny_per_kwh` (high, so cars are served whenever the limits allow it).
 //! - Demand charge: one peak variable `peak >= import_t` for all `t`, charged
@@ -34,11 +38,14 @@
 //!   so the program is always feasible.
 //!
 //! Objective: the sum of import cost, minus export revenue, plus demand charge, battery wear
-//! (per kWh discharged), unmet penalty and import-limit slack penalty, plus tie-breaking terms far
+//! (per kWh discharged), unmet penalty and import-limit slack penalty, minus the stored-energy
+//! credit, plus tie-breaking terms far
 //! below a fen (a tiny cost on battery throughput so the battery never charges and discharges at
 //! once to burn surplus, and a tiny preference for charging cars early among equally priced
 //! steps). The reported [`OptimumResult::cost_cny`] is recomputed from the schedule and contains
-//! neither penalty nor tie-breakers: import energy cost - export revenue + demand charge + wear.
+//! neither penalty nor tie-breakers: import energy cost - export revenue + demand charge + wear;
+//! [`OptimumResult::objective_cny`] adds the unmet penalty and subtracts the stored-energy credit
+//! (the program's objective without slack and tie-breakers).
 //!
 //! # Limitation: simultaneous import and export
 //! Import and export are separate non-negative variables. When the export price is higher than
@@ -170,6 +177,10 @@ pub struct OptimumInput {
     pub tariff: TariffInput,
     /// Penalty on vehicle energy wanted but not delivered, CNY/kWh (e.g. 5).
     pub unmet_penalty_cny_per_kwh: f64,
+    /// Credit per kWh stored at the end of the window beyond the start (a charge per kWh
+    /// below it), CNY/kWh; 0 leaves the end energy without value.
+    #[serde(default)]
+    pub stored_value_cny_per_kwh: f64,
 }
 
 impl OptimumInput {
@@ -222,6 +233,10 @@ pub struct SessionOutcome {
 pub struct OptimumResult {
     /// Import energy cost - export revenue + demand charge + wear cost, CNY (no unmet penalty).
     pub cost_cny: f64,
+    /// `cost_cny` + unmet energy x unmet penalty - stored change x stored value, CNY.
+    pub objective_cny: f64,
+    /// Energy stored at the end minus at the start, kWh (0 without battery).
+    pub stored_change_kwh: f64,
     /// Import energy cost, CNY.
     pub import_cost_cny: f64,
     /// Export revenue, CNY.
@@ -433,6 +448,7 @@ pub fn validate(input: &OptimumInput) -> Result<(), OptimumError> {
         check_non_negative("tariff.demand_charge_fraction", f)?;
     }
     check_non_negative("unmet_penalty_cny_per_kwh", input.unmet_penalty_cny_per_kwh)?;
+    check_non_negative("stored_value_cny_per_kwh", input.stored_value_cny_per_kwh)?;
     Ok(())
 }
 
@@ -483,6 +499,9 @@ pub fn solve(input: &OptimumInput) -> Result<OptimumResult, OptimumError> {
         .iter()
         .map(|s| session_variables(s, &sc, &mut steps, &mut vars, &mut objective))
         .collect();
+    if let Some(last) = steps.last().and_then(|s| s.battery.as_ref()) {
+        objective.add_mul(-input.stored_value_cny_per_kwh, last.energy);
+    }
     let peak = (sc.demand_cny_per_kw > 0.0).then(|| {
         let p = vars.add(variable().min(0.0));
         objective.add_mul(sc.demand_cny_per_kw, p);
@@ -492,7 +511,7 @@ pub fn solve(input: &OptimumInput) -> Result<OptimumResult, OptimumError> {
     for (t, step) in steps.iter().enumerate() {
         step_constraints(&mut model, input, &sc, &steps, t, step, peak);
     }
-    end_constraints(&mut model, input, &sc, &steps, &sessions);
+    end_constraints(&mut model, input, &sc, &sessions);
     let solution = model
         .solve()
         .map_err(|e| OptimumError::Solver(e.to_string()))?;
@@ -511,6 +530,7 @@ struct Scale {
     demand_cny_per_kw: f64,
     slack_penalty: f64,
     unmet_penalty: f64,
+    stored_value: f64,
 }
 
 fn kw(w: f64) -> f64 {
@@ -534,6 +554,7 @@ impl Scale {
             slack_penalty: IMPORT_SLACK_BASE_PENALTY_CNY_PER_KWH
                 + 10.0 * input.unmet_penalty_cny_per_kwh,
             unmet_penalty: input.unmet_penalty_cny_per_kwh,
+            stored_value: input.stored_value_cny_per_kwh,
         }
     }
 }
@@ -700,19 +721,13 @@ fn step_constraints(
     }
 }
 
-/// The battery ends no emptier than it started; each session's energy is delivered or unmet.
+/// Each session's energy is delivered or unmet.
 fn end_constraints(
     model: &mut impl SolverModel,
     input: &OptimumInput,
     sc: &Scale,
-    steps: &[StepVars],
     sessions: &[SessionVars],
 ) {
-    if let Some(last) = steps.last().and_then(|s| s.battery.as_ref()) {
-        let mut end = Expression::with_capacity(1);
-        end.add_mul(1.0, last.energy);
-        model.add_constraint(end.geq(sc.e0_kwh));
-    }
     for (s, sv) in input.sessions.iter().zip(sessions) {
         if let Some(u) = sv.unmet {
             let mut energy = Expression::with_capacity(sv.power.len() + 1);
@@ -836,6 +851,11 @@ fn result(
     let demand_charge_cny = sc.demand_cny_per_kw * s.peak_import_kw;
     let ev_delivered_kwh: f64 = sessions.iter().map(|s| s.delivered_kwh).sum();
     let ev_unmet_kwh: f64 = sessions.iter().map(|s| s.unmet_kwh).sum();
+    let stored_change_kwh = match schedule.last() {
+        Some(last) if sc.has_battery => clean(last.soc_pct / 100.0 * sc.usable_kwh - sc.e0_kwh),
+        _ => 0.0,
+    };
+    let cost_cny = s.import_cost_cny - s.export_revenue_cny + demand_charge_cny + s.wear_cost_cny;
     let site_load_kwh = s.building_kwh + ev_delivered_kwh;
     let self_consumption_pct = if s.pv_used_kwh > NOISE {
         (100.0 * (s.pv_used_kwh - s.grid_export_kwh) / s.pv_used_kwh).clamp(0.0, 100.0)
@@ -848,7 +868,10 @@ fn result(
         0.0
     };
     OptimumResult {
-        cost_cny: s.import_cost_cny - s.export_revenue_cny + demand_charge_cny + s.wear_cost_cny,
+        cost_cny,
+        objective_cny: cost_cny + ev_unmet_kwh * sc.unmet_penalty
+            - stored_change_kwh * sc.stored_value,
+        stored_change_kwh,
         import_cost_cny: s.import_cost_cny,
         export_revenue_cny: s.export_revenue_cny,
         demand_charge_cny,
@@ -908,6 +931,7 @@ mod tests {
                 demand_charge_fraction: None,
             },
             unmet_penalty_cny_per_kwh: 5.0,
+            stored_value_cny_per_kwh: 0.30 / 0.95,
         }
     }
 
@@ -919,23 +943,35 @@ mod tests {
     }
 
     #[test]
-    fn battery_charges_in_valley_and_discharges_in_peak_when_spread_times_efficiency_beats_wear() {
-        // Saving per kWh discharged: 1.10 - 0.30 / (0.95 x 0.95) = 0.7676 CNY > wear 0.10.
-        // Step 1 needs 25 kWh: discharged from 25 / 0.95 stored, charged as 25 / 0.95^2 AC.
+    fn the_peak_is_served_from_the_battery_when_its_price_beats_the_stored_value_and_wear() {
+        // A stored kWh is worth 0.30 / 0.95 (refilling it in the valley), so an AC kWh from the
+        // battery costs 0.30 / 0.95^2 + wear 0.10 = 0.432 CNY < 1.10 in the peak. Refilling in
+        // step 0 costs exactly the stored value: the throughput tie-break leaves it out.
         let result = solve(&valley_then_peak(0.10)).unwrap();
-        let charged_kwh = 25.0 / (0.95 * 0.95);
-        let expected = 0.30 * (25.0 + charged_kwh) + 0.10 * 25.0;
-        assert_close(result.cost_cny, expected, 1e-4);
-        assert_close(
-            result.schedule[0].battery_w,
-            -charged_kwh / 0.25 * 1000.0,
-            1e-2,
-        );
+        let taken_kwh = 25.0 / 0.95;
+        assert_close(result.cost_cny, 0.30 * 25.0 + 0.10 * 25.0, 1e-4);
+        assert_close(result.stored_change_kwh, -taken_kwh, 1e-6);
+        let expected = 0.30 * 25.0 + 0.10 * 25.0 + 0.30 / 0.95 * taken_kwh;
+        assert_close(result.objective_cny, expected, 1e-4);
         assert_close(result.schedule[1].battery_w, 100_000.0, 1e-2);
         assert_close(result.schedule[1].import_w, 0.0, 1e-3);
         assert_close(result.battery_discharged_kwh, 25.0, 1e-6);
         assert_close(result.battery_efc, 0.25, 1e-8);
-        assert_close(result.schedule[1].soc_pct, 50.0, 1e-6);
+    }
+
+    #[test]
+    fn stored_energy_is_kept_when_its_value_beats_the_peak_price() {
+        let mut input = valley_then_peak(0.10);
+        input.stored_value_cny_per_kwh = 1.5;
+        let kept = solve(&input).unwrap();
+        assert_close(kept.battery_discharged_kwh, 0.0, 1e-6);
+        assert!(kept.stored_change_kwh >= 0.0);
+        input.stored_value_cny_per_kwh = 0.0;
+        // Without a value every stored kWh (50, at a floor of 0 %) serves the building.
+        let drained = solve(&input).unwrap();
+        assert_close(drained.battery_discharged_kwh, 50.0 * 0.95, 1e-6);
+        assert_close(drained.stored_change_kwh, -50.0, 1e-6);
+        assert_close(drained.objective_cny, drained.cost_cny, 1e-9);
     }
 
     #[test]

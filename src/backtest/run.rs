@@ -2,9 +2,10 @@
 //! every cycle. No sockets, no clock reads apart from measuring the wall time of the run.
 
 use super::faults::FaultReplay;
+use super::objective::RunOutcome;
 use super::plant_io::{plan_changes, SnapshotBuilder};
 use crate::dispatch::{decide_into, DispatchState, Plan, Policy, Reason};
-use station_sim::physics::{Kpis, Plant};
+use station_sim::physics::{CostParts, Kpis, Plant};
 use station_sim::scenario::Scenario;
 use station_sim::view::{Command, StationView};
 use std::time::Duration;
@@ -170,9 +171,27 @@ pub struct RunResult {
     /// Battery state of charge at the start and at the end, %.
     pub soc_start_pct: f64,
     pub soc_end_pct: f64,
+    /// Usable battery capacity at the start, Wh.
+    pub usable_wh_start: f64,
+    /// The parts of the scorecard's cost.
+    pub cost_parts: CostParts,
+    /// Energy the cars still plugged in at the end want, kWh (not in `kpis.ev_unmet_kwh`,
+    /// which counts departed cars).
+    pub unmet_plugged_kwh: f64,
 }
 
 impl RunResult {
+    /// What the objective needs beyond the cost: unmet energy of every session, departed or
+    /// still plugged, and the change of stored energy (at the start's usable capacity).
+    pub fn outcome(&self) -> RunOutcome {
+        RunOutcome {
+            unmet_kwh: self.kpis.ev_unmet_kwh + self.unmet_plugged_kwh,
+            stored_change_kwh: (self.soc_end_pct - self.soc_start_pct) / 100.0
+                * self.usable_wh_start
+                / 1000.0,
+        }
+    }
+
     /// Simulated seconds per wall-clock second.
     pub fn speed(&self) -> f64 {
         let wall = self.wall.as_secs_f64();
@@ -215,6 +234,7 @@ pub fn run_closed_loop(
     // One view for the whole run, overwritten in place every cycle.
     let mut view = plant.view();
     let soc_start_pct = view.battery.soc_pct;
+    let usable_wh_start = view.battery.usable_wh;
     let mut commands: Vec<Command> = Vec::with_capacity(16 + scenario.chargers.count);
     let mut rejected_commands = 0u64;
     let mut first_rejection = None;
@@ -240,7 +260,16 @@ pub fn run_closed_loop(
     let kpis = plant.kpis();
     plant.view_into(&mut view);
     let soc_end_pct = view.battery.soc_pct;
+    let unmet_plugged_kwh = view
+        .chargers
+        .iter()
+        .filter_map(|c| c.vehicle.as_ref())
+        .map(|v| v.wanted_wh / 1000.0)
+        .sum();
     Ok(RunResult {
+        usable_wh_start,
+        cost_parts: plant.cost_parts(),
+        unmet_plugged_kwh,
         kpis,
         sim_seconds: plant.elapsed_s(),
         wall: started.elapsed(),

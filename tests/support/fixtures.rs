@@ -132,5 +132,6 @@ pub(crate) fn synthetic_reference_window(days: usize, seed: u64) -> OptimumInput
             demand_charge_fraction: None,
         },
         unmet_penalty_cny_per_kwh: 5.0,
+        stored_value_cny_per_kwh: 0.30 / 0.95,
     }
 }
