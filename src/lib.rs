@@ -17,6 +17,8 @@
 //! - [`ledger`]: energy flows per 15 minutes, charging sessions, the SQLite store.
 //! - [`backtest`]: the closed loop over the simulator's plant, the perfect-foresight optimum,
 //!   the `stationd backtest` report.
+//! - [`planner`]: the predictive planner's pure core: a rolling-horizon program on the
+//!   optimum's model, handing out per-step budgets.
 //! - [`demo`]: simulator and daemon in one process (`stationd demo`, end-to-end tests).
 //! - [`clock`]: the only place that reads a clock.
 #![forbid(unsafe_code)]
@@ -30,4 +32,5 @@ pub mod devices;
 pub mod dispatch;
 pub mod http;
 pub mod ledger;
+pub mod planner;
 pub mod units;

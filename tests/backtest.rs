@@ -9,6 +9,7 @@ use station_sim::physics::KPI_KEYS;
 
 use station_controller::backtest::cli::{
     run_backtest, run_cli, savings_captured, BacktestArgs, BacktestError, BacktestReport,
+    ControllerName,
 };
 use station_controller::backtest::foresight::optimum_run;
 use station_controller::backtest::run::{
@@ -281,6 +282,21 @@ fn without_compare_only_the_policy_runs() {
     assert_eq!(r.runs.len(), 1);
     assert_eq!(r.runs[0].controller, "policy");
     assert!(r.savings_captured.is_empty());
+}
+
+#[test]
+fn controller_runs_one_run_alone_and_reports_no_savings() {
+    for (name, c) in [
+        ("optimum", ControllerName::Optimum),
+        ("uncontrolled", ControllerName::Uncontrolled),
+    ] {
+        let mut a = BacktestArgs::new(scenario_path("weekend"));
+        a.controller = Some(c);
+        let r = run_backtest(&a).unwrap();
+        let names: Vec<&str> = r.runs.iter().map(|r| r.controller.as_str()).collect();
+        assert_eq!(names, [name]);
+        assert!(r.savings_captured.is_empty());
+    }
 }
 
 #[test]

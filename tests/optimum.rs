@@ -17,6 +17,8 @@ fn flat_window(building_kw: &[f64]) -> OptimumInput {
     let n = building_kw.len();
     OptimumInput {
         step_s: 900.0,
+        first_step_s: None,
+        demand_peak_so_far_w: 0.0,
         pv_available_w: vec![0.0; n],
         building_w: building_kw.iter().map(|kw| kw * 1000.0).collect(),
         sessions: Vec::new(),
@@ -243,6 +245,8 @@ fn arb_window() -> impl Strategy<Value = OptimumInput> {
                     .collect();
                 OptimumInput {
                     step_s: 900.0,
+                    first_step_s: None,
+                    demand_peak_so_far_w: 0.0,
                     pv_available_w: pv,
                     building_w: building,
                     sessions,

@@ -4,7 +4,7 @@
 use super::foresight::{optimum_run, OptimumRun};
 pub use super::objective::savings_captured;
 use super::objective::{Objective, ObjectiveValues};
-use super::run::{run_closed_loop, RunError, RunResult, Uncontrolled};
+use super::run::{run_closed_loop, Controller, RunError, RunResult, Uncontrolled};
 use crate::config::{Issues, RawPolicy};
 use crate::dispatch::Policy;
 use serde::Serialize;
@@ -30,6 +30,10 @@ pub struct BacktestArgs {
     /// report the share of the achievable savings the policy captures.
     #[arg(long)]
     pub compare: bool,
+    /// Run only this controller (`uncontrolled`, `policy` or `optimum`); without it the policy
+    /// runs, and with `--compare` the other two as well.
+    #[arg(long, value_enum, conflicts_with = "compare")]
+    pub controller: Option<ControllerName>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -49,11 +53,23 @@ impl BacktestArgs {
             days: 1,
             policy: None,
             compare: false,
+            controller: None,
             json: false,
             seed: 1,
             cycle_s: 1.0,
         }
     }
+}
+
+/// The runs a backtest can make.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControllerName {
+    /// Cars at full power on arrival, battery idle, PV never limited.
+    Uncontrolled,
+    /// The dispatch core with the policy.
+    Policy,
+    /// The perfect-foresight linear program.
+    Optimum,
 }
 
 /// A bad argument or a failed run; the message names the argument.
@@ -129,7 +145,8 @@ pub struct BacktestReport {
     /// O_optimum) on the objective's totals; empty without `--compare`, and without an entry
     /// when the optimum is not better than the uncontrolled run by a fen.
     pub savings_captured: BTreeMap<String, f64>,
-    /// Of the policy's closed loop.
+    /// Of the last closed loop run (the policy's unless `--controller` chose another; 0 when
+    /// only the optimum ran).
     pub sim_seconds_per_wall_second: f64,
     /// Remarks for stderr (policy/scenario mismatches, faults not replayed).
     #[serde(skip)]
@@ -177,7 +194,7 @@ impl BacktestReport {
         self.savings_rows(&mut out);
         let _ = writeln!(
             out,
-            "policy closed loop: {:.0} simulated seconds per wall second",
+            "closed loop: {:.0} simulated seconds per wall second",
             self.sim_seconds_per_wall_second
         );
         out
@@ -374,32 +391,26 @@ pub fn run_backtest(args: &BacktestArgs) -> Result<BacktestReport, BacktestError
     };
     let notes = policy_notes(&scenario, &policy);
     let values = ObjectiveValues::of(&scenario);
-    let mut runs = Vec::with_capacity(3);
-    let uncontrolled = if args.compare {
-        let r = run_closed_loop(
-            &scenario,
-            args.seed,
-            args.days,
-            &mut Uncontrolled,
-            args.cycle_s,
-        )
-        .map_err(run_error)?;
-        runs.push(closed_loop_run("uncontrolled", &r, values));
-        Some(r)
-    } else {
-        None
+    let wanted = |c: ControllerName| match args.controller {
+        Some(only) => only == c,
+        None => c == ControllerName::Policy || args.compare,
     };
-    let mut controller = super::run::policy_controller(policy, &scenario);
-    let policy_run = run_closed_loop(
-        &scenario,
-        args.seed,
-        args.days,
-        &mut controller,
-        args.cycle_s,
-    )
-    .map_err(run_error)?;
-    runs.push(closed_loop_run("policy", &policy_run, values));
-    if uncontrolled.is_some() {
+    let closed_loop = |c: &mut dyn Controller| {
+        run_closed_loop(&scenario, args.seed, args.days, c, args.cycle_s).map_err(run_error)
+    };
+    let mut runs = Vec::with_capacity(3);
+    let mut speed = 0.0;
+    if wanted(ControllerName::Uncontrolled) {
+        let r = closed_loop(&mut Uncontrolled)?;
+        runs.push(closed_loop_run("uncontrolled", &r, values));
+        speed = r.speed();
+    }
+    if wanted(ControllerName::Policy) {
+        let r = closed_loop(&mut super::run::policy_controller(policy, &scenario))?;
+        runs.push(closed_loop_run("policy", &r, values));
+        speed = r.speed();
+    }
+    if wanted(ControllerName::Optimum) {
         let opt = optimum_run(&scenario, args.seed, args.days)?;
         runs.push(optimum_controller_run(&opt));
     }
@@ -409,7 +420,7 @@ pub fn run_backtest(args: &BacktestArgs) -> Result<BacktestReport, BacktestError
         savings_captured: savings_by_controller(&runs),
         objective_values: values,
         runs,
-        sim_seconds_per_wall_second: policy_run.speed(),
+        sim_seconds_per_wall_second: speed,
         notes,
     })
 }

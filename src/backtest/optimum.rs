@@ -8,7 +8,8 @@
 //!
 //! # Model (all powers are step averages, in kW inside the program)
 //!
-//! Per step `t` of length `dt` hours:
+//! Per step `t` of length `dt` hours (all steps equal, except that the first may be shorter:
+//! [`OptimumInput::first_step_s`]):
 //! - `import_t in [0, import_limit]`, `export_t in [0, export_limit]` (no variable at all when the
 //!   export limit is 0), `pv_used_t in [0, pv_available_t]` (the rest is curtailed),
 //!   `charge_t in [0, max_charge]`, `discharge_t in [0, max_discharge]`, stored energy
@@ -26,7 +27,9 @@
 //!   stored value.
 //! - Sessions: `sum_t v_{s,t} dt + unmet_s = wanted_s`, `unmet_s >= 0` is penalised with
 //!   `unmet_penalty_cny_per_kwh` (high, so cars are served whenever the limits allow it).
-//! - Demand charge: one peak variable `peak >= import_t` for all `t`, charged
+//! - Demand charge: one peak variable `peak >= import_t` for all `t` and `peak >=` the peak
+//!   already billed in the period ([`OptimumInput::demand_peak_so_far_w`], so only a new peak
+//!   costs), charged
 //!   `demand_charge_cny_per_kw x demand_charge_fraction x peak`. The tariff charges the monthly
 //!   peak; a window shorter than a month pays the prorated share `window days / 30` by default
 //!   ([`TariffInput::demand_charge_fraction`] overrides it).
@@ -163,6 +166,14 @@ pub struct TariffInput {
 pub struct OptimumInput {
     /// Step length, s (normally [`DEFAULT_STEP_S`]).
     pub step_s: f64,
+    /// Length of the first step when it is shorter (a plan made inside a clock-aligned
+    /// quarter covers the rest of it), s, in (0, `step_s`]; `None`: `step_s`.
+    #[serde(default)]
+    pub first_step_s: Option<f64>,
+    /// The highest step-average import already billed in this demand-charge period, W: the
+    /// demand charge applies only to a peak above it (0 for a window that starts the period).
+    #[serde(default)]
+    pub demand_peak_so_far_w: f64,
     /// Realized PV power available each step (before curtailment), W.
     pub pv_available_w: Vec<f64>,
     /// Building load each step, W.
@@ -189,9 +200,17 @@ impl OptimumInput {
         self.pv_available_w.len()
     }
 
+    /// Length of step `t`, s.
+    pub fn step_len_s(&self, t: usize) -> f64 {
+        match (t, self.first_step_s) {
+            (0, Some(first)) => first,
+            _ => self.step_s,
+        }
+    }
+
     /// Window length, days.
     pub fn window_days(&self) -> f64 {
-        self.steps() as f64 * self.step_s / 86_400.0
+        (0..self.steps()).map(|t| self.step_len_s(t)).sum::<f64>() / 86_400.0
     }
 
     /// The demand-charge share this window pays: the explicit fraction, or window days / 30.
@@ -226,6 +245,8 @@ pub struct SessionOutcome {
     pub delivered_kwh: f64,
     /// Energy wanted but not delivered, kWh.
     pub unmet_kwh: f64,
+    /// Energy delivered in each step the car is present, (step, kWh).
+    pub per_step_kwh: Vec<(usize, f64)>,
 }
 
 /// The optimum and its scorecard.
@@ -356,6 +377,16 @@ pub fn validate(input: &OptimumInput) -> Result<(), OptimumError> {
             format!("not positive ({})", input.step_s),
         ));
     }
+    if let Some(first) = input.first_step_s {
+        check_finite("first_step_s", first)?;
+        if first <= 0.0 || first > input.step_s {
+            return Err(invalid(
+                "first_step_s",
+                format!("outside (0, step_s] ({first})"),
+            ));
+        }
+    }
+    check_non_negative("demand_peak_so_far_w", input.demand_peak_so_far_w)?;
     let n = input.pv_available_w.len();
     if n == 0 {
         return Err(invalid("pv_available_w", "empty: the window has no steps"));
@@ -503,7 +534,7 @@ pub fn solve(input: &OptimumInput) -> Result<OptimumResult, OptimumError> {
         objective.add_mul(-input.stored_value_cny_per_kwh, last.energy);
     }
     let peak = (sc.demand_cny_per_kw > 0.0).then(|| {
-        let p = vars.add(variable().min(0.0));
+        let p = vars.add(variable().min(kw(input.demand_peak_so_far_w)));
         objective.add_mul(sc.demand_cny_per_kw, p);
         p
     });
@@ -522,6 +553,7 @@ pub fn solve(input: &OptimumInput) -> Result<OptimumResult, OptimumError> {
 struct Scale {
     n: usize,
     dt_h: f64,
+    dt0_h: f64,
     has_battery: bool,
     usable_kwh: f64,
     e0_kwh: f64,
@@ -538,12 +570,22 @@ fn kw(w: f64) -> f64 {
 }
 
 impl Scale {
+    /// Length of step `t`, h.
+    fn dt(&self, t: usize) -> f64 {
+        if t == 0 {
+            self.dt0_h
+        } else {
+            self.dt_h
+        }
+    }
+
     fn of(input: &OptimumInput) -> Scale {
         let b = &input.battery;
         let usable_kwh = kw(b.usable_wh);
         Scale {
             n: input.steps(),
             dt_h: input.step_s / 3600.0,
+            dt0_h: input.step_len_s(0) / 3600.0,
             has_battery: b.usable_wh > 0.0 && (b.max_charge_w > 0.0 || b.max_discharge_w > 0.0),
             usable_kwh,
             e0_kwh: usable_kwh * b.soc0_pct / 100.0,
@@ -567,7 +609,7 @@ fn step_variables(
     vars: &mut ProblemVariables,
     objective: &mut Expression,
 ) -> StepVars {
-    let dt_h = sc.dt_h;
+    let dt_h = sc.dt(t);
     let price = input.tariff.import_price_cny_per_kwh[t];
     let pv_kw = kw(input.pv_available_w[t]);
     let building_kw = kw(input.building_w[t]);
@@ -593,7 +635,7 @@ fn step_variables(
     let pv_used = (pv_kw > 0.0).then(|| vars.add(variable().min(0.0).max(pv_kw)));
     let battery = sc
         .has_battery
-        .then(|| battery_variables(&input.battery, sc, vars, objective));
+        .then(|| battery_variables(&input.battery, sc, t, vars, objective));
     StepVars {
         import,
         over_limit,
@@ -607,6 +649,7 @@ fn step_variables(
 fn battery_variables(
     b: &BatteryInput,
     sc: &Scale,
+    t: usize,
     vars: &mut ProblemVariables,
     objective: &mut Expression,
 ) -> BatteryStep {
@@ -617,9 +660,9 @@ fn battery_variables(
             .min(sc.usable_kwh * b.soc_min_pct / 100.0)
             .max(sc.usable_kwh * b.soc_max_pct / 100.0),
     );
-    objective.add_mul(BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH * sc.dt_h, charge);
+    objective.add_mul(BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH * sc.dt(t), charge);
     objective.add_mul(
-        (b.wear_cost_cny_per_kwh_discharged + BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH) * sc.dt_h,
+        (b.wear_cost_cny_per_kwh_discharged + BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH) * sc.dt(t),
         discharge,
     );
     BatteryStep {
@@ -649,7 +692,7 @@ fn session_variables(
         {
             let v = vars.add(variable().min(0.0).max(max_kw));
             let late = LATE_CHARGING_TIE_BREAK_CNY_PER_KWH * t as f64 / sc.n as f64;
-            objective.add_mul(late * sc.dt_h, v);
+            objective.add_mul(late * sc.dt(t), v);
             step.vehicles.push(v);
             power.push((t, v));
         }
@@ -698,8 +741,8 @@ fn step_constraints(
         let b = &input.battery;
         let mut soc = Expression::with_capacity(4);
         soc.add_mul(1.0, bs.energy);
-        soc.add_mul(-b.charge_eff * sc.dt_h, bs.charge);
-        soc.add_mul(sc.dt_h / b.discharge_eff, bs.discharge);
+        soc.add_mul(-b.charge_eff * sc.dt(t), bs.charge);
+        soc.add_mul(sc.dt(t) / b.discharge_eff, bs.discharge);
         let previous = match t.checked_sub(1).and_then(|p| steps[p].battery.as_ref()) {
             Some(prev) => {
                 soc.add_mul(-1.0, prev.energy);
@@ -731,8 +774,8 @@ fn end_constraints(
     for (s, sv) in input.sessions.iter().zip(sessions) {
         if let Some(u) = sv.unmet {
             let mut energy = Expression::with_capacity(sv.power.len() + 1);
-            for &(_, v) in &sv.power {
-                energy.add_mul(sc.dt_h, v);
+            for &(t, v) in &sv.power {
+                energy.add_mul(sc.dt(t), v);
             }
             energy.add_mul(1.0, u);
             model.add_constraint(energy.eq(kw(s.wanted_wh)));
@@ -771,10 +814,16 @@ fn score(
         .iter()
         .zip(sessions)
         .map(|(s, sv)| {
-            let delivered_kwh: f64 = sv.power.iter().map(|&(_, v)| value(v) * sc.dt_h).sum();
+            let per_step_kwh: Vec<(usize, f64)> = sv
+                .power
+                .iter()
+                .map(|&(t, v)| (t, value(v) * sc.dt(t)))
+                .collect();
+            let delivered_kwh: f64 = per_step_kwh.iter().map(|&(_, e)| e).sum();
             SessionOutcome {
                 delivered_kwh,
                 unmet_kwh: clean((kw(s.wanted_wh) - delivered_kwh).max(0.0)),
+                per_step_kwh,
             }
         })
         .collect();
@@ -806,7 +855,7 @@ fn schedule_step(
     let value = |v: Variable| clean(solution.value(v)).max(0.0);
     let opt_value = |v: Option<Variable>| v.map(value).unwrap_or(0.0);
     let b = &input.battery;
-    let dt_h = sc.dt_h;
+    let dt_h = sc.dt(t);
     let over_kw = opt_value(step.over_limit);
     let import_kw = value(step.import) + over_kw;
     let export_kw = opt_value(step.export);
@@ -906,6 +955,8 @@ mod tests {
     fn valley_then_peak(wear_cny_per_kwh: f64) -> OptimumInput {
         OptimumInput {
             step_s: DEFAULT_STEP_S,
+            first_step_s: None,
+            demand_peak_so_far_w: 0.0,
             pv_available_w: vec![0.0, 0.0],
             building_w: vec![100_000.0, 100_000.0],
             sessions: Vec::new(),

@@ -107,6 +107,8 @@ pub(crate) fn synthetic_reference_window(days: usize, seed: u64) -> OptimumInput
     }
     OptimumInput {
         step_s: DEFAULT_STEP_S,
+        first_step_s: None,
+        demand_peak_so_far_w: 0.0,
         pv_available_w,
         building_w,
         sessions,
