@@ -4,6 +4,7 @@
 use super::foresight::{optimum_run, OptimumRun};
 pub use super::objective::savings_captured;
 use super::objective::{Objective, ObjectiveValues};
+use super::planned::PlannerHook;
 use super::run::{run_closed_loop, Controller, RunError, RunResult, Uncontrolled};
 use crate::config::{Issues, RawPolicy};
 use crate::dispatch::Policy;
@@ -26,12 +27,13 @@ pub struct BacktestArgs {
     /// TOML file whose `[policy]` table is the dispatch policy (default: the reference policy).
     #[arg(long)]
     pub policy: Option<PathBuf>,
-    /// Also run `uncontrolled` and the perfect-foresight `optimum` on the same days and
-    /// report the share of the achievable savings the policy captures.
+    /// Also run `uncontrolled`, the planner with perfect forecasts (`planner_perfect`) and the
+    /// perfect-foresight `optimum` on the same days and report the share of the achievable
+    /// savings the policy and the planner capture.
     #[arg(long)]
     pub compare: bool,
-    /// Run only this controller (`uncontrolled`, `policy` or `optimum`); without it the policy
-    /// runs, and with `--compare` the other two as well.
+    /// Run only this controller (`uncontrolled`, `policy`, `planner-perfect` or `optimum`);
+    /// without it the policy runs, and with `--compare` all of them.
     #[arg(long, value_enum, conflicts_with = "compare")]
     pub controller: Option<ControllerName>,
     /// Print one JSON object instead of a table.
@@ -70,6 +72,8 @@ pub enum ControllerName {
     Policy,
     /// The perfect-foresight linear program.
     Optimum,
+    /// The dispatch core following the planner's budgets, the planner fed perfect forecasts.
+    PlannerPerfect,
 }
 
 /// A bad argument or a failed run; the message names the argument.
@@ -111,7 +115,7 @@ fn decimals(key: &str) -> usize {
 /// One run of the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ControllerRun {
-    /// `"uncontrolled"`, `"policy"` or `"optimum"`.
+    /// `"uncontrolled"`, `"policy"`, `"planner_perfect"` or `"optimum"`.
     pub controller: String,
     pub kpis: Scorecard,
     /// The objective every run is scored by, with its raw parts.
@@ -141,8 +145,8 @@ pub struct BacktestReport {
     pub runs: Vec<ControllerRun>,
     /// The values the objective charges for unmet car energy and credits for stored energy.
     pub objective_values: ObjectiveValues,
-    /// Per causal controller (`policy`), (O_uncontrolled - O_controller) / (O_uncontrolled -
-    /// O_optimum) on the objective's totals; empty without `--compare`, and without an entry
+    /// Per judged controller (`policy`, `planner_perfect`), (O_uncontrolled - O_controller) /
+    /// (O_uncontrolled - O_optimum) on the objective's totals; empty without `--compare`, and without an entry
     /// when the optimum is not better than the uncontrolled run by a fen.
     pub savings_captured: BTreeMap<String, f64>,
     /// Of the last closed loop run (the policy's unless `--controller` chose another; 0 when
@@ -233,9 +237,28 @@ impl BacktestReport {
     }
 }
 
-/// Controllers that decide from the present and the past only (not `uncontrolled`, the
-/// baseline, nor `optimum`, the bound).
-fn is_causal(controller: &str) -> bool {
+/// The planner's solve times as a note: count, p50, p99, max, failures.
+fn solve_note(ms: &[f64], failures: u64) -> String {
+    let mut sorted = ms.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        sorted
+            .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    format!(
+        "planner_perfect: {} plans, solve p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {failures} failed",
+        sorted.len(),
+        q(0.5),
+        q(0.99),
+        q(1.0)
+    )
+}
+
+/// Controllers judged by `savings_captured`: every run but `uncontrolled` (the baseline) and
+/// `optimum` (the bound). `policy` is causal; `planner_perfect` is fed perfect forecasts.
+fn is_judged(controller: &str) -> bool {
     !matches!(controller, "uncontrolled" | "optimum")
 }
 
@@ -250,7 +273,7 @@ fn savings_by_controller(runs: &[ControllerRun]) -> BTreeMap<String, f64> {
         return BTreeMap::new();
     };
     runs.iter()
-        .filter(|r| is_causal(&r.controller))
+        .filter(|r| is_judged(&r.controller))
         .filter_map(|r| {
             let s = savings_captured(unc, r.objective.total_cny, opt)?;
             Some((r.controller.clone(), s))
@@ -389,7 +412,7 @@ pub fn run_backtest(args: &BacktestArgs) -> Result<BacktestReport, BacktestError
         Some(p) => load_policy(p)?,
         None => Policy::default(),
     };
-    let notes = policy_notes(&scenario, &policy);
+    let mut notes = policy_notes(&scenario, &policy);
     let values = ObjectiveValues::of(&scenario);
     let wanted = |c: ControllerName| match args.controller {
         Some(only) => only == c,
@@ -406,9 +429,21 @@ pub fn run_backtest(args: &BacktestArgs) -> Result<BacktestReport, BacktestError
         speed = r.speed();
     }
     if wanted(ControllerName::Policy) {
-        let r = closed_loop(&mut super::run::policy_controller(policy, &scenario))?;
+        let r = closed_loop(&mut super::run::policy_controller(
+            policy.clone(),
+            &scenario,
+        ))?;
         runs.push(closed_loop_run("policy", &r, values));
         speed = r.speed();
+    }
+    if wanted(ControllerName::PlannerPerfect) {
+        let hook = PlannerHook::perfect(&scenario, &policy, args.seed, args.days);
+        let mut c = super::run::policy_controller(policy.clone(), &scenario).with_planner(hook);
+        let r = closed_loop(&mut c)?;
+        runs.push(closed_loop_run("planner_perfect", &r, values));
+        if let Some(p) = c.planner() {
+            notes.push(solve_note(&p.solve_ms, p.failures));
+        }
     }
     if wanted(ControllerName::Optimum) {
         let opt = optimum_run(&scenario, args.seed, args.days)?;

@@ -144,6 +144,22 @@ fn plant_battery(sc: &Scenario) -> PlantBattery {
     }
 }
 
+/// The program's battery for `scenario`'s plant at its start (see the module documentation).
+pub fn battery_input(scenario: &Scenario) -> BatteryInput {
+    let pb = plant_battery(scenario);
+    BatteryInput {
+        usable_wh: pb.usable_wh,
+        soc0_pct: pb.soc0_pct,
+        soc_min_pct: pb.soc_min_pct,
+        soc_max_pct: pb.soc_max_pct,
+        max_charge_w: pb.max_charge_w,
+        max_discharge_w: pb.max_discharge_w,
+        charge_eff: pb.eff,
+        discharge_eff: pb.eff,
+        wear_cost_cny_per_kwh_discharged: pb.wear_cny_per_kwh,
+    }
+}
+
 /// Wear cost per AC kWh discharged that the program uses for `scenario`'s pack, CNY/kWh.
 pub fn wear_cost_cny_per_kwh(scenario: &Scenario) -> f64 {
     plant_battery(scenario).wear_cny_per_kwh
@@ -190,7 +206,6 @@ pub fn optimum_input(scenario: &Scenario, seed: u64, days: u32) -> Foresight {
             })
         })
         .collect();
-    let pb = plant_battery(scenario);
     let values = ObjectiveValues::of(scenario);
     let input = OptimumInput {
         step_s,
@@ -199,17 +214,7 @@ pub fn optimum_input(scenario: &Scenario, seed: u64, days: u32) -> Foresight {
         pv_available_w: exo.pv_available_w.clone(),
         building_w: exo.building_w.clone(),
         sessions,
-        battery: BatteryInput {
-            usable_wh: pb.usable_wh,
-            soc0_pct: pb.soc0_pct,
-            soc_min_pct: pb.soc_min_pct,
-            soc_max_pct: pb.soc_max_pct,
-            max_charge_w: pb.max_charge_w,
-            max_discharge_w: pb.max_discharge_w,
-            charge_eff: pb.eff,
-            discharge_eff: pb.eff,
-            wear_cost_cny_per_kwh_discharged: pb.wear_cny_per_kwh,
-        },
+        battery: battery_input(scenario),
         grid: GridInput {
             import_limit_w: scenario.import_limit_w(),
             export_limit_w: scenario.export_limit_w(),

@@ -5,6 +5,7 @@ pub mod faults;
 pub mod foresight;
 pub mod objective;
 pub mod optimum;
+pub mod planned;
 pub mod plant_io;
 pub mod run;
 

@@ -3,6 +3,7 @@
 
 use super::faults::FaultReplay;
 use super::objective::RunOutcome;
+use super::planned::PlannerHook;
 use super::plant_io::{plan_changes, SnapshotBuilder};
 use crate::dispatch::{decide_into, DispatchState, Plan, Policy, Reason};
 use station_sim::physics::{CostParts, Kpis, Plant};
@@ -61,6 +62,7 @@ pub struct PolicyController {
     import_limit_unreachable_cycles: u64,
     last_battery_write: Option<chrono::DateTime<chrono::Utc>>,
     faults: Option<FaultReplay>,
+    planner: Option<PlannerHook>,
 }
 
 impl PolicyController {
@@ -76,7 +78,19 @@ impl PolicyController {
             import_limit_unreachable_cycles: 0,
             last_battery_write: None,
             faults: None,
+            planner: None,
         }
+    }
+
+    /// Follow the plans of `planner` (the run is then called `planner_perfect`).
+    pub fn with_planner(mut self, planner: PlannerHook) -> Self {
+        self.planner = Some(planner);
+        self
+    }
+
+    /// The planner, when one steers this controller.
+    pub fn planner(&self) -> Option<&PlannerHook> {
+        self.planner.as_ref()
     }
 
     /// Replay these wire faults on the readings and the writes (see [`FaultReplay`]).
@@ -103,7 +117,11 @@ impl PolicyController {
 
 impl Controller for PolicyController {
     fn name(&self) -> &str {
-        "policy"
+        if self.planner.is_some() {
+            "planner_perfect"
+        } else {
+            "policy"
+        }
     }
 
     fn control(&mut self, view: &StationView, out: &mut Vec<Command>) {
@@ -114,6 +132,9 @@ impl Controller for PolicyController {
         let Some(snapshot) = self.snapshots.last() else {
             return;
         };
+        if let Some(p) = self.planner.as_mut() {
+            p.update(view, &mut self.state);
+        }
         decide_into(
             snapshot,
             &self.policy,
