@@ -61,6 +61,16 @@
 //! 7. **PV limit.** Only when export would exceed the export limit: PV is limited to
 //!    `loads + battery charge + export limit` (zero export possible).
 //!
+//! **Plan budgets.** While the state carries a [`PlanBudget`] for the running step (from the
+//! predictive planner, [`crate::planner`]), step 4 caps each budgeted car at the power that
+//! delivers its step energy over the rest of the step, but never below 1.25 x the even pace
+//! that meets its wish by departure (a budgeted solar car charges like a fast one); step 6's
+//! economic choice is replaced by the power that reaches the SoC target by the step's end
+//! (within the charge and hard discharge bounds), and peak shaving works toward the plan's
+//! import ceiling with the hard discharge bound. The import limit, the SoC window, the BMS and
+//! charger limits and the stale-grid rules apply unchanged. Without a budget (or after it
+//! expires) nothing of this runs.
+//!
 //! **Conservative handling.** Stale or missing grid power: every charger gets at most its
 //! safe current (0 if that is below its minimum), the battery's discharge does not increase
 //! and it does not charge from the grid. A charger not in B1/B2/C1/C2/D, or offline, gets 0 A.

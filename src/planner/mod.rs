@@ -14,8 +14,10 @@
 //! billed on. The running quarter's own billing average is not carried in: the program bills
 //! step 0 on its own average over the part left (a plan made at a boundary is exact).
 //!
-//! What this module does not do yet (issue 10): forecasting (the [`Forecast`] is an input),
-//! running the solve off the control loop, and steering `dispatch::decide` by the budgets.
+//! The dispatch core follows the running step's budget through
+//! [`crate::dispatch::PlanBudget`]; the backtest drives the loop (`backtest::planned`). Not
+//! written yet (issue 10): forecasters (the [`Forecast`] is an input) and the daemon's solve
+//! off the control loop.
 
 use crate::backtest::optimum::{
     solve, BatteryInput, GridInput, OptimumError, OptimumInput, OptimumResult, SessionInput,
