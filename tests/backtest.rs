@@ -320,6 +320,7 @@ fn controller_runs_one_run_alone_and_reports_no_savings() {
         let names: Vec<&str> = r.runs.iter().map(|r| r.controller.as_str()).collect();
         assert_eq!(names, [name]);
         assert!(r.savings_captured.is_empty());
+        assert_eq!(r.sim_seconds_per_wall_second > 0.0, name != "optimum");
     }
 }
 

@@ -149,7 +149,7 @@ pub struct BacktestReport {
     /// (O_uncontrolled - O_optimum) on the objective's totals; empty without `--compare`, and without an entry
     /// when the optimum is not better than the uncontrolled run by a fen.
     pub savings_captured: BTreeMap<String, f64>,
-    /// Of the last closed loop run (the policy's unless `--controller` chose another; 0 when
+    /// Of the policy's closed loop, or of the one closed loop `--controller` chose (0 when
     /// only the optimum ran).
     pub sim_seconds_per_wall_second: f64,
     /// Remarks for stderr (policy/scenario mismatches, faults not replayed).
@@ -441,6 +441,9 @@ pub fn run_backtest(args: &BacktestArgs) -> Result<BacktestReport, BacktestError
         let mut c = super::run::policy_controller(policy.clone(), &scenario).with_planner(hook);
         let r = closed_loop(&mut c)?;
         runs.push(closed_loop_run("planner_perfect", &r, values));
+        if !wanted(ControllerName::Policy) {
+            speed = r.speed();
+        }
         if let Some(p) = c.planner() {
             notes.push(solve_note(&p.solve_ms, p.failures));
         }
