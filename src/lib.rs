@@ -20,6 +20,8 @@
 //! - [`mqtt`]: fleet telemetry on an MQTT broker (retained state, alarms, commands, Home
 //!   Assistant discovery, the ledger's energy records with store-and-forward).
 //! - [`fleet`]: `stationd fleet`, the page, JSON and metrics over every station on a broker.
+//! - [`planner`]: the predictive planner's pure core: a rolling-horizon program on the
+//!   optimum's model, handing out per-step budgets.
 //! - [`demo`]: simulator and daemon in one process (`stationd demo`, end-to-end tests).
 //! - [`clock`]: the only place that reads a clock.
 #![forbid(unsafe_code)]
@@ -35,4 +37,5 @@ pub mod fleet;
 pub mod http;
 pub mod ledger;
 pub mod mqtt;
+pub mod planner;
 pub mod units;

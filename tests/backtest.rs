@@ -9,6 +9,7 @@ use station_sim::physics::KPI_KEYS;
 
 use station_controller::backtest::cli::{
     run_backtest, run_cli, savings_captured, BacktestArgs, BacktestError, BacktestReport,
+    ControllerName,
 };
 use station_controller::backtest::foresight::optimum_run;
 use station_controller::backtest::run::{
@@ -163,8 +164,9 @@ fn optimum_is_the_cheapest_and_sees_the_same_sun_and_cars_as_the_plant() {
             opt.kpis.ev_delivered_kwh >= unc.ev_delivered_kwh - 0.5,
             "{name}"
         );
-        // It may not end the window with less energy stored than it started with.
-        assert!(opt.soc_end_pct >= opt.soc_start_pct - 1e-6, "{name}");
+        // On the objective (stored energy and unmet cars valued) it beats doing nothing.
+        let unc_total = r.run("uncontrolled").unwrap().objective.total_cny;
+        assert!(opt.objective.total_cny < unc_total, "{name}");
         // The demand charge rests on the 15-minute peak, which it never raises.
         assert!(
             opt.kpis.peak_import_kw <= unc.peak_import_kw + 1e-6,
@@ -173,28 +175,31 @@ fn optimum_is_the_cheapest_and_sees_the_same_sun_and_cars_as_the_plant() {
     }
 }
 
-/// The target of the issue: >= 60 % of the achievable savings on both days (about 81 % and
-/// 96 % with the default policy: 40 kW demand target, 25 kW import margin).
+/// The target of the earlier issue, >= 60 % of the achievable savings, on the honest objective
+/// (unmet car energy and the battery's stored energy valued): the sunny weekday keeps it (about
+/// 66 % on seed 1). The EV rush day no longer does: the policy leaves 16.8 kWh of car energy
+/// unserved behind its 25 kW import margin, which the objective charges at 20 CNY/kWh, so it
+/// scores worse than charging on arrival (a planner's job, issue 10).
 #[test]
-fn policy_captures_at_least_60_pct_of_the_achievable_savings_on_sunny_weekday_and_ev_rush() {
-    for name in ["sunny-weekday", "ev-rush"] {
-        let r = compare(name);
-        let s = r.savings_captured.unwrap();
-        assert!(
-            s >= 0.6,
-            "{name}: savings_captured {s:.3}\n{}",
-            r.to_table()
-        );
-    }
+fn policy_captures_at_least_60_pct_of_the_achievable_savings_on_the_sunny_weekday() {
+    let r = compare("sunny-weekday");
+    let s = r.savings_captured["policy"];
+    assert!(s >= 0.6, "savings_captured {s:.3}\n{}", r.to_table());
+    let rush = compare("ev-rush");
+    assert!(rush.savings_captured["policy"] < 0.0, "{}", rush.to_table());
 }
 
 #[test]
 fn savings_captured_follows_its_definition() {
     let r = compare("ev-rush");
-    let cost = |c: &str| r.run(c).unwrap().kpis.cost;
+    let total = |c: &str| r.run(c).unwrap().objective.total_cny;
     let expected =
-        (cost("uncontrolled") - cost("policy")) / (cost("uncontrolled") - cost("optimum"));
-    assert!((r.savings_captured.unwrap() - expected).abs() < 1e-12);
+        (total("uncontrolled") - total("policy")) / (total("uncontrolled") - total("optimum"));
+    assert!((r.savings_captured["policy"] - expected).abs() < 1e-12);
+    assert_eq!(
+        r.savings_captured.keys().collect::<Vec<_>>(),
+        ["planner_perfect", "policy"]
+    );
     assert_eq!(savings_captured(100.0, 80.0, 60.0), Some(0.5));
     assert_eq!(savings_captured(100.0, 80.0, 100.0), None);
     assert_eq!(savings_captured(100.0, 80.0, 120.0), None);
@@ -216,6 +221,7 @@ fn json_report_has_exactly_the_keys_of_the_issue() {
         keys(&v),
         [
             "days",
+            "objective_values",
             "runs",
             "savings_captured",
             "scenario",
@@ -224,18 +230,30 @@ fn json_report_has_exactly_the_keys_of_the_issue() {
     );
     assert_eq!(v["scenario"], "ev-rush");
     assert_eq!(v["days"], 1);
-    assert!(v["savings_captured"].is_number());
+    assert!(v["savings_captured"]["policy"].is_number());
+    assert_eq!(v["savings_captured"].as_object().unwrap().len(), 2);
+    assert!(v["savings_captured"]["planner_perfect"].is_number());
+    assert!(v["objective_values"]["unmet_cny_per_kwh"].is_number());
+    assert!(v["objective_values"]["stored_cny_per_kwh"].is_number());
     assert!(v["sim_seconds_per_wall_second"].as_f64().unwrap() > 1000.0);
     let runs = v["runs"].as_array().unwrap();
     let names: Vec<&str> = runs
         .iter()
         .map(|r| r["controller"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["uncontrolled", "policy", "optimum"]);
+    assert_eq!(
+        names,
+        ["uncontrolled", "policy", "planner_perfect", "optimum"]
+    );
     let mut expected = KPI_KEYS.to_vec();
     expected.sort();
     for r in runs {
-        assert_eq!(keys(r), ["controller", "kpis"]);
+        assert_eq!(keys(r), ["controller", "kpis", "objective"]);
+        let o = &r["objective"];
+        let part = |k: &str| o[k].as_f64().unwrap();
+        let total = part("cost_cny") + part("unmet_cny") - part("stored_credit_cny");
+        assert!((part("total_cny") - total).abs() < 1e-9, "{o}");
+        assert!((part("cost_cny") - r["kpis"]["cost"].as_f64().unwrap()).abs() < 1e-9);
         assert_eq!(keys(&r["kpis"]), expected);
         assert!(r["kpis"]
             .as_object()
@@ -270,7 +288,40 @@ fn without_compare_only_the_policy_runs() {
     let r = run_backtest(&BacktestArgs::new(scenario_path("weekend"))).unwrap();
     assert_eq!(r.runs.len(), 1);
     assert_eq!(r.runs[0].controller, "policy");
-    assert_eq!(r.savings_captured, None);
+    assert!(r.savings_captured.is_empty());
+}
+
+/// The planner fed perfect forecasts, steering `decide` through per-step budgets: 97 % of the
+/// achievable savings on the sunny weekday (seed 1), within every hard limit.
+#[test]
+fn the_perfect_forecast_planner_captures_at_least_90_pct_on_the_sunny_weekday() {
+    let r = compare("sunny-weekday");
+    let s = r.savings_captured["planner_perfect"];
+    assert!(s >= 0.9, "{s:.3}\n{}", r.to_table());
+    let k = &r.run("planner_perfect").unwrap().full_kpis;
+    assert_eq!(k.import_limit_exceeded_s, 0.0);
+    assert_eq!(k.soc_window_violation_s, 0.0);
+    assert!(
+        r.notes.iter().any(|n| n.contains("0 failed")),
+        "{:?}",
+        r.notes
+    );
+}
+
+#[test]
+fn controller_runs_one_run_alone_and_reports_no_savings() {
+    for (name, c) in [
+        ("optimum", ControllerName::Optimum),
+        ("uncontrolled", ControllerName::Uncontrolled),
+    ] {
+        let mut a = BacktestArgs::new(scenario_path("weekend"));
+        a.controller = Some(c);
+        let r = run_backtest(&a).unwrap();
+        let names: Vec<&str> = r.runs.iter().map(|r| r.controller.as_str()).collect();
+        assert_eq!(names, [name]);
+        assert!(r.savings_captured.is_empty());
+        assert_eq!(r.sim_seconds_per_wall_second > 0.0, name != "optimum");
+    }
 }
 
 #[test]

@@ -17,6 +17,8 @@ fn flat_window(building_kw: &[f64]) -> OptimumInput {
     let n = building_kw.len();
     OptimumInput {
         step_s: 900.0,
+        first_step_s: None,
+        demand_peak_so_far_w: 0.0,
         pv_available_w: vec![0.0; n],
         building_w: building_kw.iter().map(|kw| kw * 1000.0).collect(),
         sessions: Vec::new(),
@@ -32,6 +34,7 @@ fn flat_window(building_kw: &[f64]) -> OptimumInput {
             demand_charge_fraction: None,
         },
         unmet_penalty_cny_per_kwh: 5.0,
+        stored_value_cny_per_kwh: 0.0,
     }
 }
 
@@ -146,15 +149,21 @@ fn the_demand_charge_makes_the_optimum_flatten_the_peak() {
 }
 
 #[test]
-fn the_end_state_of_charge_is_not_below_the_start() {
-    // Expensive all along: discharging would pay, but the stored energy is not the window's.
-    let mut input = flat_window(&[40.0; 6]);
-    input.tariff.import_price_cny_per_kwh = vec![1.10; 6];
+fn energy_stored_before_the_window_is_spent_only_when_it_pays_more_than_its_stored_value() {
+    // Expensive all along: discharging saves 1.10 x 0.95 - 0.1 x 0.95 per stored kWh = 0.95.
+    // The building takes 80 kWh over the two hours, more than the 70 kWh above the floor.
+    let mut input = flat_window(&[40.0; 8]);
+    input.tariff.import_price_cny_per_kwh = vec![1.10; 8];
     input.battery = battery(80.0);
-    let result = solve(&input).unwrap();
-    let end = result.schedule.last().unwrap().soc_pct;
-    assert!(end >= 80.0 - 1e-6, "end SoC {end}");
-    assert_close(result.battery_discharged_kwh, 0.0, 1e-6);
+    input.stored_value_cny_per_kwh = 1.0;
+    let kept = solve(&input).unwrap();
+    assert!(kept.schedule.last().unwrap().soc_pct >= 80.0 - 1e-6);
+    assert_close(kept.battery_discharged_kwh, 0.0, 1e-6);
+    input.stored_value_cny_per_kwh = 0.9;
+    let spent = solve(&input).unwrap();
+    assert_close(spent.schedule.last().unwrap().soc_pct, 10.0, 1e-6);
+    assert_close(spent.stored_change_kwh, -70.0, 1e-6);
+    assert_close(spent.objective_cny, spent.cost_cny + 70.0 * 0.9, 1e-6);
 }
 
 #[test]
@@ -220,10 +229,11 @@ fn arb_window() -> impl Strategy<Value = OptimumInput> {
                 0.0f64..200_000.0,
                 10.0f64..90.0,
                 0.0f64..60.0,
+                0.0f64..1.5,
             )
         })
         .prop_map(
-            |(n, pv, building, prices, raw_sessions, export_limit_w, soc0_pct, demand)| {
+            |(n, pv, building, prices, raw_sessions, export_limit_w, soc0_pct, demand, stored)| {
                 let sessions = raw_sessions
                     .into_iter()
                     .map(|(arrive, len, wanted_wh, max_w)| SessionInput {
@@ -235,6 +245,8 @@ fn arb_window() -> impl Strategy<Value = OptimumInput> {
                     .collect();
                 OptimumInput {
                     step_s: 900.0,
+                    first_step_s: None,
+                    demand_peak_so_far_w: 0.0,
                     pv_available_w: pv,
                     building_w: building,
                     sessions,
@@ -250,6 +262,7 @@ fn arb_window() -> impl Strategy<Value = OptimumInput> {
                         demand_charge_fraction: None,
                     },
                     unmet_penalty_cny_per_kwh: 5.0,
+                    stored_value_cny_per_kwh: stored,
                 }
             },
         )
@@ -281,8 +294,11 @@ proptest! {
                 prop_assert_eq!(s.vehicles_w, 0.0);
             }
         }
-        let end = result.schedule[n - 1].soc_pct;
-        prop_assert!(end >= input.battery.soc0_pct - 1e-6, "end {} start {}", end, input.battery.soc0_pct);
+        let change_kwh = (result.schedule[n - 1].soc_pct - input.battery.soc0_pct) / 100.0 * 100.0;
+        prop_assert!((result.stored_change_kwh - change_kwh).abs() < 1e-6);
+        let unmet: f64 = result.sessions.iter().map(|s| s.unmet_kwh).sum();
+        let objective = result.cost_cny + 5.0 * unmet - input.stored_value_cny_per_kwh * change_kwh;
+        prop_assert!((result.objective_cny - objective).abs() < 1e-6);
         for (s, out) in input.sessions.iter().zip(&result.sessions) {
             prop_assert!(out.delivered_kwh <= s.wanted_wh / 1000.0 + 1e-6);
             prop_assert!((out.delivered_kwh + out.unmet_kwh - s.wanted_wh / 1000.0).abs() < 1e-6);
@@ -292,7 +308,7 @@ proptest! {
     }
 
     #[test]
-    fn the_optimum_never_costs_more_than_doing_nothing_with_the_battery(input in arb_window()) {
+    fn the_optimum_never_scores_worse_than_doing_nothing_with_the_battery(input in arb_window()) {
         // Without sessions, "battery idle, import what PV does not cover, export the rest up to
         // the limit" is feasible, so the optimum is at most its cost.
         let mut input = input;
@@ -321,6 +337,7 @@ proptest! {
             }
         }
         idle += peak_kw * input.tariff.demand_charge_cny_per_kw * input.effective_demand_charge_fraction();
-        prop_assert!(result.cost_cny <= idle + 1e-6, "optimum {} idle {}", result.cost_cny, idle);
+        // The idle battery ends where it started: its objective is its cost.
+        prop_assert!(result.objective_cny <= idle + 1e-6, "optimum {} idle {}", result.objective_cny, idle);
     }
 }

@@ -2,12 +2,16 @@
 //! printed as the scorecard of `docs/reference-station.md` (a table, or one JSON object, `--json`).
 
 use super::foresight::{optimum_run, OptimumRun};
-use super::run::{run_closed_loop, RunError, RunResult, Uncontrolled};
+pub use super::objective::savings_captured;
+use super::objective::{Objective, ObjectiveValues};
+use super::planned::PlannerHook;
+use super::run::{run_closed_loop, Controller, RunError, RunResult, Uncontrolled};
 use crate::config::{Issues, RawPolicy};
 use crate::dispatch::Policy;
 use serde::Serialize;
 use station_sim::physics::Kpis;
 use station_sim::scenario::{FaultKind, Scenario, ScenarioError};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -23,10 +27,15 @@ pub struct BacktestArgs {
     /// TOML file whose `[policy]` table is the dispatch policy (default: the reference policy).
     #[arg(long)]
     pub policy: Option<PathBuf>,
-    /// Also run `uncontrolled` and the perfect-foresight `optimum` on the same days and
-    /// report the share of the achievable savings the policy captures.
+    /// Also run `uncontrolled`, the planner with perfect forecasts (`planner_perfect`) and the
+    /// perfect-foresight `optimum` on the same days and report the share of the achievable
+    /// savings the policy and the planner capture.
     #[arg(long)]
     pub compare: bool,
+    /// Run only this controller (`uncontrolled`, `policy`, `planner-perfect` or `optimum`);
+    /// without it the policy runs, and with `--compare` all of them.
+    #[arg(long, value_enum, conflicts_with = "compare")]
+    pub controller: Option<ControllerName>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -46,11 +55,25 @@ impl BacktestArgs {
             days: 1,
             policy: None,
             compare: false,
+            controller: None,
             json: false,
             seed: 1,
             cycle_s: 1.0,
         }
     }
+}
+
+/// The runs a backtest can make.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControllerName {
+    /// Cars at full power on arrival, battery idle, PV never limited.
+    Uncontrolled,
+    /// The dispatch core with the policy.
+    Policy,
+    /// The perfect-foresight linear program.
+    Optimum,
+    /// The dispatch core following the planner's budgets, the planner fed perfect forecasts.
+    PlannerPerfect,
 }
 
 /// A bad argument or a failed run; the message names the argument.
@@ -92,9 +115,11 @@ fn decimals(key: &str) -> usize {
 /// One run of the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ControllerRun {
-    /// `"uncontrolled"`, `"policy"` or `"optimum"`.
+    /// `"uncontrolled"`, `"policy"`, `"planner_perfect"` or `"optimum"`.
     pub controller: String,
     pub kpis: Scorecard,
+    /// The objective every run is scored by, with its raw parts.
+    pub objective: Objective,
     /// Not in the JSON: the plant's full scorecard (with `soc_window_violation_s`).
     #[serde(skip)]
     pub full_kpis: Kpis,
@@ -103,6 +128,10 @@ pub struct ControllerRun {
     pub soc_start_pct: f64,
     #[serde(skip)]
     pub soc_end_pct: f64,
+    /// Not in the JSON: for the optimum, most the meter's netting of its simultaneous import
+    /// and export adds to its replayed cost, CNY (0 for closed loops).
+    #[serde(skip)]
+    pub netting_bound_cny: f64,
     /// Not in the JSON: wall time of the run (the solve for the optimum), s.
     #[serde(skip)]
     pub wall_s: f64,
@@ -114,10 +143,14 @@ pub struct BacktestReport {
     pub scenario: String,
     pub days: u32,
     pub runs: Vec<ControllerRun>,
-    /// (C_uncontrolled - C_policy) / (C_uncontrolled - C_optimum); `None` without
-    /// `--compare` or when the optimum saves nothing.
-    pub savings_captured: Option<f64>,
-    /// Of the policy's closed loop.
+    /// The values the objective charges for unmet car energy and credits for stored energy.
+    pub objective_values: ObjectiveValues,
+    /// Per judged controller (`policy`, `planner_perfect`), (O_uncontrolled - O_controller) /
+    /// (O_uncontrolled - O_optimum) on the objective's totals; empty without `--compare`, and without an entry
+    /// when the optimum is not better than the uncontrolled run by a fen.
+    pub savings_captured: BTreeMap<String, f64>,
+    /// Of the policy's closed loop, or of the one closed loop `--controller` chose (0 when
+    /// only the optimum ran).
     pub sim_seconds_per_wall_second: f64,
     /// Remarks for stderr (policy/scenario mismatches, faults not replayed).
     #[serde(skip)]
@@ -161,29 +194,91 @@ impl BacktestReport {
             let _ = write!(out, "{s:>14}");
         }
         out.push('\n');
-        match self.savings_captured {
-            Some(s) => {
-                let _ = writeln!(out, "savings_captured: {:.1} %", 100.0 * s);
-            }
-            None if self.runs.len() > 1 => {
-                let _ = writeln!(out, "savings_captured: n/a (the optimum saves nothing)");
-            }
-            None => {}
-        }
+        self.objective_rows(&mut out);
+        self.savings_rows(&mut out);
         let _ = writeln!(
             out,
-            "policy closed loop: {:.0} simulated seconds per wall second",
+            "closed loop: {:.0} simulated seconds per wall second",
             self.sim_seconds_per_wall_second
         );
         out
     }
 }
 
-/// (C_uncontrolled - C_policy) / (C_uncontrolled - C_optimum), `None` when the optimum is not
-/// cheaper than the uncontrolled run by at least a fen.
-pub fn savings_captured(uncontrolled: f64, policy: f64, optimum: f64) -> Option<f64> {
-    let achievable = uncontrolled - optimum;
-    (achievable > 0.01).then(|| (uncontrolled - policy) / achievable)
+impl BacktestReport {
+    /// The objective's values and parts, one row per part.
+    fn objective_rows(&self, out: &mut String) {
+        let v = &self.objective_values;
+        let _ = writeln!(
+            out,
+            "objective = cost + unmet_kwh x {:.2} CNY/kWh - stored_change_kwh x {:.4} CNY/kWh",
+            v.unmet_cny_per_kwh, v.stored_cny_per_kwh
+        );
+        let Some(first) = self.runs.first() else {
+            return;
+        };
+        for (i, (name, _)) in first.objective.named().into_iter().enumerate() {
+            let _ = write!(out, "{:<30}", format!("objective.{name}"));
+            for r in &self.runs {
+                let _ = write!(out, "{:>14.2}", r.objective.named()[i].1);
+            }
+            out.push('\n');
+        }
+    }
+
+    /// One line per causal controller.
+    fn savings_rows(&self, out: &mut String) {
+        for (controller, s) in &self.savings_captured {
+            let _ = writeln!(out, "savings_captured.{controller}: {:.1} %", 100.0 * s);
+        }
+        if self.savings_captured.is_empty() && self.run("optimum").is_some() {
+            let _ = writeln!(out, "savings_captured: n/a (the optimum saves nothing)");
+        }
+    }
+}
+
+/// The planner's solve times as a note: count, p50, p99, max, failures.
+fn solve_note(ms: &[f64], failures: u64) -> String {
+    let mut sorted = ms.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        sorted
+            .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    format!(
+        "planner_perfect: {} plans, solve p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {failures} failed",
+        sorted.len(),
+        q(0.5),
+        q(0.99),
+        q(1.0)
+    )
+}
+
+/// Controllers judged by `savings_captured`: every run but `uncontrolled` (the baseline) and
+/// `optimum` (the bound). `policy` is causal; `planner_perfect` is fed perfect forecasts.
+fn is_judged(controller: &str) -> bool {
+    !matches!(controller, "uncontrolled" | "optimum")
+}
+
+/// `savings_captured` of every causal run, when both the baseline and the bound were run.
+fn savings_by_controller(runs: &[ControllerRun]) -> BTreeMap<String, f64> {
+    let total = |name: &str| {
+        runs.iter()
+            .find(|r| r.controller == name)
+            .map(|r| r.objective.total_cny)
+    };
+    let (Some(unc), Some(opt)) = (total("uncontrolled"), total("optimum")) else {
+        return BTreeMap::new();
+    };
+    runs.iter()
+        .filter(|r| is_judged(&r.controller))
+        .filter_map(|r| {
+            let s = savings_captured(unc, r.objective.total_cny, opt)?;
+            Some((r.controller.clone(), s))
+        })
+        .collect()
 }
 
 /// Read the `[policy]` table of a TOML file (a full station config or a file with only that
@@ -225,9 +320,11 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, BacktestError> {
     })
 }
 
-fn closed_loop_run(name: &str, r: &RunResult) -> ControllerRun {
+fn closed_loop_run(name: &str, r: &RunResult, values: ObjectiveValues) -> ControllerRun {
     ControllerRun {
         controller: name.to_string(),
+        objective: Objective::score(&r.cost_parts, r.outcome(), values),
+        netting_bound_cny: 0.0,
         kpis: r.kpis.clone(),
         full_kpis: r.kpis.clone(),
         soc_start_pct: r.soc_start_pct,
@@ -239,6 +336,8 @@ fn closed_loop_run(name: &str, r: &RunResult) -> ControllerRun {
 fn optimum_controller_run(o: &OptimumRun) -> ControllerRun {
     ControllerRun {
         controller: "optimum".to_string(),
+        objective: o.objective,
+        netting_bound_cny: o.netting_bound_cny,
         kpis: o.kpis.clone(),
         full_kpis: o.kpis.clone(),
         soc_start_pct: o.soc_start_pct,
@@ -313,44 +412,53 @@ pub fn run_backtest(args: &BacktestArgs) -> Result<BacktestReport, BacktestError
         Some(p) => load_policy(p)?,
         None => Policy::default(),
     };
-    let notes = policy_notes(&scenario, &policy);
-    let mut runs = Vec::with_capacity(3);
-    let uncontrolled = if args.compare {
-        let r = run_closed_loop(
-            &scenario,
-            args.seed,
-            args.days,
-            &mut Uncontrolled,
-            args.cycle_s,
-        )
-        .map_err(run_error)?;
-        runs.push(closed_loop_run("uncontrolled", &r));
-        Some(r)
-    } else {
-        None
+    let mut notes = policy_notes(&scenario, &policy);
+    let values = ObjectiveValues::of(&scenario);
+    let wanted = |c: ControllerName| match args.controller {
+        Some(only) => only == c,
+        None => c == ControllerName::Policy || args.compare,
     };
-    let mut controller = super::run::policy_controller(policy, &scenario);
-    let policy_run = run_closed_loop(
-        &scenario,
-        args.seed,
-        args.days,
-        &mut controller,
-        args.cycle_s,
-    )
-    .map_err(run_error)?;
-    runs.push(closed_loop_run("policy", &policy_run));
-    let mut savings = None;
-    if let Some(unc) = &uncontrolled {
+    let closed_loop = |c: &mut dyn Controller| {
+        run_closed_loop(&scenario, args.seed, args.days, c, args.cycle_s).map_err(run_error)
+    };
+    let mut runs = Vec::with_capacity(3);
+    let mut speed = 0.0;
+    if wanted(ControllerName::Uncontrolled) {
+        let r = closed_loop(&mut Uncontrolled)?;
+        runs.push(closed_loop_run("uncontrolled", &r, values));
+        speed = r.speed();
+    }
+    if wanted(ControllerName::Policy) {
+        let r = closed_loop(&mut super::run::policy_controller(
+            policy.clone(),
+            &scenario,
+        ))?;
+        runs.push(closed_loop_run("policy", &r, values));
+        speed = r.speed();
+    }
+    if wanted(ControllerName::PlannerPerfect) {
+        let hook = PlannerHook::perfect(&scenario, &policy, args.seed, args.days);
+        let mut c = super::run::policy_controller(policy.clone(), &scenario).with_planner(hook);
+        let r = closed_loop(&mut c)?;
+        runs.push(closed_loop_run("planner_perfect", &r, values));
+        if !wanted(ControllerName::Policy) {
+            speed = r.speed();
+        }
+        if let Some(p) = c.planner() {
+            notes.push(solve_note(&p.solve_ms, p.failures));
+        }
+    }
+    if wanted(ControllerName::Optimum) {
         let opt = optimum_run(&scenario, args.seed, args.days)?;
-        savings = savings_captured(unc.kpis.cost, policy_run.kpis.cost, opt.kpis.cost);
         runs.push(optimum_controller_run(&opt));
     }
     Ok(BacktestReport {
         scenario: scenario.name.clone(),
         days: args.days,
+        savings_captured: savings_by_controller(&runs),
+        objective_values: values,
         runs,
-        savings_captured: savings,
-        sim_seconds_per_wall_second: policy_run.speed(),
+        sim_seconds_per_wall_second: speed,
         notes,
     })
 }

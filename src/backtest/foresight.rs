@@ -21,7 +21,10 @@
 //!   departure rounded up) at up to the car's power: a relaxation again (no taper above 90 % car
 //!   SoC, full power in partial steps). A session still plugged in at the end of the window must
 //!   get what it wants by then, as far as its power allows, as the controllers do when charging
-//!   on arrival; so every run delivers comparable vehicle energy.
+//!   on arrival; so every run delivers comparable vehicle energy. The objective
+//!   ([`super::objective`]) charges every run for what such cars still want at the end.
+//! * Battery end state: free, valued by the objective's stored value (the program's
+//!   `stored_value_cny_per_kwh`), as every run is scored.
 //! * Grid: import limit, export limit, demand charge on the highest 15-minute average import,
 //!   prorated to the window (days / 30) like the simulator. A window that crosses a month
 //!   boundary is optimised with one peak for the whole window (the simulator bills each month's
@@ -44,6 +47,7 @@
 //! (export price - import price)` (0.37 CNY on the sunny weekday, seed 1). The scored cost is
 //! the cost of a dispatch the plant can carry out; the program's objective is the strict bound.
 
+use super::objective::{Objective, ObjectiveValues, RunOutcome};
 use super::optimum::{
     solve, BatteryInput, GridInput, OptimumError, OptimumInput, OptimumResult, SessionInput,
     TariffInput,
@@ -51,12 +55,8 @@ use super::optimum::{
 use chrono::{DateTime, Datelike, Utc};
 use station_sim::physics::battery::{k_cal, Battery};
 use station_sim::physics::kpi::{Flows, KpiTracker};
-use station_sim::physics::{exogenous_forecast, Exogenous, Kpis, FORECAST_STEP_S};
+use station_sim::physics::{exogenous_forecast, CostParts, Exogenous, Kpis, FORECAST_STEP_S};
 use station_sim::scenario::Scenario;
-
-/// Penalty on vehicle energy wanted but not delivered in the program, CNY/kWh: far above any
-/// price, so the optimum serves every car as far as the limits allow.
-pub const UNMET_PENALTY_CNY_PER_KWH: f64 = 20.0;
 
 /// Cycle-aging coefficients of the simulator's battery (`q = 1 - cal - A x EFC^B`).
 const CYCLE_AGING_A: f64 = 7.58e-5;
@@ -71,8 +71,14 @@ const AGING_STEP_S: f64 = 60.0;
 pub struct OptimumRun {
     /// Scored by the simulator's [`KpiTracker`] (see the module documentation).
     pub kpis: Kpis,
+    /// The backtest's objective of the replayed schedule (the unmet energy of every session,
+    /// including the ones still plugged in at the end of the window).
+    pub objective: Objective,
     /// The program's result (schedule, its own cost breakdown with the linearised wear).
     pub result: OptimumResult,
+    /// Most the meter's netting of the program's simultaneous import and export can add to
+    /// the replayed cost: that energy x (export price - lowest import price), CNY.
+    pub netting_bound_cny: f64,
     /// Wall time of building and solving the program.
     pub solve_wall: std::time::Duration,
     /// Battery state of charge at the start and at the end, %.
@@ -138,6 +144,22 @@ fn plant_battery(sc: &Scenario) -> PlantBattery {
     }
 }
 
+/// The program's battery for `scenario`'s plant at its start (see the module documentation).
+pub fn battery_input(scenario: &Scenario) -> BatteryInput {
+    let pb = plant_battery(scenario);
+    BatteryInput {
+        usable_wh: pb.usable_wh,
+        soc0_pct: pb.soc0_pct,
+        soc_min_pct: pb.soc_min_pct,
+        soc_max_pct: pb.soc_max_pct,
+        max_charge_w: pb.max_charge_w,
+        max_discharge_w: pb.max_discharge_w,
+        charge_eff: pb.eff,
+        discharge_eff: pb.eff,
+        wear_cost_cny_per_kwh_discharged: pb.wear_cny_per_kwh,
+    }
+}
+
 /// Wear cost per AC kWh discharged that the program uses for `scenario`'s pack, CNY/kWh.
 pub fn wear_cost_cny_per_kwh(scenario: &Scenario) -> f64 {
     plant_battery(scenario).wear_cny_per_kwh
@@ -184,23 +206,15 @@ pub fn optimum_input(scenario: &Scenario, seed: u64, days: u32) -> Foresight {
             })
         })
         .collect();
-    let pb = plant_battery(scenario);
+    let values = ObjectiveValues::of(scenario);
     let input = OptimumInput {
         step_s,
+        first_step_s: None,
+        demand_peak_so_far_w: 0.0,
         pv_available_w: exo.pv_available_w.clone(),
         building_w: exo.building_w.clone(),
         sessions,
-        battery: BatteryInput {
-            usable_wh: pb.usable_wh,
-            soc0_pct: pb.soc0_pct,
-            soc_min_pct: pb.soc_min_pct,
-            soc_max_pct: pb.soc_max_pct,
-            max_charge_w: pb.max_charge_w,
-            max_discharge_w: pb.max_discharge_w,
-            charge_eff: pb.eff,
-            discharge_eff: pb.eff,
-            wear_cost_cny_per_kwh_discharged: pb.wear_cny_per_kwh,
-        },
+        battery: battery_input(scenario),
         grid: GridInput {
             import_limit_w: scenario.import_limit_w(),
             export_limit_w: scenario.export_limit_w(),
@@ -211,7 +225,8 @@ pub fn optimum_input(scenario: &Scenario, seed: u64, days: u32) -> Foresight {
             demand_charge_cny_per_kw: scenario.tariff.demand_cny_per_kw,
             demand_charge_fraction: None,
         },
-        unmet_penalty_cny_per_kwh: UNMET_PENALTY_CNY_PER_KWH,
+        unmet_penalty_cny_per_kwh: values.unmet_cny_per_kwh,
+        stored_value_cny_per_kwh: values.stored_cny_per_kwh,
     };
     Foresight {
         input,
@@ -226,10 +241,21 @@ pub fn optimum_run(scenario: &Scenario, seed: u64, days: u32) -> Result<OptimumR
     let f = optimum_input(scenario, seed, days);
     let result = solve(&f.input)?;
     let solve_wall = started.elapsed();
-    let (kpis, soc_end_pct) = score_schedule(scenario, &f, &result);
+    let replay = score_schedule(scenario, &f, &result);
     let input = f.input;
+    let outcome = RunOutcome {
+        unmet_kwh: result.ev_unmet_kwh,
+        stored_change_kwh: (replay.soc_end_pct - input.battery.soc0_pct) / 100.0
+            * input.battery.usable_wh
+            / 1000.0,
+    };
+    let objective = Objective::score(&replay.cost_parts, outcome, ObjectiveValues::of(scenario));
+    let soc_end_pct = replay.soc_end_pct;
+    let spread = (scenario.tariff.export_cny_per_kwh - scenario.lowest_import_price()).max(0.0);
     Ok(OptimumRun {
-        kpis,
+        netting_bound_cny: result.simultaneous_import_export_kwh * spread,
+        kpis: replay.kpis,
+        objective,
         result,
         solve_wall,
         soc_start_pct: input.battery.soc0_pct,
@@ -237,8 +263,15 @@ pub fn optimum_run(scenario: &Scenario, seed: u64, days: u32) -> Result<OptimumR
     })
 }
 
-/// Replay the optimal schedule through the simulator's scorecard; returns it and the end SoC.
-fn score_schedule(scenario: &Scenario, f: &Foresight, result: &OptimumResult) -> (Kpis, f64) {
+/// What replaying a schedule through the simulator's scorecard gave.
+struct Replay {
+    kpis: Kpis,
+    cost_parts: CostParts,
+    soc_end_pct: f64,
+}
+
+/// Replay the optimal schedule through the simulator's scorecard.
+fn score_schedule(scenario: &Scenario, f: &Foresight, result: &OptimumResult) -> Replay {
     let input = &f.input;
     let exo = &f.exogenous;
     let pb = plant_battery(scenario);
@@ -338,7 +371,11 @@ fn score_schedule(scenario: &Scenario, f: &Foresight, result: &OptimumResult) ->
     };
     let mut kpis = tracker.kpis(efc, soh_change, degradation);
     kpis.soc_window_violation_s = soc_outside_s;
-    (kpis, soc_pct)
+    Replay {
+        kpis,
+        cost_parts: tracker.cost_parts(degradation),
+        soc_end_pct: soc_pct,
+    }
 }
 
 fn window_end(exo: &Exogenous, step_s: f64) -> DateTime<Utc> {
@@ -402,7 +439,11 @@ mod tests {
         let mut f = optimum_input(&sc, 1, 1);
         f.input.battery = super::super::optimum::BatteryInput::none();
         let result = solve(&f.input).unwrap();
-        let (kpis, soc_end) = score_schedule(&sc, &f, &result);
+        let Replay {
+            kpis,
+            soc_end_pct: soc_end,
+            ..
+        } = score_schedule(&sc, &f, &result);
         assert_eq!(soc_end, 50.0);
         let plant = run_closed_loop(&sc, 1, 1, &mut Uncontrolled, 5.0).unwrap();
         let (a, b) = (kpis.soh_change_pct, plant.kpis.soh_change_pct);
@@ -440,6 +481,6 @@ mod tests {
         assert!((o.kpis.ev_delivered_kwh - r.ev_delivered_kwh).abs() < 1e-6);
         // The linearised wear of the program is close to the aging law's cycle cost.
         assert!(o.kpis.battery_efc > 0.0);
-        assert!(o.soc_end_pct >= o.soc_start_pct - 1e-6);
+        assert!((o.objective.cost_cny - o.kpis.cost).abs() < 1e-9);
     }
 }

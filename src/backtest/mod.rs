@@ -3,7 +3,9 @@
 pub mod cli;
 pub mod faults;
 pub mod foresight;
+pub mod objective;
 pub mod optimum;
+pub mod planned;
 pub mod plant_io;
 pub mod run;
 

@@ -8,7 +8,8 @@
 //!
 //! # Model (all powers are step averages, in kW inside the program)
 //!
-//! Per step `t` of length `dt` hours:
+//! Per step `t` of length `dt` hours (all steps equal, except that the first may be shorter:
+//! [`OptimumInput::first_step_s`]):
 //! - `import_t in [0, import_limit]`, `export_t in [0, export_limit]` (no variable at all when the
 //!   export limit is 0), `pv_used_t in [0, pv_available_t]` (the rest is curtailed),
 //!   `charge_t in [0, max_charge]`, `discharge_t in [0, max_discharge]`, stored energy
@@ -17,12 +18,18 @@
 //!   never charged before it arrives or after it leaves).
 //! - Balance: `pv_used + import + discharge = building + sum_s v_{s,t} + charge + export`.
 //! - Battery: `e_t = e_{t-1} + charge_eff * charge_t * dt - discharge_t * dt / discharge_eff`,
-//!   `e_{-1} = soc0 x usable`, and **`e_end >= e_{-1}`**: the end state of charge may not be below
-//!   the start, otherwise the program would "steal" energy stored before the window and the bound
-//!   would not be comparable with a controller that is judged over the same days.
+//!   `e_{-1} = soc0 x usable`. The end energy is free: instead of a constraint `e_end >= e_{-1}`
+//!   the objective credits `(e_end - e_{-1}) x stored_value_cny_per_kwh`, exactly as the
+//!   backtest's scorecard scores every controller (`super::objective`). A constraint would make
+//!   the program no relaxation of the controllers (a controller may end emptier than it started,
+//!   so it could score below the "bound"); the credit prices the energy taken from or left in
+//!   the battery the same way for every run, so draining pays only where it pays more than the
+//!   stored value.
 //! - Sessions: `sum_t v_{s,t} dt + unmet_s = wanted_s`, `unmet_s >= 0` is penalised with
 //!   `unmet_penalty_cny_per_kwh` (high, so cars are served whenever the limits allow it).
-//! - Demand charge: one peak variable `peak >= import_t` for all `t`, charged
+//! - Demand charge: one peak variable `peak >= import_t` for all `t` and `peak >=` the peak
+//!   already billed in the period ([`OptimumInput::demand_peak_so_far_w`], so only a new peak
+//!   costs), charged
 //!   `demand_charge_cny_per_kw x demand_charge_fraction x peak`. The tariff charges the monthly
 //!   peak; a window shorter than a month pays the prorated share `window days / 30` by default
 //!   ([`TariffInput::demand_charge_fraction`] overrides it).
@@ -34,11 +41,14 @@
 //!   so the program is always feasible.
 //!
 //! Objective: the sum of import cost, minus export revenue, plus demand charge, battery wear
-//! (per kWh discharged), unmet penalty and import-limit slack penalty, plus tie-breaking terms far
+//! (per kWh discharged), unmet penalty and import-limit slack penalty, minus the stored-energy
+//! credit, plus tie-breaking terms far
 //! below a fen (a tiny cost on battery throughput so the battery never charges and discharges at
 //! once to burn surplus, and a tiny preference for charging cars early among equally priced
 //! steps). The reported [`OptimumResult::cost_cny`] is recomputed from the schedule and contains
-//! neither penalty nor tie-breakers: import energy cost - export revenue + demand charge + wear.
+//! neither penalty nor tie-breakers: import energy cost - export revenue + demand charge + wear;
+//! [`OptimumResult::objective_cny`] adds the unmet penalty and subtracts the stored-energy credit
+//! (the program's objective without slack and tie-breakers).
 //!
 //! # Limitation: simultaneous import and export
 //! Import and export are separate non-negative variables. When the export price is higher than
@@ -156,6 +166,14 @@ pub struct TariffInput {
 pub struct OptimumInput {
     /// Step length, s (normally [`DEFAULT_STEP_S`]).
     pub step_s: f64,
+    /// Length of the first step when it is shorter (a plan made inside a clock-aligned
+    /// quarter covers the rest of it), s, in (0, `step_s`]; `None`: `step_s`.
+    #[serde(default)]
+    pub first_step_s: Option<f64>,
+    /// The highest step-average import already billed in this demand-charge period, W: the
+    /// demand charge applies only to a peak above it (0 for a window that starts the period).
+    #[serde(default)]
+    pub demand_peak_so_far_w: f64,
     /// Realized PV power available each step (before curtailment), W.
     pub pv_available_w: Vec<f64>,
     /// Building load each step, W.
@@ -170,6 +188,10 @@ pub struct OptimumInput {
     pub tariff: TariffInput,
     /// Penalty on vehicle energy wanted but not delivered, CNY/kWh (e.g. 5).
     pub unmet_penalty_cny_per_kwh: f64,
+    /// Credit per kWh stored at the end of the window beyond the start (a charge per kWh
+    /// below it), CNY/kWh; 0 leaves the end energy without value.
+    #[serde(default)]
+    pub stored_value_cny_per_kwh: f64,
 }
 
 impl OptimumInput {
@@ -178,9 +200,17 @@ impl OptimumInput {
         self.pv_available_w.len()
     }
 
+    /// Length of step `t`, s.
+    pub fn step_len_s(&self, t: usize) -> f64 {
+        match (t, self.first_step_s) {
+            (0, Some(first)) => first,
+            _ => self.step_s,
+        }
+    }
+
     /// Window length, days.
     pub fn window_days(&self) -> f64 {
-        self.steps() as f64 * self.step_s / 86_400.0
+        (0..self.steps()).map(|t| self.step_len_s(t)).sum::<f64>() / 86_400.0
     }
 
     /// The demand-charge share this window pays: the explicit fraction, or window days / 30.
@@ -215,6 +245,8 @@ pub struct SessionOutcome {
     pub delivered_kwh: f64,
     /// Energy wanted but not delivered, kWh.
     pub unmet_kwh: f64,
+    /// Energy delivered in each step the car is present, (step, kWh).
+    pub per_step_kwh: Vec<(usize, f64)>,
 }
 
 /// The optimum and its scorecard.
@@ -222,6 +254,10 @@ pub struct SessionOutcome {
 pub struct OptimumResult {
     /// Import energy cost - export revenue + demand charge + wear cost, CNY (no unmet penalty).
     pub cost_cny: f64,
+    /// `cost_cny` + unmet energy x unmet penalty - stored change x stored value, CNY.
+    pub objective_cny: f64,
+    /// Energy stored at the end minus at the start, kWh (0 without battery).
+    pub stored_change_kwh: f64,
     /// Import energy cost, CNY.
     pub import_cost_cny: f64,
     /// Export revenue, CNY.
@@ -341,6 +377,16 @@ pub fn validate(input: &OptimumInput) -> Result<(), OptimumError> {
             format!("not positive ({})", input.step_s),
         ));
     }
+    if let Some(first) = input.first_step_s {
+        check_finite("first_step_s", first)?;
+        if first <= 0.0 || first > input.step_s {
+            return Err(invalid(
+                "first_step_s",
+                format!("outside (0, step_s] ({first})"),
+            ));
+        }
+    }
+    check_non_negative("demand_peak_so_far_w", input.demand_peak_so_far_w)?;
     let n = input.pv_available_w.len();
     if n == 0 {
         return Err(invalid("pv_available_w", "empty: the window has no steps"));
@@ -433,6 +479,7 @@ pub fn validate(input: &OptimumInput) -> Result<(), OptimumError> {
         check_non_negative("tariff.demand_charge_fraction", f)?;
     }
     check_non_negative("unmet_penalty_cny_per_kwh", input.unmet_penalty_cny_per_kwh)?;
+    check_non_negative("stored_value_cny_per_kwh", input.stored_value_cny_per_kwh)?;
     Ok(())
 }
 
@@ -483,8 +530,11 @@ pub fn solve(input: &OptimumInput) -> Result<OptimumResult, OptimumError> {
         .iter()
         .map(|s| session_variables(s, &sc, &mut steps, &mut vars, &mut objective))
         .collect();
+    if let Some(last) = steps.last().and_then(|s| s.battery.as_ref()) {
+        objective.add_mul(-input.stored_value_cny_per_kwh, last.energy);
+    }
     let peak = (sc.demand_cny_per_kw > 0.0).then(|| {
-        let p = vars.add(variable().min(0.0));
+        let p = vars.add(variable().min(kw(input.demand_peak_so_far_w)));
         objective.add_mul(sc.demand_cny_per_kw, p);
         p
     });
@@ -492,7 +542,7 @@ pub fn solve(input: &OptimumInput) -> Result<OptimumResult, OptimumError> {
     for (t, step) in steps.iter().enumerate() {
         step_constraints(&mut model, input, &sc, &steps, t, step, peak);
     }
-    end_constraints(&mut model, input, &sc, &steps, &sessions);
+    end_constraints(&mut model, input, &sc, &sessions);
     let solution = model
         .solve()
         .map_err(|e| OptimumError::Solver(e.to_string()))?;
@@ -503,6 +553,7 @@ pub fn solve(input: &OptimumInput) -> Result<OptimumResult, OptimumError> {
 struct Scale {
     n: usize,
     dt_h: f64,
+    dt0_h: f64,
     has_battery: bool,
     usable_kwh: f64,
     e0_kwh: f64,
@@ -511,6 +562,7 @@ struct Scale {
     demand_cny_per_kw: f64,
     slack_penalty: f64,
     unmet_penalty: f64,
+    stored_value: f64,
 }
 
 fn kw(w: f64) -> f64 {
@@ -518,12 +570,22 @@ fn kw(w: f64) -> f64 {
 }
 
 impl Scale {
+    /// Length of step `t`, h.
+    fn dt(&self, t: usize) -> f64 {
+        if t == 0 {
+            self.dt0_h
+        } else {
+            self.dt_h
+        }
+    }
+
     fn of(input: &OptimumInput) -> Scale {
         let b = &input.battery;
         let usable_kwh = kw(b.usable_wh);
         Scale {
             n: input.steps(),
             dt_h: input.step_s / 3600.0,
+            dt0_h: input.step_len_s(0) / 3600.0,
             has_battery: b.usable_wh > 0.0 && (b.max_charge_w > 0.0 || b.max_discharge_w > 0.0),
             usable_kwh,
             e0_kwh: usable_kwh * b.soc0_pct / 100.0,
@@ -534,6 +596,7 @@ impl Scale {
             slack_penalty: IMPORT_SLACK_BASE_PENALTY_CNY_PER_KWH
                 + 10.0 * input.unmet_penalty_cny_per_kwh,
             unmet_penalty: input.unmet_penalty_cny_per_kwh,
+            stored_value: input.stored_value_cny_per_kwh,
         }
     }
 }
@@ -546,7 +609,7 @@ fn step_variables(
     vars: &mut ProblemVariables,
     objective: &mut Expression,
 ) -> StepVars {
-    let dt_h = sc.dt_h;
+    let dt_h = sc.dt(t);
     let price = input.tariff.import_price_cny_per_kwh[t];
     let pv_kw = kw(input.pv_available_w[t]);
     let building_kw = kw(input.building_w[t]);
@@ -572,7 +635,7 @@ fn step_variables(
     let pv_used = (pv_kw > 0.0).then(|| vars.add(variable().min(0.0).max(pv_kw)));
     let battery = sc
         .has_battery
-        .then(|| battery_variables(&input.battery, sc, vars, objective));
+        .then(|| battery_variables(&input.battery, sc, t, vars, objective));
     StepVars {
         import,
         over_limit,
@@ -586,6 +649,7 @@ fn step_variables(
 fn battery_variables(
     b: &BatteryInput,
     sc: &Scale,
+    t: usize,
     vars: &mut ProblemVariables,
     objective: &mut Expression,
 ) -> BatteryStep {
@@ -596,9 +660,9 @@ fn battery_variables(
             .min(sc.usable_kwh * b.soc_min_pct / 100.0)
             .max(sc.usable_kwh * b.soc_max_pct / 100.0),
     );
-    objective.add_mul(BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH * sc.dt_h, charge);
+    objective.add_mul(BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH * sc.dt(t), charge);
     objective.add_mul(
-        (b.wear_cost_cny_per_kwh_discharged + BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH) * sc.dt_h,
+        (b.wear_cost_cny_per_kwh_discharged + BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH) * sc.dt(t),
         discharge,
     );
     BatteryStep {
@@ -628,7 +692,7 @@ fn session_variables(
         {
             let v = vars.add(variable().min(0.0).max(max_kw));
             let late = LATE_CHARGING_TIE_BREAK_CNY_PER_KWH * t as f64 / sc.n as f64;
-            objective.add_mul(late * sc.dt_h, v);
+            objective.add_mul(late * sc.dt(t), v);
             step.vehicles.push(v);
             power.push((t, v));
         }
@@ -677,8 +741,8 @@ fn step_constraints(
         let b = &input.battery;
         let mut soc = Expression::with_capacity(4);
         soc.add_mul(1.0, bs.energy);
-        soc.add_mul(-b.charge_eff * sc.dt_h, bs.charge);
-        soc.add_mul(sc.dt_h / b.discharge_eff, bs.discharge);
+        soc.add_mul(-b.charge_eff * sc.dt(t), bs.charge);
+        soc.add_mul(sc.dt(t) / b.discharge_eff, bs.discharge);
         let previous = match t.checked_sub(1).and_then(|p| steps[p].battery.as_ref()) {
             Some(prev) => {
                 soc.add_mul(-1.0, prev.energy);
@@ -700,24 +764,18 @@ fn step_constraints(
     }
 }
 
-/// The battery ends no emptier than it started; each session's energy is delivered or unmet.
+/// Each session's energy is delivered or unmet.
 fn end_constraints(
     model: &mut impl SolverModel,
     input: &OptimumInput,
     sc: &Scale,
-    steps: &[StepVars],
     sessions: &[SessionVars],
 ) {
-    if let Some(last) = steps.last().and_then(|s| s.battery.as_ref()) {
-        let mut end = Expression::with_capacity(1);
-        end.add_mul(1.0, last.energy);
-        model.add_constraint(end.geq(sc.e0_kwh));
-    }
     for (s, sv) in input.sessions.iter().zip(sessions) {
         if let Some(u) = sv.unmet {
             let mut energy = Expression::with_capacity(sv.power.len() + 1);
-            for &(_, v) in &sv.power {
-                energy.add_mul(sc.dt_h, v);
+            for &(t, v) in &sv.power {
+                energy.add_mul(sc.dt(t), v);
             }
             energy.add_mul(1.0, u);
             model.add_constraint(energy.eq(kw(s.wanted_wh)));
@@ -756,10 +814,16 @@ fn score(
         .iter()
         .zip(sessions)
         .map(|(s, sv)| {
-            let delivered_kwh: f64 = sv.power.iter().map(|&(_, v)| value(v) * sc.dt_h).sum();
+            let per_step_kwh: Vec<(usize, f64)> = sv
+                .power
+                .iter()
+                .map(|&(t, v)| (t, value(v) * sc.dt(t)))
+                .collect();
+            let delivered_kwh: f64 = per_step_kwh.iter().map(|&(_, e)| e).sum();
             SessionOutcome {
                 delivered_kwh,
                 unmet_kwh: clean((kw(s.wanted_wh) - delivered_kwh).max(0.0)),
+                per_step_kwh,
             }
         })
         .collect();
@@ -791,7 +855,7 @@ fn schedule_step(
     let value = |v: Variable| clean(solution.value(v)).max(0.0);
     let opt_value = |v: Option<Variable>| v.map(value).unwrap_or(0.0);
     let b = &input.battery;
-    let dt_h = sc.dt_h;
+    let dt_h = sc.dt(t);
     let over_kw = opt_value(step.over_limit);
     let import_kw = value(step.import) + over_kw;
     let export_kw = opt_value(step.export);
@@ -836,6 +900,11 @@ fn result(
     let demand_charge_cny = sc.demand_cny_per_kw * s.peak_import_kw;
     let ev_delivered_kwh: f64 = sessions.iter().map(|s| s.delivered_kwh).sum();
     let ev_unmet_kwh: f64 = sessions.iter().map(|s| s.unmet_kwh).sum();
+    let stored_change_kwh = match schedule.last() {
+        Some(last) if sc.has_battery => clean(last.soc_pct / 100.0 * sc.usable_kwh - sc.e0_kwh),
+        _ => 0.0,
+    };
+    let cost_cny = s.import_cost_cny - s.export_revenue_cny + demand_charge_cny + s.wear_cost_cny;
     let site_load_kwh = s.building_kwh + ev_delivered_kwh;
     let self_consumption_pct = if s.pv_used_kwh > NOISE {
         (100.0 * (s.pv_used_kwh - s.grid_export_kwh) / s.pv_used_kwh).clamp(0.0, 100.0)
@@ -848,7 +917,10 @@ fn result(
         0.0
     };
     OptimumResult {
-        cost_cny: s.import_cost_cny - s.export_revenue_cny + demand_charge_cny + s.wear_cost_cny,
+        cost_cny,
+        objective_cny: cost_cny + ev_unmet_kwh * sc.unmet_penalty
+            - stored_change_kwh * sc.stored_value,
+        stored_change_kwh,
         import_cost_cny: s.import_cost_cny,
         export_revenue_cny: s.export_revenue_cny,
         demand_charge_cny,
@@ -883,6 +955,8 @@ mod tests {
     fn valley_then_peak(wear_cny_per_kwh: f64) -> OptimumInput {
         OptimumInput {
             step_s: DEFAULT_STEP_S,
+            first_step_s: None,
+            demand_peak_so_far_w: 0.0,
             pv_available_w: vec![0.0, 0.0],
             building_w: vec![100_000.0, 100_000.0],
             sessions: Vec::new(),
@@ -908,6 +982,7 @@ mod tests {
                 demand_charge_fraction: None,
             },
             unmet_penalty_cny_per_kwh: 5.0,
+            stored_value_cny_per_kwh: 0.30 / 0.95,
         }
     }
 
@@ -919,23 +994,35 @@ mod tests {
     }
 
     #[test]
-    fn battery_charges_in_valley_and_discharges_in_peak_when_spread_times_efficiency_beats_wear() {
-        // Saving per kWh discharged: 1.10 - 0.30 / (0.95 x 0.95) = 0.7676 CNY > wear 0.10.
-        // Step 1 needs 25 kWh: discharged from 25 / 0.95 stored, charged as 25 / 0.95^2 AC.
+    fn the_peak_is_served_from_the_battery_when_its_price_beats_the_stored_value_and_wear() {
+        // A stored kWh is worth 0.30 / 0.95 (refilling it in the valley), so an AC kWh from the
+        // battery costs 0.30 / 0.95^2 + wear 0.10 = 0.432 CNY < 1.10 in the peak. Refilling in
+        // step 0 costs exactly the stored value: the throughput tie-break leaves it out.
         let result = solve(&valley_then_peak(0.10)).unwrap();
-        let charged_kwh = 25.0 / (0.95 * 0.95);
-        let expected = 0.30 * (25.0 + charged_kwh) + 0.10 * 25.0;
-        assert_close(result.cost_cny, expected, 1e-4);
-        assert_close(
-            result.schedule[0].battery_w,
-            -charged_kwh / 0.25 * 1000.0,
-            1e-2,
-        );
+        let taken_kwh = 25.0 / 0.95;
+        assert_close(result.cost_cny, 0.30 * 25.0 + 0.10 * 25.0, 1e-4);
+        assert_close(result.stored_change_kwh, -taken_kwh, 1e-6);
+        let expected = 0.30 * 25.0 + 0.10 * 25.0 + 0.30 / 0.95 * taken_kwh;
+        assert_close(result.objective_cny, expected, 1e-4);
         assert_close(result.schedule[1].battery_w, 100_000.0, 1e-2);
         assert_close(result.schedule[1].import_w, 0.0, 1e-3);
         assert_close(result.battery_discharged_kwh, 25.0, 1e-6);
         assert_close(result.battery_efc, 0.25, 1e-8);
-        assert_close(result.schedule[1].soc_pct, 50.0, 1e-6);
+    }
+
+    #[test]
+    fn stored_energy_is_kept_when_its_value_beats_the_peak_price() {
+        let mut input = valley_then_peak(0.10);
+        input.stored_value_cny_per_kwh = 1.5;
+        let kept = solve(&input).unwrap();
+        assert_close(kept.battery_discharged_kwh, 0.0, 1e-6);
+        assert!(kept.stored_change_kwh >= 0.0);
+        input.stored_value_cny_per_kwh = 0.0;
+        // Without a value every stored kWh (50, at a floor of 0 %) serves the building.
+        let drained = solve(&input).unwrap();
+        assert_close(drained.battery_discharged_kwh, 50.0 * 0.95, 1e-6);
+        assert_close(drained.stored_change_kwh, -50.0, 1e-6);
+        assert_close(drained.objective_cny, drained.cost_cny, 1e-9);
     }
 
     #[test]

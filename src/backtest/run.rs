@@ -2,9 +2,11 @@
 //! every cycle. No sockets, no clock reads apart from measuring the wall time of the run.
 
 use super::faults::FaultReplay;
+use super::objective::RunOutcome;
+use super::planned::PlannerHook;
 use super::plant_io::{plan_changes, SnapshotBuilder};
 use crate::dispatch::{decide_into, DispatchState, Plan, Policy, Reason};
-use station_sim::physics::{Kpis, Plant};
+use station_sim::physics::{CostParts, Kpis, Plant};
 use station_sim::scenario::Scenario;
 use station_sim::view::{Command, StationView};
 use std::time::Duration;
@@ -60,6 +62,7 @@ pub struct PolicyController {
     import_limit_unreachable_cycles: u64,
     last_battery_write: Option<chrono::DateTime<chrono::Utc>>,
     faults: Option<FaultReplay>,
+    planner: Option<PlannerHook>,
 }
 
 impl PolicyController {
@@ -75,7 +78,19 @@ impl PolicyController {
             import_limit_unreachable_cycles: 0,
             last_battery_write: None,
             faults: None,
+            planner: None,
         }
+    }
+
+    /// Follow the plans of `planner` (the run is then called `planner_perfect`).
+    pub fn with_planner(mut self, planner: PlannerHook) -> Self {
+        self.planner = Some(planner);
+        self
+    }
+
+    /// The planner, when one steers this controller.
+    pub fn planner(&self) -> Option<&PlannerHook> {
+        self.planner.as_ref()
     }
 
     /// Replay these wire faults on the readings and the writes (see [`FaultReplay`]).
@@ -102,7 +117,11 @@ impl PolicyController {
 
 impl Controller for PolicyController {
     fn name(&self) -> &str {
-        "policy"
+        if self.planner.is_some() {
+            "planner_perfect"
+        } else {
+            "policy"
+        }
     }
 
     fn control(&mut self, view: &StationView, out: &mut Vec<Command>) {
@@ -113,6 +132,9 @@ impl Controller for PolicyController {
         let Some(snapshot) = self.snapshots.last() else {
             return;
         };
+        if let Some(p) = self.planner.as_mut() {
+            p.update(view, &mut self.state);
+        }
         decide_into(
             snapshot,
             &self.policy,
@@ -170,9 +192,27 @@ pub struct RunResult {
     /// Battery state of charge at the start and at the end, %.
     pub soc_start_pct: f64,
     pub soc_end_pct: f64,
+    /// Usable battery capacity at the start, Wh.
+    pub usable_wh_start: f64,
+    /// The parts of the scorecard's cost.
+    pub cost_parts: CostParts,
+    /// Energy the cars still plugged in at the end want, kWh (not in `kpis.ev_unmet_kwh`,
+    /// which counts departed cars).
+    pub unmet_plugged_kwh: f64,
 }
 
 impl RunResult {
+    /// What the objective needs beyond the cost: unmet energy of every session, departed or
+    /// still plugged, and the change of stored energy (at the start's usable capacity).
+    pub fn outcome(&self) -> RunOutcome {
+        RunOutcome {
+            unmet_kwh: self.kpis.ev_unmet_kwh + self.unmet_plugged_kwh,
+            stored_change_kwh: (self.soc_end_pct - self.soc_start_pct) / 100.0
+                * self.usable_wh_start
+                / 1000.0,
+        }
+    }
+
     /// Simulated seconds per wall-clock second.
     pub fn speed(&self) -> f64 {
         let wall = self.wall.as_secs_f64();
@@ -215,6 +255,7 @@ pub fn run_closed_loop(
     // One view for the whole run, overwritten in place every cycle.
     let mut view = plant.view();
     let soc_start_pct = view.battery.soc_pct;
+    let usable_wh_start = view.battery.usable_wh;
     let mut commands: Vec<Command> = Vec::with_capacity(16 + scenario.chargers.count);
     let mut rejected_commands = 0u64;
     let mut first_rejection = None;
@@ -240,7 +281,16 @@ pub fn run_closed_loop(
     let kpis = plant.kpis();
     plant.view_into(&mut view);
     let soc_end_pct = view.battery.soc_pct;
+    let unmet_plugged_kwh = view
+        .chargers
+        .iter()
+        .filter_map(|c| c.vehicle.as_ref())
+        .map(|v| v.wanted_wh / 1000.0)
+        .sum();
     Ok(RunResult {
+        usable_wh_start,
+        cost_parts: plant.cost_parts(),
+        unmet_plugged_kwh,
         kpis,
         sim_seconds: plant.elapsed_s(),
         wall: started.elapsed(),

@@ -61,6 +61,16 @@
 //! 7. **PV limit.** Only when export would exceed the export limit: PV is limited to
 //!    `loads + battery charge + export limit` (zero export possible).
 //!
+//! **Plan budgets.** While the state carries a [`PlanBudget`] for the running step (from the
+//! predictive planner, [`crate::planner`]), step 4 caps each budgeted car at the power that
+//! delivers its step energy over the rest of the step, but never below 1.25 x the even pace
+//! that meets its wish by departure (a budgeted solar car charges like a fast one); step 6's
+//! economic choice is replaced by the power that reaches the SoC target by the step's end
+//! (within the charge and hard discharge bounds), and peak shaving works toward the plan's
+//! import ceiling with the hard discharge bound. The import limit, the SoC window, the BMS and
+//! charger limits and the stale-grid rules apply unchanged. Without a budget (or after it
+//! expires) nothing of this runs.
+//!
 //! **Conservative handling.** Stale or missing grid power: every charger gets at most its
 //! safe current (0 if that is below its minimum), the battery's discharge does not increase
 //! and it does not charge from the grid. A charger not in B1/B2/C1/C2/D, or offline, gets 0 A.
@@ -81,7 +91,7 @@ pub use snapshot::{
     BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, Freshness, GridSnapshot, PvSnapshot,
     Reading, Snapshot,
 };
-pub use state::{DemandState, DemandTracker, DispatchState};
+pub use state::{CarBudget, DemandState, DemandTracker, DispatchState, PlanBudget};
 
 use crate::units::{Amps, Percent, Watts, NOMINAL_VOLTAGE};
 use chrono::{DateTime, Datelike, Utc};
@@ -127,11 +137,13 @@ pub fn decide_into(
     plan.chargers.clear();
     plan.reasons.clear();
     let clock = cycle_clock(snapshot, policy, state, now, plan);
-    let inputs = grid_feedback(inputs(snapshot, plan), snapshot, state, plan);
+    let mut inputs = grid_feedback(inputs(snapshot, plan), snapshot, state, plan);
     let bounds = battery_bounds(snapshot, policy, clock.minute, plan);
+    inputs.planned = planned_now(snapshot, state, now, &bounds);
     let tariff = tariff_position(policy, clock.price, &bounds, inputs.grid_fresh);
     let budgets = vehicle_budgets(snapshot, policy, &inputs, &bounds, &tariff);
     charger_roles(snapshot, policy, state, now, clock.dt, plan);
+    planned_charger_caps(snapshot, state, now);
     if inputs.grid_fresh {
         allocate_chargers(snapshot, policy, state, now, plan, budgets);
     } else {
@@ -215,6 +227,87 @@ struct Inputs {
     /// base + uncontrolled chargers.
     fixed: Watts,
     battery_measured: Watts,
+    /// The plan budget's battery power and import ceiling, while one is in force.
+    planned: Option<Planned>,
+}
+
+/// A plan budget turned into powers for this cycle.
+#[derive(Clone, Copy)]
+struct Planned {
+    /// Power that reaches the SoC target by the step's end (> 0 discharge), within the bounds.
+    battery: Option<Watts>,
+    import_ceiling: Watts,
+}
+
+/// How far ahead of the even pace toward a car's wish a planned car is kept (the plant's
+/// cars taper near full).
+const WISH_PACE_FACTOR: f64 = 1.25;
+
+/// Seconds left in the budget's step (at least 1 s).
+fn seconds_left(budget: &PlanBudget, now: DateTime<Utc>) -> f64 {
+    ((budget.until - now).num_milliseconds() as f64 / 1000.0).max(1.0)
+}
+
+/// The budget in force as powers: the battery moves its stored energy to the target evenly
+/// over the rest of the step (AC power through the PCS's efficiency).
+fn planned_now(
+    snapshot: &Snapshot,
+    state: &DispatchState,
+    now: DateTime<Utc>,
+    bounds: &BatteryBounds,
+) -> Option<Planned> {
+    let budget = state.plan_budget(now)?;
+    let hours = seconds_left(budget, now) / 3600.0;
+    let battery = match (
+        budget.battery_soc_target_pct,
+        snapshot.battery.soc.fresh_value(),
+    ) {
+        (Some(target), Some(soc)) => {
+            let dc_w = (soc.0 - target) / 100.0 * bounds.usable_wh / hours;
+            let eff = budget.battery_efficiency.clamp(0.5, 1.0);
+            let ac_w = if dc_w > 0.0 { dc_w * eff } else { dc_w / eff };
+            Some(Watts(
+                ac_w.clamp(-bounds.charge_max.0, bounds.discharge_hard.0),
+            ))
+        }
+        _ => None,
+    };
+    Some(Planned {
+        battery,
+        import_ceiling: budget.import_ceiling,
+    })
+}
+
+/// Chargers the plan budgets get at most the power that delivers their step's energy evenly
+/// over the rest of the step, raised to [`WISH_PACE_FACTOR`] x the even pace that meets the
+/// car's wish by its departure (at least their minimum while energy is left, nothing after).
+fn planned_charger_caps(snapshot: &Snapshot, state: &mut DispatchState, now: DateTime<Utc>) {
+    let DispatchState {
+        plan_budget, work, ..
+    } = state;
+    let Some(budget) = plan_budget.as_ref().filter(|b| now < b.until) else {
+        return;
+    };
+    let hours = seconds_left(budget, now) / 3600.0;
+    for (w, c) in work.iter_mut().zip(&snapshot.chargers) {
+        let Some(&(_, car)) = budget.chargers.iter().find(|(id, _)| *id == c.id) else {
+            continue;
+        };
+        if w.role == Role::Idle {
+            continue;
+        }
+        let to_departure_h = ((car.departs - now).num_milliseconds() as f64 / 3.6e6).max(1e-3);
+        let pace_wh = WISH_PACE_FACTOR * car.wish_wh.max(0.0) * hours / to_departure_h;
+        let wh = car.step_wh.max(pace_wh.min(car.wish_wh));
+        if wh <= 1.0 {
+            w.role = Role::Idle;
+            continue;
+        }
+        let amps = wh / hours / w.w_per_a;
+        w.role = Role::Fast;
+        w.max = w.max.min(amps.max(w.min));
+        w.cap = w.cap.min(w.max);
+    }
 }
 
 fn inputs(snapshot: &Snapshot, plan: &mut Plan) -> Inputs {
@@ -251,6 +344,7 @@ fn inputs(snapshot: &Snapshot, plan: &mut Plan) -> Inputs {
         base,
         fixed: base + uncontrolled,
         battery_measured,
+        planned: None,
     }
 }
 
@@ -585,9 +679,15 @@ fn battery_setpoint(
         }
     }
     if policy.tariff.demand_charge_cny_per_kw > 0.0 {
-        let target = demand_ceiling(policy, state, now);
-        if (net.firm - battery).0 > target.0 && bounds.discharge_econ.0 > battery.0 {
-            let want = bounds.discharge_econ.min(net.firm - target);
+        let (target, bound) = match inputs.planned {
+            Some(p) => (
+                planned_ceiling(policy, state, now, p),
+                bounds.discharge_hard,
+            ),
+            None => (demand_ceiling(policy, state, now), bounds.discharge_econ),
+        };
+        if (net.firm - battery).0 > target.0 && bound.0 > battery.0 {
+            let want = bound.min(net.firm - target);
             if want.0 > battery.0 + EPS_W {
                 battery = want;
                 plan.reasons.push(Reason::BatteryPeakShaving {
@@ -621,6 +721,9 @@ fn economic_battery(
     net: NetLoad,
     plan: &mut Plan,
 ) -> Watts {
+    if let Some(battery) = inputs.planned.and_then(|p| p.battery) {
+        return battery;
+    }
     if net.avail.0 < 0.0 {
         let battery = -bounds.charge_max.min(-net.avail);
         if battery.0 < -EPS_W {
@@ -1010,6 +1113,24 @@ fn phase_amps_budget(
         worst = worst.max(without - relief.0 / (3.0 * v));
     }
     (fuse.0 - worst - offline_a).max(0.0)
+}
+
+/// Instantaneous import allowed now under the plan's ceiling (at least the month's peak so
+/// far, within the import budget).
+fn planned_ceiling(
+    policy: &Policy,
+    state: &DispatchState,
+    now: DateTime<Utc>,
+    planned: Planned,
+) -> Watts {
+    let cap = policy.grid.import_budget();
+    let target = planned
+        .import_ceiling
+        .max(state.demand.month_peak())
+        .min(policy.grid.import_limit);
+    state
+        .demand
+        .instant_target(now, target, cap, policy.cycle_s)
 }
 
 /// Instantaneous import allowed now for the demand charge: the 15-minute budget toward

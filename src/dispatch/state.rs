@@ -214,11 +214,50 @@ pub struct DispatchState {
     pub(crate) demand: DemandTracker,
     pub(crate) work: Vec<Work>,
     pub(crate) order: Vec<usize>,
+    pub(crate) plan_budget: Option<PlanBudget>,
+}
+
+/// What a planner ([`crate::planner`]) asks of the running step; `decide` follows it until
+/// `until` and still enforces every hard limit. Without one `decide` runs the rule policy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanBudget {
+    /// End of the step the budget is for; ignored from then on.
+    pub until: DateTime<Utc>,
+    /// The 15-minute average import the step may reach (the planned demand peak).
+    pub import_ceiling: Watts,
+    /// Battery state of charge to reach by `until`, %.
+    pub battery_soc_target_pct: Option<f64>,
+    /// The PCS's one-way efficiency, to turn stored energy into AC power (1.0: lossless).
+    pub battery_efficiency: f64,
+    /// Per charger with a car in the plan; chargers not listed follow the rule policy.
+    pub chargers: Vec<(ChargerId, CarBudget)>,
+}
+
+/// What the plan asks for one plugged car.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CarBudget {
+    /// Energy still to deliver by the step's end, Wh.
+    pub step_wh: f64,
+    /// Energy the car still wants, Wh, and when it leaves: `decide` never gives it less than
+    /// the even pace that meets the wish by then (the plan's timing is a preference, the
+    /// wish is the customer's).
+    pub wish_wh: f64,
+    pub departs: DateTime<Utc>,
 }
 
 impl DispatchState {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Follow `budget` from the next decision on (`None`: the rule policy).
+    pub fn set_plan_budget(&mut self, budget: Option<PlanBudget>) {
+        self.plan_budget = budget;
+    }
+
+    /// The plan budget in force at `now`, if any.
+    pub fn plan_budget(&self, now: DateTime<Utc>) -> Option<&PlanBudget> {
+        self.plan_budget.as_ref().filter(|b| now < b.until)
     }
 
     /// The demand-charge tracker (month peak, current window average).

@@ -877,3 +877,131 @@ fn a_charger_that_ignores_its_setpoint_is_paid_for_by_the_other_cars() {
         s.grid.power
     );
 }
+
+fn budget(until: DateTime<Utc>, soc_target: f64, chargers: Vec<(ChargerId, f64)>) -> PlanBudget {
+    PlanBudget {
+        until,
+        import_ceiling: Watts::from_kw(60.0),
+        battery_soc_target_pct: Some(soc_target),
+        battery_efficiency: 1.0,
+        chargers: chargers
+            .into_iter()
+            .map(|(id, step_wh)| {
+                let car = CarBudget {
+                    step_wh,
+                    wish_wh: step_wh,
+                    departs: until + chrono::Duration::hours(8),
+                };
+                (id, car)
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn without_a_plan_budget_or_after_it_expires_decide_runs_the_rule_policy() {
+    let p = Policy::default();
+    let mut s = Snapshot::reference_idle(2);
+    s.building = Reading::fresh(Watts::from_kw(60.0));
+    let t = local(19, 0);
+    let rule = decide(&s, &p, &mut DispatchState::new(), t);
+    let mut st = DispatchState::new();
+    st.set_plan_budget(Some(budget(t, 20.0, Vec::new())));
+    let expired = decide(&s, &p, &mut st, t);
+    assert_eq!(expired, rule);
+}
+
+#[test]
+fn a_plan_budget_moves_the_battery_to_its_soc_target_by_the_end_of_the_step() {
+    let p = Policy::default();
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(30.0));
+    let usable_wh = s.battery.usable_capacity.0;
+    let mut st = DispatchState::new();
+    // 50 % -> 45 % in the 15 minutes left: 5 % of the usable energy over a quarter hour.
+    st.set_plan_budget(Some(budget(local(19, 15), 45.0, Vec::new())));
+    let plan = decide(&s, &p, &mut st, local(19, 0));
+    let expected = 0.05 * usable_wh / 0.25;
+    assert!(
+        (plan.battery.0 - expected).abs() < 1.0,
+        "{:?}",
+        plan.battery
+    );
+    // The plant follows (the grid meter reads the discharge), then a target above the SoC
+    // charges, also in the evening peak where the rule would discharge.
+    follow(&mut s, &plan);
+    st.set_plan_budget(Some(budget(local(19, 15), 52.0, Vec::new())));
+    let plan = decide(&s, &p, &mut st, local(19, 0));
+    assert!(plan.battery.0 < -1000.0, "{:?}", plan.battery);
+}
+
+#[test]
+fn a_plan_budget_never_lifts_the_import_above_the_limit() {
+    let p = exact();
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(140.0));
+    let mut st = DispatchState::new();
+    // The plan wants the battery charged at full power: only 10 kW fit under the limit.
+    st.set_plan_budget(Some(budget(local(3, 15), 90.0, Vec::new())));
+    let plan = decide(&s, &p, &mut st, local(3, 0));
+    assert!(
+        plan.balance.grid.0 <= 150_000.0 + 1e-6,
+        "{:?}",
+        plan.balance
+    );
+    assert!(!plan.has_reason("import_limit_unreachable"));
+}
+
+#[test]
+fn a_budgeted_charger_gets_the_power_that_delivers_its_step_energy_and_then_stops() {
+    let p = Policy::default();
+    let mut s = no_battery(2);
+    s.building = Reading::fresh(Watts::from_kw(20.0));
+    let id = s.chargers[0].id.clone();
+    let mut st = DispatchState::new();
+    // 2.76 kWh in the quarter hour: 11.04 kW, 16 A on three phases at the start; 29 s later
+    // the same energy (nothing was booked against it here) over 871 s.
+    st.set_plan_budget(Some(budget(
+        local(8, 15),
+        50.0,
+        vec![(id.clone(), 2_760.0)],
+    )));
+    let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
+    let expected = 2_760.0 / (871.0 / 3600.0) / 690.0;
+    assert!(
+        (plan.chargers[0].amps.0 - expected).abs() < 1e-6,
+        "{:?}",
+        amps(&plan)
+    );
+    // The unbudgeted charger follows the rule policy (fast: its rating).
+    assert!(plan.chargers[1].amps.0 > 30.0, "{:?}", amps(&plan));
+    st.set_plan_budget(Some(budget(local(8, 15), 50.0, vec![(id, 0.0)])));
+    let plan = decide(&s, &p, &mut st, secs(local(8, 0), 31));
+    assert_eq!(plan.chargers[0].amps.0, 0.0);
+}
+
+#[test]
+fn a_budgeted_car_is_never_kept_below_the_pace_that_meets_its_wish_by_departure() {
+    let p = Policy::default();
+    let mut s = no_battery(1);
+    let id = s.chargers[0].id.clone();
+    let mut st = DispatchState::new();
+    // The plan gives it nothing this step, but it wants 11.04 kWh and leaves in 1.25 h: after
+    // the 30 s ramp, 1.25 x the even pace over the 4471 s left.
+    let car = CarBudget {
+        step_wh: 0.0,
+        wish_wh: 11_040.0,
+        departs: local(9, 15),
+    };
+    st.set_plan_budget(Some(PlanBudget {
+        chargers: vec![(id, car)],
+        ..budget(local(8, 15), 50.0, Vec::new())
+    }));
+    let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
+    let expected = 1.25 * 11_040.0 / (4471.0 / 3600.0) / 690.0;
+    assert!(
+        (plan.chargers[0].amps.0 - expected).abs() < 1e-6,
+        "{:?}",
+        amps(&plan)
+    );
+}

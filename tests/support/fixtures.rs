@@ -107,6 +107,8 @@ pub(crate) fn synthetic_reference_window(days: usize, seed: u64) -> OptimumInput
     }
     OptimumInput {
         step_s: DEFAULT_STEP_S,
+        first_step_s: None,
+        demand_peak_so_far_w: 0.0,
         pv_available_w,
         building_w,
         sessions,
@@ -132,5 +134,6 @@ pub(crate) fn synthetic_reference_window(days: usize, seed: u64) -> OptimumInput
             demand_charge_fraction: None,
         },
         unmet_penalty_cny_per_kwh: 5.0,
+        stored_value_cny_per_kwh: 0.30 / 0.95,
     }
 }

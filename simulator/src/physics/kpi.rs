@@ -91,6 +91,26 @@ impl Kpis {
     }
 }
 
+/// The parts of the scorecard's `cost` since the start, CNY.
+#[derive(Serialize, Clone, Copy, Debug, Default, PartialEq)]
+pub struct CostParts {
+    /// Import energy at the time-of-use price.
+    pub import_cny: f64,
+    /// Export revenue (subtracted in the cost).
+    pub export_revenue_cny: f64,
+    /// Demand charge, prorated per month.
+    pub demand_cny: f64,
+    /// Battery degradation: pack value x SoH points lost / allowed loss.
+    pub degradation_cny: f64,
+}
+
+impl CostParts {
+    /// import - export revenue + demand + degradation: the scorecard's `cost`.
+    pub fn total(&self) -> f64 {
+        self.import_cny - self.export_revenue_cny + self.demand_cny + self.degradation_cny
+    }
+}
+
 /// Power flows during one sub-step (all W, sign convention of the project).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Flows {
@@ -239,10 +259,19 @@ impl KpiTracker {
         }
     }
 
+    /// The parts of the cost now; `degradation_cost` comes from the plant.
+    pub fn cost_parts(&self, degradation_cost: f64) -> CostParts {
+        CostParts {
+            import_cny: self.import_cost,
+            export_revenue_cny: self.export_revenue,
+            demand_cny: self.demand_closed + self.demand_cost(self.month_peak_w, self.month_s),
+            degradation_cny: degradation_cost,
+        }
+    }
+
     /// The scorecard now; `degradation_cost` and the battery figures come from the plant.
     pub fn kpis(&self, battery_efc: f64, soh_change_pct: f64, degradation_cost: f64) -> Kpis {
         let pct = |a: f64, b: f64| if b > 1e-9 { 100.0 * a / b } else { 0.0 };
-        let demand = self.demand_closed + self.demand_cost(self.month_peak_w, self.month_s);
         Kpis {
             pv_kwh: self.pv_wh / 1000.0,
             pv_curtailed_kwh: self.curtailed_wh / 1000.0,
@@ -259,7 +288,7 @@ impl KpiTracker {
             ev_green_share_pct: pct(self.ev_green_wh, self.ev_wh),
             battery_efc,
             soh_change_pct,
-            cost: self.import_cost - self.export_revenue + demand + degradation_cost,
+            cost: self.cost_parts(degradation_cost).total(),
             co2_kg: self.import_wh / 1000.0 * self.co2_factor,
             co2_avoided_kg: (self.load_wh - self.import_wh) / 1000.0 * self.co2_factor,
             soc_window_violation_s: self.soc_violation_s,

@@ -13,7 +13,7 @@ pub mod pv;
 pub mod solar;
 pub mod vehicles;
 
-pub use kpi::{Kpis, KPI_KEYS};
+pub use kpi::{CostParts, Kpis, KPI_KEYS};
 pub use plant::{Plant, PlugError};
 pub use vehicles::{VehicleKind, VehicleSpec};
 

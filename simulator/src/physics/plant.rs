@@ -3,7 +3,7 @@
 use super::battery::Battery;
 use super::charger::Charger;
 use super::exo::{ExoModel, NOMINAL_V};
-use super::kpi::{Flows, KpiTracker, Kpis};
+use super::kpi::{CostParts, Flows, KpiTracker, Kpis};
 use super::pv::PvInverter;
 use super::vehicles::{Vehicle, VehicleSpec};
 use super::{forecast_from, Exogenous, SessionForecast};
@@ -353,10 +353,19 @@ impl Plant {
     /// The running scorecard since the start.
     pub fn kpis(&self) -> Kpis {
         let b = &self.battery;
-        let soh_change = b.soh_pct - b.soh0_pct;
-        let degradation = self.sc.battery.pack_value_cny * (-soh_change).max(0.0)
-            / self.sc.battery.allowed_soh_loss_pct;
-        self.kpi.kpis(b.efc(), soh_change, degradation)
+        self.kpi
+            .kpis(b.efc(), b.soh_pct - b.soh0_pct, self.degradation_cny())
+    }
+
+    /// The parts of the scorecard's cost since the start.
+    pub fn cost_parts(&self) -> CostParts {
+        self.kpi.cost_parts(self.degradation_cny())
+    }
+
+    fn degradation_cny(&self) -> f64 {
+        let soh_change = self.battery.soh_pct - self.battery.soh0_pct;
+        self.sc.battery.pack_value_cny * (-soh_change).max(0.0)
+            / self.sc.battery.allowed_soh_loss_pct
     }
 
     /// Perfect foresight of the exogenous processes for `days` from now (15-minute steps),

@@ -48,6 +48,9 @@ pub struct Scenario {
     pub vehicles: VehicleParams,
     pub grid: GridParams,
     pub tariff: Tariff,
+    /// What the backtest's objective charges for unserved car energy and credits for energy
+    /// left in the battery.
+    pub objective: ObjectiveValues,
     /// Grid emission factor, kgCO2 per kWh imported.
     pub co2_kg_per_kwh: f64,
     pub faults: Vec<FaultSpec>,
@@ -243,6 +246,29 @@ pub struct Tariff {
     pub demand_cny_per_kw: f64,
 }
 
+/// The two values of the backtest's objective that no price list gives (see
+/// `docs/reference-station.md`, section Scorecard).
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectiveValues {
+    /// Charged per kWh a car wanted and did not get by the time it left or the window ended,
+    /// CNY/kWh: far above any energy price, so serving cars always pays.
+    pub unmet_cny_per_kwh: f64,
+    /// Credited per kWh stored in the battery at the end of the window and charged per kWh
+    /// stored at the start, CNY/kWh. Unset: the lowest import price of the day divided by the
+    /// battery's one-way efficiency, i.e. what it costs to put that kWh back in the valley.
+    pub stored_cny_per_kwh: Option<f64>,
+}
+
+impl Default for ObjectiveValues {
+    fn default() -> Self {
+        ObjectiveValues {
+            unmet_cny_per_kwh: 20.0,
+            stored_cny_per_kwh: None,
+        }
+    }
+}
+
 /// A daily period [from, to) in local time; `to` < `from` wraps past midnight.
 #[derive(Deserialize, Clone, Debug)]
 #[serde(deny_unknown_fields)]
@@ -299,6 +325,7 @@ impl Default for Scenario {
             vehicles: VehicleParams::default(),
             grid: GridParams::default(),
             tariff: Tariff::default(),
+            objective: ObjectiveValues::default(),
             co2_kg_per_kwh: 0.5703,
             faults: Vec::new(),
         }
@@ -555,6 +582,23 @@ impl Scenario {
             }
         }
         self.tariff.flat_cny_per_kwh
+    }
+
+    /// Lowest import price of any minute of the day, CNY/kWh.
+    pub fn lowest_import_price(&self) -> f64 {
+        (0..1440u32)
+            .filter_map(|m| NaiveTime::from_hms_opt(m / 60, m % 60, 0))
+            .map(|t| self.import_price_at(t))
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// Value of a kWh stored in the battery in the backtest's objective, CNY/kWh: the
+    /// configured `objective.stored_cny_per_kwh`, or the lowest import price of the day divided
+    /// by the battery's one-way efficiency (the cost of storing it again in the valley).
+    pub fn stored_energy_value_cny_per_kwh(&self) -> f64 {
+        self.objective.stored_cny_per_kwh.unwrap_or_else(|| {
+            self.lowest_import_price() / self.battery.efficiency.clamp(1e-3, 1.0)
+        })
     }
 
     /// Every scheduled fault resolved to UTC (faults whose time does not parse are skipped;

@@ -101,6 +101,11 @@ impl Scenario {
         issues.range("grid.import_limit_kw", self.grid.import_limit_kw, 0.0, 1e6);
         issues.range("grid.export_limit_kw", self.grid.export_limit_kw, 0.0, 1e6);
         check_tariff(&self.tariff, &mut issues);
+        let o = &self.objective;
+        issues.range("objective.unmet_cny_per_kwh", o.unmet_cny_per_kwh, 0.0, 1e4);
+        if let Some(v) = o.stored_cny_per_kwh {
+            issues.range("objective.stored_cny_per_kwh", v, 0.0, 100.0);
+        }
         issues.range("co2_kg_per_kwh", self.co2_kg_per_kwh, 0.0, 10.0);
         for (i, f) in self.faults.iter().enumerate() {
             self.check_fault(i, f, &mut issues);

@@ -1,0 +1,315 @@
+//! The predictive planner's pure core: a rolling-horizon linear program over the next hours in
+//! clock-aligned 15-minute steps, turned into budgets for the 1 s dispatch layer.
+//!
+//! [`plan`] is a pure function of the [`PlannerConfig`], the [`PlanState`] carried in (battery
+//! SoC, the demand peak already billed this month, the cars plugged in with the energy they
+//! still want and their departure), a [`Forecast`] of the steps ahead and `now`. It builds the
+//! program with the perfect-foresight optimum's model ([`crate::backtest::optimum::solve`], the
+//! one model builder of the project: the same objective, limits and relaxations) and returns
+//! [`PlanBudgets`]: per step an import ceiling, a battery energy target (end-of-step SoC) and per
+//! plugged car the energy to deliver by the end of the step and by its departure.
+//!
+//! Step 0 is the rest of the running quarter (`now` to the next quarter boundary), so a plan
+//! made on an event inside a quarter keeps the clock's 15-minute grid the demand charge is
+//! billed on. The running quarter's own billing average is not carried in: the program bills
+//! step 0 on its own average over the part left (a plan made at a boundary is exact).
+//!
+//! The dispatch core follows the running step's budget through
+//! [`crate::dispatch::PlanBudget`]; the backtest drives the loop (`backtest::planned`). Not
+//! written yet (issue 10): forecasters (the [`Forecast`] is an input) and the daemon's solve
+//! off the control loop.
+
+use crate::backtest::optimum::{
+    solve, BatteryInput, GridInput, OptimumError, OptimumInput, OptimumResult, SessionInput,
+    TariffInput,
+};
+use chrono::{DateTime, Utc};
+
+/// Length of a plan step, s: the demand charge's metering interval.
+pub const PLAN_STEP_S: i64 = 900;
+
+/// A car plugged in now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluggedCar {
+    /// Charger index (0-based).
+    pub charger: usize,
+    /// Energy the car still wants, Wh.
+    pub wanted_wh: f64,
+    /// When it leaves (known, or the charger's default dwell).
+    pub departs: DateTime<Utc>,
+    /// Charging power limit (charger and on-board charger), W.
+    pub max_w: f64,
+}
+
+/// A car the forecast expects to arrive within the horizon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpectedCar {
+    pub arrives: DateTime<Utc>,
+    pub departs: DateTime<Utc>,
+    pub wanted_wh: f64,
+    pub max_w: f64,
+}
+
+/// The state the plan starts from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanState {
+    /// Battery state of charge now, % of usable.
+    pub soc_pct: f64,
+    /// Highest 15-minute average import already billed this month, W.
+    pub month_peak_so_far_w: f64,
+    pub plugged: Vec<PluggedCar>,
+}
+
+/// What the forecasters expect, one entry per step from the quarter that contains `now`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forecast {
+    /// Start of step 0's quarter (aligned to 15 minutes, UTC).
+    pub start: DateTime<Utc>,
+    /// PV power available, W.
+    pub pv_w: Vec<f64>,
+    /// Building load, W.
+    pub building_w: Vec<f64>,
+    /// Import price, CNY/kWh (known from the tariff).
+    pub import_price_cny_per_kwh: Vec<f64>,
+    pub arrivals: Vec<ExpectedCar>,
+}
+
+/// The station and the objective's values, fixed between plans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannerConfig {
+    /// Steps planned ahead (96 = 24 h, 192 = 48 h).
+    pub horizon_steps: usize,
+    /// The battery; its `soc0_pct` is replaced by the state's SoC.
+    pub battery: BatteryInput,
+    pub grid: GridInput,
+    pub export_price_cny_per_kwh: f64,
+    pub demand_charge_cny_per_kw: f64,
+    /// Share of the monthly demand charge a peak set now pays (1.0 for a whole month).
+    pub demand_charge_fraction: f64,
+    pub unmet_cny_per_kwh: f64,
+    pub stored_cny_per_kwh: f64,
+}
+
+/// What one plugged car should get.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CarBudget {
+    pub charger: usize,
+    /// Energy to deliver from the start of the step to its end, Wh.
+    pub in_step_wh: f64,
+    /// Energy to deliver from now until the car leaves (or the horizon ends), Wh.
+    pub by_departure_wh: f64,
+}
+
+/// The budgets of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepBudget {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Average import the step may reach without raising the planned demand peak, W (never
+    /// above the import limit).
+    pub import_ceiling_w: f64,
+    /// Planned average import, W.
+    pub planned_import_w: f64,
+    /// Battery state of charge planned at the end of the step, %.
+    pub battery_soc_target_pct: f64,
+    /// Plugged cars only (cars the forecast expects get budgets once they plug in).
+    pub cars: Vec<CarBudget>,
+}
+
+/// A plan: budgets for the steps ahead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanBudgets {
+    pub made_at: DateTime<Utc>,
+    pub steps: Vec<StepBudget>,
+    /// Energy the plugged cars want that the plan cannot deliver before they leave, Wh: the
+    /// wish cannot be met, and the 1 s layer should charge them as fast as allowed.
+    pub plugged_unmet_wh: f64,
+    /// The program's objective over the horizon, CNY.
+    pub objective_cny: f64,
+}
+
+/// Why no plan was made.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    #[error("forecast.start: {start} is not the quarter containing now ({now})")]
+    Misaligned {
+        start: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+    #[error("forecast.{field}: {len} steps, the horizon needs {needed}")]
+    ShortForecast {
+        field: &'static str,
+        len: usize,
+        needed: usize,
+    },
+    #[error("horizon_steps: must be >= 1")]
+    NoHorizon,
+    #[error("program: {0}")]
+    Program(#[from] OptimumError),
+}
+
+fn seconds(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
+    (b - a).num_milliseconds() as f64 / 1000.0
+}
+
+/// Step index of `t` (steps of [`PLAN_STEP_S`] from `start`), rounded down or up.
+fn step_of(start: DateTime<Utc>, t: DateTime<Utc>, up: bool) -> usize {
+    let x = seconds(start, t) / PLAN_STEP_S as f64;
+    let x = if up { x.ceil() } else { x.floor() };
+    x.max(0.0) as usize
+}
+
+fn check_forecast(cfg: &PlannerConfig, f: &Forecast, now: DateTime<Utc>) -> Result<(), PlanError> {
+    if cfg.horizon_steps == 0 {
+        return Err(PlanError::NoHorizon);
+    }
+    let into = seconds(f.start, now);
+    if f.start.timestamp() % PLAN_STEP_S != 0 || !(0.0..PLAN_STEP_S as f64).contains(&into) {
+        return Err(PlanError::Misaligned {
+            start: f.start,
+            now,
+        });
+    }
+    for (field, len) in [
+        ("pv_w", f.pv_w.len()),
+        ("building_w", f.building_w.len()),
+        ("import_price_cny_per_kwh", f.import_price_cny_per_kwh.len()),
+    ] {
+        if len < cfg.horizon_steps {
+            return Err(PlanError::ShortForecast {
+                field,
+                len,
+                needed: cfg.horizon_steps,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The program's sessions: the plugged cars first (in state order), then the expected ones.
+fn sessions(state: &PlanState, f: &Forecast, now: DateTime<Utc>, n: usize) -> Vec<SessionInput> {
+    let plugged = state.plugged.iter().map(|c| SessionInput {
+        arrive_step: 0,
+        depart_step: step_of(f.start, c.departs, true).clamp(1, n),
+        wanted_wh: c.wanted_wh.max(0.0),
+        max_w: c.max_w.max(0.0),
+    });
+    let expected = f
+        .arrivals
+        .iter()
+        .filter(|a| a.arrives >= now && a.departs > a.arrives)
+        .filter_map(|a| {
+            let arrive_step = step_of(f.start, a.arrives, false);
+            let depart_step = step_of(f.start, a.departs, true).min(n);
+            (arrive_step < depart_step).then_some(SessionInput {
+                arrive_step,
+                depart_step,
+                wanted_wh: a.wanted_wh.max(0.0),
+                max_w: a.max_w.max(0.0),
+            })
+        });
+    plugged.chain(expected).collect()
+}
+
+/// The program for the horizon from `now` (see the module documentation).
+pub fn program(
+    cfg: &PlannerConfig,
+    state: &PlanState,
+    f: &Forecast,
+    now: DateTime<Utc>,
+) -> Result<OptimumInput, PlanError> {
+    check_forecast(cfg, f, now)?;
+    let n = cfg.horizon_steps;
+    let mut battery = cfg.battery.clone();
+    battery.soc0_pct = state
+        .soc_pct
+        .clamp(battery.soc_min_pct, battery.soc_max_pct);
+    Ok(OptimumInput {
+        step_s: PLAN_STEP_S as f64,
+        first_step_s: Some(PLAN_STEP_S as f64 - seconds(f.start, now)),
+        demand_peak_so_far_w: state.month_peak_so_far_w.max(0.0),
+        pv_available_w: f.pv_w[..n].iter().map(|w| w.max(0.0)).collect(),
+        building_w: f.building_w[..n].iter().map(|w| w.max(0.0)).collect(),
+        sessions: sessions(state, f, now, n),
+        battery,
+        grid: cfg.grid.clone(),
+        tariff: TariffInput {
+            import_price_cny_per_kwh: f.import_price_cny_per_kwh[..n].to_vec(),
+            export_price_cny_per_kwh: cfg.export_price_cny_per_kwh,
+            demand_charge_cny_per_kw: cfg.demand_charge_cny_per_kw,
+            demand_charge_fraction: Some(cfg.demand_charge_fraction),
+        },
+        unmet_penalty_cny_per_kwh: cfg.unmet_cny_per_kwh,
+        stored_value_cny_per_kwh: cfg.stored_cny_per_kwh,
+    })
+}
+
+/// Plan the horizon from `now` and hand out the budgets.
+pub fn plan(
+    cfg: &PlannerConfig,
+    state: &PlanState,
+    f: &Forecast,
+    now: DateTime<Utc>,
+) -> Result<PlanBudgets, PlanError> {
+    let input = program(cfg, state, f, now)?;
+    let result = solve(&input)?;
+    Ok(budgets(cfg, state, f, now, &input, &result))
+}
+
+fn budgets(
+    cfg: &PlannerConfig,
+    state: &PlanState,
+    f: &Forecast,
+    now: DateTime<Utc>,
+    input: &OptimumInput,
+    result: &OptimumResult,
+) -> PlanBudgets {
+    let peak_w = result
+        .schedule
+        .iter()
+        .map(|s| s.import_w)
+        .fold(input.demand_peak_so_far_w, f64::max);
+    let ceiling_w = peak_w.min(cfg.grid.import_limit_w);
+    let plugged = &result.sessions[..state.plugged.len()];
+    let step = chrono::Duration::seconds(PLAN_STEP_S);
+    let steps = result
+        .schedule
+        .iter()
+        .enumerate()
+        .map(|(t, s)| StepBudget {
+            start: if t == 0 {
+                now
+            } else {
+                f.start + step * t as i32
+            },
+            end: f.start + step * (t as i32 + 1),
+            import_ceiling_w: ceiling_w,
+            planned_import_w: s.import_w,
+            battery_soc_target_pct: s.soc_pct,
+            cars: state
+                .plugged
+                .iter()
+                .zip(plugged)
+                .filter(|(_, o)| o.per_step_kwh.iter().any(|&(k, _)| k == t))
+                .map(|(c, o)| CarBudget {
+                    charger: c.charger,
+                    in_step_wh: 1000.0 * energy_in(o.per_step_kwh.iter().filter(|e| e.0 == t)),
+                    by_departure_wh: 1000.0 * energy_in(o.per_step_kwh.iter().filter(|e| e.0 >= t)),
+                })
+                .collect(),
+        })
+        .collect();
+    PlanBudgets {
+        made_at: now,
+        steps,
+        plugged_unmet_wh: 1000.0 * plugged.iter().map(|o| o.unmet_kwh).sum::<f64>(),
+        objective_cny: result.objective_cny,
+    }
+}
+
+fn energy_in<'a>(steps: impl Iterator<Item = &'a (usize, f64)>) -> f64 {
+    steps.map(|&(_, e)| e).sum()
+}
+
+#[cfg(test)]
+mod tests;

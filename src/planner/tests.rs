@@ -1,0 +1,186 @@
+use super::*;
+use chrono::TimeZone;
+
+fn at(h: u32, m: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 7, 15, h, m, 0).unwrap()
+}
+
+/// A 100 kWh battery at 50 %, 150 kW limit, no export, 40 CNY/kW demand charge for a whole
+/// month, 20 CNY/kWh unmet, stored energy worth 0.30 / 0.95.
+fn config(horizon_steps: usize) -> PlannerConfig {
+    PlannerConfig {
+        horizon_steps,
+        battery: BatteryInput {
+            usable_wh: 100_000.0,
+            soc0_pct: 0.0,
+            soc_min_pct: 10.0,
+            soc_max_pct: 90.0,
+            max_charge_w: 50_000.0,
+            max_discharge_w: 50_000.0,
+            charge_eff: 0.95,
+            discharge_eff: 0.95,
+            wear_cost_cny_per_kwh_discharged: 0.1,
+        },
+        grid: GridInput {
+            import_limit_w: 150_000.0,
+            export_limit_w: 0.0,
+        },
+        export_price_cny_per_kwh: 0.0,
+        demand_charge_cny_per_kw: 40.0,
+        demand_charge_fraction: 1.0,
+        unmet_cny_per_kwh: 20.0,
+        stored_cny_per_kwh: 0.30 / 0.95,
+    }
+}
+
+fn flat_forecast(start: DateTime<Utc>, n: usize, building_w: f64) -> Forecast {
+    Forecast {
+        start,
+        pv_w: vec![0.0; n],
+        building_w: vec![building_w; n],
+        import_price_cny_per_kwh: vec![0.70; n],
+        arrivals: Vec::new(),
+    }
+}
+
+fn state(soc_pct: f64, peak_w: f64, plugged: Vec<PluggedCar>) -> PlanState {
+    PlanState {
+        soc_pct,
+        month_peak_so_far_w: peak_w,
+        plugged,
+    }
+}
+
+fn car(wanted_kwh: f64, departs: DateTime<Utc>) -> PluggedCar {
+    PluggedCar {
+        charger: 3,
+        wanted_wh: wanted_kwh * 1000.0,
+        departs,
+        max_w: 22_000.0,
+    }
+}
+
+#[test]
+fn a_plan_made_inside_a_quarter_starts_now_and_keeps_the_clocks_quarters() {
+    let f = flat_forecast(at(10, 0), 8, 20_000.0);
+    let p = plan(&config(8), &state(50.0, 0.0, Vec::new()), &f, at(10, 5)).unwrap();
+    assert_eq!(p.steps.len(), 8);
+    assert_eq!((p.steps[0].start, p.steps[0].end), (at(10, 5), at(10, 15)));
+    assert_eq!((p.steps[1].start, p.steps[1].end), (at(10, 15), at(10, 30)));
+    assert_eq!(p.steps[7].end, at(12, 0));
+}
+
+#[test]
+fn a_plugged_car_is_charged_in_the_cheap_hour_before_it_leaves() {
+    // 0.70 in the first hour, 0.30 in the second; the car leaves at 12:00 wanting 20 kWh.
+    let mut f = flat_forecast(at(10, 0), 8, 0.0);
+    for p in &mut f.import_price_cny_per_kwh[4..] {
+        *p = 0.30;
+    }
+    let mut cfg = config(8);
+    cfg.demand_charge_cny_per_kw = 0.0;
+    let s = state(10.0, 0.0, vec![car(20.0, at(12, 0))]);
+    let p = plan(&cfg, &s, &f, at(10, 0)).unwrap();
+    let first = &p.steps[0].cars[0];
+    assert_eq!(first.charger, 3);
+    assert!(first.in_step_wh < 1.0, "{first:?}");
+    assert!((first.by_departure_wh - 20_000.0).abs() < 1.0, "{first:?}");
+    let cheap: f64 = p.steps[4..].iter().map(|s| s.cars[0].in_step_wh).sum();
+    assert!((cheap - 20_000.0).abs() < 1.0);
+    assert_eq!(p.plugged_unmet_wh, 0.0);
+}
+
+#[test]
+fn the_demand_charge_applies_only_above_the_months_peak_so_far() {
+    // 40 kW building, battery at its floor, a car wanting 22 kWh by 12:00 (22 kW max). With
+    // 80 kW already billed, any import up to 80 kW costs energy only: the ceiling stays at
+    // 80 kW. With 40 kW billed, every kW above costs 4 CNY: the car is spread over the two
+    // hours (11 kW), so the import peaks at 51 kW.
+    let f = flat_forecast(at(10, 0), 8, 40_000.0);
+    let mut cfg = config(8);
+    cfg.demand_charge_fraction = 0.1;
+    let plugged = || vec![car(22.0, at(12, 0))];
+    let billed = plan(&cfg, &state(10.0, 80_000.0, plugged()), &f, at(10, 0)).unwrap();
+    assert!((billed.steps[0].import_ceiling_w - 80_000.0).abs() < 1.0);
+    let fresh = plan(&cfg, &state(10.0, 40_000.0, plugged()), &f, at(10, 0)).unwrap();
+    assert!(
+        (fresh.steps[0].import_ceiling_w - 51_000.0).abs() < 1.0,
+        "{fresh:?}"
+    );
+    assert!((fresh.steps[0].cars[0].in_step_wh - 2_750.0).abs() < 1.0);
+    assert!((fresh.steps[0].cars[0].by_departure_wh - 22_000.0).abs() < 1.0);
+}
+
+#[test]
+fn a_wish_the_car_cannot_take_before_it_leaves_is_reported_unmet() {
+    // 22 kW for 30 minutes is 11 kWh; the car wants 30.
+    let f = flat_forecast(at(10, 0), 8, 0.0);
+    let p = plan(
+        &config(8),
+        &state(50.0, 0.0, vec![car(30.0, at(10, 30))]),
+        &f,
+        at(10, 0),
+    )
+    .unwrap();
+    assert!(
+        (p.plugged_unmet_wh - 19_000.0).abs() < 1.0,
+        "{}",
+        p.plugged_unmet_wh
+    );
+    assert!(p.steps[2].cars.is_empty());
+}
+
+#[test]
+fn the_battery_target_follows_the_plan_and_the_soc_window() {
+    // Peak prices after an hour of valley: the plan fills the battery first, then spends it.
+    let mut f = flat_forecast(at(10, 0), 8, 30_000.0);
+    for (t, p) in f.import_price_cny_per_kwh.iter_mut().enumerate() {
+        *p = if t < 4 { 0.30 } else { 1.10 };
+    }
+    let mut cfg = config(8);
+    cfg.demand_charge_cny_per_kw = 0.0;
+    let p = plan(&cfg, &state(50.0, 0.0, Vec::new()), &f, at(10, 0)).unwrap();
+    let soc: Vec<f64> = p.steps.iter().map(|s| s.battery_soc_target_pct).collect();
+    assert!(soc[3] > 50.0, "{soc:?}");
+    assert!(soc[7] < soc[3], "{soc:?}");
+    assert!(soc.iter().all(|s| (10.0 - 1e-6..=90.0 + 1e-6).contains(s)));
+}
+
+#[test]
+fn a_forecast_that_is_short_or_not_aligned_is_refused_by_name() {
+    let cfg = config(8);
+    let s = state(50.0, 0.0, Vec::new());
+    let short = flat_forecast(at(10, 0), 4, 0.0);
+    assert_eq!(
+        plan(&cfg, &s, &short, at(10, 0)).unwrap_err().to_string(),
+        "forecast.pv_w: 4 steps, the horizon needs 8"
+    );
+    let late = flat_forecast(at(10, 0), 8, 0.0);
+    assert!(matches!(
+        plan(&cfg, &s, &late, at(10, 20)),
+        Err(PlanError::Misaligned { .. })
+    ));
+    assert!(matches!(
+        plan(&config(0), &s, &late, at(10, 0)),
+        Err(PlanError::NoHorizon)
+    ));
+}
+
+#[test]
+fn expected_cars_shape_the_plan_but_get_no_budget_before_they_plug_in() {
+    let mut f = flat_forecast(at(10, 0), 8, 0.0);
+    f.arrivals.push(ExpectedCar {
+        arrives: at(11, 0),
+        departs: at(12, 0),
+        wanted_wh: 10_000.0,
+        max_w: 22_000.0,
+    });
+    let input = program(&config(8), &state(50.0, 0.0, Vec::new()), &f, at(10, 0)).unwrap();
+    assert_eq!(input.sessions.len(), 1);
+    assert_eq!(
+        (input.sessions[0].arrive_step, input.sessions[0].depart_step),
+        (4, 8)
+    );
+    let p = plan(&config(8), &state(50.0, 0.0, Vec::new()), &f, at(10, 0)).unwrap();
+    assert!(p.steps.iter().all(|s| s.cars.is_empty()));
+}
