@@ -201,7 +201,7 @@ impl Demo {
         adjust(&mut config);
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let daemon = daemon::start(
+        let started = daemon::start(
             config,
             clock,
             Options {
@@ -211,7 +211,16 @@ impl Demo {
             cancel.clone(),
             &tracker,
         )
-        .await?;
+        .await;
+        let daemon = match started {
+            Ok(d) => d,
+            Err(e) => {
+                // Stop the simulator cleanly before reporting (dropping it mid-step would log a
+                // panic of its clock task ahead of the real error).
+                sim.shutdown().await;
+                return Err(e.into());
+            }
+        };
         Ok(Demo {
             sim,
             daemon,

@@ -793,3 +793,15 @@ async fn a_slow_device_neither_stretches_the_cycle_nor_holds_up_shutdown() {
     .await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_http_port_is_a_clear_error_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let sc = demo::scenario("sunny-weekday").unwrap();
+    let err = match Demo::start_at(sc, 1, 60.0, Some("11:00"), addr, |_| {}).await {
+        Ok(_) => panic!("the daemon started on a busy port"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(&addr.to_string()), "{err}");
+}
