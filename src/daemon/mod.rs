@@ -149,6 +149,11 @@ impl Shared {
         self.ledger.record(record);
     }
 
+    /// Cycles the ledger did not book because its queue was full or its task had stopped.
+    pub fn ledger_dropped_cycles(&self) -> u64 {
+        self.ledger.dropped()
+    }
+
     /// What the ledger task last published (open sessions, today's totals, health).
     fn ledger_view(&self) -> Arc<LedgerView> {
         self.ledger.view()
