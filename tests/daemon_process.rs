@@ -104,13 +104,18 @@ impl Drop for Daemon {
     }
 }
 
+/// `stationd check-config --config PATH`, run to completion.
+fn check_config(path: &Path) -> std::process::Output {
+    Command::new(STATIOND)
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_config_accepts_the_reference_station_and_prints_a_summary() {
-    let out = Command::new(STATIOND)
-        .args(["check-config", "--config"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/station.toml"))
-        .output()
-        .unwrap();
+    let out = check_config(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/station.toml"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("import limit 150.0 kW"), "{stdout}");
@@ -126,11 +131,7 @@ fn check_config_names_every_error_of_a_bad_file_and_exits_1() {
     station_file::set(&mut doc, "policy.battery.soc_min_pct", 150.0);
     station_file::set(&mut doc, "devices.building-meter.port", 0);
     station_file::write(&path, &doc);
-    let out = Command::new(STATIOND)
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_config(&path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     for expected in [
@@ -417,11 +418,7 @@ fn check_config_names_every_unknown_key_at_once() {
     text = text.replace("[policy.grid]\n", "[policy.grid]\nimport_limit_kv = 3\n");
     text.push_str("\n[colour]\nname = \"red\"\n");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(STATIOND)
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_config(&path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     for key in [

@@ -8,37 +8,15 @@ use proptest::prelude::*;
 use station_sim::physics::{exogenous_forecast, Plant, PlugError, VehicleKind, VehicleSpec};
 use station_sim::scenario::Scenario;
 use station_sim::view::{BatteryState, Command, CommandError, Mode3State, PvStatus, StationView};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::Path;
 
-/// Counts allocations made by the current thread (tests run on their own threads).
-struct CountingAlloc;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+// The controller's test support holds the one counting allocator; this crate installs it.
+#[path = "../../tests/support/alloc.rs"]
+mod alloc;
+use alloc::{allocations, CountingAlloc};
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(|c| c.get())
-}
 
 /// Reference station without random cars, starting at `time` local.
 fn quiet(time: &str) -> Scenario {
