@@ -547,7 +547,10 @@ fn vehicle_budgets(
     // Dealer first: the battery serves the building (never the cars directly), but when the
     // import limit binds it may carry the building's whole net load so that the grid's
     // share of the limit goes to the cars; like every import-limit use, down to `soc_min`.
+    // Under a plan the cars are capped by their step energy and the plan has already decided
+    // what the battery carries: the battery may back the cars up to its hard bound.
     let battery_for_vehicles = match policy.serve_first {
+        _ if inputs.planned.is_some() => bounds.discharge_hard,
         ServeFirst::Vehicles => bounds.discharge_hard,
         ServeFirst::Dealer => arbitrage_for_dealer.max(bounds.discharge_hard.min(building_net)),
     };
