@@ -254,6 +254,18 @@ async fn a_station_built_entirely_from_profiled_devices_holds_zero_export_and_th
         },
     )
     .await;
+    // A CHARX keeps its current until rewritten: degraded, and the reason says so in words.
+    let charx = st["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "charger-1")
+        .unwrap();
+    let warning = charx["warning"].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("no fallback of its own") && !warning.contains("4294967295"),
+        "{charx}"
+    );
     let truth = sim.truth();
     let grid_seen = st["grid"]["power_w"].as_f64().unwrap();
     assert!(

@@ -103,6 +103,7 @@ type = "i32"
 unit = "W"
 range = [-5000.0, 5000.0]
 safe = 9000.0
+readback = "missing"
 "#;
     let issues = profile::parse("bad", "profiles/bad.toml", text).unwrap_err();
     let keys: Vec<String> = issues.iter().map(|i| i.key.clone()).collect();
@@ -117,6 +118,7 @@ safe = 9000.0
         "profiles/bad.toml: points",
         "profiles/bad.toml: setpoints.power_w.function",
         "profiles/bad.toml: setpoints.power_w.safe",
+        "profiles/bad.toml: setpoints.power_w.readback",
     ] {
         assert!(keys.iter().any(|k| k == key), "missing {key} in {issues}");
     }
@@ -480,4 +482,73 @@ async fn sungrow_sh_profile_signs_battery_power_by_its_flags_and_forces_charge_a
         vec![0xCC, 0],
         "stop"
     );
+}
+
+/// A simulator whose `charger-1` shows the ABB Terra AC map, chargers rated `rating_a`.
+async fn sim_with_abb_charger(rating_a: f64) -> station_sim::runtime::SimHandle {
+    use station_sim::runtime::SimConfig;
+    use station_sim::wire::profile::{ProfileMap, ProfiledSpec};
+    let mut sc = station_sim::scenario::Scenario::reference();
+    sc.chargers.rating_a = rating_a;
+    let map = ProfileMap::load(&profiles_dir().join("abb-terra-ac.toml")).unwrap();
+    station_sim::runtime::spawn(SimConfig {
+        profiles: vec![ProfiledSpec::tcp("charger-1", Arc::new(map))],
+        ..SimConfig::ephemeral(sc, 3, 0.0)
+    })
+    .await
+    .unwrap()
+}
+
+fn abb_charger(port: u16) -> station_controller::devices::profile::charger::ProfileCharger {
+    let p = profile::load(&profiles_dir(), "abb-terra-ac").unwrap();
+    station_controller::devices::profile::charger::ProfileCharger::new(
+        Arc::new(p),
+        ProfiledConfig {
+            link: LinkConfig::new("127.0.0.1", port, 1).with_timeout(Duration::from_secs(2)),
+            invert: false,
+            rating_w: Some(3.0 * 230.0 * 32.0),
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_profiled_chargers_fallback_current_is_written_and_read_back() {
+    use station_controller::devices::charger::ChargerDriver;
+    let sim = sim_with_abb_charger(32.0).await;
+    let mut charger = abb_charger(sim.addrs.chargers[0].port());
+    charger.configure_fallback(10.0).await.unwrap();
+    assert_eq!(sim.truth().chargers[0].safe_current_a, 10.0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_charger_that_does_not_take_its_fallback_current_is_an_error_naming_both_values() {
+    use station_controller::devices::charger::ChargerDriver;
+    // A 16 A charger holds at most 16 A, whatever it is sent.
+    let sim = sim_with_abb_charger(16.0).await;
+    let mut charger = abb_charger(sim.addrs.chargers[0].port());
+    match charger.configure_fallback(20.0).await {
+        Err(DeviceError::BadData { point, reason }) => {
+            assert!(point.contains("fallback_current_a"), "{point}");
+            assert!(
+                reason.contains("wrote 20 A, the charger holds 16 A"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A charger that refuses the write (a frozen device answers writes with exception 4).
+    sim.inject(&station_sim::faults::FaultRequest {
+        device: "charger-1".into(),
+        kind: station_sim::faults::FaultKindName::Frozen,
+        duration_s: None,
+        latency_ms: None,
+        code: None,
+        point: None,
+        value: None,
+    })
+    .unwrap();
+    let e = charger.configure_fallback(6.0).await.unwrap_err();
+    assert!(e.is_exception(), "{e:?}");
+    sim.shutdown().await;
 }

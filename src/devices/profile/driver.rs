@@ -449,8 +449,29 @@ impl ProfileDevice {
         Ok(v)
     }
 
-    /// Read a setpoint's register back and decode it with the setpoint's encoding.
+    /// Read a setpoint back: through its `readback` point when it has one, else its register
+    /// decoded with the setpoint's encoding.
     pub async fn read_setpoint(&mut self, name: &str) -> Result<f64, DeviceError> {
+        let readback = self
+            .profile
+            .setpoint(name)
+            .and_then(|s| s.readback.as_ref())
+            .and_then(|r| self.profile.point(r))
+            .cloned();
+        if let Some(point) = readback {
+            let words = read_words(&mut self.link, &[&point]).await?;
+            return match evaluate(&point, &words_of(&words, &point), sf_of(&words, &point))? {
+                Value::Number(n) => Ok(n),
+                Value::Text(t) => Err(DeviceError::bad_data(
+                    &point_label(&point),
+                    format!("reads back text {t:?}, not a number"),
+                )),
+            };
+        }
+        self.read_setpoint_register(name).await
+    }
+
+    async fn read_setpoint_register(&mut self, name: &str) -> Result<f64, DeviceError> {
         let sp = self
             .profile
             .setpoint(name)
@@ -521,12 +542,23 @@ impl ProfileDevice {
     }
 
     /// Charger: remember the safe current and write it as the device's own fallback where the
-    /// profile has one (`fallback_current_a`).
+    /// profile has one (`fallback_current_a`), then read it back: a charger that refuses it or
+    /// holds another value is an error naming both (the daemon shows the device degraded).
     pub async fn configure_fallback(&mut self, safe_current_a: f64) -> Result<(), DeviceError> {
         self.safe_current_a = Some(safe_current_a);
-        if self.profile.setpoint("fallback_current_a").is_some() {
-            self.write_setpoint("fallback_current_a", safe_current_a)
-                .await?;
+        let Some(sp) = self.profile.setpoint("fallback_current_a").cloned() else {
+            return Ok(());
+        };
+        let sent = self
+            .write_setpoint("fallback_current_a", safe_current_a)
+            .await?;
+        let held = self.read_setpoint("fallback_current_a").await?;
+        // One step of the register's resolution (plus float noise) is the same value.
+        if (held - sent).abs() > sp.scale.abs() / 2.0 + 1e-6 {
+            return Err(DeviceError::bad_data(
+                &format!("fallback_current_a (register {})", sp.address),
+                format!("wrote {sent} A, the charger holds {held} A"),
+            ));
         }
         Ok(())
     }

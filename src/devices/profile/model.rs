@@ -232,6 +232,8 @@ pub struct Setpoint {
     pub direction: Option<Direction>,
     /// (register, value) written before the first write of each connection.
     pub prepare: Vec<(u16, u16)>,
+    /// The point that reads the setpoint back (write-only set registers).
+    pub readback: Option<String>,
 }
 
 /// The command register of a direction-encoded setpoint.
@@ -517,6 +519,7 @@ fn check_setpoint(
             zero: d.zero,
         }),
         prepare: raw.prepare.iter().map(|w| (w.address, w.value)).collect(),
+        readback: raw.readback.clone(),
     }
 }
 
@@ -697,6 +700,18 @@ pub fn check(name: &str, file: &str, raw: &RawProfile) -> Result<Profile, Issues
         .enumerate()
         .filter_map(|(i, r)| check_probe(i, r, &points, file, &mut issues))
         .collect();
+    for s in &setpoints {
+        if let Some(r) = s
+            .readback
+            .as_ref()
+            .filter(|r| !points.iter().any(|p| &p.name == *r))
+        {
+            issues.push(
+                format!("{file}: setpoints.{}.readback", s.name),
+                format!("names no point ({r:?})"),
+            );
+        }
+    }
     if probe.is_empty() {
         issues.push(
             format!("{file}: probe"),

@@ -125,6 +125,9 @@ pub struct RawSetpoint {
     /// Fixed writes before the first write of each connection (e.g. select forced mode).
     #[serde(default)]
     pub prepare: Vec<RawWrite>,
+    /// A point that reads the setpoint back, for devices whose set register is write only
+    /// (default: the setpoint's own register).
+    pub readback: Option<String>,
     pub description: Option<String>,
 }
 
