@@ -552,3 +552,36 @@ async fn a_charger_that_does_not_take_its_fallback_current_is_an_error_naming_bo
     assert!(e.is_exception(), "{e:?}");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+#[ignore = "needs Python with pymodbus (installed by .ci/run)"]
+async fn acrel_adw300_profile_reads_the_documented_values_of_its_image() {
+    let peer = Peer::start("acrel_adw300.py").await;
+    let mut d = device("acrel-adw300", peer.port, None);
+    let ProfiledReading::Meter(m) = d.read().await.unwrap() else {
+        panic!("a meter profile reads a meter");
+    };
+    assert!(close(m.power_w, 5300.0), "{m:?}");
+    assert_eq!(m.phase_w, [Some(2800.0), Some(2650.0), Some(-150.0)]);
+    // 0.01 kWh on the wire.
+    assert!(close(m.import_wh.unwrap(), 12_345_670.0), "{m:?}");
+    assert!(close(m.export_wh.unwrap(), 987_650.0), "{m:?}");
+    let each = d.read_each().await.unwrap();
+    let v = each.iter().find(|r| r.name == "voltage_l1_v").unwrap();
+    assert_eq!(v.words, vec![2302]);
+    assert_eq!(v.value, Ok(profile::Value::Number(230.20000000000002)));
+}
+
+#[tokio::test]
+#[ignore = "needs Python with pymodbus (installed by .ci/run)"]
+async fn an_acrel_meter_with_the_other_map_fails_the_adw300_probe_instead_of_reading_nonsense() {
+    let peer = Peer::start("acrel_float_variant.py").await;
+    let mut d = device("acrel-adw300", peer.port, None);
+    match d.read().await {
+        Err(DeviceError::BadData { point, reason }) => {
+            assert!(point.contains("voltage_l1_v"), "{point}");
+            assert!(reason.contains("1696.8"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
