@@ -585,3 +585,57 @@ async fn an_acrel_meter_with_the_other_map_fails_the_adw300_probe_instead_of_rea
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+#[ignore = "needs Python with pymodbus (installed by .ci/run)"]
+async fn huawei_luna2000_profile_reads_the_battery_through_the_inverter_and_forces_each_direction_in_its_own_register(
+) {
+    let peer = Peer::start("huawei_luna2000.py").await;
+    let mut d = device("huawei-luna2000", peer.port, Some(5_000.0));
+    let ProfiledReading::Battery(b) = d.read().await.unwrap() else {
+        panic!("a battery profile reads a battery");
+    };
+    assert_eq!(b.power_w, 2500.0, "discharging: positive in our convention");
+    assert!(close(b.soc_pct, 65.4), "{b:?}");
+    assert!(close(b.voltage_v.unwrap(), 452.1), "{b:?}");
+    assert_eq!(b.capacity_wh, Some(15_000.0), "{b:?}");
+    assert_eq!(
+        (b.max_charge_w, b.max_discharge_w),
+        (Some(5000.0), Some(4500.0)),
+        "{b:?}"
+    );
+
+    let mut check = Link::new(LinkConfig::new("127.0.0.1", peer.port, 1));
+    d.set_power_w(-3000.0).await.unwrap();
+    assert_eq!(
+        check.read_holding(47246, 1).await.unwrap(),
+        vec![0],
+        "time mode"
+    );
+    assert_eq!(
+        check.read_holding(47083, 1).await.unwrap(),
+        vec![5],
+        "5 min"
+    );
+    assert_eq!(
+        check.read_holding(47247, 2).await.unwrap(),
+        vec![0, 3000],
+        "charge power"
+    );
+    assert_eq!(
+        check.read_holding(47100, 1).await.unwrap(),
+        vec![1],
+        "charge"
+    );
+    assert_eq!(d.read_setpoint("power_w").await.unwrap(), -3000.0);
+    d.set_power_w(4000.0).await.unwrap();
+    assert_eq!(check.read_holding(47249, 2).await.unwrap(), vec![0, 4000]);
+    assert_eq!(
+        check.read_holding(47100, 1).await.unwrap(),
+        vec![2],
+        "discharge"
+    );
+    assert_eq!(d.read_setpoint("power_w").await.unwrap(), 4000.0);
+    d.safe().await.unwrap();
+    assert_eq!(check.read_holding(47100, 1).await.unwrap(), vec![0], "stop");
+}

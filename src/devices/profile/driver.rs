@@ -429,18 +429,27 @@ impl ProfileDevice {
         if !sp.prepare.is_empty() {
             self.prepare().await?;
         }
-        if let Some(dir) = sp.direction {
+        // One magnitude register per direction: the magnitude first, so the command never
+        // starts with a stale one; one shared register: the command first.
+        let value_first = sp.direction.is_some_and(|d| d.negative_register.is_some());
+        if let Some(dir) = sp.direction.filter(|_| !value_first) {
             self.link.write_single(dir.address, dir.code(v)).await?;
         }
         let words = encode_setpoint(&sp, v)?;
+        let register = sp
+            .direction
+            .map_or(sp.address, |d| d.register_for(sp.address, v));
         if sp.function == FC_WRITE_SINGLE {
             let w = words
                 .first()
                 .copied()
                 .ok_or_else(|| DeviceError::InvalidRequest(format!("{name}: nothing to write")))?;
-            self.link.write_single(sp.address, w).await?;
+            self.link.write_single(register, w).await?;
         } else {
-            self.link.write_multiple(sp.address, &words).await?;
+            self.link.write_multiple(register, &words).await?;
+        }
+        if let Some(dir) = sp.direction.filter(|_| value_first) {
+            self.link.write_single(dir.address, dir.code(v)).await?;
         }
         self.written.insert(sp.name.clone(), v);
         if sp.name == "current_a" {
@@ -482,10 +491,20 @@ impl ProfileDevice {
                 ))
             })?
             .clone();
-        let words = self
-            .link
-            .read_holding(sp.address, sp.ty.registers())
-            .await?;
+        // With one magnitude register per direction, the command says which one holds it.
+        let register = match sp.direction.filter(|d| d.negative_register.is_some()) {
+            Some(dir) => {
+                let code = self.link.read_holding(dir.address, 1).await?;
+                let sign = if code.first() == Some(&dir.negative) {
+                    -1.0
+                } else {
+                    1.0
+                };
+                dir.register_for(sp.address, sign)
+            }
+            None => sp.address,
+        };
+        let words = self.link.read_holding(register, sp.ty.registers()).await?;
         let magnitude = match decode::decode(&words, sp.ty, sp.order) {
             Some(Raw::Number(n)) => n * sp.scale * sp.sign,
             _ => {

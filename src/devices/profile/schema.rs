@@ -142,6 +142,10 @@ pub struct RawDirection {
     pub negative: u16,
     /// Code for 0 (stop).
     pub zero: u16,
+    /// Devices with one magnitude register per direction (Huawei forcible charge/discharge):
+    /// the register of negative setpoints' magnitudes (the setpoint's `address` takes the
+    /// positive ones). The magnitude is then written before the command.
+    pub negative_register: Option<u16>,
 }
 
 /// One fixed register write (function 6).

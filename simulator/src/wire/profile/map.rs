@@ -87,6 +87,18 @@ pub struct DirectionMap {
     pub positive: u16,
     pub negative: u16,
     pub zero: u16,
+    /// The magnitude register of negative values, when it is not the setpoint's own.
+    pub negative_register: Option<u16>,
+}
+
+impl DirectionMap {
+    /// The magnitude register for a value of sign `v` (`own`: the setpoint's address).
+    pub fn register_for(self, own: u16, v: f64) -> u16 {
+        match self.negative_register {
+            Some(r) if v < 0.0 => r,
+            _ => own,
+        }
+    }
 }
 
 /// One writable setpoint.
@@ -198,6 +210,7 @@ struct RawDirection {
     positive: u16,
     negative: u16,
     zero: u16,
+    negative_register: Option<u16>,
 }
 
 #[derive(Deserialize)]
@@ -297,6 +310,7 @@ fn setpoint(name: &str, r: &RawSetpoint, problems: &mut Vec<String>) -> Option<S
             positive: d.positive,
             negative: d.negative,
             zero: d.zero,
+            negative_register: d.negative_register,
         }),
         prepare: r.prepare.iter().map(|w| (w.address, w.value)).collect(),
     })
@@ -396,6 +410,13 @@ impl ProfileMap {
             }
             if let Some(d) = s.direction {
                 claim(d.address, 1, format!("setpoints.{}.direction", s.name));
+                if let Some(r) = d.negative_register {
+                    claim(
+                        r,
+                        s.ty.len(),
+                        format!("setpoints.{}.negative_register", s.name),
+                    );
+                }
             }
         }
     }

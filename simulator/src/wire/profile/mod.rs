@@ -343,7 +343,7 @@ impl ServedProfile {
             return;
         };
         let v = v * sp.sign;
-        let shown = match sp.direction {
+        let (register, shown) = match sp.direction {
             Some(d) => {
                 let code = if v > 0.0 {
                     d.positive
@@ -353,17 +353,22 @@ impl ServedProfile {
                     d.zero
                 };
                 put(regs, d.address, &[code]);
-                v.abs()
+                (d.register_for(sp.address, v), v.abs())
             }
-            None => v,
+            None => (sp.address, v),
         };
         put(
             regs,
-            sp.address,
+            register,
             &number_words(shown / sp.scale, sp.ty, sp.low_first),
         );
         for (a, _) in &sp.prepare {
             regs.entry(*a).or_insert(0);
+        }
+        if let Some(r) = sp.direction.and_then(|d| d.negative_register) {
+            for i in 0..sp.ty.len() {
+                regs.entry(r.wrapping_add(i)).or_insert(0);
+            }
         }
     }
 
@@ -402,11 +407,18 @@ impl ServedProfile {
                 pending.insert(d.address, code);
                 hit = true;
             }
-            if touches(sp.address, sp.ty.len()) {
-                if !within(sp.address, sp.ty.len()) {
+            let registers = [
+                Some(sp.address),
+                sp.direction.and_then(|d| d.negative_register),
+            ];
+            for register in registers.into_iter().flatten() {
+                if !touches(register, sp.ty.len()) {
+                    continue;
+                }
+                if !within(register, sp.ty.len()) {
                     return Err(ExceptionCode::IllegalDataValue);
                 }
-                let w: Vec<u16> = (0..sp.ty.len()).map(|i| at(sp.address + i)).collect();
+                let w: Vec<u16> = (0..sp.ty.len()).map(|i| at(register + i)).collect();
                 let raw =
                     number_of(&w, sp.ty, sp.low_first).ok_or(ExceptionCode::IllegalDataValue)?;
                 let v = raw * sp.scale * sp.sign;
@@ -417,9 +429,9 @@ impl ServedProfile {
                 if !v.is_finite() || !(lo - 1e-9..=hi + 1e-9).contains(&v) {
                     return Err(ExceptionCode::IllegalDataValue);
                 }
-                cover(sp.address, sp.ty.len());
+                cover(register, sp.ty.len());
                 for (i, x) in w.iter().enumerate() {
-                    pending.insert(sp.address.wrapping_add(i as u16), *x);
+                    pending.insert(register.wrapping_add(i as u16), *x);
                 }
                 hit = true;
             }
@@ -448,14 +460,20 @@ impl ServedProfile {
 
 /// The engineering value a setpoint's held registers (and direction code) say.
 fn signed_value(sp: &SetpointMap, regs: &BTreeMap<u16, u16>) -> Option<f64> {
+    let code = sp
+        .direction
+        .map(|d| regs.get(&d.address).copied().unwrap_or(d.zero));
+    let register = match (sp.direction, code) {
+        (Some(d), Some(c)) if c == d.negative => d.register_for(sp.address, -1.0),
+        _ => sp.address,
+    };
     let w: Vec<u16> = (0..sp.ty.len())
-        .map(|i| regs.get(&sp.address.wrapping_add(i)).copied().unwrap_or(0))
+        .map(|i| regs.get(&register.wrapping_add(i)).copied().unwrap_or(0))
         .collect();
     let v = number_of(&w, sp.ty, sp.low_first)? * sp.scale * sp.sign;
-    let Some(d) = sp.direction else {
+    let (Some(d), Some(code)) = (sp.direction, code) else {
         return Some(v);
     };
-    let code = regs.get(&d.address).copied().unwrap_or(d.zero);
     Some(if code == d.positive {
         v.abs()
     } else if code == d.negative {
@@ -660,6 +678,34 @@ mod tests {
         );
         let image = dev.render(DeviceKind::Charger { index: 1 }, &view);
         assert_eq!(read(&image, 1299, 1), vec![u16::from_be_bytes([b'A', 0])]);
+    }
+
+    #[test]
+    fn a_luna2000_takes_charge_and_discharge_power_in_their_own_registers() {
+        let view = sample_view(0);
+        let dev = served("battery", "huawei-luna2000");
+        let k = DeviceKind::Battery;
+        assert_eq!(dev.write(k, 47246, &[0], &view), Ok(vec![]));
+        assert_eq!(dev.write(k, 47083, &[5], &view), Ok(vec![]));
+        assert_eq!(
+            dev.write(k, 47247, &[0, 3000], &view),
+            Ok(vec![
+                Command::BatterySetpointRevertS(240),
+                Command::BatterySetpointEnabled(true),
+                Command::BatterySetpointW(0.0),
+            ])
+        );
+        let cmds = dev.write(k, 47100, &[1], &view).unwrap();
+        assert_eq!(cmds.last(), Some(&Command::BatterySetpointW(-3000.0)));
+        let mut view = sample_view(0);
+        view.battery.setpoint_enabled = true;
+        view.battery.setpoint_w = -3000.0;
+        view.battery.power_w = -2900.0;
+        let image = dev.render(k, &view);
+        assert_eq!(read(&image, 47247, 2), vec![0, 3000]);
+        assert_eq!(read(&image, 47100, 1), vec![1]);
+        // Charging is > 0 on the LUNA2000's wire.
+        assert_eq!(read(&image, 37765, 2), vec![0, 2900]);
     }
 
     #[test]
