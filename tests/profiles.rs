@@ -639,3 +639,159 @@ async fn huawei_luna2000_profile_reads_the_battery_through_the_inverter_and_forc
     d.safe().await.unwrap();
     assert_eq!(check.read_holding(47100, 1).await.unwrap(), vec![0], "stop");
 }
+
+/// A register image of `p` in which every point holds a plausible value: the middle of its
+/// range (or zero), a state point its first known code.
+fn plausible_image(p: &profile::Profile) -> BTreeMap<(u8, u16), u16> {
+    let mut words = BTreeMap::new();
+    for point in &p.points {
+        let raw: Vec<u16> = if let ValueType::String { registers } = point.ty {
+            let code = point.states.keys().next().cloned().unwrap_or_default();
+            let mut bytes = code.into_bytes();
+            bytes.resize(usize::from(registers) * 2, 0);
+            bytes
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect()
+        } else {
+            let factor = match point.scale {
+                Scale::Constant(f) => f,
+                Scale::Register(r) => {
+                    words.insert((point.function, r), 0);
+                    1.0
+                }
+            };
+            // The middle of the range, or nearer its low end where the type is too narrow.
+            let candidates: Vec<f64> = match (point.states.keys().next(), point.range) {
+                (Some(code), _) => vec![code.parse::<f64>().unwrap()],
+                (None, Some((lo, hi))) if point.bits.is_none() => [0.5, 1e-3, 1e-6, 0.0]
+                    .iter()
+                    .map(|f| lo + (hi - lo) * f)
+                    .collect(),
+                _ => vec![0.0],
+            };
+            candidates
+                .iter()
+                .find_map(|v| {
+                    let raw = match point.bits {
+                        Some((shift, _)) => v * 2f64.powi(i32::from(shift)),
+                        None => v / (factor * point.sign),
+                    };
+                    decode::encode(raw, point.ty, point.order).ok()
+                })
+                .unwrap()
+        };
+        for (i, w) in raw.into_iter().enumerate() {
+            words.insert((point.function, point.address + i as u16), w);
+        }
+    }
+    words
+}
+
+fn shipped_profiles() -> Vec<profile::Profile> {
+    shipped()
+        .iter()
+        .map(|n| profile::load(&profiles_dir(), n).unwrap())
+        .collect()
+}
+
+fn image_config() -> ProfiledConfig {
+    ProfiledConfig {
+        link: LinkConfig::new("127.0.0.1", 1, 1),
+        invert: false,
+        rating_w: Some(1.0e6),
+    }
+}
+
+#[test]
+fn every_shipped_profile_decodes_its_plausible_image() {
+    for p in shipped_profiles() {
+        let words = plausible_image(&p);
+        if let Err(e) = profile::driver::decode_image(&p, &image_config(), &words) {
+            panic!("{}: {e}", p.name);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Whatever a device's registers hold, a shipped profile decodes it into a reading with
+    /// finite powers or refuses it as bad data; it never panics and never invents another error.
+    #[test]
+    fn arbitrary_register_contents_never_panic_a_shipped_profile(
+        which in 0usize..64,
+        seed_words in proptest::collection::vec(any::<u16>(), 256),
+    ) {
+        let profiles = shipped_profiles();
+        let p = &profiles[which % profiles.len()];
+        let mut words = BTreeMap::new();
+        let mut next = seed_words.iter().cycle();
+        for point in &p.points {
+            for i in 0..point.ty.registers() {
+                words.insert((point.function, point.address + i), *next.next().unwrap());
+            }
+            if let Scale::Register(r) = point.scale {
+                words.insert((point.function, r), *next.next().unwrap());
+            }
+        }
+        match profile::driver::decode_image(p, &image_config(), &words) {
+            Ok(ProfiledReading::Meter(m)) => prop_assert!(m.power_w.is_finite()),
+            Ok(ProfiledReading::Pv(r)) => prop_assert!(r.power_w.is_finite()),
+            Ok(ProfiledReading::Battery(b)) => {
+                prop_assert!(b.power_w.is_finite() && b.soc_pct.is_finite());
+            }
+            Ok(ProfiledReading::Charger(c)) => prop_assert!(c.power_w.is_finite()),
+            Err(DeviceError::BadData { .. }) => {}
+            Err(other) => prop_assert!(false, "{}: {:?}", p.name, other),
+        }
+    }
+
+    /// One point of a shipped profile outside its plausible range, everything else plausible:
+    /// the read is refused as bad data naming exactly that point and its register (the daemon
+    /// shows such a device degraded with this reason).
+    #[test]
+    fn an_out_of_range_point_is_bad_data_naming_that_point(
+        which in 0usize..64,
+        pick in 0usize..64,
+        beyond in 1.0f64..1.0e4,
+        above in any::<bool>(),
+    ) {
+        let profiles = shipped_profiles();
+        let p = &profiles[which % profiles.len()];
+        let ranged: Vec<&Point> = p
+            .points
+            .iter()
+            .filter(|q| q.range.is_some() && q.bits.is_none() && q.ty.is_numeric())
+            .collect();
+        prop_assume!(!ranged.is_empty());
+        let point = ranged[pick % ranged.len()];
+        let (lo, hi) = point.range.unwrap();
+        let span = (hi - lo).abs().max(1.0);
+        let v = if above { hi + span * beyond / 1e4 + 1.0 } else { lo - span * beyond / 1e4 - 1.0 };
+        let factor = match point.scale { Scale::Constant(f) => f, Scale::Register(_) => 1.0 };
+        let raw = v / (factor * point.sign);
+        // Values an unsigned register cannot hold cannot come from the device either.
+        let Ok(encoded) = decode::encode(raw, point.ty, point.order) else {
+            return Ok(());
+        };
+        // Rounding to the register's resolution must keep the value outside the range.
+        let back = match decode::decode(&encoded, point.ty, point.order) {
+            Some(decode::Raw::Number(n)) => n * factor * point.sign,
+            _ => unreachable!(),
+        };
+        prop_assume!(!(lo..=hi).contains(&back));
+        let mut words = plausible_image(p);
+        for (i, w) in encoded.into_iter().enumerate() {
+            words.insert((point.function, point.address + i as u16), w);
+        }
+        match profile::driver::decode_image(p, &image_config(), &words) {
+            Err(DeviceError::BadData { point: named, reason }) => {
+                prop_assert!(named.starts_with(&format!("{} (function", point.name)), "{} vs {}", named, point.name);
+                prop_assert!(named.contains(&format!("register {}", point.address)), "{}", named);
+                prop_assert!(reason.contains("outside the plausible range"), "{}", reason);
+            }
+            other => prop_assert!(false, "{}.{} = {}: {:?}", p.name, point.name, v, other),
+        }
+    }
+}

@@ -369,23 +369,12 @@ impl ProfileDevice {
             values.entry(k.clone()).or_insert_with(|| v.clone());
         }
         apply_negative_when(&profile, &mut values);
-        let view = Values {
-            profile: &profile,
-            values: &values,
+        let written = Written {
+            limit_pct: self.written.get("limit_pct").copied(),
+            current_a: self.written.get("current_a").copied(),
+            remaining_validity_s: self.remaining_validity(),
         };
-        match profile.kind {
-            ProfileKind::Meter => view.meter(&self.cfg).map(ProfiledReading::Meter),
-            ProfileKind::Pv => view
-                .pv(&self.cfg, self.written.get("limit_pct").copied())
-                .map(ProfiledReading::Pv),
-            ProfileKind::Battery => view.battery(&self.cfg).map(ProfiledReading::Battery),
-            ProfileKind::Charger => {
-                let applied = self.written.get("current_a").copied();
-                let validity = self.remaining_validity();
-                view.charger(&self.cfg, applied, validity)
-                    .map(ProfiledReading::Charger)
-            }
-        }
+        reading_of(&profile, &self.cfg, &values, written)
     }
 
     /// The `prepare` writes of every setpoint, once per connection.
@@ -605,6 +594,49 @@ impl ProfileDevice {
         }
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// What the driver wrote that a reading reports (PV limit, charger current and validity).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Written {
+    pub limit_pct: Option<f64>,
+    pub current_a: Option<f64>,
+    pub remaining_validity_s: u32,
+}
+
+/// Map decoded point values (signs already applied) into the reading of the profile's kind.
+pub fn reading_of(
+    profile: &Profile,
+    cfg: &ProfiledConfig,
+    values: &BTreeMap<String, Value>,
+    written: Written,
+) -> Result<ProfiledReading, DeviceError> {
+    let view = Values { profile, values };
+    match profile.kind {
+        ProfileKind::Meter => view.meter(cfg).map(ProfiledReading::Meter),
+        ProfileKind::Pv => view.pv(cfg, written.limit_pct).map(ProfiledReading::Pv),
+        ProfileKind::Battery => view.battery(cfg).map(ProfiledReading::Battery),
+        ProfileKind::Charger => view
+            .charger(cfg, written.current_a, written.remaining_validity_s)
+            .map(ProfiledReading::Charger),
+    }
+}
+
+/// Decode a whole register image (function, address) -> word through `profile` into its
+/// reading, as one read of every point would: the pure core of [`ProfileDevice::read`], for
+/// tests. The first point that is missing or implausible is the error.
+pub fn decode_image(
+    profile: &Profile,
+    cfg: &ProfiledConfig,
+    words: &BTreeMap<(u8, u16), u16>,
+) -> Result<ProfiledReading, DeviceError> {
+    let mut values = BTreeMap::new();
+    for p in &profile.points {
+        let v = evaluate(p, &words_of(words, p), sf_of(words, p))?;
+        values.insert(p.name.clone(), v);
+    }
+    apply_negative_when(profile, &mut values);
+    reading_of(profile, cfg, &values, Written::default())
 }
 
 /// Negate the points whose `negative_when` flag is set in this read.
