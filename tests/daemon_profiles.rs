@@ -255,12 +255,20 @@ async fn a_station_built_entirely_from_profiled_devices_holds_zero_export_and_th
     )
     .await;
     // A CHARX keeps its current until rewritten: degraded, and the reason says so in words.
-    let charx = st["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["id"] == "charger-1")
-        .unwrap();
+    let charx = until_async(
+        "the CHARX's fallback warning",
+        Duration::from_secs(30),
+        async || {
+            let s = status(api).await?;
+            let c = s["devices"]
+                .as_array()?
+                .iter()
+                .find(|d| d["id"] == "charger-1")?
+                .clone();
+            c["warning"].is_string().then_some(c)
+        },
+    )
+    .await;
     let warning = charx["warning"].as_str().unwrap_or_default();
     assert!(
         warning.contains("no fallback of its own") && !warning.contains("4294967295"),
@@ -336,6 +344,38 @@ async fn a_station_built_entirely_from_profiled_devices_holds_zero_export_and_th
         "the cars were stopped instead of limited ({min_charging_w} W)"
     );
     assert!(after.grid_export_kwh - before.grid_export_kwh < 0.05);
+
+    // A DTSU666 that reports an absurd power (5 GW) is refused point by point: the grid meter
+    // shows degraded with the point and register named, and no car is pushed above the limit.
+    sim.inject(&station_sim::faults::FaultRequest {
+        device: "grid-meter".into(),
+        kind: station_sim::faults::FaultKindName::BadValue,
+        duration_s: None,
+        latency_ms: None,
+        code: None,
+        point: Some("power_w".into()),
+        value: Some(station_sim::faults::FaultValue::Number(5.0e9)),
+    })
+    .unwrap();
+    let meter = until_async(
+        "the grid meter degraded",
+        Duration::from_secs(30),
+        async || {
+            let s = status(api).await?;
+            let m = s["devices"]
+                .as_array()?
+                .iter()
+                .find(|d| d["id"] == "grid-meter")?
+                .clone();
+            (m["link"] == "degraded").then_some(m)
+        },
+    )
+    .await;
+    let error = meter["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("power_w") && error.contains("8210") && error.contains("plausible range"),
+        "{meter}"
+    );
     drop(daemon);
     sim.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
