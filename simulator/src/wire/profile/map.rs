@@ -46,7 +46,7 @@ impl Ty {
     }
 
     /// Registers the value occupies.
-    pub fn len(self) -> u16 {
+    pub fn registers(self) -> u16 {
         match self {
             Self::U16 | Self::I16 => 1,
             Self::U32 | Self::I32 | Self::F32 => 2,
@@ -401,19 +401,19 @@ impl ProfileMap {
             }
         };
         for p in &self.points {
-            claim(p.address, p.ty.len(), format!("points.{}", p.name));
+            claim(p.address, p.ty.registers(), format!("points.{}", p.name));
         }
         for s in &self.setpoints {
             // A setpoint may be read back through a point at the same register.
             if !self.points.iter().any(|p| p.address == s.address) {
-                claim(s.address, s.ty.len(), format!("setpoints.{}", s.name));
+                claim(s.address, s.ty.registers(), format!("setpoints.{}", s.name));
             }
             if let Some(d) = s.direction {
                 claim(d.address, 1, format!("setpoints.{}.direction", s.name));
                 if let Some(r) = d.negative_register {
                     claim(
                         r,
-                        s.ty.len(),
+                        s.ty.registers(),
                         format!("setpoints.{}.negative_register", s.name),
                     );
                 }

@@ -245,7 +245,7 @@ impl ServedProfile {
         for p in &profile.points {
             match face_of(kind, profile, p, view) {
                 Face::Text(t) => {
-                    put(&mut regs, p.address, &text_words(&t, p.ty.len()));
+                    put(&mut regs, p.address, &text_words(&t, p.ty.registers()));
                 }
                 Face::Number(mut v) => {
                     if let Some((flag, mask)) = &p.negative_when {
@@ -337,7 +337,7 @@ impl ServedProfile {
             _ => None,
         };
         let Some(v) = followed else {
-            for i in 0..sp.ty.len() {
+            for i in 0..sp.ty.registers() {
                 regs.entry(sp.address.wrapping_add(i)).or_insert(0);
             }
             return;
@@ -366,7 +366,7 @@ impl ServedProfile {
             regs.entry(*a).or_insert(0);
         }
         if let Some(r) = sp.direction.and_then(|d| d.negative_register) {
-            for i in 0..sp.ty.len() {
+            for i in 0..sp.ty.registers() {
                 regs.entry(r.wrapping_add(i)).or_insert(0);
             }
         }
@@ -412,13 +412,13 @@ impl ServedProfile {
                 sp.direction.and_then(|d| d.negative_register),
             ];
             for register in registers.into_iter().flatten() {
-                if !touches(register, sp.ty.len()) {
+                if !touches(register, sp.ty.registers()) {
                     continue;
                 }
-                if !within(register, sp.ty.len()) {
+                if !within(register, sp.ty.registers()) {
                     return Err(ExceptionCode::IllegalDataValue);
                 }
-                let w: Vec<u16> = (0..sp.ty.len()).map(|i| at(register + i)).collect();
+                let w: Vec<u16> = (0..sp.ty.registers()).map(|i| at(register + i)).collect();
                 let raw =
                     number_of(&w, sp.ty, sp.low_first).ok_or(ExceptionCode::IllegalDataValue)?;
                 let v = raw * sp.scale * sp.sign;
@@ -429,7 +429,7 @@ impl ServedProfile {
                 if !v.is_finite() || !(lo - 1e-9..=hi + 1e-9).contains(&v) {
                     return Err(ExceptionCode::IllegalDataValue);
                 }
-                cover(register, sp.ty.len());
+                cover(register, sp.ty.registers());
                 for (i, x) in w.iter().enumerate() {
                     pending.insert(register.wrapping_add(i as u16), *x);
                 }
@@ -467,7 +467,7 @@ fn signed_value(sp: &SetpointMap, regs: &BTreeMap<u16, u16>) -> Option<f64> {
         (Some(d), Some(c)) if c == d.negative => d.register_for(sp.address, -1.0),
         _ => sp.address,
     };
-    let w: Vec<u16> = (0..sp.ty.len())
+    let w: Vec<u16> = (0..sp.ty.registers())
         .map(|i| regs.get(&register.wrapping_add(i)).copied().unwrap_or(0))
         .collect();
     let v = number_of(&w, sp.ty, sp.low_first)? * sp.scale * sp.sign;
