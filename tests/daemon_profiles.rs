@@ -380,3 +380,97 @@ async fn a_station_built_entirely_from_profiled_devices_holds_zero_export_and_th
     sim.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A child process killed when the test ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Native serial end to end: the simulator serves its grid meter as a CHINT DTSU666 in RTU
+/// frames on one end of a socat pseudo-terminal pair; the real `stationd` opens the other end
+/// as `transport = "rtu"` (tokio-serial) and reads the meter's truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs socat (installed by .ci/run)"]
+async fn the_daemon_reads_a_simulated_dtsu666_on_a_native_serial_port() {
+    use station_sim::wire::profile::{ProfileMap, ProfiledSpec};
+    use std::sync::Arc;
+    let dir = std::env::temp_dir().join(format!("stationd-serial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("profiles")).unwrap();
+    let (a, b) = (dir.join("ttyA"), dir.join("ttyB"));
+    let _pair = Child(
+        Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            .spawn()
+            .unwrap(),
+    );
+    until("the pty pair", Duration::from_secs(10), || {
+        (a.exists() && b.exists()).then_some(())
+    })
+    .await;
+    let profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/config/profiles");
+    let map = ProfileMap::load(&std::path::Path::new(profiles).join("chint-dtsu666.toml")).unwrap();
+    let sc = Scenario::reference();
+    let start = sc.resolve_local("12:00");
+    let sim = station_sim::runtime::spawn(SimConfig {
+        start,
+        profiles: vec![ProfiledSpec::rtu_serial(
+            "grid-meter",
+            Arc::new(map),
+            1,
+            &a.display().to_string(),
+        )],
+        ..SimConfig::ephemeral(sc, 11, 1.0)
+    })
+    .await
+    .unwrap();
+    for entry in std::fs::read_dir(profiles).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dir.join("profiles").join(p.file_name().unwrap())).unwrap();
+    }
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut doc = station_file::for_sim(&sim.addrs, api);
+    let meter = device(&mut doc, "grid-meter");
+    meter.insert("host".into(), b.display().to_string().into());
+    meter.remove("port");
+    meter.insert("profile".into(), "chint-dtsu666".into());
+    meter.insert("transport".into(), "rtu".into());
+    meter.insert("baud".into(), 9600.into());
+    let path = dir.join("station.toml");
+    station_file::write(&path, &doc);
+    let daemon = Running(
+        Command::new(env!("CARGO_BIN_EXE_stationd"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (seen, truth) = until_async(
+        "the grid power read over the serial port",
+        Duration::from_secs(40),
+        async || {
+            let s = status(api).await?;
+            let m = s["devices"]
+                .as_array()?
+                .iter()
+                .find(|d| d["id"] == "grid-meter")?
+                .clone();
+            let seen = s["grid"]["power_w"].as_f64()?;
+            let truth = sim.truth().grid.power_w;
+            (m["link"] == "online" && (seen - truth).abs() < 15_000.0).then_some((seen, truth))
+        },
+    )
+    .await;
+    eprintln!("grid power over native serial: daemon {seen} W, simulator {truth} W");
+    drop(daemon);
+    sim.shutdown().await;
+    std::fs::remove_dir_all(&dir).ok();
+}

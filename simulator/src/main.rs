@@ -47,6 +47,11 @@ struct Args {
     /// id: `grid-meter:1` (repeatable).
     #[arg(long = "rtu", value_name = "DEVICE:UNIT")]
     rtu: Vec<String>,
+    /// Serve a profiled device as RTU frames (unit 1, 9600 8N1) on a serial port instead of
+    /// TCP: `grid-meter=/tmp/ttyA` (one end of `socat pty,raw,echo=0,link=/tmp/ttyA
+    /// pty,raw,echo=0,link=/tmp/ttyB`; the controller opens the other end) (repeatable).
+    #[arg(long = "serial", value_name = "DEVICE=PATH")]
+    serial: Vec<String>,
 }
 
 /// The `--profile` and `--rtu` options as profiled devices.
@@ -71,6 +76,16 @@ fn profiled(args: &Args) -> Result<Vec<ProfiledSpec>> {
             .find(|s| s.device == device)
             .with_context(|| format!("--rtu {r}: {device} has no --profile"))?;
         *spec = ProfiledSpec::rtu_over_tcp(device, Arc::clone(&spec.profile), unit);
+    }
+    for s in &args.serial {
+        let (device, path) = s
+            .split_once('=')
+            .with_context(|| format!("--serial: expected DEVICE=PATH (got {s:?})"))?;
+        let spec = out
+            .iter_mut()
+            .find(|p| p.device == device)
+            .with_context(|| format!("--serial {s}: {device} has no --profile"))?;
+        *spec = ProfiledSpec::rtu_serial(device, Arc::clone(&spec.profile), 1, path);
     }
     Ok(out)
 }
@@ -145,6 +160,15 @@ async fn main() -> Result<()> {
             Some(p) if p.framing == Framing::RtuOverTcp => (
                 "rtu/tcp",
                 format!("unit {}, profile {}", p.unit, p.profile.name),
+            ),
+            Some(ProfiledSpec {
+                framing: Framing::RtuSerial { path, .. },
+                unit,
+                profile,
+                ..
+            }) => (
+                "rtu serial",
+                format!("{path}, unit {unit}, profile {}", profile.name),
             ),
             Some(p) => (
                 "modbus tcp",

@@ -352,6 +352,11 @@ pub async fn serve_profiled_device(
     station: Arc<dyn Station>,
     cancel: CancellationToken,
 ) -> Result<(), WireError> {
+    if let Framing::RtuSerial { path, baud } = profile.spec.framing.clone() {
+        drop(listener);
+        let device = Device::new(spec, station, Some(profile));
+        return serve_serial(path, baud, device, cancel).await;
+    }
     serve(listener, Device::new(spec, station, Some(profile)), cancel).await
 }
 
@@ -359,8 +364,34 @@ impl Device {
     fn rtu(&self) -> bool {
         self.profile
             .as_ref()
-            .is_some_and(|p| p.spec.framing == Framing::RtuOverTcp)
+            .is_some_and(|p| p.spec.framing != Framing::Tcp)
     }
+}
+
+/// Serves one device as RTU frames on a serial port until `cancel` fires; wire faults apply
+/// as on TCP (`offline`: silence).
+async fn serve_serial(
+    path: String,
+    baud: u32,
+    device: Device,
+    cancel: CancellationToken,
+) -> Result<(), WireError> {
+    let id = device.spec.id.clone();
+    let port = tokio_serial::SerialStream::open(&tokio_serial::new(&path, baud)).map_err(|e| {
+        WireError::Serve {
+            id: id.clone(),
+            source: io::Error::other(format!("open serial port {path}: {e}")),
+        }
+    })?;
+    let service = Connection {
+        device: Arc::new(device),
+        hang_up: Arc::new(AtomicBool::new(false)),
+    };
+    tokio_modbus::server::rtu::Server::new(port)
+        .serve_until(service, cancel.cancelled_owned())
+        .await
+        .map(|_| ())
+        .map_err(|source| WireError::Serve { id, source })
 }
 
 async fn serve(

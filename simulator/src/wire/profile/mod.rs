@@ -44,13 +44,16 @@ use tokio_modbus::ExceptionCode;
 use values::{shown, state_code, Shown};
 
 /// How a profiled device's frames travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Framing {
     /// Modbus TCP (MBAP header).
     #[default]
     Tcp,
     /// Raw RTU frames over the TCP connection (a transparent RS485 gateway).
     RtuOverTcp,
+    /// RTU frames on a serial port (8N1 at `baud`), e.g. one end of a socat pseudo-terminal
+    /// pair; the device's TCP listener is then not served.
+    RtuSerial { path: String, baud: u32 },
 }
 
 /// A device of the station served with a profile's map instead of its built-in one.
@@ -79,6 +82,18 @@ impl ProfiledSpec {
     pub fn rtu_over_tcp(device: &str, profile: Arc<ProfileMap>, unit: u8) -> Self {
         ProfiledSpec {
             framing: Framing::RtuOverTcp,
+            unit,
+            ..Self::tcp(device, profile)
+        }
+    }
+
+    /// The same as RTU frames on the serial port at `path` (9600 8N1), at `unit`.
+    pub fn rtu_serial(device: &str, profile: Arc<ProfileMap>, unit: u8, path: &str) -> Self {
+        ProfiledSpec {
+            framing: Framing::RtuSerial {
+                path: path.to_string(),
+                baud: 9600,
+            },
             unit,
             ..Self::tcp(device, profile)
         }
