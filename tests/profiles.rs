@@ -795,3 +795,35 @@ proptest! {
         }
     }
 }
+
+#[tokio::test]
+async fn the_simulator_refuses_a_profile_for_a_device_it_lacks_or_of_another_kind() {
+    use station_sim::runtime::SimConfig;
+    use station_sim::wire::profile::{ProfileMap, ProfiledSpec};
+    let map =
+        |n: &str| Arc::new(ProfileMap::load(&profiles_dir().join(format!("{n}.toml"))).unwrap());
+    let spawn = |spec: ProfiledSpec| {
+        station_sim::runtime::spawn(SimConfig {
+            profiles: vec![spec],
+            ..SimConfig::ephemeral(station_sim::scenario::Scenario::reference(), 1, 0.0)
+        })
+    };
+    let e = spawn(ProfiledSpec::tcp("charger-99", map("phoenix-charx-sec")))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("charger-99: the station has no such device"),
+        "{e}"
+    );
+    let e = spawn(ProfiledSpec::tcp("pv", map("chint-dtsu666")))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("pv: profile chint-dtsu666 is a meter profile"),
+        "{e}"
+    );
+}
