@@ -19,6 +19,8 @@
 //! written yet (issue 10): forecasters (the [`Forecast`] is an input) and the daemon's solve
 //! off the control loop.
 
+pub mod forecast;
+
 use crate::backtest::optimum::{
     solve, BatteryInput, GridInput, OptimumError, OptimumInput, OptimumResult, SessionInput,
     TariffInput,
