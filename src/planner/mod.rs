@@ -20,6 +20,7 @@
 //! off the control loop.
 
 pub mod forecast;
+pub mod live;
 
 use crate::backtest::optimum::{
     solve, BatteryInput, GridInput, OptimumError, OptimumInput, OptimumResult, SessionInput,
