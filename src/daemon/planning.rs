@@ -51,6 +51,9 @@ pub struct SessionWish {
     pub energy_wh: f64,
     /// The session's energy when the wish was set, Wh.
     pub session_wh_at_wish: f64,
+    /// Which wish event set it (plans made from an earlier state do not judge it).
+    #[serde(skip)]
+    pub version: u64,
 }
 
 /// A charger's wish as the status shows it.
@@ -159,9 +162,13 @@ impl Planning {
     }
 
     /// Set charger `id`'s wish (the caller checked it) and ask for a re-plan.
-    pub fn set_wish(&self, id: &str, wish: SessionWish) {
-        lock(&self.wishes).insert(id.to_string(), wish);
-        self.wish_events.send_modify(|n| *n += 1);
+    pub fn set_wish(&self, id: &str, mut wish: SessionWish) {
+        let mut wishes = lock(&self.wishes);
+        self.wish_events.send_modify(|n| {
+            *n += 1;
+            wish.version = *n;
+        });
+        wishes.insert(id.to_string(), wish);
     }
 
     /// The wishes and plug-in times, for planning and budgets.

@@ -29,6 +29,7 @@ struct InFlight {
     started: std::time::Instant,
     forecast: Arc<Forecast>,
     timed_out: bool,
+    wish_version: u64,
 }
 
 struct Task {
@@ -47,6 +48,8 @@ struct Task {
     in_flight: Option<InFlight>,
     day_ahead_read: Option<std::time::Instant>,
     view: PlanView,
+    /// The wish events the plan in force saw.
+    plan_wish_version: u64,
 }
 
 /// Run the planning task until `cancel` fires.
@@ -74,6 +77,7 @@ pub async fn run(
         in_flight: None,
         day_ahead_read: None,
         view: PlanView::default(),
+        plan_wish_version: 0,
     };
     let mut input = planning.input.subscribe();
     let mut wishes = planning.wish_events.subscribe();
@@ -227,6 +231,7 @@ impl Task {
             month_peak_so_far_w: s.month_peak_w,
             plugged: cars,
         };
+        let wish_version = *self.planning.wish_events.borrow();
         let (fault, now, f) = (settings.fault, s.now, forecast.clone());
         let handle = self
             .tracker
@@ -234,13 +239,14 @@ impl Task {
         self.last = Some(Mark {
             at: s.now,
             plugged: s.chargers.iter().map(|c| c.plugged).collect(),
-            wish_version: *self.planning.wish_events.borrow(),
+            wish_version,
         });
         self.in_flight = Some(InFlight {
             handle,
             started: crate::clock::monotonic(),
             forecast,
             timed_out: false,
+            wish_version,
         });
     }
 
@@ -279,6 +285,7 @@ impl Task {
             Ok(plan) => {
                 self.view.plan = Some(Arc::new(plan));
                 self.view.forecast = Some(f.forecast);
+                self.plan_wish_version = f.wish_version;
                 self.view.last_error = None;
             }
             Err(e) => {
@@ -311,6 +318,7 @@ impl Task {
                     .or(Some(0.0))
             });
             let (state, reason) = match planned {
+                _ if w.version > self.plan_wish_version => ("pending", None),
                 None => ("pending", None),
                 Some(p) if p + 0.01 * wanted.max(1000.0) >= wanted => ("planned", None),
                 Some(p) => (

@@ -128,6 +128,7 @@ pub fn check_wish(
         departs,
         energy_wh: kwh * 1000.0,
         session_wh_at_wish: session_wh,
+        version: 0,
     })
 }
 
