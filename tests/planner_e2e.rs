@@ -35,6 +35,15 @@ fn settings(c: &StationConfig) -> PlannerSettings {
 }
 
 async fn start(at: &str, fault: Option<SolveFault>, timeout: Option<Duration>) -> Demo {
+    start_with(at, fault, timeout, |_| {}).await
+}
+
+async fn start_with(
+    at: &str,
+    fault: Option<SolveFault>,
+    timeout: Option<Duration>,
+    adjust: impl FnOnce(&mut StationConfig),
+) -> Demo {
     let sc = demo::scenario("sunny-weekday").unwrap();
     let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let d = Demo::start_at(sc, 7, 60.0, Some(at), listen, |c| {
@@ -45,6 +54,7 @@ async fn start(at: &str, fault: Option<SolveFault>, timeout: Option<Duration>) -
             s.solve_timeout = t;
         }
         c.planner = Some(s);
+        adjust(c);
     })
     .await
     .unwrap();
@@ -192,6 +202,77 @@ async fn the_daemon_plans_and_takes_or_refuses_session_wishes_within_the_import_
     );
     assert_eq!(t.kpis.soc_window_violation_s, 0.0);
     assert!(t.kpis.ev_delivered_kwh > before.ev_delivered_kwh + 2.0);
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wish_the_grid_cannot_carry_is_reported_as_cannot_meet_and_the_limit_holds() {
+    // At night with no battery energy to spare (its floor at 95 %) and 26 kW of import for a
+    // building of about 20 kW, a car cannot get 20 kWh in 2 h.
+    let d = start_with("02:00", None, None, |c| {
+        c.policy.grid.import_limit = station_controller::units::Watts(26_000.0);
+        c.policy.battery.soc_min = station_controller::units::Percent(95.0);
+        c.policy.battery.soc_max = station_controller::units::Percent(96.0);
+    })
+    .await;
+    d.sim.plug(&plug("charger-1")).unwrap();
+    until("the car seen", Duration::from_secs(30), || {
+        let s = status(&d)?;
+        (s.chargers
+            .iter()
+            .find(|c| c.id == "charger-1")?
+            .state
+            .starts_with(['B', 'C']))
+        .then_some(())
+    })
+    .await;
+    let before = d.sim.truth().kpis;
+    let departure = (d.sim.now() + chrono::Duration::hours(2)).to_rfc3339();
+    let (code, body) = post_wish(
+        &d,
+        TOKEN,
+        "charger-1",
+        json!({"departure": departure, "energy_kwh": 20}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let wish = until("the wish judged", Duration::from_secs(120), || {
+        let s = status(&d)?;
+        let w = s
+            .chargers
+            .iter()
+            .find(|c| c.id == "charger-1")?
+            .wish
+            .clone()?;
+        (w.state != "pending").then_some(w)
+    })
+    .await;
+    assert_eq!(wish.state, "cannot_meet", "{wish:?}");
+    assert!(
+        wish.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("the plan delivers"),
+        "{wish:?}"
+    );
+    let s = status(&d).unwrap();
+    assert!(
+        s.reasons
+            .iter()
+            .any(|r| r.starts_with("charger-1: the session wish cannot be met")),
+        "{:?}",
+        s.reasons
+    );
+    let end = d.sim.now() + chrono::Duration::minutes(10);
+    until("ten simulated minutes", Duration::from_secs(60), || {
+        (d.sim.now() >= end).then_some(())
+    })
+    .await;
+    let t = d.sim.truth();
+    assert_eq!(
+        t.kpis.import_limit_exceeded_s,
+        before.import_limit_exceeded_s
+    );
     d.shutdown().await;
 }
 

@@ -320,7 +320,7 @@ impl Controller {
                 .iter()
                 .map(|r| r.to_string())
                 .chain(disagreement.map(|d| d.reason()))
-                .chain(self.planning.as_ref().and_then(|p| p.reason(now)))
+                .chain(self.planning.iter().flat_map(|p| p.reasons(now)))
                 .collect(),
             today: self.today.clone(),
         };

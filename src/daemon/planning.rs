@@ -252,9 +252,16 @@ impl LivePlan {
         self.planning.input.send_replace(Some(Arc::new(state)));
     }
 
-    /// Why the plan does not run (for the status).
-    pub fn reason(&self, now: DateTime<Utc>) -> Option<String> {
-        self.planning.view().reason(now)
+    /// Why the plan does not run, and the wishes it cannot meet (for the status).
+    pub fn reasons(&self, now: DateTime<Utc>) -> Vec<String> {
+        let view = self.planning.view();
+        view.reason(now)
+            .into_iter()
+            .chain(view.wishes.iter().filter_map(|(id, w)| {
+                let why = w.reason.as_deref()?;
+                Some(format!("{id}: the session wish cannot be met: {why}"))
+            }))
+            .collect()
     }
 
     /// Charger `id`'s wish status.
