@@ -3,7 +3,8 @@
 //! `cargo bench -p station-controller --bench cycle` prints:
 //! - cycle latency (read every device, decide, write every setpoint) p50/p99 with 1 PV,
 //!   1 battery, 2 meters and 4, 16 and 64 chargers (daemon in process, simulator at 50x so the
-//!   cycles come back to back);
+//!   cycles come back to back), and with 16 chargers again with the predictive planner on
+//!   (`[planner]`, 24 h horizon: solves run off the loop, each cycle follows the plan);
 //! - resident memory and CPU share of the real `stationd run` binary at the 1 s cycle with 16
 //!   chargers against the simulator (in this process, on fixed loopback ports), over 30 s.
 // Test and bench code may unwrap, and times itself with the clocks the product may not read.
@@ -25,7 +26,22 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn latency(chargers: usize, cycles: usize) -> (f64, f64, f64) {
+/// The reference station's `[planner]`, on.
+fn planner_on(c: &mut station_controller::config::StationConfig) {
+    let ids: Vec<String> = c.chargers().map(|(d, _)| d.id.clone()).collect();
+    let raw = station_controller::config::planner::RawPlanner {
+        enabled: true,
+        lat_deg: 31.2,
+        lon_deg: 121.5,
+        kwp: 150.0,
+        ..Default::default()
+    };
+    let mut issues = station_controller::config::Issues::new();
+    c.planner = raw.validate(&ids, Some(135.0), &mut issues);
+    assert!(issues.is_empty(), "{issues:?}");
+}
+
+async fn latency(chargers: usize, cycles: usize, planner: bool) -> (f64, f64, f64) {
     let mut sc = Scenario::reference();
     sc.chargers.count = chargers;
     let start = sc.resolve_local("12:00");
@@ -47,9 +63,13 @@ async fn latency(chargers: usize, cycles: usize) -> (f64, f64, f64) {
             phases: 3,
         });
     }
-    let d = Demo::attach(sim, speed, "127.0.0.1:0".parse().unwrap(), |_| {})
-        .await
-        .expect("daemon");
+    let d = Demo::attach(sim, speed, "127.0.0.1:0".parse().unwrap(), |c| {
+        if planner {
+            planner_on(c);
+        }
+    })
+    .await
+    .expect("daemon");
     let mut rx = d.daemon.shared.subscribe();
     let mut ms = Vec::with_capacity(cycles);
     let mut skipped = 0;
@@ -169,10 +189,11 @@ fn main() {
         .build()
         .unwrap();
     let cycles = if quick { 30 } else { 500 };
-    for n in [4, 16, 64] {
-        let (p50, p99, max) = rt.block_on(latency(n, cycles));
+    for (n, planner) in [(4, false), (16, false), (64, false), (16, true)] {
+        let (p50, p99, max) = rt.block_on(latency(n, cycles, planner));
+        let with = if planner { ", planner on" } else { "" };
         println!(
-            "cycle latency, 1 PV + battery + 2 meters + {n:>2} chargers, {cycles} cycles: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
+            "cycle latency, 1 PV + battery + 2 meters + {n:>2} chargers{with}, {cycles} cycles: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
         );
     }
     if !quick {

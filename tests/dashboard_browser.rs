@@ -60,6 +60,7 @@ fn fake_status(n: u64) -> Status {
                 session_wh: charging.then_some(1000.0 * k as f64 + 100.0 * nf),
                 session_green_pct: charging.then_some(40.0 + k as f64),
                 mode: if k % 2 == 0 { "green" } else { "fast" }.to_string(),
+                wish: None,
             }
         })
         .collect();

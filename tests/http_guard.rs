@@ -26,6 +26,7 @@ fn config(silent: SocketAddr, hosts: &[&str]) -> StationConfig {
     let mut raw = config::parse("station.toml", STATION_TOML, Vec::new()).unwrap();
     raw.devices.retain(|id, _| id == "grid-meter");
     raw.policy.vehicles.chargers.clear();
+    raw.planner.dwell_h.clear();
     let meter = raw.devices.get_mut("grid-meter").unwrap();
     meter.host = silent.ip().to_string();
     meter.port = silent.port();

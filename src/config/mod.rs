@@ -3,6 +3,7 @@
 //! starts. Every problem is reported at once, named by its dotted key.
 
 pub mod issues;
+pub mod planner;
 pub mod policy;
 
 pub use issues::{Issue, Issues};
@@ -51,6 +52,9 @@ pub struct RawConfig {
     /// Fleet telemetry over MQTT; off when absent.
     #[serde(default)]
     pub mqtt: Option<crate::mqtt::config::RawMqtt>,
+    /// The predictive planner; off when absent.
+    #[serde(default)]
+    pub planner: planner::RawPlanner,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -257,6 +261,8 @@ pub struct StationConfig {
     pub devices: Vec<DeviceConfig>,
     pub policy: Policy,
     pub mqtt: Option<crate::mqtt::config::MqttConfig>,
+    /// The predictive planner (`None`: off, the rule policy runs alone).
+    pub planner: Option<planner::PlannerSettings>,
 }
 
 impl StationConfig {
@@ -410,6 +416,7 @@ impl RawConfig {
         let devices = self.check_devices(&mut cache, &mut issues);
         let policy = self.check_policy(&mut issues);
         let mqtt = self.mqtt.as_ref().and_then(|m| m.validate(&mut issues));
+        let planner = self.check_planner(&devices, &mut issues);
         match (api_listen, policy) {
             (Some(api_listen), Some(policy)) if issues.is_empty() => Ok(StationConfig {
                 name: self.station.name.clone(),
@@ -428,9 +435,28 @@ impl RawConfig {
                 devices,
                 policy,
                 mqtt,
+                planner,
             }),
             _ => Err(issues),
         }
+    }
+
+    /// `[planner]`, against the configured chargers and PV rating.
+    fn check_planner(
+        &self,
+        devices: &[DeviceConfig],
+        issues: &mut Issues,
+    ) -> Option<planner::PlannerSettings> {
+        let chargers: Vec<String> = devices
+            .iter()
+            .filter(|d| matches!(d.role, DeviceRole::Charger(_)))
+            .map(|d| d.id.clone())
+            .collect();
+        let pv_kw = devices.iter().find_map(|d| match d.role {
+            DeviceRole::Pv { rating_w, .. } => rating_w.map(|w| w / 1000.0),
+            _ => None,
+        });
+        self.planner.validate(&chargers, pv_kw, issues)
     }
 
     /// `[api]`: the listen address and the Host allow-list.

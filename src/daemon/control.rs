@@ -4,6 +4,7 @@
 
 use super::crosscheck::MeterCrossCheck;
 use super::device_set::{Deadline, DeviceSet, Setpoint};
+use super::planning::{self, CycleState, LivePlan};
 use super::publish::{self, CycleView, Fitted};
 use super::snapshot::{self, Observation};
 use super::status::{GridStatus, Status, TodayStatus};
@@ -45,6 +46,8 @@ pub struct Controller {
     setpoints: Vec<(usize, Setpoint)>,
     fitted: Fitted,
     crosscheck: MeterCrossCheck,
+    /// The predictive planner's budgets, when `[planner]` is on.
+    planning: Option<LivePlan>,
 }
 
 /// Local midnight of `now` in `tz`, as UTC.
@@ -97,7 +100,29 @@ impl Controller {
             ticks,
             today: TodayStatus::default(),
             setpoints: Vec::new(),
+            planning: None,
         }
+    }
+
+    /// Follow the plans of `planning` (the planner's task runs elsewhere).
+    pub fn follow(&mut self, planning: std::sync::Arc<planning::Planning>) {
+        self.planning = Some(LivePlan::new(planning, &self.config.policy));
+    }
+
+    /// Set this cycle's plan budget; the state to hand the planner after the decision.
+    fn follow_plan(&mut self, now: DateTime<Utc>, snap: &dispatch::Snapshot) -> Option<CycleState> {
+        let live = self.planning.as_mut()?;
+        let ledger = self.shared.ledger_view();
+        let state = planning::cycle_state(now, snap, &self.plan, &self.state, |id| {
+            ledger
+                .open_sessions
+                .iter()
+                .find(|o| o.charger_id == id)
+                .map(|o| o.energy_wh)
+        });
+        self.state
+            .set_plan_budget(live.budget(now, &state.chargers));
+        Some(state)
     }
 
     /// Continue the demand charge (open window, month peak) from a persisted state.
@@ -165,6 +190,7 @@ impl Controller {
         let (reads_by, writes_by) = self.io_deadlines();
         self.devices.read_all(now, mono, reads_by).await;
         let observed = snapshot::build(&self.devices, &self.config, mono);
+        let for_planner = self.follow_plan(now, &observed.snapshot);
         dispatch::decide_into(
             &observed.snapshot,
             &self.config.policy,
@@ -172,6 +198,10 @@ impl Controller {
             now,
             &mut self.plan,
         );
+        if let (Some(live), Some(mut st)) = (&mut self.planning, for_planner) {
+            st.pv_limited = self.plan.pv_limit.value() < 99.5;
+            live.hand_over(st);
+        }
         self.collect_setpoints(&observed.snapshot);
         self.devices.write_all(&self.setpoints, writes_by).await;
         let cycle_s = started.elapsed().as_secs_f64();
@@ -269,13 +299,20 @@ impl Controller {
             pv: view.pv(),
             battery: view.battery(),
             building: view.building(),
-            chargers: view.chargers(|id| {
-                ledger
-                    .open_sessions
-                    .iter()
-                    .find(|o| o.charger_id == id)
-                    .map(|o| (o.energy_wh, o.green_share_pct))
-            }),
+            chargers: view
+                .chargers(|id| {
+                    ledger
+                        .open_sessions
+                        .iter()
+                        .find(|o| o.charger_id == id)
+                        .map(|o| (o.energy_wh, o.green_share_pct))
+                })
+                .into_iter()
+                .map(|mut c| {
+                    c.wish = self.planning.as_ref().and_then(|p| p.wish(&c.id));
+                    c
+                })
+                .collect(),
             devices: publish::links(&self.devices, disagreement.as_ref()),
             reasons: self
                 .plan
@@ -283,6 +320,7 @@ impl Controller {
                 .iter()
                 .map(|r| r.to_string())
                 .chain(disagreement.map(|d| d.reason()))
+                .chain(self.planning.iter().flat_map(|p| p.reasons(now)))
                 .collect(),
             today: self.today.clone(),
         };

@@ -12,6 +12,7 @@ pub mod device_set;
 pub mod history;
 pub mod metrics;
 pub mod notify;
+pub mod planning;
 pub mod publish;
 pub mod snapshot;
 pub mod status;
@@ -88,6 +89,8 @@ pub struct Shared {
     hosts: Vec<String>,
     control: mpsc::Sender<ControlMsg>,
     clock: Arc<dyn Clock>,
+    /// The predictive planner, when `[planner]` is on.
+    planning: Option<Arc<planning::Planning>>,
 }
 
 /// The ledger's state as `/api/health` reports it.
@@ -245,6 +248,11 @@ impl Shared {
         self.token.as_deref()
     }
 
+    /// The predictive planner (None: `[planner]` is off).
+    pub fn planning(&self) -> Option<&Arc<planning::Planning>> {
+        self.planning.as_ref()
+    }
+
     /// Extra `Host` names the API answers to (`api.hosts`).
     pub fn hosts(&self) -> &[String] {
         &self.hosts
@@ -309,6 +317,7 @@ pub async fn start(
         hosts: config.api_hosts.clone(),
         control: control_tx,
         clock: clock.clone(),
+        planning: config.planner.clone().map(planning::Planning::new),
     });
 
     tracker.spawn(crate::http::api::serve(
@@ -326,7 +335,19 @@ pub async fn start(
         crate::mqtt::spawn(mqtt, station, ledger, cancel.clone(), tracker)?;
     }
 
+    if let Some(p) = shared.planning() {
+        tracker.spawn(planning::run(
+            p.clone(),
+            shared.clone(),
+            config.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+    }
     let mut controller = Controller::new(config, clock, shared.clone());
+    if let Some(p) = shared.planning() {
+        controller.follow(p.clone());
+    }
     if let Some(d) = demand {
         tracing::info!(
             month_peak_w = d.month_peak_w,

@@ -209,6 +209,7 @@ impl CycleView<'_> {
                     session_green_pct: open.map(|o| o.1),
                     mode: mode_name(self.policy.vehicles.for_charger(c.id.as_str()).mode)
                         .to_string(),
+                    wish: None,
                 }
             })
             .collect()

@@ -69,6 +69,9 @@ pub struct ChargerStatus {
     pub session_wh: Option<f64>,
     pub session_green_pct: Option<f64>,
     pub mode: String,
+    /// The session's departure and energy wish and whether the plan meets it (planner only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wish: Option<crate::daemon::planning::WishStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

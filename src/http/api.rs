@@ -12,6 +12,7 @@
 //! - `GET /api/sessions?from=..&to=..[&format=csv]`: charging sessions (same cap).
 //! - `POST /api/chargers/{id}/mode` `{"mode": "solar"}`: needs `Authorization: Bearer <api.token>`;
 //!   refused when no token is configured.
+//! - `POST /api/chargers/{id}/session`, `GET /api/plan`: the planner ([`super::session`]).
 //!
 //! Malformed requests get 400 with `{"error": "..."}` naming the parameter.
 //!
@@ -24,6 +25,7 @@
 // Handlers return a ready `Response` as their error; it is built once per failed request.
 #![allow(clippy::result_large_err)]
 
+use super::session;
 use crate::daemon::control::ControlMsg;
 use crate::daemon::Shared;
 use crate::dispatch::ChargeMode;
@@ -59,17 +61,17 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 /// Longest `from`..`to` span of one ledger query, days.
 pub const MAX_SPAN_DAYS: i64 = 31;
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn bad_request(message: impl Into<String>) -> Response {
+pub(crate) fn bad_request(message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, message)
 }
 
 #[derive(Clone)]
-struct AppState {
-    shared: Arc<Shared>,
+pub(crate) struct AppState {
+    pub(crate) shared: Arc<Shared>,
     cancel: CancellationToken,
 }
 
@@ -85,6 +87,8 @@ fn router(shared: Arc<Shared>, cancel: CancellationToken, listen: SocketAddr) ->
         .route("/api/energy", get(energy))
         .route("/api/sessions", get(sessions))
         .route("/api/chargers/{id}/mode", post(set_mode))
+        .route("/api/chargers/{id}/session", post(session::set_session))
+        .route("/api/plan", get(session::plan))
         .with_state(AppState { shared, cancel });
     crate::http::assets::router()
         .merge(api)
@@ -460,7 +464,7 @@ struct ModeBody {
 }
 
 /// Check the bearer token: refused outright when none is configured.
-fn authorize(s: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+pub(crate) fn authorize(s: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = s.shared.token() else {
         return Err(error(
             StatusCode::FORBIDDEN,

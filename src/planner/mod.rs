@@ -19,6 +19,9 @@
 //! written yet (issue 10): forecasters (the [`Forecast`] is an input) and the daemon's solve
 //! off the control loop.
 
+pub mod forecast;
+pub mod live;
+
 use crate::backtest::optimum::{
     solve, BatteryInput, GridInput, OptimumError, OptimumInput, OptimumResult, SessionInput,
     TariffInput,

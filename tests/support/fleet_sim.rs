@@ -31,6 +31,7 @@ pub(crate) fn status(n: usize, time: DateTime<Utc>, cycle: u64) -> Status {
         session_wh: (i == 1).then_some(1000.0 + cycle as f64),
         session_green_pct: (i == 1).then_some(80.0),
         mode: "solar".into(),
+        wish: None,
     };
     let device = |id: &str| DeviceStatus {
         id: id.into(),

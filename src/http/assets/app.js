@@ -365,6 +365,10 @@
     row("Session", "charger-energy");
     row("Green", "charger-green");
     row("Mode", "charger-mode");
+    row("Wish", "charger-wish");
+    const wishBtn = html("button", "charger-wish-set", card, "Departure & energy…");
+    wishBtn.type = "button";
+    wishBtn.addEventListener("click", () => askWish(id, card));
     return card;
   }
 
@@ -394,9 +398,51 @@
       q(".charger-energy").textContent = isNum(c.session_wh) ? (c.session_wh / 1000).toFixed(1) + " kWh" : "—";
       q(".charger-green").textContent = fmtPct(c.session_green_pct);
       q(".charger-mode").textContent = c.mode || "—";
+      if (!card.dataset.wishError) q(".charger-wish").textContent = wishText(c.wish);
+      q(".charger-wish").title = c.wish && c.wish.reason ? c.wish.reason : "";
+      card.dataset.wish = c.wish ? c.wish.state : "";
     });
     for (const card of Array.from(root.querySelectorAll(".charger-card"))) {
       if (!seen.has(card.dataset.id)) card.remove();
+    }
+  }
+
+  // A session wish (planner): departure (local HH:MM, today or tomorrow) and energy.
+  function wishText(w) {
+    if (!w) return "—";
+    const by = fmtHour.format(new Date(w.departure));
+    const state = w.state === "cannot_meet" ? "cannot be met" : w.state;
+    return w.energy_kwh.toFixed(1) + " kWh by " + by + " · " + state;
+  }
+
+  async function askWish(id, card) {
+    const at = window.prompt(id + ": departure time (HH:MM, local)");
+    if (!at) return;
+    const kwh = window.prompt(id + ": energy to deliver, kWh");
+    if (!kwh) return;
+    const token = window.sessionStorage.getItem("stationToken") || window.prompt("API token");
+    if (!token) return;
+    const m = /^(\d{1,2}):(\d{2})$/.exec(at.trim());
+    const cell = card.querySelector(".charger-wish");
+    if (!m) { cell.textContent = "departure: expected HH:MM"; return; }
+    const d = new Date();
+    d.setHours(Number(m[1]), Number(m[2]), 0, 0);
+    if (d.getTime() <= Date.now()) d.setDate(d.getDate() + 1);
+    const r = await fetch("/api/chargers/" + encodeURIComponent(id) + "/session", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: "Bearer " + token },
+      body: JSON.stringify({ departure: d.toISOString(), energy_kwh: Number(kwh) }),
+    });
+    const body = await r.json().catch(() => ({}));
+    if (r.ok) {
+      window.sessionStorage.setItem("stationToken", token);
+      delete card.dataset.wishError;
+      cell.textContent = body.energy_kwh.toFixed(1) + " kWh · " + body.state;
+    } else {
+      if (r.status === 401) window.sessionStorage.removeItem("stationToken");
+      card.dataset.wishError = "1";
+      cell.textContent = body.error || "HTTP " + r.status;
+      setTimeout(() => delete card.dataset.wishError, 15000);
     }
   }
 
@@ -501,7 +547,43 @@
     return 10 * mag;
   }
 
-  function renderHistory(h) {
+  // The plan ahead of now (GET /api/plan): forecast PV and building load, planned grid import
+  // and battery SoC (right axis, %), dashed, right of the "now" line.
+  const PLAN_SERIES = [
+    { key: "pv_forecast_w", cls: "pv" },
+    { key: "building_forecast_w", cls: "building" },
+    { key: "planned_import_w", cls: "grid" },
+  ];
+  const PLAN_AHEAD_MS = 12 * 3600000;
+
+  function planPoints(plan, fromMs) {
+    const steps = plan && Array.isArray(plan.steps) ? plan.steps : [];
+    return steps
+      .map((st) => Object.assign({}, st, { ms: new Date(st.start).getTime(), endMs: new Date(st.end).getTime() }))
+      .filter((st) => st.endMs > fromMs && st.ms < fromMs + PLAN_AHEAD_MS);
+  }
+
+  function renderPlan(root, steps, x, y, lo, hi) {
+    const g = svg("g", { class: "plan", "data-series": "plan" }, root);
+    for (const s of PLAN_SERIES) {
+      const pts = [];
+      for (const st of steps) {
+        const v = st[s.key];
+        if (isNum(v)) {
+          pts.push(x(st.ms).toFixed(1) + "," + y(v).toFixed(1));
+          pts.push(x(st.endMs).toFixed(1) + "," + y(v).toFixed(1));
+        }
+      }
+      if (pts.length > 1) svg("polyline", { points: pts.join(" "), class: "line plan-line line-" + s.cls, "data-plan": s.key }, g);
+    }
+    const soc = (pct) => y(lo + (pct / 100) * (hi - lo));
+    const socPts = steps
+      .filter((st) => isNum(st.battery_soc_target_pct))
+      .map((st) => x(st.endMs).toFixed(1) + "," + soc(st.battery_soc_target_pct).toFixed(1));
+    if (socPts.length > 1) svg("polyline", { points: socPts.join(" "), class: "line plan-line line-battery", "data-plan": "battery_soc_target_pct" }, g);
+  }
+
+  function renderHistory(h, plan) {
     const root = $("history-chart");
     while (root.firstChild) root.removeChild(root.firstChild);
     const W = 1200, H = 300, L = 52, R = 12, T = 12, B = 28;
@@ -514,11 +596,17 @@
       setText("history-note", "");
       return;
     }
-    const t1 = points[points.length - 1].ms;
-    const t0 = Math.min(points[0].ms, t1 - 3600000);
+    const nowMs = points[points.length - 1].ms;
+    const ahead = planPoints(plan, nowMs);
+    const t1 = ahead.length ? Math.max(nowMs, ahead[ahead.length - 1].endMs) : nowMs;
+    const t0 = Math.min(points[0].ms, nowMs - 3600000);
     let lo = 0, hi = limitW !== null ? limitW : 1000;
     for (const p of points) for (const s of SERIES) {
       const v = p[s.key];
+      if (isNum(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    }
+    for (const st of ahead) for (const s of PLAN_SERIES) {
+      const v = st[s.key];
       if (isNum(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
     }
     const pad = (hi - lo) * 0.06;
@@ -568,14 +656,21 @@
       }
       flush();
     }
-    setText("history-note", points.length + " points, up to " + fmtHour.format(new Date(t1)));
+    if (ahead.length) {
+      svg("line", { x1: x(nowMs), x2: x(nowMs), y1: T, y2: H - B, class: "now-line" }, root);
+      renderPlan(root, ahead, x, y, lo, hi);
+      svg("text", { x: W - R - 4, y: T + 12, "text-anchor": "end", class: "tick" }, root).textContent = "plan → (SoC: 0–100 % of the axis)";
+    }
+    setText("history-note", points.length + " points, up to " + fmtHour.format(new Date(nowMs)) +
+      (ahead.length ? "; the plan ahead, dashed" : (plan && plan.reason ? "; " + plan.reason : "")));
   }
 
   async function loadHistory() {
     try {
       const r = await fetch("/api/history?hours=24", { cache: "no-store" });
       if (!r.ok) throw new Error("HTTP " + r.status);
-      renderHistory(await r.json());
+      const p = await fetch("/api/plan", { cache: "no-store" }).then((x) => (x.ok ? x.json() : null)).catch(() => null);
+      renderHistory(await r.json(), p);
     } catch (e) {
       setText("history-note", "history unavailable (" + e.message + ")");
     }

@@ -1,0 +1,501 @@
+//! The predictive planner in the daemon: solves off the control loop, budgets on it.
+//!
+//! * The control loop hands every cycle's state to the planning task ([`LivePlan::hand_over`]:
+//!   SoC, battery limits, the month's peak from the dispatch state's demand tracker, each
+//!   charger's car and session energy, whether PV was held back) on a `watch` channel, which
+//!   never blocks, and sets the running step's budget of the latest plan
+//!   ([`LivePlan::budget`], through [`crate::planner::live`]). The cycle never waits for a
+//!   solve.
+//! * The planning task ([`run`]) re-plans at every clock-aligned quarter and on events (a car
+//!   plugged or unplugged, a session wish set, the SoC more than `soc_drift_pct` from the
+//!   plan's), events debounced by `debounce_s`. Each solve runs on a blocking thread of the
+//!   daemon's task tracker with a time limit (`solve_timeout_ms`); a solve that fails or is
+//!   late keeps the previous plan, which budgets until [`PLAN_VALID_FOR`] after it was made;
+//!   then the rule policy runs, and the status says why. One solve runs at a time (a late one
+//!   is waited out, its result dropped).
+//! * Forecasts ([`crate::planner::forecast`]) learn from the ledger: the last 28 days of
+//!   15-minute buckets and sessions at start, then each quarter's bucket and the sessions
+//!   that ended. A quarter counts as PV-limited when a PV limit was commanded in it or its
+//!   export averaged 90 % of the export limit or more.
+//! * Session wishes (`POST /api/chargers/{id}/session`) are kept here per charger until the
+//!   car leaves; a car without one wants `default_energy_kwh` and leaves `dwell_h` after it
+//!   plugged in.
+
+use crate::backtest::optimum::{BatteryInput, GridInput};
+use crate::config::planner::{DayAheadSource, PlannerSettings, SolveFault};
+use crate::config::StationConfig;
+use crate::dispatch::{ChargerId, DispatchState, Plan, PlanBudget, Policy, Snapshot};
+use crate::ledger::{Bucket, SessionRecord};
+use crate::planner::forecast::{
+    parse_day_ahead, ChargerDefaults, ForecastConfig, PastQuarter, PastSession,
+};
+use crate::planner::live::{self, CarNow, StepMeter};
+use crate::planner::{plan, Forecast, PlanBudgets, PlanState, PlannerConfig, PluggedCar};
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// A plan budgets this long after it was made, at most (then the rule policy runs).
+pub const PLAN_VALID_FOR: Duration = Duration::hours(1);
+
+/// Nominal phase voltage, V.
+const PHASE_V: f64 = 230.0;
+
+/// What a car's owner asked for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionWish {
+    pub departs: DateTime<Utc>,
+    /// Energy wanted from the moment of the wish, Wh.
+    pub energy_wh: f64,
+    /// The session's energy when the wish was set, Wh.
+    pub session_wh_at_wish: f64,
+    /// Which wish event set it (plans made from an earlier state do not judge it).
+    #[serde(skip)]
+    pub version: u64,
+}
+
+/// A charger's wish as the status shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WishStatus {
+    pub departure: DateTime<Utc>,
+    pub energy_kwh: f64,
+    /// `pending` (not planned yet), `planned` (the plan meets it), `cannot_meet`.
+    pub state: &'static str,
+    pub reason: Option<String>,
+}
+
+/// One charger in a cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChargerNow {
+    pub id: String,
+    pub plugged: bool,
+    pub session_wh: f64,
+    pub max_w: f64,
+}
+
+/// What the control loop hands the planner each cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CycleState {
+    pub now: DateTime<Utc>,
+    pub soc_pct: Option<f64>,
+    pub usable_wh: f64,
+    pub max_charge_w: f64,
+    pub max_discharge_w: f64,
+    pub month_peak_w: f64,
+    pub pv_limited: bool,
+    pub chargers: Vec<ChargerNow>,
+}
+
+/// The planner's published state.
+#[derive(Debug, Clone, Default)]
+pub struct PlanView {
+    pub plan: Option<Arc<PlanBudgets>>,
+    pub forecast: Option<Arc<Forecast>>,
+    pub solves: u64,
+    pub failures: u64,
+    pub timeouts: u64,
+    pub last_solve_ms: Option<f64>,
+    pub last_error: Option<String>,
+    /// Per charger id, its wish.
+    pub wishes: BTreeMap<String, WishStatus>,
+}
+
+impl PlanView {
+    /// Why the rule policy runs or the plan is old (None: a fresh plan runs).
+    pub fn reason(&self, now: DateTime<Utc>) -> Option<String> {
+        let err = self.last_error.as_deref();
+        match (&self.plan, err) {
+            (None, None) => Some("planner: no plan yet; the rule policy runs".into()),
+            (None, Some(e)) => Some(format!("planner: {e}; the rule policy runs")),
+            (Some(p), _) if now - p.made_at > PLAN_VALID_FOR => Some(format!(
+                "planner: the plan of {} has expired ({}); the rule policy runs",
+                p.made_at.format("%H:%M"),
+                err.unwrap_or("no newer plan")
+            )),
+            (Some(p), Some(e)) => Some(format!(
+                "planner: {e}; following the plan of {} until it expires",
+                p.made_at.format("%H:%M")
+            )),
+            (Some(_), None) => None,
+        }
+    }
+}
+
+/// What the planning task and the HTTP handlers share.
+pub struct Planning {
+    pub settings: PlannerSettings,
+    input: watch::Sender<Option<Arc<CycleState>>>,
+    output: watch::Sender<Arc<PlanView>>,
+    wishes: Mutex<BTreeMap<String, SessionWish>>,
+    /// When each charger's car plugged in (station time).
+    plugged_at: Mutex<BTreeMap<String, DateTime<Utc>>>,
+    /// Bumped on every wish set (an event for the task).
+    wish_events: watch::Sender<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Planning {
+    pub fn new(settings: PlannerSettings) -> Arc<Self> {
+        Arc::new(Planning {
+            settings,
+            input: watch::channel(None).0,
+            output: watch::channel(Arc::new(PlanView::default())).0,
+            wishes: Mutex::new(BTreeMap::new()),
+            plugged_at: Mutex::new(BTreeMap::new()),
+            wish_events: watch::channel(0).0,
+        })
+    }
+
+    /// The latest plan and its state.
+    pub fn view(&self) -> Arc<PlanView> {
+        self.output.borrow().clone()
+    }
+
+    /// The last cycle's state, if any.
+    pub fn cycle_state(&self) -> Option<Arc<CycleState>> {
+        self.input.borrow().clone()
+    }
+
+    /// Set charger `id`'s wish (the caller checked it) and ask for a re-plan.
+    pub fn set_wish(&self, id: &str, mut wish: SessionWish) {
+        let mut wishes = lock(&self.wishes);
+        self.wish_events.send_modify(|n| {
+            *n += 1;
+            wish.version = *n;
+        });
+        wishes.insert(id.to_string(), wish);
+    }
+
+    /// The wishes and plug-in times, for planning and budgets.
+    fn live_wishes(&self) -> LiveWishes {
+        LiveWishes {
+            settings: self.settings.clone(),
+            wishes: lock(&self.wishes).clone(),
+            plugged_at: lock(&self.plugged_at).clone(),
+        }
+    }
+
+    fn forget_wishes(&self, unplugged: &[&str]) {
+        let mut w = lock(&self.wishes);
+        for id in unplugged {
+            w.remove(*id);
+        }
+    }
+}
+
+/// The control loop's side: budgets from the latest plan, state to the task.
+pub struct LivePlan {
+    planning: Arc<Planning>,
+    meter: StepMeter,
+    efficiency: f64,
+}
+
+impl LivePlan {
+    pub fn new(planning: Arc<Planning>, policy: &Policy) -> Self {
+        LivePlan {
+            planning,
+            meter: StepMeter::default(),
+            efficiency: policy.battery.round_trip_efficiency.clamp(0.01, 1.0).sqrt(),
+        }
+    }
+
+    /// The running step's budget (None: no valid plan, the rule policy runs).
+    pub fn budget(&mut self, now: DateTime<Utc>, chargers: &[ChargerNow]) -> Option<PlanBudget> {
+        let view = self.planning.view();
+        let plan = view
+            .plan
+            .as_ref()
+            .filter(|p| now - p.made_at <= PLAN_VALID_FOR)?;
+        let live = self.planning.live_wishes();
+        let cars: Vec<CarNow> = chargers
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.plugged)
+            .map(|(i, c)| {
+                let (wish_wh, departs) = live.wish_of(c, now);
+                CarNow {
+                    charger: i,
+                    id: ChargerId::new(&c.id),
+                    session_wh: c.session_wh,
+                    wish_wh,
+                    departs,
+                }
+            })
+            .collect();
+        live::budget(plan, now, &cars, &mut self.meter, self.efficiency)
+    }
+
+    /// Hand this cycle's state to the planning task (never blocks).
+    pub fn hand_over(&mut self, state: CycleState) {
+        let unplugged: Vec<&str> = state
+            .chargers
+            .iter()
+            .filter(|c| !c.plugged)
+            .map(|c| c.id.as_str())
+            .collect();
+        self.planning.forget_wishes(&unplugged);
+        {
+            let mut at = lock(&self.planning.plugged_at);
+            for c in &state.chargers {
+                if c.plugged {
+                    at.entry(c.id.clone()).or_insert(state.now);
+                } else {
+                    at.remove(&c.id);
+                }
+            }
+        }
+        self.planning.input.send_replace(Some(Arc::new(state)));
+    }
+
+    /// Why the plan does not run, and the wishes it cannot meet (for the status).
+    pub fn reasons(&self, now: DateTime<Utc>) -> Vec<String> {
+        let view = self.planning.view();
+        view.reason(now)
+            .into_iter()
+            .chain(view.wishes.iter().filter_map(|(id, w)| {
+                let why = w.reason.as_deref()?;
+                Some(format!("{id}: the session wish cannot be met: {why}"))
+            }))
+            .collect()
+    }
+
+    /// Charger `id`'s wish status.
+    pub fn wish(&self, id: &str) -> Option<WishStatus> {
+        self.planning.view().wishes.get(id).cloned()
+    }
+}
+
+/// The cycle's state for the planner, from the snapshot, plan and dispatch state.
+pub fn cycle_state(
+    now: DateTime<Utc>,
+    snap: &Snapshot,
+    plan: &Plan,
+    state: &DispatchState,
+    session_wh: impl Fn(&str) -> Option<f64>,
+) -> CycleState {
+    let b = &snap.battery;
+    CycleState {
+        now,
+        soc_pct: b.soc.fresh_value().map(|p| p.value()),
+        usable_wh: b.usable_capacity.value(),
+        max_charge_w: b.max_charge.value(),
+        max_discharge_w: b.max_discharge.value(),
+        month_peak_w: state.demand().month_peak().value(),
+        pv_limited: plan.pv_limit.value() < 99.5,
+        chargers: snap
+            .chargers
+            .iter()
+            .map(|c| ChargerNow {
+                id: c.id.to_string(),
+                plugged: c.plugged,
+                session_wh: session_wh(c.id.as_str()).unwrap_or(0.0),
+                max_w: c.rating.value() * f64::from(c.phases) * PHASE_V,
+            })
+            .collect(),
+    }
+}
+
+#[path = "planning_task.rs"]
+mod task;
+pub use task::run;
+
+/// The forecasters' configuration from the station's.
+fn forecast_config(config: &StationConfig, s: &PlannerSettings) -> ForecastConfig {
+    let chargers = config
+        .chargers()
+        .map(|(d, c)| ChargerDefaults {
+            dwell: s.dwell_of(&d.id),
+            energy_wh: s.default_energy_wh,
+            max_w: c.rating_a * f64::from(c.phases) * PHASE_V,
+            arrivals: Vec::new(),
+        })
+        .collect();
+    ForecastConfig {
+        site: s.site.clone(),
+        tz: config.policy.timezone,
+        load_fallback: s.load_fallback.clone(),
+        chargers,
+    }
+}
+
+/// A ledger bucket as a past quarter (None when it covers less than 10 minutes).
+fn past_quarter(b: &Bucket, export_limit_w: f64, limited: bool) -> Option<PastQuarter> {
+    (b.covered_s >= 600.0).then(|| {
+        let w = |wh: f64| wh * 3600.0 / b.covered_s;
+        PastQuarter {
+            start: b.start,
+            pv_w: Some(w(b.pv_wh)),
+            building_w: Some(w(b.building_wh)),
+            pv_limited: limited || w(b.export_wh) >= 0.9 * export_limit_w,
+        }
+    })
+}
+
+/// A finished ledger session as a past session (None while open or for an unknown charger).
+fn past_session(s: &SessionRecord, ids: &[(String, f64)]) -> Option<PastSession> {
+    let charger = ids.iter().position(|(id, _)| *id == s.charger_id)?;
+    Some(PastSession {
+        charger,
+        arrived: s.start,
+        departed: s.end?,
+        energy_wh: s.energy_wh,
+        max_w: ids[charger].1,
+    })
+}
+
+/// The planner's fixed configuration for the state `c`.
+fn planner_config(policy: &Policy, s: &PlannerSettings, c: &CycleState) -> PlannerConfig {
+    let b = &policy.battery;
+    let eff = b.round_trip_efficiency.clamp(0.01, 1.0).sqrt();
+    PlannerConfig {
+        horizon_steps: s.horizon_steps,
+        battery: BatteryInput {
+            usable_wh: c.usable_wh.max(0.0),
+            soc0_pct: c.soc_pct.unwrap_or(b.soc_min.value()),
+            soc_min_pct: b.soc_min.value(),
+            soc_max_pct: b.soc_max.value(),
+            max_charge_w: c.max_charge_w.max(0.0),
+            max_discharge_w: c.max_discharge_w.max(0.0),
+            charge_eff: eff,
+            discharge_eff: eff,
+            wear_cost_cny_per_kwh_discharged: b
+                .wear_cost_cny_per_kwh(c.usable_wh / 1000.0)
+                .min(10.0),
+        },
+        grid: GridInput {
+            import_limit_w: policy.grid.import_budget().value(),
+            export_limit_w: policy.grid.export_limit.value(),
+        },
+        export_price_cny_per_kwh: policy.tariff.export_price_cny_per_kwh,
+        demand_charge_cny_per_kw: policy.tariff.demand_charge_cny_per_kw,
+        demand_charge_fraction: 1.0,
+        unmet_cny_per_kwh: s.unmet_cny_per_kwh,
+        stored_cny_per_kwh: policy.tariff.min_price() / b.round_trip_efficiency.clamp(0.01, 1.0),
+    }
+}
+
+/// The plugged cars of `c` as the plan takes them, with their wishes or the defaults.
+fn plugged_cars(live: &LiveWishes, c: &CycleState) -> Vec<PluggedCar> {
+    c.chargers
+        .iter()
+        .enumerate()
+        .filter(|(_, ch)| ch.plugged)
+        .map(|(i, ch)| {
+            let (wanted_wh, departs) = live.wish_of(ch, c.now);
+            PluggedCar {
+                charger: i,
+                wanted_wh,
+                departs,
+                max_w: ch.max_w,
+            }
+        })
+        .collect()
+}
+
+/// The wishes and plug-in times the task plans with.
+struct LiveWishes {
+    settings: PlannerSettings,
+    wishes: BTreeMap<String, SessionWish>,
+    plugged_at: BTreeMap<String, DateTime<Utc>>,
+}
+
+impl LiveWishes {
+    fn wish_of(&self, c: &ChargerNow, now: DateTime<Utc>) -> (f64, DateTime<Utc>) {
+        match self.wishes.get(&c.id) {
+            Some(w) => (
+                (w.energy_wh - (c.session_wh - w.session_wh_at_wish)).max(0.0),
+                w.departs,
+            ),
+            None => {
+                let since = self.plugged_at.get(&c.id).copied().unwrap_or(now);
+                (
+                    (self.settings.default_energy_wh - c.session_wh).max(0.0),
+                    (since + self.settings.dwell_of(&c.id)).max(now + Duration::minutes(15)),
+                )
+            }
+        }
+    }
+}
+
+/// Solve with the injected fault, if any (tests).
+fn solve(
+    fault: Option<SolveFault>,
+    cfg: &PlannerConfig,
+    state: &PlanState,
+    forecast: &Forecast,
+    now: DateTime<Utc>,
+) -> Result<PlanBudgets, String> {
+    match fault {
+        Some(SolveFault::Fail) => return Err("solve failed: injected failure".into()),
+        Some(SolveFault::Delay(d)) => std::thread::sleep(d),
+        None => {}
+    }
+    plan(cfg, state, forecast, now).map_err(|e| format!("solve failed: {e}"))
+}
+
+/// Read a day-ahead product (file or http://), parsed.
+async fn read_day_ahead(
+    src: &DayAheadSource,
+) -> Result<crate::planner::forecast::DayAhead, String> {
+    let text = match src {
+        DayAheadSource::File(p) => tokio::fs::read_to_string(p)
+            .await
+            .map_err(|e| format!("planner.day_ahead: cannot read {}: {e}", p.display()))?,
+        DayAheadSource::Http(url) => http_get(url).await?,
+    };
+    parse_day_ahead(&text).map_err(|e| format!("planner.day_ahead: {e}"))
+}
+
+/// A plain HTTP/1.1 GET (no TLS), the body as text.
+async fn http_get(url: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let addr = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
+    let io = async {
+        let mut s = tokio::net::TcpStream::connect(&addr).await?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.take(4 << 20).read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let buf = tokio::time::timeout(std::time::Duration::from_secs(10), io)
+        .await
+        .map_err(|_| format!("planner.day_ahead: {url}: no answer within 10 s"))?
+        .map_err(|e| format!("planner.day_ahead: {url}: {e}"))?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("planner.day_ahead: {url}: not HTTP"))?;
+    let ok = head
+        .lines()
+        .next()
+        .is_some_and(|l| l.split_whitespace().nth(1) == Some("200"));
+    if !ok {
+        return Err(format!(
+            "planner.day_ahead: {url}: {}",
+            head.lines().next().unwrap_or("")
+        ));
+    }
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Err(format!(
+            "planner.day_ahead: {url}: chunked answers are not supported"
+        ));
+    }
+    Ok(body.to_string())
+}

@@ -1,0 +1,194 @@
+//! Car arrivals expected ahead, from past sessions.
+//!
+//! Per day type (Monday-Friday, weekend) and local hour of arrival, the station's past sessions
+//! give a rate (arrivals per observed day of that type), a mean energy, a mean dwell and a mean
+//! power. Walking the horizon hour by hour, the expected arrivals accumulate; each time the sum
+//! reaches one half, one car is expected (at the middle of that hour's part of the window, with
+//! that hour's means, or the day type's means when the hour itself has no session) and one is
+//! taken off the sum. So the expected count over a day is the rate rounded, and the cars keep
+//! the times, energies and dwells seen. Each expected car takes the lowest-numbered charger
+//! free at its arrival (a charger is busy until its plugged car leaves, or an expected car
+//! before it does); with none free it is not expected (it would be turned away).
+//!
+//! The statistics are pooled over the chargers rather than kept per charger: which bay a car
+//! takes depends on which are free, and per-charger buckets of a few cars a day are too thin
+//! for a mean of a heavy-tailed energy (measured: per-charger buckets forecast about half the
+//! car energy of the next day on the sunny weekday scenario). The car's power is the hour's
+//! mean, capped at the charger's configured power.
+//!
+//! With fewer than [`MIN_DAYS`] observed days of the day type the configured
+//! [`super::ChargerDefaults`] are used instead: a car at each configured local time on each
+//! charger (when free).
+
+use super::{ChargerDefaults, ForecastConfig, History, PastSession};
+use crate::planner::ExpectedCar;
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc, Weekday};
+use chrono_tz::Tz;
+use std::collections::HashMap;
+
+/// Observed days of a day type before its statistics replace the configured defaults.
+pub const MIN_DAYS: usize = 3;
+
+fn weekend(d: NaiveDate) -> bool {
+    matches!(d.weekday(), Weekday::Sat | Weekday::Sun)
+}
+
+/// Sums of the sessions in one bucket.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sums {
+    count: f64,
+    energy_wh: f64,
+    dwell_s: f64,
+    max_w: f64,
+}
+
+impl Sums {
+    fn add(&mut self, s: &PastSession) {
+        self.count += 1.0;
+        self.energy_wh += s.energy_wh.max(0.0);
+        self.dwell_s += (s.departed - s.arrived).num_seconds().max(0) as f64;
+        self.max_w += s.max_w.max(0.0);
+    }
+
+    /// Mean energy, dwell and power (None when empty).
+    fn means(&self) -> Option<(f64, f64, f64)> {
+        (self.count > 0.0).then(|| {
+            (
+                self.energy_wh / self.count,
+                self.dwell_s / self.count,
+                self.max_w / self.count,
+            )
+        })
+    }
+}
+
+/// Session statistics: per (weekend?, local hour) and per day type.
+struct Stats {
+    by_hour: HashMap<(bool, u32), Sums>,
+    by_type: HashMap<bool, Sums>,
+    days: [usize; 2],
+}
+
+fn stats(tz: Tz, history: &History) -> Stats {
+    let mut days = [0, 0];
+    for d in history.observed_days(tz) {
+        days[usize::from(weekend(d))] += 1;
+    }
+    let mut by_hour: HashMap<(bool, u32), Sums> = HashMap::new();
+    let mut by_type: HashMap<bool, Sums> = HashMap::new();
+    for s in history.sessions() {
+        let local = s.arrived.with_timezone(&tz);
+        let we = weekend(local.date_naive());
+        by_hour.entry((we, local.hour())).or_default().add(s);
+        by_type.entry(we).or_default().add(s);
+    }
+    Stats {
+        by_hour,
+        by_type,
+        days,
+    }
+}
+
+/// Cars expected to arrive in `[now, end)`; `occupied_until[i]`: when charger `i`'s car leaves.
+pub fn forecast(
+    cfg: &ForecastConfig,
+    history: &History,
+    now: DateTime<Utc>,
+    end: DateTime<Utc>,
+    occupied_until: &[Option<DateTime<Utc>>],
+) -> Vec<ExpectedCar> {
+    let st = stats(cfg.tz, history);
+    let mut walk = Walk {
+        tz: cfg.tz,
+        chargers: &cfg.chargers,
+        busy_until: (0..cfg.chargers.len())
+            .map(|i| occupied_until.get(i).copied().flatten().unwrap_or(now))
+            .collect(),
+        acc: 0.0,
+        cars: Vec::new(),
+    };
+    let mut hour = now - Duration::seconds(i64::from(now.minute() * 60 + now.second()));
+    while hour < end {
+        let next = hour + Duration::hours(1);
+        let (from, to) = (hour.max(now), next.min(end));
+        let we = weekend(from.with_timezone(&cfg.tz).date_naive());
+        if st.days[usize::from(we)] >= MIN_DAYS {
+            walk.learned(&st, we, from, to);
+        } else {
+            walk.configured(from, to);
+        }
+        hour = next;
+    }
+    walk.cars.sort_by_key(|c| c.arrives);
+    walk.cars
+}
+
+/// The walk through the horizon.
+struct Walk<'a> {
+    tz: Tz,
+    chargers: &'a [ChargerDefaults],
+    busy_until: Vec<DateTime<Utc>>,
+    acc: f64,
+    cars: Vec<ExpectedCar>,
+}
+
+impl Walk<'_> {
+    /// Put a car on the lowest-numbered charger free at `arrives` (or on `only`).
+    fn place(
+        &mut self,
+        only: Option<usize>,
+        arrives: DateTime<Utc>,
+        dwell: Duration,
+        wh: f64,
+        w: f64,
+    ) {
+        let free = (0..self.busy_until.len())
+            .filter(|&i| only.is_none_or(|o| o == i))
+            .find(|&i| self.busy_until[i] <= arrives);
+        let Some(i) = free else { return };
+        let departs = arrives + dwell.max(Duration::minutes(1));
+        self.busy_until[i] = departs;
+        self.cars.push(ExpectedCar {
+            arrives,
+            departs,
+            wanted_wh: wh,
+            max_w: w.min(self.chargers[i].max_w),
+        });
+    }
+
+    fn learned(&mut self, st: &Stats, we: bool, from: DateTime<Utc>, to: DateTime<Utc>) {
+        let hour = st.by_hour.get(&(we, from.with_timezone(&self.tz).hour()));
+        let share = (to - from).num_seconds() as f64 / 3600.0;
+        let rate = hour.map_or(0.0, |s| s.count) / st.days[usize::from(we)] as f64;
+        self.acc += rate * share;
+        let means = hour
+            .and_then(Sums::means)
+            .or_else(|| st.by_type.get(&we).and_then(Sums::means));
+        let Some((energy_wh, dwell_s, max_w)) = means else {
+            return;
+        };
+        let arrives = from + (to - from) / 2;
+        while self.acc >= 0.5 {
+            self.acc -= 1.0;
+            let dwell = Duration::seconds(dwell_s.round() as i64);
+            self.place(None, arrives, dwell, energy_wh, max_w);
+        }
+    }
+
+    fn configured(&mut self, from: DateTime<Utc>, to: DateTime<Utc>) {
+        let date = from.with_timezone(&self.tz).date_naive();
+        for i in 0..self.chargers.len() {
+            let d = self.chargers[i].clone();
+            for t in &d.arrivals {
+                let at = self
+                    .tz
+                    .from_local_datetime(&date.and_time(*t))
+                    .earliest()
+                    .map(|t| t.with_timezone(&Utc));
+                if let Some(at) = at.filter(|at| *at >= from && *at < to) {
+                    self.place(Some(i), at, d.dwell, d.energy_wh, d.max_w);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! End to end: the real daemon with `[planner]` on against the simulator in process (src/daemon/
+//! planning.rs). A plan is made off the control loop, session wishes are accepted or refused
+//! with the field named, and the control cycle goes on while the solver fails or is late.
+//! Limits are judged on the simulator's truth.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod support;
+
+use serde_json::{json, Value};
+use station_controller::config::planner::{PlannerSettings, RawPlanner, SolveFault};
+use station_controller::config::{Issues, StationConfig};
+use station_controller::daemon::status::Status;
+use station_controller::demo::{self, Demo};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use support::{plug, until, until_async};
+
+const TOKEN: &str = "s3cret";
+
+fn settings(c: &StationConfig) -> PlannerSettings {
+    let chargers: Vec<String> = c.chargers().map(|(d, _)| d.id.clone()).collect();
+    let raw = RawPlanner {
+        enabled: true,
+        horizon_h: 24.0,
+        lat_deg: 31.2,
+        lon_deg: 121.5,
+        kwp: 150.0,
+        ..RawPlanner::default()
+    };
+    let mut issues = Issues::new();
+    let s = raw.validate(&chargers, Some(135.0), &mut issues);
+    assert!(issues.is_empty(), "{issues:?}");
+    s.unwrap()
+}
+
+async fn start(at: &str, fault: Option<SolveFault>, timeout: Option<Duration>) -> Demo {
+    start_with(at, fault, timeout, |_| {}).await
+}
+
+async fn start_with(
+    at: &str,
+    fault: Option<SolveFault>,
+    timeout: Option<Duration>,
+    adjust: impl FnOnce(&mut StationConfig),
+) -> Demo {
+    let sc = demo::scenario("sunny-weekday").unwrap();
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let d = Demo::start_at(sc, 7, 60.0, Some(at), listen, |c| {
+        c.api_token = Some(TOKEN.into());
+        let mut s = settings(c);
+        s.fault = fault;
+        if let Some(t) = timeout {
+            s.solve_timeout = t;
+        }
+        c.planner = Some(s);
+        adjust(c);
+    })
+    .await
+    .unwrap();
+    until("the first control cycle", Duration::from_secs(30), || {
+        status(&d).filter(|s| s.cycle >= 3).map(|_| ())
+    })
+    .await;
+    d
+}
+
+fn status(d: &Demo) -> Option<Arc<Status>> {
+    d.daemon.shared.status()
+}
+
+async fn get_plan(d: &Demo) -> Value {
+    reqwest::get(format!("http://{}/api/plan", d.daemon.api_addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn post_wish(d: &Demo, token: &str, charger: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/chargers/{charger}/session",
+            d.daemon.api_addr
+        ))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+fn error_of(v: &Value) -> &str {
+    v["error"].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_plans_and_takes_or_refuses_session_wishes_within_the_import_limit() {
+    let d = start("09:50", None, None).await;
+    d.sim.plug(&plug("charger-1")).unwrap();
+    let before = d.sim.truth().kpis;
+    let plan = until_async("a plan", Duration::from_secs(120), async || {
+        let p = get_plan(&d).await;
+        p["made_at"].is_string().then_some(p)
+    })
+    .await;
+    let steps = plan["steps"].as_array().unwrap();
+    assert!(steps.len() >= 95, "{} steps", steps.len());
+    let noon_pv = steps
+        .iter()
+        .map(|s| s["pv_forecast_w"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(noon_pv > 30_000.0, "PV forecast peaks at {noon_pv} W");
+    assert!(steps
+        .iter()
+        .all(|s| s["import_ceiling_w"].as_f64().unwrap() <= 150_000.0));
+
+    let now = d.sim.now();
+    let at = |h: f64| (now + chrono::Duration::seconds((h * 3600.0) as i64)).to_rfc3339();
+    // Refused at once, naming the field.
+    let (code, body) = post_wish(
+        &d,
+        TOKEN,
+        "charger-1",
+        json!({"departure": at(1.0), "energy_kwh": 150}),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        error_of(&body).starts_with("energy_kwh: 150.0 kWh cannot be delivered"),
+        "{body}"
+    );
+    let (code, body) = post_wish(
+        &d,
+        TOKEN,
+        "charger-1",
+        json!({"departure": "tomorrow", "energy_kwh": 10}),
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(error_of(&body).starts_with("departure:"), "{body}");
+    let (code, body) = post_wish(
+        &d,
+        TOKEN,
+        "charger-5",
+        json!({"departure": at(2.0), "energy_kwh": 10}),
+    )
+    .await;
+    assert_eq!(code, 409);
+    assert_eq!(error_of(&body), "id: no car is plugged in at charger-5");
+    let (code, _) = post_wish(
+        &d,
+        "wrong",
+        "charger-1",
+        json!({"departure": at(2.0), "energy_kwh": 10}),
+    )
+    .await;
+    assert_eq!(code, 401);
+    // Taken, planned, and shown on the charger.
+    let (code, body) = post_wish(
+        &d,
+        TOKEN,
+        "charger-1",
+        json!({"departure": at(3.0), "energy_kwh": 25}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["state"], "pending");
+    let wish = until("the wish planned", Duration::from_secs(120), || {
+        let s = status(&d)?;
+        let w = s
+            .chargers
+            .iter()
+            .find(|c| c.id == "charger-1")?
+            .wish
+            .clone()?;
+        (w.state != "pending").then_some(w)
+    })
+    .await;
+    assert_eq!(wish.state, "planned", "{wish:?}");
+    // The plan budgets the car, and the cycle follows the plan (no planner reason).
+    let plan = get_plan(&d).await;
+    assert_eq!(plan["wishes"]["charger-1"]["state"], "planned");
+    let s = status(&d).unwrap();
+    assert!(
+        !s.reasons.iter().any(|r| r.starts_with("planner:")),
+        "{:?}",
+        s.reasons
+    );
+    // Twenty simulated minutes later the car has charged and no limit was broken.
+    let end = d.sim.now() + chrono::Duration::minutes(20);
+    until("twenty simulated minutes", Duration::from_secs(120), || {
+        (d.sim.now() >= end).then_some(())
+    })
+    .await;
+    let t = d.sim.truth();
+    assert_eq!(
+        t.kpis.import_limit_exceeded_s,
+        before.import_limit_exceeded_s
+    );
+    assert_eq!(t.kpis.soc_window_violation_s, 0.0);
+    assert!(t.kpis.ev_delivered_kwh > before.ev_delivered_kwh + 2.0);
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wish_the_grid_cannot_carry_is_reported_as_cannot_meet_and_the_limit_holds() {
+    // At night with no battery energy to spare (its floor at 95 %) and 26 kW of import for a
+    // building of about 20 kW, a car cannot get 20 kWh in 2 h.
+    let d = start_with("02:00", None, None, |c| {
+        c.policy.grid.import_limit = station_controller::units::Watts(26_000.0);
+        c.policy.battery.soc_min = station_controller::units::Percent(95.0);
+        c.policy.battery.soc_max = station_controller::units::Percent(96.0);
+    })
+    .await;
+    d.sim.plug(&plug("charger-1")).unwrap();
+    until("the car seen", Duration::from_secs(30), || {
+        let s = status(&d)?;
+        (s.chargers
+            .iter()
+            .find(|c| c.id == "charger-1")?
+            .state
+            .starts_with(['B', 'C']))
+        .then_some(())
+    })
+    .await;
+    let before = d.sim.truth().kpis;
+    let departure = (d.sim.now() + chrono::Duration::hours(2)).to_rfc3339();
+    let (code, body) = post_wish(
+        &d,
+        TOKEN,
+        "charger-1",
+        json!({"departure": departure, "energy_kwh": 20}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let wish = until("the wish judged", Duration::from_secs(120), || {
+        let s = status(&d)?;
+        let w = s
+            .chargers
+            .iter()
+            .find(|c| c.id == "charger-1")?
+            .wish
+            .clone()?;
+        (w.state != "pending").then_some(w)
+    })
+    .await;
+    assert_eq!(wish.state, "cannot_meet", "{wish:?}");
+    assert!(
+        wish.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("the plan delivers"),
+        "{wish:?}"
+    );
+    let s = status(&d).unwrap();
+    assert!(
+        s.reasons
+            .iter()
+            .any(|r| r.starts_with("charger-1: the session wish cannot be met")),
+        "{:?}",
+        s.reasons
+    );
+    let end = d.sim.now() + chrono::Duration::minutes(10);
+    until("ten simulated minutes", Duration::from_secs(60), || {
+        (d.sim.now() >= end).then_some(())
+    })
+    .await;
+    let t = d.sim.truth();
+    assert_eq!(
+        t.kpis.import_limit_exceeded_s,
+        before.import_limit_exceeded_s
+    );
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_solver_leaves_the_rule_policy_running_with_a_reason() {
+    let d = start("10:00", Some(SolveFault::Fail), None).await;
+    d.sim.plug(&plug("charger-2")).unwrap();
+    let reason = until("the planner's reason", Duration::from_secs(60), || {
+        let s = status(&d)?;
+        s.reasons
+            .iter()
+            .find(|r| r.starts_with("planner:"))
+            .cloned()
+    })
+    .await;
+    assert!(
+        reason.contains("injected failure") && reason.contains("rule policy runs"),
+        "{reason}"
+    );
+    let c0 = status(&d).unwrap().cycle;
+    let before = d.sim.truth().kpis;
+    until("cycles going on", Duration::from_secs(60), || {
+        (status(&d)?.cycle >= c0 + 100).then_some(())
+    })
+    .await;
+    let plan = get_plan(&d).await;
+    assert!(plan["failures"].as_u64().unwrap() >= 1, "{plan}");
+    assert!(plan["made_at"].is_null());
+    let t = d.sim.truth();
+    assert_eq!(
+        t.kpis.import_limit_exceeded_s,
+        before.import_limit_exceeded_s
+    );
+    let c2 = t.chargers.iter().find(|c| c.id == "charger-2").unwrap();
+    assert!(
+        c2.applied_max_a >= 6.0,
+        "the rule policy charges the car: {c2:?}"
+    );
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_solve_does_not_hold_up_the_control_cycle() {
+    // Every solve sleeps 4 s (real) and the limit is 0.5 s: the cycles (1/60 s apart at 60x)
+    // must go on all the while.
+    let d = start(
+        "10:00",
+        Some(SolveFault::Delay(Duration::from_secs(4))),
+        Some(Duration::from_millis(500)),
+    )
+    .await;
+    let reason = until("the late-solve reason", Duration::from_secs(60), || {
+        let s = status(&d)?;
+        s.reasons.iter().find(|r| r.contains("solve late")).cloned()
+    })
+    .await;
+    assert!(reason.contains("no plan within 500 ms"), "{reason}");
+    let c0 = status(&d).unwrap().cycle;
+    // While that solve still sleeps (about 3.5 s of it left), cycles complete.
+    until("cycles during the solve", Duration::from_secs(3), || {
+        (status(&d)?.cycle >= c0 + 30).then_some(())
+    })
+    .await;
+    let plan = get_plan(&d).await;
+    assert!(plan["timeouts"].as_u64().unwrap() >= 1, "{plan}");
+    d.shutdown().await;
+}
