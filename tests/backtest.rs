@@ -198,7 +198,7 @@ fn savings_captured_follows_its_definition() {
     assert!((r.savings_captured["policy"] - expected).abs() < 1e-12);
     assert_eq!(
         r.savings_captured.keys().collect::<Vec<_>>(),
-        ["planner_perfect", "policy"]
+        ["planner", "planner_perfect", "policy"]
     );
     assert_eq!(savings_captured(100.0, 80.0, 60.0), Some(0.5));
     assert_eq!(savings_captured(100.0, 80.0, 100.0), None);
@@ -231,8 +231,9 @@ fn json_report_has_exactly_the_keys_of_the_issue() {
     assert_eq!(v["scenario"], "ev-rush");
     assert_eq!(v["days"], 1);
     assert!(v["savings_captured"]["policy"].is_number());
-    assert_eq!(v["savings_captured"].as_object().unwrap().len(), 2);
+    assert_eq!(v["savings_captured"].as_object().unwrap().len(), 3);
     assert!(v["savings_captured"]["planner_perfect"].is_number());
+    assert!(v["savings_captured"]["planner"].is_number());
     assert!(v["objective_values"]["unmet_cny_per_kwh"].is_number());
     assert!(v["objective_values"]["stored_cny_per_kwh"].is_number());
     assert!(v["sim_seconds_per_wall_second"].as_f64().unwrap() > 1000.0);
@@ -243,7 +244,13 @@ fn json_report_has_exactly_the_keys_of_the_issue() {
         .collect();
     assert_eq!(
         names,
-        ["uncontrolled", "policy", "planner_perfect", "optimum"]
+        [
+            "uncontrolled",
+            "policy",
+            "planner_perfect",
+            "planner",
+            "optimum"
+        ]
     );
     let mut expected = KPI_KEYS.to_vec();
     expected.sort();
@@ -306,6 +313,33 @@ fn the_perfect_forecast_planner_captures_at_least_90_pct_on_the_sunny_weekday() 
         "{:?}",
         r.notes
     );
+}
+
+/// The planner fed only what the station measured (and two weeks of history before the window)
+/// beats the rule policy on every shipped scenario, within every hard limit, judged on the
+/// simulator's KPIs.
+#[test]
+fn the_planner_with_its_own_forecasts_beats_the_policy_on_every_shipped_scenario() {
+    for name in [
+        "sunny-weekday",
+        "ev-rush",
+        "weekend",
+        "cloudy-winter-weekday",
+    ] {
+        let r = compare(name);
+        let (planner, policy) = (r.savings_captured["planner"], r.savings_captured["policy"]);
+        assert!(planner > policy + 0.05, "{name}\n{}", r.to_table());
+        let k = &r.run("planner").unwrap().full_kpis;
+        assert_eq!(k.import_limit_exceeded_s, 0.0, "{name}");
+        assert_eq!(k.soc_window_violation_s, 0.0, "{name}");
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.starts_with("planner:") && n.contains("0 failed")),
+            "{:?}",
+            r.notes
+        );
+    }
 }
 
 #[test]

@@ -27,12 +27,13 @@ pub struct BacktestArgs {
     /// TOML file whose `[policy]` table is the dispatch policy (default: the reference policy).
     #[arg(long)]
     pub policy: Option<PathBuf>,
-    /// Also run `uncontrolled`, the planner with perfect forecasts (`planner_perfect`) and the
-    /// perfect-foresight `optimum` on the same days and report the share of the achievable
-    /// savings the policy and the planner capture.
+    /// Also run `uncontrolled`, the planner with its own forecasts (`planner`) and with perfect
+    /// forecasts (`planner_perfect`), and the perfect-foresight `optimum` on the same days, and
+    /// report the share of the achievable savings the policy and the planners capture.
     #[arg(long)]
     pub compare: bool,
-    /// Run only this controller (`uncontrolled`, `policy`, `planner-perfect` or `optimum`);
+    /// Run only this controller (`uncontrolled`, `policy`, `planner`, `planner-perfect` or
+    /// `optimum`);
     /// without it the policy runs, and with `--compare` all of them.
     #[arg(long, value_enum, conflicts_with = "compare")]
     pub controller: Option<ControllerName>,
@@ -74,6 +75,8 @@ pub enum ControllerName {
     Optimum,
     /// The dispatch core following the planner's budgets, the planner fed perfect forecasts.
     PlannerPerfect,
+    /// The dispatch core following the planner's budgets, the planner fed its own forecasts.
+    Planner,
 }
 
 /// A bad argument or a failed run; the message names the argument.
@@ -115,7 +118,7 @@ fn decimals(key: &str) -> usize {
 /// One run of the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ControllerRun {
-    /// `"uncontrolled"`, `"policy"`, `"planner_perfect"` or `"optimum"`.
+    /// `"uncontrolled"`, `"policy"`, `"planner"`, `"planner_perfect"` or `"optimum"`.
     pub controller: String,
     pub kpis: Scorecard,
     /// The objective every run is scored by, with its raw parts.
@@ -145,7 +148,7 @@ pub struct BacktestReport {
     pub runs: Vec<ControllerRun>,
     /// The values the objective charges for unmet car energy and credits for stored energy.
     pub objective_values: ObjectiveValues,
-    /// Per judged controller (`policy`, `planner_perfect`), (O_uncontrolled - O_controller) /
+    /// Per judged controller (`policy`, `planner`, `planner_perfect`), (O_uncontrolled - O_controller) /
     /// (O_uncontrolled - O_optimum) on the objective's totals; empty without `--compare`, and without an entry
     /// when the optimum is not better than the uncontrolled run by a fen.
     pub savings_captured: BTreeMap<String, f64>,
@@ -238,7 +241,7 @@ impl BacktestReport {
 }
 
 /// The planner's solve times as a note: count, p50, p99, max, failures.
-fn solve_note(ms: &[f64], failures: u64) -> String {
+fn solve_note(name: &str, ms: &[f64], failures: u64) -> String {
     let mut sorted = ms.to_vec();
     sorted.sort_by(f64::total_cmp);
     let q = |p: f64| {
@@ -248,7 +251,7 @@ fn solve_note(ms: &[f64], failures: u64) -> String {
             .unwrap_or(0.0)
     };
     format!(
-        "planner_perfect: {} plans, solve p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {failures} failed",
+        "{name}: {} plans, solve p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {failures} failed",
         sorted.len(),
         q(0.5),
         q(0.99),
@@ -257,7 +260,8 @@ fn solve_note(ms: &[f64], failures: u64) -> String {
 }
 
 /// Controllers judged by `savings_captured`: every run but `uncontrolled` (the baseline) and
-/// `optimum` (the bound). `policy` is causal; `planner_perfect` is fed perfect forecasts.
+/// `optimum` (the bound). `policy` and `planner` are causal; `planner_perfect` is fed perfect
+/// forecasts.
 fn is_judged(controller: &str) -> bool {
     !matches!(controller, "uncontrolled" | "optimum")
 }
@@ -436,16 +440,25 @@ pub fn run_backtest(args: &BacktestArgs) -> Result<BacktestReport, BacktestError
         runs.push(closed_loop_run("policy", &r, values));
         speed = r.speed();
     }
-    if wanted(ControllerName::PlannerPerfect) {
-        let hook = PlannerHook::perfect(&scenario, &policy, args.seed, args.days);
+    for (name, make) in [
+        (
+            ControllerName::PlannerPerfect,
+            PlannerHook::perfect as fn(&Scenario, &Policy, u64, u32) -> PlannerHook,
+        ),
+        (ControllerName::Planner, PlannerHook::causal),
+    ] {
+        if !wanted(name) {
+            continue;
+        }
+        let hook = make(&scenario, &policy, args.seed, args.days);
         let mut c = super::run::policy_controller(policy.clone(), &scenario).with_planner(hook);
         let r = closed_loop(&mut c)?;
-        runs.push(closed_loop_run("planner_perfect", &r, values));
+        runs.push(closed_loop_run(c.name(), &r, values));
         if !wanted(ControllerName::Policy) {
             speed = r.speed();
         }
         if let Some(p) = c.planner() {
-            notes.push(solve_note(&p.solve_ms, p.failures));
+            notes.push(solve_note(p.name(), &p.solve_ms, p.failures));
         }
     }
     if wanted(ControllerName::Optimum) {

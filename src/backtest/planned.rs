@@ -1,12 +1,19 @@
 //! The planner in the closed loop: [`PlannerHook`] re-plans every clock-aligned quarter and
 //! whenever a car plugs in or leaves, and hands the running step's budget to the dispatch core
-//! ([`crate::dispatch::DispatchState::set_plan_budget`]), which follows it and still enforces
-//! every hard limit each cycle.
+//! ([`crate::dispatch::DispatchState::set_plan_budget`]) through [`crate::planner::live`], the
+//! same code the daemon runs; the dispatch core follows it and still enforces every hard limit
+//! each cycle.
 //!
-//! Forecasts: perfect only (`planner_perfect`): the scenario's realized exogenous processes
-//! from the quarter of the plan on (PV, building load, prices, the cars still to come with
-//! their energy and dwell). Forecasters a station can run (clear-sky PV, weekday load history,
-//! session statistics) are not written yet, so there is no causal `planner` run.
+//! Two sources of forecasts:
+//! - `planner_perfect` ([`PlannerHook::perfect`]): the scenario's realized exogenous processes
+//!   from the quarter of the plan on (PV, building load, prices, the cars still to come with
+//!   their energy and dwell): what the planner would do if its forecasts were right.
+//! - `planner` ([`PlannerHook::causal`]): the station's own forecasters
+//!   ([`crate::planner::forecast`]: clear-sky PV scaled by the recent measured ratio, building
+//!   load from the same weekday's history, car arrivals from past sessions) fed only with what
+//!   the controller measured before `now`, plus [`WARM_UP_DAYS`] of the scenario's processes
+//!   before the window (a station in service has a history; a fresh one plans on its config
+//!   fallbacks). Prices come from the tariff, which is known.
 //!
 //! Horizon: 48 h, cut at the end of the scored window (the objective charges what the cars
 //! still plugged in at the end want, as the optimum is charged; a station has no window end).
@@ -18,18 +25,25 @@
 use super::foresight::battery_input;
 use super::objective::ObjectiveValues;
 use super::optimum::GridInput;
-use crate::dispatch::{CarBudget, ChargerId, DispatchState, PlanBudget, Policy};
+use crate::dispatch::{ChargerId, DispatchState, PlanBudget, Policy};
+use crate::planner::forecast::{
+    quarter_start, ChargerDefaults, ForecastConfig, Forecasters, LoadProfile, PastQuarter,
+    PastSession, Site,
+};
+use crate::planner::live::{self, CarNow, StepMeter};
 use crate::planner::{
     plan, ExpectedCar, Forecast, PlanBudgets, PlanState, PlannerConfig, PluggedCar, PLAN_STEP_S,
 };
-use crate::units::Watts;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveTime, Utc};
 use station_sim::physics::{exogenous_forecast, Exogenous};
 use station_sim::scenario::Scenario;
 use station_sim::view::StationView;
 
 /// Steps planned ahead: 48 h.
 pub const HORIZON_STEPS: usize = 192;
+
+/// Days of the scenario's processes before the window that the causal forecasters start with.
+pub const WARM_UP_DAYS: u32 = 14;
 
 /// Nominal phase voltage the plant's chargers run at, V.
 const PHASE_V: f64 = 230.0;
@@ -41,55 +55,158 @@ const CAR_POWER_SHARE: f64 = 0.85;
 /// The plan aims to finish each car this long before it leaves, s.
 const DEPARTURE_MARGIN_S: i64 = 900;
 
+/// Where the plan's forecasts come from.
+#[derive(Debug, Clone)]
+enum Source {
+    Perfect(Box<Exogenous>),
+    Causal(Box<Causal>),
+}
+
+/// The station's own forecasters and what they are fed while the run goes on.
+#[derive(Debug, Clone)]
+struct Causal {
+    forecasters: Forecasters,
+    scenario: Scenario,
+    /// The running quarter: its start, PV and building power summed, samples, PV limited.
+    quarter: Option<(DateTime<Utc>, f64, f64, u32, bool)>,
+    /// Per charger, the running session: arrival, energy wished at plug-in, power limit.
+    open: Vec<Option<(DateTime<Utc>, f64, f64)>>,
+}
+
 /// Re-plans and the budget of the running step.
 #[derive(Debug, Clone)]
 pub struct PlannerHook {
     cfg: PlannerConfig,
-    exo: Exogenous,
+    source: Source,
+    window_end: DateTime<Utc>,
     plan: Option<PlanBudgets>,
     next_plan_at: Option<DateTime<Utc>>,
     plugged: Vec<bool>,
-    /// Per charger, the car's session energy when the running step's plan was made, Wh.
-    session_wh_at_plan: Vec<f64>,
+    meter: StepMeter,
     /// Wall time of every solve, ms.
     pub solve_ms: Vec<f64>,
     /// Solves that failed (the rule policy ran until the next plan).
     pub failures: u64,
 }
 
+/// The planner's fixed configuration for `scenario`. Its import limit is the policy's import
+/// budget (the limit less the margin the dispatch core keeps for load steps it sees a cycle
+/// late), so the plan asks for no more than dispatch will give.
+fn planner_config(scenario: &Scenario, policy: &Policy, days: u32) -> PlannerConfig {
+    let values = ObjectiveValues::of(scenario);
+    PlannerConfig {
+        horizon_steps: HORIZON_STEPS,
+        battery: battery_input(scenario),
+        grid: GridInput {
+            import_limit_w: policy.grid.import_budget().0.min(scenario.import_limit_w()),
+            export_limit_w: scenario.export_limit_w(),
+        },
+        export_price_cny_per_kwh: scenario.tariff.export_cny_per_kwh,
+        demand_charge_cny_per_kw: scenario.tariff.demand_cny_per_kw,
+        demand_charge_fraction: f64::from(days) / 30.0,
+        unmet_cny_per_kwh: values.unmet_cny_per_kwh,
+        stored_cny_per_kwh: values.stored_cny_per_kwh,
+    }
+}
+
+/// The forecasters a station built like `scenario` would be configured with: its site and PV
+/// ratings (flat modules), and modest fallbacks for when history is short.
+fn forecast_config(scenario: &Scenario) -> ForecastConfig {
+    let rating_a = scenario.chargers.rating_a;
+    let phases = f64::from(scenario.chargers.phases);
+    let defaults = ChargerDefaults {
+        dwell: Duration::hours(3),
+        energy_wh: 15_000.0,
+        max_w: rating_a * phases * PHASE_V * 0.5,
+        arrivals: NaiveTime::from_hms_opt(9, 0, 0).into_iter().collect(),
+    };
+    ForecastConfig {
+        site: Site {
+            lat_deg: scenario.site.lat_deg,
+            lon_deg: scenario.site.lon_deg,
+            tilt_deg: 0.0,
+            azimuth_deg: 180.0,
+            kwp: scenario.pv.kwp,
+            ac_kw: scenario.pv.inverter_ac_kw,
+            performance_ratio: 0.8,
+        },
+        tz: scenario.tz(),
+        load_fallback: LoadProfile {
+            weekday_w: [30_000.0; 24],
+            weekend_w: [20_000.0; 24],
+        },
+        chargers: vec![defaults; scenario.chargers.count],
+    }
+}
+
+/// The forecasters with [`WARM_UP_DAYS`] of the scenario's processes before `start` as history.
+fn warmed_up(scenario: &Scenario, seed: u64, start: DateTime<Utc>) -> Forecasters {
+    let mut f = Forecasters::new(forecast_config(scenario));
+    let from = start - Duration::days(i64::from(WARM_UP_DAYS));
+    let past = exogenous_forecast(scenario, seed, from, WARM_UP_DAYS);
+    let step = Duration::seconds(i64::from(past.step_s));
+    for (k, (&pv, &building)) in past.pv_available_w.iter().zip(&past.building_w).enumerate() {
+        f.history.observe_quarter(PastQuarter {
+            start: past.start + step * k as i32,
+            pv_w: Some(pv),
+            building_w: Some(building),
+            pv_limited: false,
+        });
+    }
+    for s in past.sessions.iter().filter(|s| s.depart <= start) {
+        f.history.observe_session(PastSession {
+            charger: s.charger,
+            arrived: s.arrive,
+            departed: s.depart,
+            energy_wh: s.wanted_wh,
+            max_w: s.max_w,
+        });
+    }
+    f
+}
+
 impl PlannerHook {
-    /// A planner with perfect forecasts for `days` days of `scenario` (seed `seed`).
-    /// Its import limit is the policy's import budget (the limit less the margin the dispatch
-    /// core keeps for load steps it sees a cycle late), so the plan asks for no more than
-    /// dispatch will give.
-    pub fn perfect(scenario: &Scenario, policy: &Policy, seed: u64, days: u32) -> Self {
-        let values = ObjectiveValues::of(scenario);
-        let cfg = PlannerConfig {
-            horizon_steps: HORIZON_STEPS,
-            battery: battery_input(scenario),
-            grid: GridInput {
-                import_limit_w: policy.grid.import_budget().0.min(scenario.import_limit_w()),
-                export_limit_w: scenario.export_limit_w(),
-            },
-            export_price_cny_per_kwh: scenario.tariff.export_cny_per_kwh,
-            demand_charge_cny_per_kw: scenario.tariff.demand_cny_per_kw,
-            demand_charge_fraction: f64::from(days) / 30.0,
-            unmet_cny_per_kwh: values.unmet_cny_per_kwh,
-            stored_cny_per_kwh: values.stored_cny_per_kwh,
-        };
-        // The scored window only: the backtest's objective charges every car still plugged in
-        // at its end for what it wants, so the plan ends where the window ends (like the
-        // optimum), at most `HORIZON_STEPS` ahead. A station has no window end.
-        let exo = exogenous_forecast(scenario, seed, scenario.start_utc(), days);
+    fn new(cfg: PlannerConfig, source: Source, window_end: DateTime<Utc>) -> Self {
         PlannerHook {
             cfg,
-            exo,
+            source,
+            window_end,
             plan: None,
             next_plan_at: None,
             plugged: Vec::new(),
-            session_wh_at_plan: Vec::new(),
+            meter: StepMeter::default(),
             solve_ms: Vec::new(),
             failures: 0,
+        }
+    }
+
+    /// A planner with perfect forecasts for `days` days of `scenario` (seed `seed`).
+    pub fn perfect(scenario: &Scenario, policy: &Policy, seed: u64, days: u32) -> Self {
+        let exo = exogenous_forecast(scenario, seed, scenario.start_utc(), days);
+        let end = scenario.start_utc() + Duration::days(i64::from(days));
+        let cfg = planner_config(scenario, policy, days);
+        Self::new(cfg, Source::Perfect(Box::new(exo)), end)
+    }
+
+    /// A planner with the station's own forecasters (see the module documentation).
+    pub fn causal(scenario: &Scenario, policy: &Policy, seed: u64, days: u32) -> Self {
+        let start = scenario.start_utc();
+        let causal = Causal {
+            forecasters: warmed_up(scenario, seed, start),
+            scenario: scenario.clone(),
+            quarter: None,
+            open: Vec::new(),
+        };
+        let end = start + Duration::days(i64::from(days));
+        let cfg = planner_config(scenario, policy, days);
+        Self::new(cfg, Source::Causal(Box::new(causal)), end)
+    }
+
+    /// The run's name: `planner_perfect` or `planner`.
+    pub fn name(&self) -> &'static str {
+        match self.source {
+            Source::Perfect(_) => "planner_perfect",
+            Source::Causal(_) => "planner",
         }
     }
 
@@ -98,9 +215,12 @@ impl PlannerHook {
         self.plan.as_ref()
     }
 
-    /// Re-plan when due, then give `state` the running step's budget (none when there is no
-    /// plan for now: the rule policy runs).
+    /// Learn from what the devices show, re-plan when due, then give `state` the running
+    /// step's budget (none when there is no plan for now: the rule policy runs).
     pub fn update(&mut self, view: &StationView, state: &mut DispatchState) {
+        if let Source::Causal(c) = &mut self.source {
+            c.observe(view);
+        }
         let now = view.sim_time;
         let plugged: Vec<bool> = view.chargers.iter().map(|c| c.vehicle.is_some()).collect();
         let due = self.next_plan_at.is_none_or(|t| now >= t) || plugged != self.plugged;
@@ -108,20 +228,15 @@ impl PlannerHook {
             self.plugged = plugged;
             self.replan(view, state);
         }
-        state.set_plan_budget(self.budget(view));
+        let budget = self.budget(view);
+        state.set_plan_budget(budget);
     }
 
     fn replan(&mut self, view: &StationView, state: &DispatchState) {
         let now = view.sim_time;
-        let quarter = now.timestamp() - now.timestamp().rem_euclid(PLAN_STEP_S);
-        let start = DateTime::from_timestamp(quarter, 0).unwrap_or(now);
+        let start = quarter_start(now);
         self.next_plan_at = Some(start + Duration::seconds(PLAN_STEP_S));
-        self.session_wh_at_plan = view
-            .chargers
-            .iter()
-            .map(|c| c.vehicle.as_ref().map_or(0.0, |v| v.session_wh))
-            .collect();
-        let Some((cfg, forecast)) = self.forecast(start, now) else {
+        let Some((cfg, forecast)) = self.forecast(view, start) else {
             self.plan = None;
             return;
         };
@@ -142,78 +257,162 @@ impl PlannerHook {
         }
     }
 
-    /// The perfect forecast from the quarter `start`, and the config cut to the steps left.
+    /// The forecast from the quarter `start`, and the config cut to the steps left in the
+    /// window.
     fn forecast(
         &self,
+        view: &StationView,
         start: DateTime<Utc>,
-        now: DateTime<Utc>,
     ) -> Option<(PlannerConfig, Forecast)> {
-        let step_s = f64::from(self.exo.step_s);
-        let k0 = ((start - self.exo.start).num_seconds() as f64 / step_s).round() as usize;
-        let left = self.exo.pv_available_w.len().checked_sub(k0)?;
-        let n = self.cfg.horizon_steps.min(left);
+        let now = view.sim_time;
+        let left = ((self.window_end - start).num_seconds() as f64 / PLAN_STEP_S as f64).ceil();
+        let n = self.cfg.horizon_steps.min(left.max(0.0) as usize);
         if n == 0 {
             return None;
         }
-        let range = k0..k0 + n;
-        let window_end = self.exo.start
-            + Duration::seconds(i64::from(self.exo.step_s) * self.exo.pv_available_w.len() as i64);
         let mut cfg = self.cfg.clone();
         cfg.horizon_steps = n;
-        let arrivals = self
-            .exo
-            .sessions
-            .iter()
-            .filter(|s| s.arrive > now && s.arrive < window_end)
-            .map(|s| ExpectedCar {
-                arrives: s.arrive,
-                departs: early(s.arrive, s.depart),
-                wanted_wh: s.wanted_wh,
-                max_w: s.max_w * CAR_POWER_SHARE,
+        let mut forecast = match &self.source {
+            Source::Perfect(exo) => perfect_forecast(exo, start, now, n)?,
+            Source::Causal(c) => c.forecast(view, n),
+        };
+        forecast.arrivals = forecast
+            .arrivals
+            .into_iter()
+            .filter(|a| a.arrives > now && a.arrives < self.window_end)
+            .map(|a| ExpectedCar {
+                departs: early(a.arrives, a.departs),
+                max_w: a.max_w * CAR_POWER_SHARE,
+                ..a
             })
             .collect();
-        let forecast = Forecast {
-            start,
-            pv_w: self.exo.pv_available_w[range.clone()].to_vec(),
-            building_w: self.exo.building_w[range.clone()].to_vec(),
-            import_price_cny_per_kwh: self.exo.import_price_cny_per_kwh[range].to_vec(),
-            arrivals,
-        };
         Some((cfg, forecast))
     }
 
-    /// The running step's budget: the plan's first step, each car's energy less what it got
-    /// since the plan was made.
-    fn budget(&self, view: &StationView) -> Option<PlanBudget> {
-        let step = self.plan.as_ref()?.steps.first()?;
-        let chargers = step
-            .cars
+    /// The running step's budget for the cars plugged in now.
+    fn budget(&mut self, view: &StationView) -> Option<PlanBudget> {
+        let plan = self.plan.as_ref()?;
+        let cars: Vec<CarNow> = view
+            .chargers
             .iter()
-            .filter_map(|b| {
-                let c = view.chargers.get(b.charger)?;
+            .enumerate()
+            .filter_map(|(i, c)| {
                 let v = c.vehicle.as_ref()?;
-                let got = v.session_wh
-                    - self
-                        .session_wh_at_plan
-                        .get(b.charger)
-                        .copied()
-                        .unwrap_or(0.0);
-                let car = CarBudget {
-                    step_wh: (b.in_step_wh - got).max(0.0),
+                Some(CarNow {
+                    charger: i,
+                    id: ChargerId::new(&c.id),
+                    session_wh: v.session_wh,
                     wish_wh: v.wanted_wh,
                     departs: v.departs,
                     max_w: v.onboard_max_a.min(c.rating_a) * f64::from(c.phases) * PHASE_V,
-                };
-                Some((ChargerId::new(&c.id), car))
+                })
             })
             .collect();
-        Some(PlanBudget {
-            until: step.end,
-            import_ceiling: Watts(step.import_ceiling_w),
-            battery_soc_target_pct: Some(step.battery_soc_target_pct),
-            battery_efficiency: self.cfg.battery.charge_eff,
-            chargers,
+        let efficiency = self.cfg.battery.charge_eff;
+        live::budget(plan, view.sim_time, &cars, &mut self.meter, efficiency)
+    }
+}
+
+/// The realized processes from the quarter `start` for `n` steps (None past their end).
+fn perfect_forecast(
+    exo: &Exogenous,
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+    n: usize,
+) -> Option<Forecast> {
+    let step_s = f64::from(exo.step_s);
+    let k0 = ((start - exo.start).num_seconds() as f64 / step_s).round() as usize;
+    let n = n.min(exo.pv_available_w.len().checked_sub(k0)?);
+    let range = k0..k0 + n;
+    let arrivals = exo
+        .sessions
+        .iter()
+        .filter(|s| s.arrive > now)
+        .map(|s| ExpectedCar {
+            arrives: s.arrive,
+            departs: s.depart,
+            wanted_wh: s.wanted_wh,
+            max_w: s.max_w,
         })
+        .collect();
+    Some(Forecast {
+        start,
+        pv_w: exo.pv_available_w.get(range.clone())?.to_vec(),
+        building_w: exo.building_w.get(range.clone())?.to_vec(),
+        import_price_cny_per_kwh: exo.import_price_cny_per_kwh.get(range)?.to_vec(),
+        arrivals,
+    })
+}
+
+impl Causal {
+    /// Fold this cycle's readings into the running quarter and the sessions; a quarter or a
+    /// session that ended goes into the forecasters' history.
+    fn observe(&mut self, view: &StationView) {
+        let now = view.sim_time;
+        let q = quarter_start(now);
+        if let Some((start, pv, building, n, limited)) = self.quarter {
+            if start != q && n > 0 {
+                self.forecasters.history.observe_quarter(PastQuarter {
+                    start,
+                    pv_w: Some(pv / f64::from(n)),
+                    building_w: Some(building / f64::from(n)),
+                    pv_limited: limited,
+                });
+            }
+        }
+        let acc = match self.quarter {
+            Some(acc) if acc.0 == q => acc,
+            _ => (q, 0.0, 0.0, 0, false),
+        };
+        let limited = view.pv.limit_enabled && view.pv.limit_pct < 99.5;
+        self.quarter = Some((
+            q,
+            acc.1 + view.pv.power_w,
+            acc.2 + view.building_meter.power_w,
+            acc.3 + 1,
+            acc.4 || limited,
+        ));
+        self.observe_sessions(view);
+    }
+
+    fn observe_sessions(&mut self, view: &StationView) {
+        self.open.resize(view.chargers.len(), None);
+        for (i, c) in view.chargers.iter().enumerate() {
+            match (&c.vehicle, self.open[i]) {
+                (Some(v), None) => {
+                    let max_w = v.onboard_max_a.min(c.rating_a) * f64::from(c.phases) * PHASE_V;
+                    self.open[i] = Some((v.arrived, v.wanted_wh + v.session_wh, max_w));
+                }
+                (None, Some((arrived, wished_wh, max_w))) => {
+                    self.forecasters.history.observe_session(PastSession {
+                        charger: i,
+                        arrived,
+                        departed: view.sim_time,
+                        energy_wh: wished_wh,
+                        max_w,
+                    });
+                    self.open[i] = None;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The forecasters' view of the `n` quarters from the one containing now.
+    fn forecast(&self, view: &StationView, n: usize) -> Forecast {
+        let tz = self.scenario.tz();
+        let half = Duration::seconds(PLAN_STEP_S / 2);
+        let price = |t: DateTime<Utc>| {
+            self.scenario
+                .import_price_at((t + half).with_timezone(&tz).time())
+        };
+        let occupied: Vec<Option<DateTime<Utc>>> = view
+            .chargers
+            .iter()
+            .map(|c| c.vehicle.as_ref().map(|v| v.departs))
+            .collect();
+        self.forecasters
+            .forecast(view.sim_time, n, price, &occupied)
     }
 }
 

@@ -117,11 +117,7 @@ impl PolicyController {
 
 impl Controller for PolicyController {
     fn name(&self) -> &str {
-        if self.planner.is_some() {
-            "planner_perfect"
-        } else {
-            "policy"
-        }
+        self.planner.as_ref().map_or("policy", PlannerHook::name)
     }
 
     fn control(&mut self, view: &StationView, out: &mut Vec<Command>) {
