@@ -202,6 +202,13 @@ async fn the_daemon_plans_and_takes_or_refuses_session_wishes_within_the_import_
     );
     assert_eq!(t.kpis.soc_window_violation_s, 0.0);
     assert!(t.kpis.ev_delivered_kwh > before.ev_delivered_kwh + 2.0);
+    // The forecasters learnt the quarters the ledger booked (a quarter boundary has passed).
+    let learnt = until_async("a quarter learnt", Duration::from_secs(60), async || {
+        let q = get_plan(&d).await["history_quarters"].as_u64()?;
+        (q >= 1).then_some(q)
+    })
+    .await;
+    assert!(learnt <= 4, "{learnt} quarters from a 30-minute run");
     d.shutdown().await;
 }
 

@@ -100,6 +100,9 @@ pub struct PlanView {
     pub last_error: Option<String>,
     /// Per charger id, its wish.
     pub wishes: BTreeMap<String, WishStatus>,
+    /// Quarters and finished sessions the forecasters learn from.
+    pub history_quarters: usize,
+    pub history_sessions: usize,
 }
 
 impl PlanView {
@@ -561,6 +564,40 @@ mod tests {
             ..SessionRecord::new("charger-9", t(0))
         };
         assert!(past_session(&other, &ids).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_day_ahead_product_is_read_over_http() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            for status in ["200 OK", "404 Not Found"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /pv.csv HTTP/1.1"));
+                let body = "start,pv_w\n2026-07-15T02:00:00Z,50000\n";
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        let src = DayAheadSource::Http(format!("http://{addr}/pv.csv"));
+        let d = read_day_ahead(&src).await.unwrap();
+        assert_eq!(d.quarter_w(t(0)), Some(50_000.0));
+        let e = read_day_ahead(&src).await.unwrap_err();
+        assert!(e.ends_with("HTTP/1.1 404 Not Found"), "{e}");
+        server.await.unwrap();
+        let e = read_day_ahead(&DayAheadSource::File("/nonexistent/pv.csv".into()))
+            .await
+            .unwrap_err();
+        assert!(
+            e.starts_with("planner.day_ahead: cannot read /nonexistent/pv.csv"),
+            "{e}"
+        );
     }
 
     #[test]
