@@ -115,10 +115,13 @@ struct ProbeArgs {
     #[arg(long, default_value_t = 1000)]
     timeout_ms: u64,
     /// RTU frames through a transparent RS485 gateway at --host/--port (default: Modbus TCP).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "rtu")]
     rtu_over_tcp: bool,
-    /// RTU: line speed behind the gateway (8N1 assumed), for the inter-frame silence.
-    #[arg(long, default_value_t = 9600, requires = "rtu_over_tcp")]
+    /// Modbus RTU on the serial port named by --host (e.g. /dev/ttyUSB0), 8N1.
+    #[arg(long)]
+    rtu: bool,
+    /// RTU: line speed (8N1 assumed); behind a gateway it sets the inter-frame silence.
+    #[arg(long, default_value_t = 9600)]
     baud: u32,
     /// Exercise every setpoint: write a test value, read it back, restore the old value.
     #[arg(long)]
@@ -154,6 +157,15 @@ fn probe_target(args: &ProbeArgs) -> Result<(Arc<Profile>, ProfiledConfig)> {
     let profile = profile::load(&args.profiles_dir, name).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut link = LinkConfig::new(host.clone(), args.port, args.unit)
         .with_timeout(Duration::from_millis(args.timeout_ms));
+    if args.rtu {
+        link = link.with_framing(Framing::RtuSerial(
+            station_controller::devices::bus::SerialSettings {
+                baud: args.baud,
+                parity: station_controller::devices::bus::Parity::None,
+                stop_bits: 1,
+            },
+        ));
+    }
     if args.rtu_over_tcp {
         link = link.with_framing(Framing::RtuOverTcp(LineSettings {
             baud: args.baud,

@@ -365,7 +365,7 @@ fn rtu_over_tcp_devices_take_line_settings_and_tcp_devices_refuse_them() {
     );
     let issues = invalid(&bad);
     for expected in [
-        "devices.grid-meter.baud: applies to transport = \"rtu-over-tcp\" only",
+        "devices.grid-meter.baud: applies to transport = \"rtu\" or \"rtu-over-tcp\" only",
         "devices.building.parity: expected none, even or odd (got \"mark\")",
         "devices.building.stop_bits: must be 1 or 2 (got 3)",
     ] {
@@ -374,6 +374,45 @@ fn rtu_over_tcp_devices_take_line_settings_and_tcp_devices_refuse_them() {
             "missing {expected:?} in {issues:?}"
         );
     }
+}
+
+#[test]
+fn a_serial_rtu_device_names_its_port_by_host_and_takes_no_tcp_port() {
+    use station_controller::devices::bus::{Parity, SerialSettings};
+    use station_controller::devices::link::Framing;
+    let serial = MINIMAL
+        .replace("host = \"127.0.0.1\"", "host = \"/dev/ttyUSB0\"")
+        .replace("port = 5022\n", "");
+    let text =
+        format!("{serial}transport = \"rtu\"\nbaud = 19200\nparity = \"even\"\nstop_bits = 2\n");
+    let cfg = config::parse("test.toml", &text, no_env())
+        .unwrap()
+        .validate()
+        .unwrap();
+    let endpoint = &cfg.device("grid-meter").unwrap().endpoint;
+    assert_eq!(endpoint.host, "/dev/ttyUSB0");
+    assert_eq!(
+        endpoint.framing,
+        Framing::RtuSerial(SerialSettings {
+            baud: 19200,
+            parity: Parity::Even,
+            stop_bits: 2
+        })
+    );
+    let issues = invalid(&format!("{MINIMAL}transport = \"rtu\"\n"));
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.starts_with("devices.grid-meter.port: does not apply")),
+        "{issues:?}"
+    );
+    let issues = invalid(&MINIMAL.replace("port = 5022\n", ""));
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.starts_with("devices.grid-meter.port: must be within")),
+        "{issues:?}"
+    );
 }
 
 #[test]

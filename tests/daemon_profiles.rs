@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::peer::Peer;
-use support::{free_port, station_file, until_async};
+use support::{free_port, station_file, until, until_async};
 use toml::{Table, Value};
 
 fn device<'a>(doc: &'a mut Table, id: &str) -> &'a mut Table {
@@ -148,4 +148,329 @@ async fn the_daemon_runs_a_station_with_profiled_meter_inverter_and_charger() {
     drop(daemon);
     sim.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A station built entirely from profiled devices, each served by the simulator with its
+/// profile's map: Huawei SUN2000 PV, Sungrow SH PCS, CHINT DTSU666 grid meter as RTU frames
+/// through a transparent gateway, Eastron SDM630 building meter, eight Phoenix CHARX chargers.
+/// The real `stationd run` must hold zero export (by limiting the Huawei through 40125) and the
+/// import limit (with eight cars plugged in), judged on the simulator's truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_station_built_entirely_from_profiled_devices_holds_zero_export_and_the_import_limit() {
+    use station_sim::wire::profile::{ProfileMap, ProfiledSpec};
+    use std::sync::Arc;
+    const IMPORT_LIMIT_KW: f64 = 60.0;
+    let profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/config/profiles");
+    let map = |name: &str| {
+        Arc::new(
+            ProfileMap::load(&std::path::Path::new(profiles).join(format!("{name}.toml"))).unwrap(),
+        )
+    };
+    let mut sc = Scenario::reference();
+    sc.grid.import_limit_kw = IMPORT_LIMIT_KW;
+    sc.grid.export_limit_kw = 0.0;
+    let start = sc.resolve_local("12:00");
+    let mut specs = vec![
+        ProfiledSpec::tcp("pv", map("huawei-sun2000")),
+        ProfiledSpec::tcp("battery", map("sungrow-sh")),
+        ProfiledSpec::rtu_over_tcp("grid-meter", map("chint-dtsu666"), 1),
+        ProfiledSpec::tcp("building-meter", map("eastron-sdm630")),
+    ];
+    let chargers = sc.chargers.count;
+    specs.extend(
+        (1..=chargers)
+            .map(|i| ProfiledSpec::tcp(&format!("charger-{i}"), map("phoenix-charx-sec"))),
+    );
+    let sim = station_sim::runtime::spawn(SimConfig {
+        start,
+        profiles: specs,
+        ..SimConfig::ephemeral(sc, 11, 1.0)
+    })
+    .await
+    .unwrap();
+
+    let dir = std::env::temp_dir().join(format!("stationd-all-profiled-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("profiles")).unwrap();
+    for entry in std::fs::read_dir(profiles).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dir.join("profiles").join(p.file_name().unwrap())).unwrap();
+    }
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut doc = station_file::for_sim(&sim.addrs, api);
+    for (id, profile) in [
+        ("pv", "huawei-sun2000"),
+        ("battery", "sungrow-sh"),
+        ("grid-meter", "chint-dtsu666"),
+        ("building-meter", "eastron-sdm630"),
+    ] {
+        let port = sim.addrs.device(id).unwrap().port();
+        profiled(&mut doc, id, profile, port);
+    }
+    device(&mut doc, "grid-meter").insert("transport".into(), "rtu-over-tcp".into());
+    device(&mut doc, "grid-meter").insert("baud".into(), 9600.into());
+    // A Sungrow SH hybrid is a 10 kW PCS.
+    device(&mut doc, "battery").insert("rating_kw".into(), 10.into());
+    for i in 1..=chargers {
+        let id = format!("charger-{i}");
+        let port = sim.addrs.device(&id).unwrap().port();
+        profiled(&mut doc, &id, "phoenix-charx-sec", port);
+    }
+    station_file::set(&mut doc, "policy.grid.import_limit_kw", IMPORT_LIMIT_KW);
+    station_file::set(&mut doc, "policy.grid.export_limit_kw", 0.0);
+    let path = dir.join("station.toml");
+    station_file::write(&path, &doc);
+    let check = Command::new(env!("CARGO_BIN_EXE_stationd"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let daemon = Command::new(env!("CARGO_BIN_EXE_stationd"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = Running(daemon);
+
+    // Every profiled device online in the daemon's status, read through its profile.
+    let st = until_async(
+        "every profiled device online",
+        Duration::from_secs(60),
+        async || {
+            let s = status(api).await?;
+            let devices = s["devices"].as_array()?;
+            (devices.len() == 4 + chargers
+                && devices
+                    .iter()
+                    .all(|d| d["link"] == "online" || d["link"] == "degraded"))
+            .then_some(s)
+        },
+    )
+    .await;
+    // A CHARX keeps its current until rewritten: degraded, and the reason says so in words.
+    let charx = until_async(
+        "the CHARX's fallback warning",
+        Duration::from_secs(30),
+        async || {
+            let s = status(api).await?;
+            let c = s["devices"]
+                .as_array()?
+                .iter()
+                .find(|d| d["id"] == "charger-1")?
+                .clone();
+            c["warning"].is_string().then_some(c)
+        },
+    )
+    .await;
+    let warning = charx["warning"].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("no fallback of its own") && !warning.contains("4294967295"),
+        "{charx}"
+    );
+    let truth = sim.truth();
+    let grid_seen = st["grid"]["power_w"].as_f64().unwrap();
+    assert!(
+        (grid_seen - truth.grid.power_w).abs() < 30_000.0,
+        "the daemon's grid {grid_seen} W is far from the meter's {} W: {st}",
+        truth.grid.power_w
+    );
+
+    // Zero export: at noon the PV exceeds the building and the 10 kW PCS, so the Huawei must
+    // be limited. Let the first limit ramp in, then measure.
+    until("the Huawei limited", Duration::from_secs(60), || {
+        let t = sim.truth();
+        (t.pv.limit_enabled && t.pv.limit_pct < 99.0 && t.grid.power_w > -2_000.0).then_some(())
+    })
+    .await;
+    let before = sim.truth().kpis;
+    let mut max_export_w: f64 = 0.0;
+    let end = sim.now() + chrono::Duration::seconds(60);
+    while sim.now() < end {
+        max_export_w = max_export_w.max(-sim.truth().grid.power_w);
+        // Sampling interval while the station runs (the loop ends on simulated time).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = sim.truth().kpis;
+    let exported_kwh = after.grid_export_kwh - before.grid_export_kwh;
+    assert!(
+        exported_kwh < 0.05,
+        "exported {exported_kwh} kWh in a minute (peak {max_export_w} W)"
+    );
+    assert!(
+        sim.truth().pv.power_w > 20_000.0,
+        "the PV was switched off instead of limited"
+    );
+
+    // Import limit: eight cars want 176 kW on top of the building.
+    for i in 1..=chargers {
+        sim.plug(&support::plug(&format!("charger-{i}"))).unwrap();
+    }
+    until("the cars charging", Duration::from_secs(60), || {
+        let t = sim.truth();
+        (t.chargers.iter().map(|c| c.power_w).sum::<f64>() > 20_000.0).then_some(())
+    })
+    .await;
+    let before = sim.truth().kpis;
+    let mut max_import_w: f64 = 0.0;
+    let mut min_charging_w = f64::MAX;
+    let end = sim.now() + chrono::Duration::seconds(60);
+    while sim.now() < end {
+        let t = sim.truth();
+        max_import_w = max_import_w.max(t.grid.power_w);
+        min_charging_w = min_charging_w.min(t.chargers.iter().map(|c| c.power_w).sum());
+        // Sampling interval while the station runs (the loop ends on simulated time).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = sim.truth().kpis;
+    let exceeded = after.import_limit_exceeded_s - before.import_limit_exceeded_s;
+    eprintln!(
+        "zero export: {exported_kwh:.4} kWh exported, peak {max_export_w:.0} W; \
+         import: peak {max_import_w:.0} W, {exceeded} s over, cars at least {min_charging_w:.0} W"
+    );
+    assert!(exceeded <= 2.0, "import limit exceeded for {exceeded} s");
+    assert!(
+        max_import_w <= IMPORT_LIMIT_KW * 1000.0 * 1.05,
+        "import reached {max_import_w} W"
+    );
+    assert!(
+        min_charging_w > 10_000.0,
+        "the cars were stopped instead of limited ({min_charging_w} W)"
+    );
+    assert!(after.grid_export_kwh - before.grid_export_kwh < 0.05);
+
+    // A DTSU666 that reports an absurd power (5 GW) is refused point by point: the grid meter
+    // shows degraded with the point and register named, and no car is pushed above the limit.
+    sim.inject(&station_sim::faults::FaultRequest {
+        device: "grid-meter".into(),
+        kind: station_sim::faults::FaultKindName::BadValue,
+        duration_s: None,
+        latency_ms: None,
+        code: None,
+        point: Some("power_w".into()),
+        value: Some(station_sim::faults::FaultValue::Number(5.0e9)),
+    })
+    .unwrap();
+    let meter = until_async(
+        "the grid meter degraded",
+        Duration::from_secs(30),
+        async || {
+            let s = status(api).await?;
+            let m = s["devices"]
+                .as_array()?
+                .iter()
+                .find(|d| d["id"] == "grid-meter")?
+                .clone();
+            (m["link"] == "degraded").then_some(m)
+        },
+    )
+    .await;
+    let error = meter["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("power_w") && error.contains("8210") && error.contains("plausible range"),
+        "{meter}"
+    );
+    drop(daemon);
+    sim.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A child process killed when the test ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Native serial end to end: the simulator serves its grid meter as a CHINT DTSU666 in RTU
+/// frames on one end of a socat pseudo-terminal pair; the real `stationd` opens the other end
+/// as `transport = "rtu"` (tokio-serial) and reads the meter's truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs socat (installed by .ci/run)"]
+async fn the_daemon_reads_a_simulated_dtsu666_on_a_native_serial_port() {
+    use station_sim::wire::profile::{ProfileMap, ProfiledSpec};
+    use std::sync::Arc;
+    let dir = std::env::temp_dir().join(format!("stationd-serial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("profiles")).unwrap();
+    let (a, b) = (dir.join("ttyA"), dir.join("ttyB"));
+    let _pair = Child(
+        Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            .spawn()
+            .unwrap(),
+    );
+    until("the pty pair", Duration::from_secs(10), || {
+        (a.exists() && b.exists()).then_some(())
+    })
+    .await;
+    let profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/config/profiles");
+    let map = ProfileMap::load(&std::path::Path::new(profiles).join("chint-dtsu666.toml")).unwrap();
+    let sc = Scenario::reference();
+    let start = sc.resolve_local("12:00");
+    let sim = station_sim::runtime::spawn(SimConfig {
+        start,
+        profiles: vec![ProfiledSpec::rtu_serial(
+            "grid-meter",
+            Arc::new(map),
+            1,
+            &a.display().to_string(),
+        )],
+        ..SimConfig::ephemeral(sc, 11, 1.0)
+    })
+    .await
+    .unwrap();
+    for entry in std::fs::read_dir(profiles).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dir.join("profiles").join(p.file_name().unwrap())).unwrap();
+    }
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut doc = station_file::for_sim(&sim.addrs, api);
+    let meter = device(&mut doc, "grid-meter");
+    meter.insert("host".into(), b.display().to_string().into());
+    meter.remove("port");
+    meter.insert("profile".into(), "chint-dtsu666".into());
+    meter.insert("transport".into(), "rtu".into());
+    meter.insert("baud".into(), 9600.into());
+    let path = dir.join("station.toml");
+    station_file::write(&path, &doc);
+    let daemon = Running(
+        Command::new(env!("CARGO_BIN_EXE_stationd"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (seen, truth) = until_async(
+        "the grid power read over the serial port",
+        Duration::from_secs(40),
+        async || {
+            let s = status(api).await?;
+            let m = s["devices"]
+                .as_array()?
+                .iter()
+                .find(|d| d["id"] == "grid-meter")?
+                .clone();
+            let seen = s["grid"]["power_w"].as_f64()?;
+            let truth = sim.truth().grid.power_w;
+            (m["link"] == "online" && (seen - truth).abs() < 15_000.0).then_some((seen, truth))
+        },
+    )
+    .await;
+    eprintln!("grid power over native serial: daemon {seen} W, simulator {truth} W");
+    drop(daemon);
+    sim.shutdown().await;
+    std::fs::remove_dir_all(&dir).ok();
 }

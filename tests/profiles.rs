@@ -103,6 +103,7 @@ type = "i32"
 unit = "W"
 range = [-5000.0, 5000.0]
 safe = 9000.0
+readback = "missing"
 "#;
     let issues = profile::parse("bad", "profiles/bad.toml", text).unwrap_err();
     let keys: Vec<String> = issues.iter().map(|i| i.key.clone()).collect();
@@ -117,6 +118,7 @@ safe = 9000.0
         "profiles/bad.toml: points",
         "profiles/bad.toml: setpoints.power_w.function",
         "profiles/bad.toml: setpoints.power_w.safe",
+        "profiles/bad.toml: setpoints.power_w.readback",
     ] {
         assert!(keys.iter().any(|k| k == key), "missing {key} in {issues}");
     }
@@ -479,5 +481,349 @@ async fn sungrow_sh_profile_signs_battery_power_by_its_flags_and_forces_charge_a
         check.read_holding(13050, 2).await.unwrap(),
         vec![0xCC, 0],
         "stop"
+    );
+}
+
+/// A simulator whose `charger-1` shows the ABB Terra AC map, chargers rated `rating_a`.
+async fn sim_with_abb_charger(rating_a: f64) -> station_sim::runtime::SimHandle {
+    use station_sim::runtime::SimConfig;
+    use station_sim::wire::profile::{ProfileMap, ProfiledSpec};
+    let mut sc = station_sim::scenario::Scenario::reference();
+    sc.chargers.rating_a = rating_a;
+    let map = ProfileMap::load(&profiles_dir().join("abb-terra-ac.toml")).unwrap();
+    station_sim::runtime::spawn(SimConfig {
+        profiles: vec![ProfiledSpec::tcp("charger-1", Arc::new(map))],
+        ..SimConfig::ephemeral(sc, 3, 0.0)
+    })
+    .await
+    .unwrap()
+}
+
+fn abb_charger(port: u16) -> station_controller::devices::profile::charger::ProfileCharger {
+    let p = profile::load(&profiles_dir(), "abb-terra-ac").unwrap();
+    station_controller::devices::profile::charger::ProfileCharger::new(
+        Arc::new(p),
+        ProfiledConfig {
+            link: LinkConfig::new("127.0.0.1", port, 1).with_timeout(Duration::from_secs(2)),
+            invert: false,
+            rating_w: Some(3.0 * 230.0 * 32.0),
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_profiled_chargers_fallback_current_is_written_and_read_back() {
+    use station_controller::devices::charger::ChargerDriver;
+    let sim = sim_with_abb_charger(32.0).await;
+    let mut charger = abb_charger(sim.addrs.chargers[0].port());
+    charger.configure_fallback(10.0).await.unwrap();
+    assert_eq!(sim.truth().chargers[0].safe_current_a, 10.0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_charger_that_does_not_take_its_fallback_current_is_an_error_naming_both_values() {
+    use station_controller::devices::charger::ChargerDriver;
+    // A 16 A charger holds at most 16 A, whatever it is sent.
+    let sim = sim_with_abb_charger(16.0).await;
+    let mut charger = abb_charger(sim.addrs.chargers[0].port());
+    match charger.configure_fallback(20.0).await {
+        Err(DeviceError::BadData { point, reason }) => {
+            assert!(point.contains("fallback_current_a"), "{point}");
+            assert!(
+                reason.contains("wrote 20 A, the charger holds 16 A"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A charger that refuses the write (a frozen device answers writes with exception 4).
+    sim.inject(&station_sim::faults::FaultRequest {
+        device: "charger-1".into(),
+        kind: station_sim::faults::FaultKindName::Frozen,
+        duration_s: None,
+        latency_ms: None,
+        code: None,
+        point: None,
+        value: None,
+    })
+    .unwrap();
+    let e = charger.configure_fallback(6.0).await.unwrap_err();
+    assert!(e.is_exception(), "{e:?}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Python with pymodbus (installed by .ci/run)"]
+async fn acrel_adw300_profile_reads_the_documented_values_of_its_image() {
+    let peer = Peer::start("acrel_adw300.py").await;
+    let mut d = device("acrel-adw300", peer.port, None);
+    let ProfiledReading::Meter(m) = d.read().await.unwrap() else {
+        panic!("a meter profile reads a meter");
+    };
+    assert!(close(m.power_w, 5300.0), "{m:?}");
+    assert_eq!(m.phase_w, [Some(2800.0), Some(2650.0), Some(-150.0)]);
+    // 0.01 kWh on the wire.
+    assert!(close(m.import_wh.unwrap(), 12_345_670.0), "{m:?}");
+    assert!(close(m.export_wh.unwrap(), 987_650.0), "{m:?}");
+    let each = d.read_each().await.unwrap();
+    let v = each.iter().find(|r| r.name == "voltage_l1_v").unwrap();
+    assert_eq!(v.words, vec![2302]);
+    assert_eq!(v.value, Ok(profile::Value::Number(230.20000000000002)));
+}
+
+#[tokio::test]
+#[ignore = "needs Python with pymodbus (installed by .ci/run)"]
+async fn an_acrel_meter_with_the_other_map_fails_the_adw300_probe_instead_of_reading_nonsense() {
+    let peer = Peer::start("acrel_float_variant.py").await;
+    let mut d = device("acrel-adw300", peer.port, None);
+    match d.read().await {
+        Err(DeviceError::BadData { point, reason }) => {
+            assert!(point.contains("voltage_l1_v"), "{point}");
+            assert!(reason.contains("1696.8"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Python with pymodbus (installed by .ci/run)"]
+async fn huawei_luna2000_profile_reads_the_battery_through_the_inverter_and_forces_each_direction_in_its_own_register(
+) {
+    let peer = Peer::start("huawei_luna2000.py").await;
+    let mut d = device("huawei-luna2000", peer.port, Some(5_000.0));
+    let ProfiledReading::Battery(b) = d.read().await.unwrap() else {
+        panic!("a battery profile reads a battery");
+    };
+    assert_eq!(b.power_w, 2500.0, "discharging: positive in our convention");
+    assert!(close(b.soc_pct, 65.4), "{b:?}");
+    assert!(close(b.voltage_v.unwrap(), 452.1), "{b:?}");
+    assert_eq!(b.capacity_wh, Some(15_000.0), "{b:?}");
+    assert_eq!(
+        (b.max_charge_w, b.max_discharge_w),
+        (Some(5000.0), Some(4500.0)),
+        "{b:?}"
+    );
+
+    let mut check = Link::new(LinkConfig::new("127.0.0.1", peer.port, 1));
+    d.set_power_w(-3000.0).await.unwrap();
+    assert_eq!(
+        check.read_holding(47246, 1).await.unwrap(),
+        vec![0],
+        "time mode"
+    );
+    assert_eq!(
+        check.read_holding(47083, 1).await.unwrap(),
+        vec![5],
+        "5 min"
+    );
+    assert_eq!(
+        check.read_holding(47247, 2).await.unwrap(),
+        vec![0, 3000],
+        "charge power"
+    );
+    assert_eq!(
+        check.read_holding(47100, 1).await.unwrap(),
+        vec![1],
+        "charge"
+    );
+    assert_eq!(d.read_setpoint("power_w").await.unwrap(), -3000.0);
+    d.set_power_w(4000.0).await.unwrap();
+    assert_eq!(check.read_holding(47249, 2).await.unwrap(), vec![0, 4000]);
+    assert_eq!(
+        check.read_holding(47100, 1).await.unwrap(),
+        vec![2],
+        "discharge"
+    );
+    assert_eq!(d.read_setpoint("power_w").await.unwrap(), 4000.0);
+    d.safe().await.unwrap();
+    assert_eq!(check.read_holding(47100, 1).await.unwrap(), vec![0], "stop");
+}
+
+/// A register image of `p` in which every point holds a plausible value: the middle of its
+/// range (or zero), a state point its first known code.
+fn plausible_image(p: &profile::Profile) -> BTreeMap<(u8, u16), u16> {
+    let mut words = BTreeMap::new();
+    for point in &p.points {
+        let raw: Vec<u16> = if let ValueType::String { registers } = point.ty {
+            let code = point.states.keys().next().cloned().unwrap_or_default();
+            let mut bytes = code.into_bytes();
+            bytes.resize(usize::from(registers) * 2, 0);
+            bytes
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect()
+        } else {
+            let factor = match point.scale {
+                Scale::Constant(f) => f,
+                Scale::Register(r) => {
+                    words.insert((point.function, r), 0);
+                    1.0
+                }
+            };
+            // The middle of the range, or nearer its low end where the type is too narrow.
+            let candidates: Vec<f64> = match (point.states.keys().next(), point.range) {
+                (Some(code), _) => vec![code.parse::<f64>().unwrap()],
+                (None, Some((lo, hi))) if point.bits.is_none() => [0.5, 1e-3, 1e-6, 0.0]
+                    .iter()
+                    .map(|f| lo + (hi - lo) * f)
+                    .collect(),
+                _ => vec![0.0],
+            };
+            candidates
+                .iter()
+                .find_map(|v| {
+                    let raw = match point.bits {
+                        Some((shift, _)) => v * 2f64.powi(i32::from(shift)),
+                        None => v / (factor * point.sign),
+                    };
+                    decode::encode(raw, point.ty, point.order).ok()
+                })
+                .unwrap()
+        };
+        for (i, w) in raw.into_iter().enumerate() {
+            words.insert((point.function, point.address + i as u16), w);
+        }
+    }
+    words
+}
+
+fn shipped_profiles() -> Vec<profile::Profile> {
+    shipped()
+        .iter()
+        .map(|n| profile::load(&profiles_dir(), n).unwrap())
+        .collect()
+}
+
+fn image_config() -> ProfiledConfig {
+    ProfiledConfig {
+        link: LinkConfig::new("127.0.0.1", 1, 1),
+        invert: false,
+        rating_w: Some(1.0e6),
+    }
+}
+
+#[test]
+fn every_shipped_profile_decodes_its_plausible_image() {
+    for p in shipped_profiles() {
+        let words = plausible_image(&p);
+        if let Err(e) = profile::driver::decode_image(&p, &image_config(), &words) {
+            panic!("{}: {e}", p.name);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Whatever a device's registers hold, a shipped profile decodes it into a reading with
+    /// finite powers or refuses it as bad data; it never panics and never invents another error.
+    #[test]
+    fn arbitrary_register_contents_never_panic_a_shipped_profile(
+        which in 0usize..64,
+        seed_words in proptest::collection::vec(any::<u16>(), 256),
+    ) {
+        let profiles = shipped_profiles();
+        let p = &profiles[which % profiles.len()];
+        let mut words = BTreeMap::new();
+        let mut next = seed_words.iter().cycle();
+        for point in &p.points {
+            for i in 0..point.ty.registers() {
+                words.insert((point.function, point.address + i), *next.next().unwrap());
+            }
+            if let Scale::Register(r) = point.scale {
+                words.insert((point.function, r), *next.next().unwrap());
+            }
+        }
+        match profile::driver::decode_image(p, &image_config(), &words) {
+            Ok(ProfiledReading::Meter(m)) => prop_assert!(m.power_w.is_finite()),
+            Ok(ProfiledReading::Pv(r)) => prop_assert!(r.power_w.is_finite()),
+            Ok(ProfiledReading::Battery(b)) => {
+                prop_assert!(b.power_w.is_finite() && b.soc_pct.is_finite());
+            }
+            Ok(ProfiledReading::Charger(c)) => prop_assert!(c.power_w.is_finite()),
+            Err(DeviceError::BadData { .. }) => {}
+            Err(other) => prop_assert!(false, "{}: {:?}", p.name, other),
+        }
+    }
+
+    /// One point of a shipped profile outside its plausible range, everything else plausible:
+    /// the read is refused as bad data naming exactly that point and its register (the daemon
+    /// shows such a device degraded with this reason).
+    #[test]
+    fn an_out_of_range_point_is_bad_data_naming_that_point(
+        which in 0usize..64,
+        pick in 0usize..64,
+        beyond in 1.0f64..1.0e4,
+        above in any::<bool>(),
+    ) {
+        let profiles = shipped_profiles();
+        let p = &profiles[which % profiles.len()];
+        let ranged: Vec<&Point> = p
+            .points
+            .iter()
+            .filter(|q| q.range.is_some() && q.bits.is_none() && q.ty.is_numeric())
+            .collect();
+        prop_assume!(!ranged.is_empty());
+        let point = ranged[pick % ranged.len()];
+        let (lo, hi) = point.range.unwrap();
+        let span = (hi - lo).abs().max(1.0);
+        let v = if above { hi + span * beyond / 1e4 + 1.0 } else { lo - span * beyond / 1e4 - 1.0 };
+        let factor = match point.scale { Scale::Constant(f) => f, Scale::Register(_) => 1.0 };
+        let raw = v / (factor * point.sign);
+        // Values an unsigned register cannot hold cannot come from the device either.
+        let Ok(encoded) = decode::encode(raw, point.ty, point.order) else {
+            return Ok(());
+        };
+        // Rounding to the register's resolution must keep the value outside the range.
+        let back = match decode::decode(&encoded, point.ty, point.order) {
+            Some(decode::Raw::Number(n)) => n * factor * point.sign,
+            _ => unreachable!(),
+        };
+        prop_assume!(!(lo..=hi).contains(&back));
+        let mut words = plausible_image(p);
+        for (i, w) in encoded.into_iter().enumerate() {
+            words.insert((point.function, point.address + i as u16), w);
+        }
+        match profile::driver::decode_image(p, &image_config(), &words) {
+            Err(DeviceError::BadData { point: named, reason }) => {
+                prop_assert!(named.starts_with(&format!("{} (function", point.name)), "{} vs {}", named, point.name);
+                prop_assert!(named.contains(&format!("register {}", point.address)), "{}", named);
+                prop_assert!(reason.contains("outside the plausible range"), "{}", reason);
+            }
+            other => prop_assert!(false, "{}.{} = {}: {:?}", p.name, point.name, v, other),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_simulator_refuses_a_profile_for_a_device_it_lacks_or_of_another_kind() {
+    use station_sim::runtime::SimConfig;
+    use station_sim::wire::profile::{ProfileMap, ProfiledSpec};
+    let map =
+        |n: &str| Arc::new(ProfileMap::load(&profiles_dir().join(format!("{n}.toml"))).unwrap());
+    let spawn = |spec: ProfiledSpec| {
+        station_sim::runtime::spawn(SimConfig {
+            profiles: vec![spec],
+            ..SimConfig::ephemeral(station_sim::scenario::Scenario::reference(), 1, 0.0)
+        })
+    };
+    let e = spawn(ProfiledSpec::tcp("charger-99", map("phoenix-charx-sec")))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("charger-99: the station has no such device"),
+        "{e}"
+    );
+    let e = spawn(ProfiledSpec::tcp("pv", map("chint-dtsu666")))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("pv: profile chint-dtsu666 is a meter profile"),
+        "{e}"
     );
 }

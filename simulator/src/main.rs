@@ -6,8 +6,10 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use clap::Parser;
 use station_sim::runtime::{spawn, SimConfig, DEFAULT_PORT_BASE};
 use station_sim::scenario::Scenario;
+use station_sim::wire::profile::{Framing, ProfileMap, ProfiledSpec};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Software simulator of a PV + second-life battery + EV charging station, speaking SunSpec and
 /// Alfen Modbus TCP. Every device gets its own TCP listener, like separate hardware.
@@ -37,6 +39,55 @@ struct Args {
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
     log_format: String,
+    /// Serve a device with a device profile's register map: `grid-meter=config/profiles/chint-dtsu666.toml`
+    /// (repeatable).
+    #[arg(long = "profile", value_name = "DEVICE=FILE")]
+    profiles: Vec<String>,
+    /// Serve a profiled device as RTU frames over TCP (a transparent RS485 gateway) at a unit
+    /// id: `grid-meter:1` (repeatable).
+    #[arg(long = "rtu", value_name = "DEVICE:UNIT")]
+    rtu: Vec<String>,
+    /// Serve a profiled device as RTU frames (unit 1, 9600 8N1) on a serial port instead of
+    /// TCP: `grid-meter=/tmp/ttyA` (one end of `socat pty,raw,echo=0,link=/tmp/ttyA
+    /// pty,raw,echo=0,link=/tmp/ttyB`; the controller opens the other end) (repeatable).
+    #[arg(long = "serial", value_name = "DEVICE=PATH")]
+    serial: Vec<String>,
+}
+
+/// The `--profile` and `--rtu` options as profiled devices.
+fn profiled(args: &Args) -> Result<Vec<ProfiledSpec>> {
+    let mut out = Vec::new();
+    for p in &args.profiles {
+        let (device, file) = p
+            .split_once('=')
+            .with_context(|| format!("--profile: expected DEVICE=FILE (got {p:?})"))?;
+        let map = ProfileMap::load(Path::new(file)).context("--profile")?;
+        out.push(ProfiledSpec::tcp(device, Arc::new(map)));
+    }
+    for r in &args.rtu {
+        let (device, unit) = r
+            .split_once(':')
+            .with_context(|| format!("--rtu: expected DEVICE:UNIT (got {r:?})"))?;
+        let unit: u8 = unit
+            .parse()
+            .with_context(|| format!("--rtu {r}: unit id 0-255"))?;
+        let spec = out
+            .iter_mut()
+            .find(|s| s.device == device)
+            .with_context(|| format!("--rtu {r}: {device} has no --profile"))?;
+        *spec = ProfiledSpec::rtu_over_tcp(device, Arc::clone(&spec.profile), unit);
+    }
+    for s in &args.serial {
+        let (device, path) = s
+            .split_once('=')
+            .with_context(|| format!("--serial: expected DEVICE=PATH (got {s:?})"))?;
+        let spec = out
+            .iter_mut()
+            .find(|p| p.device == device)
+            .with_context(|| format!("--serial {s}: {device} has no --profile"))?;
+        *spec = ProfiledSpec::rtu_serial(device, Arc::clone(&spec.profile), 1, path);
+    }
+    Ok(out)
 }
 
 fn parse_start(s: &str, scenario: &Scenario) -> Result<DateTime<Utc>> {
@@ -83,11 +134,13 @@ async fn main() -> Result<()> {
         start,
         bind: args.bind,
         port_base: Some(args.port_base),
+        profiles: profiled(&args)?,
         ..SimConfig::ephemeral(scenario.clone(), args.seed, args.speed)
     };
     // Listen for the stop signals before announcing the endpoints: whoever reads the banner may
     // signal at once, and a signal that arrives before its handler exists would kill the process.
     let stop = StopSignals::listen()?;
+    let profiles = config.profiles.clone();
     let sim = spawn(config).await.context("cannot start the simulator")?;
 
     println!(
@@ -99,11 +152,31 @@ async fn main() -> Result<()> {
     );
     for (id, addr) in sim.addrs.devices() {
         let unit = if id.starts_with("charger-") {
-            "unit 1 socket, unit 200 station (Alfen NG9xx)"
+            "unit 1 socket, unit 200 station (Alfen NG9xx)".to_string()
         } else {
-            "unit 1, SunSpec at 40000"
+            "unit 1, SunSpec at 40000".to_string()
         };
-        println!("  {id:<15} modbus tcp {addr}  {unit}");
+        let (framing, unit) = match profiles.iter().find(|p| p.device == id) {
+            Some(p) if p.framing == Framing::RtuOverTcp => (
+                "rtu/tcp",
+                format!("unit {}, profile {}", p.unit, p.profile.name),
+            ),
+            Some(ProfiledSpec {
+                framing: Framing::RtuSerial { path, .. },
+                unit,
+                profile,
+                ..
+            }) => (
+                "rtu serial",
+                format!("{path}, unit {unit}, profile {}", profile.name),
+            ),
+            Some(p) => (
+                "modbus tcp",
+                format!("unit {}, profile {}", p.unit, p.profile.name),
+            ),
+            None => ("modbus tcp", unit),
+        };
+        println!("  {id:<15} {framing} {addr}  {unit}");
     }
     println!("  control API     http://{}/truth", sim.addrs.api);
     println!("Ctrl-C stops.");

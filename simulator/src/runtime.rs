@@ -39,6 +39,8 @@ pub struct SimConfig {
     pub port_base: Option<u16>,
     /// Physics step, simulated seconds.
     pub step_s: f64,
+    /// Devices served with a device profile's map instead of their built-in one.
+    pub profiles: Vec<wire::profile::ProfiledSpec>,
 }
 
 impl SimConfig {
@@ -52,6 +54,7 @@ impl SimConfig {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port_base: None,
             step_s: 1.0,
+            profiles: Vec::new(),
         }
     }
 }
@@ -532,12 +535,20 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
     let shared = Arc::new(build_shared(&config)?);
     let n_chargers = shared.device_ids.len() - FIXED_DEVICES.len();
     let devices = bind_devices(config.bind, config.port_base, n_chargers).await?;
+    check_profiles(&config.profiles, &devices)?;
     let (api_listener, api_addr) =
         bind_one(config.bind, config.port_base, port_offset::API, "api").await?;
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let addrs = serve_devices(devices, api_addr, &shared, &tracker, &cancel);
+    let addrs = serve_devices(
+        devices,
+        &config.profiles,
+        api_addr,
+        &shared,
+        &tracker,
+        &cancel,
+    );
     tracker.spawn(api::serve(api_listener, shared.clone(), cancel.clone()));
     if config.speed > 0.0 {
         tracker.spawn(run_clock(shared.clone(), cancel.clone()));
@@ -574,6 +585,28 @@ fn check_settings(config: &SimConfig) -> Result<(), SimError> {
         return Err(SimError::Setting {
             key: "step_s",
             problem: format!("must be within (0, 60] (got {})", config.step_s),
+        });
+    }
+    Ok(())
+}
+
+/// Every profiled device names a device of the station whose kind its profile fits.
+fn check_profiles(
+    profiles: &[wire::profile::ProfiledSpec],
+    devices: &[BoundDevice],
+) -> Result<(), SimError> {
+    for p in profiles {
+        let problem = match devices.iter().find(|d| d.spec.id == p.device) {
+            None => format!("{}: the station has no such device", p.device),
+            Some(d) if !p.fits(d.spec.kind) => format!(
+                "{}: profile {} is a {} profile",
+                p.device, p.profile.name, p.profile.kind
+            ),
+            Some(_) => continue,
+        };
+        return Err(SimError::Setting {
+            key: "profiles",
+            problem,
         });
     }
     Ok(())
@@ -688,6 +721,7 @@ async fn bind_one(
 /// Start one Modbus server task per bound device; the addresses they listen on.
 fn serve_devices(
     devices: Vec<BoundDevice>,
+    profiles: &[wire::profile::ProfiledSpec],
     api: SocketAddr,
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
@@ -716,7 +750,17 @@ fn serve_devices(
             DeviceKind::Charger { .. } => addrs.chargers.push(addr),
         }
         let station: Arc<dyn Station> = shared.clone();
-        tracker.spawn(wire::serve_device(listener, spec, station, cancel.clone()));
+        match profiles.iter().find(|p| p.device == spec.id) {
+            Some(p) => {
+                let served = wire::profile::ServedProfile::new(p.clone());
+                let serve =
+                    wire::serve_profiled_device(listener, spec, served, station, cancel.clone());
+                tracker.spawn(serve);
+            }
+            None => {
+                tracker.spawn(wire::serve_device(listener, spec, station, cancel.clone()));
+            }
+        }
     }
     addrs
 }

@@ -178,6 +178,19 @@ pub struct Foresight {
     /// Per session of `input`: whether the car leaves before the window ends (the plant
     /// scores a session when the car leaves).
     pub leaves_inside: Vec<bool>,
+    /// Per session of `input`: energy the car wants that no controller can deliver within the
+    /// window (at full power from arrival it tapers near full, or it leaves after the window
+    /// ends), Wh. The program is asked for the rest; this part is unmet for every controller.
+    pub unavoidable_wh: Vec<f64>,
+    /// Energy of sessions too short for a program step, all unmet, Wh.
+    pub dropped_wh: f64,
+}
+
+impl Foresight {
+    /// Unmet car energy no controller can avoid, kWh.
+    pub fn unavoidable_unmet_kwh(&self) -> f64 {
+        (self.unavoidable_wh.iter().sum::<f64>() + self.dropped_wh) / 1000.0
+    }
 }
 
 /// The program for `days` days of `scenario` from its start with `seed`.
@@ -188,20 +201,26 @@ pub fn optimum_input(scenario: &Scenario, seed: u64, days: u32) -> Foresight {
     let n = exo.pv_available_w.len();
     let end = window_end(&exo, step_s);
     let mut leaves_inside = Vec::with_capacity(exo.sessions.len());
+    let mut unavoidable_wh = Vec::with_capacity(exo.sessions.len());
+    let mut dropped_wh = 0.0;
     let sessions = exo
         .sessions
         .iter()
         .filter_map(|s| {
             let a = step_index(start, s.arrive, step_s).floor().max(0.0) as usize;
             let d = (step_index(start, s.depart, step_s).ceil().max(0.0) as usize).min(n);
-            let keep = a < d && s.wanted_wh > 0.0;
-            if keep {
-                leaves_inside.push(s.depart < end);
+            let wanted = s.wanted_wh.max(0.0);
+            if a >= d || wanted <= 0.0 {
+                dropped_wh += wanted;
+                return None;
             }
-            keep.then_some(SessionInput {
+            let served = s.deliverable_wh(end).min(wanted);
+            leaves_inside.push(s.depart < end);
+            unavoidable_wh.push(wanted - served);
+            Some(SessionInput {
                 arrive_step: a,
                 depart_step: d,
-                wanted_wh: s.wanted_wh,
+                wanted_wh: served,
                 max_w: s.max_w,
             })
         })
@@ -232,6 +251,8 @@ pub fn optimum_input(scenario: &Scenario, seed: u64, days: u32) -> Foresight {
         input,
         exogenous: exo,
         leaves_inside,
+        unavoidable_wh,
+        dropped_wh,
     }
 }
 
@@ -242,9 +263,10 @@ pub fn optimum_run(scenario: &Scenario, seed: u64, days: u32) -> Result<OptimumR
     let result = solve(&f.input)?;
     let solve_wall = started.elapsed();
     let replay = score_schedule(scenario, &f, &result);
+    let unavoidable_kwh = f.unavoidable_unmet_kwh();
     let input = f.input;
     let outcome = RunOutcome {
-        unmet_kwh: result.ev_unmet_kwh,
+        unmet_kwh: result.ev_unmet_kwh + unavoidable_kwh,
         stored_change_kwh: (replay.soc_end_pct - input.battery.soc0_pct) / 100.0
             * input.battery.usable_wh
             / 1000.0,
@@ -351,9 +373,14 @@ fn score_schedule(scenario: &Scenario, f: &Foresight, result: &OptimumResult) ->
     }
     // The plant counts a session when the car leaves; cars still plugged in at the end of the
     // window are not counted.
-    for (outcome, &inside) in result.sessions.iter().zip(&f.leaves_inside) {
+    for ((outcome, &inside), &unavoidable) in result
+        .sessions
+        .iter()
+        .zip(&f.leaves_inside)
+        .zip(&f.unavoidable_wh)
+    {
         if inside {
-            tracker.session_ended(outcome.unmet_kwh * 1000.0);
+            tracker.session_ended(outcome.unmet_kwh * 1000.0 + unavoidable);
         }
     }
     let efc = if usable > 0.0 {

@@ -202,6 +202,7 @@ impl PlannerHook {
                     step_wh: (b.in_step_wh - got).max(0.0),
                     wish_wh: v.wanted_wh,
                     departs: v.departs,
+                    max_w: v.onboard_max_a.min(c.rating_a) * f64::from(c.phases) * PHASE_V,
                 };
                 Some((ChargerId::new(&c.id), car))
             })

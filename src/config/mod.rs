@@ -12,7 +12,7 @@ pub use policy::{
     RawTariffPeriod, RawVehiclePolicy,
 };
 
-use crate::devices::bus::LineSettings;
+use crate::devices::bus::{Parity, SerialSettings};
 use crate::devices::link::Framing;
 use crate::devices::profile::{self, Profile, ProfileKind};
 use crate::dispatch::policy::Policy;
@@ -120,7 +120,10 @@ impl Default for RawControl {
 #[serde(deny_unknown_fields)]
 pub struct RawDevice {
     pub kind: String,
+    /// Host of a Modbus TCP device or gateway; with `transport = "rtu"` the serial port's path.
     pub host: String,
+    /// TCP port (not with `transport = "rtu"`).
+    #[serde(default)]
     pub port: u16,
     #[serde(default = "default_unit_id")]
     pub unit_id: u8,
@@ -150,10 +153,12 @@ pub struct RawDevice {
     pub min_a: Option<f64>,
     /// Battery and PV: rating used to reject absurd readings, kW.
     pub rating_kw: Option<f64>,
-    /// `tcp` (Modbus TCP, default) or `rtu-over-tcp` (RTU frames through a transparent RS485
-    /// gateway at host:port; every device behind it shares one bus owner).
+    /// `tcp` (Modbus TCP, default), `rtu-over-tcp` (RTU frames through a transparent RS485
+    /// gateway at host:port; every device behind it shares one bus owner) or `rtu` (a serial
+    /// port of this machine named by `host`, e.g. `/dev/ttyUSB0`; one bus owner per port).
     pub transport: Option<String>,
-    /// RTU: line speed of the RS485 bus, for the inter-frame silence (default 9600).
+    /// RTU: line speed of the RS485 bus (default 9600); sets the port with `transport = "rtu"`
+    /// and the inter-frame silence in both RTU transports.
     pub baud: Option<u32>,
     /// RTU: `none` (default), `even` or `odd`.
     pub parity: Option<String>,
@@ -621,8 +626,14 @@ fn check_endpoint(raw: &RawDevice, key: &dyn Fn(&str) -> String, issues: &mut Is
     if raw.host.trim().is_empty() {
         issues.push(key("host"), "must not be empty");
     }
-    if raw.port == 0 {
-        issues.push(key("port"), "must be within [1, 65535] (got 0)");
+    let serial = raw.transport.as_deref() == Some("rtu");
+    match (serial, raw.port) {
+        (false, 0) => issues.push(key("port"), "must be within [1, 65535] (got 0 or none)"),
+        (true, p) if p != 0 => issues.push(
+            key("port"),
+            "does not apply to transport = \"rtu\" (host names the serial port)",
+        ),
+        _ => {}
     }
     if raw.unit_id == 0 || raw.unit_id > 247 && raw.unit_id != 255 {
         issues.push(
@@ -686,49 +697,62 @@ fn check_framing(raw: &RawDevice, key: &dyn Fn(&str) -> String, issues: &mut Iss
         "tcp" => {
             for (field, set) in line_keys {
                 if set {
-                    issues.push(key(field), "applies to transport = \"rtu-over-tcp\" only");
+                    issues.push(
+                        key(field),
+                        "applies to transport = \"rtu\" or \"rtu-over-tcp\" only",
+                    );
                 }
             }
             Framing::Tcp
         }
-        "rtu-over-tcp" => {
-            let baud = raw.baud.unwrap_or(9600);
-            if !(1200..=115_200).contains(&baud) {
-                issues.push(
-                    key("baud"),
-                    format!("must be within [1200, 115200] (got {baud})"),
-                );
-            }
-            let parity_bits = match raw.parity.as_deref().unwrap_or("none") {
-                "none" => 0,
-                "even" | "odd" => 1,
-                other => {
-                    issues.push(
-                        key("parity"),
-                        format!("expected none, even or odd (got {other:?})"),
-                    );
-                    0
-                }
-            };
-            let stop_bits = raw.stop_bits.unwrap_or(1);
-            if stop_bits != 1 && stop_bits != 2 {
-                issues.push(
-                    key("stop_bits"),
-                    format!("must be 1 or 2 (got {stop_bits})"),
-                );
-            }
-            Framing::RtuOverTcp(LineSettings {
-                baud,
-                bits_per_char: 9 + parity_bits + u32::from(stop_bits.clamp(1, 2)),
-            })
-        }
+        "rtu" => Framing::RtuSerial(check_line(raw, key, issues)),
+        "rtu-over-tcp" => Framing::RtuOverTcp(check_line(raw, key, issues).line()),
         other => {
             issues.push(
                 key("transport"),
-                format!("expected tcp or rtu-over-tcp (got {other:?})"),
+                format!("expected tcp, rtu or rtu-over-tcp (got {other:?})"),
             );
             Framing::Tcp
         }
+    }
+}
+
+/// Baud, parity and stop bits of an RTU line.
+fn check_line(
+    raw: &RawDevice,
+    key: &dyn Fn(&str) -> String,
+    issues: &mut Issues,
+) -> SerialSettings {
+    let baud = raw.baud.unwrap_or(9600);
+    if !(1200..=115_200).contains(&baud) {
+        issues.push(
+            key("baud"),
+            format!("must be within [1200, 115200] (got {baud})"),
+        );
+    }
+    let parity = match raw.parity.as_deref().unwrap_or("none") {
+        "none" => Parity::None,
+        "even" => Parity::Even,
+        "odd" => Parity::Odd,
+        other => {
+            issues.push(
+                key("parity"),
+                format!("expected none, even or odd (got {other:?})"),
+            );
+            Parity::None
+        }
+    };
+    let stop_bits = raw.stop_bits.unwrap_or(1);
+    if stop_bits != 1 && stop_bits != 2 {
+        issues.push(
+            key("stop_bits"),
+            format!("must be 1 or 2 (got {stop_bits})"),
+        );
+    }
+    SerialSettings {
+        baud,
+        parity,
+        stop_bits: stop_bits.clamp(1, 2),
     }
 }
 

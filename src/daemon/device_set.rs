@@ -233,7 +233,13 @@ impl Device {
         let (DeviceReading::Charger(c), DeviceRole::Charger(cfg)) = (r, &self.config.role) else {
             return;
         };
-        if c.remaining_validity_s > cfg.validity_s + VALIDITY_SLACK_S {
+        if c.remaining_validity_s == u32::MAX {
+            // A profiled charger whose current setpoint declares no refresh_s.
+            self.fallback_problem = Some(format!(
+                "the charger keeps a current setpoint until it is rewritten (no validity time, validity_s = {} s not enforced by the device): it has no fallback of its own if the controller stops",
+                cfg.validity_s
+            ));
+        } else if c.remaining_validity_s > cfg.validity_s + VALIDITY_SLACK_S {
             self.fallback_problem = Some(format!(
                 "the charger keeps a setpoint for {} s, longer than validity_s = {} s: its own fallback comes late",
                 c.remaining_validity_s, cfg.validity_s

@@ -1,11 +1,14 @@
-//! Modbus RTU through a transparent RS485 gateway (RTU frames inside a TCP stream): one owner
-//! task per bus serialises the requests of every device on it, keeps the inter-frame silence
+//! Modbus RTU on an RS485 bus, reached through a transparent gateway (RTU frames inside a TCP
+//! stream) or a serial port of this machine (tokio-serial: baud, parity, stop bits from the
+//! config): one owner task per bus serialises the requests of every device on it, keeps the
+//! inter-frame silence
 //! RS485 needs (tokio-modbus leaves none, slowtec/tokio-modbus#180) and bounds each request by
 //! its device's timeout. A dead device costs the bus one timeout per attempt (and its link
 //! backs off), never more: the other devices' requests wait only behind it.
 //!
-//! Buses are shared by gateway address: [`Bus::shared`] returns the running owner of
-//! `host:port` or starts one. The owner task ends when the last handle is dropped.
+//! Buses are shared by gateway address or serial device: [`Bus::shared`] returns the running
+//! owner of `host:port` ([`Bus::shared_serial`]: of `/dev/ttyUSB0`) or starts one. The owner
+//! task ends when the last handle is dropped.
 
 use super::error::{
     DeviceError, FC_READ_HOLDING, FC_READ_INPUT, FC_WRITE_MULTIPLE, FC_WRITE_SINGLE,
@@ -92,6 +95,51 @@ impl LineSettings {
     }
 }
 
+/// Parity of a serial line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+/// Everything needed to open a serial port of this machine as an RS485 bus (8 data bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SerialSettings {
+    pub baud: u32,
+    pub parity: Parity,
+    /// 1 or 2.
+    pub stop_bits: u8,
+}
+
+impl SerialSettings {
+    /// The timing of this line.
+    pub fn line(self) -> LineSettings {
+        let parity = u32::from(self.parity != Parity::None);
+        LineSettings {
+            baud: self.baud,
+            bits_per_char: 9 + parity + u32::from(self.stop_bits.clamp(1, 2)),
+        }
+    }
+}
+
+/// Where a bus owner reaches its line.
+#[derive(Debug, Clone)]
+enum Target {
+    /// A transparent gateway at `host:port`.
+    Gateway(String),
+    /// A serial port of this machine.
+    Serial(String, SerialSettings),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Gateway(a) | Target::Serial(a, _) => f.write_str(a),
+        }
+    }
+}
+
 /// Handle of the owner task of one bus.
 #[derive(Debug, Clone)]
 pub struct Bus {
@@ -108,7 +156,24 @@ fn registry() -> &'static Registry {
 impl Bus {
     /// The owner of the gateway at `host:port`, started on first use (needs a tokio runtime).
     pub fn shared(host: &str, port: u16, line: LineSettings) -> Arc<Bus> {
-        let key = (host.to_string(), port);
+        Self::shared_at(
+            (host.to_string(), port),
+            Target::Gateway(format!("{host}:{port}")),
+            line,
+        )
+    }
+
+    /// The owner of the serial port at `path` (`/dev/ttyUSB0`), opened with `settings` on
+    /// first use.
+    pub fn shared_serial(path: &str, settings: SerialSettings) -> Arc<Bus> {
+        Self::shared_at(
+            (format!("serial:{path}"), 0),
+            Target::Serial(path.to_string(), settings),
+            settings.line(),
+        )
+    }
+
+    fn shared_at(key: (String, u16), target: Target, line: LineSettings) -> Arc<Bus> {
         let mut map = registry()
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -117,7 +182,6 @@ impl Bus {
             return bus;
         }
         let (tx, rx) = mpsc::channel(64);
-        let target = format!("{host}:{port}");
         tokio::spawn(owner(target, line, rx));
         let bus = Arc::new(Bus { tx });
         map.insert(key, Arc::downgrade(&bus));
@@ -148,7 +212,7 @@ impl Bus {
 }
 
 /// The owner task: one connection to the gateway, one request at a time.
-async fn owner(target: String, line: LineSettings, mut rx: mpsc::Receiver<Job>) {
+async fn owner(target: Target, line: LineSettings, mut rx: mpsc::Receiver<Job>) {
     let mut ctx: Option<Context> = None;
     while let Some(job) = rx.recv().await {
         let result = run(&target, &mut ctx, &job).await;
@@ -165,20 +229,49 @@ async fn owner(target: String, line: LineSettings, mut rx: mpsc::Receiver<Job>) 
     tracing::debug!(bus = %target, "bus owner stopped: no device uses it any more");
 }
 
-async fn run(target: &str, ctx: &mut Option<Context>, job: &Job) -> Result<Vec<u16>, DeviceError> {
+/// Open the line: connect to the gateway, or open the serial port.
+async fn open(target: &Target, job: &Job) -> Result<Context, DeviceError> {
     let after_ms = u64::try_from(job.timeout.as_millis()).unwrap_or(u64::MAX);
-    if ctx.is_none() {
-        let stream = match timeout(job.timeout, tokio::net::TcpStream::connect(target)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(DeviceError::Transport(format!("connect {target}: {e}"))),
-            Err(_) => {
-                return Err(DeviceError::Timeout {
+    match target {
+        Target::Gateway(addr) => {
+            match timeout(job.timeout, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => Ok(rtu::attach_slave(s, Slave(job.unit))),
+                Ok(Err(e)) => Err(DeviceError::Transport(format!("connect {addr}: {e}"))),
+                Err(_) => Err(DeviceError::Timeout {
                     op: "connect",
                     after_ms,
-                })
+                }),
             }
-        };
-        *ctx = Some(rtu::attach_slave(stream, Slave(job.unit)));
+        }
+        Target::Serial(path, s) => {
+            use tokio_serial::SerialPortBuilderExt;
+            let port = tokio_serial::new(path, s.baud)
+                .data_bits(tokio_serial::DataBits::Eight)
+                .parity(match s.parity {
+                    Parity::None => tokio_serial::Parity::None,
+                    Parity::Even => tokio_serial::Parity::Even,
+                    Parity::Odd => tokio_serial::Parity::Odd,
+                })
+                .stop_bits(if s.stop_bits == 2 {
+                    tokio_serial::StopBits::Two
+                } else {
+                    tokio_serial::StopBits::One
+                })
+                .open_native_async()
+                .map_err(|e| DeviceError::Transport(format!("open serial port {path}: {e}")))?;
+            Ok(rtu::attach_slave(port, Slave(job.unit)))
+        }
+    }
+}
+
+async fn run(
+    target: &Target,
+    ctx: &mut Option<Context>,
+    job: &Job,
+) -> Result<Vec<u16>, DeviceError> {
+    let after_ms = u64::try_from(job.timeout.as_millis()).unwrap_or(u64::MAX);
+    if ctx.is_none() {
+        *ctx = Some(open(target, job).await?);
     }
     if let BusOp::Read { function, .. } = job.op {
         if function != FC_READ_HOLDING && function != FC_READ_INPUT {

@@ -19,7 +19,7 @@ use tokio::time::{timeout, Instant};
 use tokio_modbus::client::{tcp, Context, Reader, Writer};
 use tokio_modbus::Slave;
 
-use super::bus::{Bus, BusOp, LineSettings};
+use super::bus::{Bus, BusOp, LineSettings, SerialSettings};
 use super::error::{
     DeviceError, FC_READ_HOLDING, FC_READ_INPUT, FC_WRITE_MULTIPLE, FC_WRITE_SINGLE,
 };
@@ -58,6 +58,9 @@ pub enum Framing {
     /// Modbus RTU inside a TCP stream to a transparent RS485 gateway; every device behind the
     /// same gateway shares one [`Bus`] owner.
     RtuOverTcp(LineSettings),
+    /// Modbus RTU on a serial port of this machine (the link's `host` is its path, e.g.
+    /// `/dev/ttyUSB0`); every device on the same port shares one [`Bus`] owner.
+    RtuSerial(SerialSettings),
 }
 
 impl LinkConfig {
@@ -220,7 +223,7 @@ impl Link {
     pub fn is_connected(&self) -> bool {
         match self.cfg.framing {
             Framing::Tcp => self.ctx.is_some(),
-            Framing::RtuOverTcp(_) => self.bus_ok,
+            Framing::RtuOverTcp(_) | Framing::RtuSerial(_) => self.bus_ok,
         }
     }
 
@@ -363,8 +366,8 @@ impl Link {
     }
 
     async fn request(&mut self, op: Op<'_>) -> Result<Vec<u16>, DeviceError> {
-        if let Framing::RtuOverTcp(line) = self.cfg.framing {
-            return self.bus_request(op, line).await;
+        if self.cfg.framing != Framing::Tcp {
+            return self.bus_request(op).await;
         }
         self.ensure_connected().await?;
         let Some(ctx) = self.ctx.as_mut() else {
@@ -429,22 +432,25 @@ impl Link {
 
     /// One request through the bus owner of the gateway, with this link's back-off and
     /// accounting (a device answering again after a failure counts as a new connection).
-    async fn bus_request(
-        &mut self,
-        op: Op<'_>,
-        line: LineSettings,
-    ) -> Result<Vec<u16>, DeviceError> {
+    async fn bus_request(&mut self, op: Op<'_>) -> Result<Vec<u16>, DeviceError> {
         if let Some(at) = self.next_attempt {
             if Instant::now() < at {
                 self.stats.skipped_backoff += 1;
                 return Err(DeviceError::Disconnected);
             }
         }
-        let (host, port) = (self.cfg.host.clone(), self.cfg.port);
-        let bus = Arc::clone(
-            self.bus
-                .get_or_insert_with(|| Bus::shared(&host, port, line)),
-        );
+        let (host, port, framing) = (self.cfg.host.clone(), self.cfg.port, self.cfg.framing);
+        let bus = match (&self.bus, framing) {
+            (Some(bus), _) => Arc::clone(bus),
+            (None, Framing::RtuSerial(s)) => Bus::shared_serial(&host, s),
+            (None, Framing::RtuOverTcp(line)) => Bus::shared(&host, port, line),
+            (None, Framing::Tcp) => {
+                return Err(DeviceError::InvalidRequest(
+                    "a Modbus TCP link has no RS485 bus".into(),
+                ))
+            }
+        };
+        self.bus = Some(Arc::clone(&bus));
         let bus_op = match op {
             Op::Read(addr, count) => BusOp::Read {
                 function: FC_READ_HOLDING,

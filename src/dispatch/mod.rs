@@ -63,8 +63,9 @@
 //!
 //! **Plan budgets.** While the state carries a [`PlanBudget`] for the running step (from the
 //! predictive planner, [`crate::planner`]), step 4 caps each budgeted car at the power that
-//! delivers its step energy over the rest of the step, but never below 1.25 x the even pace
-//! that meets its wish by departure (a budgeted solar car charges like a fast one); step 6's
+//! delivers its step energy over the rest of the step, but never below what it must get now
+//! for the rest of its wish to fit before departure at 70 % of the charger's power (a budgeted
+//! solar car charges like a fast one); step 6's
 //! economic choice is replaced by the power that reaches the SoC target by the step's end
 //! (within the charge and hard discharge bounds), and peak shaving works toward the plan's
 //! import ceiling with the hard discharge bound. The import limit, the SoC window, the BMS and
@@ -239,9 +240,9 @@ struct Planned {
     import_ceiling: Watts,
 }
 
-/// How far ahead of the even pace toward a car's wish a planned car is kept (the plant's
-/// cars taper near full).
-const WISH_PACE_FACTOR: f64 = 1.25;
+/// Share of a charger's full power a car is counted on for after the running step when
+/// checking that its wish can still be met (cars taper near full).
+const LATE_POWER_SHARE: f64 = 0.7;
 
 /// Seconds left in the budget's step (at least 1 s).
 fn seconds_left(budget: &PlanBudget, now: DateTime<Utc>) -> f64 {
@@ -279,8 +280,10 @@ fn planned_now(
 }
 
 /// Chargers the plan budgets get at most the power that delivers their step's energy evenly
-/// over the rest of the step, raised to [`WISH_PACE_FACTOR`] x the even pace that meets the
-/// car's wish by its departure (at least their minimum while energy is left, nothing after).
+/// over the rest of the step, raised to what the car must get now so that the rest of its wish
+/// still fits before it leaves at [`LATE_POWER_SHARE`] of the charger's power (at least their
+/// minimum while energy is left, nothing after). A plan that defers a car to a cheaper hour is
+/// followed; a plan that has fallen behind a car is overridden before the car is lost.
 fn planned_charger_caps(snapshot: &Snapshot, state: &mut DispatchState, now: DateTime<Utc>) {
     let DispatchState {
         plan_budget, work, ..
@@ -296,9 +299,10 @@ fn planned_charger_caps(snapshot: &Snapshot, state: &mut DispatchState, now: Dat
         if w.role == Role::Idle {
             continue;
         }
-        let to_departure_h = ((car.departs - now).num_milliseconds() as f64 / 3.6e6).max(1e-3);
-        let pace_wh = WISH_PACE_FACTOR * car.wish_wh.max(0.0) * hours / to_departure_h;
-        let wh = car.step_wh.max(pace_wh.min(car.wish_wh));
+        let after_h = ((car.departs - budget.until).num_milliseconds() as f64 / 3.6e6).max(0.0);
+        let later_wh = LATE_POWER_SHARE * car.max_w.min(w.max * w.w_per_a).max(0.0) * after_h;
+        let must_wh = (car.wish_wh.max(0.0) - later_wh).max(0.0);
+        let wh = car.step_wh.max(must_wh);
         if wh <= 1.0 {
             w.role = Role::Idle;
             continue;
@@ -547,7 +551,10 @@ fn vehicle_budgets(
     // Dealer first: the battery serves the building (never the cars directly), but when the
     // import limit binds it may carry the building's whole net load so that the grid's
     // share of the limit goes to the cars; like every import-limit use, down to `soc_min`.
+    // Under a plan the cars are capped by their step energy and the plan has already decided
+    // what the battery carries: the battery may back the cars up to its hard bound.
     let battery_for_vehicles = match policy.serve_first {
+        _ if inputs.planned.is_some() => bounds.discharge_hard,
         ServeFirst::Vehicles => bounds.discharge_hard,
         ServeFirst::Dealer => arbitrage_for_dealer.max(bounds.discharge_hard.min(building_net)),
     };

@@ -238,11 +238,14 @@ pub struct PlanBudget {
 pub struct CarBudget {
     /// Energy still to deliver by the step's end, Wh.
     pub step_wh: f64,
-    /// Energy the car still wants, Wh, and when it leaves: `decide` never gives it less than
-    /// the even pace that meets the wish by then (the plan's timing is a preference, the
-    /// wish is the customer's).
+    /// Energy the car still wants, Wh, and when it leaves: `decide` never gives it so little
+    /// that the rest of the wish no longer fits before then (the plan's timing is a
+    /// preference, the wish is the customer's).
     pub wish_wh: f64,
     pub departs: DateTime<Utc>,
+    /// The car's own charging power limit (on-board charger, phases), W; the charger's rating
+    /// caps it too.
+    pub max_w: f64,
 }
 
 impl DispatchState {

@@ -891,6 +891,7 @@ fn budget(until: DateTime<Utc>, soc_target: f64, chargers: Vec<(ChargerId, f64)>
                     step_wh,
                     wish_wh: step_wh,
                     departs: until + chrono::Duration::hours(8),
+                    max_w: 22_080.0,
                 };
                 (id, car)
             })
@@ -981,24 +982,35 @@ fn a_budgeted_charger_gets_the_power_that_delivers_its_step_energy_and_then_stop
 }
 
 #[test]
-fn a_budgeted_car_is_never_kept_below_the_pace_that_meets_its_wish_by_departure() {
+fn a_budgeted_car_the_plan_defers_waits_unless_its_wish_would_no_longer_fit() {
     let p = Policy::default();
     let mut s = no_battery(1);
     let id = s.chargers[0].id.clone();
-    let mut st = DispatchState::new();
-    // The plan gives it nothing this step, but it wants 11.04 kWh and leaves in 1.25 h: after
-    // the 30 s ramp, 1.25 x the even pace over the 4471 s left.
-    let car = CarBudget {
-        step_wh: 0.0,
-        wish_wh: 11_040.0,
-        departs: local(9, 15),
-    };
-    st.set_plan_budget(Some(PlanBudget {
-        chargers: vec![(id, car)],
+    // The plan gives it nothing this step (it ends 8:15); the car wants 11.04 kWh and takes at
+    // most 11.04 kW (16 A on three phases).
+    let budget_for = |departs| PlanBudget {
+        chargers: vec![(
+            id.clone(),
+            CarBudget {
+                step_wh: 0.0,
+                wish_wh: 11_040.0,
+                departs,
+                max_w: 11_040.0,
+            },
+        )],
         ..budget(local(8, 15), 50.0, Vec::new())
-    }));
+    };
+    // Leaving at 10:15, 2 h after the step at 70 % of 11.04 kW covers the wish: it waits.
+    let mut st = DispatchState::new();
+    st.set_plan_budget(Some(budget_for(local(10, 15))));
     let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
-    let expected = 1.25 * 11_040.0 / (4471.0 / 3600.0) / 690.0;
+    assert_eq!(plan.chargers[0].amps.0, 0.0, "{:?}", amps(&plan));
+    // Leaving at 9:15, the hour after the step covers 7.728 kWh: the 3.312 kWh left must come
+    // now, over the 871 s left of the step.
+    let mut st = DispatchState::new();
+    st.set_plan_budget(Some(budget_for(local(9, 15))));
+    let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
+    let expected = 3_312.0 / (871.0 / 3600.0) / 690.0;
     assert!(
         (plan.chargers[0].amps.0 - expected).abs() < 1e-6,
         "{:?}",

@@ -37,6 +37,21 @@ pub struct SessionForecast {
     pub wanted_wh: f64,
     /// Highest power the car can draw on that charger, W (before tapering).
     pub max_w: f64,
+    /// The car's battery, Wh, and its state of charge at `arrive` (or now, for a car plugged
+    /// in now), %: with [`vehicles::deliverable_wh`] they bound what any controller can serve.
+    pub battery_wh: f64,
+    pub soc_pct: f64,
+}
+
+impl SessionForecast {
+    /// The most energy the car can take from `from` (no earlier than its arrival) to `until`
+    /// (no later than its departure), tapering near full, Wh.
+    pub fn deliverable_wh(&self, until: DateTime<Utc>) -> f64 {
+        let end = until.min(self.depart);
+        let seconds = (end - self.arrive).num_milliseconds() as f64 / 1000.0;
+        let target = self.soc_pct + self.wanted_wh / self.battery_wh.max(1.0) * 100.0;
+        vehicles::deliverable_wh(self.battery_wh, self.soc_pct, target, self.max_w, seconds)
+    }
 }
 
 /// The exogenous processes over a horizon, in 15-minute steps from `start`.
@@ -118,6 +133,8 @@ pub(crate) fn forecast_from(
                 depart: at(arr.depart_s),
                 wanted_wh: (arr.target_soc_pct - arr.soc_pct) / 100.0 * arr.battery_wh,
                 max_w,
+                battery_wh: arr.battery_wh,
+                soc_pct: arr.soc_pct,
             });
         }
     }

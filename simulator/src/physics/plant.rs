@@ -387,6 +387,8 @@ impl Plant {
                     max_w: v.onboard_max_a.min(c.rating_a)
                         * f64::from(v.phases.min(c.phases))
                         * NOMINAL_V,
+                    battery_wh: v.battery_wh,
+                    soc_pct: v.soc_pct,
                 })
             })
             .collect();

@@ -89,6 +89,39 @@ impl Vehicle {
     }
 }
 
+/// The most energy a car can take in `seconds` at a charger offering it `max_w` (its on-board
+/// limit at nominal voltage) from the start, tapering above [`TAPER_KNEE`] as
+/// [`Vehicle::accept_a`] does, up to its target, Wh. No controller can deliver more: the bound
+/// of what a session can be served.
+pub fn deliverable_wh(
+    battery_wh: f64,
+    soc_pct: f64,
+    target_soc_pct: f64,
+    max_w: f64,
+    seconds: f64,
+) -> f64 {
+    if battery_wh <= 0.0 || max_w <= 0.0 || seconds <= 0.0 || target_soc_pct <= soc_pct {
+        return 0.0;
+    }
+    let wanted = (target_soc_pct - soc_pct) / 100.0 * battery_wh;
+    // Full power up to the knee, in closed form.
+    let to_knee = ((TAPER_KNEE * 100.0 - soc_pct) / 100.0 * battery_wh).clamp(0.0, wanted);
+    let full_s = to_knee / max_w * 3600.0;
+    if full_s >= seconds {
+        return max_w * seconds / 3600.0;
+    }
+    // The taper, in 1 s steps.
+    let (mut got, mut t) = (to_knee, full_s);
+    while t < seconds && got < wanted {
+        let soc = soc_pct / 100.0 + got / battery_wh;
+        let share = ((1.0 - soc) / (1.0 - TAPER_KNEE)).clamp(0.1, 1.0);
+        let dt = (seconds - t).min(1.0);
+        got = (got + max_w * share * dt / 3600.0).min(wanted);
+        t += dt;
+    }
+    got
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +148,20 @@ mod tests {
         assert!((car(95.0).accept_a() - 16.0).abs() < 1e-9);
         assert!((car(99.9).accept_a() - 3.2).abs() < 1e-9);
         assert_eq!(car(100.0).accept_a(), 0.0);
+    }
+
+    #[test]
+    fn a_car_below_the_knee_takes_full_power_and_the_taper_slows_the_last_tenth() {
+        // 60 kWh at 22 kW: 50 % -> 90 % (24 kWh) takes 65.5 minutes at full power.
+        let full = deliverable_wh(60_000.0, 50.0, 90.0, 22_000.0, 3600.0);
+        assert!((full - 22_000.0).abs() < 1e-6);
+        assert!((deliverable_wh(60_000.0, 50.0, 90.0, 22_000.0, 7200.0) - 24_000.0).abs() < 1e-6);
+        // 90 % -> 100 % (6 kWh) cannot be done in the 16.4 minutes full power would need.
+        let taper = deliverable_wh(60_000.0, 90.0, 100.0, 22_000.0, 16.4 * 60.0);
+        assert!(taper < 0.8 * 6_000.0 && taper > 2_000.0, "{taper}");
+        // Given long enough it reaches the target and stops there.
+        let all = deliverable_wh(60_000.0, 90.0, 100.0, 22_000.0, 10.0 * 3600.0);
+        assert!((all - 6_000.0).abs() < 1e-6);
+        assert_eq!(deliverable_wh(60_000.0, 80.0, 80.0, 22_000.0, 3600.0), 0.0);
     }
 }

@@ -47,11 +47,12 @@ mod encode;
 pub mod fake;
 pub mod image;
 mod models;
+pub mod profile;
 mod server;
 pub mod sunspec;
 pub mod writes;
 
-pub use server::{render, serve_device, MAX_READ, MAX_WRITE};
+pub use server::{render, serve_device, serve_profiled_device, MAX_READ, MAX_WRITE};
 
 /// Which device a server plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! The Modbus TCP server of one device: connection handling, wire faults, reads and writes.
 
 use super::image::Image;
+use super::profile::{Framing, ServedProfile};
 use super::writes::{decode_write, Field};
 use super::{alfen, sunspec, DeviceKind, DeviceSpec, WireError};
 use crate::view::{Station, StationView, WireFaults};
@@ -41,6 +42,8 @@ struct Device {
     spec: DeviceSpec,
     station: Arc<dyn Station>,
     fields: Vec<Field>,
+    /// Served with a profile's map instead of the built-in one.
+    profile: Option<ServedProfile>,
     state: Mutex<DeviceState>,
 }
 
@@ -127,7 +130,7 @@ pub fn render(
 }
 
 impl Device {
-    fn new(spec: DeviceSpec, station: Arc<dyn Station>) -> Self {
+    fn new(spec: DeviceSpec, station: Arc<dyn Station>, profile: Option<ServedProfile>) -> Self {
         let fields = match spec.kind {
             DeviceKind::Pv => sunspec::pv_fields(),
             DeviceKind::Battery => sunspec::battery_fields(),
@@ -138,6 +141,7 @@ impl Device {
             spec,
             station,
             fields,
+            profile,
             state: Mutex::new(DeviceState::default()),
         }
     }
@@ -150,7 +154,15 @@ impl Device {
                 return c.image.clone();
             }
         }
-        let image = render(&self.spec, &view, &faults.bad_values).map(Arc::new);
+        let image = match &self.profile {
+            None => render(&self.spec, &view, &faults.bad_values),
+            Some(p) => {
+                let mut v = StationView::clone(&view);
+                override_points(&mut v, &self.spec.kind, &faults.bad_values);
+                Some(p.render(self.spec.kind, &v))
+            }
+        }
+        .map(Arc::new);
         state.cache = Some(Cached {
             view,
             bad_values: faults.bad_values.clone(),
@@ -184,7 +196,10 @@ impl Device {
     ) -> Result<(), ExceptionCode> {
         let unit = image.unit(unit).ok_or(ExceptionCode::GatewayTargetDevice)?;
         let view = self.station.view();
-        let commands = decode_write(&self.fields, unit, addr, words, &view)?;
+        let commands = match &self.profile {
+            None => decode_write(&self.fields, unit, addr, words, &view)?,
+            Some(p) => p.write(self.spec.kind, addr, words, &view)?,
+        };
         for command in commands {
             if let Err(reason) = self.station.apply(command.clone()) {
                 tracing::debug!(device = %self.spec.id, ?command, %reason, "command refused");
@@ -269,7 +284,11 @@ impl Service for Connection {
             if let Some(code) = faults.exception {
                 return Err(ExceptionCode::new(code));
             }
-            device.process(&faults, req.slave, req.request).map(Some)
+            match device.process(&faults, req.slave, req.request) {
+                // On an RS485 bus a device not addressed stays silent.
+                Err(ExceptionCode::GatewayTargetDevice) if device.rtu() => Ok(None),
+                other => other.map(Some),
+            }
         })
     }
 }
@@ -321,8 +340,68 @@ pub async fn serve_device(
     station: Arc<dyn Station>,
     cancel: CancellationToken,
 ) -> Result<(), WireError> {
-    let id = spec.id.clone();
-    let device = Arc::new(Device::new(spec, station));
+    serve(listener, Device::new(spec, station, None), cancel).await
+}
+
+/// Serves one device with a profile's map (see [`super::profile`]), over Modbus TCP or RTU
+/// frames as its spec says; otherwise as [`serve_device`].
+pub async fn serve_profiled_device(
+    listener: TcpListener,
+    spec: DeviceSpec,
+    profile: ServedProfile,
+    station: Arc<dyn Station>,
+    cancel: CancellationToken,
+) -> Result<(), WireError> {
+    if let Framing::RtuSerial { path, baud } = profile.spec.framing.clone() {
+        drop(listener);
+        let device = Device::new(spec, station, Some(profile));
+        return serve_serial(path, baud, device, cancel).await;
+    }
+    serve(listener, Device::new(spec, station, Some(profile)), cancel).await
+}
+
+impl Device {
+    fn rtu(&self) -> bool {
+        self.profile
+            .as_ref()
+            .is_some_and(|p| p.spec.framing != Framing::Tcp)
+    }
+}
+
+/// Serves one device as RTU frames on a serial port until `cancel` fires; wire faults apply
+/// as on TCP (`offline`: silence).
+async fn serve_serial(
+    path: String,
+    baud: u32,
+    device: Device,
+    cancel: CancellationToken,
+) -> Result<(), WireError> {
+    let id = device.spec.id.clone();
+    let port = tokio_serial::SerialStream::open(&tokio_serial::new(&path, baud)).map_err(|e| {
+        WireError::Serve {
+            id: id.clone(),
+            source: io::Error::other(format!("open serial port {path}: {e}")),
+        }
+    })?;
+    let service = Connection {
+        device: Arc::new(device),
+        hang_up: Arc::new(AtomicBool::new(false)),
+    };
+    tokio_modbus::server::rtu::Server::new(port)
+        .serve_until(service, cancel.cancelled_owned())
+        .await
+        .map(|_| ())
+        .map_err(|source| WireError::Serve { id, source })
+}
+
+async fn serve(
+    listener: TcpListener,
+    device: Device,
+    cancel: CancellationToken,
+) -> Result<(), WireError> {
+    let id = device.spec.id.clone();
+    let rtu = device.rtu();
+    let device = Arc::new(device);
     let on_connected = move |stream: TcpStream, peer: SocketAddr| {
         let device = Arc::clone(&device);
         async move {
@@ -349,9 +428,16 @@ pub async fn serve_device(
         }
     };
     let on_process_error = |err: io::Error| tracing::debug!(%err, "connection ended with an error");
-    Server::new(listener)
-        .serve_until(&on_connected, on_process_error, cancel.cancelled_owned())
-        .await
+    let served = if rtu {
+        tokio_modbus::server::rtu_over_tcp::Server::new(listener)
+            .serve_until(&on_connected, on_process_error, cancel.cancelled_owned())
+            .await
+    } else {
+        Server::new(listener)
+            .serve_until(&on_connected, on_process_error, cancel.cancelled_owned())
+            .await
+    };
+    served
         .map(|_| ())
         .map_err(|source| WireError::Serve { id, source })
 }

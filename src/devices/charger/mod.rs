@@ -98,7 +98,8 @@ pub struct ChargerReading {
     pub energy_wh: Option<f64>,
     /// Maximum current the charger actually applies A.
     pub applied_max_a: f64,
-    /// Seconds until the setpoint expires and the safe current applies.
+    /// Seconds until the setpoint expires and the safe current applies; `u32::MAX` for a
+    /// charger that keeps a setpoint until rewritten (a profile without `refresh_s`).
     pub remaining_validity_s: u32,
     /// Phases in use (1 or 3).
     pub phases: u8,

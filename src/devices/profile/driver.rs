@@ -369,23 +369,12 @@ impl ProfileDevice {
             values.entry(k.clone()).or_insert_with(|| v.clone());
         }
         apply_negative_when(&profile, &mut values);
-        let view = Values {
-            profile: &profile,
-            values: &values,
+        let written = Written {
+            limit_pct: self.written.get("limit_pct").copied(),
+            current_a: self.written.get("current_a").copied(),
+            remaining_validity_s: self.remaining_validity(),
         };
-        match profile.kind {
-            ProfileKind::Meter => view.meter(&self.cfg).map(ProfiledReading::Meter),
-            ProfileKind::Pv => view
-                .pv(&self.cfg, self.written.get("limit_pct").copied())
-                .map(ProfiledReading::Pv),
-            ProfileKind::Battery => view.battery(&self.cfg).map(ProfiledReading::Battery),
-            ProfileKind::Charger => {
-                let applied = self.written.get("current_a").copied();
-                let validity = self.remaining_validity();
-                view.charger(&self.cfg, applied, validity)
-                    .map(ProfiledReading::Charger)
-            }
-        }
+        reading_of(&profile, &self.cfg, &values, written)
     }
 
     /// The `prepare` writes of every setpoint, once per connection.
@@ -429,18 +418,27 @@ impl ProfileDevice {
         if !sp.prepare.is_empty() {
             self.prepare().await?;
         }
-        if let Some(dir) = sp.direction {
+        // One magnitude register per direction: the magnitude first, so the command never
+        // starts with a stale one; one shared register: the command first.
+        let value_first = sp.direction.is_some_and(|d| d.negative_register.is_some());
+        if let Some(dir) = sp.direction.filter(|_| !value_first) {
             self.link.write_single(dir.address, dir.code(v)).await?;
         }
         let words = encode_setpoint(&sp, v)?;
+        let register = sp
+            .direction
+            .map_or(sp.address, |d| d.register_for(sp.address, v));
         if sp.function == FC_WRITE_SINGLE {
             let w = words
                 .first()
                 .copied()
                 .ok_or_else(|| DeviceError::InvalidRequest(format!("{name}: nothing to write")))?;
-            self.link.write_single(sp.address, w).await?;
+            self.link.write_single(register, w).await?;
         } else {
-            self.link.write_multiple(sp.address, &words).await?;
+            self.link.write_multiple(register, &words).await?;
+        }
+        if let Some(dir) = sp.direction.filter(|_| value_first) {
+            self.link.write_single(dir.address, dir.code(v)).await?;
         }
         self.written.insert(sp.name.clone(), v);
         if sp.name == "current_a" {
@@ -449,8 +447,29 @@ impl ProfileDevice {
         Ok(v)
     }
 
-    /// Read a setpoint's register back and decode it with the setpoint's encoding.
+    /// Read a setpoint back: through its `readback` point when it has one, else its register
+    /// decoded with the setpoint's encoding.
     pub async fn read_setpoint(&mut self, name: &str) -> Result<f64, DeviceError> {
+        let readback = self
+            .profile
+            .setpoint(name)
+            .and_then(|s| s.readback.as_ref())
+            .and_then(|r| self.profile.point(r))
+            .cloned();
+        if let Some(point) = readback {
+            let words = read_words(&mut self.link, &[&point]).await?;
+            return match evaluate(&point, &words_of(&words, &point), sf_of(&words, &point))? {
+                Value::Number(n) => Ok(n),
+                Value::Text(t) => Err(DeviceError::bad_data(
+                    &point_label(&point),
+                    format!("reads back text {t:?}, not a number"),
+                )),
+            };
+        }
+        self.read_setpoint_register(name).await
+    }
+
+    async fn read_setpoint_register(&mut self, name: &str) -> Result<f64, DeviceError> {
         let sp = self
             .profile
             .setpoint(name)
@@ -461,10 +480,20 @@ impl ProfileDevice {
                 ))
             })?
             .clone();
-        let words = self
-            .link
-            .read_holding(sp.address, sp.ty.registers())
-            .await?;
+        // With one magnitude register per direction, the command says which one holds it.
+        let register = match sp.direction.filter(|d| d.negative_register.is_some()) {
+            Some(dir) => {
+                let code = self.link.read_holding(dir.address, 1).await?;
+                let sign = if code.first() == Some(&dir.negative) {
+                    -1.0
+                } else {
+                    1.0
+                };
+                dir.register_for(sp.address, sign)
+            }
+            None => sp.address,
+        };
+        let words = self.link.read_holding(register, sp.ty.registers()).await?;
         let magnitude = match decode::decode(&words, sp.ty, sp.order) {
             Some(Raw::Number(n)) => n * sp.scale * sp.sign,
             _ => {
@@ -521,12 +550,23 @@ impl ProfileDevice {
     }
 
     /// Charger: remember the safe current and write it as the device's own fallback where the
-    /// profile has one (`fallback_current_a`).
+    /// profile has one (`fallback_current_a`), then read it back: a charger that refuses it or
+    /// holds another value is an error naming both (the daemon shows the device degraded).
     pub async fn configure_fallback(&mut self, safe_current_a: f64) -> Result<(), DeviceError> {
         self.safe_current_a = Some(safe_current_a);
-        if self.profile.setpoint("fallback_current_a").is_some() {
-            self.write_setpoint("fallback_current_a", safe_current_a)
-                .await?;
+        let Some(sp) = self.profile.setpoint("fallback_current_a").cloned() else {
+            return Ok(());
+        };
+        let sent = self
+            .write_setpoint("fallback_current_a", safe_current_a)
+            .await?;
+        let held = self.read_setpoint("fallback_current_a").await?;
+        // One step of the register's resolution (plus float noise) is the same value.
+        if (held - sent).abs() > sp.scale.abs() / 2.0 + 1e-6 {
+            return Err(DeviceError::bad_data(
+                &format!("fallback_current_a (register {})", sp.address),
+                format!("wrote {sent} A, the charger holds {held} A"),
+            ));
         }
         Ok(())
     }
@@ -554,6 +594,49 @@ impl ProfileDevice {
         }
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// What the driver wrote that a reading reports (PV limit, charger current and validity).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Written {
+    pub limit_pct: Option<f64>,
+    pub current_a: Option<f64>,
+    pub remaining_validity_s: u32,
+}
+
+/// Map decoded point values (signs already applied) into the reading of the profile's kind.
+pub fn reading_of(
+    profile: &Profile,
+    cfg: &ProfiledConfig,
+    values: &BTreeMap<String, Value>,
+    written: Written,
+) -> Result<ProfiledReading, DeviceError> {
+    let view = Values { profile, values };
+    match profile.kind {
+        ProfileKind::Meter => view.meter(cfg).map(ProfiledReading::Meter),
+        ProfileKind::Pv => view.pv(cfg, written.limit_pct).map(ProfiledReading::Pv),
+        ProfileKind::Battery => view.battery(cfg).map(ProfiledReading::Battery),
+        ProfileKind::Charger => view
+            .charger(cfg, written.current_a, written.remaining_validity_s)
+            .map(ProfiledReading::Charger),
+    }
+}
+
+/// Decode a whole register image (function, address) -> word through `profile` into its
+/// reading, as one read of every point would: the pure core of [`ProfileDevice::read`], for
+/// tests. The first point that is missing or implausible is the error.
+pub fn decode_image(
+    profile: &Profile,
+    cfg: &ProfiledConfig,
+    words: &BTreeMap<(u8, u16), u16>,
+) -> Result<ProfiledReading, DeviceError> {
+    let mut values = BTreeMap::new();
+    for p in &profile.points {
+        let v = evaluate(p, &words_of(words, p), sf_of(words, p))?;
+        values.insert(p.name.clone(), v);
+    }
+    apply_negative_when(profile, &mut values);
+    reading_of(profile, cfg, &values, Written::default())
 }
 
 /// Negate the points whose `negative_when` flag is set in this read.

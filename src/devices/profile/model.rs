@@ -232,6 +232,8 @@ pub struct Setpoint {
     pub direction: Option<Direction>,
     /// (register, value) written before the first write of each connection.
     pub prepare: Vec<(u16, u16)>,
+    /// The point that reads the setpoint back (write-only set registers).
+    pub readback: Option<String>,
 }
 
 /// The command register of a direction-encoded setpoint.
@@ -241,9 +243,19 @@ pub struct Direction {
     pub positive: u16,
     pub negative: u16,
     pub zero: u16,
+    /// The magnitude register of negative setpoints, when it is not the setpoint's own.
+    pub negative_register: Option<u16>,
 }
 
 impl Direction {
+    /// The register a magnitude for value `v` goes to (`own` is the setpoint's address).
+    pub fn register_for(self, own: u16, v: f64) -> u16 {
+        match self.negative_register {
+            Some(r) if v < 0.0 => r,
+            _ => own,
+        }
+    }
+
     /// The command code for a setpoint value.
     pub fn code(self, v: f64) -> u16 {
         if v > 0.0 {
@@ -515,8 +527,10 @@ fn check_setpoint(
             positive: d.positive,
             negative: d.negative,
             zero: d.zero,
+            negative_register: d.negative_register,
         }),
         prepare: raw.prepare.iter().map(|w| (w.address, w.value)).collect(),
+        readback: raw.readback.clone(),
     }
 }
 
@@ -697,6 +711,18 @@ pub fn check(name: &str, file: &str, raw: &RawProfile) -> Result<Profile, Issues
         .enumerate()
         .filter_map(|(i, r)| check_probe(i, r, &points, file, &mut issues))
         .collect();
+    for s in &setpoints {
+        if let Some(r) = s
+            .readback
+            .as_ref()
+            .filter(|r| !points.iter().any(|p| &p.name == *r))
+        {
+            issues.push(
+                format!("{file}: setpoints.{}.readback", s.name),
+                format!("names no point ({r:?})"),
+            );
+        }
+    }
     if probe.is_empty() {
         issues.push(
             format!("{file}: probe"),
@@ -721,6 +747,15 @@ pub fn check(name: &str, file: &str, raw: &RawProfile) -> Result<Profile, Issues
                 s.name.clone(),
             )
         })
+        .chain(setpoints.iter().filter_map(|s| {
+            let r = u32::from(s.direction?.negative_register?);
+            Some((
+                0,
+                r,
+                r + u32::from(s.ty.registers()),
+                format!("{}.direction.negative_register", s.name),
+            ))
+        }))
         .collect();
     overlaps(&mut spans, file, "setpoints", &mut issues);
     let profile = Profile {

@@ -125,6 +125,9 @@ pub struct RawSetpoint {
     /// Fixed writes before the first write of each connection (e.g. select forced mode).
     #[serde(default)]
     pub prepare: Vec<RawWrite>,
+    /// A point that reads the setpoint back, for devices whose set register is write only
+    /// (default: the setpoint's own register).
+    pub readback: Option<String>,
     pub description: Option<String>,
 }
 
@@ -139,6 +142,10 @@ pub struct RawDirection {
     pub negative: u16,
     /// Code for 0 (stop).
     pub zero: u16,
+    /// Devices with one magnitude register per direction (Huawei forcible charge/discharge):
+    /// the register of negative setpoints' magnitudes (the setpoint's `address` takes the
+    /// positive ones). The magnitude is then written before the command.
+    pub negative_register: Option<u16>,
 }
 
 /// One fixed register write (function 6).
