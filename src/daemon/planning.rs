@@ -227,6 +227,7 @@ impl LivePlan {
                     session_wh: c.session_wh,
                     wish_wh,
                     departs,
+                    max_w: c.max_w,
                 }
             })
             .collect();

@@ -23,6 +23,8 @@ pub struct CarNow {
     /// Energy the car still wants, Wh, and when it leaves.
     pub wish_wh: f64,
     pub departs: DateTime<Utc>,
+    /// The car's charging power limit (on-board charger, phases; the charger's rating), W.
+    pub max_w: f64,
 }
 
 /// The plan's step containing `now` (None: the plan has expired, or starts later).
@@ -84,6 +86,7 @@ pub fn budget(
                     step_wh: (b.in_step_wh - got).max(0.0),
                     wish_wh: car.wish_wh,
                     departs: car.departs,
+                    max_w: car.max_w,
                 },
             ))
         })
@@ -136,6 +139,7 @@ mod tests {
             session_wh: wh,
             wish_wh: 9_000.0,
             departs: t(120),
+            max_w: 22_080.0,
         }
     }
 
