@@ -27,6 +27,7 @@ fn config(silent: SocketAddr, hosts: &[&str]) -> StationConfig {
     raw.devices.retain(|id, _| id == "grid-meter");
     raw.policy.vehicles.chargers.clear();
     raw.planner.dwell_h.clear();
+    raw.planner.arrivals.clear();
     let meter = raw.devices.get_mut("grid-meter").unwrap();
     meter.host = silent.ip().to_string();
     meter.port = silent.port();

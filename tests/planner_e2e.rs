@@ -202,6 +202,13 @@ async fn the_daemon_plans_and_takes_or_refuses_session_wishes_within_the_import_
     );
     assert_eq!(t.kpis.soc_window_violation_s, 0.0);
     assert!(t.kpis.ev_delivered_kwh > before.ev_delivered_kwh + 2.0);
+    // The forecasters learnt the quarters the ledger booked (a quarter boundary has passed).
+    let learnt = until_async("a quarter learnt", Duration::from_secs(60), async || {
+        let q = get_plan(&d).await["history_quarters"].as_u64()?;
+        (q >= 1).then_some(q)
+    })
+    .await;
+    assert!(learnt <= 4, "{learnt} quarters from a 30-minute run");
     d.shutdown().await;
 }
 
@@ -338,5 +345,62 @@ async fn a_late_solve_does_not_hold_up_the_control_cycle() {
     .await;
     let plan = get_plan(&d).await;
     assert!(plan["timeouts"].as_u64().unwrap() >= 1, "{plan}");
+    d.shutdown().await;
+}
+
+/// The dashboard draws the plan ahead of now and shows the charger's wish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromium-driver (installed by .ci/run)"]
+async fn the_dashboard_shows_the_plan_ahead_and_the_wish_on_the_charger_card() {
+    let d = start("10:00", None, None).await;
+    d.sim.plug(&plug("charger-1")).unwrap();
+    let base = format!("http://{}", d.daemon.api_addr);
+    until_async(
+        "a plan and some history",
+        Duration::from_secs(120),
+        async || {
+            let p = get_plan(&d).await;
+            let h: Value = reqwest::get(format!("{base}/api/history?hours=24"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (p["made_at"].is_string() && h["points"].as_array()?.len() >= 3).then_some(())
+        },
+    )
+    .await;
+    let departure = (d.sim.now() + chrono::Duration::hours(4)).to_rfc3339();
+    let (code, body) = post_wish(
+        &d,
+        TOKEN,
+        "charger-1",
+        json!({"departure": departure, "energy_kwh": 12}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let b = support::browser::open_page(&format!("{base}/")).await;
+    for series in [
+        "planned_import_w",
+        "pv_forecast_w",
+        "building_forecast_w",
+        "battery_soc_target_pct",
+    ] {
+        b.wait_for_count(
+            &format!("#history-chart [data-plan=\"{series}\"]"),
+            1,
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    let wish = b
+        .wait_for_text(
+            ".charger-card[data-id=\"charger-1\"] .charger-wish",
+            Duration::from_secs(60),
+            |t| t.contains("12.0 kWh by") && !t.contains("pending"),
+        )
+        .await;
+    assert!(wish.ends_with("planned"), "{wish}");
+    b.close().await;
     d.shutdown().await;
 }

@@ -40,6 +40,9 @@ pub struct RawPlanner {
     pub default_dwell_h: f64,
     /// Per charger id: its default dwell, h (e.g. staff bays all day, customer bays 2 h).
     pub dwell_h: BTreeMap<String, f64>,
+    /// Per charger id: local times ("HH:MM") a car usually arrives, for the car forecast while
+    /// the ledger holds less than 3 days of each day type.
+    pub arrivals: BTreeMap<String, Vec<String>>,
     /// Energy a car wants when nobody said, kWh.
     pub default_energy_kwh: f64,
     /// What a kWh a car wanted and did not get costs in the plan, CNY (it outweighs any
@@ -71,6 +74,7 @@ impl Default for RawPlanner {
             fallback_weekend_kw: weekend.to_vec(),
             default_dwell_h: 3.0,
             dwell_h: BTreeMap::new(),
+            arrivals: BTreeMap::new(),
             default_energy_kwh: 15.0,
             unmet_cny_per_kwh: 20.0,
         }
@@ -109,12 +113,19 @@ pub struct PlannerSettings {
     pub default_dwell: chrono::Duration,
     /// Per charger id, its dwell.
     pub dwell: BTreeMap<String, chrono::Duration>,
+    /// Per charger id, the local times cars usually arrive (fallback of the car forecast).
+    pub arrivals: BTreeMap<String, Vec<chrono::NaiveTime>>,
     pub default_energy_wh: f64,
     pub unmet_cny_per_kwh: f64,
     pub fault: Option<SolveFault>,
 }
 
 impl PlannerSettings {
+    /// The usual arrival times of charger `id`.
+    pub fn arrivals_of(&self, id: &str) -> Vec<chrono::NaiveTime> {
+        self.arrivals.get(id).cloned().unwrap_or_default()
+    }
+
     /// The default dwell of charger `id`.
     pub fn dwell_of(&self, id: &str) -> chrono::Duration {
         self.dwell.get(id).copied().unwrap_or(self.default_dwell)
@@ -199,6 +210,7 @@ impl RawPlanner {
             }
             issues.within(&format!("planner.dwell_h.{id}"), *h, 0.25, 72.0);
         }
+        let arrivals = self.check_arrivals(chargers, issues);
         issues.within(
             "planner.default_energy_kwh",
             self.default_energy_kwh,
@@ -233,10 +245,39 @@ impl RawPlanner {
                 .iter()
                 .map(|(k, h)| (k.clone(), hours(*h)))
                 .collect(),
+            arrivals,
             default_energy_wh: self.default_energy_kwh * 1000.0,
             unmet_cny_per_kwh: self.unmet_cny_per_kwh,
             fault: None,
         })
+    }
+}
+
+impl RawPlanner {
+    /// `planner.arrivals.<charger>`: known chargers, "HH:MM" times.
+    fn check_arrivals(
+        &self,
+        chargers: &[String],
+        issues: &mut Issues,
+    ) -> BTreeMap<String, Vec<chrono::NaiveTime>> {
+        let mut out = BTreeMap::new();
+        for (id, times) in &self.arrivals {
+            let key = format!("planner.arrivals.{id}");
+            if !chargers.contains(id) {
+                issues.push(&key, format!("no charger {id:?} is configured"));
+            }
+            let mut parsed = Vec::new();
+            for (i, t) in times.iter().enumerate() {
+                match chrono::NaiveTime::parse_from_str(t, "%H:%M") {
+                    Ok(t) => parsed.push(t),
+                    Err(_) => {
+                        issues.push(format!("{key}[{i}]"), format!("expected HH:MM (got {t:?})"))
+                    }
+                }
+            }
+            out.insert(id.clone(), parsed);
+        }
+        out
     }
 }
 
@@ -311,6 +352,8 @@ mod tests {
             ..RawPlanner::default()
         };
         raw.dwell_h.insert("charger-1".into(), 9.0);
+        raw.arrivals
+            .insert("charger-2".into(), vec!["08:30".into()]);
         let mut issues = Issues::new();
         let s = raw.validate(&chargers, Some(135.0), &mut issues).unwrap();
         assert_eq!(s.horizon_steps, 144);
@@ -318,5 +361,16 @@ mod tests {
         assert_eq!(s.dwell_of("charger-1"), chrono::Duration::hours(9));
         assert_eq!(s.dwell_of("charger-2"), chrono::Duration::hours(3));
         assert_eq!(s.load_fallback.weekday_w[12], 45_000.0);
+        assert_eq!(
+            s.arrivals_of("charger-2"),
+            [chrono::NaiveTime::from_hms_opt(8, 30, 0).unwrap()]
+        );
+        assert!(s.arrivals_of("charger-1").is_empty());
+        raw.arrivals.insert("charger-1".into(), vec!["8h30".into()]);
+        assert!(raw.validate(&chargers, None, &mut issues).is_none());
+        assert_eq!(
+            issues.iter().next().unwrap().key,
+            "planner.arrivals.charger-1[0]"
+        );
     }
 }

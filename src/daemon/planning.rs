@@ -100,6 +100,9 @@ pub struct PlanView {
     pub last_error: Option<String>,
     /// Per charger id, its wish.
     pub wishes: BTreeMap<String, WishStatus>,
+    /// Quarters and finished sessions the forecasters learn from.
+    pub history_quarters: usize,
+    pub history_sessions: usize,
 }
 
 impl PlanView {
@@ -265,9 +268,21 @@ impl LivePlan {
             .collect()
     }
 
-    /// Charger `id`'s wish status.
+    /// Charger `id`'s wish and whether the plan meets it (`pending` until a plan that saw
+    /// it is made).
     pub fn wish(&self, id: &str) -> Option<WishStatus> {
-        self.planning.view().wishes.get(id).cloned()
+        let w = lock(&self.planning.wishes).get(id).cloned()?;
+        let judged = self.planning.view().wishes.get(id).cloned();
+        Some(
+            judged
+                .filter(|s| s.departure == w.departs)
+                .unwrap_or(WishStatus {
+                    departure: w.departs,
+                    energy_kwh: w.energy_wh / 1000.0,
+                    state: "pending",
+                    reason: None,
+                }),
+        )
     }
 }
 
@@ -313,7 +328,7 @@ fn forecast_config(config: &StationConfig, s: &PlannerSettings) -> ForecastConfi
             dwell: s.dwell_of(&d.id),
             energy_wh: s.default_energy_wh,
             max_w: c.rating_a * f64::from(c.phases) * PHASE_V,
-            arrivals: Vec::new(),
+            arrivals: s.arrivals_of(&d.id),
         })
         .collect();
     ForecastConfig {
@@ -499,4 +514,112 @@ async fn http_get(url: &str) -> Result<String, String> {
         ));
     }
     Ok(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(m: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 7, 15, 2, 0, 0).unwrap() + Duration::minutes(m)
+    }
+
+    #[test]
+    fn a_ledger_bucket_becomes_a_quarter_flagged_when_export_sat_at_its_limit() {
+        let mut b = Bucket::empty(t(0));
+        b.covered_s = 900.0;
+        b.pv_wh = 20_000.0;
+        b.building_wh = 10_000.0;
+        let q = past_quarter(&b, 100_000.0, false).unwrap();
+        assert_eq!(
+            (q.pv_w, q.building_w, q.pv_limited),
+            (Some(80_000.0), Some(40_000.0), false)
+        );
+        b.export_wh = 23_000.0; // 92 kW average against a 100 kW limit
+        assert!(past_quarter(&b, 100_000.0, false).unwrap().pv_limited);
+        b.export_wh = 0.0;
+        assert!(past_quarter(&b, 100_000.0, true).unwrap().pv_limited);
+        b.covered_s = 300.0;
+        assert!(past_quarter(&b, 100_000.0, false).is_none());
+    }
+
+    #[test]
+    fn only_finished_sessions_of_known_chargers_are_learnt() {
+        let ids = vec![
+            ("charger-1".to_string(), 22_080.0),
+            ("charger-2".to_string(), 11_040.0),
+        ];
+        let mut s = SessionRecord::new("charger-2", t(0));
+        assert!(past_session(&s, &ids).is_none());
+        s.end = Some(t(90));
+        s.energy_wh = 9_000.0;
+        let p = past_session(&s, &ids).unwrap();
+        assert_eq!(
+            (p.charger, p.departed, p.energy_wh, p.max_w),
+            (1, t(90), 9_000.0, 11_040.0)
+        );
+        let other = SessionRecord {
+            end: Some(t(90)),
+            ..SessionRecord::new("charger-9", t(0))
+        };
+        assert!(past_session(&other, &ids).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_day_ahead_product_is_read_over_http() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            for status in ["200 OK", "404 Not Found"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /pv.csv HTTP/1.1"));
+                let body = "start,pv_w\n2026-07-15T02:00:00Z,50000\n";
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        let src = DayAheadSource::Http(format!("http://{addr}/pv.csv"));
+        let d = read_day_ahead(&src).await.unwrap();
+        assert_eq!(d.quarter_w(t(0)), Some(50_000.0));
+        let e = read_day_ahead(&src).await.unwrap_err();
+        assert!(e.ends_with("HTTP/1.1 404 Not Found"), "{e}");
+        server.await.unwrap();
+        let e = read_day_ahead(&DayAheadSource::File("/nonexistent/pv.csv".into()))
+            .await
+            .unwrap_err();
+        assert!(
+            e.starts_with("planner.day_ahead: cannot read /nonexistent/pv.csv"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_reason_says_whether_a_plan_runs_and_until_when() {
+        let mut v = PlanView::default();
+        assert_eq!(
+            v.reason(t(0)).unwrap(),
+            "planner: no plan yet; the rule policy runs"
+        );
+        v.plan = Some(Arc::new(PlanBudgets {
+            made_at: t(0),
+            steps: Vec::new(),
+            plugged_unmet_wh: 0.0,
+            objective_cny: 0.0,
+        }));
+        assert_eq!(v.reason(t(10)), None);
+        v.last_error = Some("solve late: no plan within 500 ms".into());
+        assert_eq!(
+            v.reason(t(20)).unwrap(),
+            "planner: solve late: no plan within 500 ms; following the plan of 02:00 until it expires"
+        );
+        assert!(v.reason(t(61)).unwrap().contains("has expired"));
+    }
 }

@@ -148,6 +148,9 @@ impl Task {
         }
         self.limited = self.limited.split_off(&(to.timestamp() - PLAN_STEP_S));
         self.learnt_to = Some(to);
+        self.view.history_quarters = self.forecasters.history.quarters().count();
+        self.view.history_sessions = self.forecasters.history.sessions().count();
+        self.publish();
     }
 
     /// Re-read the day-ahead product when due.

@@ -222,6 +222,8 @@ fn plan_json(v: &PlanView, now: DateTime<Utc>) -> Value {
         "last_solve_ms": v.last_solve_ms,
         "last_error": v.last_error,
         "wishes": v.wishes,
+        "history_quarters": v.history_quarters,
+        "history_sessions": v.history_sessions,
         "steps": steps,
     })
 }

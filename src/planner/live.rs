@@ -23,7 +23,7 @@ pub struct CarNow {
     /// Energy the car still wants, Wh, and when it leaves.
     pub wish_wh: f64,
     pub departs: DateTime<Utc>,
-    /// The car's charging power limit as far as it is known (else the charger's), W.
+    /// The car's charging power limit (on-board charger, phases; the charger's rating), W.
     pub max_w: f64,
 }
 
