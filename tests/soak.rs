@@ -98,9 +98,49 @@ fn random_fault(rng: &mut ChaCha8Rng, lies: bool) -> (String, FaultRequest) {
     (format!("{kind:?}"), f)
 }
 
+/// One energy flow: the simulator's truth against the ledger's booking.
+struct Flow {
+    name: &'static str,
+    truth_kwh: f64,
+    ledger_kwh: f64,
+}
+
+impl Flow {
+    fn new(name: &'static str, truth_kwh: f64, ledger_wh: f64) -> Flow {
+        Flow {
+            name,
+            truth_kwh,
+            ledger_kwh: ledger_wh / 1000.0,
+        }
+    }
+
+    /// The ledger's error against the truth, relative to the truth (with a floor of 1 kWh, so
+    /// a flow of almost nothing is judged on an absolute error of 10 Wh).
+    fn error(&self) -> f64 {
+        (self.ledger_kwh - self.truth_kwh) / self.truth_kwh.abs().max(1.0)
+    }
+}
+
+impl std::fmt::Display for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: simulator {:.2} kWh, ledger {:.2} kWh ({:+.2} %)",
+            self.name,
+            self.truth_kwh,
+            self.ledger_kwh,
+            100.0 * self.error()
+        )
+    }
+}
+
 /// What one soak run measured.
 struct Soak {
     simulated_s: f64,
+    /// Seconds the ledger booked.
+    covered_s: f64,
+    flows: Vec<Flow>,
+    dropped: u64,
     cycles: u64,
     over_s: f64,
     soc_out_s: f64,
@@ -109,19 +149,22 @@ struct Soak {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hours_of_dead_slow_and_absurd_devices_keep_every_limit() {
-    // The ledger's energy against the simulator's is printed, not asserted: with dead devices
-    // the ledger books short (6 h soak: grid import 7 %, PV 9 % under, no cycle dropped), an
-    // open defect of the closed-loop issue.
-    soak(false).await.assert_safe();
+    soak(false).await.assert_safe(0.04);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hours_of_lying_devices_keep_the_grid_within_its_limit_and_the_battery_within_its_window() {
-    soak(true).await.assert_safe();
+    soak(true).await.assert_safe(0.07);
 }
 
 impl Soak {
-    fn assert_safe(&self) {
+    /// `ledger_tolerance`: the largest relative error of a flow the ledger may book. The target
+    /// is 1 %; not met yet: where two or more balance terms are missing at once (overlapping
+    /// faults) the held terms drift from the truth (1.5 h runs: 2-2.5 % with dead devices,
+    /// up to 4 % with lying ones, whose frozen values are booked as read until the meters'
+    /// cross-check overrules the building meter). Reconciling with the devices' energy
+    /// counters when they come back is the missing piece.
+    fn assert_safe(&self, ledger_tolerance: f64) {
         // Alive all along: about a cycle per simulated second.
         assert!(
             self.cycles as f64 > 0.5 * self.simulated_s,
@@ -137,6 +180,21 @@ impl Soak {
             self.over_s,
             self.simulated_s
         );
+        for f in &self.flows {
+            assert!(
+                f.error().abs() <= ledger_tolerance,
+                "the ledger is off by more than {} %: {f}",
+                100.0 * ledger_tolerance
+            );
+        }
+        assert_eq!(self.dropped, 0, "the ledger dropped cycles");
+        // Every second is booked (the daemon runs a few cycles before and after the window).
+        assert!(
+            (self.covered_s - self.simulated_s).abs() <= 0.01 * self.simulated_s,
+            "the ledger covered {} s of {} s",
+            self.covered_s,
+            self.simulated_s
+        );
         assert!(
             self.rss_growth_kib < 16 * 1024,
             "RSS grew by {} KiB",
@@ -147,9 +205,11 @@ impl Soak {
 
 async fn soak(lies: bool) -> Soak {
     let hours = env_f64("STATION_SOAK_HOURS", 1.5);
+    // 0 runs the scenario's own faults only (a baseline for the ledger's accuracy).
+    let random_faults = env_f64("STATION_SOAK_RANDOM_FAULTS", 1.0) != 0.0;
     let speed = env_f64("STATION_SOAK_SPEED", 120.0);
     let sc = demo::scenario("faults-day").unwrap();
-    let start = sc.resolve_local("15:00");
+    let start = sc.resolve_local(&std::env::var("STATION_SOAK_START").unwrap_or("15:00".into()));
     let sim = station_sim::runtime::spawn(SimConfig {
         start,
         ..SimConfig::ephemeral(sc, 21, speed)
@@ -181,6 +241,10 @@ async fn soak(lies: bool) -> Soak {
     })
     .await;
 
+    // Cars on half the chargers, so the vehicles' flow is judged on real energy.
+    for id in ["charger-1", "charger-3", "charger-5", "charger-8"] {
+        d.sim.plug(&support::plug(id)).unwrap();
+    }
     let t0 = d.sim.now();
     let kpis0 = d.sim.truth().kpis;
     let end = t0 + chrono::Duration::seconds((hours * 3600.0) as i64);
@@ -192,7 +256,7 @@ async fn soak(lies: bool) -> Soak {
     let mut rss_after_warmup = None;
     while d.sim.now() < end {
         let now = d.sim.now();
-        if now >= next_fault {
+        if random_faults && now >= next_fault {
             let (kind, f) = random_fault(&mut rng, lies);
             d.sim.inject(&f).unwrap();
             *injected.entry(kind).or_default() += 1;
@@ -217,7 +281,6 @@ async fn soak(lies: bool) -> Soak {
     let simulated_s = (d.sim.now() - t0).num_seconds() as f64;
     let over_s = k.import_limit_exceeded_s - kpis0.import_limit_exceeded_s;
     let soc_out_s = k.soc_window_violation_s - kpis0.soc_window_violation_s;
-    let sim_import_kwh = k.grid_import_kwh - kpis0.grid_import_kwh;
     // Everything the ledger booked (the daemon started a few cycles before `t0`; its wall clock
     // was stepped, so its buckets may lie hours away from the simulator's time).
     let (_, totals) = d
@@ -229,22 +292,45 @@ async fn soak(lies: bool) -> Soak {
         )
         .await
         .unwrap();
-    let ledger_import_kwh = totals.sum.import_wh / 1000.0;
-    let sim_pv_kwh = k.pv_kwh - kpis0.pv_kwh;
-    let ledger_pv_kwh = totals.sum.pv_wh / 1000.0;
+    let ledger = &totals.sum;
+    let flows = vec![
+        Flow::new(
+            "grid import",
+            k.grid_import_kwh - kpis0.grid_import_kwh,
+            ledger.import_wh,
+        ),
+        Flow::new(
+            "grid export",
+            k.grid_export_kwh - kpis0.grid_export_kwh,
+            ledger.export_wh,
+        ),
+        Flow::new("pv", k.pv_kwh - kpis0.pv_kwh, ledger.pv_wh),
+        Flow::new(
+            "vehicles",
+            k.ev_delivered_kwh - kpis0.ev_delivered_kwh,
+            ledger.vehicles_wh,
+        ),
+    ];
     let dropped = d.daemon.shared.ledger_dropped_cycles();
     let rss_growth_kib = rss_kib().saturating_sub(rss_after_warmup.unwrap_or(0));
     println!(
         "soak (lies: {lies}): {:.1} simulated h at {speed}x, {cycles_seen} cycles, injected {injected:?}; \
-         import over the limit {over_s} s, SoC window left {soc_out_s} s, grid import \
-         {sim_import_kwh:.1} kWh measured by the simulator vs {ledger_import_kwh:.1} kWh in \
-         the ledger, PV {sim_pv_kwh:.1} vs {ledger_pv_kwh:.1} kWh, RSS growth after warm-up \
-         {rss_growth_kib} KiB, ledger cycles dropped {dropped}",
-        simulated_s / 3600.0
+         import over the limit {over_s} s, SoC window left {soc_out_s} s, RSS growth after \
+         warm-up {rss_growth_kib} KiB, ledger cycles dropped {dropped}, ledger covered {:.0} s \
+         ({:.0} s estimated)",
+        simulated_s / 3600.0,
+        ledger.covered_s,
+        ledger.estimated_s,
     );
+    for f in &flows {
+        println!("  {f}");
+    }
     d.shutdown().await;
     Soak {
         simulated_s,
+        covered_s: ledger.covered_s,
+        flows,
+        dropped,
         cycles: cycles_seen,
         over_s,
         soc_out_s,

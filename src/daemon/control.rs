@@ -4,7 +4,7 @@
 
 use super::crosscheck::MeterCrossCheck;
 use super::device_set::{Deadline, DeviceSet, Setpoint};
-use super::publish::{self, CycleView, Fitted};
+use super::publish::{self, CycleView, Fitted, TermHold};
 use super::snapshot::{self, Observation};
 use super::status::{GridStatus, Status, TodayStatus};
 use super::Shared;
@@ -45,6 +45,8 @@ pub struct Controller {
     setpoints: Vec<(usize, Setpoint)>,
     fitted: Fitted,
     crosscheck: MeterCrossCheck,
+    /// The ledger's last measured balance terms (for cycles with several missing).
+    held: TermHold,
 }
 
 /// Local midnight of `now` in `tz`, as UTC.
@@ -86,6 +88,7 @@ impl Controller {
         Controller {
             fitted,
             crosscheck: MeterCrossCheck::default(),
+            held: TermHold::default(),
             config,
             devices,
             state: DispatchState::new(),
@@ -230,17 +233,20 @@ impl Controller {
                 .min(10.0 * policy.cycle_s)
         });
         let midnight = local_midnight(now, policy.timezone);
-        let flows = view.ledger_flows();
+        // The meters are checked first: a building meter they overrule is booked as estimated.
+        let disagreement = self.crosscheck.update(now, view.meter_residual());
+        let suspect = disagreement.is_some().then_some(publish::Term::Building);
+        let flows = view.ledger_flows(&mut self.held, mono, suspect);
         let record = CycleRecord {
             at: now,
-            dt_s: if flows.is_some() { dt_s } else { 0.0 },
-            pv_w: flows.as_ref().map_or(0.0, |f| f.powers.pv_w),
-            building_w: flows.as_ref().map_or(0.0, |f| f.powers.building_w),
-            battery_w: flows.as_ref().map_or(0.0, |f| f.powers.battery_w),
-            grid_w: flows.as_ref().map_or(0.0, |f| f.powers.grid_w),
-            unread_vehicles_w: flows.as_ref().map_or(0.0, |f| f.unread_vehicles_w),
-            estimated: flows.as_ref().is_some_and(|f| f.estimated.is_some()),
-            chargers: flows.map(|f| f.chargers).unwrap_or_default(),
+            dt_s,
+            pv_w: flows.powers.pv_w,
+            building_w: flows.powers.building_w,
+            battery_w: flows.powers.battery_w,
+            grid_w: flows.powers.grid_w,
+            unread_vehicles_w: flows.unread_vehicles_w,
+            estimated: !flows.estimated.is_empty(),
+            chargers: flows.chargers,
             price_cny_per_kwh: policy.tariff.price_at(policy.local_minute(now)),
             export_price_cny_per_kwh: policy.tariff.export_price_cny_per_kwh,
             co2_kg_per_kwh: policy.co2_kg_per_kwh,
@@ -252,7 +258,6 @@ impl Controller {
         if let Some(t) = &ledger.today {
             self.today = today_status(t, policy.co2_kg_per_kwh);
         }
-        let disagreement = self.crosscheck.update(now, view.meter_residual());
         self.shared.record_history(now, view.history_sample());
         self.shared.record_cycle(&self.devices, cycle_s);
         let status = Status {
