@@ -4,7 +4,7 @@
 
 use super::crosscheck::MeterCrossCheck;
 use super::device_set::{Deadline, DeviceSet, Setpoint};
-use super::publish::{self, CycleView, Fitted, TermHold};
+use super::publish::{self, CounterReconciler, CycleView, Fitted, TermHold};
 use super::snapshot::{self, Observation};
 use super::status::{GridStatus, Status, TodayStatus};
 use super::Shared;
@@ -47,6 +47,8 @@ pub struct Controller {
     crosscheck: MeterCrossCheck,
     /// The ledger's last measured balance terms (for cycles with several missing).
     held: TermHold,
+    /// The ledger's energy held to the devices' counters.
+    counters: CounterReconciler,
 }
 
 /// Local midnight of `now` in `tz`, as UTC.
@@ -89,6 +91,7 @@ impl Controller {
             fitted,
             crosscheck: MeterCrossCheck::default(),
             held: TermHold::default(),
+            counters: CounterReconciler::default(),
             config,
             devices,
             state: DispatchState::new(),
@@ -237,6 +240,13 @@ impl Controller {
         let disagreement = self.crosscheck.update(now, view.meter_residual());
         let suspect = disagreement.is_some().then_some(publish::Term::Building);
         let flows = view.ledger_flows(&mut self.held, mono, suspect);
+        let correction = self.counters.step(
+            &flows.powers,
+            &view.charger_counters(&flows),
+            dt_s,
+            &view.counters(),
+            mono,
+        );
         let record = CycleRecord {
             at: now,
             dt_s,
@@ -246,6 +256,7 @@ impl Controller {
             grid_w: flows.powers.grid_w,
             unread_vehicles_w: flows.unread_vehicles_w,
             estimated: !flows.estimated.is_empty(),
+            correction,
             chargers: flows.chargers,
             price_cny_per_kwh: policy.tariff.price_at(policy.local_minute(now)),
             export_price_cny_per_kwh: policy.tariff.export_price_cny_per_kwh,

@@ -139,6 +139,46 @@ impl CycleView<'_> {
         }
     }
 
+    /// Each charger's counter input: its meter and the power `flows` booked for it (an unread
+    /// charger's share of `unread_vehicles_w`, split evenly).
+    pub fn charger_counters<'v>(&'v self, flows: &LedgerFlows) -> Vec<ChargerCounter<'v>> {
+        let s = &self.observed.snapshot;
+        let unread = s
+            .chargers
+            .iter()
+            .filter(|c| c.state == ChargerState::Unknown)
+            .count();
+        let unread_share = flows.unread_vehicles_w / unread.max(1) as f64;
+        s.chargers
+            .iter()
+            .zip(&self.observed.telemetry.charger_energy_wh)
+            .map(|(c, energy)| ChargerCounter {
+                id: c.id.as_str(),
+                energy_wh: *energy,
+                booked_w: if c.state == ChargerState::Unknown {
+                    unread_share
+                } else {
+                    c.power.value().max(0.0)
+                },
+                // Three phases at 240 V: generous, it only refuses absurd rises.
+                max_w: c.rating.value() * 240.0 * 3.0,
+            })
+            .collect()
+    }
+
+    /// The energy counters read this cycle, with the largest power each can plausibly see.
+    pub fn counters(&self) -> CounterReadings {
+        let t = &self.observed.telemetry;
+        let g = &self.policy.grid;
+        CounterReadings {
+            pv_wh: t.pv_energy_wh,
+            import_wh: t.grid_import_wh,
+            export_wh: t.grid_export_wh,
+            pv_max_w: self.observed.snapshot.pv.rating.value(),
+            grid_max_w: 2.0 * g.import_limit.value().max(g.export_limit.value()),
+        }
+    }
+
     pub fn grid(&self) -> GridStatus {
         let s = &self.observed.snapshot.grid;
         GridStatus {
@@ -396,6 +436,140 @@ impl Terms {
     }
 }
 
+/// A counter that has not moved for this long is reconciled anyway (no energy flowed, to its
+/// resolution): a power reading that books energy a still counter denies is corrected.
+const STILL_COUNTER: Duration = Duration::from_secs(60);
+
+/// Allowance on a counter's plausible rise: this share above its largest power, plus a few Wh
+/// for the counters' resolution.
+const COUNTER_MARGIN: f64 = 1.25;
+const COUNTER_SLACK_WH: f64 = 50.0;
+
+/// One energy counter reconciled against the energy the ledger booked from powers.
+#[derive(Debug, Clone, Default)]
+struct Counter {
+    /// The last accepted counter value, Wh, and its station-monotonic time.
+    reference: Option<(f64, Duration)>,
+    /// Energy booked from powers since the reference, Wh.
+    booked_wh: f64,
+}
+
+impl Counter {
+    /// Add this cycle's booked energy; with a new counter value, the correction that makes
+    /// the booked energy since the reference equal the counter's rise. A rise that is negative
+    /// or beyond `max_w` over the span (a wrap, a reset, an absurd value) corrects nothing and
+    /// restarts from the new value.
+    fn step(&mut self, booked_wh: f64, reading: Option<f64>, max_w: f64, mono: Duration) -> f64 {
+        self.booked_wh += booked_wh;
+        let Some(value) = reading.filter(|v| v.is_finite()) else {
+            return 0.0;
+        };
+        let Some((reference, since)) = self.reference else {
+            self.reference = Some((value, mono));
+            self.booked_wh = 0.0;
+            return 0.0;
+        };
+        let span = mono.saturating_sub(since);
+        if value == reference && span < STILL_COUNTER {
+            return 0.0;
+        }
+        let rise = value - reference;
+        let most = max_w.max(0.0) * span.as_secs_f64() / 3600.0 * COUNTER_MARGIN + COUNTER_SLACK_WH;
+        let correction = if (0.0..=most).contains(&rise) {
+            rise - self.booked_wh
+        } else {
+            0.0
+        };
+        self.reference = Some((value, mono));
+        self.booked_wh = 0.0;
+        correction
+    }
+}
+
+/// The ledger's PV, import and export energy held to the devices' own counters (the inverter's
+/// lifetime energy, the grid meter's import and export registers): energy booked from powers
+/// that were missing, held, estimated or wrong is corrected by what the counter rose over the
+/// same span, as soon as the counter is read again. Counters are what the bill is made of.
+#[derive(Debug, Clone, Default)]
+pub struct CounterReconciler {
+    pv: Counter,
+    import: Counter,
+    export: Counter,
+    /// Per charger, by id.
+    chargers: Vec<(String, Counter)>,
+}
+
+/// The counters read in one cycle (`None` where not read) and each one's largest power, W.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CounterReadings {
+    pub pv_wh: Option<f64>,
+    pub import_wh: Option<f64>,
+    pub export_wh: Option<f64>,
+    pub pv_max_w: f64,
+    pub grid_max_w: f64,
+}
+
+/// One charger's share of a cycle for its counter: the energy meter read (if any), the power
+/// booked for it (read, or its share of the unread chargers' estimate) and its rating.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChargerCounter<'a> {
+    pub id: &'a str,
+    pub energy_wh: Option<f64>,
+    pub booked_w: f64,
+    pub max_w: f64,
+}
+
+impl CounterReconciler {
+    /// Feed one cycle: the powers booked for `dt_s` and the counters read at `mono`.
+    pub fn step(
+        &mut self,
+        booked: &LedgerPowers,
+        chargers: &[ChargerCounter<'_>],
+        dt_s: f64,
+        counters: &CounterReadings,
+        mono: Duration,
+    ) -> crate::ledger::CounterCorrection {
+        let wh = |w: f64| {
+            if w.is_finite() {
+                w.max(0.0) * dt_s / 3600.0
+            } else {
+                0.0
+            }
+        };
+        let mut vehicles_wh = 0.0;
+        for c in chargers {
+            let i = match self.chargers.iter().position(|(id, _)| id == c.id) {
+                Some(i) => i,
+                None => {
+                    self.chargers.push((c.id.to_string(), Counter::default()));
+                    self.chargers.len() - 1
+                }
+            };
+            vehicles_wh += self.chargers[i]
+                .1
+                .step(wh(c.booked_w), c.energy_wh, c.max_w, mono);
+        }
+        crate::ledger::CounterCorrection {
+            vehicles_wh,
+            pv_wh: self
+                .pv
+                .step(wh(booked.pv_w), counters.pv_wh, counters.pv_max_w, mono),
+            import_wh: self.import.step(
+                wh(booked.grid_w),
+                counters.import_wh,
+                counters.grid_max_w,
+                mono,
+            ),
+            export_wh: self.export.step(
+                wh(-booked.grid_w),
+                counters.export_wh,
+                counters.grid_max_w,
+                mono,
+            ),
+        }
+    }
+}
+
 /// The ledger's station-level powers of one cycle, W.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LedgerPowers {
@@ -589,6 +763,132 @@ mod tests {
         assert_eq!(est, vec![Term::Grid, Term::Building]);
         assert_eq!(b.building, 0.0);
         assert_eq!(b.grid, 7_000.0 - 10_000.0 + 2_000.0);
+    }
+
+    fn powers(pv_w: f64, grid_w: f64) -> LedgerPowers {
+        LedgerPowers {
+            pv_w,
+            building_w: 0.0,
+            battery_w: 0.0,
+            grid_w,
+        }
+    }
+
+    fn readings(pv_wh: Option<f64>, import_wh: Option<f64>) -> CounterReadings {
+        CounterReadings {
+            pv_wh,
+            import_wh,
+            export_wh: Some(0.0),
+            pv_max_w: 100_000.0,
+            grid_max_w: 300_000.0,
+        }
+    }
+
+    #[test]
+    fn a_gap_booked_from_a_wrong_estimate_is_corrected_by_the_counter_when_it_is_read_again() {
+        let mut r = CounterReconciler::default();
+        let s = Duration::from_secs;
+        // Truth: 36 kW of PV for 100 s (1 kWh), counter from 5 000 Wh to 6 000 Wh.
+        let c = r.step(
+            &powers(36_000.0, 0.0),
+            &[],
+            0.0,
+            &readings(Some(5_000.0), None),
+            s(0),
+        );
+        assert!(c.is_zero());
+        let mut booked = 0.0;
+        for i in 1..=100 {
+            // The inverter is unread from 20 s to 80 s and the PV estimated at half its power.
+            let unread = (20..80).contains(&i);
+            let w = if unread { 18_000.0 } else { 36_000.0 };
+            let counter = (!unread).then_some(5_000.0 + 10.0 * i as f64);
+            let c = r.step(&powers(w, 0.0), &[], 1.0, &readings(counter, None), s(i));
+            booked += w / 3600.0 + c.pv_wh;
+            if i == 80 {
+                assert!((c.pv_wh - 300.0).abs() < 1e-6, "{c:?}");
+            } else {
+                assert!(c.pv_wh.abs() < 1e-6, "cycle {i}: {c:?}");
+            }
+        }
+        assert!((booked - 1_000.0).abs() < 1e-6, "booked {booked} Wh");
+    }
+
+    #[test]
+    fn a_counter_that_jumps_back_or_rises_beyond_its_power_corrects_nothing_and_restarts() {
+        let mut r = CounterReconciler::default();
+        let s = Duration::from_secs;
+        r.step(
+            &powers(0.0, 1_000.0),
+            &[],
+            0.0,
+            &readings(None, Some(100.0)),
+            s(0),
+        );
+        // Backwards (a reset, an absurd value): nothing corrected.
+        let c = r.step(
+            &powers(0.0, 1_000.0),
+            &[],
+            1.0,
+            &readings(None, Some(3.0)),
+            s(1),
+        );
+        assert_eq!(c.import_wh, 0.0);
+        // 1 GWh in a second: beyond 300 kW, nothing corrected.
+        let c = r.step(
+            &powers(0.0, 1_000.0),
+            &[],
+            1.0,
+            &readings(None, Some(1e9)),
+            s(2),
+        );
+        assert_eq!(c.import_wh, 0.0);
+        // From the new reference on, a plausible rise reconciles again: 10 Wh read where
+        // 1 kW for 1 s booked 0.28 Wh.
+        let c = r.step(
+            &powers(0.0, 1_000.0),
+            &[],
+            1.0,
+            &readings(None, Some(1e9 + 10.0)),
+            s(3),
+        );
+        assert!(
+            (c.import_wh - (10.0 - 1_000.0 / 3600.0)).abs() < 1e-9,
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn a_charger_booked_at_zero_while_its_meter_rose_is_corrected_into_the_vehicles() {
+        let mut r = CounterReconciler::default();
+        let s = Duration::from_secs;
+        let charger = |energy_wh: Option<f64>, booked_w: f64| ChargerCounter {
+            id: "charger-1",
+            energy_wh,
+            booked_w,
+            max_w: 22_000.0,
+        };
+        let none = readings(None, None);
+        r.step(
+            &powers(0.0, 0.0),
+            &[charger(Some(0.0), 11_000.0)],
+            0.0,
+            &none,
+            s(0),
+        );
+        // A lying charger reports 0 W for a minute while charging at 11 kW (183.3 Wh).
+        for i in 1..60 {
+            let c = r.step(&powers(0.0, 0.0), &[charger(None, 0.0)], 1.0, &none, s(i));
+            assert_eq!(c.vehicles_wh, 0.0);
+        }
+        let c = r.step(
+            &powers(0.0, 0.0),
+            &[charger(Some(11_000.0 / 60.0), 0.0)],
+            1.0,
+            &none,
+            s(60),
+        );
+        assert!((c.vehicles_wh - 11_000.0 / 60.0).abs() < 1e-9, "{c:?}");
     }
 
     #[test]

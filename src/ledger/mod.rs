@@ -32,10 +32,15 @@
 //! stays in memory and the next flush attempt reopens the file and retries. Queries merge the
 //! database with what is still in memory.
 //!
-//! # Estimated flows
-//! A cycle with one unmeasured term of the balance (a dead charger, a stale meter) is booked with
-//! that term estimated from `grid = building + vehicles - pv - battery` by the caller
-//! ([`CycleInput::estimated`]); its seconds are counted in the bucket's `estimated_s`.
+//! # Estimated flows and counter corrections
+//! Every cycle is booked. A cycle with unmeasured terms of the balance (a dead charger, a stale
+//! meter, a building meter the cross-check overrules) is booked with them filled in by the
+//! caller (`daemon::publish::TermHold`: one from `grid = building + vehicles - pv - battery`,
+//! the others held at their last value) and flagged ([`CycleInput::estimated`]); its seconds
+//! are counted in the bucket's `estimated_s`. When a device's energy counter (inverter, grid
+//! meter, charger meter) is read again, what it rose beyond the energy booked from powers over
+//! the same span is booked by [`Ledger::correct`] into the PV, import, export and vehicle
+//! totals (and `unaccounted_wh`, the split cannot place it).
 //!
 //! # Demand charge
 //! [`Ledger::save_demand_state`] keeps the dispatch's demand state (open 15-minute window, month
@@ -64,8 +69,8 @@ use crate::dispatch::DemandState;
 
 pub use flows::{split_flows, BatteryOrigin, DischargeOrigin, FlowInput, Flows};
 pub use model::{
-    bucket_start, buckets_csv, sessions_csv, Bucket, SessionRecord, Totals, BUCKET_COLUMNS,
-    BUCKET_S,
+    bucket_start, buckets_csv, sessions_csv, Bucket, CounterCorrection, SessionRecord, Totals,
+    BUCKET_COLUMNS, BUCKET_S,
 };
 pub use store::{LedgerError, Store};
 
@@ -245,6 +250,23 @@ impl Ledger {
         self.close_unseen(input.at);
         self.flush_when_due(input.at);
         f
+    }
+
+    /// Book a counter correction (see [`CounterCorrection`]) at `at`, priced like a cycle.
+    pub fn correct(&mut self, at: DateTime<Utc>, c: &CounterCorrection, price: (f64, f64, f64)) {
+        if c.is_zero() || !c.values().iter().all(|v| v.is_finite()) {
+            return;
+        }
+        let price = (
+            non_negative(price.0),
+            finite(price.1),
+            non_negative(price.2),
+        );
+        let start = bucket_start(at);
+        self.pending
+            .entry(start.timestamp())
+            .or_insert_with(|| Bucket::empty(start))
+            .add_correction(c, price);
     }
 
     /// Add the cycle's flows to the quarter hour that contains it.
