@@ -16,19 +16,27 @@
 //! `kill -9`, SIGHUP and SIGTERM are covered by `tests/daemon_process.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
+use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use station_controller::clock::FollowClock;
-use station_controller::daemon::Options;
-use station_controller::demo::{self, Demo};
+use station_controller::clock::{Clock, FollowClock};
+use station_controller::config::{self, DeviceRole, StationConfig};
+use station_controller::daemon::{DaemonHandle, Options};
+use station_controller::demo;
+use station_controller::ledger::Bucket;
 use station_sim::faults::{bad_value_points, FaultKindName, FaultRequest, FaultValue};
-use station_sim::runtime::SimConfig;
+use station_sim::physics::Kpis;
+use station_sim::runtime::{SimConfig, SimHandle};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 mod support;
+
+use support::crashable::CrashableDaemon;
+use support::station_file;
 
 fn env_f64(name: &str, default: f64) -> f64 {
     std::env::var(name)
@@ -145,6 +153,8 @@ impl std::fmt::Display for Flow {
 /// What one soak run measured.
 struct Soak {
     simulated_s: f64,
+    /// Seconds without a daemon (the kill to the restarted daemon's first cycle).
+    down_s: f64,
     /// Seconds the ledger booked.
     covered_s: f64,
     flows: Vec<Flow>,
@@ -189,12 +199,12 @@ impl Soak {
             );
         }
         assert_eq!(self.dropped, 0, "the ledger dropped cycles");
-        // Every second is booked (the daemon runs a few cycles before and after the window).
+        // Every second a daemon ran is booked.
+        let ran_s = self.simulated_s - self.down_s;
         assert!(
-            (self.covered_s - self.simulated_s).abs() <= 0.01 * self.simulated_s,
-            "the ledger covered {} s of {} s",
+            (self.covered_s - ran_s).abs() <= 0.01 * ran_s,
+            "the ledger covered {} s of the {ran_s} s a daemon ran",
             self.covered_s,
-            self.simulated_s
         );
         assert!(
             self.rss_growth_kib < 16 * 1024,
@@ -206,10 +216,8 @@ impl Soak {
 
 /// Everything the ledger has booked (its wall clock is stepped, so its buckets may lie hours
 /// away from the simulator's time: a wide range).
-async fn ledger_sum(d: &Demo) -> station_controller::ledger::Bucket {
-    let now = d.sim.now();
+async fn ledger_sum(d: &DaemonHandle, now: DateTime<Utc>) -> Bucket {
     let (_, totals) = d
-        .daemon
         .shared
         .ledger_buckets(
             now - chrono::Duration::days(2),
@@ -218,6 +226,129 @@ async fn ledger_sum(d: &Demo) -> station_controller::ledger::Bucket {
         .await
         .unwrap();
     totals.sum
+}
+
+/// The chargers' safe current the daemon writes (register 1212), not the simulator's default
+/// of 6 A: after the kill the chargers can only end at 10 A if the daemon set it up. The
+/// validity is the charger's own setting (60 s, not writable over Modbus); the daemon only
+/// checks that the charger does not exceed it.
+const SAFE_A: f64 = 10.0;
+const VALIDITY_S: u32 = 60;
+
+/// The reference station wired to the simulator, with [`SAFE_A`] and [`VALIDITY_S`].
+fn station_config(sim: &SimHandle) -> StationConfig {
+    let mut config = demo::config_for(&sim.addrs).unwrap();
+    for d in &mut config.devices {
+        if let DeviceRole::Charger(c) = &mut d.role {
+            c.safe_current_a = SAFE_A;
+            c.validity_s = VALIDITY_S;
+        }
+    }
+    config
+}
+
+async fn first_cycles(d: &DaemonHandle) {
+    support::until("the first cycles", Duration::from_secs(30), || {
+        d.shared.status().filter(|s| s.cycle >= 3).map(|_| ())
+    })
+    .await;
+}
+
+/// SIGHUP as `stationd run` handles it (`config::load`, then the new policy or nothing) with a
+/// good file (import limit 140 kW) and a bad one (a negative limit): the first is taken, the
+/// second refused naming its key while the running policy stays.
+async fn reload_good_then_bad(d: &DaemonHandle, sim: &SimHandle, dir: &Path) {
+    let path = dir.join("station.toml");
+    let limit = || d.shared.status().map(|s| s.grid.import_limit_w);
+    let mut doc = station_file::for_sim(&sim.addrs, "127.0.0.1:0".parse().unwrap());
+    station_file::set(&mut doc, "policy.grid.import_limit_kw", 140.0);
+    station_file::write(&path, &doc);
+    let good = config::load(&path).unwrap();
+    assert!(d.replace_policy(good.policy).await);
+    support::until("the reloaded limit", Duration::from_secs(30), || {
+        (limit() == Some(140_000.0)).then_some(())
+    })
+    .await;
+    station_file::set(&mut doc, "policy.grid.import_limit_kw", -1.0);
+    station_file::write(&path, &doc);
+    let bad = config::load(&path).expect_err("a negative import limit is refused");
+    assert!(
+        bad.to_string().contains("policy.grid.import_limit_kw"),
+        "{bad}"
+    );
+    let cycle = d.shared.status().unwrap().cycle;
+    support::until("three more cycles", Duration::from_secs(30), || {
+        d.shared
+            .status()
+            .filter(|s| s.cycle >= cycle + 3)
+            .map(|_| ())
+    })
+    .await;
+    assert_eq!(limit(), Some(140_000.0));
+}
+
+/// `kill -9` of the daemon: every charger must reach the configured safe current on its own
+/// within the validity plus one cycle (judged on the simulator's truth, which moves in steps of
+/// its 20 ms clock tick). Returns the simulated seconds that took.
+async fn kill_and_wait_for_the_fallback(daemon: CrashableDaemon, sim: &SimHandle) -> f64 {
+    let before = sim.truth();
+    assert!(
+        before
+            .chargers
+            .iter()
+            .any(|c| (c.applied_max_a - SAFE_A).abs() > 1e-6),
+        "no charger away from its safe current before the kill: the check would prove nothing"
+    );
+    let killed_at = sim.now();
+    daemon.kill();
+    let cycle_s = station_controller::dispatch::Policy::default().cycle_s;
+    let tick_s = 0.02 * sim.truth().speed;
+    let limit = f64::from(VALIDITY_S) + cycle_s + tick_s;
+    loop {
+        let t = sim.truth();
+        let took = (t.sim_time - killed_at).num_milliseconds() as f64 / 1000.0;
+        if t.chargers
+            .iter()
+            .all(|c| (c.applied_max_a - SAFE_A).abs() < 1e-6)
+        {
+            return took;
+        }
+        assert!(
+            took <= limit,
+            "{took} s after the kill some charger is not at {SAFE_A} A: {:?}",
+            t.chargers
+                .iter()
+                .map(|c| (&c.id, c.applied_max_a))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The daemon's options: a ledger file (it must survive the kill), the API on port 0.
+fn options(ledger: &Path) -> Options {
+    Options {
+        ledger_path: Some(ledger.to_path_buf()),
+        api_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Options::default()
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stationd-soak-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The simulator's KPIs: `a - b`, field by field, for the energies the soak compares.
+fn kpi_delta(a: &Kpis, b: &Kpis) -> [f64; 4] {
+    [
+        a.grid_import_kwh - b.grid_import_kwh,
+        a.grid_export_kwh - b.grid_export_kwh,
+        a.pv_kwh - b.pv_kwh,
+        a.ev_delivered_kwh - b.ev_delivered_kwh,
+    ]
 }
 
 async fn soak(lies: bool) -> Soak {
@@ -233,81 +364,111 @@ async fn soak(lies: bool) -> Soak {
     })
     .await
     .unwrap();
+    let dir = temp_dir(if lies { "lies" } else { "dead" });
+    let ledger_path = dir.join("ledger.sqlite");
     let offset_s = Arc::new(AtomicI64::new(0));
     let source = sim.time_source();
     let step = offset_s.clone();
-    let clock = FollowClock::new(
+    let clock: Arc<dyn Clock> = Arc::new(FollowClock::new(
         move || source() + chrono::Duration::seconds(step.load(Ordering::Relaxed)),
         speed,
-    );
-    let d = Demo::attach_clocked(
-        sim,
-        Arc::new(clock),
-        "127.0.0.1:0".parse().unwrap(),
-        Options::default(),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    support::until("the first cycles", Duration::from_secs(30), || {
-        d.daemon
-            .shared
-            .status()
-            .filter(|s| s.cycle >= 3)
-            .map(|_| ())
-    })
-    .await;
+    ));
+    let config = station_config(&sim);
+    let mut daemon = CrashableDaemon::start(config.clone(), clock.clone(), options(&ledger_path));
+    first_cycles(&daemon.handle).await;
 
     // Cars on half the chargers, so the vehicles' flow is judged on real energy.
     for id in ["charger-1", "charger-3", "charger-5", "charger-8"] {
-        d.sim.plug(&support::plug(id)).unwrap();
+        sim.plug(&support::plug(id)).unwrap();
     }
-    let t0 = d.sim.now();
-    let kpis0 = d.sim.truth().kpis;
+    let t0 = sim.now();
+    let kpis0 = sim.truth().kpis;
     // What the ledger booked before `t0` (its first cycles), taken off at the end.
-    let ledger0 = ledger_sum(&d).await;
-    let end = t0 + chrono::Duration::seconds((hours * 3600.0) as i64);
+    let ledger0 = ledger_sum(&daemon.handle, t0).await;
+    let span = chrono::Duration::seconds((hours * 3600.0) as i64);
+    let end = t0 + span;
+    let at = |share: f64| t0 + chrono::Duration::seconds((hours * 3600.0 * share) as i64);
+    let (reload_at, kill_at) = (at(0.2), at(0.4));
+    // NTP steps the daemon's wall clock: 7 min forward, then 9 min back, then at random.
+    let mut steps = vec![(at(0.3), 420), (at(0.6), -540)];
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut injected: BTreeMap<String, u32> = BTreeMap::new();
     let mut next_fault = t0;
-    let mut next_step = t0 + chrono::Duration::minutes(45);
+    let (mut reloaded, mut killed) = (false, None);
     let mut cycles_seen = 0;
+    let mut dropped = 0;
+    let mut down_kwh = [0.0; 4];
+    let mut down_s = 0.0;
     let mut rss_after_warmup = None;
-    while d.sim.now() < end {
-        let now = d.sim.now();
+    while sim.now() < end {
+        let now = sim.now();
         if random_faults && now >= next_fault {
             let (kind, f) = random_fault(&mut rng, lies);
-            d.sim.inject(&f).unwrap();
+            sim.inject(&f).unwrap();
             *injected.entry(kind).or_default() += 1;
             next_fault = now + chrono::Duration::seconds(rng.random_range(60..600));
         }
-        if now >= next_step {
-            // NTP steps the daemon's wall clock by up to ten minutes either way.
-            let s = rng.random_range(-600..600);
+        if steps.first().is_some_and(|(t, _)| now >= *t) {
+            let (_, s) = steps.remove(0);
             offset_s.fetch_add(s, Ordering::Relaxed);
-            *injected.entry("ClockStep".into()).or_default() += 1;
-            next_step = now + chrono::Duration::minutes(rng.random_range(30..90));
+            let kind = if s > 0 {
+                "ClockStepForward"
+            } else {
+                "ClockStepBack"
+            };
+            *injected.entry(kind.into()).or_default() += 1;
+            let next = now + chrono::Duration::minutes(rng.random_range(30..90));
+            let size = rng.random_range(-600..600);
+            if steps.is_empty() {
+                steps.push((next, size));
+            }
+        }
+        if !reloaded && now >= reload_at {
+            reload_good_then_bad(&daemon.handle, &sim, &dir).await;
+            *injected.entry("SighupGood".into()).or_default() += 1;
+            *injected.entry("SighupBad".into()).or_default() += 1;
+            reloaded = true;
+        }
+        if killed.is_none() && now >= kill_at {
+            cycles_seen += daemon.handle.shared.status().map_or(0, |s| s.cycle);
+            dropped += daemon.handle.shared.ledger_dropped_cycles();
+            let down_from = sim.truth().kpis;
+            let down_at = sim.now();
+            let took = kill_and_wait_for_the_fallback(daemon, &sim).await;
+            *injected.entry("Kill9".into()).or_default() += 1;
+            daemon = CrashableDaemon::start(config.clone(), clock.clone(), options(&ledger_path));
+            support::until(
+                "the restarted daemon's first cycle",
+                Duration::from_secs(30),
+                || daemon.handle.shared.status().map(|_| ()),
+            )
+            .await;
+            // What flowed while no daemon ran: booked from the devices' counters once the
+            // restarted daemon reads them (the saved reconciliation state comes back with the
+            // ledger), but not as covered seconds.
+            down_kwh = kpi_delta(&sim.truth().kpis, &down_from);
+            down_s = (sim.now() - down_at).num_milliseconds() as f64 / 1000.0;
+            killed = Some(took);
         }
         if rss_after_warmup.is_none() && now >= t0 + chrono::Duration::minutes(30) {
             rss_after_warmup = Some(rss_kib());
         }
-        cycles_seen = d.daemon.shared.status().map_or(0, |s| s.cycle);
         // Sampling interval of the soak driver; the daemon runs on its own.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Settle: the faults end and every device is read again, so the ledger reconciles the last
     // gaps with the devices' energy counters (a gap is corrected once its counter is read).
-    d.sim.clear_faults();
-    let settled = d.sim.now() + chrono::Duration::minutes(3);
-    while d.sim.now() < settled {
+    sim.clear_faults();
+    let settled = sim.now() + chrono::Duration::minutes(3);
+    while sim.now() < settled {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let truth = d.sim.truth();
+    let truth = sim.truth();
     let k = &truth.kpis;
-    let simulated_s = (d.sim.now() - t0).num_seconds() as f64;
+    let simulated_s = (sim.now() - t0).num_seconds() as f64;
     let over_s = k.import_limit_exceeded_s - kpis0.import_limit_exceeded_s;
     let soc_out_s = k.soc_window_violation_s - kpis0.soc_window_violation_s;
-    let mut ledger = ledger_sum(&d).await;
+    let mut ledger = ledger_sum(&daemon.handle, sim.now()).await;
     for (v, v0) in [
         (&mut ledger.covered_s, ledger0.covered_s),
         (&mut ledger.estimated_s, ledger0.estimated_s),
@@ -318,31 +479,29 @@ async fn soak(lies: bool) -> Soak {
     ] {
         *v -= v0;
     }
-    let flows = vec![
-        Flow::new(
-            "grid import",
-            k.grid_import_kwh - kpis0.grid_import_kwh,
-            ledger.import_wh,
-        ),
-        Flow::new(
-            "grid export",
-            k.grid_export_kwh - kpis0.grid_export_kwh,
-            ledger.export_wh,
-        ),
-        Flow::new("pv", k.pv_kwh - kpis0.pv_kwh, ledger.pv_wh),
-        Flow::new(
-            "vehicles",
-            k.ev_delivered_kwh - kpis0.ev_delivered_kwh,
-            ledger.vehicles_wh,
-        ),
+    let truth_kwh = kpi_delta(k, &kpis0);
+    let booked = [
+        ledger.import_wh,
+        ledger.export_wh,
+        ledger.pv_wh,
+        ledger.vehicles_wh,
     ];
-    let dropped = d.daemon.shared.ledger_dropped_cycles();
+    let flows: Vec<Flow> = ["grid import", "grid export", "pv", "vehicles"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| Flow::new(name, truth_kwh[i], booked[i]))
+        .collect();
+    cycles_seen += daemon.handle.shared.status().map_or(0, |s| s.cycle);
+    dropped += daemon.handle.shared.ledger_dropped_cycles();
     let rss_growth_kib = rss_kib().saturating_sub(rss_after_warmup.unwrap_or(0));
+    let fallback_s = killed.expect("the daemon was killed during the run");
     println!(
         "soak (lies: {lies}): {:.1} simulated h at {speed}x, {cycles_seen} cycles, injected {injected:?}; \
-         import over the limit {over_s} s, SoC window left {soc_out_s} s, RSS growth after \
-         warm-up {rss_growth_kib} KiB, ledger cycles dropped {dropped}, ledger covered {:.0} s \
-         ({:.0} s estimated)",
+         import over the limit {over_s} s, SoC window left {soc_out_s} s, chargers at their \
+         safe current {fallback_s:.1} s after the kill (validity {VALIDITY_S} s), RSS growth \
+         after warm-up {rss_growth_kib} KiB, ledger cycles dropped {dropped}, ledger covered \
+         {:.0} s ({:.0} s estimated); while the daemon was down ({down_s:.0} s): \
+         {down_kwh:.2?} kWh (import, export, pv, vehicles), booked from the counters",
         simulated_s / 3600.0,
         ledger.covered_s,
         ledger.estimated_s,
@@ -350,9 +509,12 @@ async fn soak(lies: bool) -> Soak {
     for f in &flows {
         println!("  {f}");
     }
-    d.shutdown().await;
+    daemon.stop().await;
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
     Soak {
         simulated_s,
+        down_s,
         covered_s: ledger.covered_s,
         flows,
         dropped,

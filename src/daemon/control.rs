@@ -106,6 +106,11 @@ impl Controller {
         }
     }
 
+    /// Continue the energy counters' reconciliation from the ledger's saved states.
+    pub fn restore_counters(&mut self, saved: &[crate::ledger::SavedCounter]) {
+        self.counters.restore(saved, self.clock.now());
+    }
+
     /// Continue the demand charge (open window, month peak) from a persisted state.
     pub fn restore_demand(&mut self, state: crate::dispatch::DemandState) {
         self.state.restore_demand(state);
@@ -237,7 +242,7 @@ impl Controller {
         });
         let midnight = local_midnight(now, policy.timezone);
         // The meters are checked first: a building meter they overrule is booked as estimated.
-        let disagreement = self.crosscheck.update(now, view.meter_residual());
+        let disagreement = self.crosscheck.update(mono, view.meter_residual());
         let suspect = disagreement.is_some().then_some(publish::Term::Building);
         let flows = view.ledger_flows(&mut self.held, mono, suspect);
         let correction = self.counters.step(
@@ -257,6 +262,7 @@ impl Controller {
             unread_vehicles_w: flows.unread_vehicles_w,
             estimated: !flows.estimated.is_empty(),
             correction,
+            counters: self.counters.saved(now, mono),
             chargers: flows.chargers,
             price_cny_per_kwh: policy.tariff.price_at(policy.local_minute(now)),
             export_price_cny_per_kwh: policy.tariff.export_price_cny_per_kwh,

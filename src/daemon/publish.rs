@@ -15,6 +15,8 @@ use crate::config::DeviceRole;
 use crate::devices::link::LinkState;
 use crate::dispatch::{ChargeMode, ChargerState, Plan, Policy};
 use crate::ledger::actor::ChargerRecord;
+use crate::ledger::SavedCounter;
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 /// Which device kinds the station has (a station without PV has 0 W of it; one whose PV is
@@ -448,8 +450,9 @@ const COUNTER_SLACK_WH: f64 = 50.0;
 /// One energy counter reconciled against the energy the ledger booked from powers.
 #[derive(Debug, Clone, Default)]
 struct Counter {
-    /// The last accepted counter value, Wh, and its station-monotonic time.
-    reference: Option<(f64, Duration)>,
+    /// The last accepted counter value, Wh, and its station-monotonic time, s (negative for a
+    /// value restored from before this daemon started).
+    reference: Option<(f64, f64)>,
     /// Energy booked from powers since the reference, Wh.
     booked_wh: f64,
 }
@@ -464,25 +467,42 @@ impl Counter {
         let Some(value) = reading.filter(|v| v.is_finite()) else {
             return 0.0;
         };
-        let Some((reference, since)) = self.reference else {
-            self.reference = Some((value, mono));
+        let now_s = mono.as_secs_f64();
+        let Some((reference, since_s)) = self.reference else {
+            self.reference = Some((value, now_s));
             self.booked_wh = 0.0;
             return 0.0;
         };
-        let span = mono.saturating_sub(since);
-        if value == reference && span < STILL_COUNTER {
+        let span_s = (now_s - since_s).max(0.0);
+        if value == reference && span_s < STILL_COUNTER.as_secs_f64() {
             return 0.0;
         }
         let rise = value - reference;
-        let most = max_w.max(0.0) * span.as_secs_f64() / 3600.0 * COUNTER_MARGIN + COUNTER_SLACK_WH;
+        let most = max_w.max(0.0) * span_s / 3600.0 * COUNTER_MARGIN + COUNTER_SLACK_WH;
         let correction = if (0.0..=most).contains(&rise) {
             rise - self.booked_wh
         } else {
             0.0
         };
-        self.reference = Some((value, mono));
+        self.reference = Some((value, now_s));
         self.booked_wh = 0.0;
         correction
+    }
+
+    fn saved(&self, name: String, wall_s: f64, mono_s: f64) -> Option<SavedCounter> {
+        self.reference.map(|(value, since_s)| SavedCounter {
+            name,
+            value,
+            booked_wh: self.booked_wh,
+            at_s: wall_s - (mono_s - since_s),
+        })
+    }
+
+    fn restored(c: &SavedCounter, wall_s: f64) -> Counter {
+        Counter {
+            reference: Some((c.value, -(wall_s - c.at_s).max(0.0))),
+            booked_wh: c.booked_wh,
+        }
     }
 }
 
@@ -520,6 +540,46 @@ pub struct ChargerCounter<'a> {
 }
 
 impl CounterReconciler {
+    /// Every counter's state, to persist with the energy booked so far (`now`: the cycle's
+    /// time, `mono`: its station-monotonic time).
+    pub fn saved(&self, now: DateTime<Utc>, mono: Duration) -> Vec<SavedCounter> {
+        let wall_s = now.timestamp_millis() as f64 / 1000.0;
+        let mono_s = mono.as_secs_f64();
+        let fixed = [
+            ("pv", &self.pv),
+            ("import", &self.import),
+            ("export", &self.export),
+        ];
+        fixed
+            .into_iter()
+            .filter_map(|(n, c)| c.saved(n.to_string(), wall_s, mono_s))
+            .chain(
+                self.chargers
+                    .iter()
+                    .filter_map(|(id, c)| c.saved(format!("charger:{id}"), wall_s, mono_s)),
+            )
+            .collect()
+    }
+
+    /// Continue from saved states at daemon start (station-monotonic time 0 at `now`): a
+    /// counter's rise while no daemon ran is booked at its first reading.
+    pub fn restore(&mut self, saved: &[SavedCounter], now: DateTime<Utc>) {
+        let wall_s = now.timestamp_millis() as f64 / 1000.0;
+        for c in saved {
+            let counter = Counter::restored(c, wall_s);
+            match c.name.as_str() {
+                "pv" => self.pv = counter,
+                "import" => self.import = counter,
+                "export" => self.export = counter,
+                name => {
+                    if let Some(id) = name.strip_prefix("charger:") {
+                        self.chargers.push((id.to_string(), counter));
+                    }
+                }
+            }
+        }
+    }
+
     /// Feed one cycle: the powers booked for `dt_s` and the counters read at `mono`.
     pub fn step(
         &mut self,

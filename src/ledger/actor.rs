@@ -12,7 +12,7 @@
 //!   books what is still queued and flushes once more.
 
 use super::{
-    Bucket, ChargerInput, CounterCorrection, CycleInput, Flows, Ledger, LedgerHealth,
+    Bucket, ChargerInput, CounterCorrection, CycleInput, Flows, Ledger, LedgerHealth, SavedCounter,
     SessionRecord, Totals,
 };
 use crate::dispatch::DemandState;
@@ -57,6 +57,8 @@ pub struct CycleRecord {
     pub estimated: bool,
     /// What the devices' energy counters add to (or take from) the booked energy.
     pub correction: CounterCorrection,
+    /// The counters' reconciliation state after this cycle (persisted with the flush).
+    pub counters: Vec<SavedCounter>,
     pub price_cny_per_kwh: f64,
     pub export_price_cny_per_kwh: f64,
     pub co2_kg_per_kwh: f64,
@@ -287,6 +289,9 @@ impl Task {
         if let Some(d) = r.demand {
             self.ledger.save_demand_state(d);
         }
+        if !r.counters.is_empty() {
+            self.ledger.save_counters(r.counters.clone());
+        }
         if r.dt_s > 0.0 {
             let chargers: Vec<ChargerInput<'_>> = r
                 .chargers
@@ -390,6 +395,7 @@ mod tests {
             unread_vehicles_w: 0.0,
             estimated: false,
             correction: CounterCorrection::default(),
+            counters: Vec::new(),
             price_cny_per_kwh: 1.0,
             export_price_cny_per_kwh: 0.3,
             co2_kg_per_kwh: 0.5,

@@ -69,8 +69,8 @@ use crate::dispatch::DemandState;
 
 pub use flows::{split_flows, BatteryOrigin, DischargeOrigin, FlowInput, Flows};
 pub use model::{
-    bucket_start, buckets_csv, sessions_csv, Bucket, CounterCorrection, SessionRecord, Totals,
-    BUCKET_COLUMNS, BUCKET_S,
+    bucket_start, buckets_csv, sessions_csv, Bucket, CounterCorrection, SavedCounter,
+    SessionRecord, Totals, BUCKET_COLUMNS, BUCKET_S,
 };
 pub use store::{LedgerError, Store};
 
@@ -162,6 +162,7 @@ pub struct Ledger {
     chargers: Vec<ChargerState>,
     origin: BatteryOrigin,
     demand: Option<DemandState>,
+    counters: Vec<SavedCounter>,
 }
 
 impl Ledger {
@@ -179,6 +180,7 @@ impl Ledger {
             chargers: Vec::new(),
             origin: BatteryOrigin::default(),
             demand: None,
+            counters: Vec::new(),
         }
     }
 
@@ -443,6 +445,9 @@ impl Ledger {
         if self.demand.is_none() {
             self.demand = loaded.demand;
         }
+        if self.counters.is_empty() {
+            self.counters = loaded.counters;
+        }
         if let Some(o) = loaded.battery_origin {
             self.origin.green_wh += o.green_wh;
             self.origin.grey_wh += o.grey_wh;
@@ -471,6 +476,7 @@ impl Ledger {
                 self.closed.iter().chain(open),
                 &self.origin,
                 self.demand.as_ref(),
+                &self.counters,
             ),
             None => return Ok(()),
         };
@@ -563,6 +569,17 @@ impl Ledger {
     /// at open; `None` when neither exists.
     pub fn demand_state(&self) -> Option<DemandState> {
         self.demand
+    }
+
+    /// The energy counters' states read back at open (see [`SavedCounter`]).
+    pub fn counter_state(&self) -> &[SavedCounter] {
+        &self.counters
+    }
+
+    /// Keep the energy counters' states; they are written with the next flush, with the energy
+    /// booked up to them.
+    pub fn save_counters(&mut self, counters: Vec<SavedCounter>) {
+        self.counters = counters;
     }
 
     /// Keep the demand charge's state; it is written with the next flush.

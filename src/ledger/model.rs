@@ -132,6 +132,21 @@ pub struct CounterCorrection {
     pub vehicles_wh: f64,
 }
 
+/// One energy counter's reconciliation state, saved with every flush (so it always matches the
+/// energy flushed with it) and restored at start: after a restart or a `kill -9` the counter's
+/// rise over the downtime is booked as a correction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedCounter {
+    /// `pv`, `import`, `export` or `charger:<id>`.
+    pub name: String,
+    /// The counter's last accepted value, Wh.
+    pub value: f64,
+    /// Energy booked from powers since that value, Wh.
+    pub booked_wh: f64,
+    /// When that value was read (Unix seconds, the daemon's clock): bounds a plausible rise.
+    pub at_s: f64,
+}
+
 impl CounterCorrection {
     pub fn is_zero(&self) -> bool {
         self.values().iter().all(|v| *v == 0.0)
