@@ -875,6 +875,44 @@ mod tests {
     }
 
     #[test]
+    fn a_restarted_daemon_books_the_counters_rise_while_it_was_down() {
+        use chrono::TimeZone;
+        let at = |s: i64| {
+            Utc.with_ymd_and_hms(2026, 7, 15, 14, 0, 0).unwrap() + chrono::Duration::seconds(s)
+        };
+        let s = Duration::from_secs;
+        let mut before = CounterReconciler::default();
+        before.step(
+            &powers(0.0, 36_000.0),
+            &[],
+            0.0,
+            &readings(None, Some(1_000.0)),
+            s(100),
+        );
+        // 5 s booked since the last reading (50 Wh), then the daemon dies.
+        before.step(
+            &powers(0.0, 36_000.0),
+            &[],
+            5.0,
+            &readings(None, None),
+            s(105),
+        );
+        let saved = before.saved(at(5), s(105));
+        assert_eq!(saved.len(), 2, "{saved:?}");
+        // 60 s later a new daemon starts; 36 kW all along: the counter rose 650 Wh in 65 s.
+        let mut after = CounterReconciler::default();
+        after.restore(&saved, at(65));
+        let c = after.step(
+            &powers(0.0, 36_000.0),
+            &[],
+            0.0,
+            &readings(None, Some(1_650.0)),
+            s(0),
+        );
+        assert!((c.import_wh - 600.0).abs() < 1e-6, "{c:?}");
+    }
+
+    #[test]
     fn a_counter_that_jumps_back_or_rises_beyond_its_power_corrects_nothing_and_restarts() {
         let mut r = CounterReconciler::default();
         let s = Duration::from_secs;
