@@ -20,6 +20,9 @@ use std::time::Duration;
 /// The least real time a cycle's reads and writes get, whatever the cycle period.
 pub const MIN_IO_BUDGET: Duration = Duration::from_millis(100);
 
+/// A cycle this many periods after the last one books its gap as estimated.
+const LATE_CYCLES: f64 = 3.0;
+
 /// Messages the control loop takes between cycles.
 #[derive(Debug)]
 pub enum ControlMsg {
@@ -235,11 +238,15 @@ impl Controller {
             policy,
             fitted: self.fitted,
         };
-        let dt_s = self.last_mono.map_or(0.0, |t| {
-            mono.saturating_sub(t)
-                .as_secs_f64()
-                .min(10.0 * policy.cycle_s)
-        });
+        // The whole station-monotonic time since the last cycle is booked, late or not (a
+        // stall longer than `LATE_CYCLES` cycles stretches one sample: estimated); only a gap
+        // beyond `publish::HOLD_MAX` (a suspended host) is cut, its energy then comes from the
+        // counters.
+        let gap_s = self
+            .last_mono
+            .map_or(0.0, |t| mono.saturating_sub(t).as_secs_f64());
+        let dt_s = gap_s.min(publish::HOLD_MAX.as_secs_f64());
+        let late = gap_s > LATE_CYCLES * policy.cycle_s;
         let midnight = local_midnight(now, policy.timezone);
         // The meters are checked first: a building meter they overrule is booked as estimated.
         let disagreement = self.crosscheck.update(mono, view.meter_residual());
@@ -260,7 +267,7 @@ impl Controller {
             battery_w: flows.powers.battery_w,
             grid_w: flows.powers.grid_w,
             unread_vehicles_w: flows.unread_vehicles_w,
-            estimated: !flows.estimated.is_empty(),
+            estimated: late || !flows.estimated.is_empty(),
             correction,
             counters: self.counters.saved(now, mono),
             chargers: flows.chargers,
