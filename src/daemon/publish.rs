@@ -484,7 +484,10 @@ impl Counter {
         } else {
             0.0
         };
-        self.reference = Some((value, now_s));
+        // A still counter keeps the time it last moved: a frozen one that jumps later is
+        // judged on the whole span it covers.
+        let since_s = if rise == 0.0 { since_s } else { now_s };
+        self.reference = Some((value, since_s));
         self.booked_wh = 0.0;
         correction
     }
@@ -910,6 +913,40 @@ mod tests {
             s(0),
         );
         assert!((c.import_wh - 600.0).abs() < 1e-6, "{c:?}");
+    }
+
+    #[test]
+    fn a_frozen_counter_that_jumps_when_it_thaws_is_booked_whole() {
+        let mut r = CounterReconciler::default();
+        let s = Duration::from_secs;
+        // A 50 kW inverter frozen for 300 s: power and counter stuck at their last values.
+        r.step(
+            &powers(50_000.0, 0.0),
+            &[],
+            0.0,
+            &readings(Some(10_000.0), None),
+            s(0),
+        );
+        let mut booked = 0.0;
+        for i in 1..=300 {
+            let frozen = i < 300;
+            let counter = if frozen {
+                10_000.0
+            } else {
+                10_000.0 + 30.0 * 300.0 / 3.6
+            };
+            let w = if frozen { 50_000.0 } else { 30_000.0 };
+            let c = r.step(
+                &powers(w, 0.0),
+                &[],
+                1.0,
+                &readings(Some(counter), None),
+                s(i),
+            );
+            booked += w / 3600.0 + c.pv_wh;
+        }
+        // Truly 30 kW all along: 2.5 kWh, though the counter stood still for five minutes.
+        assert!((booked - 2_500.0).abs() < 1e-6, "booked {booked} Wh");
     }
 
     #[test]
