@@ -720,6 +720,38 @@ fn the_demand_state_survives_a_restart_of_the_ledger() {
 }
 
 #[test]
+fn the_energy_counters_state_survives_a_restart_of_the_ledger() {
+    use station_controller::ledger::SavedCounter;
+    let path = temp_db("counters");
+    let saved = vec![
+        SavedCounter {
+            name: "import".into(),
+            value: 123_456.0,
+            booked_wh: 12.5,
+            at_s: 1_780_000_000.25,
+        },
+        SavedCounter {
+            name: "charger:charger-1".into(),
+            value: 9_876.0,
+            booked_wh: 0.0,
+            at_s: 1_780_000_001.0,
+        },
+    ];
+    {
+        let mut l = Ledger::open(&path, Duration::from_secs(30));
+        assert!(l.counter_state().is_empty());
+        l.save_counters(saved.clone());
+        l.flush().unwrap();
+        // A later flush replaces the states (a charger's counter no longer saved goes).
+        l.save_counters(saved[..1].to_vec());
+        l.flush().unwrap();
+    }
+    let l = Ledger::open(&path, Duration::from_secs(30));
+    assert!(l.healthy(), "{:?}", l.health());
+    assert_eq!(l.counter_state(), &saved[..1]);
+}
+
+#[test]
 fn a_version_1_database_is_migrated_and_keeps_its_buckets() {
     let path = temp_db("migrate");
     let (from, to) = day();

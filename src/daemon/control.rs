@@ -5,7 +5,7 @@
 use super::crosscheck::MeterCrossCheck;
 use super::device_set::{Deadline, DeviceSet, Setpoint};
 use super::planning::{self, CycleState, LivePlan};
-use super::publish::{self, CycleView, Fitted};
+use super::publish::{self, CounterReconciler, CycleView, Fitted, TermHold};
 use super::snapshot::{self, Observation};
 use super::status::{GridStatus, Status, TodayStatus};
 use super::Shared;
@@ -20,6 +20,9 @@ use std::time::Duration;
 
 /// The least real time a cycle's reads and writes get, whatever the cycle period.
 pub const MIN_IO_BUDGET: Duration = Duration::from_millis(100);
+
+/// A cycle this many periods after the last one books its gap as estimated.
+const LATE_CYCLES: f64 = 3.0;
 
 /// Messages the control loop takes between cycles.
 #[derive(Debug)]
@@ -48,6 +51,10 @@ pub struct Controller {
     crosscheck: MeterCrossCheck,
     /// The predictive planner's budgets, when `[planner]` is on.
     planning: Option<LivePlan>,
+    /// The ledger's last measured balance terms (for cycles with several missing).
+    held: TermHold,
+    /// The ledger's energy held to the devices' counters.
+    counters: CounterReconciler,
 }
 
 /// Local midnight of `now` in `tz`, as UTC.
@@ -89,6 +96,8 @@ impl Controller {
         Controller {
             fitted,
             crosscheck: MeterCrossCheck::default(),
+            held: TermHold::default(),
+            counters: CounterReconciler::default(),
             config,
             devices,
             state: DispatchState::new(),
@@ -123,6 +132,11 @@ impl Controller {
         self.state
             .set_plan_budget(live.budget(now, &state.chargers));
         Some(state)
+    }
+
+    /// Continue the energy counters' reconciliation from the ledger's saved states.
+    pub fn restore_counters(&mut self, saved: &[crate::ledger::SavedCounter]) {
+        self.counters.restore(saved, self.clock.now());
     }
 
     /// Continue the demand charge (open window, month peak) from a persisted state.
@@ -254,23 +268,39 @@ impl Controller {
             policy,
             fitted: self.fitted,
         };
-        let dt_s = self.last_mono.map_or(0.0, |t| {
-            mono.saturating_sub(t)
-                .as_secs_f64()
-                .min(10.0 * policy.cycle_s)
-        });
+        // The whole station-monotonic time since the last cycle is booked, late or not (a
+        // stall longer than `LATE_CYCLES` cycles stretches one sample: estimated); only a gap
+        // beyond `publish::HOLD_MAX` (a suspended host) is cut, its energy then comes from the
+        // counters.
+        let gap_s = self
+            .last_mono
+            .map_or(0.0, |t| mono.saturating_sub(t).as_secs_f64());
+        let dt_s = gap_s.min(publish::HOLD_MAX.as_secs_f64());
+        let late = gap_s > LATE_CYCLES * policy.cycle_s;
         let midnight = local_midnight(now, policy.timezone);
-        let flows = view.ledger_flows();
+        // The meters are checked first: a building meter they overrule is booked as estimated.
+        let disagreement = self.crosscheck.update(mono, view.meter_residual());
+        let suspect = disagreement.is_some().then_some(publish::Term::Building);
+        let flows = view.ledger_flows(&mut self.held, mono, suspect);
+        let correction = self.counters.step(
+            &flows.powers,
+            &view.charger_counters(&flows),
+            dt_s,
+            &view.counters(),
+            mono,
+        );
         let record = CycleRecord {
             at: now,
-            dt_s: if flows.is_some() { dt_s } else { 0.0 },
-            pv_w: flows.as_ref().map_or(0.0, |f| f.powers.pv_w),
-            building_w: flows.as_ref().map_or(0.0, |f| f.powers.building_w),
-            battery_w: flows.as_ref().map_or(0.0, |f| f.powers.battery_w),
-            grid_w: flows.as_ref().map_or(0.0, |f| f.powers.grid_w),
-            unread_vehicles_w: flows.as_ref().map_or(0.0, |f| f.unread_vehicles_w),
-            estimated: flows.as_ref().is_some_and(|f| f.estimated.is_some()),
-            chargers: flows.map(|f| f.chargers).unwrap_or_default(),
+            dt_s,
+            pv_w: flows.powers.pv_w,
+            building_w: flows.powers.building_w,
+            battery_w: flows.powers.battery_w,
+            grid_w: flows.powers.grid_w,
+            unread_vehicles_w: flows.unread_vehicles_w,
+            estimated: late || !flows.estimated.is_empty(),
+            correction,
+            counters: self.counters.saved(now, mono),
+            chargers: flows.chargers,
             price_cny_per_kwh: policy.tariff.price_at(policy.local_minute(now)),
             export_price_cny_per_kwh: policy.tariff.export_price_cny_per_kwh,
             co2_kg_per_kwh: policy.co2_kg_per_kwh,
@@ -282,7 +312,6 @@ impl Controller {
         if let Some(t) = &ledger.today {
             self.today = today_status(t, policy.co2_kg_per_kwh);
         }
-        let disagreement = self.crosscheck.update(now, view.meter_residual());
         self.shared.record_history(now, view.history_sample());
         self.shared.record_cycle(&self.devices, cycle_s);
         let status = Status {

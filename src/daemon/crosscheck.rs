@@ -4,9 +4,9 @@
 //! `dispatch`); the others are for attribution and feed-forward, so a persistent disagreement
 //! marks the building meter `degraded` with the residual in the reason.
 //!
-//! Pure: fed the residual of each cycle and its station time.
+//! Pure: fed the residual of each cycle and its station-monotonic time (a wall-clock step
+//! neither ends nor lengthens a streak).
 
-use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 /// How long the meters must disagree, without a break, before the building meter is degraded.
@@ -40,17 +40,13 @@ impl Disagreement {
 #[derive(Debug, Clone, Default)]
 pub struct MeterCrossCheck {
     /// Since when every residual was beyond the tolerance, and their sum and count.
-    since: Option<(DateTime<Utc>, f64, u32)>,
+    since: Option<(Duration, f64, u32)>,
 }
 
 impl MeterCrossCheck {
     /// Feed one cycle: `residual_w` and the grid power it came from, `None` when any meter was
     /// not read this cycle (that breaks the streak: only measured disagreement counts).
-    pub fn update(
-        &mut self,
-        now: DateTime<Utc>,
-        reading: Option<(f64, f64)>,
-    ) -> Option<Disagreement> {
+    pub fn update(&mut self, now: Duration, reading: Option<(f64, f64)>) -> Option<Disagreement> {
         let Some((residual_w, grid_w)) = reading.filter(|(r, g)| r.is_finite() && g.is_finite())
         else {
             self.since = None;
@@ -64,7 +60,7 @@ impl MeterCrossCheck {
         let (start, sum, n) = self.since.get_or_insert((now, 0.0, 0));
         *sum += residual_w;
         *n += 1;
-        let for_s = (now - *start).num_milliseconds() as f64 / 1000.0;
+        let for_s = now.saturating_sub(*start).as_secs_f64();
         (for_s >= WINDOW.as_secs_f64()).then(|| Disagreement {
             residual_w: *sum / f64::from(*n),
             for_s,
@@ -75,10 +71,9 @@ impl MeterCrossCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
-    fn at(s: i64) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 6, 10, 4, 0, 0).unwrap() + chrono::Duration::seconds(s)
+    fn at(s: u64) -> Duration {
+        Duration::from_secs(4 * 3600 + s)
     }
 
     #[test]

@@ -302,7 +302,7 @@ pub async fn start(
 
     // The ledger stops after the control loop (its last cycle is booked and flushed).
     let ledger_stop = CancellationToken::new();
-    let (ledger, metrics, demand) = spawn_ledger(&options, tracker, ledger_stop.clone());
+    let (ledger, metrics, demand, counters) = spawn_ledger(&options, tracker, ledger_stop.clone());
     let (control_tx, control_rx) = mpsc::channel(16);
     let (status_tx, _) = watch::channel(None);
     let shared = Arc::new(Shared {
@@ -355,6 +355,7 @@ pub async fn start(
         );
         controller.restore_demand(d);
     }
+    controller.restore_counters(&counters);
     if let Some(w) = options.notifier.watchdog() {
         tracker.spawn(watchdog(
             options.notifier.clone(),
@@ -378,6 +379,7 @@ type Spawned = (
     LedgerHandle,
     Arc<Mutex<Metrics>>,
     Option<crate::dispatch::DemandState>,
+    Vec<crate::ledger::SavedCounter>,
 );
 
 /// Open the ledger and start its task; the metrics count the flows it books.
@@ -391,6 +393,7 @@ fn spawn_ledger(options: &Options, tracker: &TaskTracker, cancel: CancellationTo
         tracing::error!(error = ?health.last_error, path = ?health.path, "ledger unavailable; energy is kept in memory and the controller keeps controlling");
     }
     let demand = ledger.demand_state();
+    let counters = ledger.counter_state().to_vec();
     let metrics = Arc::new(Mutex::new(Metrics::default()));
     let counted = metrics.clone();
     let handle = crate::ledger::actor::spawn(
@@ -405,7 +408,7 @@ fn spawn_ledger(options: &Options, tracker: &TaskTracker, cancel: CancellationTo
             }
         },
     );
-    (handle, metrics, demand)
+    (handle, metrics, demand, counters)
 }
 
 /// Ping systemd's watchdog every half period while the control loop is alive

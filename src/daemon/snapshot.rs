@@ -34,6 +34,9 @@ pub struct Telemetry {
     pub grid_phase_w: [Option<f64>; 3],
     /// PV lifetime energy, Wh.
     pub pv_energy_wh: Option<f64>,
+    /// The grid meter's import and export energy counters, Wh.
+    pub grid_import_wh: Option<f64>,
+    pub grid_export_wh: Option<f64>,
     /// The battery's `Evt1` bits as read.
     pub battery_events: u32,
     pub battery_state: Option<BatteryState>,
@@ -42,6 +45,8 @@ pub struct Telemetry {
     /// Per charger of the snapshot (same order): the IEC 61851 state as the charger wrote it
     /// (`"D1"` where dispatch sees `D`).
     pub charger_iec_state: Vec<Option<&'static str>>,
+    /// Per charger of the snapshot (same order): its energy meter, Wh.
+    pub charger_energy_wh: Vec<Option<f64>>,
 }
 
 /// What one cycle observed: the dispatch snapshot and the telemetry beside it.
@@ -140,6 +145,8 @@ fn grid(obs: &mut Observation, m: &MeterReading, fresh: bool) {
     }
     if fresh {
         obs.telemetry.grid_phase_w = m.phase_w;
+        obs.telemetry.grid_import_wh = m.import_wh;
+        obs.telemetry.grid_export_wh = m.export_wh;
     }
 }
 
@@ -217,6 +224,9 @@ fn charger(
     obs.telemetry
         .charger_iec_state
         .push(read.map(|cr| cr.state.as_str()));
+    obs.telemetry
+        .charger_energy_wh
+        .push(read.and_then(|cr| cr.energy_wh));
 }
 
 #[cfg(test)]

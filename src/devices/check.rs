@@ -28,6 +28,17 @@ pub fn optional(point: &str, v: Option<f64>) -> Result<Option<f64>, DeviceError>
     v.map(|v| finite(point, v)).transpose()
 }
 
+/// An energy counter (lifetime Wh): finite and never negative.
+pub fn counter(point: &str, v: Option<f64>) -> Result<Option<f64>, DeviceError> {
+    match optional(point, v)? {
+        Some(e) if e < 0.0 => Err(DeviceError::bad_data(
+            point,
+            format!("negative energy {e} Wh"),
+        )),
+        other => Ok(other),
+    }
+}
+
 /// A percentage that must lie in 0..=100.
 pub fn percent(point: &str, v: f64) -> Result<f64, DeviceError> {
     let v = finite(point, v)?;

@@ -155,8 +155,8 @@ impl Meter {
                 .map(|p| check::power_within(names[i], check::signed(p, inv), self.cfg.rating_w))
                 .transpose()?;
         }
-        let exp = check::optional("TotWhExp", exp)?;
-        let imp = check::optional("TotWhImp", imp)?;
+        let exp = check::counter("TotWhExp", exp)?;
+        let imp = check::counter("TotWhImp", imp)?;
         let (import_wh, export_wh) = if inv { (exp, imp) } else { (imp, exp) };
         Ok(MeterReading {
             power_w,

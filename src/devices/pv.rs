@@ -259,12 +259,7 @@ impl PvInverter {
             .map(|p| check::signed(p, self.cfg.invert))
             .map(|p| check::power_within("DCW", p, Some(rating_w)))
             .transpose()?;
-        let energy_wh = check::optional("WH", wh)?;
-        if let Some(e) = energy_wh {
-            if e < 0.0 {
-                return Err(DeviceError::bad_data("WH", format!("negative energy {e}")));
-            }
-        }
+        let energy_wh = check::counter("WH", wh)?;
         let limit_pct = self.read_limit(&map).await?;
         Ok(PvReading {
             power_w,

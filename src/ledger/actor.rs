@@ -11,7 +11,10 @@
 //! - The task stops when the daemon's `CancellationToken` fires (or every sender is gone),
 //!   books what is still queued and flushes once more.
 
-use super::{Bucket, ChargerInput, CycleInput, Flows, Ledger, LedgerHealth, SessionRecord, Totals};
+use super::{
+    Bucket, ChargerInput, CounterCorrection, CycleInput, Flows, Ledger, LedgerHealth, SavedCounter,
+    SessionRecord, Totals,
+};
 use crate::dispatch::DemandState;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +55,10 @@ pub struct CycleRecord {
     pub chargers: Vec<ChargerRecord>,
     pub unread_vehicles_w: f64,
     pub estimated: bool,
+    /// What the devices' energy counters add to (or take from) the booked energy.
+    pub correction: CounterCorrection,
+    /// The counters' reconciliation state after this cycle (persisted with the flush).
+    pub counters: Vec<SavedCounter>,
     pub price_cny_per_kwh: f64,
     pub export_price_cny_per_kwh: f64,
     pub co2_kg_per_kwh: f64,
@@ -282,6 +289,9 @@ impl Task {
         if let Some(d) = r.demand {
             self.ledger.save_demand_state(d);
         }
+        if !r.counters.is_empty() {
+            self.ledger.save_counters(r.counters.clone());
+        }
         if r.dt_s > 0.0 {
             let chargers: Vec<ChargerInput<'_>> = r
                 .chargers
@@ -308,6 +318,12 @@ impl Task {
             });
             (self.on_flows)(&flows);
         }
+        let price = (
+            r.price_cny_per_kwh,
+            r.export_price_cny_per_kwh,
+            r.co2_kg_per_kwh,
+        );
+        self.ledger.correct(r.at, &r.correction, price);
         self.since_today += 1;
         let new_day = self.today.as_ref().is_none_or(|(f, _)| *f != r.today_from);
         if new_day || self.since_today >= TODAY_EVERY {
@@ -378,6 +394,8 @@ mod tests {
             }],
             unread_vehicles_w: 0.0,
             estimated: false,
+            correction: CounterCorrection::default(),
+            counters: Vec::new(),
             price_cny_per_kwh: 1.0,
             export_price_cny_per_kwh: 0.3,
             co2_kg_per_kwh: 0.5,
@@ -389,6 +407,30 @@ mod tests {
             }),
             today_from: t(-8 * 3600),
         }
+    }
+
+    #[test]
+    fn a_counter_correction_is_booked_into_the_totals_and_the_unaccounted_energy() {
+        let (_handle, mut task, _rx) = channel(Ledger::in_memory(), 8, Box::new(|_| {}));
+        task.book(&cycle(1));
+        let plain = task.ledger.buckets(t(-3600), t(3600))[0].clone();
+        task.book(&CycleRecord {
+            dt_s: 0.0,
+            correction: CounterCorrection {
+                pv_wh: 100.0,
+                import_wh: 50.0,
+                export_wh: 0.0,
+                vehicles_wh: 30.0,
+            },
+            ..cycle(2)
+        });
+        let b = &task.ledger.buckets(t(-3600), t(3600))[0];
+        assert!((b.pv_wh - plain.pv_wh - 100.0).abs() < 1e-9);
+        assert!((b.import_wh - plain.import_wh - 50.0).abs() < 1e-9);
+        assert!((b.vehicles_wh - plain.vehicles_wh - 30.0).abs() < 1e-9);
+        assert!((b.unaccounted_wh - plain.unaccounted_wh - 120.0).abs() < 1e-9);
+        assert!((b.import_cost_cny - plain.import_cost_cny - 0.05).abs() < 1e-9);
+        assert_eq!(b.covered_s, plain.covered_s);
     }
 
     #[test]

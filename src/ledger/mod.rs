@@ -32,10 +32,15 @@
 //! stays in memory and the next flush attempt reopens the file and retries. Queries merge the
 //! database with what is still in memory.
 //!
-//! # Estimated flows
-//! A cycle with one unmeasured term of the balance (a dead charger, a stale meter) is booked with
-//! that term estimated from `grid = building + vehicles - pv - battery` by the caller
-//! ([`CycleInput::estimated`]); its seconds are counted in the bucket's `estimated_s`.
+//! # Estimated flows and counter corrections
+//! Every cycle is booked. A cycle with unmeasured terms of the balance (a dead charger, a stale
+//! meter, a building meter the cross-check overrules) is booked with them filled in by the
+//! caller (`daemon::publish::TermHold`: one from `grid = building + vehicles - pv - battery`,
+//! the others held at their last value) and flagged ([`CycleInput::estimated`]); its seconds
+//! are counted in the bucket's `estimated_s`. When a device's energy counter (inverter, grid
+//! meter, charger meter) is read again, what it rose beyond the energy booked from powers over
+//! the same span is booked by [`Ledger::correct`] into the PV, import, export and vehicle
+//! totals (and `unaccounted_wh`, the split cannot place it).
 //!
 //! # Demand charge
 //! [`Ledger::save_demand_state`] keeps the dispatch's demand state (open 15-minute window, month
@@ -64,8 +69,8 @@ use crate::dispatch::DemandState;
 
 pub use flows::{split_flows, BatteryOrigin, DischargeOrigin, FlowInput, Flows};
 pub use model::{
-    bucket_start, buckets_csv, sessions_csv, Bucket, SessionRecord, Totals, BUCKET_COLUMNS,
-    BUCKET_S,
+    bucket_start, buckets_csv, sessions_csv, Bucket, CounterCorrection, SavedCounter,
+    SessionRecord, Totals, BUCKET_COLUMNS, BUCKET_S,
 };
 pub use store::{LedgerError, Store};
 
@@ -157,6 +162,7 @@ pub struct Ledger {
     chargers: Vec<ChargerState>,
     origin: BatteryOrigin,
     demand: Option<DemandState>,
+    counters: Vec<SavedCounter>,
 }
 
 impl Ledger {
@@ -174,6 +180,7 @@ impl Ledger {
             chargers: Vec::new(),
             origin: BatteryOrigin::default(),
             demand: None,
+            counters: Vec::new(),
         }
     }
 
@@ -245,6 +252,23 @@ impl Ledger {
         self.close_unseen(input.at);
         self.flush_when_due(input.at);
         f
+    }
+
+    /// Book a counter correction (see [`CounterCorrection`]) at `at`, priced like a cycle.
+    pub fn correct(&mut self, at: DateTime<Utc>, c: &CounterCorrection, price: (f64, f64, f64)) {
+        if c.is_zero() || !c.values().iter().all(|v| v.is_finite()) {
+            return;
+        }
+        let price = (
+            non_negative(price.0),
+            finite(price.1),
+            non_negative(price.2),
+        );
+        let start = bucket_start(at);
+        self.pending
+            .entry(start.timestamp())
+            .or_insert_with(|| Bucket::empty(start))
+            .add_correction(c, price);
     }
 
     /// Add the cycle's flows to the quarter hour that contains it.
@@ -421,6 +445,9 @@ impl Ledger {
         if self.demand.is_none() {
             self.demand = loaded.demand;
         }
+        if self.counters.is_empty() {
+            self.counters = loaded.counters;
+        }
         if let Some(o) = loaded.battery_origin {
             self.origin.green_wh += o.green_wh;
             self.origin.grey_wh += o.grey_wh;
@@ -449,6 +476,7 @@ impl Ledger {
                 self.closed.iter().chain(open),
                 &self.origin,
                 self.demand.as_ref(),
+                &self.counters,
             ),
             None => return Ok(()),
         };
@@ -541,6 +569,17 @@ impl Ledger {
     /// at open; `None` when neither exists.
     pub fn demand_state(&self) -> Option<DemandState> {
         self.demand
+    }
+
+    /// The energy counters' states read back at open (see [`SavedCounter`]).
+    pub fn counter_state(&self) -> &[SavedCounter] {
+        &self.counters
+    }
+
+    /// Keep the energy counters' states; they are written with the next flush, with the energy
+    /// booked up to them.
+    pub fn save_counters(&mut self, counters: Vec<SavedCounter>) {
+        self.counters = counters;
     }
 
     /// Keep the demand charge's state; it is written with the next flush.

@@ -121,6 +121,42 @@ bucket_fields! {
     estimated_s,
 }
 
+/// Energy the devices' own counters measured beyond what the ledger booked from powers over
+/// the same span (signed Wh): a gap or a lie the power readings missed, booked when the
+/// counter is read again (see `daemon::publish::CounterReconciler`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CounterCorrection {
+    pub pv_wh: f64,
+    pub import_wh: f64,
+    pub export_wh: f64,
+    pub vehicles_wh: f64,
+}
+
+/// One energy counter's reconciliation state, saved with every flush (so it always matches the
+/// energy flushed with it) and restored at start: after a restart or a `kill -9` the counter's
+/// rise over the downtime is booked as a correction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedCounter {
+    /// `pv`, `import`, `export` or `charger:<id>`.
+    pub name: String,
+    /// The counter's last accepted value, Wh.
+    pub value: f64,
+    /// Energy booked from powers since that value, Wh.
+    pub booked_wh: f64,
+    /// When that value was read (Unix seconds, the daemon's clock): bounds a plausible rise.
+    pub at_s: f64,
+}
+
+impl CounterCorrection {
+    pub fn is_zero(&self) -> bool {
+        self.values().iter().all(|v| *v == 0.0)
+    }
+
+    pub fn values(&self) -> [f64; 4] {
+        [self.pv_wh, self.import_wh, self.export_wh, self.vehicles_wh]
+    }
+}
+
 impl Bucket {
     /// Average import power over the quarter hour (the demand-charge quantity).
     pub fn avg_import_w(&self) -> f64 {
@@ -167,6 +203,21 @@ impl Bucket {
         self.import_cost_cny += f.grid_import_wh / 1000.0 * import_price;
         self.export_revenue_cny += f.grid_export_wh / 1000.0 * export_price;
         self.co2_kg += f.grid_import_wh / 1000.0 * co2;
+    }
+
+    /// Add a counter correction: to the measured totals (PV, import, export, vehicles) and their money
+    /// and CO2; the flows' split cannot place it, so the sources' net change goes to
+    /// `unaccounted_wh`.
+    pub(crate) fn add_correction(&mut self, c: &CounterCorrection, price: (f64, f64, f64)) {
+        let (import_price, export_price, co2) = price;
+        self.pv_wh += c.pv_wh;
+        self.import_wh += c.import_wh;
+        self.export_wh += c.export_wh;
+        self.vehicles_wh += c.vehicles_wh;
+        self.unaccounted_wh += c.pv_wh + c.import_wh - c.export_wh - c.vehicles_wh;
+        self.import_cost_cny += c.import_wh / 1000.0 * import_price;
+        self.export_revenue_cny += c.export_wh / 1000.0 * export_price;
+        self.co2_kg += c.import_wh / 1000.0 * co2;
     }
 }
 

@@ -7,7 +7,8 @@
 //! keeps adding to the current bucket. Sessions are keyed by (charger id, start); open sessions
 //! have `end_ms` NULL and carry their running totals. The battery origin account lives in the
 //! key/value table `state`, and so does the demand charge's state (the open 15-minute window and
-//! the month's peak, [`DemandState`]).
+//! the month's peak, [`DemandState`]) and the energy counters' reconciliation
+//! ([`SavedCounter`], keys `counter:<name>:<field>`).
 //!
 //! Schema 2 added the bucket column `estimated_s`; a version-1 file is migrated in place.
 
@@ -19,7 +20,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use super::flows::BatteryOrigin;
-use super::model::{utc_from_s, Bucket, SessionRecord, BUCKET_COLUMNS};
+use super::model::{utc_from_s, Bucket, SavedCounter, SessionRecord, BUCKET_COLUMNS};
 use crate::dispatch::DemandState;
 
 /// Schema version this code writes and reads.
@@ -72,12 +73,35 @@ impl LedgerError {
     }
 }
 
+/// Replace the energy counters' states (see [`SavedCounter`]).
+fn save_counters(
+    tx: &rusqlite::Transaction<'_>,
+    counters: &[SavedCounter],
+) -> rusqlite::Result<()> {
+    if counters.is_empty() {
+        return Ok(());
+    }
+    tx.execute("DELETE FROM state WHERE key LIKE 'counter:%'", [])?;
+    let mut put = tx.prepare("INSERT OR REPLACE INTO state (key, value) VALUES (?1, ?2)")?;
+    for c in counters {
+        for (field, v) in [
+            ("value", c.value),
+            ("booked_wh", c.booked_wh),
+            ("at_s", c.at_s),
+        ] {
+            put.execute(params![format!("counter:{}:{field}", c.name), v])?;
+        }
+    }
+    Ok(())
+}
+
 /// State read back when the database is opened.
 #[derive(Debug, Clone, Default)]
 pub struct Loaded {
     pub open_sessions: Vec<SessionRecord>,
     pub battery_origin: Option<BatteryOrigin>,
     pub demand: Option<DemandState>,
+    pub counters: Vec<SavedCounter>,
 }
 
 /// An open ledger database.
@@ -249,6 +273,7 @@ impl Store {
             open_sessions,
             battery_origin,
             demand,
+            counters: self.load_counters().map_err(read)?,
         })
     }
 
@@ -261,6 +286,7 @@ impl Store {
         sessions: impl IntoIterator<Item = &'a SessionRecord>,
         origin: &BatteryOrigin,
         demand: Option<&DemandState>,
+        counters: &[SavedCounter],
     ) -> Result<(), LedgerError> {
         let path = self.path.clone();
         let err = |source| LedgerError::Flush {
@@ -332,7 +358,45 @@ impl Store {
                 }
             }
         }
+        save_counters(&tx, counters).map_err(err)?;
         tx.commit().map_err(err)
+    }
+
+    /// The energy counters' states (keys `counter:<name>:value|booked_wh|at_s` of `state`).
+    fn load_counters(&self) -> rusqlite::Result<Vec<SavedCounter>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, value FROM state WHERE key LIKE 'counter:%' ORDER BY key")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut out: Vec<SavedCounter> = Vec::new();
+        for (key, v) in rows {
+            let Some((name, field)) = key
+                .strip_prefix("counter:")
+                .and_then(|k| k.rsplit_once(':'))
+            else {
+                continue;
+            };
+            if out.last().is_none_or(|c| c.name != name) {
+                out.push(SavedCounter {
+                    name: name.to_string(),
+                    value: f64::NAN,
+                    booked_wh: 0.0,
+                    at_s: f64::NAN,
+                });
+            }
+            if let Some(c) = out.last_mut() {
+                match field {
+                    "value" => c.value = v,
+                    "booked_wh" => c.booked_wh = v,
+                    "at_s" => c.at_s = v,
+                    _ => {}
+                }
+            }
+        }
+        out.retain(|c| c.value.is_finite() && c.at_s.is_finite() && c.booked_wh.is_finite());
+        Ok(out)
     }
 
     /// Stored buckets whose start lies in `[from, to)`, oldest first.

@@ -4,7 +4,9 @@
 //! - [`free_port`], [`until`], [`until_async`]: ports and polling, never a blind sleep;
 //! - [`plug`]: the standard car of the end-to-end tests;
 //! - [`station_file`]: the reference config as a file for the real `stationd` binary;
+//! - [`crashable`]: the daemon in process on a runtime of its own, to be killed like `kill -9`;
 //! - [`alloc`]: an allocation-counting global allocator type;
+//! - [`modbus_plant`]: an in-test Modbus TCP server serving register images;
 //! - [`fixtures`]: deterministic synthetic inputs for the perfect-foresight optimum (also
 //!   used by `benches/optimum.rs`);
 //! - [`browser`]: headless Chromium over WebDriver;
@@ -15,8 +17,10 @@
 
 pub(crate) mod alloc;
 pub(crate) mod browser;
+pub(crate) mod crashable;
 pub(crate) mod fixtures;
 pub(crate) mod fleet_sim;
+pub(crate) mod modbus_plant;
 pub(crate) mod mosquitto;
 pub(crate) mod mqtt_probe;
 pub(crate) mod peer;

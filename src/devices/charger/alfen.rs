@@ -152,6 +152,12 @@ impl AlfenCharger {
         };
 
         let applied_max_a = f32_point("applied max current", at(&s, REG_STATE, REG_APPLIED_MAX))?;
+        if !(0.0..=1.5 * self.cfg.max_current_a).contains(&applied_max_a) {
+            return Err(DeviceError::bad_data(
+                "applied max current",
+                format!("{applied_max_a} A implausible"),
+            ));
+        }
         let v = at(&s, REG_STATE, REG_VALIDITY);
         let remaining_validity_s = (u32::from(v[0]) << 16) | u32::from(v[1]);
         let phases = match s[usize::from(REG_PHASES - REG_STATE)] {
