@@ -64,7 +64,7 @@
 //! **Plan budgets.** While the state carries a [`PlanBudget`] for the running step (from the
 //! predictive planner, [`crate::planner`]), step 4 caps each budgeted car at the power that
 //! delivers its step energy over the rest of the step, but never below what it must get now
-//! for the rest of its wish to fit before departure at 70 % of the charger's power (a budgeted
+//! for the rest of its wish to fit before departure at 50 % of the car's power (a budgeted
 //! solar car charges like a fast one); step 6's
 //! economic choice is replaced by the power that reaches the SoC target by the step's end
 //! (within the charge and hard discharge bounds), and peak shaving works toward the plan's
@@ -242,7 +242,7 @@ struct Planned {
 
 /// Share of a charger's full power a car is counted on for after the running step when
 /// checking that its wish can still be met (cars taper near full).
-const LATE_POWER_SHARE: f64 = 0.7;
+const LATE_POWER_SHARE: f64 = 0.5;
 
 /// Seconds left in the budget's step (at least 1 s).
 fn seconds_left(budget: &PlanBudget, now: DateTime<Utc>) -> f64 {

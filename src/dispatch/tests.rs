@@ -1000,17 +1000,17 @@ fn a_budgeted_car_the_plan_defers_waits_unless_its_wish_would_no_longer_fit() {
         )],
         ..budget(local(8, 15), 50.0, Vec::new())
     };
-    // Leaving at 10:15, 2 h after the step at 70 % of 11.04 kW covers the wish: it waits.
+    // Leaving at 10:30, 2.25 h after the step at 50 % of 11.04 kW covers the wish: it waits.
     let mut st = DispatchState::new();
-    st.set_plan_budget(Some(budget_for(local(10, 15))));
+    st.set_plan_budget(Some(budget_for(local(10, 30))));
     let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
     assert_eq!(plan.chargers[0].amps.0, 0.0, "{:?}", amps(&plan));
-    // Leaving at 9:15, the hour after the step covers 7.728 kWh: the 3.312 kWh left must come
+    // Leaving at 9:15, the hour after the step covers 5.52 kWh: the 5.52 kWh left must come
     // now, over the 871 s left of the step.
     let mut st = DispatchState::new();
     st.set_plan_budget(Some(budget_for(local(9, 15))));
     let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
-    let expected = 3_312.0 / (871.0 / 3600.0) / 690.0;
+    let expected = 5_520.0 / (871.0 / 3600.0) / 690.0;
     assert!(
         (plan.chargers[0].amps.0 - expected).abs() < 1e-6,
         "{:?}",
