@@ -1005,12 +1005,12 @@ fn a_budgeted_car_the_plan_defers_waits_unless_its_wish_would_no_longer_fit() {
     st.set_plan_budget(Some(budget_for(local(10, 30))));
     let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
     assert_eq!(plan.chargers[0].amps.0, 0.0, "{:?}", amps(&plan));
-    // Leaving at 9:15, the hour after the step covers 5.52 kWh: the 5.52 kWh left must come
+    // Leaving at 9:30, the 1.25 h after the step cover 6.9 kWh: the 4.14 kWh left must come
     // now, over the 871 s left of the step.
     let mut st = DispatchState::new();
-    st.set_plan_budget(Some(budget_for(local(9, 15))));
+    st.set_plan_budget(Some(budget_for(local(9, 30))));
     let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
-    let expected = 5_520.0 / (871.0 / 3600.0) / 690.0;
+    let expected = 4_140.0 / (871.0 / 3600.0) / 690.0;
     assert!(
         (plan.chargers[0].amps.0 - expected).abs() < 1e-6,
         "{:?}",
