@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use station_controller::config::{Issues, RawChargerOverride, RawEveningReserve, RawPolicy};
 use station_controller::dispatch::{
     decide, BatterySnapshot, ChargeMode, ChargerId, ChargerSnapshot, ChargerState, DispatchState,
-    Freshness, GridSnapshot, Plan, Policy, PvSnapshot, Reading, ServeFirst, Sharing, Snapshot,
+    Freshness, GridSnapshot, HealthLimits, Plan, Policy, PvSnapshot, Reading, ServeFirst, Sharing, Snapshot,
 };
 use station_controller::units::{Amps, Percent, WattHours, Watts};
 
@@ -97,6 +97,7 @@ fn battery() -> impl Strategy<Value = BatterySnapshot> {
                     temperature_c: temp,
                     alarm,
                     usable_capacity: WattHours(usable),
+                    health: HealthLimits::default(),
                 }
             },
         )

@@ -8,7 +8,7 @@
 
 use crate::devices::battery::evt1;
 use crate::dispatch::{
-    BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, GridSnapshot, Plan, PvSnapshot,
+    BatterySnapshot, HealthLimits, ChargerId, ChargerSnapshot, ChargerState, GridSnapshot, Plan, PvSnapshot,
     Reading, Snapshot,
 };
 use crate::units::{Amps, Percent, WattHours, Watts};
@@ -130,7 +130,10 @@ fn fill_snapshot(view: &StationView, eff: f64, s: &mut Snapshot) {
         max_discharge: Watts((b.max_discharge_w * eff).min(b.pcs_rating_w).max(0.0)),
         temperature_c: b.temp_c,
         alarm: evt1::is_alarm(b.alarms),
-        usable_capacity: WattHours(b.usable_wh),
+        // What the BMS says (nameplate x reported SoH), as the daemon sees it; the measured
+        // capacity replaces it once confident (`crate::health`).
+        usable_capacity: WattHours(b.nameplate_wh * b.soh_pct / 100.0),
+        health: HealthLimits::default(),
     };
     s.building = Reading::fresh(Watts(view.building_meter.power_w));
     if s.chargers.len() != view.chargers.len() {

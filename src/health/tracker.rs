@@ -1,0 +1,366 @@
+//! The battery's health as the daemon and the backtest follow it: the capacity estimator, the
+//! mid-SoC cell spread, the module temperatures, the BMS's SoH and how long it has disagreed
+//! with the measurement, an hourly history, and what all of it means for dispatch
+//! ([`HealthTracker::limits`]) and the planner ([`HealthTracker::apply_to_planner`]).
+//!
+//! Pure: fed one [`BatteryObservation`] per cycle with its time; no clock, no I/O.
+
+use super::config::HealthConfig;
+use super::derate::{derate, Derating};
+use super::estimator::{CapacityEstimate, CapacityEstimator, CapacitySample, PackReading};
+use super::trend::{self, EndOfLife, Fade};
+use crate::backtest::optimum::BatteryInput;
+use crate::dispatch::policy::BatteryPolicy;
+use crate::dispatch::snapshot::HealthLimits;
+use crate::units::Percent;
+use chrono::{DateTime, Timelike, Utc};
+use serde::Serialize;
+use std::collections::VecDeque;
+
+/// One cycle's battery reading, as far as health is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BatteryObservation {
+    pub soc_pct: f64,
+    /// AC power, W (> 0 discharge).
+    pub ac_power_w: f64,
+    /// DC voltage x current, W (> 0 discharge), when the BMS gives both.
+    pub dc_power_w: Option<f64>,
+    pub bms_soh_pct: Option<f64>,
+    /// Nameplate energy (802 `WHRtg`), Wh.
+    pub nameplate_wh: Option<f64>,
+    pub cell_v_max: Option<f64>,
+    pub cell_v_min: Option<f64>,
+    pub module_temp_max_c: Option<f64>,
+    pub module_temp_min_c: Option<f64>,
+}
+
+/// One hour of history.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HealthPoint {
+    pub at: DateTime<Utc>,
+    pub capacity_wh: Option<f64>,
+    pub bms_soh_pct: Option<f64>,
+    pub cell_spread_mv: Option<f64>,
+    pub temp_max_c: Option<f64>,
+    pub temp_min_c: Option<f64>,
+    pub throughput_wh: f64,
+}
+
+/// The BMS and the measurement disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Disagreement {
+    pub bms_soh_pct: f64,
+    pub bms_capacity_wh: f64,
+    pub measured_capacity_wh: f64,
+    pub measured_band_wh: f64,
+    /// BMS minus measured, % of measured.
+    pub difference_pct: f64,
+    pub since: DateTime<Utc>,
+}
+
+/// Everything `/api/battery/health`, the dashboard and `/metrics` show.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthReport {
+    pub at: Option<DateTime<Utc>>,
+    pub nameplate_wh: Option<f64>,
+    pub bms_soh_pct: Option<f64>,
+    /// nameplate x BMS SoH, Wh.
+    pub bms_capacity_wh: Option<f64>,
+    pub estimate: Option<CapacityEstimate>,
+    /// The capacity dispatch and the planner use, Wh, and where it comes from.
+    pub capacity_in_use_wh: Option<f64>,
+    pub capacity_source: &'static str,
+    pub equivalent_full_cycles: f64,
+    pub throughput_wh: f64,
+    pub cell_spread_mv: Option<f64>,
+    pub temp_max_c: Option<f64>,
+    pub temp_min_c: Option<f64>,
+    pub derating: Option<Derating>,
+    pub fade: Option<Fade>,
+    pub eol_pct: f64,
+    pub end_of_life: Option<EndOfLife>,
+    pub wear_cny_per_kwh: Option<f64>,
+    /// A warning with both numbers once the disagreement has lasted long enough.
+    pub warning: Option<String>,
+    pub disagreement: Option<Disagreement>,
+    pub samples: Vec<CapacitySample>,
+    pub history: Vec<HealthPoint>,
+}
+
+/// Hours of history kept in memory (60 days).
+const HISTORY_HOURS: usize = 24 * 60;
+/// The spread counts as "mid SoC" in this band, %.
+const MID_SOC: (f64, f64) = (35.0, 65.0);
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct HealthTracker {
+    cfg: HealthConfig,
+    est: CapacityEstimator,
+    last: Option<(DateTime<Utc>, BatteryObservation)>,
+    spread_mid_mv: Option<f64>,
+    spread_any_mv: Option<f64>,
+    disagree_since: Option<DateTime<Utc>>,
+    history: VecDeque<HealthPoint>,
+    fresh: Vec<CapacitySample>,
+}
+
+impl HealthTracker {
+    pub fn new(cfg: HealthConfig) -> Self {
+        Self::restore(cfg, &[])
+    }
+
+    /// A tracker that resumes from the samples the ledger kept (oldest first).
+    pub fn restore(cfg: HealthConfig, samples: &[CapacitySample]) -> Self {
+        HealthTracker {
+            est: CapacityEstimator::restore(cfg.clone(), samples),
+            cfg,
+            last: None,
+            spread_mid_mv: None,
+            spread_any_mv: None,
+            disagree_since: None,
+            history: VecDeque::new(),
+            fresh: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &HealthConfig {
+        &self.cfg
+    }
+
+    /// Samples measured since the last call (for the ledger).
+    pub fn take_new_samples(&mut self) -> Vec<CapacitySample> {
+        std::mem::take(&mut self.fresh)
+    }
+
+    /// Feed one cycle's reading at `now`.
+    pub fn observe(&mut self, now: DateTime<Utc>, o: BatteryObservation) {
+        let reading = PackReading {
+            at: now,
+            soc_pct: o.soc_pct,
+            ac_power_w: o.ac_power_w,
+            dc_power_w: o.dc_power_w,
+        };
+        let nameplate = o.nameplate_wh.unwrap_or(0.0);
+        if nameplate > 0.0 {
+            if let Some(s) = self.est.observe(reading, nameplate, o.bms_soh_pct) {
+                self.fresh.push(s);
+            }
+        }
+        if let (Some(hi), Some(lo)) = (o.cell_v_max, o.cell_v_min) {
+            let mv = ((hi - lo) * 1000.0).max(0.0);
+            self.spread_any_mv = Some(mv);
+            if (MID_SOC.0..=MID_SOC.1).contains(&o.soc_pct) {
+                // Smoothed over about 100 mid-SoC readings: the spread moves over weeks.
+                self.spread_mid_mv = Some(match self.spread_mid_mv {
+                    Some(s) => s + (mv - s) * 0.01,
+                    None => mv,
+                });
+            }
+        }
+        self.track_disagreement(now, &o);
+        self.record_hour(now, &o);
+        self.last = Some((now, o));
+    }
+
+    fn record_hour(&mut self, now: DateTime<Utc>, o: &BatteryObservation) {
+        let hour = now
+            .with_minute(0)
+            .and_then(|t| t.with_second(0))
+            .and_then(|t| t.with_nanosecond(0))
+            .unwrap_or(now);
+        if self.history.back().is_some_and(|p| p.at == hour) {
+            return;
+        }
+        if self.history.len() >= HISTORY_HOURS {
+            self.history.pop_front();
+        }
+        self.history.push_back(HealthPoint {
+            at: hour,
+            capacity_wh: self.est.estimate(now).map(|e| e.capacity_wh),
+            bms_soh_pct: o.bms_soh_pct,
+            cell_spread_mv: self.spread_mv(),
+            temp_max_c: o.module_temp_max_c,
+            temp_min_c: o.module_temp_min_c,
+            throughput_wh: self.est.throughput_wh(),
+        });
+    }
+
+    fn track_disagreement(&mut self, now: DateTime<Utc>, o: &BatteryObservation) {
+        let differs = self.bms_vs_measured(now, o).is_some_and(|(bms, est)| {
+            (bms - est.capacity_wh).abs() > self.cfg.disagreement * est.capacity_wh
+        });
+        if differs {
+            self.disagree_since.get_or_insert(now);
+        } else {
+            self.disagree_since = None;
+        }
+    }
+
+    /// BMS capacity and a confident estimate, when both exist.
+    fn bms_vs_measured(
+        &self,
+        now: DateTime<Utc>,
+        o: &BatteryObservation,
+    ) -> Option<(f64, CapacityEstimate)> {
+        let bms = o.nameplate_wh? * o.bms_soh_pct? / 100.0;
+        let est = self.est.estimate(now).filter(|e| e.confident)?;
+        Some((bms, est))
+    }
+
+    /// The mid-SoC cell spread, mV (the latest spread at any SoC until one mid-SoC reading
+    /// was seen: wider towards the ends, so on the safe side).
+    pub fn spread_mv(&self) -> Option<f64> {
+        self.spread_mid_mv.or(self.spread_any_mv)
+    }
+
+    /// The confident measured capacity, Wh.
+    pub fn measured_capacity_wh(&self, now: DateTime<Utc>) -> Option<f64> {
+        self.est
+            .estimate(now)
+            .filter(|e| e.confident)
+            .map(|e| e.capacity_wh)
+    }
+
+    /// The capacity to plan with: measured once confident, else the BMS's.
+    pub fn capacity_in_use_wh(&self, now: DateTime<Utc>) -> Option<f64> {
+        self.measured_capacity_wh(now).or_else(|| {
+            let (_, o) = self.last.as_ref()?;
+            Some(o.nameplate_wh? * o.bms_soh_pct.unwrap_or(100.0) / 100.0)
+        })
+    }
+
+    /// Derated window and power factors for `policy`.
+    pub fn derating(&self, policy: &BatteryPolicy) -> Derating {
+        let o = self.last.map(|(_, o)| o).unwrap_or_default();
+        derate(
+            policy.soc_min.0,
+            policy.soc_max.0,
+            self.spread_mv(),
+            o.module_temp_min_c,
+            o.module_temp_max_c,
+            &self.cfg,
+        )
+    }
+
+    /// The measured fade, when there is enough history.
+    pub fn fade(&self, now: DateTime<Utc>) -> Option<Fade> {
+        trend::fade(self.est.samples(), now)
+    }
+
+    /// Wear price from the measured fade once the capacity is confident.
+    pub fn wear_cny_per_kwh(&self, policy: &BatteryPolicy, now: DateTime<Utc>) -> Option<f64> {
+        let c = self.measured_capacity_wh(now)?;
+        let f = self.fade(now)?;
+        let d = self.derating(policy);
+        let usable_kwh = c * (d.soc_max_pct - d.soc_min_pct).max(0.0) / 100.0 / 1000.0;
+        trend::wear_cny_per_kwh(policy.pack_value_cny, policy.allowed_loss, c, usable_kwh, &f)
+    }
+
+    /// What dispatch takes from the health measurements now.
+    pub fn limits(&self, policy: &BatteryPolicy, now: DateTime<Utc>) -> HealthLimits {
+        let d = self.derating(policy);
+        HealthLimits {
+            soc_min: Percent(d.soc_min_pct),
+            soc_max: Percent(d.soc_max_pct),
+            charge_factor: d.charge_factor,
+            discharge_factor: d.discharge_factor,
+            wear_cny_per_kwh: self.wear_cny_per_kwh(policy, now),
+            capacity_wh: self.measured_capacity_wh(now),
+        }
+    }
+
+    /// The planner's battery input with the measured capacity, the derated window and power,
+    /// and the measured wear price (each only where measured; the rest is left as it was).
+    pub fn apply_to_planner(&self, policy: &BatteryPolicy, now: DateTime<Utc>, b: &mut BatteryInput) {
+        let l = self.limits(policy, now);
+        if let Some(c) = l.capacity_wh {
+            b.usable_wh = c;
+        }
+        b.soc_min_pct = b.soc_min_pct.max(l.soc_min.0);
+        b.soc_max_pct = b.soc_max_pct.min(l.soc_max.0).max(b.soc_min_pct);
+        b.soc0_pct = b.soc0_pct.clamp(b.soc_min_pct, b.soc_max_pct);
+        b.max_charge_w *= l.charge_factor;
+        b.max_discharge_w *= l.discharge_factor;
+        if let Some(w) = l.wear_cny_per_kwh {
+            b.wear_cost_cny_per_kwh_discharged = w;
+        }
+    }
+
+    /// The full report at `now` (`policy` for the derating and the wear price).
+    pub fn report(&self, policy: &BatteryPolicy, now: DateTime<Utc>) -> HealthReport {
+        let o = self.last.map(|(_, o)| o);
+        let nameplate = o.and_then(|o| o.nameplate_wh);
+        let bms_soh = o.and_then(|o| o.bms_soh_pct);
+        let bms_capacity = nameplate.zip(bms_soh).map(|(n, s)| n * s / 100.0);
+        let estimate = self.est.estimate(now);
+        let measured = self.measured_capacity_wh(now);
+        let capacity = self.capacity_in_use_wh(now);
+        let fade = self.fade(now);
+        let eol_wh = nameplate.map(|n| n * self.cfg.eol);
+        let end_of_life = match (measured.or(capacity), eol_wh, fade) {
+            (Some(c), Some(e), Some(f)) => trend::end_of_life(c, e, &f, now),
+            _ => None,
+        };
+        let disagreement = self.disagreement(now, o.as_ref());
+        HealthReport {
+            at: self.last.map(|(t, _)| t),
+            nameplate_wh: nameplate,
+            bms_soh_pct: bms_soh,
+            bms_capacity_wh: bms_capacity,
+            estimate,
+            capacity_in_use_wh: capacity,
+            capacity_source: if measured.is_some() { "measured" } else { "bms" },
+            equivalent_full_cycles: capacity
+                .filter(|c| *c > 0.0)
+                .map_or(0.0, |c| self.est.throughput_wh() / (2.0 * c)),
+            throughput_wh: self.est.throughput_wh(),
+            cell_spread_mv: self.spread_mv(),
+            temp_max_c: o.and_then(|o| o.module_temp_max_c),
+            temp_min_c: o.and_then(|o| o.module_temp_min_c),
+            derating: o.map(|_| self.derating(policy)),
+            fade,
+            eol_pct: self.cfg.eol * 100.0,
+            end_of_life,
+            wear_cny_per_kwh: self.wear_cny_per_kwh(policy, now),
+            warning: disagreement.map(|d| warning_text(&d)),
+            disagreement,
+            samples: self.est.samples().to_vec(),
+            history: self.history.iter().copied().collect(),
+        }
+    }
+
+    fn disagreement(
+        &self,
+        now: DateTime<Utc>,
+        o: Option<&BatteryObservation>,
+    ) -> Option<Disagreement> {
+        let since = self.disagree_since?;
+        if ((now - since).num_seconds() as f64) < self.cfg.disagreement_s {
+            return None;
+        }
+        let o = o?;
+        let (bms, est) = self.bms_vs_measured(now, o)?;
+        Some(Disagreement {
+            bms_soh_pct: o.bms_soh_pct?,
+            bms_capacity_wh: bms,
+            measured_capacity_wh: est.capacity_wh,
+            measured_band_wh: est.band_wh,
+            difference_pct: (bms - est.capacity_wh) / est.capacity_wh * 100.0,
+            since,
+        })
+    }
+}
+
+/// The warning with both numbers.
+pub fn warning_text(d: &Disagreement) -> String {
+    format!(
+        "BMS SoH {:.1} % ({:.1} kWh) disagrees with the measured {:.1} ± {:.1} kWh ({:+.1} %) since {}",
+        d.bms_soh_pct,
+        d.bms_capacity_wh / 1000.0,
+        d.measured_capacity_wh / 1000.0,
+        d.measured_band_wh / 1000.0,
+        d.difference_pct,
+        d.since.format("%Y-%m-%d %H:%M UTC"),
+    )
+}
