@@ -157,6 +157,24 @@ fn fill_snapshot(view: &StationView, eff: f64, s: &mut Snapshot) {
     }
 }
 
+/// What the battery health tracker takes from the plant's battery, as the daemon reads it
+/// over SunSpec 802/804: SoC, AC power, DC voltage x current, the reported SoH, the nameplate,
+/// the extreme cells and module temperatures.
+pub fn health_observation(view: &StationView) -> crate::health::BatteryObservation {
+    let b = &view.battery;
+    crate::health::BatteryObservation {
+        soc_pct: b.soc_pct,
+        ac_power_w: b.power_w,
+        dc_power_w: Some(b.voltage_v * b.current_a),
+        bms_soh_pct: Some(b.soh_pct),
+        nameplate_wh: Some(b.nameplate_wh),
+        cell_v_max: Some(b.cell_v_max),
+        cell_v_min: Some(b.cell_v_min),
+        module_temp_max_c: Some(b.module_temp_max_c),
+        module_temp_min_c: Some(b.module_temp_min_c),
+    }
+}
+
 /// Refresh a setpoint whose validity (or revert timer) has less than this share left.
 pub const REFRESH_SHARE: f64 = 0.5;
 

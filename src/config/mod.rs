@@ -51,6 +51,9 @@ pub struct RawConfig {
     /// Fleet telemetry over MQTT; off when absent.
     #[serde(default)]
     pub mqtt: Option<crate::mqtt::config::RawMqtt>,
+    /// Battery health measurement (`crate::health`).
+    #[serde(default)]
+    pub battery_health: crate::health::RawHealth,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -252,6 +255,7 @@ pub struct StationConfig {
     pub devices: Vec<DeviceConfig>,
     pub policy: Policy,
     pub mqtt: Option<crate::mqtt::config::MqttConfig>,
+    pub battery_health: crate::health::HealthConfig,
 }
 
 impl StationConfig {
@@ -405,8 +409,9 @@ impl RawConfig {
         let devices = self.check_devices(&mut cache, &mut issues);
         let policy = self.check_policy(&mut issues);
         let mqtt = self.mqtt.as_ref().and_then(|m| m.validate(&mut issues));
-        match (api_listen, policy) {
-            (Some(api_listen), Some(policy)) if issues.is_empty() => Ok(StationConfig {
+        let health = self.battery_health.validate("battery_health", &mut issues);
+        match (api_listen, policy, health) {
+            (Some(api_listen), Some(policy), Some(battery_health)) if issues.is_empty() => Ok(StationConfig {
                 name: self.station.name.clone(),
                 timezone: policy.timezone,
                 api_listen,
@@ -423,6 +428,7 @@ impl RawConfig {
                 devices,
                 policy,
                 mqtt,
+                battery_health,
             }),
             _ => Err(issues),
         }

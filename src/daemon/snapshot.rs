@@ -39,6 +39,8 @@ pub struct Telemetry {
     pub battery_state: Option<BatteryState>,
     /// Battery temperature, °C, where the device reports one.
     pub battery_temp_c: Option<f64>,
+    /// What the battery health tracker takes from a fresh battery reading.
+    pub battery_health: Option<crate::health::BatteryObservation>,
     /// Per charger of the snapshot (same order): the IEC 61851 state as the charger wrote it
     /// (`"D1"` where dispatch sees `D`).
     pub charger_iec_state: Vec<Option<&'static str>>,
@@ -181,6 +183,24 @@ fn battery(obs: &mut Observation, b: &BatteryReading, pcs_w: f64, fresh: bool, o
         obs.telemetry.battery_events = b.events;
         obs.telemetry.battery_state = b.state;
         obs.telemetry.battery_temp_c = b.cells.map(|c| c.module_temp_max_c);
+        obs.telemetry.battery_health = Some(health_observation(b));
+    }
+}
+
+/// The health tracker's view of a battery reading: DC power from voltage x current, the
+/// weakest cells from 804 (else 802), module temperatures from 804/803.
+fn health_observation(b: &BatteryReading) -> crate::health::BatteryObservation {
+    let cells = b.cells.as_ref();
+    crate::health::BatteryObservation {
+        soc_pct: b.soc_pct,
+        ac_power_w: b.power_w,
+        dc_power_w: b.voltage_v.zip(b.current_a).map(|(v, a)| v * a),
+        bms_soh_pct: b.soh_pct,
+        nameplate_wh: b.capacity_wh,
+        cell_v_max: cells.and_then(|c| c.cell_v_max).or(b.cell_v_max),
+        cell_v_min: cells.and_then(|c| c.cell_v_min).or(b.cell_v_min),
+        module_temp_max_c: cells.map(|c| c.module_temp_max_c),
+        module_temp_min_c: cells.map(|c| c.module_temp_min_c),
     }
 }
 

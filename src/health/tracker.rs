@@ -87,6 +87,8 @@ pub struct HealthReport {
     pub history: Vec<HealthPoint>,
 }
 
+/// Seconds between recomputations of the limits dispatch gets.
+const REFRESH_S: i64 = 10;
 /// Hours of history kept in memory (60 days).
 const HISTORY_HOURS: usize = 24 * 60;
 /// The spread counts as "mid SoC" in this band, %.
@@ -103,6 +105,8 @@ pub struct HealthTracker {
     disagree_since: Option<DateTime<Utc>>,
     history: VecDeque<HealthPoint>,
     fresh: Vec<CapacitySample>,
+    /// Limits and capacity computed at most every `REFRESH_S` (or after a new sample).
+    cached: Option<(DateTime<Utc>, HealthLimits, Option<f64>)>,
 }
 
 impl HealthTracker {
@@ -121,6 +125,31 @@ impl HealthTracker {
             disagree_since: None,
             history: VecDeque::new(),
             fresh: Vec::new(),
+            cached: None,
+        }
+    }
+
+    /// Apply the health measurements to dispatch's battery snapshot: the capacity in use
+    /// (measured once confident, else left as the BMS's) and the [`HealthLimits`]. Recomputed
+    /// at most every 10 s of station time or after a new sample (the inputs move slowly).
+    pub fn apply_to_snapshot(
+        &mut self,
+        policy: &BatteryPolicy,
+        now: DateTime<Utc>,
+        b: &mut crate::dispatch::BatterySnapshot,
+    ) {
+        let stale = self
+            .cached
+            .is_none_or(|(at, _, _)| (now - at).num_seconds() >= REFRESH_S || at > now);
+        if stale {
+            let limits = self.limits(policy, now);
+            self.cached = Some((now, limits, limits.capacity_wh));
+        }
+        if let Some((_, limits, capacity)) = self.cached {
+            if let Some(c) = capacity {
+                b.usable_capacity = crate::units::WattHours(c);
+            }
+            b.health = limits;
         }
     }
 
@@ -145,6 +174,7 @@ impl HealthTracker {
         if nameplate > 0.0 {
             if let Some(s) = self.est.observe(reading, nameplate, o.bms_soh_pct) {
                 self.fresh.push(s);
+                self.cached = None;
             }
         }
         if let (Some(hi), Some(lo)) = (o.cell_v_max, o.cell_v_min) {
