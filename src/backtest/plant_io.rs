@@ -8,8 +8,8 @@
 
 use crate::devices::battery::evt1;
 use crate::dispatch::{
-    BatterySnapshot, HealthLimits, ChargerId, ChargerSnapshot, ChargerState, GridSnapshot, Plan, PvSnapshot,
-    Reading, Snapshot,
+    BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, GridSnapshot, HealthLimits, Plan,
+    PvSnapshot, Reading, Snapshot,
 };
 use crate::units::{Amps, Percent, WattHours, Watts};
 use station_sim::view::{BatteryState, Command, Mode3State, StationView};

@@ -411,25 +411,27 @@ impl RawConfig {
         let mqtt = self.mqtt.as_ref().and_then(|m| m.validate(&mut issues));
         let health = self.battery_health.validate("battery_health", &mut issues);
         match (api_listen, policy, health) {
-            (Some(api_listen), Some(policy), Some(battery_health)) if issues.is_empty() => Ok(StationConfig {
-                name: self.station.name.clone(),
-                timezone: policy.timezone,
-                api_listen,
-                api_token: Some(self.api.token.clone()).filter(|t| !t.is_empty()),
-                api_hosts: self
-                    .api
-                    .hosts
-                    .iter()
-                    .map(|h| h.to_ascii_lowercase())
-                    .collect(),
-                shutdown_deadline: Duration::from_millis(self.control.shutdown_deadline_ms),
-                stale_after_cycles: self.control.stale_after_cycles,
-                cycle_budget: self.control.cycle_budget_pct / 100.0,
-                devices,
-                policy,
-                mqtt,
-                battery_health,
-            }),
+            (Some(api_listen), Some(policy), Some(battery_health)) if issues.is_empty() => {
+                Ok(StationConfig {
+                    name: self.station.name.clone(),
+                    timezone: policy.timezone,
+                    api_listen,
+                    api_token: Some(self.api.token.clone()).filter(|t| !t.is_empty()),
+                    api_hosts: self
+                        .api
+                        .hosts
+                        .iter()
+                        .map(|h| h.to_ascii_lowercase())
+                        .collect(),
+                    shutdown_deadline: Duration::from_millis(self.control.shutdown_deadline_ms),
+                    stale_after_cycles: self.control.stale_after_cycles,
+                    cycle_budget: self.control.cycle_budget_pct / 100.0,
+                    devices,
+                    policy,
+                    mqtt,
+                    battery_health,
+                })
+            }
             _ => Err(issues),
         }
     }

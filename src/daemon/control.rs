@@ -45,6 +45,7 @@ pub struct Controller {
     setpoints: Vec<(usize, Setpoint)>,
     fitted: Fitted,
     crosscheck: MeterCrossCheck,
+    health: Option<super::health::DaemonHealth>,
 }
 
 /// Local midnight of `now` in `tz`, as UTC.
@@ -97,7 +98,13 @@ impl Controller {
             ticks,
             today: TodayStatus::default(),
             setpoints: Vec::new(),
+            health: None,
         }
+    }
+
+    /// Measure the battery's health and dispatch on it (see `daemon::health`).
+    pub fn set_health(&mut self, health: super::health::DaemonHealth) {
+        self.health = Some(health);
     }
 
     /// Continue the demand charge (open window, month peak) from a persisted state.
@@ -164,7 +171,10 @@ impl Controller {
         let mono = self.ticks.now();
         let (reads_by, writes_by) = self.io_deadlines();
         self.devices.read_all(now, mono, reads_by).await;
-        let observed = snapshot::build(&self.devices, &self.config, mono);
+        let mut observed = snapshot::build(&self.devices, &self.config, mono);
+        if let Some(h) = self.health.as_mut() {
+            h.cycle(now, &mut observed, &self.config.policy);
+        }
         dispatch::decide_into(
             &observed.snapshot,
             &self.config.policy,
@@ -283,6 +293,12 @@ impl Controller {
                 .iter()
                 .map(|r| r.to_string())
                 .chain(disagreement.map(|d| d.reason()))
+                .chain(
+                    self.health
+                        .as_ref()
+                        .and_then(|h| h.warning())
+                        .map(|w| format!("battery_soh_disagreement: {w}")),
+                )
                 .collect(),
             today: self.today.clone(),
         };

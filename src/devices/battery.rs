@@ -176,7 +176,10 @@ fn temp(name: &str, v: Option<f64>) -> Result<f64, DeviceError> {
     if !(MODULE_TEMP_C.0..=MODULE_TEMP_C.1).contains(&t) {
         return Err(DeviceError::bad_data(
             name,
-            format!("{t} C is outside {}..={} C", MODULE_TEMP_C.0, MODULE_TEMP_C.1),
+            format!(
+                "{t} C is outside {}..={} C",
+                MODULE_TEMP_C.0, MODULE_TEMP_C.1
+            ),
         ));
     }
     Ok(t)
@@ -429,7 +432,11 @@ impl Battery {
 
     /// The first `len` registers of a model (ID and L included), refused when the model is
     /// shorter or no longer there.
-    async fn read_fixed(&mut self, e: ModelEntry, len: u16) -> Result<sunspec::ModelBlock, DeviceError> {
+    async fn read_fixed(
+        &mut self,
+        e: ModelEntry,
+        len: u16,
+    ) -> Result<sunspec::ModelBlock, DeviceError> {
         let addr = e.at(0, len)?;
         let regs = self.link.read_holding(addr, len).await?;
         if regs.first() != Some(&e.id) {

@@ -473,7 +473,13 @@ fn battery_bounds(
     // The health window (cell spread) narrows the policy's, never widens it.
     let soc_max = bp.soc_max.0.min(h.soc_max.0);
     let soc_min = bp.soc_min.0.max(h.soc_min.0);
-    let factor = |f: f64| if f.is_finite() { f.clamp(0.0, 1.0) } else { 0.0 };
+    let factor = |f: f64| {
+        if f.is_finite() {
+            f.clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    };
     if soc.0 < soc_max && charge_temp_ok {
         b.charge_max = (bat.max_charge.max(Watts::ZERO) * factor(h.charge_factor))
             .min(c_cap)

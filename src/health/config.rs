@@ -148,7 +148,12 @@ impl RawHealth {
         issues.within(&k("min_samples"), f64::from(self.min_samples), 1.0, 1000.0);
         issues.within(&k("confident_band_pct"), self.confident_band_pct, 0.1, 50.0);
         issues.within(&k("disagreement_pct"), self.disagreement_pct, 0.1, 100.0);
-        issues.within(&k("disagreement_hours"), self.disagreement_hours, 0.0, 24.0 * 365.0);
+        issues.within(
+            &k("disagreement_hours"),
+            self.disagreement_hours,
+            0.0,
+            24.0 * 365.0,
+        );
         issues.within(&k("bms_soc_min_pct"), self.bms_soc_min_pct, 0.0, 50.0);
         issues.within(&k("bms_soc_max_pct"), self.bms_soc_max_pct, 50.0, 100.0);
         issues.within(&k("window_pct_per_mv"), self.window_pct_per_mv, 0.0, 10.0);

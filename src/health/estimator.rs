@@ -333,7 +333,11 @@ pub fn estimate_from(
         stc += w * (age - t_mean) * (s.capacity_wh - c_mean);
     }
     // Capacity per day of age (> 0 when older samples were larger, i.e. the pack fades).
-    let slope = if use_trend && stt > 0.0 { stc / stt } else { 0.0 };
+    let slope = if use_trend && stt > 0.0 {
+        stc / stt
+    } else {
+        0.0
+    };
     // Read the line at age 0 (now).
     let capacity = c_mean - slope * t_mean;
     let propagated = z.w2s2.sqrt() / z.w;
@@ -437,7 +441,10 @@ mod tests {
         let mut e = CapacityEstimator::new(HealthConfig::default());
         cycle_pack(&mut e, 340_000.0, 0.90, 3);
         let est = e.estimate(t0() + Duration::days(2)).unwrap();
-        assert!((est.capacity_wh - 340_000.0).abs() < 0.02 * 340_000.0, "{est:?}");
+        assert!(
+            (est.capacity_wh - 340_000.0).abs() < 0.02 * 340_000.0,
+            "{est:?}"
+        );
     }
 
     #[test]
@@ -473,10 +480,15 @@ mod tests {
             throughput_wh: 0.0,
             bms_soh_pct: None,
         };
-        let samples: Vec<_> = (0..200).map(|d| mk(d, 360_000.0 - 100.0 * d as f64)).collect();
+        let samples: Vec<_> = (0..200)
+            .map(|d| mk(d, 360_000.0 - 100.0 * d as f64))
+            .collect();
         let est = estimate_from(&samples, &cfg, t0() + Duration::days(199)).unwrap();
         let now_true = 360_000.0 - 19_900.0;
-        assert!((est.capacity_wh - now_true).abs() < 0.01 * now_true, "{est:?}");
+        assert!(
+            (est.capacity_wh - now_true).abs() < 0.01 * now_true,
+            "{est:?}"
+        );
         let restored = CapacityEstimator::restore(cfg, &samples);
         assert_eq!(restored.samples().len(), 200);
     }

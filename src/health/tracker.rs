@@ -92,7 +92,7 @@ const REFRESH_S: i64 = 10;
 /// Hours of history kept in memory (60 days).
 const HISTORY_HOURS: usize = 24 * 60;
 /// The spread counts as "mid SoC" in this band, %.
-const MID_SOC: (f64, f64) = (35.0, 65.0);
+const MID_SOC: (f64, f64) = (40.0, 60.0);
 
 /// See the module docs.
 #[derive(Debug, Clone)]
@@ -284,7 +284,13 @@ impl HealthTracker {
         let f = self.fade(now)?;
         let d = self.derating(policy);
         let usable_kwh = c * (d.soc_max_pct - d.soc_min_pct).max(0.0) / 100.0 / 1000.0;
-        trend::wear_cny_per_kwh(policy.pack_value_cny, policy.allowed_loss, c, usable_kwh, &f)
+        trend::wear_cny_per_kwh(
+            policy.pack_value_cny,
+            policy.allowed_loss,
+            c,
+            usable_kwh,
+            &f,
+        )
     }
 
     /// What dispatch takes from the health measurements now.
@@ -302,7 +308,12 @@ impl HealthTracker {
 
     /// The planner's battery input with the measured capacity, the derated window and power,
     /// and the measured wear price (each only where measured; the rest is left as it was).
-    pub fn apply_to_planner(&self, policy: &BatteryPolicy, now: DateTime<Utc>, b: &mut BatteryInput) {
+    pub fn apply_to_planner(
+        &self,
+        policy: &BatteryPolicy,
+        now: DateTime<Utc>,
+        b: &mut BatteryInput,
+    ) {
         let l = self.limits(policy, now);
         if let Some(c) = l.capacity_wh {
             b.usable_wh = c;
@@ -340,7 +351,11 @@ impl HealthTracker {
             bms_capacity_wh: bms_capacity,
             estimate,
             capacity_in_use_wh: capacity,
-            capacity_source: if measured.is_some() { "measured" } else { "bms" },
+            capacity_source: if measured.is_some() {
+                "measured"
+            } else {
+                "bms"
+            },
             equivalent_full_cycles: capacity
                 .filter(|c| *c > 0.0)
                 .map_or(0.0, |c| self.est.throughput_wh() / (2.0 * c)),

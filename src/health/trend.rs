@@ -55,7 +55,11 @@ fn line(points: &[(f64, f64, f64)]) -> Option<(f64, f64)> {
     if sxx <= 0.0 {
         return None;
     }
-    let b = points.iter().map(|p| p.2 * (p.0 - xm) * (p.1 - ym)).sum::<f64>() / sxx;
+    let b = points
+        .iter()
+        .map(|p| p.2 * (p.0 - xm) * (p.1 - ym))
+        .sum::<f64>()
+        / sxx;
     let rss: f64 = points
         .iter()
         .map(|p| p.2 * (p.1 - ym - b * (p.0 - xm)).powi(2))
@@ -79,7 +83,13 @@ pub fn fade(samples: &[CapacitySample], now: DateTime<Utc>) -> Option<Fade> {
     let w = |s: &CapacitySample| 1.0 / s.sigma_wh.max(1e-9).powi(2);
     let by_time: Vec<(f64, f64, f64)> = recent
         .iter()
-        .map(|s| ((s.at - first.at).num_seconds() as f64 / 86_400.0, s.capacity_wh, w(s)))
+        .map(|s| {
+            (
+                (s.at - first.at).num_seconds() as f64 / 86_400.0,
+                s.capacity_wh,
+                w(s),
+            )
+        })
         .collect();
     let (b, se) = line(&by_time)?;
     let by_efc: Vec<(f64, f64, f64)> = recent

@@ -85,6 +85,10 @@ fn router(shared: Arc<Shared>, cancel: CancellationToken, listen: SocketAddr) ->
         .route("/api/energy", get(energy))
         .route("/api/sessions", get(sessions))
         .route("/api/chargers/{id}/mode", post(set_mode))
+        .route(
+            "/api/battery/health",
+            get(|State(s): State<AppState>| crate::http::battery_health::get(s.shared)),
+        )
         .with_state(AppState { shared, cancel });
     crate::http::assets::router()
         .merge(api)

@@ -2,3 +2,4 @@
 
 pub mod api;
 pub mod assets;
+pub mod battery_health;

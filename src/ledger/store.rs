@@ -407,7 +407,10 @@ fn create_capacity_samples(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<(
 
 impl Store {
     /// Store capacity samples (one transaction; a sample already stored is replaced).
-    pub fn insert_capacity_samples(&mut self, samples: &[CapacitySample]) -> Result<(), LedgerError> {
+    pub fn insert_capacity_samples(
+        &mut self,
+        samples: &[CapacitySample],
+    ) -> Result<(), LedgerError> {
         let path = self.path.clone();
         let err = |source| LedgerError::Flush {
             path: path.clone(),
@@ -436,7 +439,10 @@ impl Store {
     }
 
     /// Capacity samples at or after `from`, oldest first.
-    pub fn capacity_samples(&self, from: DateTime<Utc>) -> Result<Vec<CapacitySample>, LedgerError> {
+    pub fn capacity_samples(
+        &self,
+        from: DateTime<Utc>,
+    ) -> Result<Vec<CapacitySample>, LedgerError> {
         let read = |source| LedgerError::Read {
             path: self.path.clone(),
             source,
