@@ -87,6 +87,9 @@ pub struct HealthReport {
     pub history: Vec<HealthPoint>,
 }
 
+/// How far the band of a once-confident estimate may widen before the BMS value is used
+/// again, as a multiple of `confident_band`.
+pub const HOLD_BAND_FACTOR: f64 = 3.0;
 /// Seconds between recomputations of the limits dispatch gets.
 const REFRESH_S: i64 = 10;
 /// Hours of history kept in memory (60 days).
@@ -107,6 +110,8 @@ pub struct HealthTracker {
     fresh: Vec<CapacitySample>,
     /// Limits and capacity computed at most every `REFRESH_S` (or after a new sample).
     cached: Option<(DateTime<Utc>, HealthLimits, Option<f64>)>,
+    /// An estimate has been confident (checked after each sample).
+    trusted: bool,
 }
 
 impl HealthTracker {
@@ -116,8 +121,14 @@ impl HealthTracker {
 
     /// A tracker that resumes from the samples the ledger kept (oldest first).
     pub fn restore(cfg: HealthConfig, samples: &[CapacitySample]) -> Self {
+        let est = CapacityEstimator::restore(cfg.clone(), samples);
+        let trusted = samples
+            .last()
+            .and_then(|s| est.estimate(s.at))
+            .is_some_and(|e| e.confident);
         HealthTracker {
-            est: CapacityEstimator::restore(cfg.clone(), samples),
+            trusted,
+            est,
             cfg,
             last: None,
             spread_mid_mv: None,
@@ -175,6 +186,7 @@ impl HealthTracker {
             if let Some(s) = self.est.observe(reading, nameplate, o.bms_soh_pct) {
                 self.fresh.push(s);
                 self.cached = None;
+                self.trusted |= self.est.estimate(now).is_some_and(|e| e.confident);
             }
         }
         if let (Some(hi), Some(lo)) = (o.cell_v_max, o.cell_v_min) {
@@ -244,12 +256,15 @@ impl HealthTracker {
         self.spread_mid_mv.or(self.spread_any_mv)
     }
 
-    /// The confident measured capacity, Wh.
+    /// The measured capacity in use, Wh: a confident estimate, or, once one has been confident,
+    /// an estimate whose band has since widened (no new samples, the trend read further out)
+    /// to at most [`HOLD_BAND_FACTOR`] times the confidence threshold: a pack that rests for a
+    /// few weeks keeps its measured capacity instead of falling back to a BMS known to be off.
     pub fn measured_capacity_wh(&self, now: DateTime<Utc>) -> Option<f64> {
-        self.est
-            .estimate(now)
-            .filter(|e| e.confident)
-            .map(|e| e.capacity_wh)
+        let e = self.est.estimate(now)?;
+        let held = self.trusted
+            && e.band_wh <= HOLD_BAND_FACTOR * self.cfg.confident_band * e.capacity_wh;
+        (e.confident || held).then_some(e.capacity_wh)
     }
 
     /// The capacity to plan with: measured once confident, else the BMS's.
