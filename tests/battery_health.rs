@@ -6,14 +6,20 @@
 //! The year run is long: `cargo test --release --test battery_health -- --ignored --nocapture`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
+mod support;
+
 use chrono::{DateTime, Timelike, Utc};
 use station_controller::backtest::run::{policy_controller, Controller, PolicyController};
 use station_controller::config::{Issues, RawPolicy};
+use station_controller::demo::Demo;
 use station_controller::dispatch::Policy;
+use station_controller::health::CapacitySample;
 use station_controller::health::{HealthConfig, HealthTracker};
+use station_controller::ledger::Store;
 use station_sim::physics::Plant;
 use station_sim::scenario::Scenario;
 use station_sim::view::{BatteryState, Command};
+use support::until;
 
 /// The lying BMS: true SoH 68 %, reported 80 % and never refreshed; 75 mV of cell spread puts
 /// the BMS's own discharge cutoff at 12.5 % SoC, above the policy's 10 %. Early summer: the
@@ -151,7 +157,11 @@ fn a_bms_claiming_80_pct_on_a_68_pct_pack_is_caught_and_the_pack_never_hits_its_
     // (on the simulator's truth).
     for d in &measured.days[from as usize - 1..] {
         let total: f64 = d.cutoff_s_by_hour.iter().sum();
-        assert_eq!(total, 0.0, "day {} at the cutoff: {:?}", d.day, d.cutoff_s_by_hour);
+        assert_eq!(
+            total, 0.0,
+            "day {} at the cutoff: {:?}",
+            d.day, d.cutoff_s_by_hour
+        );
     }
     // The same days with the BMS's word taken run into the cutoff in the evening: the test can
     // fail.
@@ -161,7 +171,10 @@ fn a_bms_claiming_80_pct_on_a_68_pct_pack_is_caught_and_the_pack_never_hits_its_
         .iter()
         .map(|d| d.cutoff_s_by_hour[17..24].iter().sum::<f64>())
         .sum();
-    assert!(evening > 3600.0, "the BMS-trusting run never hit the cutoff: {evening} s");
+    assert!(
+        evening > 3600.0,
+        "the BMS-trusting run never hit the cutoff: {evening} s"
+    );
 
     // The daemon's view: measured capacity in use, the warning with both numbers.
     let now = measured.plant.now();
@@ -171,9 +184,20 @@ fn a_bms_claiming_80_pct_on_a_68_pct_pack_is_caught_and_the_pack_never_hits_its_
     let truth = measured.plant.view().battery.usable_wh;
     let used = report.capacity_in_use_wh.unwrap();
     assert!((used - truth).abs() < 0.03 * truth, "{used} vs {truth}");
-    let w = report.warning.expect("a BMS 17 % high for days is a warning");
-    assert!(w.contains("BMS SoH 80.0 %") && w.contains("400.0 kWh"), "{w}");
-    assert!(w.contains(&format!("{:.1}", report.estimate.unwrap().capacity_wh / 1000.0)), "{w}");
+    let w = report
+        .warning
+        .expect("a BMS 17 % high for days is a warning");
+    assert!(
+        w.contains("BMS SoH 80.0 %") && w.contains("400.0 kWh"),
+        "{w}"
+    );
+    assert!(
+        w.contains(&format!(
+            "{:.1}",
+            report.estimate.unwrap().capacity_wh / 1000.0
+        )),
+        "{w}"
+    );
 }
 
 fn error_pct(d: &Day) -> Option<f64> {
@@ -228,7 +252,11 @@ fn a_year_with_ageing_is_tracked_within_3_pct_and_the_end_of_life_is_projected_w
     let year_wall = started.elapsed();
     println!("year run: {:.1} s wall", year_wall.as_secs_f64());
     println!("  day  true_kWh  est_kWh  band_kWh  err_%   EFC  confident");
-    for d in r.days.iter().filter(|d| d.day % 15 == 0 || d.day <= 14 || d.day == 365) {
+    for d in r
+        .days
+        .iter()
+        .filter(|d| d.day % 15 == 0 || d.day <= 14 || d.day == 365)
+    {
         println!(
             "{:>5}  {:>8.1}  {:>7.1}  {:>8.1}  {:>+5.2}  {:>5.1}  {}",
             d.day,
@@ -241,7 +269,10 @@ fn a_year_with_ageing_is_tracked_within_3_pct_and_the_end_of_life_is_projected_w
         );
     }
     let from = converged_from(&r.days, 3.0).expect("never within 3 %");
-    let unconfident = r.days[from as usize - 1..].iter().filter(|d| !d.confident).count();
+    let unconfident = r.days[from as usize - 1..]
+        .iter()
+        .filter(|d| !d.confident)
+        .count();
     println!("within 3 % and confident from day {from}; not confident on {unconfident} days after");
     let worst = r.days[from as usize - 1..]
         .iter()
@@ -256,7 +287,9 @@ fn a_year_with_ageing_is_tracked_within_3_pct_and_the_end_of_life_is_projected_w
     let policy = policy(true);
     let now = r.plant.now();
     let report = r.controller.health().unwrap().report(&policy.battery, now);
-    let eol = report.end_of_life.expect("an end-of-life projection at month 12");
+    let eol = report
+        .end_of_life
+        .expect("an end-of-life projection at month 12");
     let eol_wh = report.nameplate_wh.unwrap() * report.eol_pct / 100.0;
     let projected_days = (eol.date - now).num_seconds() as f64 / 86_400.0;
     let mut view = r.plant.view();
@@ -279,9 +312,127 @@ fn a_year_with_ageing_is_tracked_within_3_pct_and_the_end_of_life_is_projected_w
         eol.latest.map_or("open".into(), |t| t.date_naive().to_string()),
         started.elapsed().as_secs_f64()
     );
-    assert!(view.battery.usable_wh <= eol_wh, "the pack never reached its end of life");
+    assert!(
+        view.battery.usable_wh <= eol_wh,
+        "the pack never reached its end of life"
+    );
     assert!(
         (projected_days - actual_days).abs() <= 0.2 * actual_days,
         "projected {projected_days:.0} days, actual {actual_days:.0}"
     );
+}
+
+/// The real daemon against the simulator over Modbus: it reads 804 (cells, module
+/// temperatures), sets the temperature gauge, narrows the window with the spread, and serves
+/// `GET /api/battery/health` and the health gauges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_reads_cells_and_module_temperatures_and_serves_the_health_report() {
+    let sc = Scenario::from_toml_str(LYING_BMS).unwrap();
+    let d = Demo::start_at(
+        sc,
+        7,
+        60.0,
+        Some("12:00"),
+        "127.0.0.1:0".parse().unwrap(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", d.daemon.api_addr);
+    let http = reqwest::Client::new();
+    until(
+        "a health report with module temperatures",
+        std::time::Duration::from_secs(60),
+        || {
+            d.daemon
+                .shared
+                .battery_health()
+                .filter(|r| r.temp_max_c.is_some() && r.cell_spread_mv.is_some())
+                .and(d.daemon.shared.status().filter(|s| s.cycle >= 3))
+                .map(|_| ())
+        },
+    )
+    .await;
+    let report: serde_json::Value = http
+        .get(format!("{base}/api/battery/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let truth = d.sim.truth().battery;
+    let t_max = report["temp_max_c"].as_f64().unwrap();
+    assert!(
+        (t_max - truth.module_temp_max_c).abs() < 1.0,
+        "{t_max} vs {}",
+        truth.module_temp_max_c
+    );
+    assert!((report["bms_soh_pct"].as_f64().unwrap() - 80.0).abs() < 0.06);
+    assert_eq!(
+        report["capacity_source"], "bms",
+        "not measured yet: {report}"
+    );
+    assert!((report["capacity_in_use_wh"].as_f64().unwrap() - 400_000.0).abs() < 500.0);
+    // 75 mV of spread (wider away from mid SoC): the floor is at least 5 + 7.5 + 2 %.
+    let floor = report["derating"]["soc_min_pct"].as_f64().unwrap();
+    assert!(floor >= 14.4, "window floor {floor}: {report}");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let temp_line = metrics
+        .lines()
+        .find(|l| l.starts_with("station_battery_temperature_celsius "))
+        .unwrap_or_else(|| panic!("no temperature gauge:\n{metrics}"));
+    let t: f64 = temp_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((t - truth.module_temp_max_c).abs() < 1.0, "{temp_line}");
+    assert!(
+        metrics.contains("station_battery_capacity_bms_wh 400000"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("station_battery_cell_spread_mv "));
+    d.shutdown().await;
+}
+
+/// Capacity samples survive a restart: stored in the ledger database, loaded into a new
+/// tracker, which then dispatches on the measured capacity at once.
+#[test]
+fn capacity_samples_kept_in_the_ledger_survive_a_restart() {
+    let dir = std::env::temp_dir().join(format!("stationd-health-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ledger.sqlite");
+    let _ = std::fs::remove_file(&path);
+    let run = run(LYING_BMS, 8, true, 5.0);
+    let samples: Vec<CapacitySample> = run
+        .controller
+        .health()
+        .unwrap()
+        .report(&Policy::default().battery, run.plant.now())
+        .samples;
+    assert!(samples.len() >= 3);
+    {
+        let mut store = Store::open(&path).unwrap();
+        store.insert_capacity_samples(&samples).unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let loaded = store.capacity_samples(samples[0].at).unwrap();
+    assert_eq!(loaded, samples);
+    let now = run.plant.now();
+    let restored = HealthTracker::restore(HealthConfig::default(), &loaded);
+    let truth = run.plant.view().battery.usable_wh;
+    let c = restored
+        .measured_capacity_wh(now)
+        .expect("confident after restart");
+    assert!((c - truth).abs() < 0.03 * truth);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -262,8 +262,8 @@ impl HealthTracker {
     /// few weeks keeps its measured capacity instead of falling back to a BMS known to be off.
     pub fn measured_capacity_wh(&self, now: DateTime<Utc>) -> Option<f64> {
         let e = self.est.estimate(now)?;
-        let held = self.trusted
-            && e.band_wh <= HOLD_BAND_FACTOR * self.cfg.confident_band * e.capacity_wh;
+        let held =
+            self.trusted && e.band_wh <= HOLD_BAND_FACTOR * self.cfg.confident_band * e.capacity_wh;
         (e.confident || held).then_some(e.capacity_wh)
     }
 
@@ -423,4 +423,117 @@ pub fn warning_text(d: &Disagreement) -> String {
         d.difference_pct,
         d.since.format("%Y-%m-%d %H:%M UTC"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::Policy;
+    use chrono::{Duration, TimeZone};
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap()
+    }
+
+    fn sample(day: i64, c: f64) -> CapacitySample {
+        CapacitySample {
+            at: t0() + Duration::days(day),
+            capacity_wh: c,
+            sigma_wh: 0.01 * c,
+            soc_from_pct: 90.0,
+            soc_to_pct: 15.0,
+            energy_wh: 0.75 * c,
+            throughput_wh: 2.0 * c * day as f64,
+            bms_soh_pct: Some(80.0),
+        }
+    }
+
+    fn obs(soc: f64) -> BatteryObservation {
+        BatteryObservation {
+            soc_pct: soc,
+            ac_power_w: 0.0,
+            dc_power_w: Some(0.0),
+            bms_soh_pct: Some(80.0),
+            nameplate_wh: Some(500_000.0),
+            cell_v_max: Some(3.76),
+            cell_v_min: Some(3.68),
+            module_temp_max_c: Some(30.0),
+            module_temp_min_c: Some(24.0),
+        }
+    }
+
+    #[test]
+    fn restored_samples_are_used_and_a_lying_bms_warns_with_both_numbers_after_a_day() {
+        let samples: Vec<_> = (0..5).map(|d| sample(d, 340_000.0)).collect();
+        let mut t = HealthTracker::restore(HealthConfig::default(), &samples);
+        let policy = Policy::default().battery;
+        let start = t0() + Duration::days(5);
+        t.observe(start, obs(50.0));
+        let close = |v: Option<f64>| v.is_some_and(|v| (v - 340_000.0).abs() < 1e-3);
+        assert!(close(t.measured_capacity_wh(start)));
+        assert!(t.report(&policy, start).warning.is_none(), "not yet 24 h");
+        let later = start + Duration::hours(25);
+        t.observe(later, obs(50.0));
+        let r = t.report(&policy, later);
+        let w = r.warning.unwrap();
+        assert!(
+            w.contains("BMS SoH 80.0 % (400.0 kWh)") && w.contains("340.0"),
+            "{w}"
+        );
+        assert_eq!(r.capacity_source, "measured");
+        assert!(close(r.capacity_in_use_wh));
+    }
+
+    #[test]
+    fn without_samples_the_bms_value_is_used_and_the_window_narrows_with_the_spread() {
+        let mut t = HealthTracker::new(HealthConfig::default());
+        let policy = Policy::default().battery;
+        t.observe(t0(), obs(50.0));
+        assert_eq!(t.capacity_in_use_wh(t0()), Some(400_000.0));
+        // 80 mV at mid SoC: BMS window 13..87, with the 2 % margin 15..85.
+        let mut snap = crate::dispatch::BatterySnapshot {
+            online: true,
+            soc: crate::dispatch::Reading::fresh(Percent(50.0)),
+            soh: Percent(80.0),
+            power: crate::dispatch::Reading::fresh(crate::units::Watts(0.0)),
+            max_charge: crate::units::Watts(100_000.0),
+            max_discharge: crate::units::Watts(100_000.0),
+            temperature_c: 25.0,
+            alarm: false,
+            usable_capacity: crate::units::WattHours(400_000.0),
+            health: HealthLimits::default(),
+        };
+        t.apply_to_snapshot(&policy, t0(), &mut snap);
+        assert!(
+            (snap.health.soc_min.0 - 15.0).abs() < 1e-9,
+            "{:?}",
+            snap.health
+        );
+        assert!((snap.health.soc_max.0 - 85.0).abs() < 1e-9);
+        assert_eq!(
+            snap.usable_capacity.0, 400_000.0,
+            "BMS value until confident"
+        );
+        let mut input = BatteryInput {
+            usable_wh: 400_000.0,
+            soc0_pct: 12.0,
+            soc_min_pct: 10.0,
+            soc_max_pct: 90.0,
+            max_charge_w: 100_000.0,
+            max_discharge_w: 100_000.0,
+            charge_eff: 0.95,
+            discharge_eff: 0.95,
+            wear_cost_cny_per_kwh_discharged: 0.14,
+        };
+        t.apply_to_planner(&policy, t0(), &mut input);
+        for (v, want) in [
+            (input.soc_min_pct, 15.0),
+            (input.soc_max_pct, 85.0),
+            (input.soc0_pct, 15.0),
+        ] {
+            assert!((v - want).abs() < 1e-9, "{v} vs {want}");
+        }
+        assert_eq!(input.usable_wh, 400_000.0);
+        assert_eq!(input.wear_cost_cny_per_kwh_discharged, 0.14);
+    }
 }
