@@ -14,7 +14,7 @@ use crate::health::{CapacitySample, HealthConfig, HealthReport, HealthTracker};
 use crate::ledger::Store;
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -148,7 +148,7 @@ fn daemon_health(
 }
 
 /// The writer: one transaction per batch, until cancelled and the queue is drained.
-fn write_samples(path: &PathBuf, rx: &Receiver<Vec<CapacitySample>>, cancel: &CancellationToken) {
+fn write_samples(path: &Path, rx: &Receiver<Vec<CapacitySample>>, cancel: &CancellationToken) {
     let mut store = match Store::open(path) {
         Ok(s) => s,
         Err(e) => {

@@ -172,7 +172,7 @@ fn battery(obs: &mut Observation, b: &BatteryReading, pcs_w: f64, fresh: bool, o
         power: reading(Watts(b.power_w), fresh),
         max_charge: Watts(b.max_charge_w.unwrap_or(0.0).min(pcs_w)),
         max_discharge: Watts(b.max_discharge_w.unwrap_or(0.0).min(pcs_w)),
-        temperature_c: b.cells.map_or(NOMINAL_BATTERY_TEMP_C, |c| {
+        temperature_c: b.cells.as_deref().map_or(NOMINAL_BATTERY_TEMP_C, |c| {
             dispatch_temperature(c.module_temp_min_c, c.module_temp_max_c)
         }),
         alarm: alarm(b),
@@ -182,7 +182,7 @@ fn battery(obs: &mut Observation, b: &BatteryReading, pcs_w: f64, fresh: bool, o
     if fresh {
         obs.telemetry.battery_events = b.events;
         obs.telemetry.battery_state = b.state;
-        obs.telemetry.battery_temp_c = b.cells.map(|c| c.module_temp_max_c);
+        obs.telemetry.battery_temp_c = b.cells.as_deref().map(|c| c.module_temp_max_c);
         obs.telemetry.battery_health = Some(health_observation(b));
     }
 }
@@ -190,7 +190,7 @@ fn battery(obs: &mut Observation, b: &BatteryReading, pcs_w: f64, fresh: bool, o
 /// The health tracker's view of a battery reading: DC power from voltage x current, the
 /// weakest cells from 804 (else 802), module temperatures from 804/803.
 fn health_observation(b: &BatteryReading) -> crate::health::BatteryObservation {
-    let cells = b.cells.as_ref();
+    let cells = b.cells.as_deref();
     crate::health::BatteryObservation {
         soc_pct: b.soc_pct,
         ac_power_w: b.power_w,

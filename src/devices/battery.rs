@@ -223,7 +223,7 @@ pub struct BatteryReading {
     /// Cycle count.
     pub cycles: Option<u32>,
     /// Cells and modules from 804 / 803, when the chain has them.
-    pub cells: Option<CellReport>,
+    pub cells: Option<Box<CellReport>>,
     /// Why 803/804 gave no report although present.
     pub cells_problem: Option<String>,
 }
@@ -397,11 +397,14 @@ impl Battery {
     }
 
     /// The fixed block of 804, else of 803 (`None` when the chain has neither).
-    async fn read_cells(&mut self, map: BatteryMap) -> Result<Option<CellReport>, DeviceError> {
+    async fn read_cells(
+        &mut self,
+        map: BatteryMap,
+    ) -> Result<Option<Box<CellReport>>, DeviceError> {
         if let Some(e) = map.string {
             let b = self.read_fixed(e, S_FIXED_LEN).await?;
             let id = |off: u16| b.uint16(off);
-            return Ok(Some(CellReport {
+            return Ok(Some(Box::new(CellReport {
                 model: 804,
                 cell_v_max: check::optional("804 CellVMax", b.uint16_sf(S_CELLVMAX, S_CELLV_SF))?,
                 cell_v_max_module: id(S_CELLVMAXMOD),
@@ -411,13 +414,13 @@ impl Battery {
                 module_temp_max_module: id(S_MODTMPMAXMOD),
                 module_temp_min_c: temp("804 ModTmpMin", b.int16_sf(S_MODTMPMIN, S_MODTMP_SF))?,
                 module_temp_min_module: id(S_MODTMPMINMOD),
-            }));
+            })));
         }
         let Some(e) = map.bank else {
             return Ok(None);
         };
         let b = self.read_fixed(e, K_FIXED_LEN).await?;
-        Ok(Some(CellReport {
+        Ok(Some(Box::new(CellReport {
             model: 803,
             cell_v_max: None,
             cell_v_max_module: None,
@@ -427,7 +430,7 @@ impl Battery {
             module_temp_max_module: b.uint16(K_MODTMPMAXMOD),
             module_temp_min_c: temp("803 ModTmpMin", b.int16_sf(K_MODTMPMIN, K_MODTMP_SF))?,
             module_temp_min_module: b.uint16(K_MODTMPMINMOD),
-        }))
+        })))
     }
 
     /// The first `len` registers of a model (ID and L included), refused when the model is

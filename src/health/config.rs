@@ -98,11 +98,10 @@ pub struct HealthConfig {
 impl Default for HealthConfig {
     fn default() -> Self {
         let mut issues = Issues::new();
-        match RawHealth::default().validate("battery_health", &mut issues) {
-            Some(c) => c,
-            // The defaults are valid (tested); this arm only keeps the function total.
-            None => HealthConfig::fallback(),
-        }
+        // The defaults are valid (tested); the fallback only keeps the function total.
+        RawHealth::default()
+            .validate("battery_health", &mut issues)
+            .unwrap_or_else(HealthConfig::fallback)
     }
 }
 

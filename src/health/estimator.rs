@@ -390,7 +390,7 @@ mod tests {
         let mut t = t0();
         let mut made = 0;
         let dt = 10.0;
-        let mut feed = |e: &mut CapacityEstimator, t: DateTime<Utc>, soc: f64, p: f64| {
+        let feed = |e: &mut CapacityEstimator, t: DateTime<Utc>, soc: f64, p: f64| {
             let r = PackReading {
                 at: t,
                 soc_pct: (soc * 10.0).round() / 10.0,
