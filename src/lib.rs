@@ -34,6 +34,7 @@ pub mod demo;
 pub mod devices;
 pub mod dispatch;
 pub mod fleet;
+pub mod health;
 pub mod http;
 pub mod ledger;
 pub mod mqtt;

@@ -7,7 +7,8 @@ use proptest::prelude::*;
 use station_controller::config::{Issues, RawChargerOverride, RawEveningReserve, RawPolicy};
 use station_controller::dispatch::{
     decide, BatterySnapshot, ChargeMode, ChargerId, ChargerSnapshot, ChargerState, DispatchState,
-    Freshness, GridSnapshot, Plan, Policy, PvSnapshot, Reading, ServeFirst, Sharing, Snapshot,
+    Freshness, GridSnapshot, HealthLimits, Plan, Policy, PvSnapshot, Reading, ServeFirst, Sharing,
+    Snapshot,
 };
 use station_controller::units::{Amps, Percent, WattHours, Watts};
 
@@ -71,19 +72,42 @@ fn charger(i: usize) -> impl Strategy<Value = ChargerSnapshot> {
         )
 }
 
+/// Health limits from the battery's measured health: neutral half the time, else a random
+/// narrowed window, power factors and wear price.
+fn health() -> impl Strategy<Value = HealthLimits> {
+    prop_oneof![
+        1 => Just(HealthLimits::default()),
+        1 => (0.0..=60.0f64, 40.0..=100.0f64, 0.0..=1.0f64, 0.0..=1.0f64, prop::option::of(0.0..=2.0f64))
+            .prop_map(|(lo, hi, c, d, wear)| HealthLimits {
+                soc_min: Percent(lo),
+                soc_max: Percent(hi),
+                charge_factor: c,
+                discharge_factor: d,
+                wear_cny_per_kwh: wear,
+                capacity_wh: None,
+            }),
+    ]
+}
+
 fn battery() -> impl Strategy<Value = BatterySnapshot> {
     (
-        prop::bool::weighted(0.9),
-        (0.0..=100.0f64, freshness()),
-        -150_000.0..=150_000.0f64,
-        0.0..=150_000.0f64,
-        0.0..=150_000.0f64,
-        -20.0..=60.0f64,
-        prop::bool::weighted(0.1),
-        0.0..=500_000.0f64,
+        health(),
+        (
+            prop::bool::weighted(0.9),
+            (0.0..=100.0f64, freshness()),
+            -150_000.0..=150_000.0f64,
+            0.0..=150_000.0f64,
+            0.0..=150_000.0f64,
+            -20.0..=60.0f64,
+            prop::bool::weighted(0.1),
+            0.0..=500_000.0f64,
+        ),
     )
         .prop_map(
-            |(online, (soc, soc_fresh), power, max_charge, max_discharge, temp, alarm, usable)| {
+            |(
+                health,
+                (online, (soc, soc_fresh), power, max_charge, max_discharge, temp, alarm, usable),
+            )| {
                 BatterySnapshot {
                     online,
                     soc: Reading {
@@ -97,6 +121,7 @@ fn battery() -> impl Strategy<Value = BatterySnapshot> {
                     temperature_c: temp,
                     alarm,
                     usable_capacity: WattHours(usable),
+                    health,
                 }
             },
         )
@@ -273,20 +298,29 @@ fn range(p: &Policy, c: &ChargerSnapshot) -> (f64, f64) {
     (min, max)
 }
 
-/// The largest discharge the battery may give (BMS, C-rate, SoC window), 0 when unusable.
+/// The SoC window after the health derating (never wider than the policy's).
+fn window(p: &Policy, b: &BatterySnapshot) -> (f64, f64) {
+    (
+        p.battery.soc_min.0.max(b.health.soc_min.0),
+        p.battery.soc_max.0.min(b.health.soc_max.0),
+    )
+}
+
+/// The largest discharge the battery may give (BMS derated by temperature, C-rate, the
+/// derated SoC window), 0 when unusable.
 fn discharge_bound(p: &Policy, b: &BatterySnapshot) -> f64 {
     let usable = b.usable_capacity.0.max(0.0);
+    let (soc_min, _) = window(p, b);
     match b.soc.fresh_value() {
         Some(soc)
             if b.online
                 && !b.alarm
                 && (-10.0..=55.0).contains(&b.temperature_c)
-                && soc.0 > p.battery.soc_min.0 =>
+                && soc.0 > soc_min =>
         {
-            b.max_discharge
-                .0
+            (b.max_discharge.0 * b.health.discharge_factor)
                 .min(usable * p.battery.c_rate_cap)
-                .min((soc.0 - p.battery.soc_min.0) / 100.0 * usable * 3600.0 / p.cycle_s)
+                .min((soc.0 - soc_min) / 100.0 * usable * 3600.0 / p.cycle_s)
         }
         _ => 0.0,
     }
@@ -336,20 +370,24 @@ fn check(p: &Policy, s: &Snapshot, plan: &Plan, prev_battery: Watts) -> Result<(
     if !usable_ok {
         prop_assert_eq!(bat, 0.0);
     }
+    // The health derating (cell spread narrows the window, temperature scales the BMS
+    // limits) is never exceeded.
+    let (soc_min, soc_max) = window(p, &s.battery);
+    let h = &s.battery.health;
     if bat > 0.0 {
-        prop_assert!(bat <= s.battery.max_discharge.0 + EPS_W);
+        prop_assert!(bat <= s.battery.max_discharge.0 * h.discharge_factor + EPS_W);
         prop_assert!(bat <= usable * p.battery.c_rate_cap + EPS_W);
         prop_assert!(
-            s.battery.soc.value.0 > p.battery.soc_min.0,
-            "discharge at/below soc_min"
+            s.battery.soc.value.0 > soc_min,
+            "discharge at/below the derated soc_min {soc_min}"
         );
     }
     if bat < 0.0 {
-        prop_assert!(-bat <= s.battery.max_charge.0 + EPS_W);
+        prop_assert!(-bat <= s.battery.max_charge.0 * h.charge_factor + EPS_W);
         prop_assert!(-bat <= usable * p.battery.c_rate_cap + EPS_W);
         prop_assert!(
-            s.battery.soc.value.0 < p.battery.soc_max.0,
-            "charge at/above soc_max"
+            s.battery.soc.value.0 < soc_max,
+            "charge at/above the derated soc_max {soc_max}"
         );
     }
     if !grid_fresh {

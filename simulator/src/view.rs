@@ -86,10 +86,31 @@ pub mod battery_alarm {
 pub struct BatteryView {
     /// Nameplate energy of the pack when new, Wh (model 802 `WHRtg`).
     pub nameplate_wh: f64,
-    /// Usable energy now = nameplate x SoH, Wh.
+    /// Usable energy now = nameplate x the true SoH, Wh (truth only, not on the wire).
     pub usable_wh: f64,
     pub soc_pct: f64,
+    /// SoH as the BMS reports it (model 802 `SoH`), %: may be biased and stale.
     pub soh_pct: f64,
+    /// The pack's true SoH, % (truth only).
+    pub true_soh_pct: f64,
+    /// The BMS's SoC window now, narrowed by the cell spread, % (truth only).
+    pub soc_min_pct: f64,
+    pub soc_max_pct: f64,
+    /// Energy between the window's ends at the true capacity, Wh (truth only).
+    pub window_wh: f64,
+    /// Cell spread at mid SoC, mV (truth only; the wire shows max/min cells).
+    pub imbalance_mv: f64,
+    /// Modules in the pack's one string and cells in series per module (models 803/804).
+    pub modules: u16,
+    pub cells_per_module: u16,
+    /// Modules (1-based) holding the highest and the lowest cell (803/804 `*Mod`).
+    pub cell_v_max_module: u16,
+    pub cell_v_min_module: u16,
+    /// Hottest and coolest module temperature, C, and their modules (803/804 `ModTmp*`).
+    pub module_temp_max_c: f64,
+    pub module_temp_max_module: u16,
+    pub module_temp_min_c: f64,
+    pub module_temp_min_module: u16,
     /// Power at the PCS AC side now, W (> 0 discharge).
     pub power_w: f64,
     /// Power setpoint the PCS is following, W (> 0 discharge); 0 when idle or reverted.

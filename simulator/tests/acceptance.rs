@@ -189,7 +189,7 @@ async fn pysunspec2_scans_pv_battery_and_meters_and_decodes_the_truth() {
     assert_eq!(point(&pv, 123, "WMaxLim_Ena"), 0.0);
 
     let battery = scan(sim.addrs.battery).await;
-    assert_eq!(models(&battery), [1, 704, 802]);
+    assert_eq!(models(&battery), [1, 704, 802, 803, 804]);
     let b = &truth.battery;
     assert_near("battery SoC", point(&battery, 802, "SoC"), b.soc_pct, 0.1);
     assert_near("battery SoH", point(&battery, 802, "SoH"), b.soh_pct, 0.1);
@@ -254,6 +254,99 @@ async fn pysunspec2_scans_pv_battery_and_meters_and_decodes_the_truth() {
         }
         assert_near("Hz", point(&meter, 203, "Hz"), 50.0, 0.5);
     }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs pysunspec2 and mbpoll (installed by .ci/run)"]
+async fn pysunspec2_decodes_the_lithium_ion_bank_and_string_with_cells_modules_and_temperatures() {
+    // Half a count of the scale factor (-1 and -3), plus float slack.
+    const HALF_DECI: f64 = 0.050_001;
+    const HALF_MILLI: f64 = 0.000_500_001;
+    let sim = noon_sim().await;
+    let b = sim.truth().battery;
+    let scan = scan(sim.addrs.battery).await;
+    let bank = &scan["values"]["803"];
+    let string = &scan["values"]["804"];
+    let f = |v: &Value, name: &str| {
+        v[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name} not decoded: {v}"))
+    };
+    assert_eq!((f(bank, "NStr"), f(bank, "NStrCon")), (1.0, 1.0));
+    assert_near(
+        "803 ModTmpMax",
+        f(bank, "ModTmpMax"),
+        b.module_temp_max_c,
+        HALF_DECI,
+    );
+    assert_near(
+        "803 ModTmpMin",
+        f(bank, "ModTmpMin"),
+        b.module_temp_min_c,
+        HALF_DECI,
+    );
+    assert_eq!(f(bank, "ModTmpMaxMod"), f64::from(b.module_temp_max_module));
+    assert_eq!(f(bank, "ModTmpMinMod"), f64::from(b.module_temp_min_module));
+    let s0 = &bank["string"][0];
+    assert_eq!(f(s0, "StrNMod"), f64::from(b.modules));
+    assert_near(
+        "803 StrCellVMax",
+        f(s0, "StrCellVMax"),
+        b.cell_v_max,
+        HALF_MILLI,
+    );
+    assert_near(
+        "803 StrCellVMin",
+        f(s0, "StrCellVMin"),
+        b.cell_v_min,
+        HALF_MILLI,
+    );
+    assert_eq!(f(s0, "StrCellVMaxMod"), f64::from(b.cell_v_max_module));
+    assert_eq!(f(s0, "StrCellVMinMod"), f64::from(b.cell_v_min_module));
+    assert_near("803 StrSoC", f(s0, "StrSoC"), b.soc_pct, HALF_DECI);
+
+    assert_eq!(f(string, "NMod"), f64::from(b.modules));
+    assert_near(
+        "804 CellVMax",
+        f(string, "CellVMax"),
+        b.cell_v_max,
+        HALF_MILLI,
+    );
+    assert_near(
+        "804 CellVMin",
+        f(string, "CellVMin"),
+        b.cell_v_min,
+        HALF_MILLI,
+    );
+    assert_eq!(f(string, "CellVMinMod"), f64::from(b.cell_v_min_module));
+    assert_near(
+        "804 ModTmpMax",
+        f(string, "ModTmpMax"),
+        b.module_temp_max_c,
+        HALF_DECI,
+    );
+    assert_eq!(
+        f(string, "ModTmpMaxMod"),
+        f64::from(b.module_temp_max_module)
+    );
+    let groups = string["lithium_ion_string_module"].as_array().unwrap();
+    assert_eq!(groups.len(), usize::from(b.modules));
+    let weakest = &groups[usize::from(b.cell_v_min_module) - 1];
+    assert_near(
+        "804 ModCellVMin",
+        f(weakest, "ModCellVMin"),
+        b.cell_v_min,
+        HALF_MILLI,
+    );
+    assert_eq!(f(weakest, "ModNCell"), f64::from(b.cells_per_module));
+    let hottest = &groups[usize::from(b.module_temp_max_module) - 1];
+    assert_near(
+        "804 ModCellTmpMax",
+        f(hottest, "ModCellTmpMax"),
+        b.module_temp_max_c,
+        HALF_DECI,
+    );
     sim.shutdown().await;
 }
 

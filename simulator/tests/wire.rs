@@ -175,13 +175,13 @@ async fn pv_inverter_chain_has_models_1_103_120_123_and_scaled_values_decode() {
 }
 
 #[tokio::test]
-async fn battery_chain_has_models_1_802_704_and_scaled_values_decode() {
+async fn battery_chain_has_models_1_802_704_803_804_and_scaled_values_decode() {
     let s = serve("battery").await;
     let mut ctx = connect(s.addr, 1).await;
     let models = walk(&mut ctx).await;
     assert_eq!(
         models.keys().copied().collect::<Vec<_>>(),
-        vec![1, 704, 802]
+        vec![1, 704, 802, 803, 804]
     );
     let b = s.station.view().battery.clone();
     let (_, m) = &models[&802];
@@ -212,6 +212,54 @@ async fn battery_chain_has_models_1_802_704_and_scaled_values_decode() {
     assert_eq!(at(c, 55), 0);
     assert_eq!(u32_at(c, 31), 900);
     assert_eq!(u32_at(c, 4), 0xFFFF_FFFF, "PFWInjRvrtTms not implemented");
+
+    // 803: fixed block of 26 plus one string group of 32; offsets from the model JSON.
+    let (_, bank) = &models[&803];
+    assert_eq!(bank.len(), 26 + 32);
+    assert_eq!((at(bank, 2), at(bank, 3)), (1, 1), "NStr, NStrCon");
+    let tmp_sf = at(bank, 23);
+    let t_max = scaled(at(bank, 4) as i16, tmp_sf);
+    assert!(
+        (t_max - b.module_temp_max_c).abs() < 0.05,
+        "ModTmpMax {t_max}"
+    );
+    assert_eq!(at(bank, 6), b.module_temp_max_module);
+    let t_min = scaled(at(bank, 7) as i16, tmp_sf);
+    assert!(
+        (t_min - b.module_temp_min_c).abs() < 0.05,
+        "ModTmpMin {t_min}"
+    );
+    assert_eq!(at(bank, 9), b.module_temp_min_module);
+    // The string group starts at offset 28: StrNMod, StrSt (2), StrConFail, StrSoC, StrSoH,
+    // StrA, then StrCellVMax at +7.
+    assert_eq!(at(bank, 28), b.modules);
+    let cell_sf = at(bank, 22);
+    let v_max = scaled(at(bank, 35) as i16, cell_sf);
+    assert!((v_max - b.cell_v_max).abs() < 5e-4, "StrCellVMax {v_max}");
+    assert_eq!(at(bank, 36), b.cell_v_max_module);
+    let v_min = scaled(at(bank, 37) as i16, cell_sf);
+    assert!((v_min - b.cell_v_min).abs() < 5e-4, "StrCellVMin {v_min}");
+    assert_eq!(at(bank, 38), b.cell_v_min_module);
+
+    // 804: fixed block of 46 plus one module group of 16 per module.
+    let (_, st) = &models[&804];
+    assert_eq!(st.len(), 46 + 16 * usize::from(b.modules));
+    assert_eq!((at(st, 2), at(st, 3)), (1, b.modules), "Idx, NMod");
+    let cell_sf = at(st, 43);
+    let v_min = scaled(at(st, 17) as i16, cell_sf);
+    assert!((v_min - b.cell_v_min).abs() < 5e-4, "CellVMin {v_min}");
+    assert_eq!(at(st, 18), b.cell_v_min_module);
+    let t_max = scaled(at(st, 20) as i16, at(st, 44));
+    assert!(
+        (t_max - b.module_temp_max_c).abs() < 0.05,
+        "ModTmpMax {t_max}"
+    );
+    assert_eq!(at(st, 21), b.module_temp_max_module);
+    // The module holding the lowest cell shows it as its ModCellVMin (group +5).
+    let group = 48 + 16 * (usize::from(b.cell_v_min_module) - 1);
+    assert_eq!(at(st, group), b.cells_per_module, "ModNCell");
+    let m_min = scaled(at(st, group + 5) as i16, cell_sf);
+    assert!((m_min - b.cell_v_min).abs() < 5e-4, "ModCellVMin {m_min}");
 }
 
 #[tokio::test]

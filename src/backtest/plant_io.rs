@@ -8,8 +8,8 @@
 
 use crate::devices::battery::evt1;
 use crate::dispatch::{
-    BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, GridSnapshot, Plan, PvSnapshot,
-    Reading, Snapshot,
+    BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, GridSnapshot, HealthLimits, Plan,
+    PvSnapshot, Reading, Snapshot,
 };
 use crate::units::{Amps, Percent, WattHours, Watts};
 use station_sim::view::{BatteryState, Command, Mode3State, StationView};
@@ -130,7 +130,10 @@ fn fill_snapshot(view: &StationView, eff: f64, s: &mut Snapshot) {
         max_discharge: Watts((b.max_discharge_w * eff).min(b.pcs_rating_w).max(0.0)),
         temperature_c: b.temp_c,
         alarm: evt1::is_alarm(b.alarms),
-        usable_capacity: WattHours(b.usable_wh),
+        // What the BMS says (nameplate x reported SoH), as the daemon sees it; the measured
+        // capacity replaces it once confident (`crate::health`).
+        usable_capacity: WattHours(b.nameplate_wh * b.soh_pct / 100.0),
+        health: HealthLimits::default(),
     };
     s.building = Reading::fresh(Watts(view.building_meter.power_w));
     if s.chargers.len() != view.chargers.len() {
@@ -151,6 +154,24 @@ fn fill_snapshot(view: &StationView, eff: f64, s: &mut Snapshot) {
         cs.rating = Amps(cv.rating_a);
         cs.safe_current = Amps(cv.safe_current_a);
         cs.plugged = cv.vehicle.is_some();
+    }
+}
+
+/// What the battery health tracker takes from the plant's battery, as the daemon reads it
+/// over SunSpec 802/804: SoC, AC power, DC voltage x current, the reported SoH, the nameplate,
+/// the extreme cells and module temperatures.
+pub fn health_observation(view: &StationView) -> crate::health::BatteryObservation {
+    let b = &view.battery;
+    crate::health::BatteryObservation {
+        soc_pct: b.soc_pct,
+        ac_power_w: b.power_w,
+        dc_power_w: Some(b.voltage_v * b.current_a),
+        bms_soh_pct: Some(b.soh_pct),
+        nameplate_wh: Some(b.nameplate_wh),
+        cell_v_max: Some(b.cell_v_max),
+        cell_v_min: Some(b.cell_v_min),
+        module_temp_max_c: Some(b.module_temp_max_c),
+        module_temp_min_c: Some(b.module_temp_min_c),
     }
 }
 

@@ -63,6 +63,7 @@ pub struct PolicyController {
     last_battery_write: Option<chrono::DateTime<chrono::Utc>>,
     faults: Option<FaultReplay>,
     planner: Option<PlannerHook>,
+    health: Option<crate::health::HealthTracker>,
 }
 
 impl PolicyController {
@@ -79,6 +80,7 @@ impl PolicyController {
             last_battery_write: None,
             faults: None,
             planner: None,
+            health: None,
         }
     }
 
@@ -97,6 +99,18 @@ impl PolicyController {
     pub fn with_faults(mut self, faults: Option<FaultReplay>) -> Self {
         self.faults = faults;
         self
+    }
+
+    /// Measure the battery's health as the daemon does and dispatch on it (measured capacity
+    /// once confident, window narrowed by cell spread, power by temperature, measured wear).
+    pub fn with_health(mut self, tracker: crate::health::HealthTracker) -> Self {
+        self.health = Some(tracker);
+        self
+    }
+
+    /// The health tracker, when measuring.
+    pub fn health(&self) -> Option<&crate::health::HealthTracker> {
+        self.health.as_ref()
     }
 
     /// The plan of the last cycle.
@@ -124,6 +138,10 @@ impl Controller for PolicyController {
         self.snapshots.update(view);
         if let (Some(f), Some(s)) = (self.faults.as_mut(), self.snapshots.last_mut()) {
             f.apply(view.sim_time, s);
+        }
+        if let (Some(h), Some(s)) = (self.health.as_mut(), self.snapshots.last_mut()) {
+            h.observe(view.sim_time, super::plant_io::health_observation(view));
+            h.apply_to_snapshot(&self.policy.battery, view.sim_time, &mut s.battery);
         }
         let Some(snapshot) = self.snapshots.last() else {
             return;

@@ -55,6 +55,9 @@ pub struct RawConfig {
     /// The predictive planner; off when absent.
     #[serde(default)]
     pub planner: planner::RawPlanner,
+    /// Battery health measurement (`crate::health`).
+    #[serde(default)]
+    pub battery_health: crate::health::RawHealth,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -263,6 +266,7 @@ pub struct StationConfig {
     pub mqtt: Option<crate::mqtt::config::MqttConfig>,
     /// The predictive planner (`None`: off, the rule policy runs alone).
     pub planner: Option<planner::PlannerSettings>,
+    pub battery_health: crate::health::HealthConfig,
 }
 
 impl StationConfig {
@@ -417,26 +421,30 @@ impl RawConfig {
         let policy = self.check_policy(&mut issues);
         let mqtt = self.mqtt.as_ref().and_then(|m| m.validate(&mut issues));
         let planner = self.check_planner(&devices, &mut issues);
-        match (api_listen, policy) {
-            (Some(api_listen), Some(policy)) if issues.is_empty() => Ok(StationConfig {
-                name: self.station.name.clone(),
-                timezone: policy.timezone,
-                api_listen,
-                api_token: Some(self.api.token.clone()).filter(|t| !t.is_empty()),
-                api_hosts: self
-                    .api
-                    .hosts
-                    .iter()
-                    .map(|h| h.to_ascii_lowercase())
-                    .collect(),
-                shutdown_deadline: Duration::from_millis(self.control.shutdown_deadline_ms),
-                stale_after_cycles: self.control.stale_after_cycles,
-                cycle_budget: self.control.cycle_budget_pct / 100.0,
-                devices,
-                policy,
-                mqtt,
-                planner,
-            }),
+        let health = self.battery_health.validate("battery_health", &mut issues);
+        match (api_listen, policy, health) {
+            (Some(api_listen), Some(policy), Some(battery_health)) if issues.is_empty() => {
+                Ok(StationConfig {
+                    name: self.station.name.clone(),
+                    timezone: policy.timezone,
+                    api_listen,
+                    api_token: Some(self.api.token.clone()).filter(|t| !t.is_empty()),
+                    api_hosts: self
+                        .api
+                        .hosts
+                        .iter()
+                        .map(|h| h.to_ascii_lowercase())
+                        .collect(),
+                    shutdown_deadline: Duration::from_millis(self.control.shutdown_deadline_ms),
+                    stale_after_cycles: self.control.stale_after_cycles,
+                    cycle_budget: self.control.cycle_budget_pct / 100.0,
+                    devices,
+                    policy,
+                    mqtt,
+                    battery_health,
+                    planner,
+                })
+            }
             _ => Err(issues),
         }
     }

@@ -55,6 +55,7 @@ pub struct Controller {
     held: TermHold,
     /// The ledger's energy held to the devices' counters.
     counters: CounterReconciler,
+    health: Option<super::health::DaemonHealth>,
 }
 
 /// Local midnight of `now` in `tz`, as UTC.
@@ -110,6 +111,7 @@ impl Controller {
             today: TodayStatus::default(),
             setpoints: Vec::new(),
             planning: None,
+            health: None,
         }
     }
 
@@ -137,6 +139,11 @@ impl Controller {
     /// Continue the energy counters' reconciliation from the ledger's saved states.
     pub fn restore_counters(&mut self, saved: &[crate::ledger::SavedCounter]) {
         self.counters.restore(saved, self.clock.now());
+    }
+
+    /// Measure the battery's health and dispatch on it (see `daemon::health`).
+    pub fn set_health(&mut self, health: super::health::DaemonHealth) {
+        self.health = Some(health);
     }
 
     /// Continue the demand charge (open window, month peak) from a persisted state.
@@ -203,7 +210,10 @@ impl Controller {
         let mono = self.ticks.now();
         let (reads_by, writes_by) = self.io_deadlines();
         self.devices.read_all(now, mono, reads_by).await;
-        let observed = snapshot::build(&self.devices, &self.config, mono);
+        let mut observed = snapshot::build(&self.devices, &self.config, mono);
+        if let Some(h) = self.health.as_mut() {
+            h.cycle(now, &mut observed, &self.config.policy);
+        }
         let for_planner = self.follow_plan(now, &observed.snapshot);
         dispatch::decide_into(
             &observed.snapshot,
@@ -350,6 +360,12 @@ impl Controller {
                 .map(|r| r.to_string())
                 .chain(disagreement.map(|d| d.reason()))
                 .chain(self.planning.iter().flat_map(|p| p.reasons(now)))
+                .chain(
+                    self.health
+                        .as_ref()
+                        .and_then(|h| h.warning())
+                        .map(|w| format!("battery_soh_disagreement: {w}")),
+                )
                 .collect(),
             today: self.today.clone(),
         };

@@ -9,6 +9,7 @@
 pub mod control;
 pub mod crosscheck;
 pub mod device_set;
+pub mod health;
 pub mod history;
 pub mod metrics;
 pub mod notify;
@@ -91,6 +92,7 @@ pub struct Shared {
     clock: Arc<dyn Clock>,
     /// The predictive planner, when `[planner]` is on.
     planning: Option<Arc<planning::Planning>>,
+    battery_health: health::ReportSlot,
 }
 
 /// The ledger's state as `/api/health` reports it.
@@ -231,7 +233,14 @@ impl Shared {
         let status = self.status();
         let mut m = lock(&self.metrics);
         m.ledger_dropped = self.ledger.dropped();
-        crate::daemon::metrics::render(status.as_deref(), &m)
+        let mut text = crate::daemon::metrics::render(status.as_deref(), &m);
+        text.push_str(&health::metrics_text(self.battery_health().as_deref()));
+        text
+    }
+
+    /// The battery health report of the last cycles (`None` before the first).
+    pub fn battery_health(&self) -> Option<Arc<crate::health::HealthReport>> {
+        lock(&self.battery_health).clone()
     }
 
     /// A sender to the control loop (the MQTT command handler holds one).
@@ -303,6 +312,14 @@ pub async fn start(
     // The ledger stops after the control loop (its last cycle is booked and flushed).
     let ledger_stop = CancellationToken::new();
     let (ledger, metrics, demand, counters) = spawn_ledger(&options, tracker, ledger_stop.clone());
+    let (daemon_health, health_slot) = health::start(
+        config.battery_health.clone(),
+        options.ledger_path.clone(),
+        clock.now(),
+        ledger_stop.clone(),
+        tracker,
+    )
+    .await;
     let (control_tx, control_rx) = mpsc::channel(16);
     let (status_tx, _) = watch::channel(None);
     let shared = Arc::new(Shared {
@@ -318,6 +335,7 @@ pub async fn start(
         control: control_tx,
         clock: clock.clone(),
         planning: config.planner.clone().map(planning::Planning::new),
+        battery_health: health_slot,
     });
 
     tracker.spawn(crate::http::api::serve(
@@ -348,6 +366,7 @@ pub async fn start(
     if let Some(p) = shared.planning() {
         controller.follow(p.clone());
     }
+    controller.set_health(daemon_health);
     if let Some(d) = demand {
         tracing::info!(
             month_peak_w = d.month_peak_w,

@@ -16,14 +16,14 @@ use crate::devices::link::LinkState;
 use crate::devices::meter::MeterReading;
 use crate::devices::pv::PvReading;
 use crate::dispatch::{
-    BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, GridSnapshot, PvSnapshot, Reading,
-    Snapshot,
+    BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, GridSnapshot, HealthLimits,
+    PvSnapshot, Reading, Snapshot,
 };
 use crate::units::{Amps, Percent, WattHours, Watts};
 use std::time::Duration;
 
 /// Model 802 has no temperature point; its BMS limits already derate by temperature, so
-/// dispatch sees a nominal temperature unless the battery reports one.
+/// dispatch sees a nominal temperature unless the battery has 803/804 (module temperatures).
 const NOMINAL_BATTERY_TEMP_C: f64 = 25.0;
 
 /// What a cycle read that dispatch does not use, for the status only. Values are `None` unless
@@ -42,6 +42,8 @@ pub struct Telemetry {
     pub battery_state: Option<BatteryState>,
     /// Battery temperature, °C, where the device reports one.
     pub battery_temp_c: Option<f64>,
+    /// What the battery health tracker takes from a fresh battery reading.
+    pub battery_health: Option<crate::health::BatteryObservation>,
     /// Per charger of the snapshot (same order): the IEC 61851 state as the charger wrote it
     /// (`"D1"` where dispatch sees `D`).
     pub charger_iec_state: Vec<Option<&'static str>>,
@@ -132,6 +134,7 @@ fn empty(devices: usize) -> Snapshot {
             temperature_c: NOMINAL_BATTERY_TEMP_C,
             alarm: false,
             usable_capacity: WattHours(0.0),
+            health: HealthLimits::default(),
         },
         building: Reading::missing(),
         chargers: Vec::with_capacity(devices),
@@ -176,13 +179,45 @@ fn battery(obs: &mut Observation, b: &BatteryReading, pcs_w: f64, fresh: bool, o
         power: reading(Watts(b.power_w), fresh),
         max_charge: Watts(b.max_charge_w.unwrap_or(0.0).min(pcs_w)),
         max_discharge: Watts(b.max_discharge_w.unwrap_or(0.0).min(pcs_w)),
-        temperature_c: NOMINAL_BATTERY_TEMP_C,
+        temperature_c: b.cells.as_deref().map_or(NOMINAL_BATTERY_TEMP_C, |c| {
+            dispatch_temperature(c.module_temp_min_c, c.module_temp_max_c)
+        }),
         alarm: alarm(b),
         usable_capacity: WattHours(b.capacity_wh.unwrap_or(0.0) * soh / 100.0),
+        health: HealthLimits::default(),
     };
     if fresh {
         obs.telemetry.battery_events = b.events;
         obs.telemetry.battery_state = b.state;
+        obs.telemetry.battery_temp_c = b.cells.as_deref().map(|c| c.module_temp_max_c);
+        obs.telemetry.battery_health = Some(health_observation(b));
+    }
+}
+
+/// The health tracker's view of a battery reading: DC power from voltage x current, the
+/// weakest cells from 804 (else 802), module temperatures from 804/803.
+fn health_observation(b: &BatteryReading) -> crate::health::BatteryObservation {
+    let cells = b.cells.as_deref();
+    crate::health::BatteryObservation {
+        soc_pct: b.soc_pct,
+        ac_power_w: b.power_w,
+        dc_power_w: b.voltage_v.zip(b.current_a).map(|(v, a)| v * a),
+        bms_soh_pct: b.soh_pct,
+        nameplate_wh: b.capacity_wh,
+        cell_v_max: cells.and_then(|c| c.cell_v_max).or(b.cell_v_max),
+        cell_v_min: cells.and_then(|c| c.cell_v_min).or(b.cell_v_min),
+        module_temp_max_c: cells.map(|c| c.module_temp_max_c),
+        module_temp_min_c: cells.map(|c| c.module_temp_min_c),
+    }
+}
+
+/// The one temperature dispatch's limits check: the module farther from 25 C (the hottest
+/// when it is warm, the coolest when it is cold), so neither end is missed.
+pub fn dispatch_temperature(coolest_c: f64, hottest_c: f64) -> f64 {
+    if hottest_c - NOMINAL_BATTERY_TEMP_C >= NOMINAL_BATTERY_TEMP_C - coolest_c {
+        hottest_c
+    } else {
+        coolest_c
     }
 }
 
@@ -238,6 +273,8 @@ mod tests {
 
     fn reading(events: u32) -> BatteryReading {
         BatteryReading {
+            cells: None,
+            cells_problem: None,
             soc_pct: 50.0,
             soh_pct: Some(72.0),
             soc_max_pct: None,

@@ -1,6 +1,10 @@
 //! SunSpec battery driver: reads model 802 (battery base), writes the PCS active power setpoint
 //! through model 704 (WSetEna, WSetMod = 1 watts, WSet int32, WSetRvrtTms).
-//! Offsets checked against pysunspec2 1.3.7 model JSON. Model 802 has no temperature point.
+//! Offsets checked against pysunspec2 1.3.7 model JSON. Model 802 has no temperature point;
+//! when the chain has 804 (lithium-ion string) its fixed block gives the highest and lowest
+//! cell and the hottest and coolest module with their module numbers, else 803 (lithium-ion
+//! bank) gives the module temperatures. A failing or implausible 803/804 read never fails the
+//! 802 reading: the reading carries no cell report and says why (`cells_problem`).
 
 use super::check;
 use super::error::DeviceError;
@@ -39,6 +43,27 @@ const C_WSETENA: u16 = 22;
 const C_WSET: u16 = 24;
 const C_WSETRVRT: u16 = 31;
 const C_WSET_SF: u16 = 55;
+// Model 803 (fixed block).
+const K_MODTMPMAX: u16 = 4;
+const K_MODTMPMAXMOD: u16 = 6;
+const K_MODTMPMIN: u16 = 7;
+const K_MODTMPMINMOD: u16 = 9;
+const K_MODTMP_SF: u16 = 23;
+const K_FIXED_LEN: u16 = 28;
+// Model 804 (fixed block).
+const S_CELLVMAX: u16 = 15;
+const S_CELLVMAXMOD: u16 = 16;
+const S_CELLVMIN: u16 = 17;
+const S_CELLVMINMOD: u16 = 18;
+const S_MODTMPMAX: u16 = 20;
+const S_MODTMPMAXMOD: u16 = 21;
+const S_MODTMPMIN: u16 = 22;
+const S_MODTMPMINMOD: u16 = 23;
+const S_CELLV_SF: u16 = 43;
+const S_MODTMP_SF: u16 = 44;
+const S_FIXED_LEN: u16 = 48;
+/// Plausible module temperatures, C.
+const MODULE_TEMP_C: (f64, f64) = (-40.0, 100.0);
 /// WSetMod value selecting watts.
 const WSETMOD_WATTS: u16 = 1;
 
@@ -145,6 +170,21 @@ pub mod evt1 {
     }
 }
 
+/// A module temperature that must be implemented and plausible.
+fn temp(name: &str, v: Option<f64>) -> Result<f64, DeviceError> {
+    let t = check::required(name, v)?;
+    if !(MODULE_TEMP_C.0..=MODULE_TEMP_C.1).contains(&t) {
+        return Err(DeviceError::bad_data(
+            name,
+            format!(
+                "{t} C is outside {}..={} C",
+                MODULE_TEMP_C.0, MODULE_TEMP_C.1
+            ),
+        ));
+    }
+    Ok(t)
+}
+
 /// One validated battery reading (discharge > 0).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct BatteryReading {
@@ -182,6 +222,25 @@ pub struct BatteryReading {
     pub events: u32,
     /// Cycle count.
     pub cycles: Option<u32>,
+    /// Cells and modules from 804 / 803, when the chain has them.
+    pub cells: Option<Box<CellReport>>,
+    /// Why 803/804 gave no report although present.
+    pub cells_problem: Option<String>,
+}
+
+/// The weakest cells and the module temperatures from SunSpec 804 (or 803 for temperatures).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct CellReport {
+    /// The model read (804 or 803).
+    pub model: u16,
+    pub cell_v_max: Option<f64>,
+    pub cell_v_max_module: Option<u16>,
+    pub cell_v_min: Option<f64>,
+    pub cell_v_min_module: Option<u16>,
+    pub module_temp_max_c: f64,
+    pub module_temp_max_module: Option<u16>,
+    pub module_temp_min_c: f64,
+    pub module_temp_min_module: Option<u16>,
 }
 
 /// Options of a battery.
@@ -210,6 +269,8 @@ impl BatteryConfig {
 struct BatteryMap {
     base: ModelEntry,
     control: Option<ModelEntry>,
+    bank: Option<ModelEntry>,
+    string: Option<ModelEntry>,
 }
 
 /// A SunSpec battery behind a PCS.
@@ -250,6 +311,8 @@ impl Battery {
         self.map = Some(BatteryMap {
             base: map.require(802)?,
             control: map.find(704),
+            bank: map.find(803),
+            string: map.find(804),
         });
         self.wset_sf = None;
         Ok(())
@@ -304,7 +367,14 @@ impl Battery {
         };
         let soc_max_pct = soc_limit("SoCMax", B_SOCMAX)?;
         let soc_min_pct = soc_limit("SoCMin", B_SOCMIN)?;
+        let (cells, cells_problem) = match self.read_cells(map).await {
+            Ok(c) => (c, None),
+            Err(e @ DeviceError::ModelMissing(_)) => return Err(e),
+            Err(e) => (None, Some(e.to_string())),
+        };
         Ok(BatteryReading {
+            cells,
+            cells_problem,
             soc_pct,
             soh_pct,
             soc_max_pct,
@@ -324,6 +394,58 @@ impl Battery {
             events: b.uint32(B_EVT1).unwrap_or(0),
             cycles: b.uint32(B_NCYC),
         })
+    }
+
+    /// The fixed block of 804, else of 803 (`None` when the chain has neither).
+    async fn read_cells(
+        &mut self,
+        map: BatteryMap,
+    ) -> Result<Option<Box<CellReport>>, DeviceError> {
+        if let Some(e) = map.string {
+            let b = self.read_fixed(e, S_FIXED_LEN).await?;
+            let id = |off: u16| b.uint16(off);
+            return Ok(Some(Box::new(CellReport {
+                model: 804,
+                cell_v_max: check::optional("804 CellVMax", b.uint16_sf(S_CELLVMAX, S_CELLV_SF))?,
+                cell_v_max_module: id(S_CELLVMAXMOD),
+                cell_v_min: check::optional("804 CellVMin", b.uint16_sf(S_CELLVMIN, S_CELLV_SF))?,
+                cell_v_min_module: id(S_CELLVMINMOD),
+                module_temp_max_c: temp("804 ModTmpMax", b.int16_sf(S_MODTMPMAX, S_MODTMP_SF))?,
+                module_temp_max_module: id(S_MODTMPMAXMOD),
+                module_temp_min_c: temp("804 ModTmpMin", b.int16_sf(S_MODTMPMIN, S_MODTMP_SF))?,
+                module_temp_min_module: id(S_MODTMPMINMOD),
+            })));
+        }
+        let Some(e) = map.bank else {
+            return Ok(None);
+        };
+        let b = self.read_fixed(e, K_FIXED_LEN).await?;
+        Ok(Some(Box::new(CellReport {
+            model: 803,
+            cell_v_max: None,
+            cell_v_max_module: None,
+            cell_v_min: None,
+            cell_v_min_module: None,
+            module_temp_max_c: temp("803 ModTmpMax", b.int16_sf(K_MODTMPMAX, K_MODTMP_SF))?,
+            module_temp_max_module: b.uint16(K_MODTMPMAXMOD),
+            module_temp_min_c: temp("803 ModTmpMin", b.int16_sf(K_MODTMPMIN, K_MODTMP_SF))?,
+            module_temp_min_module: b.uint16(K_MODTMPMINMOD),
+        })))
+    }
+
+    /// The first `len` registers of a model (ID and L included), refused when the model is
+    /// shorter or no longer there.
+    async fn read_fixed(
+        &mut self,
+        e: ModelEntry,
+        len: u16,
+    ) -> Result<sunspec::ModelBlock, DeviceError> {
+        let addr = e.at(0, len)?;
+        let regs = self.link.read_holding(addr, len).await?;
+        if regs.first() != Some(&e.id) {
+            return Err(DeviceError::ModelMissing(e.id));
+        }
+        Ok(sunspec::ModelBlock::from_regs(e, regs))
     }
 
     async fn control(&mut self) -> Result<ModelEntry, DeviceError> {

@@ -23,6 +23,8 @@
 //!    outside -10..55 °C (charging also needs 0..45 °C). Otherwise charge up to
 //!    min(BMS, C-rate cap x usable Wh, energy left to `soc_max`) and 0 at/above `soc_max`;
 //!    discharge up to min(BMS, C-rate cap, energy above `soc_min`) and 0 at/below `soc_min`.
+//!    The battery's measured health (`BatterySnapshot::health`, see `crate::health`) narrows
+//!    the SoC window (cell spread) and scales the BMS limits (module temperatures).
 //!    The evening reserve lowers the *economic* discharge bound (tariff arbitrage and peak
 //!    shaving) to the energy above the reserve while its window is open; only the import
 //!    limit may use the energy down to `soc_min` (serving the cars that are here now is what
@@ -89,8 +91,8 @@ pub use policy::{
     Sharing, Tariff, TariffPeriod, VehiclePolicy,
 };
 pub use snapshot::{
-    BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, Freshness, GridSnapshot, PvSnapshot,
-    Reading, Snapshot,
+    BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, Freshness, GridSnapshot,
+    HealthLimits, PvSnapshot, Reading, Snapshot,
 };
 pub use state::{CarBudget, DemandState, DemandTracker, DispatchState, PlanBudget};
 
@@ -426,6 +428,8 @@ struct BatteryBounds {
     discharge_econ: Watts,
     /// The reserve SoC when it holds the battery at 0 W.
     reserve_blocks: Option<Percent>,
+    /// Wear price from the measured fade, CNY/kWh.
+    wear_override: Option<f64>,
 }
 
 fn battery_idle_cause(bat: &BatterySnapshot) -> Option<BatteryIdleCause> {
@@ -451,8 +455,10 @@ fn battery_bounds(
 ) -> BatteryBounds {
     let bp = &policy.battery;
     let bat = &snapshot.battery;
+    let h = &bat.health;
     let mut b = BatteryBounds {
         usable_wh: bat.usable_capacity.0.max(0.0),
+        wear_override: h.wear_cny_per_kwh.filter(|w| w.is_finite() && *w >= 0.0),
         ..BatteryBounds::default()
     };
     let idle_cause = battery_idle_cause(bat);
@@ -468,19 +474,25 @@ fn battery_bounds(
     let per_cycle = |pct: f64| Watts((pct / 100.0) * usable_wh * 3600.0 / policy.cycle_s);
     let charge_temp_ok =
         bat.temperature_c >= CHARGE_TEMP_C.0 && bat.temperature_c <= CHARGE_TEMP_C.1;
-    if soc.0 < bp.soc_max.0 && charge_temp_ok {
-        b.charge_max = bat
-            .max_charge
-            .max(Watts::ZERO)
+    // The health window (cell spread) narrows the policy's, never widens it.
+    let soc_max = bp.soc_max.0.min(h.soc_max.0);
+    let soc_min = bp.soc_min.0.max(h.soc_min.0);
+    let factor = |f: f64| {
+        if f.is_finite() {
+            f.clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    };
+    if soc.0 < soc_max && charge_temp_ok {
+        b.charge_max = (bat.max_charge.max(Watts::ZERO) * factor(h.charge_factor))
             .min(c_cap)
-            .min(per_cycle(bp.soc_max.0 - soc.0));
+            .min(per_cycle(soc_max - soc.0));
     }
-    if soc.0 > bp.soc_min.0 {
-        b.discharge_hard = bat
-            .max_discharge
-            .max(Watts::ZERO)
+    if soc.0 > soc_min {
+        b.discharge_hard = (bat.max_discharge.max(Watts::ZERO) * factor(h.discharge_factor))
             .min(c_cap)
-            .min(per_cycle(soc.0 - bp.soc_min.0));
+            .min(per_cycle(soc.0 - soc_min));
     }
     b.discharge_econ = b.discharge_hard;
     if let Some(r) = bp.evening_reserve.filter(|r| r.active_at(minute)) {
@@ -514,7 +526,9 @@ fn tariff_position(
     let is_peak = spread_exists && price >= tariff.max_price() - 1e-9;
     let is_valley = spread_exists && price <= tariff.min_price() + 1e-9;
     let eta = bp.round_trip_efficiency;
-    let wear = bp.wear_cost_cny_per_kwh(bounds.usable_wh / 1000.0);
+    let wear = bounds
+        .wear_override
+        .unwrap_or_else(|| bp.wear_cost_cny_per_kwh(bounds.usable_wh / 1000.0));
     let export_value = if policy.grid.export_limit.0 > 0.0 {
         tariff.export_price_cny_per_kwh
     } else {

@@ -198,8 +198,42 @@ pub struct BatterySnapshot {
     pub temperature_c: f64,
     /// Any BMS alarm (not warning) active.
     pub alarm: bool,
-    /// Usable capacity now = nameplate x SoH.
+    /// Usable capacity now: nameplate x SoH, or the measured capacity once it is confident
+    /// (`health`).
     pub usable_capacity: WattHours,
+    /// What the measured health adds (see `crate::health`); neutral by default.
+    #[serde(default)]
+    pub health: HealthLimits,
+}
+
+/// Limits from the battery's measured health (`crate::health::derate`): the SoC window
+/// narrowed by cell spread, the share of the BMS power limits usable at the measured module
+/// temperatures, and the wear price from the measured fade. Dispatch applies them on top of
+/// the policy and the BMS limits; the default changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HealthLimits {
+    pub soc_min: Percent,
+    pub soc_max: Percent,
+    /// 0..=1.
+    pub charge_factor: f64,
+    pub discharge_factor: f64,
+    /// Wear price, CNY per kWh discharged (the policy's formula when `None`).
+    pub wear_cny_per_kwh: Option<f64>,
+    /// The confident measured capacity, Wh (for reports; `usable_capacity` carries it).
+    pub capacity_wh: Option<f64>,
+}
+
+impl Default for HealthLimits {
+    fn default() -> Self {
+        HealthLimits {
+            soc_min: Percent(0.0),
+            soc_max: Percent(100.0),
+            charge_factor: 1.0,
+            discharge_factor: 1.0,
+            wear_cny_per_kwh: None,
+            capacity_wh: None,
+        }
+    }
 }
 
 /// One AC charger.
@@ -276,6 +310,7 @@ impl Snapshot {
                 temperature_c: 25.0,
                 alarm: false,
                 usable_capacity: WattHours::from_kwh(360.0),
+                health: HealthLimits::default(),
             },
             building: Reading::fresh(Watts::ZERO),
             chargers,

@@ -89,6 +89,10 @@ fn router(shared: Arc<Shared>, cancel: CancellationToken, listen: SocketAddr) ->
         .route("/api/chargers/{id}/mode", post(set_mode))
         .route("/api/chargers/{id}/session", post(session::set_session))
         .route("/api/plan", get(session::plan))
+        .route(
+            "/api/battery/health",
+            get(|State(s): State<AppState>| crate::http::battery_health::get(s.shared)),
+        )
         .with_state(AppState { shared, cancel });
     crate::http::assets::router()
         .merge(api)

@@ -22,6 +22,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use super::flows::BatteryOrigin;
 use super::model::{utc_from_s, Bucket, SavedCounter, SessionRecord, BUCKET_COLUMNS};
 use crate::dispatch::DemandState;
+use crate::health::CapacitySample;
 
 /// Schema version this code writes and reads.
 pub const SCHEMA_VERSION: i64 = 2;
@@ -222,6 +223,7 @@ impl Store {
             }
         }
         super::outbox::create(&tx).map_err(setup)?;
+        create_capacity_samples(&tx).map_err(setup)?;
         tx.commit().map_err(setup)
     }
 
@@ -446,6 +448,90 @@ impl Store {
                 params![from.timestamp_millis(), to.timestamp_millis()],
                 session_from_row,
             )
+            .map_err(read)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(read)
+    }
+}
+
+/// The battery's measured capacity samples (`crate::health`), one row per sample, keyed by
+/// its time; created on open in any schema version (it only ever adds a table).
+fn create_capacity_samples(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS battery_capacity_samples (
+            at_ms INTEGER PRIMARY KEY,
+            capacity_wh REAL NOT NULL,
+            sigma_wh REAL NOT NULL,
+            soc_from_pct REAL NOT NULL,
+            soc_to_pct REAL NOT NULL,
+            energy_wh REAL NOT NULL,
+            throughput_wh REAL NOT NULL,
+            bms_soh_pct REAL);",
+    )
+}
+
+impl Store {
+    /// Store capacity samples (one transaction; a sample already stored is replaced).
+    pub fn insert_capacity_samples(
+        &mut self,
+        samples: &[CapacitySample],
+    ) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let err = |source| LedgerError::Flush {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        for s in samples {
+            tx.execute(
+                "INSERT OR REPLACE INTO battery_capacity_samples
+                 (at_ms, capacity_wh, sigma_wh, soc_from_pct, soc_to_pct, energy_wh,
+                  throughput_wh, bms_soh_pct) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    s.at.timestamp_millis(),
+                    s.capacity_wh,
+                    s.sigma_wh,
+                    s.soc_from_pct,
+                    s.soc_to_pct,
+                    s.energy_wh,
+                    s.throughput_wh,
+                    s.bms_soh_pct
+                ],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Capacity samples at or after `from`, oldest first.
+    pub fn capacity_samples(
+        &self,
+        from: DateTime<Utc>,
+    ) -> Result<Vec<CapacitySample>, LedgerError> {
+        let read = |source| LedgerError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT at_ms, capacity_wh, sigma_wh, soc_from_pct, soc_to_pct, energy_wh,
+                        throughput_wh, bms_soh_pct
+                 FROM battery_capacity_samples WHERE at_ms >= ?1 ORDER BY at_ms",
+            )
+            .map_err(read)?;
+        let rows = stmt
+            .query_map([from.timestamp_millis()], |r| {
+                Ok(CapacitySample {
+                    at: utc_from_ms(r.get(0)?),
+                    capacity_wh: r.get(1)?,
+                    sigma_wh: r.get(2)?,
+                    soc_from_pct: r.get(3)?,
+                    soc_to_pct: r.get(4)?,
+                    energy_wh: r.get(5)?,
+                    throughput_wh: r.get(6)?,
+                    bms_soh_pct: r.get(7)?,
+                })
+            })
             .map_err(read)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(read)
     }

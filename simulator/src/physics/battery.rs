@@ -7,7 +7,19 @@
 //!   with ramps 0-10 and 35-45, discharge -10..55 with ramps -10..0 and 45..55), cell voltage
 //!   (linear to 0 from 100 mV to 50 mV before the cell limits; cell voltages from an NMC OCV
 //!   curve plus an imbalance spread growing towards the SoC ends), and alarms (0).
-//! * The SoC window of the BMS narrows by 0.1 % per mV of imbalance on each end.
+//! * The SoC window of the BMS narrows by 0.1 % per mV of imbalance on each end. The imbalance
+//!   (cell spread at mid SoC) grows with cycling, faster when hot: per minute
+//!   `d imbalance = imbalance_growth_mv_per_efc x d EFC x 2^((T - 25) / 10)` (no growth from
+//!   heat alone below 25 C is modelled as the same law), so an ageing pack's window narrows.
+//! * What the BMS reports as SoH is not the truth: `bms_soh_bias_pct` offsets it, it starts at
+//!   `bms_soh_reported_pct` when given, and it is refreshed (to truth + bias) only every
+//!   `bms_soh_update_days` (never when 0; every step when absent). The SoC the BMS reports is
+//!   the true one (OCV-calibrated), so energy between SoC readings measures the true capacity.
+//! * Modules (SunSpec 804 groups): the pack's one string has `modules` modules. The weakest
+//!   module (the middle one, `modules / 2 + 1`) holds the cell that is highest above mid SoC
+//!   and lowest below it, and it runs hottest (its resistance is highest); module 1 holds the
+//!   other extreme and is the coolest (end of the rack). The module temperature spread is
+//!   0.5 C plus 30 % of the pack's rise above ambient from I^2 R heat.
 //! * Lumped thermal model: `C dT/dt = I^2 R - UA (T - T_amb)`.
 //! * Aging, per minute: SoH = 100 x q with `q = 1 - cal - 7.58e-5 EFC^1.08`, the calendar
 //!   loss `cal = k_cal t^0.464` integrated with the equivalent-time method under varying T and
@@ -113,11 +125,23 @@ pub struct Battery {
     age_soc_acc: f64,
     /// Energy in the pack that came from PV, Wh (for the green share).
     pub solar_wh: f64,
+    /// SoC window before the imbalance narrows it, %.
+    pub soc_min_base_pct: f64,
+    pub soc_max_base_pct: f64,
+    pub imbalance_growth_mv_per_efc: f64,
+    /// EFC at the last aging step (for the imbalance growth).
+    efc_aged: f64,
+    /// SoH the BMS reports, %.
+    pub bms_soh_pct: f64,
+    pub bms_soh_bias_pct: f64,
+    /// Refresh period of the reported SoH, s (`None` = every step, `Some(0)` = never).
+    pub bms_soh_update_s: Option<f64>,
+    since_bms_update_s: f64,
+    pub modules: u16,
 }
 
 impl Battery {
     pub fn new(p: &BatteryParams) -> Self {
-        let narrowing = p.imbalance_mv * 0.1;
         let loss0 = 1.0 - p.soh_pct / 100.0;
         let k_ref = k_cal(298.15, 0.5);
         let cal0 = (k_ref * p.calendar_age_days.max(0.0).powf(0.464)).min(loss0);
@@ -128,8 +152,8 @@ impl Battery {
             soh_pct: p.soh_pct,
             usable0_wh: p.nameplate_kwh * 1000.0 * p.soh_pct / 100.0,
             soc_pct: p.initial_soc_pct,
-            soc_min_pct: (p.soc_min_pct + narrowing).min(50.0),
-            soc_max_pct: (p.soc_max_pct - narrowing).max(50.0),
+            soc_min_pct: p.soc_min_pct,
+            soc_max_pct: p.soc_max_pct,
             soc_reserve_min_pct: p.soc_reserve_min_pct,
             pcs_w: p.pcs_kw * 1000.0,
             c_rate: p.c_rate_cap,
@@ -161,9 +185,60 @@ impl Battery {
             age_temp_acc: 0.0,
             age_soc_acc: 0.0,
             solar_wh: 0.0,
+            soc_min_base_pct: p.soc_min_pct,
+            soc_max_base_pct: p.soc_max_pct,
+            imbalance_growth_mv_per_efc: p.imbalance_growth_mv_per_efc,
+            efc_aged: 0.0,
+            bms_soh_pct: p
+                .bms_soh_reported_pct
+                .unwrap_or(p.soh_pct + p.bms_soh_bias_pct)
+                .clamp(0.0, 100.0),
+            bms_soh_bias_pct: p.bms_soh_bias_pct,
+            bms_soh_update_s: p.bms_soh_update_days.map(|d| d * 86_400.0),
+            since_bms_update_s: 0.0,
+            modules: p.modules.max(1),
         };
+        b.narrow_window();
         b.update_limits();
         b
+    }
+
+    /// Narrow the BMS window by 0.1 % per mV of imbalance at each end.
+    fn narrow_window(&mut self) {
+        let narrowing = self.imbalance_mv * 0.1;
+        self.soc_min_pct = (self.soc_min_base_pct + narrowing).min(50.0);
+        self.soc_max_pct = (self.soc_max_base_pct - narrowing).max(50.0);
+    }
+
+    /// Energy between the BMS window's ends at the true capacity, Wh.
+    pub fn window_wh(&self) -> f64 {
+        (self.soc_max_pct - self.soc_min_pct).max(0.0) / 100.0 * self.usable_wh()
+    }
+
+    /// The weakest module (1-based): hottest, and holds the extreme cell towards the SoC end.
+    pub fn weak_module(&self) -> u16 {
+        self.modules / 2 + 1
+    }
+
+    /// Modules holding the highest and the lowest cell now (1-based).
+    pub fn cell_extreme_modules(&self) -> (u16, u16) {
+        if self.soc_pct >= 50.0 {
+            (self.weak_module(), 1)
+        } else {
+            (1, self.weak_module())
+        }
+    }
+
+    /// Module temperatures now: (hottest C, its module, coolest C, its module).
+    pub fn module_temps(&self) -> (f64, u16, f64, u16) {
+        let rise = (self.temp_c - self.ambient_c).max(0.0);
+        let spread = 0.5 + 0.3 * rise;
+        (
+            self.temp_c + spread / 2.0,
+            self.weak_module(),
+            self.temp_c - spread / 2.0,
+            1,
+        )
     }
 
     pub fn usable_wh(&self) -> f64 {
@@ -331,6 +406,7 @@ impl Battery {
         if self.age_acc_s < 60.0 {
             return;
         }
+        let acc_s = self.age_acc_s;
         let t_k = self.age_temp_acc / self.age_acc_s;
         let soc = self.age_soc_acc / self.age_acc_s;
         let k = k_cal(t_k, soc);
@@ -343,9 +419,34 @@ impl Battery {
         self.age_acc_s = 0.0;
         self.age_temp_acc = 0.0;
         self.age_soc_acc = 0.0;
-        let cyc = 7.58e-5 * (self.efc0 + self.efc()).powf(1.08);
+        let efc = self.efc();
+        let cyc = 7.58e-5 * (self.efc0 + efc).powf(1.08);
         let q = (1.0 - self.cal_loss - cyc).clamp(0.0, 1.0);
         self.soh_pct = 100.0 * q;
+        let heat = 2f64.powf((t_k - 298.15) / 10.0);
+        let grown = self.imbalance_growth_mv_per_efc * (efc - self.efc_aged).max(0.0) * heat;
+        self.efc_aged = efc;
+        if grown > 0.0 {
+            self.imbalance_mv = (self.imbalance_mv + grown).min(500.0);
+            self.narrow_window();
+        }
+        self.report_soh(acc_s);
+    }
+
+    /// The BMS refreshes its reported SoH on its own schedule.
+    fn report_soh(&mut self, elapsed_s: f64) {
+        let fresh = (self.soh_pct + self.bms_soh_bias_pct).clamp(0.0, 100.0);
+        match self.bms_soh_update_s {
+            None => self.bms_soh_pct = fresh,
+            Some(period) if period > 0.0 => {
+                self.since_bms_update_s += elapsed_s;
+                if self.since_bms_update_s >= period {
+                    self.since_bms_update_s = 0.0;
+                    self.bms_soh_pct = fresh;
+                }
+            }
+            Some(_) => {}
+        }
     }
 
     /// Model 802 `Evt1` bits now.
@@ -449,6 +550,85 @@ mod tests {
         let cny_per_kwh =
             p.pack_value_cny * per_cycle / p.allowed_soh_loss_pct / (b.usable0_wh / 1000.0);
         assert!(cny_per_kwh > 0.1 && cny_per_kwh < 0.3, "{cny_per_kwh}");
+    }
+
+    /// Run `cycles` full cycles through the physics (0.25 C) at a fixed temperature.
+    fn cycle(b: &mut Battery, cycles: usize, temp_c: f64) {
+        for _ in 0..cycles {
+            for sign in [-1.0, 1.0] {
+                b.set_setpoint(sign * 90_000.0);
+                for _ in 0..(6 * 3600) {
+                    b.temp_c = temp_c;
+                    b.since_setpoint_s = 0.0;
+                    b.step(1.0, 0.0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cell_spread_grows_with_cycling_faster_when_hot_and_narrows_the_window_at_both_ends() {
+        let p = BatteryParams::default();
+        let mut cool = Battery::new(&p);
+        let (min0, max0) = (cool.soc_min_pct, cool.soc_max_pct);
+        assert!((min0 - 8.0).abs() < 1e-9 && (max0 - 92.0).abs() < 1e-9);
+        let mut hot = cool.clone();
+        cycle(&mut cool, 10, 25.0);
+        cycle(&mut hot, 10, 35.0);
+        let efc = cool.efc();
+        assert!(efc > 5.0, "{efc}");
+        let grown_cool = cool.imbalance_mv - p.imbalance_mv;
+        let grown_hot = hot.imbalance_mv - p.imbalance_mv;
+        assert!(
+            (grown_cool - 0.05 * efc).abs() < 0.05 * efc * 0.05,
+            "{grown_cool}"
+        );
+        assert!(grown_hot > 1.8 * grown_cool, "{grown_hot} vs {grown_cool}");
+        assert!(cool.soc_min_pct > min0 && cool.soc_max_pct < max0);
+        assert!((cool.soc_min_pct - (5.0 + 0.1 * cool.imbalance_mv)).abs() < 1e-9);
+        assert!(hot.window_wh() < cool.window_wh());
+    }
+
+    #[test]
+    fn the_bms_reports_its_biased_soh_and_refreshes_it_only_on_its_schedule() {
+        let p = BatteryParams {
+            soh_pct: 68.0,
+            bms_soh_reported_pct: Some(80.0),
+            bms_soh_update_days: Some(0.0),
+            ..BatteryParams::default()
+        };
+        let mut stale = Battery::new(&p);
+        assert_eq!(stale.bms_soh_pct, 80.0);
+        cycle(&mut stale, 3, 25.0);
+        assert_eq!(stale.bms_soh_pct, 80.0, "never refreshed");
+        assert!(stale.soh_pct < 68.0);
+
+        let p = BatteryParams {
+            soh_pct: 68.0,
+            bms_soh_bias_pct: 5.0,
+            bms_soh_update_days: Some(1.0),
+            ..BatteryParams::default()
+        };
+        let mut daily = Battery::new(&p);
+        assert_eq!(daily.bms_soh_pct, 73.0);
+        cycle(&mut daily, 1, 25.0); // 12 h: no refresh yet
+        assert_eq!(daily.bms_soh_pct, 73.0);
+        cycle(&mut daily, 1, 25.0); // 24 h: refreshed to truth + bias
+        assert!((daily.bms_soh_pct - (daily.soh_pct + 5.0)).abs() < 0.01);
+        assert!(daily.bms_soh_pct < 73.0);
+    }
+
+    #[test]
+    fn the_weak_module_is_the_hottest_and_holds_the_extreme_cell_towards_each_end() {
+        let mut b = Battery::new(&BatteryParams::default());
+        b.soc_pct = 80.0;
+        assert_eq!(b.cell_extreme_modules(), (7, 1));
+        b.soc_pct = 20.0;
+        assert_eq!(b.cell_extreme_modules(), (1, 7));
+        b.temp_c = 35.0;
+        let (hi, hi_mod, lo, lo_mod) = b.module_temps();
+        assert_eq!((hi_mod, lo_mod), (7, 1));
+        assert!(hi > 35.0 && lo < 35.0 && (hi - lo - 3.5).abs() < 1e-9);
     }
 
     #[test]

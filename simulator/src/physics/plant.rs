@@ -485,11 +485,26 @@ impl Plant {
     fn battery_view(&self) -> BatteryView {
         let b = &self.battery;
         let (cell_max, cell_min) = b.cell_v();
+        let (v_max_mod, v_min_mod) = b.cell_extreme_modules();
+        let (t_max, t_max_mod, t_min, t_min_mod) = b.module_temps();
         BatteryView {
             nameplate_wh: b.nameplate_wh,
             usable_wh: b.usable_wh(),
             soc_pct: b.soc_pct,
-            soh_pct: b.soh_pct,
+            soh_pct: b.bms_soh_pct,
+            true_soh_pct: b.soh_pct,
+            soc_min_pct: b.soc_min_pct,
+            soc_max_pct: b.soc_max_pct,
+            window_wh: b.window_wh(),
+            imbalance_mv: b.imbalance_mv,
+            modules: b.modules,
+            cells_per_module: (b.series / f64::from(b.modules)) as u16,
+            cell_v_max_module: v_max_mod,
+            cell_v_min_module: v_min_mod,
+            module_temp_max_c: t_max,
+            module_temp_max_module: t_max_mod,
+            module_temp_min_c: t_min,
+            module_temp_min_module: t_min_mod,
             power_w: b.power_w,
             setpoint_w: if b.setpoint_enabled {
                 b.setpoint_w

@@ -144,6 +144,19 @@ pub struct BatteryParams {
     pub series_cells: u32,
     /// Calendar age of the cells at the start (first life included), days.
     pub calendar_age_days: f64,
+    /// What the BMS reports as SoH minus the true SoH, points (a BMS configured for the
+    /// pack's first life tends to report high).
+    pub bms_soh_bias_pct: f64,
+    /// SoH the BMS reports at the start, % (defaults to the true SoH plus the bias).
+    pub bms_soh_reported_pct: Option<f64>,
+    /// How often the BMS refreshes its reported SoH to the true SoH plus the bias, days;
+    /// absent = every step (a live value), 0 = never.
+    pub bms_soh_update_days: Option<f64>,
+    /// Growth of the cell spread per equivalent full cycle at 25 C, mV; doubles for every
+    /// 10 C hotter (the spread narrows the SoC window at both ends, see `imbalance_mv`).
+    pub imbalance_growth_mv_per_efc: f64,
+    /// Modules in series in the pack's one string (SunSpec 804 module groups).
+    pub modules: u16,
 }
 
 /// The AC chargers (all alike).
@@ -398,6 +411,11 @@ impl Default for BatteryParams {
             allowed_soh_loss_pct: 12.0,
             series_cells: 192,
             calendar_age_days: 1826.0,
+            bms_soh_bias_pct: 0.0,
+            bms_soh_reported_pct: None,
+            bms_soh_update_days: None,
+            imbalance_growth_mv_per_efc: 0.05,
+            modules: 12,
         }
     }
 }

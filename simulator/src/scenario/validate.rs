@@ -222,6 +222,22 @@ fn check_battery(b: &BatteryParams, issues: &mut Issues) {
     issues.range("battery.allowed_soh_loss_pct", loss, 0.1, 100.0);
     let cells = f64::from(b.series_cells);
     issues.range("battery.series_cells", cells, 1.0, 1000.0);
+    issues.range("battery.bms_soh_bias_pct", b.bms_soh_bias_pct, -50.0, 50.0);
+    if let Some(r) = b.bms_soh_reported_pct {
+        issues.range("battery.bms_soh_reported_pct", r, 1.0, 100.0);
+    }
+    if let Some(d) = b.bms_soh_update_days {
+        issues.range("battery.bms_soh_update_days", d, 0.0, 3650.0);
+    }
+    let growth = b.imbalance_growth_mv_per_efc;
+    issues.range("battery.imbalance_growth_mv_per_efc", growth, 0.0, 10.0);
+    let modules = f64::from(b.modules);
+    issues.range(
+        "battery.modules",
+        modules,
+        1.0,
+        f64::from(b.series_cells.max(1)),
+    );
 }
 
 fn check_chargers(c: &ChargerParams, issues: &mut Issues) {
@@ -297,6 +313,24 @@ mod tests {
             Err(ScenarioError::Invalid(issues)) => issues,
             other => panic!("expected validation issues, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn bad_bms_soh_and_spread_keys_are_named_by_their_dotted_key() {
+        let issues = issues_of(
+            "[battery]\nbms_soh_bias_pct = 80\nbms_soh_reported_pct = 0\n\
+             bms_soh_update_days = -1\nimbalance_growth_mv_per_efc = -0.1\nmodules = 0\n",
+        );
+        assert_eq!(
+            issues.keys(),
+            [
+                "battery.bms_soh_bias_pct",
+                "battery.bms_soh_reported_pct",
+                "battery.bms_soh_update_days",
+                "battery.imbalance_growth_mv_per_efc",
+                "battery.modules"
+            ]
+        );
     }
 
     #[test]

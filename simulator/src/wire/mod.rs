@@ -3,7 +3,8 @@
 //!
 //! One server per device (one listener, one [`serve_device`] task):
 //! - `pv`: SunSpec inverter, models 1, 103, 120, 123 (see [`sunspec`]);
-//! - `battery`: SunSpec battery, models 1, 802, 704;
+//! - `battery`: SunSpec battery, models 1, 802, 704, then 803 (lithium-ion bank) and 804
+//!   (lithium-ion string, one group per module) after the writable ones;
 //! - `grid-meter`, `building-meter`: SunSpec meters, models 1, 203;
 //! - `charger-1` .. `charger-N`: Alfen NG9xx "Modbus slave" profile (see [`alfen`]).
 //!
@@ -46,6 +47,7 @@ pub mod alfen;
 mod encode;
 pub mod fake;
 pub mod image;
+mod lithium;
 mod models;
 pub mod profile;
 mod server;

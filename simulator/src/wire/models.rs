@@ -160,6 +160,13 @@ impl ModelBuf {
         self
     }
 
+    /// Appends one instance of a repeating group (rendered with its own group definition)
+    /// after this model's registers; L grows by the group's length.
+    pub(crate) fn append_group(&mut self, group: ModelBuf) {
+        self.words[1] = self.words[1].saturating_add(group.def.len);
+        self.words.extend_from_slice(&group.words[2..]);
+    }
+
     pub(crate) fn into_words(self) -> Vec<u16> {
         self.words
     }

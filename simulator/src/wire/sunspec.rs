@@ -28,6 +28,7 @@
 
 use super::encode::sf_for;
 use super::image::{Block, Image, UnitImage};
+use super::lithium;
 use super::models::{
     ModelBuf, ModelDef, BATTERY, COMMON, CONTROLS, DER_CTL_AC, INVERTER_3P, METER_WYE, NAMEPLATE,
 };
@@ -185,7 +186,15 @@ pub(crate) fn render_battery(b: &BatteryView, serial: &str) -> Image {
         .sf("WSet_SF", 0)
         .int("WSetRvrtTms", b.setpoint_revert_s);
 
-    chain(vec![common("Battery PCS", serial), bat, ctl])
+    // 803/804 come after 704 so the writable points keep static addresses; SunSpec clients
+    // find models by scanning the chain.
+    chain(vec![
+        common("Battery PCS", serial),
+        bat,
+        ctl,
+        lithium::render_bank(b),
+        lithium::render_string(b),
+    ])
 }
 
 /// Renders a model 203 meter.

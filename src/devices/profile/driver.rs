@@ -828,6 +828,8 @@ impl Values<'_> {
             None => BatteryState::Other(code),
         });
         Ok(BatteryReading {
+            cells: None,
+            cells_problem: None,
             soc_pct,
             soh_pct,
             soc_max_pct: None,

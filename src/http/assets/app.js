@@ -676,6 +676,72 @@
     }
   }
 
+  // ---------------------------------------------------------------- battery health
+
+  function kwh(wh) {
+    return wh === null || wh === undefined ? "—" : (wh / 1000).toFixed(1) + " kWh";
+  }
+
+  function renderHealthChart(r) {
+    const el = document.getElementById("bh-chart");
+    if (!el) return;
+    while (el.firstChild) el.removeChild(el.firstChild);
+    const pts = (r.samples || []).map(function (p) {
+      return { t: Date.parse(p.at), m: p.capacity_wh, b: p.bms_soh_pct === null ? null : r.nameplate_wh * p.bms_soh_pct / 100 };
+    });
+    if (pts.length < 2) {
+      svg("text", { x: 10, y: 70, class: "muted" }, el).textContent = "capacity samples: " + pts.length;
+      return;
+    }
+    const t0 = pts[0].t, t1 = pts[pts.length - 1].t;
+    const vals = [];
+    pts.forEach(function (p) { vals.push(p.m); if (p.b !== null) vals.push(p.b); });
+    const lo = Math.min.apply(null, vals) * 0.98, hi = Math.max.apply(null, vals) * 1.02;
+    const x = function (t) { return 10 + 380 * (t - t0) / Math.max(1, t1 - t0); };
+    const y = function (v) { return 130 - 120 * (v - lo) / Math.max(1, hi - lo); };
+    const line = function (key, cls) {
+      const d = pts.filter(function (p) { return p[key] !== null; })
+        .map(function (p, i) { return (i ? "L" : "M") + x(p.t).toFixed(1) + "," + y(p[key]).toFixed(1); }).join("");
+      if (d) svg("path", { d: d, class: cls, fill: "none" }, el);
+    };
+    line("b", "line-limit");
+    line("m", "line-battery");
+  }
+
+  function renderBatteryHealth(r) {
+    const e = r.estimate;
+    setText("bh-source", r.capacity_source === "measured" ? "measured" : "BMS value");
+    setText("bh-measured", e ? kwh(e.capacity_wh) + " ± " + (e.band_wh / 1000).toFixed(1) + (e.confident ? "" : " (not yet trusted)") : "measuring…");
+    setText("bh-bms", r.bms_soh_pct === null ? "—" : fmtNum(r.bms_soh_pct, 1, " %") + " → " + kwh(r.bms_capacity_wh));
+    setText("bh-in-use", kwh(r.capacity_in_use_wh));
+    setText("bh-efc", fmtNum(r.equivalent_full_cycles, 1, ""));
+    setText("bh-throughput", (r.throughput_wh / 1e6).toFixed(2) + " MWh");
+    setText("bh-spread", r.cell_spread_mv === null ? "—" : fmtNum(r.cell_spread_mv, 0, " mV"));
+    setText("bh-temp", r.temp_min_c === null ? "no 803/804" : fmtNum(r.temp_min_c, 1, "") + " … " + fmtNum(r.temp_max_c, 1, " °C"));
+    const d = r.derating;
+    setText("bh-window", d ? fmtNum(d.soc_min_pct, 1, "") + " – " + fmtNum(d.soc_max_pct, 1, " %") + (d.charge_factor < 1 || d.discharge_factor < 1 ? " · power × " + d.charge_factor.toFixed(2) + " / " + d.discharge_factor.toFixed(2) : "") : "—");
+    setText("bh-fade", r.fade ? fmtNum(r.fade.wh_per_day * 365 / 1000, 1, " kWh/year") : "needs 14 days of samples");
+    const eol = r.end_of_life;
+    setText("bh-eol", eol ? eol.date.slice(0, 10) + " (" + eol.earliest.slice(0, 10) + " … " + (eol.latest ? eol.latest.slice(0, 10) : "open") + ") at " + r.eol_pct + " %" : "—");
+    setText("bh-wear", r.wear_cny_per_kwh === null ? "policy value" : fmtNum(r.wear_cny_per_kwh, 3, " CNY/kWh"));
+    const w = document.getElementById("bh-warning");
+    if (w) {
+      w.hidden = !r.warning;
+      w.textContent = r.warning || "";
+    }
+    renderHealthChart(r);
+  }
+
+  async function loadBatteryHealth() {
+    try {
+      const r = await fetch("/api/battery/health", { cache: "no-store" });
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      renderBatteryHealth(await r.json());
+    } catch (e) {
+      setText("bh-measured", "unavailable (" + e.message + ")");
+    }
+  }
+
   // ---------------------------------------------------------------- transport
 
   let source = null;
@@ -769,5 +835,7 @@
   startSse();
   loadHistory();
   setInterval(loadHistory, HISTORY_REFRESH_MS);
+  loadBatteryHealth();
+  setInterval(loadBatteryHealth, HISTORY_REFRESH_MS);
   setInterval(watchStale, 1000);
 })();
