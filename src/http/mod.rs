@@ -2,5 +2,5 @@
 
 pub mod api;
 pub mod assets;
-pub mod session;
 pub mod battery_health;
+pub mod session;
