@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # savings_captured of the policy, the planner (its own forecasts) and the perfect-forecast
 # planner, DAYS-day windows (default 7), seeds SEEDS (default 1-8), every shipped scenario (or
-# SCENARIOS). Columns: scenario, seed, savings policy, planner, planner_perfect, then for policy,
-# planner and planner_perfect: s over the import limit, unmet kWh, s outside the SoC window;
-# last the optimum's unmet kWh.
+# SCENARIOS). Columns: scenario, seed, savings policy, planner, planner_perfect, then in the
+# runs' order (policy, planner_perfect, planner): s over the import limit, unmet kWh, s outside
+# the SoC window; last the optimum's unmet kWh.
 # Needs jq and target/release/stationd (cargo build --release --bin stationd).
 set -euo pipefail
 bin=${STATIOND:-target/release/stationd}
