@@ -196,6 +196,8 @@ pub struct VehicleView {
     pub soc_pct: f64,
     pub target_soc_pct: f64,
     pub onboard_max_a: f64,
+    /// Phases the on-board charger uses, 1 or 3 (a charger sees it as current on one phase).
+    pub phases: u8,
     pub arrived: DateTime<Utc>,
     pub departs: DateTime<Utc>,
     /// Energy delivered in this session so far, Wh.

@@ -558,6 +558,7 @@ impl Plant {
                 vv.soc_pct = v.soc_pct;
                 vv.target_soc_pct = v.target_soc_pct;
                 vv.onboard_max_a = v.onboard_max_a;
+                vv.phases = v.phases;
                 vv.arrived = v.arrived;
                 vv.departs = v.departs;
                 vv.session_wh = v.session_wh;
@@ -570,6 +571,7 @@ impl Plant {
                     soc_pct: v.soc_pct,
                     target_soc_pct: v.target_soc_pct,
                     onboard_max_a: v.onboard_max_a,
+                    phases: v.phases,
                     arrived: v.arrived,
                     departs: v.departs,
                     session_wh: v.session_wh,
