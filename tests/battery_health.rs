@@ -207,31 +207,6 @@ fn error_pct(d: &Day) -> Option<f64> {
         .map(|e| (e - d.true_capacity_wh) / d.true_capacity_wh * 100.0)
 }
 
-#[test]
-#[ignore = "exploration aid: EXPLORE_SCENARIO=file EXPLORE_DAYS=n"]
-fn explore() {
-    let toml = std::fs::read_to_string(std::env::var("EXPLORE_SCENARIO").unwrap()).unwrap();
-    let days: u32 = std::env::var("EXPLORE_DAYS").map_or(10, |d| d.parse().unwrap());
-    for health in [false, true] {
-        let r = run(&toml, days, health, 5.0);
-        for d in &r.days {
-            let evening: f64 = d.cutoff_s_by_hour[17..24].iter().sum();
-            let total: f64 = d.cutoff_s_by_hour.iter().sum();
-            println!(
-                "health={health} day {} efc {:.2} true {:.1} est {:?} band {:?} conf {} err {:?} cutoff {total} evening {evening}",
-                d.day,
-                d.efc,
-                d.true_capacity_wh / 1000.0,
-                d.estimate_wh.map(|e| e / 1000.0),
-                d.band_wh.map(|e| e / 1000.0),
-                d.confident,
-                error_pct(d)
-            );
-        }
-        let _ = (&r.controller, &r.plant);
-    }
-}
-
 /// A year from March with ageing: the BMS reports 12 points high and refreshes only every 90
 /// days; cells drift (0.05 mV per EFC at 25 C, the scenario default).
 const YEAR: &str = "
