@@ -304,7 +304,9 @@ impl PlannerHook {
                     session_wh: v.session_wh,
                     wish_wh: v.wanted_wh,
                     departs: v.departs,
-                    max_w: v.onboard_max_a.min(c.rating_a) * f64::from(v.phases.min(c.phases)) * PHASE_V,
+                    max_w: v.onboard_max_a.min(c.rating_a)
+                        * f64::from(v.phases.min(c.phases))
+                        * PHASE_V,
                 })
             })
             .collect();
@@ -380,7 +382,9 @@ impl Causal {
         for (i, c) in view.chargers.iter().enumerate() {
             match (&c.vehicle, self.open[i]) {
                 (Some(v), None) => {
-                    let max_w = v.onboard_max_a.min(c.rating_a) * f64::from(v.phases.min(c.phases)) * PHASE_V;
+                    let max_w = v.onboard_max_a.min(c.rating_a)
+                        * f64::from(v.phases.min(c.phases))
+                        * PHASE_V;
                     self.open[i] = Some((v.arrived, v.wanted_wh + v.session_wh, max_w));
                 }
                 (None, Some((arrived, wished_wh, max_w))) => {

@@ -61,6 +61,14 @@ impl StepMeter {
     }
 }
 
+/// Share of a car's full power for a whole step above which the plan is read as "charge it at
+/// full power" (the planners count on 85 % of a car's power).
+const FULL_POWER_SHARE: f64 = 0.8;
+
+fn step_hours(step: &StepBudget) -> f64 {
+    (step.end - step.start).num_milliseconds() as f64 / 3.6e6
+}
+
 /// The budget of the running step of `plan` for the cars plugged in now (None: no step runs).
 pub fn budget(
     plan: &PlanBudgets,
@@ -80,10 +88,19 @@ pub fn budget(
                 .iter()
                 .find(|(i, _)| *i == b.charger)
                 .map_or(0.0, |(_, wh)| *wh);
+            // A plan that charges the car near its full power for the step (the program counts
+            // on a derated share of it) lets it take its full power: a car held to the derated
+            // figure falls behind and meets its taper late.
+            let full_wh = car.max_w.max(0.0) * step_hours(step);
+            let planned_wh = if b.in_step_wh >= FULL_POWER_SHARE * full_wh {
+                full_wh.max(b.in_step_wh)
+            } else {
+                b.in_step_wh
+            };
             Some((
                 car.id.clone(),
                 CarBudget {
-                    step_wh: (b.in_step_wh - got).max(0.0),
+                    step_wh: (planned_wh - got).max(0.0),
                     wish_wh: car.wish_wh,
                     departs: car.departs,
                     max_w: car.max_w,
@@ -156,6 +173,22 @@ mod tests {
         let b = budget(&p, t(16), &[car(2_100.0)], &mut m, 0.95).unwrap();
         assert_eq!((b.until, b.chargers[0].1.step_wh), (t(30), 3_000.0));
         assert_eq!(b.battery_soc_target_pct, Some(65.0));
+    }
+
+    #[test]
+    fn a_plan_near_a_cars_full_power_lets_it_take_its_full_power() {
+        // Step 15-30 (0.25 h): 11.04 kW for the whole step is 2760 Wh; the plan's 2346 Wh
+        // (85 %) is read as full power, 1000 Wh is followed as it is.
+        let mut p = plan();
+        let mut c = car(0.0);
+        c.max_w = 11_040.0;
+        let mut m = StepMeter::default();
+        p.steps[1].cars[0].in_step_wh = 2_346.0;
+        let b = budget(&p, t(16), &[c.clone()], &mut m, 0.95).unwrap();
+        assert!((b.chargers[0].1.step_wh - 2_760.0).abs() < 1e-6);
+        p.steps[1].cars[0].in_step_wh = 1_000.0;
+        let b = budget(&p, t(16), &[c], &mut m, 0.95).unwrap();
+        assert_eq!(b.chargers[0].1.step_wh, 1_000.0);
     }
 
     #[test]
