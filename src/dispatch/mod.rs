@@ -53,7 +53,8 @@
 //!    follows its share, stays at the minimum while the share is within the hysteresis below
 //!    it (if `G` allows), and pauses below that once `min_on_s` has passed.
 //! 6. **Battery.** With a surplus it charges from PV (up to the charge bound). With import,
-//!    in the dearest tariff period and when `price > stored value / efficiency + wear cost`
+//!    whenever the price pays for it, `price > stored value / efficiency + wear cost` (in
+//!    the flat period as in the peak; the evening reserve keeps what the evening peak needs),
 //!    it discharges to cover the building (dealer first) or the whole net load (vehicles
 //!    first); in the cheapest period with `grid_charging_in_valley` it charges from the grid
 //!    only up to the month's peak so far (cheap energy never pays for a new demand peak).
@@ -152,13 +153,14 @@ pub fn decide_into(
     } else {
         safe_currents(snapshot, state);
     }
-    let chargers_w = charger_setpoints(snapshot, state, plan);
+    let (chargers_w, expected_w) = charger_setpoints(snapshot, state, plan);
     let net = NetLoad {
         firm: inputs.fixed + chargers_w - inputs.pv_firm,
-        avail: inputs.fixed + chargers_w - inputs.pv_avail,
+        expected: inputs.fixed + expected_w - inputs.pv_firm,
+        avail: inputs.fixed + expected_w - inputs.pv_avail,
     };
     let battery = battery_setpoint(policy, state, now, &inputs, &bounds, &tariff, net, plan);
-    let (pv_limit, pv_planned) = pv_limit(policy, &inputs, chargers_w, battery, plan);
+    let (pv_limit, pv_planned) = pv_limit(policy, &inputs, expected_w, battery, plan);
     let balance = PowerBalance {
         base_load: inputs.base,
         uncontrolled_chargers: inputs.uncontrolled,
@@ -375,7 +377,10 @@ fn grid_feedback(
         .iter()
         .zip(&state.chargers)
         .filter(|(c, _)| c.online && c.state.can_charge())
-        .map(|(c, m)| crate::units::charger_power_nominal(m.last_amps, c.phases.min(3)))
+        .map(|(c, m)| {
+            let offered = crate::units::charger_power_nominal(m.last_amps, m.counted_phases(c));
+            expected_draw(c, offered)
+        })
         .fold(Watts::ZERO, |sum, w| sum + w);
     // Before the first plan the battery does what it was doing.
     let battery = match state.last_now {
@@ -523,7 +528,6 @@ fn tariff_position(
     let tariff = &policy.tariff;
     let bp = &policy.battery;
     let spread_exists = tariff.max_price() > tariff.min_price() + 1e-9;
-    let is_peak = spread_exists && price >= tariff.max_price() - 1e-9;
     let is_valley = spread_exists && price <= tariff.min_price() + 1e-9;
     let eta = bp.round_trip_efficiency;
     let wear = bounds
@@ -540,7 +544,7 @@ fn tariff_position(
         export_value
     };
     TariffPosition {
-        arbitrage: is_peak && price > stored_value / eta + wear,
+        arbitrage: spread_exists && price > stored_value / eta + wear,
         valley_charging: bp.grid_charging_in_valley
             && is_valley
             && grid_fresh
@@ -602,7 +606,11 @@ fn charger_roles(
     for (i, c) in snapshot.chargers.iter().enumerate() {
         let cp = vp.for_charger(c.id.as_str());
         let mem = &state.chargers[i];
-        let phases = c.phases.min(3);
+        let phases = if c.phases == 0 {
+            0
+        } else {
+            mem.counted_phases(c)
+        };
         let min = c.min_current.max(cp.min.unwrap_or(Amps::ZERO)).0.max(0.0);
         let max = c.rating.min(cp.max.unwrap_or(c.rating)).0;
         let capable = c.online && c.state.can_charge() && phases > 0;
@@ -648,27 +656,53 @@ fn safe_currents(snapshot: &Snapshot, state: &mut DispatchState) {
     }
 }
 
-/// The chargers' setpoints into the plan; returns their total power.
-fn charger_setpoints(snapshot: &Snapshot, state: &DispatchState, plan: &mut Plan) -> Watts {
+/// The chargers' setpoints into the plan; returns their total power, and the power they are
+/// expected to draw (a vehicle that does not ask for current draws what it is measured at).
+fn charger_setpoints(
+    snapshot: &Snapshot,
+    state: &DispatchState,
+    plan: &mut Plan,
+) -> (Watts, Watts) {
     let mut chargers_w = Watts::ZERO;
+    let mut expected_w = Watts::ZERO;
     for (i, c) in snapshot.chargers.iter().enumerate() {
         let w = &state.work[i];
         let a = if w.got > EPS_A { w.got } else { 0.0 };
         chargers_w += Watts(a * w.w_per_a);
+        expected_w += expected_draw(c, Watts(a * w.w_per_a));
         plan.chargers.push(ChargerSetpoint {
             id: c.id.clone(),
             amps: Amps(a),
             phases: c.phases,
         });
     }
-    chargers_w
+    (chargers_w, expected_w)
+}
+
+/// What a controllable charger given `offered` is expected to draw: all of it while its
+/// vehicle asks for current, else what it is measured at (a full or sleeping car). Only the
+/// battery's soft targets (surplus charging, the tariff, peak shaving) and the export limit
+/// count on it; the import limit counts every offer in full.
+fn expected_draw(c: &ChargerSnapshot, offered: Watts) -> Watts {
+    if !c.online || !c.state.can_charge() {
+        // Counted among the uncontrolled loads already.
+        Watts::ZERO
+    } else if c.state.requesting() {
+        offered
+    } else {
+        c.power.max(Watts::ZERO).min(offered)
+    }
 }
 
 /// The station's net load with the planned chargers, before the battery: with firm PV, and
 /// with PV including the probe.
 #[derive(Clone, Copy)]
 struct NetLoad {
+    /// Chargers at their setpoints: the import limit's view.
     firm: Watts,
+    /// Chargers at what they are expected to draw: the soft targets' view.
+    expected: Watts,
+    /// As `expected`, with PV including the probe.
     avail: Watts,
 }
 
@@ -686,7 +720,7 @@ fn battery_setpoint(
 ) -> Watts {
     let mut battery = economic_battery(policy, state, now, inputs, bounds, tariff, net, plan);
     if let Some(soc) = bounds.reserve_blocks {
-        if tariff.arbitrage && battery.0 <= EPS_W && net.firm.0 > 0.0 {
+        if tariff.arbitrage && battery.0 <= EPS_W && net.expected.0 > 0.0 {
             plan.reasons.push(Reason::BatteryEveningReserve { soc });
         }
     }
@@ -707,8 +741,8 @@ fn battery_setpoint(
             ),
             None => (demand_ceiling(policy, state, now), bounds.discharge_econ),
         };
-        if (net.firm - battery).0 > target.0 && bound.0 > battery.0 {
-            let want = bound.min(net.firm - target);
+        if (net.expected - battery).0 > target.0 && bound.0 > battery.0 {
+            let want = bound.min(net.expected - target);
             if want.0 > battery.0 + EPS_W {
                 battery = want;
                 plan.reasons.push(Reason::BatteryPeakShaving {
@@ -757,8 +791,8 @@ fn economic_battery(
         let cover = match policy.serve_first {
             ServeFirst::Dealer => (inputs.fixed - inputs.pv_firm)
                 .max(Watts::ZERO)
-                .min(net.firm),
-            ServeFirst::Vehicles => net.firm,
+                .min(net.expected),
+            ServeFirst::Vehicles => net.expected,
         };
         let battery = bounds.discharge_econ.min(cover.max(Watts::ZERO));
         if battery.0 > EPS_W {
@@ -778,7 +812,7 @@ fn economic_battery(
         import_budget,
         policy.cycle_s,
     );
-    let room = ceiling - net.firm;
+    let room = ceiling - net.expected;
     if room.0 <= 0.0 {
         return Watts::ZERO;
     }

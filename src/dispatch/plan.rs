@@ -75,7 +75,8 @@ pub enum Reason {
     ChargerOfflineCounted { id: ChargerId, power: Watts },
     /// The charger's configured minimum is above its maximum: it cannot be offered current.
     ChargerRangeEmpty { id: ChargerId },
-    /// Battery discharging for the peak tariff.
+    /// Battery discharging because the price pays for it (the tariff's peak, or a flat price
+    /// above the stored energy's value and wear).
     BatteryPeakTariff { power: Watts },
     /// Battery discharging to keep the 15-minute import under the demand target.
     BatteryPeakShaving { power: Watts, target: Watts },
@@ -167,7 +168,7 @@ impl fmt::Display for Reason {
                 write!(f, "{id} paused: its minimum current is above its maximum")
             }
             Reason::BatteryPeakTariff { power } => {
-                write!(f, "battery discharging {} kW: peak tariff", kw(*power))
+                write!(f, "battery discharging {} kW: tariff", kw(*power))
             }
             Reason::BatteryPeakShaving { power, target } => write!(
                 f,
@@ -255,7 +256,7 @@ mod tests {
         let r = Reason::BatteryPeakTariff {
             power: Watts(80_000.0),
         };
-        assert_eq!(r.to_string(), "battery discharging 80 kW: peak tariff");
+        assert_eq!(r.to_string(), "battery discharging 80 kW: tariff");
         assert_eq!(
             Reason::GridStale.to_string(),
             "grid meter stale: chargers at safe current"

@@ -146,6 +146,13 @@ impl ChargerState {
         }
     }
 
+    /// Whether the vehicle asks for current (C1, C2, D): one that does not (B1, B2: full, asleep
+    /// or not ready) draws nothing whatever it is offered, until it changes state.
+    #[inline]
+    pub fn requesting(self) -> bool {
+        matches!(self, ChargerState::C1 | ChargerState::C2 | ChargerState::D)
+    }
+
     /// Whether a current setpoint above 0 A makes sense in this state: a vehicle is connected
     /// and nothing is faulty (B1, B2, C1, C2, D).
     #[inline]

@@ -19,6 +19,25 @@ pub(crate) struct ChargerMemory {
     pub last_amps: Amps,
     /// When the current vehicle was first seen plugged in (for first-come sharing).
     pub plugged_since: Option<DateTime<Utc>>,
+    /// Most phases the plugged car has been seen drawing on this session (0: not seen drawing
+    /// yet). A one-phase car on a three-phase charger draws a third of the power its current
+    /// setpoint would give a three-phase one.
+    pub car_phases: u8,
+}
+
+/// Current on a phase, A, at or above which the phase counts as drawn by the car (below it a
+/// car is ramping, waking or idle; measurement noise on an unused phase stays well under it).
+const PHASE_DRAWN_A: f64 = 2.0;
+
+/// Phases `c`'s car draws on now: those carrying at least [`PHASE_DRAWN_A`] and a quarter of the
+/// highest phase's current (0 when the car draws nothing worth counting).
+pub(crate) fn phases_drawn(c: &ChargerSnapshot) -> u8 {
+    let peak = c.current.iter().fold(0.0_f64, |m, a| m.max(a.0));
+    if !c.online || !peak.is_finite() || peak < PHASE_DRAWN_A {
+        return 0;
+    }
+    let floor = PHASE_DRAWN_A.max(0.25 * peak);
+    c.current.iter().filter(|a| a.0 >= floor).count() as u8
 }
 
 impl ChargerMemory {
@@ -36,6 +55,17 @@ impl ChargerMemory {
             switched_at: None,
             last_amps: Amps(measured),
             plugged_since: if c.plugged { Some(now) } else { None },
+            car_phases: if c.plugged { phases_drawn(c) } else { 0 },
+        }
+    }
+
+    /// Phases the charger's power is counted on: the charger's own (1 or 3; 3 when it does
+    /// not say), or fewer once the session's car has been seen drawing on fewer.
+    pub(crate) fn counted_phases(&self, c: &ChargerSnapshot) -> u8 {
+        let own = if c.phases == 0 { 3 } else { c.phases.min(3) };
+        match self.car_phases {
+            0 => own,
+            seen => seen.min(own),
         }
     }
 
@@ -316,8 +346,12 @@ impl DispatchState {
         for (m, c) in self.chargers.iter_mut().zip(chargers) {
             if !c.plugged {
                 m.plugged_since = None;
-            } else if m.plugged_since.is_none() {
-                m.plugged_since = Some(now);
+                m.car_phases = 0;
+            } else {
+                if m.plugged_since.is_none() {
+                    m.plugged_since = Some(now);
+                }
+                m.car_phases = m.car_phases.max(phases_drawn(c));
             }
         }
         if self.work.len() != chargers.len() {

@@ -72,6 +72,13 @@ fn amps(plan: &Plan) -> Vec<f64> {
     plan.chargers.iter().map(|c| c.amps.0).collect()
 }
 
+/// `p` with wear priced three times higher, so the flat price (0.70) no longer pays for
+/// discharging (0.39 / 0.9 + 0.42) and only peak shaving moves the battery in the flat period.
+fn shaving_only(mut p: Policy) -> Policy {
+    p.battery.pack_value_cny *= 3.0;
+    p
+}
+
 /// The default policy planning right at the import limit (no margin) with a 100 kW demand
 /// target: the arithmetic of the sharing and battery tests below is written against it.
 fn exact() -> Policy {
@@ -373,7 +380,7 @@ fn battery_discharges_for_the_peak_tariff_and_says_so() {
     assert!(plan
         .reasons
         .iter()
-        .any(|r| r.to_string() == "battery discharging 60 kW: peak tariff"));
+        .any(|r| r.to_string() == "battery discharging 60 kW: tariff"));
 }
 
 #[test]
@@ -402,8 +409,36 @@ fn battery_does_not_discharge_in_the_flat_period_below_the_demand_target() {
 }
 
 #[test]
+fn in_the_flat_period_the_battery_covers_the_building_when_the_price_pays_for_it() {
+    // Flat 0.70 CNY/kWh against 0.39 / 0.9 stored value + 0.14 wear: worth discharging, down
+    // to the evening reserve; with wear priced higher it is not.
+    let p = Policy::default();
+    let mut s = Snapshot::reference_idle(0);
+    s.battery.soc = Reading::fresh(Percent(80.0));
+    s.building = Reading::fresh(Watts::from_kw(30.0));
+    let plan = decide(&s, &p, &mut DispatchState::new(), local(16, 0));
+    assert!(
+        (plan.battery.0 - 30_000.0).abs() < 1.0,
+        "{:?}",
+        plan.battery
+    );
+    assert!(plan.has_reason("battery_peak_tariff"));
+    s.battery.soc = Reading::fresh(Percent(45.0)); // below the reserve until 18:00
+    let plan = decide(&s, &p, &mut DispatchState::new(), local(16, 0));
+    assert_eq!(plan.battery, Watts::ZERO);
+    s.battery.soc = Reading::fresh(Percent(80.0));
+    let plan = decide(
+        &s,
+        &shaving_only(p),
+        &mut DispatchState::new(),
+        local(16, 0),
+    );
+    assert_eq!(plan.battery, Watts::ZERO);
+}
+
+#[test]
 fn battery_shaves_peaks_above_the_demand_target() {
-    let p = exact(); // target 100 kW
+    let p = shaving_only(exact()); // target 100 kW
     let mut s = Snapshot::reference_idle(0);
     s.battery.soc = Reading::fresh(Percent(80.0)); // above the evening reserve
     s.building = Reading::fresh(Watts::from_kw(130.0));
@@ -452,6 +487,88 @@ fn zero_export_limits_pv_to_what_the_site_absorbs() {
     );
     assert!(plan.balance.grid.0.abs() < 1e-6);
     assert!(plan.has_reason("pv_curtailed"));
+}
+
+#[test]
+fn a_car_that_asks_for_nothing_neither_lets_pv_export_nor_makes_the_battery_shave_a_phantom_peak() {
+    let mut p = Policy::default();
+    p.grid.export_limit = Watts::ZERO;
+    let mut s = Snapshot::reference_idle(2);
+    // Both cars full: plugged in, offered current, asking for none (B2).
+    for c in &mut s.chargers {
+        c.state = ChargerState::B2;
+    }
+    s.building = Reading::fresh(Watts::from_kw(20.0));
+    s.pv.power = Reading::fresh(Watts::from_kw(120.0));
+    s.battery.soc = Reading::fresh(Percent(90.0)); // full: cannot absorb
+    let s = metered(s);
+    let mut st = DispatchState::new();
+    let plan = decide(&s, &p, &mut st, local(12, 0));
+    // The offers stand (a car may start asking any second), but PV is held to what the
+    // building takes: counting the offers as load would export 2 x 22 kW.
+    assert!(amps(&plan).iter().all(|&a| a >= 6.0), "{plan:?}");
+    let expected = 20_000.0 / 135_000.0 * 100.0;
+    assert!(
+        (plan.pv_limit.0 - expected).abs() < 1e-9,
+        "{:?}",
+        plan.pv_limit
+    );
+
+    // Evening, no PV, 10 kW of building against a 5 kW demand target: the battery shaves the
+    // building's import, never the chargers' offers on top of it (that would export).
+    let mut p = exact();
+    p.grid.demand_target = Watts::from_kw(5.0);
+    let mut s = Snapshot::reference_idle(2);
+    for c in &mut s.chargers {
+        c.state = ChargerState::B2;
+    }
+    s.building = Reading::fresh(Watts::from_kw(10.0));
+    let mut st = DispatchState::new();
+    for k in 0..5 {
+        meter_grid(&mut s, Watts::ZERO);
+        let plan = decide(&s, &p, &mut st, secs(local(19, 0), k));
+        assert!(plan.battery.0 > 1_000.0, "{:?}", plan.battery);
+        assert!(plan.battery.0 <= 10_000.0 + 1.0, "{:?}", plan.battery);
+        s.battery.power = Reading::fresh(plan.battery);
+    }
+}
+
+#[test]
+fn a_one_phase_car_on_a_three_phase_charger_is_counted_on_one_phase_once_seen_drawing() {
+    let p = exact();
+    let mut s = no_battery(1);
+    let mut st = DispatchState::new();
+    let start = local(12, 0);
+    let mut plan = decide(&metered(s.clone()), &p, &mut st, start);
+    for k in 1..40 {
+        let a = plan.chargers[0].amps;
+        s.chargers[0].current = [a, Amps::ZERO, Amps::ZERO];
+        s.chargers[0].power = charger_power_nominal(a, 1);
+        s = metered(s);
+        plan = decide(&s, &p, &mut st, secs(start, k));
+    }
+    let a = plan.chargers[0].amps;
+    assert!(a.0 >= 31.0, "{a:?}");
+    assert!(
+        (plan.balance.chargers.0 - charger_power_nominal(a, 1).0).abs() < 1e-6,
+        "{:?}",
+        plan.balance
+    );
+    // A new session starts from the charger's own phases again.
+    s.chargers[0].plugged = false;
+    s.chargers[0].state = ChargerState::A;
+    s.chargers[0].current = [Amps::ZERO; 3];
+    s.chargers[0].power = Watts::ZERO;
+    decide(&metered(s.clone()), &p, &mut st, secs(start, 41));
+    s.chargers[0].plugged = true;
+    s.chargers[0].state = ChargerState::C2;
+    let plan = decide(&metered(s), &p, &mut st, secs(start, 42));
+    let a = plan.chargers[0].amps;
+    assert!(
+        (plan.balance.chargers.0 - charger_power_nominal(a, 3).0).abs() < 1e-6,
+        "{:?}",
+        plan.balance
+    );
 }
 
 #[test]
@@ -660,7 +777,7 @@ fn serve_first_vehicles_gives_solar_cars_pv_before_the_building() {
 
 #[test]
 fn peak_shaving_target_rises_to_the_months_peak() {
-    let p = exact(); // target 100 kW
+    let p = shaving_only(exact()); // target 100 kW
     let mut s = Snapshot::reference_idle(0);
     s.battery.soc = Reading::fresh(Percent(80.0)); // above the evening reserve
     s.battery.online = false;
@@ -775,7 +892,7 @@ fn serve_first_dealer_does_not_discharge_for_cars_the_grid_can_serve() {
 
 #[test]
 fn peak_shaving_keeps_the_evening_reserve() {
-    let p = Policy::default(); // 40 kW target, 50 % reserve 07:00-18:00
+    let p = shaving_only(Policy::default()); // 40 kW target, 50 % reserve 07:00-18:00
     let mut s = Snapshot::reference_idle(0);
     s.building = Reading::fresh(Watts::from_kw(70.0));
     s.battery.soc = Reading::fresh(Percent(45.0));
