@@ -417,8 +417,9 @@ impl Device {
             // Away being prepared: stale, nothing is written to it this cycle.
             return;
         };
-        if !driver.link().is_connected() {
-            // A write to a dead link would only wait out the back-off; the next read reconnects.
+        if !driver.link().is_connected() || driver.needs_prepare() {
+            // A write to a dead link would only wait out the back-off, one to an undiscovered
+            // device would discover in the cycle: the next read sends it to be prepared.
             return;
         }
         let started = crate::clock::monotonic();

@@ -77,13 +77,19 @@ impl Driver {
         undiscovered || self.link().needs_connect()
     }
 
-    /// Wait out the back-off, then discover (which connects) or connect.
+    /// Wait out the back-off, then discover (which connects), or connect (and identify a
+    /// profiled device).
     async fn prepare(&mut self) -> Result<(), DeviceError> {
         self.link_mut().wait_backoff().await;
         match self {
             Driver::Pv(d) if !d.is_discovered() => d.discover().await,
             Driver::Battery(d) if !d.is_discovered() => d.discover().await,
             Driver::Meter(d) if !d.is_discovered() => d.discover().await,
+            Driver::Profiled(d) => {
+                // A new connection is trusted only once the identification probe passes.
+                d.link_mut().connect().await?;
+                d.identify().await
+            }
             d => d.link_mut().connect().await,
         }
     }
