@@ -2,15 +2,16 @@
 //!
 //! A device whose Modbus TCP link has no connection, or whose SunSpec model chain is not known
 //! yet, hands its driver to a task of its own on the daemon's `TaskTracker`. The task waits out
-//! the link's back-off, connects or walks the model chain (up to a few hundred requests), and
-//! configures the device-side fallback on the new connection. Meanwhile the device is stale (not
+//! the link's back-off, then connects or walks the model chain (up to a few hundred requests).
+//! The device-side fallback is configured by the first read after it, as on any new connection
+//! (done here, its write was the first request a struggling device saw, and each failure
+//! doubled the back-off). Meanwhile the device is stale (not
 //! read, not written, shown degraded or offline) and the cycle carries on with the others; the
 //! first read after the task has finished takes the driver back and reads it in that same cycle.
 //! Shutdown cancels the tasks (their requests dropped, connections closed) and takes the
 //! drivers back before the safe setpoints are written.
 
-use super::{build_driver, configure_fallback, Device, Driver};
-use crate::config::DeviceRole;
+use super::{build_driver, Device, Driver};
 use crate::devices::error::DeviceError;
 use crate::devices::link::LinkState;
 use futures::FutureExt;
@@ -60,8 +61,6 @@ impl Away {
 struct Prepared {
     driver: Driver,
     result: Result<(), DeviceError>,
-    /// The fallback configured on the new connection: the link's `connects` and the result.
-    fallback: Option<(u64, Result<(), DeviceError>)>,
     took: Duration,
 }
 
@@ -95,54 +94,27 @@ impl Driver {
     }
 }
 
-/// Prepare the driver, then configure its device-side fallback on the new connection.
-async fn prepare_and_configure(
-    driver: &mut Driver,
-    role: &DeviceRole,
-) -> (
-    Result<(), DeviceError>,
-    Option<(u64, Result<(), DeviceError>)>,
-) {
-    if let Err(e) = driver.prepare().await {
-        return (Err(e), None);
-    }
-    if !driver.link().is_connected() {
-        return (Ok(()), None);
-    }
-    let connects = driver.link().stats().connects;
-    let fallback = configure_fallback(driver, role)
-        .await
-        .map(|r| (connects, r));
-    (Ok(()), fallback)
-}
-
 /// The task's body: prepare until done or cancelled; a cancelled preparation closes the
 /// connection (a late answer must not be taken for the safe setpoint's).
-async fn run(mut driver: Driver, role: DeviceRole, cancel: CancellationToken) -> Prepared {
+async fn run(mut driver: Driver, cancel: CancellationToken) -> Prepared {
     let started = crate::clock::monotonic();
     let outcome = tokio::select! {
         biased;
         _ = cancel.cancelled() => None,
-        o = prepare_and_configure(&mut driver, &role) => Some(o),
+        r = driver.prepare() => Some(r),
     };
-    let (result, fallback) = outcome.unwrap_or_else(|| {
+    let result = outcome.unwrap_or_else(|| {
         driver.link_mut().disconnect();
-        (Err(DeviceError::Cancelled), None)
+        Err(DeviceError::Cancelled)
     });
     Prepared {
         driver,
         result,
-        fallback,
         took: started.elapsed(),
     }
 }
 
 impl Device {
-    /// True while the driver is away being prepared.
-    pub fn preparing(&self) -> bool {
-        self.away.is_some()
-    }
-
     /// Hand the driver to a preparation task if it needs one; true when it went.
     pub(super) fn send_away_if_needed(&mut self, bg: &Background) -> bool {
         if !self.driver.as_ref().is_some_and(Driver::needs_prepare) {
@@ -158,7 +130,7 @@ impl Device {
         let span = tracing::info_span!("prepare", device = %self.config.id);
         let task = bg
             .tracker
-            .spawn(run(driver, self.config.role.clone(), bg.cancel.clone()).instrument(span));
+            .spawn(run(driver, bg.cancel.clone()).instrument(span));
         self.away = Some(Away { task, state });
         true
     }
@@ -204,12 +176,6 @@ impl Device {
                 if self.last_error.as_ref() != Some(&e) {
                     tracing::warn!(device = %self.config.id, took_ms, error = %e, "connect or discovery failed; retried after the back-off");
                 }
-                self.count_error(e);
-            }
-        }
-        if let Some((connects, result)) = p.fallback {
-            self.apply_fallback(connects, &result);
-            if let Err(e) = result {
                 self.count_error(e);
             }
         }
