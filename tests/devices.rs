@@ -398,6 +398,39 @@ async fn battery_soc_of_250_pct_is_bad_data_naming_soc() {
     srv.kill().await;
 }
 
+#[tokio::test]
+async fn a_pcs_reporting_huge_limits_cannot_widen_the_power_bound_beyond_the_configured_rating() {
+    // 100 kW measured on a 25 kW PCS that claims 3.2 MW charge and discharge limits.
+    let bat = Bat {
+        soc_raw: 50,
+        soc_sf: 0,
+        w_raw: 1000,
+        w_sf: 2,
+    };
+    let mut m802 = battery_802(&bat);
+    m802[4] = 32_000; // WChaRteMax x 10^2
+    m802[5] = 32_000; // WDisChaRteMax x 10^2
+    let plant = Arc::new(Plant::default()).with_unit(1, 40000, &image(&[common(), m802]));
+    let srv = start(plant).await;
+    let mut lying = BatteryConfig::new(fast_link(srv.addr, 1));
+    lying.rating_w = Some(25_000.0);
+    match Battery::new(lying).read().await {
+        Err(DeviceError::BadData { point, reason }) => {
+            assert_eq!(point, "W");
+            assert!(
+                reason.contains("100000") && reason.contains("25000"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected BadData naming W, got {other:?}"),
+    }
+    // Without a configured rating the PCS's own limits are all there is to go by.
+    let unrated = BatteryConfig::new(fast_link(srv.addr, 1));
+    let r = Battery::new(unrated).read().await.unwrap();
+    assert_eq!(r.power_w, 100_000.0);
+    srv.kill().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Meter
 // ---------------------------------------------------------------------------------------------

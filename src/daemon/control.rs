@@ -86,8 +86,13 @@ fn today_status(t: &Totals, co2: f64) -> TodayStatus {
 }
 
 impl Controller {
-    pub fn new(config: StationConfig, clock: Arc<dyn Clock>, shared: Arc<Shared>) -> Self {
-        let devices = DeviceSet::new(&config);
+    pub fn new(
+        config: StationConfig,
+        clock: Arc<dyn Clock>,
+        shared: Arc<Shared>,
+        background: super::device_set::Background,
+    ) -> Self {
+        let devices = DeviceSet::new(&config, background);
         let ticks = Ticks::new(clock.speed());
         let has = |f: fn(&DeviceRole) -> bool| config.devices.iter().any(|d| f(&d.role));
         let fitted = Fitted {

@@ -2,7 +2,11 @@
 //! cycle (a cycle costs the slowest device, bounded by its timeout), with per-device state:
 //! the last good reading and when it was taken, link state, errors, and whether the device-side
 //! fallback (charger safe current, SunSpec revert timeouts) is configured on the current
-//! connection.
+//! connection. Connecting and SunSpec discovery run in tasks of their own ([`prepare`]), never
+//! in the cycle.
+
+mod prepare;
+pub use prepare::Background;
 
 use crate::config::{DeviceConfig, DeviceRole, StationConfig};
 use crate::daemon::status::DeviceStatus;
@@ -73,7 +77,9 @@ impl Driver {
 /// One device with its driver and state.
 pub struct Device {
     pub config: DeviceConfig,
-    driver: Driver,
+    /// The driver; `None` while `away` is preparing it.
+    driver: Option<Driver>,
+    away: Option<prepare::Away>,
     /// Last good reading, with the station time it was taken.
     pub reading: Option<(DeviceReading, DateTime<Utc>)>,
     pub last_ok: Option<DateTime<Utc>>,
@@ -102,35 +108,60 @@ fn link_config(d: &DeviceConfig) -> LinkConfig {
         .with_framing(d.endpoint.framing)
 }
 
+/// The driver a device's config asks for.
+fn build_driver(config: &DeviceConfig) -> Driver {
+    let link = link_config(config);
+    match (&config.role, &config.profile) {
+        (DeviceRole::Pv { rating_w, .. } | DeviceRole::Battery { rating_w, .. }, Some(p)) => {
+            Driver::Profiled(ProfileDevice::new(
+                p.clone(),
+                ProfiledConfig {
+                    link,
+                    invert: config.endpoint.invert,
+                    rating_w: *rating_w,
+                },
+            ))
+        }
+        (DeviceRole::GridMeter | DeviceRole::BuildingMeter, Some(p)) => {
+            Driver::Profiled(ProfileDevice::new(
+                p.clone(),
+                ProfiledConfig {
+                    link,
+                    invert: config.endpoint.invert,
+                    rating_w: None,
+                },
+            ))
+        }
+        (role, _) => builtin_driver(role, config, link),
+    }
+}
+
+/// Configure the device-side fallback (`None`: the device has none to configure: a meter
+/// takes no setpoints, a profiled device's setpoint refresh is checked against its poll).
+async fn configure_fallback(
+    driver: &mut Driver,
+    role: &DeviceRole,
+) -> Option<Result<(), DeviceError>> {
+    match (driver, role) {
+        (Driver::Pv(d), DeviceRole::Pv { revert_s, .. }) => {
+            Some(d.configure_fallback(*revert_s).await)
+        }
+        (Driver::Battery(d), DeviceRole::Battery { revert_s, .. }) => {
+            Some(d.configure_fallback(*revert_s).await)
+        }
+        (Driver::Charger(d), DeviceRole::Charger(c)) => {
+            Some(d.configure_fallback(c.safe_current_a).await)
+        }
+        _ => None,
+    }
+}
+
 impl Device {
     pub fn new(config: DeviceConfig) -> Device {
-        let link = link_config(&config);
-        let driver = match (&config.role, &config.profile) {
-            (DeviceRole::Pv { rating_w, .. } | DeviceRole::Battery { rating_w, .. }, Some(p)) => {
-                Driver::Profiled(ProfileDevice::new(
-                    p.clone(),
-                    ProfiledConfig {
-                        link,
-                        invert: config.endpoint.invert,
-                        rating_w: *rating_w,
-                    },
-                ))
-            }
-            (DeviceRole::GridMeter | DeviceRole::BuildingMeter, Some(p)) => {
-                Driver::Profiled(ProfileDevice::new(
-                    p.clone(),
-                    ProfiledConfig {
-                        link,
-                        invert: config.endpoint.invert,
-                        rating_w: None,
-                    },
-                ))
-            }
-            (role, _) => Self::builtin_driver(role, &config, link),
-        };
         Device {
+            driver: Some(build_driver(&config)),
+            away: None,
             config,
-            driver,
             reading: None,
             last_ok: None,
             last_error: None,
@@ -144,54 +175,61 @@ impl Device {
             last_requests: Vec::with_capacity(4),
         }
     }
+}
 
-    /// The SunSpec and built-in charger drivers.
-    fn builtin_driver(role: &DeviceRole, config: &DeviceConfig, link: LinkConfig) -> Driver {
-        match role {
-            DeviceRole::Pv { rating_w, .. } => Driver::Pv(PvInverter::new(PvConfig {
+/// The SunSpec and built-in charger drivers.
+fn builtin_driver(role: &DeviceRole, config: &DeviceConfig, link: LinkConfig) -> Driver {
+    match role {
+        DeviceRole::Pv { rating_w, .. } => Driver::Pv(PvInverter::new(PvConfig {
+            invert: config.endpoint.invert,
+            rating_w: *rating_w,
+            ..PvConfig::new(link)
+        })),
+        DeviceRole::Battery { rating_w, .. } => Driver::Battery(Battery::new(BatteryConfig {
+            invert: config.endpoint.invert,
+            rating_w: *rating_w,
+            ..BatteryConfig::new(link)
+        })),
+        DeviceRole::GridMeter | DeviceRole::BuildingMeter => {
+            Driver::Meter(Meter::new(MeterConfig {
                 invert: config.endpoint.invert,
-                rating_w: *rating_w,
-                ..PvConfig::new(link)
-            })),
-            DeviceRole::Battery { rating_w, .. } => Driver::Battery(Battery::new(BatteryConfig {
-                invert: config.endpoint.invert,
-                rating_w: *rating_w,
-                ..BatteryConfig::new(link)
-            })),
-            DeviceRole::GridMeter | DeviceRole::BuildingMeter => {
-                Driver::Meter(Meter::new(MeterConfig {
-                    invert: config.endpoint.invert,
-                    ..MeterConfig::new(link)
+                ..MeterConfig::new(link)
+            }))
+        }
+        DeviceRole::Charger(c) => match &c.profile {
+            crate::config::ChargerProfile::Alfen => {
+                Driver::Charger(ChargerProfile::Alfen.build(ChargerConfig {
+                    max_current_a: c.rating_a,
+                    ..ChargerConfig::new(link)
                 }))
             }
-            DeviceRole::Charger(c) => match &c.profile {
-                crate::config::ChargerProfile::Alfen => {
-                    Driver::Charger(ChargerProfile::Alfen.build(ChargerConfig {
-                        max_current_a: c.rating_a,
-                        ..ChargerConfig::new(link)
-                    }))
-                }
-                crate::config::ChargerProfile::Profile(p) => {
-                    Driver::Charger(Box::new(ProfileCharger::new(
-                        p.clone(),
-                        ProfiledConfig {
-                            link,
-                            invert: false,
-                            rating_w: Some(f64::from(c.phases) * 230.0 * c.rating_a),
-                        },
-                    )))
-                }
-            },
-        }
+            crate::config::ChargerProfile::Profile(p) => {
+                Driver::Charger(Box::new(ProfileCharger::new(
+                    p.clone(),
+                    ProfiledConfig {
+                        link,
+                        invert: false,
+                        rating_w: Some(f64::from(c.phases) * 230.0 * c.rating_a),
+                    },
+                )))
+            }
+        },
     }
+}
 
+impl Device {
     pub fn id(&self) -> &str {
         &self.config.id
     }
 
     /// The link state as the status shows it: a device whose readings are refused is degraded.
     pub fn link_state(&self) -> LinkState {
-        match self.driver.link().state() {
+        let link = match (&self.driver, &self.away) {
+            (Some(d), _) => d.link().state(),
+            (None, Some(away)) => away.state(),
+            (None, None) => LinkState::Offline,
+        };
+        match link {
             LinkState::Online if self.bad_data || self.fallback_problem.is_some() => {
                 LinkState::Degraded
             }
@@ -221,9 +259,13 @@ impl Device {
         self.last_requests
             .push((started.elapsed().as_secs_f64(), result.is_ok()));
         if let Err(e) = result {
-            self.errors_total += 1;
-            self.last_error = Some(e.clone());
+            self.count_error(e.clone());
         }
+    }
+
+    fn count_error(&mut self, e: DeviceError) {
+        self.errors_total += 1;
+        self.last_error = Some(e);
     }
 
     /// A charger whose setpoint stays valid longer than `validity_s` falls back later than the
@@ -253,31 +295,27 @@ impl Device {
         }
     }
 
-    /// Configure the device-side fallback once per connection.
+    /// Configure the device-side fallback once per connection (a connection made in the
+    /// background is configured there).
     async fn ensure_fallback(&mut self) {
-        if matches!(self.driver, Driver::Meter(_) | Driver::Profiled(_)) {
-            // Meters take no setpoints; a profiled device has no device-side fallback to
-            // configure (its setpoints' refresh is checked against the poll interval).
+        let Some(driver) = self.driver.as_mut() else {
             return;
-        }
-        let connects = self.driver.link().stats().connects;
-        if !self.driver.link().is_connected() || self.configured_on == Some(connects) {
+        };
+        let connects = driver.link().stats().connects;
+        if !driver.link().is_connected() || self.configured_on == Some(connects) {
             return;
         }
         let started = crate::clock::monotonic();
-        let result = match (&mut self.driver, &self.config.role) {
-            (Driver::Pv(d), DeviceRole::Pv { revert_s, .. }) => {
-                d.configure_fallback(*revert_s).await
-            }
-            (Driver::Battery(d), DeviceRole::Battery { revert_s, .. }) => {
-                d.configure_fallback(*revert_s).await
-            }
-            (Driver::Charger(d), DeviceRole::Charger(c)) => {
-                d.configure_fallback(c.safe_current_a).await
-            }
-            _ => Ok(()),
+        let Some(result) = configure_fallback(driver, &self.config.role).await else {
+            return;
         };
-        match &result {
+        self.apply_fallback(connects, &result);
+        self.note(started, &result);
+    }
+
+    /// Record the fallback configured on connection number `connects`.
+    fn apply_fallback(&mut self, connects: u64, result: &Result<(), DeviceError>) {
+        match result {
             Ok(()) => {
                 self.configured_on = Some(connects);
                 self.fallback_problem = None;
@@ -290,13 +328,17 @@ impl Device {
                 self.fallback_problem = Some(format!("device-side fallback not configured: {e}"));
             }
         }
-        self.note(started, &result);
     }
 
     /// Read the device unless its poll interval has not passed yet (station-monotonic `mono`);
     /// a good reading is stamped with the wall time `now`.
-    async fn read(&mut self, now: DateTime<Utc>, mono: Duration) {
+    /// A device that needs connecting or discovery is handed to a task of its own and skips
+    /// the read (stale) until that task is done.
+    async fn read(&mut self, now: DateTime<Utc>, mono: Duration, bg: &Background) {
         self.last_requests.clear();
+        if !self.rejoin() || self.send_away_if_needed(bg) {
+            return;
+        }
         if let Some(last) = self.last_poll {
             if mono.saturating_sub(last) + Duration::from_millis(5)
                 < self.config.endpoint.poll_interval
@@ -304,10 +346,13 @@ impl Device {
                 return;
             }
         }
+        let Some(driver) = self.driver.as_mut() else {
+            return;
+        };
         let started = crate::clock::monotonic();
         self.last_poll = Some(mono);
         self.in_flight = true;
-        let result = match &mut self.driver {
+        let result = match driver {
             Driver::Pv(d) => d.read().await.map(DeviceReading::Pv),
             Driver::Battery(d) => d.read().await.map(DeviceReading::Battery),
             Driver::Meter(d) => d.read().await.map(DeviceReading::Meter),
@@ -348,11 +393,14 @@ impl Device {
             return;
         }
         self.in_flight = false;
+        let Some(driver) = self.driver.as_mut() else {
+            return;
+        };
         if budget.is_zero() {
             // Shutdown: the safe setpoint follows at once, on a fresh connection.
-            self.driver.link_mut().disconnect();
+            driver.link_mut().disconnect();
         } else {
-            self.driver.link_mut().abandon();
+            driver.link_mut().abandon();
         }
         let e = DeviceError::Timeout {
             op,
@@ -365,13 +413,18 @@ impl Device {
     }
 
     async fn write(&mut self, sp: Setpoint) {
-        if !self.driver.link().is_connected() {
-            // A write to a dead link would only wait out the back-off; the next read reconnects.
+        let Some(driver) = self.driver.as_mut() else {
+            // Away being prepared: stale, nothing is written to it this cycle.
+            return;
+        };
+        if !driver.link().is_connected() || driver.needs_prepare() {
+            // A write to a dead link would only wait out the back-off, one to an undiscovered
+            // device would discover in the cycle: the next read sends it to be prepared.
             return;
         }
         let started = crate::clock::monotonic();
         self.in_flight = true;
-        let result = match (&mut self.driver, sp) {
+        let result = match (driver, sp) {
             (Driver::Pv(d), Setpoint::PvLimitPct(p)) => d.set_limit_pct(p).await,
             (Driver::Battery(d), Setpoint::BatteryW(w)) => d.set_power_w(w).await,
             (Driver::Charger(d), Setpoint::ChargerA(a)) => d.set_current(a).await,
@@ -390,7 +443,10 @@ impl Device {
     }
 
     async fn safe(&mut self) {
-        let result = match &mut self.driver {
+        let Some(driver) = self.driver.as_mut() else {
+            return;
+        };
+        let result = match driver {
             Driver::Battery(d) => d.safe().await,
             Driver::Charger(d) => d.safe().await,
             Driver::Profiled(d) if !d.profile().setpoints.is_empty() => d.safe().await,
@@ -417,12 +473,15 @@ pub struct Deadline {
 /// All devices of the station.
 pub struct DeviceSet {
     pub devices: Vec<Device>,
+    /// Where connecting and discovery run, off the cycle.
+    background: Background,
 }
 
 impl DeviceSet {
-    pub fn new(config: &StationConfig) -> Self {
+    pub fn new(config: &StationConfig, background: Background) -> Self {
         DeviceSet {
             devices: config.devices.iter().cloned().map(Device::new).collect(),
+            background,
         }
     }
 
@@ -437,9 +496,10 @@ impl DeviceSet {
     /// Read every device concurrently, until `deadline` at the latest: a device still reading
     /// then is abandoned (stale this cycle, its link reconnects).
     pub async fn read_all(&mut self, now: DateTime<Utc>, mono: Duration, deadline: Deadline) {
+        let bg = &self.background;
         let reads = join_all(self.devices.iter_mut().map(|d| {
             let span = tracing::info_span!("device", id = %d.config.id);
-            d.read(now, mono).instrument(span)
+            d.read(now, mono, bg).instrument(span)
         }));
         if tokio::time::timeout_at(deadline.at, reads).await.is_err() {
             self.abandon_in_flight("read within the cycle budget", deadline.budget);
@@ -474,11 +534,16 @@ impl DeviceSet {
     }
 
     /// Write safe setpoints to every device that has one (chargers to their safe current,
-    /// battery to 0 W), concurrently.
+    /// battery to 0 W), concurrently; connecting and discovery under way are cancelled first.
     pub async fn safe_all(&mut self) {
+        self.background.cancel();
         join_all(self.devices.iter_mut().map(|d| {
             let span = tracing::info_span!("device", id = %d.config.id);
-            d.safe().instrument(span)
+            async {
+                d.recall().await;
+                d.safe().await;
+            }
+            .instrument(span)
         }))
         .await;
     }

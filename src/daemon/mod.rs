@@ -362,7 +362,8 @@ pub async fn start(
             tracker.clone(),
         ));
     }
-    let mut controller = Controller::new(config, clock, shared.clone());
+    let background = device_set::Background::new(tracker.clone(), &cancel);
+    let mut controller = Controller::new(config, clock, shared.clone(), background);
     if let Some(p) = shared.planning() {
         controller.follow(p.clone());
     }

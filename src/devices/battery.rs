@@ -250,7 +250,8 @@ pub struct BatteryConfig {
     pub link: LinkConfig,
     /// Flip the sign of W/A read and of WSet written.
     pub invert: bool,
-    /// Power rating W used for validation when 802 has no WChaRteMax/WDisChaRteMax.
+    /// Power rating W (`rating_kw`): bounds the plausible W whatever WChaRteMax/WDisChaRteMax
+    /// report; without it those limits bound W.
     pub rating_w: Option<f64>,
 }
 
@@ -305,6 +306,11 @@ impl Battery {
         &mut self.link
     }
 
+    /// Whether the model chain is known (discovery has run on this device).
+    pub fn is_discovered(&self) -> bool {
+        self.map.is_some()
+    }
+
     /// Run SunSpec discovery now (it also runs lazily on first use).
     pub async fn discover(&mut self) -> Result<(), DeviceError> {
         let map = sunspec::discover(&mut self.link).await?;
@@ -351,10 +357,12 @@ impl Battery {
             "WDisChaRteMax",
             b.uint16_sf(B_WDISCHARTEMAX, B_WCHADISCHAMAX_SF),
         )?;
-        let rating_w = match (max_charge_w, max_discharge_w) {
+        // The plausibility bound of W: the configured rating when there is one (a PCS that
+        // reports absurd limits must not widen it), else the larger limit it reports.
+        let rating_w = self.cfg.rating_w.or(match (max_charge_w, max_discharge_w) {
             (Some(c), Some(d)) => Some(c.max(d)),
-            (c, d) => c.or(d).or(self.cfg.rating_w),
-        };
+            (c, d) => c.or(d),
+        });
         let power = check::required("W", b.int16_sf(B_W, B_W_SF))?;
         let power_w = check::power_within("W", check::signed(power, inv), rating_w)?;
         if let (Some(c), Some(d)) = (max_charge_w, max_discharge_w) {

@@ -60,6 +60,9 @@ pub enum DeviceError {
     /// There is no connection and the reconnect back-off has not elapsed yet.
     #[error("device disconnected (waiting for reconnect back-off)")]
     Disconnected,
+    /// The work was given up because the daemon is stopping.
+    #[error("cancelled: the daemon is stopping")]
+    Cancelled,
     /// The caller asked for something the driver refuses to send (value out of range, too many
     /// registers for one request).
     #[error("invalid request: {0}")]

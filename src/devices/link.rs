@@ -246,6 +246,27 @@ impl Link {
         self.drop_connection();
     }
 
+    /// True for a Modbus TCP link without a connection (an RS485 bus has none to make).
+    pub fn needs_connect(&self) -> bool {
+        self.cfg.framing == Framing::Tcp && self.ctx.is_none()
+    }
+
+    /// Wait out the reconnect back-off, if one is running (cancel-safe: it only sleeps).
+    pub async fn wait_backoff(&mut self) {
+        if let Some(at) = self.next_attempt {
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
+    /// Connect now (after [`Link::wait_backoff`]); a link already connected, or one on an
+    /// RS485 bus, has nothing to do.
+    pub async fn connect(&mut self) -> Result<(), DeviceError> {
+        if self.cfg.framing != Framing::Tcp {
+            return Ok(());
+        }
+        self.ensure_connected().await
+    }
+
     /// Read `count` holding registers starting at `addr`, split into requests of at most 125.
     pub async fn read_holding(&mut self, addr: u16, count: u16) -> Result<Vec<u16>, DeviceError> {
         self.read_registers(FC_READ_HOLDING, addr, count).await

@@ -90,6 +90,11 @@ impl Meter {
         &mut self.link
     }
 
+    /// Whether the model chain is known (discovery has run on this device).
+    pub fn is_discovered(&self) -> bool {
+        self.model.is_some()
+    }
+
     /// Run SunSpec discovery now (it also runs lazily on first use).
     pub async fn discover(&mut self) -> Result<(), DeviceError> {
         let map = sunspec::discover(&mut self.link).await?;
