@@ -145,3 +145,53 @@ async fn probe_reads_a_meter_behind_a_transparent_rs485_gateway() {
     assert!(text.contains("-2500 W"), "{text}");
     assert!(text.contains("result: ok"), "{text}");
 }
+
+#[tokio::test]
+#[ignore = "needs Python with pymodbus (installed by .ci/run)"]
+async fn probe_identifies_a_victron_multi_behind_a_gx_and_exercises_the_mode_3_setpoint() {
+    let peer = Peer::start("victron_vebus.py").await;
+    let port = peer.port.to_string();
+    let dir = profiles_dir();
+    let out = stationd(&[
+        "probe",
+        "--profile",
+        "victron-vebus-ess",
+        "--profiles-dir",
+        &dir,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--unit",
+        "227",
+        "--write",
+    ])
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "ok   phase_count      1",
+        "ok   voltage_v        52.34",
+        "power_w (function 3, register 12 = 0x000C)",
+        "1200 W",
+        "71.5 %",
+        "9 (operating)",
+        "was 1200 W, wrote 0 W",
+        "restored 1200 W",
+        "result: ok",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    // The probe restored the device's own setpoint (-1200 on the wire = feeding back).
+    let mut check = station_controller::devices::link::Link::new(
+        station_controller::devices::link::LinkConfig::new("127.0.0.1", peer.port, 227),
+    );
+    assert_eq!(
+        check.read_holding(37, 1).await.unwrap(),
+        vec![(-1200i16) as u16]
+    );
+}
