@@ -195,3 +195,50 @@ async fn probe_identifies_a_victron_multi_behind_a_gx_and_exercises_the_mode_3_s
         vec![(-1200i16) as u16]
     );
 }
+
+#[tokio::test]
+async fn check_config_accepts_a_station_whose_battery_is_a_victron_multi_by_profile() {
+    let tmp = std::env::temp_dir().join(format!("check-victron-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("profiles")).unwrap();
+    std::fs::copy(
+        Path::new(&profiles_dir()).join("victron-vebus-ess.toml"),
+        tmp.join("profiles/victron-vebus-ess.toml"),
+    )
+    .unwrap();
+    let mut doc = support::station_file::reference();
+    let battery = doc
+        .get_mut("devices")
+        .and_then(|d| d.get_mut("battery"))
+        .and_then(toml::Value::as_table_mut)
+        .unwrap();
+    battery.insert("profile".into(), "victron-vebus-ess".into());
+    battery.insert("unit_id".into(), 227.into());
+    battery.insert("rating_kw".into(), 4.into());
+    battery.remove("revert_s");
+    battery.remove("validity_s");
+    let path = tmp.join("station.toml");
+    support::station_file::write(&path, &doc);
+    let config = path.display().to_string();
+    let out = stationd(&["check-config", "--config", &config]).await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same station with the profile's setpoint written as the wrong type is refused by
+    // file and key.
+    let broken = std::fs::read_to_string(tmp.join("profiles/victron-vebus-ess.toml"))
+        .unwrap()
+        .replace("address = 37\ntype = \"i16\"", "address = 37\ntype = \"i24\"");
+    std::fs::write(tmp.join("profiles/victron-vebus-ess.toml"), broken).unwrap();
+    let out = stationd(&["check-config", "--config", &config]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("victron-vebus-ess.toml") && err.contains("setpoints.power_w.type"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
