@@ -218,8 +218,24 @@ async fn check_config_accepts_a_station_whose_battery_is_a_victron_multi_by_prof
     battery.remove("revert_s");
     battery.remove("validity_s");
     let path = tmp.join("station.toml");
-    support::station_file::write(&path, &doc);
     let config = path.display().to_string();
+    // The Multi does not report its battery's capacity: the config must.
+    support::station_file::write(&path, &doc);
+    let out = stationd(&["check-config", "--config", &config]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("devices.battery.capacity_kwh")
+            && err.contains("profile \"victron-vebus-ess\" reads no capacity_wh"),
+        "{err}"
+    );
+    let battery = doc
+        .get_mut("devices")
+        .and_then(|d| d.get_mut("battery"))
+        .and_then(toml::Value::as_table_mut)
+        .unwrap();
+    battery.insert("capacity_kwh".into(), 10.0.into());
+    support::station_file::write(&path, &doc);
     let out = stationd(&["check-config", "--config", &config]).await;
     assert!(
         out.status.success(),

@@ -854,8 +854,14 @@ async fn victron_vebus_profile_reads_a_discharging_multi_and_writes_the_mode_3_s
     assert!(close(b.soc_pct, 71.5), "{b:?}");
     assert!(close(b.voltage_v.unwrap(), 52.34), "{b:?}");
     assert!(close(b.current_a.unwrap(), 24.5), "{b:?}");
-    // The vebus service carries no BMS limits: none are invented.
-    assert_eq!((b.max_charge_w, b.max_discharge_w), (None, None), "{b:?}");
+    // The vebus service carries no BMS limits (the Multi enforces the BMS's through DVCC):
+    // the configured PCS rating stands in for them, never more.
+    assert_eq!(
+        (b.max_charge_w, b.max_discharge_w),
+        (Some(4000.0), Some(4000.0)),
+        "{b:?}"
+    );
+    assert_eq!(b.capacity_wh, None, "not reported: the config gives it");
     // VE.Bus state 9 (inverting) is operating.
     assert_eq!(
         b.state,

@@ -808,7 +808,13 @@ impl Values<'_> {
             .num("soh_pct")
             .map(|v| check::percent(&self.label("soh_pct"), v))
             .transpose()?;
-        let (max_c, max_d) = (self.num("max_charge_w"), self.num("max_discharge_w"));
+        // A profile that maps no BMS limit (the PCS enforces its BMS itself, the profile's
+        // header says so): the configured PCS rating stands in for it.
+        let limit = |name: &str| match self.profile.point(name) {
+            Some(_) => self.num(name),
+            None => cfg.rating_w,
+        };
+        let (max_c, max_d) = (limit("max_charge_w"), limit("max_discharge_w"));
         let bms_max = match (max_c, max_d) {
             (Some(c), Some(d)) => Some(c.max(d)),
             (c, d) => c.or(d),
