@@ -618,7 +618,7 @@ async fn the_daemon_drives_a_pcs_and_reads_the_grid_meter_over_native_serial_hol
     let mean_charge_w = charged_w_sum / f64::from(samples);
     eprintln!(
         "native serial control: {charging}/{samples} samples charging, mean charge \
-         {mean_charge_w:.0} W, largest |power - setpoint| {max_follow_err_w:.0} W, \
+         {mean_charge_w:.0} W, largest gap to the setpoint while ramping {max_follow_err_w:.0} W, \
          exported {exported_kwh:.4} kWh (peak {max_export_w:.0} W)"
     );
     assert!(
