@@ -180,8 +180,7 @@ async fn probe_identifies_a_victron_multi_behind_a_gx_and_exercises_the_mode_3_s
         "1200 W",
         "71.5 %",
         "9 (operating)",
-        "was 1200 W, wrote 0 W",
-        "restored 1200 W",
+        "was 1200 W, wrote 0 W, read back 0 W, restored 1200 W",
         "result: ok",
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");

@@ -495,7 +495,8 @@ impl ProfileDevice {
         };
         let words = self.link.read_holding(register, sp.ty.registers()).await?;
         let magnitude = match decode::decode(&words, sp.ty, sp.order) {
-            Some(Raw::Number(n)) => n * sp.scale * sp.sign,
+            // `+ 0.0`: a zero read through `sign = -1` is 0, not -0.
+            Some(Raw::Number(n)) => n * sp.scale * sp.sign + 0.0,
             _ => {
                 return Err(DeviceError::bad_data(
                     name,
