@@ -485,8 +485,7 @@ async fn the_daemon_reads_a_simulated_dtsu666_on_a_native_serial_port() {
 /// not export; both judged on the simulator's truth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs socat (installed by .ci/run)"]
-async fn the_daemon_drives_a_pcs_and_reads_the_grid_meter_over_native_serial_holding_zero_export()
-{
+async fn the_daemon_drives_a_pcs_and_reads_the_grid_meter_over_native_serial_holding_zero_export() {
     use station_sim::wire::profile::{ProfileMap, ProfiledSpec};
     use std::sync::Arc;
     use support::serial::PtyPair;
@@ -598,7 +597,8 @@ async fn the_daemon_drives_a_pcs_and_reads_the_grid_meter_over_native_serial_hol
     )
     .await;
     let before = sim.truth().kpis;
-    let (mut samples, mut charging, mut max_export_w, mut max_follow_err_w) = (0, 0, 0.0f64, 0.0f64);
+    let (mut samples, mut charging, mut max_export_w, mut max_follow_err_w) =
+        (0, 0, 0.0f64, 0.0f64);
     let mut charged_w_sum = 0.0;
     let end = sim.now() + chrono::Duration::seconds(60);
     while sim.now() < end {

@@ -246,7 +246,10 @@ async fn check_config_accepts_a_station_whose_battery_is_a_victron_multi_by_prof
     // file and key.
     let broken = std::fs::read_to_string(tmp.join("profiles/victron-vebus-ess.toml"))
         .unwrap()
-        .replace("address = 37\ntype = \"i16\"", "address = 37\ntype = \"i24\"");
+        .replace(
+            "address = 37\ntype = \"i16\"",
+            "address = 37\ntype = \"i24\"",
+        );
     std::fs::write(tmp.join("profiles/victron-vebus-ess.toml"), broken).unwrap();
     let out = stationd(&["check-config", "--config", &config]).await;
     let err = String::from_utf8_lossy(&out.stderr);

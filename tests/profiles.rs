@@ -884,7 +884,11 @@ async fn victron_vebus_profile_reads_a_discharging_multi_and_writes_the_mode_3_s
     d.set_power_w(-9000.0).await.unwrap();
     assert_eq!(check.read_holding(37, 1).await.unwrap(), vec![4000]);
     d.safe().await.unwrap();
-    assert_eq!(check.read_holding(37, 1).await.unwrap(), vec![0], "safe = 0 W");
+    assert_eq!(
+        check.read_holding(37, 1).await.unwrap(),
+        vec![0],
+        "safe = 0 W"
+    );
     // The L2 / L3 setpoints of a three-phase system are left alone.
     assert_eq!(check.read_holding(40, 2).await.unwrap(), vec![0, 0]);
 }
