@@ -383,16 +383,6 @@ async fn a_station_built_entirely_from_profiled_devices_holds_zero_export_and_th
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A child process killed when the test ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Native serial end to end: the simulator serves its grid meter as a CHINT DTSU666 in RTU
 /// frames on one end of a socat pseudo-terminal pair; the real `stationd` opens the other end
 /// as `transport = "rtu"` (tokio-serial) and reads the meter's truth.
@@ -404,18 +394,8 @@ async fn the_daemon_reads_a_simulated_dtsu666_on_a_native_serial_port() {
     let dir = std::env::temp_dir().join(format!("stationd-serial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("profiles")).unwrap();
-    let (a, b) = (dir.join("ttyA"), dir.join("ttyB"));
-    let _pair = Child(
-        Command::new("socat")
-            .arg(format!("pty,raw,echo=0,link={}", a.display()))
-            .arg(format!("pty,raw,echo=0,link={}", b.display()))
-            .spawn()
-            .unwrap(),
-    );
-    until("the pty pair", Duration::from_secs(10), || {
-        (a.exists() && b.exists()).then_some(())
-    })
-    .await;
+    let pair = support::serial::PtyPair::open(&dir, "tty").await;
+    let (a, b) = (pair.a.clone(), pair.b.clone());
     let profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/config/profiles");
     let map = ProfileMap::load(&std::path::Path::new(profiles).join("chint-dtsu666.toml")).unwrap();
     let sc = Scenario::reference();
