@@ -462,7 +462,8 @@ async fn the_daemon_reads_a_simulated_dtsu666_on_a_native_serial_port() {
 /// pair; the real `stationd` opens the other ends as `transport = "rtu"` devices. At noon
 /// with zero export allowed, the PCS must charge from the surplus on the commands the daemon
 /// writes over the serial line (EMS forced mode, charge command, power), and the grid must
-/// not export; both judged on the simulator's truth.
+/// not export; on SIGTERM the daemon's last write on the line is the safe value (stop). All
+/// judged on the simulator's truth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs socat (installed by .ci/run)"]
 async fn the_daemon_drives_a_pcs_and_reads_the_grid_meter_over_native_serial_holding_zero_export() {
@@ -541,7 +542,7 @@ async fn the_daemon_drives_a_pcs_and_reads_the_grid_meter_over_native_serial_hol
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
-    let daemon = Running(
+    let mut daemon = Running(
         Command::new(env!("CARGO_BIN_EXE_stationd"))
             .args(["run", "--config"])
             .arg(&path)
@@ -567,12 +568,15 @@ async fn the_daemon_drives_a_pcs_and_reads_the_grid_meter_over_native_serial_hol
     .await;
     // The forced charge reached the PCS over the serial line: the simulator's battery
     // follows a charge setpoint (it obeys only while EMS mode 2 holds, also written there).
+    // Then measure from the first moment the export is held (the PV starts unlimited).
     until(
-        "the PCS charging on the daemon's command",
+        "the PCS charging on the daemon's command, export held",
         Duration::from_secs(60),
         || {
-            let b = sim.truth().battery;
-            (b.setpoint_w < -1_000.0 && b.power_w < -1_000.0).then_some(())
+            let t = sim.truth();
+            let b = t.battery;
+            (b.setpoint_w < -1_000.0 && b.power_w < -1_000.0 && t.grid.power_w > -2_000.0)
+                .then_some(())
         },
     )
     .await;
@@ -598,7 +602,7 @@ async fn the_daemon_drives_a_pcs_and_reads_the_grid_meter_over_native_serial_hol
     let mean_charge_w = charged_w_sum / f64::from(samples);
     eprintln!(
         "native serial control: {charging}/{samples} samples charging, mean charge \
-         {mean_charge_w:.0} W, largest gap to the setpoint while ramping {max_follow_err_w:.0} W, \
+         {mean_charge_w:.0} W, largest |power - setpoint| {max_follow_err_w:.0} W, \
          exported {exported_kwh:.4} kWh (peak {max_export_w:.0} W)"
     );
     assert!(
@@ -610,6 +614,28 @@ async fn the_daemon_drives_a_pcs_and_reads_the_grid_meter_over_native_serial_hol
         exported_kwh < 0.05,
         "exported {exported_kwh} kWh in a minute (peak {max_export_w} W)"
     );
+    // SIGTERM: the daemon's last words on the serial line are the PCS's safe value (stop).
+    let sent = Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let exit = until("the daemon's exit", Duration::from_secs(30), || {
+        daemon.0.try_wait().unwrap()
+    })
+    .await;
+    assert!(exit.success(), "exit status {exit:?}");
+    let b = sim.truth().battery;
+    assert!(
+        b.setpoint_w.abs() < 1.0,
+        "after shutdown the PCS still follows {} W",
+        b.setpoint_w
+    );
+    // And the PCS ramps down to it.
+    until("the PCS idle", Duration::from_secs(30), || {
+        (sim.truth().battery.power_w.abs() < 100.0).then_some(())
+    })
+    .await;
     drop(daemon);
     sim.shutdown().await;
     drop((meter_line, pcs_line));
