@@ -641,3 +641,105 @@ async fn the_daemon_drives_a_pcs_and_reads_the_grid_meter_over_native_serial_hol
     drop((meter_line, pcs_line));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A 48 V pack behind a Victron Multi (the simulator's battery shown with the
+/// `victron-vebus-ess` map at unit 227, 16 cells in series, a 4 kW PCS): the daemon identifies
+/// it by phase count and pack voltage, uses it with the configured capacity, and, the map
+/// having no BMS limits, never commands more than the configured 4 kW rating; at noon it
+/// charges from the surplus. Judged on the simulator's truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_charges_a_victron_pcs_within_its_rating_when_the_map_has_no_bms_limits() {
+    use station_sim::wire::profile::{ProfileMap, ProfiledSpec};
+    use std::sync::Arc;
+    const RATING_W: f64 = 4_000.0;
+    let profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/config/profiles");
+    let map =
+        ProfileMap::load(&std::path::Path::new(profiles).join("victron-vebus-ess.toml")).unwrap();
+    let mut sc = Scenario::reference();
+    sc.grid.export_limit_kw = 0.0;
+    sc.battery.series_cells = 16;
+    sc.battery.modules = 1;
+    sc.battery.nameplate_kwh = 10.0;
+    sc.battery.pcs_kw = 5.0;
+    sc.battery.initial_soc_pct = 40.0;
+    let start = sc.resolve_local("12:00");
+    let sim = station_sim::runtime::spawn(SimConfig {
+        start,
+        profiles: vec![ProfiledSpec {
+            unit: 227,
+            ..ProfiledSpec::tcp("battery", Arc::new(map))
+        }],
+        ..SimConfig::ephemeral(sc, 11, 1.0)
+    })
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("stationd-victron-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("profiles")).unwrap();
+    std::fs::copy(
+        std::path::Path::new(profiles).join("victron-vebus-ess.toml"),
+        dir.join("profiles/victron-vebus-ess.toml"),
+    )
+    .unwrap();
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut doc = station_file::for_sim(&sim.addrs, api);
+    let port = sim.addrs.device("battery").unwrap().port();
+    profiled(&mut doc, "battery", "victron-vebus-ess", port);
+    let battery = device(&mut doc, "battery");
+    battery.insert("unit_id".into(), 227.into());
+    battery.insert("rating_kw".into(), (RATING_W / 1000.0).into());
+    battery.insert("capacity_kwh".into(), 10.into());
+    station_file::set(&mut doc, "policy.grid.export_limit_kw", 0.0);
+    let path = dir.join("station.toml");
+    station_file::write(&path, &doc);
+    let daemon = Running(
+        Command::new(env!("CARGO_BIN_EXE_stationd"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    until(
+        "the Multi charging on the daemon's command",
+        Duration::from_secs(60),
+        || {
+            let b = sim.truth().battery;
+            (b.setpoint_w < -1_000.0 && b.power_w < -1_000.0).then_some(())
+        },
+    )
+    .await;
+    let (mut max_abs_w, mut max_abs_setpoint_w, mut min_w) = (0.0f64, 0.0f64, 0.0f64);
+    let end = sim.now() + chrono::Duration::seconds(30);
+    while sim.now() < end {
+        let b = sim.truth().battery;
+        max_abs_w = max_abs_w.max(b.power_w.abs());
+        max_abs_setpoint_w = max_abs_setpoint_w.max(b.setpoint_w.abs());
+        min_w = min_w.min(b.power_w);
+        // Sampling interval while the station runs (the loop ends on simulated time).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let st = status(api).await.unwrap();
+    eprintln!(
+        "victron PCS: strongest charge {min_w:.0} W, largest |setpoint| {max_abs_setpoint_w:.0} W, \
+         status battery {}",
+        st["battery"]
+    );
+    assert!(
+        max_abs_setpoint_w <= RATING_W + 1.0 && max_abs_w <= RATING_W * 1.01,
+        "commanded {max_abs_setpoint_w} W / ran {max_abs_w} W on a {RATING_W} W PCS"
+    );
+    assert!(
+        min_w < -3_000.0,
+        "charged at most {min_w} W from the surplus"
+    );
+    assert_eq!(
+        st["battery"]["max_charge_w"].as_f64(),
+        Some(RATING_W),
+        "{st}"
+    );
+    drop(daemon);
+    sim.shutdown().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
