@@ -450,3 +450,33 @@ fn a_battery_without_a_pcs_rating_is_refused_naming_the_key() {
         "{text}"
     );
 }
+
+#[test]
+fn a_battery_capacity_must_be_positive_and_belongs_to_batteries_only() {
+    let mut doc: toml::Table = station_controller::demo::STATION_TOML.parse().unwrap();
+    doc["devices"]["battery"]
+        .as_table_mut()
+        .unwrap()
+        .insert("capacity_kwh".into(), (-5.0).into());
+    doc["devices"]["grid-meter"]
+        .as_table_mut()
+        .unwrap()
+        .insert("capacity_kwh".into(), 10.0.into());
+    doc["devices"]["pv"]
+        .as_table_mut()
+        .unwrap()
+        .insert("capacity_kwh".into(), 10.0.into());
+    let text = toml::to_string(&doc).unwrap();
+    let err = station_controller::config::parse("station.toml", &text, Vec::new())
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    for key in [
+        "devices.battery.capacity_kwh",
+        "devices.grid-meter.capacity_kwh",
+        "devices.pv.capacity_kwh",
+    ] {
+        assert!(err.contains(key), "missing {key} in {err}");
+    }
+}

@@ -145,3 +145,118 @@ async fn probe_reads_a_meter_behind_a_transparent_rs485_gateway() {
     assert!(text.contains("-2500 W"), "{text}");
     assert!(text.contains("result: ok"), "{text}");
 }
+
+#[tokio::test]
+#[ignore = "needs Python with pymodbus (installed by .ci/run)"]
+async fn probe_identifies_a_victron_multi_behind_a_gx_and_exercises_the_mode_3_setpoint() {
+    let peer = Peer::start("victron_vebus.py").await;
+    let port = peer.port.to_string();
+    let dir = profiles_dir();
+    let out = stationd(&[
+        "probe",
+        "--profile",
+        "victron-vebus-ess",
+        "--profiles-dir",
+        &dir,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--unit",
+        "227",
+        "--write",
+    ])
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "ok   phase_count      1",
+        "ok   voltage_v        52.34",
+        "power_w (function 3, register 12 = 0x000C)",
+        "1200 W",
+        "71.5 %",
+        "9 (operating)",
+        "was 1200 W, wrote 0 W, read back 0 W, restored 1200 W",
+        "result: ok",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    // The probe restored the device's own setpoint (-1200 on the wire = feeding back).
+    let mut check = station_controller::devices::link::Link::new(
+        station_controller::devices::link::LinkConfig::new("127.0.0.1", peer.port, 227),
+    );
+    assert_eq!(
+        check.read_holding(37, 1).await.unwrap(),
+        vec![(-1200i16) as u16]
+    );
+}
+
+#[tokio::test]
+async fn check_config_accepts_a_station_whose_battery_is_a_victron_multi_by_profile() {
+    let tmp = std::env::temp_dir().join(format!("check-victron-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("profiles")).unwrap();
+    std::fs::copy(
+        Path::new(&profiles_dir()).join("victron-vebus-ess.toml"),
+        tmp.join("profiles/victron-vebus-ess.toml"),
+    )
+    .unwrap();
+    let mut doc = support::station_file::reference();
+    let battery = doc
+        .get_mut("devices")
+        .and_then(|d| d.get_mut("battery"))
+        .and_then(toml::Value::as_table_mut)
+        .unwrap();
+    battery.insert("profile".into(), "victron-vebus-ess".into());
+    battery.insert("unit_id".into(), 227.into());
+    battery.insert("rating_kw".into(), 4.into());
+    battery.remove("revert_s");
+    battery.remove("validity_s");
+    let path = tmp.join("station.toml");
+    let config = path.display().to_string();
+    // The Multi does not report its battery's capacity: the config must.
+    support::station_file::write(&path, &doc);
+    let out = stationd(&["check-config", "--config", &config]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("devices.battery.capacity_kwh")
+            && err.contains("profile \"victron-vebus-ess\" reads no capacity_wh"),
+        "{err}"
+    );
+    let battery = doc
+        .get_mut("devices")
+        .and_then(|d| d.get_mut("battery"))
+        .and_then(toml::Value::as_table_mut)
+        .unwrap();
+    battery.insert("capacity_kwh".into(), 10.0.into());
+    support::station_file::write(&path, &doc);
+    let out = stationd(&["check-config", "--config", &config]).await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same station with the profile's setpoint written as the wrong type is refused by
+    // file and key.
+    let broken = std::fs::read_to_string(tmp.join("profiles/victron-vebus-ess.toml"))
+        .unwrap()
+        .replace(
+            "address = 37\ntype = \"i16\"",
+            "address = 37\ntype = \"i24\"",
+        );
+    std::fs::write(tmp.join("profiles/victron-vebus-ess.toml"), broken).unwrap();
+    let out = stationd(&["check-config", "--config", &config]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("victron-vebus-ess.toml") && err.contains("setpoints.power_w.type"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&tmp).unwrap();
+}

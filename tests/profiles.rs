@@ -827,3 +827,87 @@ async fn the_simulator_refuses_a_profile_for_a_device_it_lacks_or_of_another_kin
         "{e}"
     );
 }
+
+/// The Victron profile's device: the GX answers for the VE.Bus system as unit 227.
+fn victron(port: u16) -> ProfileDevice {
+    let p = profile::load(&profiles_dir(), "victron-vebus-ess").unwrap();
+    ProfileDevice::new(
+        Arc::new(p),
+        ProfiledConfig {
+            link: LinkConfig::new("127.0.0.1", port, 227).with_timeout(Duration::from_secs(2)),
+            invert: false,
+            rating_w: Some(4_000.0),
+        },
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs Python with pymodbus (installed by .ci/run)"]
+async fn victron_vebus_profile_reads_a_discharging_multi_and_writes_the_mode_3_setpoint_negated() {
+    let peer = Peer::start("victron_vebus.py").await;
+    let mut d = victron(peer.port);
+    let ProfiledReading::Battery(b) = d.read().await.unwrap() else {
+        panic!("a battery profile reads a battery");
+    };
+    // Input power -120 (x 10 W, Multi to mains): discharging 1.2 kW, positive here.
+    assert_eq!(b.power_w, 1200.0, "{b:?}");
+    assert!(close(b.soc_pct, 71.5), "{b:?}");
+    assert!(close(b.voltage_v.unwrap(), 52.34), "{b:?}");
+    assert!(close(b.current_a.unwrap(), 24.5), "{b:?}");
+    // The vebus service carries no BMS limits (the Multi enforces the BMS's through DVCC):
+    // the configured PCS rating stands in for them, never more.
+    assert_eq!(
+        (b.max_charge_w, b.max_discharge_w),
+        (Some(4000.0), Some(4000.0)),
+        "{b:?}"
+    );
+    assert_eq!(b.capacity_wh, None, "not reported: the config gives it");
+    // VE.Bus state 9 (inverting) is operating.
+    assert_eq!(
+        b.state,
+        Some(station_controller::devices::battery::BatteryState::Connected),
+        "{b:?}"
+    );
+
+    let mut check = Link::new(LinkConfig::new("127.0.0.1", peer.port, 227));
+    // Discharge 2.5 kW = feed back 2500 W through AC-in: -2500 at 37, flags 38/39 cleared.
+    d.set_power_w(2500.0).await.unwrap();
+    assert_eq!(
+        check.read_holding(37, 3).await.unwrap(),
+        vec![(-2500i16) as u16, 0, 0]
+    );
+    assert_eq!(d.read_setpoint("power_w").await.unwrap(), 2500.0);
+    // Charge 1.5 kW = take 1500 W from AC-in.
+    d.set_power_w(-1500.0).await.unwrap();
+    assert_eq!(check.read_holding(37, 1).await.unwrap(), vec![1500]);
+    // Beyond the profile's 4 kW range the command is clamped, never wrapped.
+    d.set_power_w(-9000.0).await.unwrap();
+    assert_eq!(check.read_holding(37, 1).await.unwrap(), vec![4000]);
+    d.safe().await.unwrap();
+    assert_eq!(
+        check.read_holding(37, 1).await.unwrap(),
+        vec![0],
+        "safe = 0 W"
+    );
+    // The L2 / L3 setpoints of a three-phase system are left alone.
+    assert_eq!(check.read_holding(40, 2).await.unwrap(), vec![0, 0]);
+}
+
+#[tokio::test]
+#[ignore = "needs Python with pymodbus (installed by .ci/run)"]
+async fn the_victron_profile_refuses_a_three_phase_system_by_its_phase_count() {
+    let peer = Peer::start("victron_vebus.py").await;
+    let mut check = Link::new(LinkConfig::new("127.0.0.1", peer.port, 227));
+    check.write_single(28, 3).await.unwrap();
+    let mut d = victron(peer.port);
+    match d.read().await.unwrap_err() {
+        DeviceError::BadData { point, reason } => {
+            assert!(
+                point.contains("phase_count") && point.contains("28"),
+                "{point}"
+            );
+            assert!(reason.contains('3'), "{reason}");
+        }
+        e => panic!("expected bad data, got {e}"),
+    }
+}

@@ -182,7 +182,7 @@ impl Drop for Child {
 /// (pyserial) with the DTSU666 (unit 1) and SDM630 (unit 2) images on end `A`; the client side
 /// is end `B`. Everything stops when it is dropped.
 struct SerialLine {
-    _pair: Child,
+    _pair: support::serial::PtyPair,
     server: tokio::process::Child,
     dir: std::path::PathBuf,
     b: std::path::PathBuf,
@@ -196,22 +196,12 @@ impl Drop for SerialLine {
 }
 
 async fn serial_line(name: &str) -> SerialLine {
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     use tokio::io::{AsyncBufReadExt, BufReader};
     let dir = std::env::temp_dir().join(format!("rs485-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (a, b) = (dir.join("A"), dir.join("B"));
-    let pair = Child(
-        Command::new("socat")
-            .arg(format!("pty,raw,echo=0,link={}", a.display()))
-            .arg(format!("pty,raw,echo=0,link={}", b.display()))
-            .spawn()
-            .unwrap(),
-    );
-    support::until("the pty pair", Duration::from_secs(10), || {
-        (a.exists() && b.exists()).then_some(())
-    })
-    .await;
+    let pair = support::serial::PtyPair::open(&dir, "").await;
+    let (a, b) = (pair.a.clone(), pair.b.clone());
     let python = std::env::var("STATION_PYTHON")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").to_string());
     let mut server = tokio::process::Command::new(python)

@@ -156,6 +156,9 @@ pub struct RawDevice {
     pub min_a: Option<f64>,
     /// Battery and PV: rating used to reject absurd readings, kW.
     pub rating_kw: Option<f64>,
+    /// Battery: usable energy, kWh, for a profile whose device does not report it (required
+    /// then: without a capacity the battery cannot be planned with and stays unused).
+    pub capacity_kwh: Option<f64>,
     /// `tcp` (Modbus TCP, default), `rtu-over-tcp` (RTU frames through a transparent RS485
     /// gateway at host:port; every device behind it shares one bus owner) or `rtu` (a serial
     /// port of this machine named by `host`, e.g. `/dev/ttyUSB0`; one bus owner per port).
@@ -201,6 +204,8 @@ pub enum DeviceRole {
     Battery {
         revert_s: u32,
         rating_w: Option<f64>,
+        /// `capacity_kwh` in Wh, for devices that do not report their capacity.
+        capacity_wh: Option<f64>,
     },
     GridMeter,
     BuildingMeter,
@@ -376,6 +381,15 @@ fn device_profile(
         issues.push(
             key("rating_kw"),
             format!("required: profile {name:?} reads no rating_w"),
+        );
+    }
+    if p.kind == ProfileKind::Battery
+        && raw.capacity_kwh.is_none()
+        && p.point("capacity_wh").is_none()
+    {
+        issues.push(
+            key("capacity_kwh"),
+            format!("required: profile {name:?} reads no capacity_wh"),
         );
     }
     Some(p)
@@ -812,10 +826,24 @@ fn storage_or_pv_role(
             "must be > 0: without a revert timeout a crashed daemon leaves its last setpoint in force",
         );
     }
+    let capacity_wh = raw.capacity_kwh.map(|kwh| {
+        issues.positive(&key("capacity_kwh"), kwh);
+        kwh * 1000.0
+    });
     if raw.kind == "pv" {
+        refuse_fields(
+            &[("capacity_kwh", raw.capacity_kwh.is_some())],
+            "pv",
+            key,
+            issues,
+        );
         DeviceRole::Pv { revert_s, rating_w }
     } else {
-        DeviceRole::Battery { revert_s, rating_w }
+        DeviceRole::Battery {
+            revert_s,
+            rating_w,
+            capacity_wh,
+        }
     }
 }
 
@@ -829,6 +857,7 @@ fn meter_role(
         &[
             ("revert_s", raw.revert_s.is_some()),
             ("rating_kw", raw.rating_kw.is_some()),
+            ("capacity_kwh", raw.capacity_kwh.is_some()),
         ],
         "meter",
         key,
@@ -865,6 +894,7 @@ fn charger_role(
             ("role", raw.role.is_some()),
             ("revert_s", raw.revert_s.is_some()),
             ("rating_kw", raw.rating_kw.is_some()),
+            ("capacity_kwh", raw.capacity_kwh.is_some()),
         ],
         "charger",
         key,

@@ -96,12 +96,24 @@ pub fn build(devices: &DeviceSet, config: &StationConfig, mono: Duration) -> Obs
                 };
                 pv(&mut obs, p, rating_w.unwrap_or(0.0), fresh);
             }
-            (DeviceRole::Battery { rating_w, .. }, Some(DeviceReading::Battery(b))) => {
+            (
+                DeviceRole::Battery {
+                    rating_w,
+                    capacity_wh,
+                    ..
+                },
+                Some(DeviceReading::Battery(b)),
+            ) => {
                 let online = fresh && d.link_state() == LinkState::Online;
                 battery(
                     &mut obs,
                     b,
-                    rating_w.unwrap_or(0.0), // required by the config: without it, 0 W
+                    BatteryLimits {
+                        // Required by the config: without it, 0 W.
+                        pcs_w: rating_w.unwrap_or(0.0),
+                        // A device that does not report its capacity: the configured one.
+                        capacity_wh: b.capacity_wh.or(*capacity_wh),
+                    },
                     fresh,
                     online,
                 );
@@ -168,12 +180,26 @@ fn pv(obs: &mut Observation, p: Option<&PvReading>, configured_rating_w: f64, fr
     }
 }
 
-fn battery(obs: &mut Observation, b: &BatteryReading, pcs_w: f64, fresh: bool, online: bool) {
+/// What the config adds to a battery reading: the PCS rating and the capacity of a device
+/// that does not report its own.
+struct BatteryLimits {
+    pcs_w: f64,
+    capacity_wh: Option<f64>,
+}
+
+fn battery(
+    obs: &mut Observation,
+    b: &BatteryReading,
+    limits: BatteryLimits,
+    fresh: bool,
+    online: bool,
+) {
+    let BatteryLimits { pcs_w, capacity_wh } = limits;
     let soh = b.soh_pct.unwrap_or(100.0);
     obs.snapshot.battery = BatterySnapshot {
         // Without a capacity the battery cannot be planned with, and a PCS that is not in an
         // operating state cannot follow a setpoint: either stays unused (and is told 0 W).
-        online: online && b.capacity_wh.is_some() && b.state.is_none_or(BatteryState::is_operating),
+        online: online && capacity_wh.is_some() && b.state.is_none_or(BatteryState::is_operating),
         soc: reading(Percent(b.soc_pct), fresh),
         soh: Percent(soh),
         power: reading(Watts(b.power_w), fresh),
@@ -183,7 +209,7 @@ fn battery(obs: &mut Observation, b: &BatteryReading, pcs_w: f64, fresh: bool, o
             dispatch_temperature(c.module_temp_min_c, c.module_temp_max_c)
         }),
         alarm: alarm(b),
-        usable_capacity: WattHours(b.capacity_wh.unwrap_or(0.0) * soh / 100.0),
+        usable_capacity: WattHours(capacity_wh.unwrap_or(0.0) * soh / 100.0),
         health: HealthLimits::default(),
     };
     if fresh {

@@ -12,7 +12,8 @@
 //! - [`browser`]: headless Chromium over WebDriver;
 //! - [`mosquitto`]: a private Mosquitto broker per test; [`mqtt_probe`]: a recording MQTT
 //!   subscriber; [`fleet_sim`]: stations publishing through the daemon's MQTT code with
-//!   synthetic statuses (also used by `benches/fleet.rs`).
+//!   synthetic statuses (also used by `benches/fleet.rs`);
+//! - [`serial`]: socat pseudo-terminal pairs standing in for RS485 lines.
 #![allow(dead_code)] // each test crate uses its own subset of the helpers
 
 pub(crate) mod alloc;
@@ -24,6 +25,7 @@ pub(crate) mod modbus_plant;
 pub(crate) mod mosquitto;
 pub(crate) mod mqtt_probe;
 pub(crate) mod peer;
+pub(crate) mod serial;
 pub(crate) mod station_file;
 
 use station_sim::runtime::PlugRequest;

@@ -495,7 +495,8 @@ impl ProfileDevice {
         };
         let words = self.link.read_holding(register, sp.ty.registers()).await?;
         let magnitude = match decode::decode(&words, sp.ty, sp.order) {
-            Some(Raw::Number(n)) => n * sp.scale * sp.sign,
+            // `+ 0.0`: a zero read through `sign = -1` is 0, not -0.
+            Some(Raw::Number(n)) => n * sp.scale * sp.sign + 0.0,
             _ => {
                 return Err(DeviceError::bad_data(
                     name,
@@ -808,7 +809,13 @@ impl Values<'_> {
             .num("soh_pct")
             .map(|v| check::percent(&self.label("soh_pct"), v))
             .transpose()?;
-        let (max_c, max_d) = (self.num("max_charge_w"), self.num("max_discharge_w"));
+        // A profile that maps no BMS limit (the PCS enforces its BMS itself, the profile's
+        // header says so): the configured PCS rating stands in for it.
+        let limit = |name: &str| match self.profile.point(name) {
+            Some(_) => self.num(name),
+            None => cfg.rating_w,
+        };
+        let (max_c, max_d) = (limit("max_charge_w"), limit("max_discharge_w"));
         let bms_max = match (max_c, max_d) {
             (Some(c), Some(d)) => Some(c.max(d)),
             (c, d) => c.or(d),
