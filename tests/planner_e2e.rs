@@ -92,6 +92,16 @@ async fn post_wish(d: &Demo, token: &str, charger: &str, body: Value) -> (u16, V
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// Until the daemon has read the car at `charger` (a wish for it is taken only then).
+async fn seen_plugged(d: &Demo, charger: &str) {
+    until("the car seen plugged in", Duration::from_secs(30), || {
+        status(d)
+            .filter(|s| s.chargers.iter().any(|c| c.id == charger && c.state != "A"))
+            .map(|_| ())
+    })
+    .await;
+}
+
 fn error_of(v: &Value) -> &str {
     v["error"].as_str().unwrap_or("")
 }
@@ -100,6 +110,7 @@ fn error_of(v: &Value) -> &str {
 async fn the_daemon_plans_and_takes_or_refuses_session_wishes_within_the_import_limit() {
     let d = start("09:50", None, None).await;
     d.sim.plug(&plug("charger-1")).unwrap();
+    seen_plugged(&d, "charger-1").await;
     let before = d.sim.truth().kpis;
     let plan = until_async("a plan", Duration::from_secs(120), async || {
         let p = get_plan(&d).await;
@@ -354,6 +365,7 @@ async fn a_late_solve_does_not_hold_up_the_control_cycle() {
 async fn the_dashboard_shows_the_plan_ahead_and_the_wish_on_the_charger_card() {
     let d = start("10:00", None, None).await;
     d.sim.plug(&plug("charger-1")).unwrap();
+    seen_plugged(&d, "charger-1").await;
     let base = format!("http://{}", d.daemon.api_addr);
     until_async(
         "a plan and some history",
