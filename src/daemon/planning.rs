@@ -310,7 +310,10 @@ pub fn cycle_state(
                 id: c.id.to_string(),
                 plugged: c.plugged,
                 session_wh: session_wh(c.id.as_str()).unwrap_or(0.0),
-                max_w: c.rating.value() * f64::from(c.phases) * PHASE_V,
+                // A car seen drawing on fewer phases than the charger has takes less.
+                max_w: c.rating.value()
+                    * f64::from(state.car_phases(&c.id).unwrap_or(c.phases).min(c.phases))
+                    * PHASE_V,
             })
             .collect(),
     }
@@ -524,6 +527,24 @@ mod tests {
 
     fn t(m: i64) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 7, 15, 2, 0, 0).unwrap() + Duration::minutes(m)
+    }
+
+    #[test]
+    fn a_car_seen_drawing_on_one_phase_is_planned_at_one_phase_of_power() {
+        use crate::dispatch::{decide, DispatchState, Policy, Snapshot};
+        use crate::units::{Amps, Watts};
+        let now = t(0);
+        let mut snap = Snapshot::reference_idle(2);
+        let mut state = DispatchState::new();
+        let plan = decide(&snap, &Policy::default(), &mut state, now);
+        let fresh = cycle_state(now, &snap, &plan, &state, |_| None);
+        assert!((fresh.chargers[0].max_w - 32.0 * 3.0 * PHASE_V).abs() < 1e-6);
+        snap.chargers[0].current = [Amps(16.0), Amps(0.0), Amps(0.0)];
+        snap.chargers[0].power = Watts(16.0 * PHASE_V);
+        let plan = decide(&snap, &Policy::default(), &mut state, now);
+        let seen = cycle_state(now, &snap, &plan, &state, |_| None);
+        assert!((seen.chargers[0].max_w - 32.0 * PHASE_V).abs() < 1e-6);
+        assert!((seen.chargers[1].max_w - 32.0 * 3.0 * PHASE_V).abs() < 1e-6);
     }
 
     #[test]

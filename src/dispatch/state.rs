@@ -293,6 +293,15 @@ impl DispatchState {
         self.plan_budget.as_ref().filter(|b| now < b.until)
     }
 
+    /// Phases the car plugged in at `id` has been seen drawing on this session (`None`: not
+    /// seen drawing yet).
+    pub fn car_phases(&self, id: &ChargerId) -> Option<u8> {
+        self.chargers
+            .iter()
+            .find(|m| &m.id == id)
+            .and_then(|m| (m.car_phases > 0).then_some(m.car_phases))
+    }
+
     /// The demand-charge tracker (month peak, current window average).
     pub fn demand(&self) -> &DemandTracker {
         &self.demand
