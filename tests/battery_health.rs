@@ -252,11 +252,12 @@ imbalance_mv = 40.0
 initial_soc_pct = 60.0
 ";
 
-/// A simulated year (about 70 s in release; optimised builds only, run by `.ci/run`'s release
-/// step). At month 12 the projected end of life must be within 20 % of the simulator's actual
-/// one: its own ageing law continued from the end state with the year's per-minute usage
-/// repeated (`true_days_to_end_of_life`). The straight-line fit the trend used before misses
-/// that target, which the test checks too, and the wear price must by then be the measured one.
+/// A simulated year (about 70 s in release on an idle machine; optimised builds only, run by
+/// `.ci/run`'s release step). At month 12 the projected end of life must be within 20 % of the
+/// simulator's actual one: its own ageing law continued from the end state with the year's
+/// per-minute usage (pack temperature, SoC, DC throughput) repeated
+/// (`true_days_to_end_of_life`). The wear price is the measured one only when the cycle fade
+/// is told apart, and then within a factor 2 of the simulator's own cycle-ageing cost.
 #[cfg(not(debug_assertions))]
 #[test]
 fn a_year_with_ageing_is_tracked_within_3_pct_of_the_true_capacity() {
@@ -310,24 +311,6 @@ fn a_year_with_ageing_is_tracked_within_3_pct_of_the_true_capacity() {
         "truth: SoH {:.2} % at month 12, end of life (60 %) in {truth_days:?} days with the year's usage repeated",
         r.plant.battery().soh_pct
     );
-    if let Ok(path) = std::env::var("HEALTH_DUMP") {
-        let samples = r
-            .controller
-            .health()
-            .unwrap()
-            .report(&policy(true).battery, r.plant.now())
-            .samples;
-        let truth: Vec<(u32, f64, f64)> = r
-            .days
-            .iter()
-            .map(|d| (d.day, d.true_capacity_wh, d.efc))
-            .collect();
-        std::fs::write(
-            path,
-            serde_json::to_string(&(samples, truth, nameplate, truth_days)).unwrap(),
-        )
-        .unwrap();
-    }
 
     let policy = policy(true);
     let now = r.plant.now();
@@ -377,8 +360,10 @@ fn a_year_with_ageing_is_tracked_within_3_pct_of_the_true_capacity() {
         err.abs() <= 0.2,
         "projected {projected:.0} days, actual {truth_days:.0}"
     );
-    // The straight line through the year's samples (the former fit) misses the same target:
-    // the assertion can fail.
+    // The straight line through the year's samples (the former fit), for comparison. With the
+    // station cycling about 140 EFC a year, cycle fade leads and the horizon is short, so it
+    // is close too; where calendar fade leads over a long horizon it is not (unit test
+    // `the_end_of_life_follows_the_slowing_calendar_fade_not_a_straight_line`).
     let straight = straight_line_days(
         &report.samples,
         now,
@@ -389,7 +374,6 @@ fn a_year_with_ageing_is_tracked_within_3_pct_of_the_true_capacity() {
         "straight-line fit: {straight:.0} days ({:+.1} %)",
         (straight / truth_days - 1.0) * 100.0
     );
-    assert!((straight / truth_days - 1.0).abs() > 0.2, "{straight}");
     // The wear price: measured only when the cycle fade is told apart (then it must be near the
     // simulator's own), else the policy's with the reason.
     match report.wear.measured_cny_per_kwh {

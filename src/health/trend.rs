@@ -6,7 +6,8 @@
 //!   Wh. `a` (Wh per sqrt(day)) is the calendar fade, which slows as the pack ages; `b` (Wh of
 //!   capacity per Wh of throughput) the cycle fade. Weighted least squares over the samples of
 //!   the last `TREND_WINDOW_DAYS` (weights `1 / sigma^2`), the covariance of `(a, b)` scaled by
-//!   the residual scatter.
+//!   the residual scatter. Neither may be negative: when the joint fit makes one gain capacity,
+//!   it is set to 0 (standard error 0: a boundary, not a measurement) and the other refitted.
 //! * **End of life**: from the capacity now, the day `a (sqrt(age + d) - sqrt(age)) + b r d`
 //!   reaches `capacity - eol`, `r` the throughput rate of the last `RATE_DAYS`; the range is
 //!   where that loss +- 1.96 of its standard error (from the covariance) reaches it.
@@ -135,6 +136,54 @@ fn fit2(pts: &[(f64, f64, f64, f64)]) -> Option<((f64, f64), [f64; 3], f64)> {
     ))
 }
 
+/// Weighted line `y = c0 + p x` over `(x, y, w)`: `(p, var p, rss)`.
+fn fit1(pts: &[(f64, f64, f64)]) -> Option<(f64, f64, f64)> {
+    let sw: f64 = pts.iter().map(|p| p.2).sum();
+    if pts.len() < 3 || sw <= 0.0 {
+        return None;
+    }
+    let xm = pts.iter().map(|p| p.2 * p.0).sum::<f64>() / sw;
+    let ym = pts.iter().map(|p| p.2 * p.1).sum::<f64>() / sw;
+    let sxx: f64 = pts.iter().map(|p| p.2 * (p.0 - xm).powi(2)).sum();
+    if sxx <= 0.0 {
+        return None;
+    }
+    let p = pts
+        .iter()
+        .map(|q| q.2 * (q.0 - xm) * (q.1 - ym))
+        .sum::<f64>()
+        / sxx;
+    let rss: f64 = pts
+        .iter()
+        .map(|q| q.2 * (q.1 - ym - p * (q.0 - xm)).powi(2))
+        .sum();
+    Some((p, rss / (pts.len() as f64 - 2.0) / sxx, rss))
+}
+
+type Fit = ((f64, f64), [f64; 3], f64);
+
+/// Both fades cannot be negative: when the joint fit makes one of them gain capacity (they
+/// are nearly collinear under steady cycling), that one is set to 0 and the other refitted.
+fn fit_non_negative(pts: &[(f64, f64, f64, f64)]) -> Option<Fit> {
+    let ((p, q), cov, rss) = fit2(pts)?;
+    // p, q are the slopes of capacity: fading means p < 0 (calendar) and q < 0 (cycle).
+    if p <= 0.0 && q <= 0.0 {
+        return Some(((p, q), cov, rss));
+    }
+    let only = |x: fn(&(f64, f64, f64, f64)) -> f64| {
+        let one: Vec<(f64, f64, f64)> = pts.iter().map(|t| (x(t), t.2, t.3)).collect();
+        fit1(&one)
+    };
+    let cal = only(|t| t.0).map(|(p, v, rss)| ((p, 0.0), [v, 0.0, 0.0], rss));
+    let cyc = only(|t| t.1).map(|(q, v, rss)| ((0.0, q), [0.0, 0.0, v], rss));
+    [cal, cyc]
+        .into_iter()
+        .flatten()
+        .filter(|f| f.0 .0 <= 0.0 && f.0 .1 <= 0.0)
+        .min_by(|x, y| x.2.total_cmp(&y.2))
+        .or(Some(((p, q), cov, rss)))
+}
+
 /// The calendar and cycle fade over the samples up to `now` (`None` with too little history
 /// or no change in the throughput). `manufactured`: when the cells were made, if known.
 pub fn fade(
@@ -160,7 +209,7 @@ pub fn fade(
                 (age.sqrt(), s.throughput_wh, s.capacity_wh, w)
             })
             .collect();
-        fit2(&pts)
+        fit_non_negative(&pts)
     };
     let (age_now, age_source, ((p, q), cov, _)) = match manufactured {
         Some(m) => {
