@@ -7,7 +7,8 @@
 //!   capacity per Wh of throughput) the cycle fade. Weighted least squares over the samples of
 //!   the last `TREND_WINDOW_DAYS` (weights `1 / sigma^2`), the covariance of `(a, b)` scaled by
 //!   the residual scatter. Neither may be negative: when the joint fit makes one gain capacity,
-//!   it is set to 0 (standard error 0: a boundary, not a measurement) and the other refitted.
+//!   it is set to 0 and the other refitted; the covariance (and so the band) stays the joint
+//!   fit's, since the boundary does not tell the two apart any better.
 //! * **End of life**: from the capacity now, the day `a (sqrt(age + d) - sqrt(age)) + b r d`
 //!   reaches `capacity - eol`, `r` the throughput rate of the last `RATE_DAYS`; the range is
 //!   where that loss +- 1.96 of its standard error (from the covariance) reaches it.
@@ -119,7 +120,7 @@ fn fit2(pts: &[(f64, f64, f64, f64)]) -> Option<((f64, f64), [f64; 3], f64)> {
         s2y += p.3 * d2 * dy;
     }
     let det = s11 * s22 - s12 * s12;
-    if !(det > 1e-12 * s11 * s22) {
+    if det.is_nan() || det <= 1e-12 * s11 * s22 {
         return None;
     }
     let p = (s22 * s1y - s12 * s2y) / det;
@@ -136,8 +137,8 @@ fn fit2(pts: &[(f64, f64, f64, f64)]) -> Option<((f64, f64), [f64; 3], f64)> {
     ))
 }
 
-/// Weighted line `y = c0 + p x` over `(x, y, w)`: `(p, var p, rss)`.
-fn fit1(pts: &[(f64, f64, f64)]) -> Option<(f64, f64, f64)> {
+/// Weighted line `y = c0 + p x` over `(x, y, w)`: `(p, rss)`.
+fn fit1(pts: &[(f64, f64, f64)]) -> Option<(f64, f64)> {
     let sw: f64 = pts.iter().map(|p| p.2).sum();
     if pts.len() < 3 || sw <= 0.0 {
         return None;
@@ -157,7 +158,7 @@ fn fit1(pts: &[(f64, f64, f64)]) -> Option<(f64, f64, f64)> {
         .iter()
         .map(|q| q.2 * (q.1 - ym - p * (q.0 - xm)).powi(2))
         .sum();
-    Some((p, rss / (pts.len() as f64 - 2.0) / sxx, rss))
+    Some((p, rss))
 }
 
 type Fit = ((f64, f64), [f64; 3], f64);
@@ -174,8 +175,9 @@ fn fit_non_negative(pts: &[(f64, f64, f64, f64)]) -> Option<Fit> {
         let one: Vec<(f64, f64, f64)> = pts.iter().map(|t| (x(t), t.2, t.3)).collect();
         fit1(&one)
     };
-    let cal = only(|t| t.0).map(|(p, v, rss)| ((p, 0.0), [v, 0.0, 0.0], rss));
-    let cyc = only(|t| t.1).map(|(q, v, rss)| ((0.0, q), [0.0, 0.0, v], rss));
+    // The covariance stays the joint fit's: the boundary does not tell the split any better.
+    let cal = only(|t| t.0).map(|(p, rss)| ((p, 0.0), cov, rss));
+    let cyc = only(|t| t.1).map(|(q, rss)| ((0.0, q), cov, rss));
     [cal, cyc]
         .into_iter()
         .flatten()
@@ -356,9 +358,9 @@ pub fn wear(
         return policy("the pack is at its end of life".into());
     }
     let b = f.cycle_wh_per_wh;
-    if !(b > 0.0 && b >= WEAR_MIN_T * f.cycle_se) {
+    if b.is_nan() || b <= 0.0 || b < WEAR_MIN_T * f.cycle_se {
         return policy(format!(
-            "cycle fade not yet told apart from calendar fade: {:.3e} ± {:.3e} Wh/Wh",
+            "cycle fade not yet told apart from calendar fade: b = {:.2e} ± {:.2e} Wh/Wh (needs b > {WEAR_MIN_T} standard errors)",
             b, f.cycle_se
         ));
     }

@@ -157,3 +157,25 @@ fn the_wear_price_falls_back_to_the_policy_with_a_reason_and_is_clamped() {
     let at_end = wear(Some(&f), Some(299_000.0), 300_000.0, 60_000.0, 0.2);
     assert_eq!(at_end.source, "policy");
 }
+
+#[test]
+fn a_fade_that_would_gain_capacity_is_set_to_zero_and_keeps_the_joint_band() {
+    // Calendar fade plus a throughput term that "gains" capacity (what collinear noise can
+    // make of steady cycling): the cycle fade is pinned at 0, the calendar fade refitted.
+    let pts: Vec<(f64, f64, f64, f64)> = (0..200)
+        .map(|i| {
+            let age = 2000.0 + i as f64;
+            let q = 1000.0 * i as f64 + if i % 3 == 0 { 50_000.0 } else { 0.0 };
+            (age.sqrt(), q, 400_000.0 - A * age.sqrt() + 1.0e-5 * q, 1.0)
+        })
+        .collect();
+    let ((p, q), cov, _) = fit2(&pts).unwrap();
+    assert!(
+        p < 0.0 && q > 0.0,
+        "joint fit gains capacity with throughput: {q}"
+    );
+    let ((p1, q1), cov1, _) = fit_non_negative(&pts).unwrap();
+    assert_eq!(q1, 0.0);
+    assert!(p1 < 0.0, "{p1}");
+    assert_eq!(cov1, cov, "the band stays the joint fit's");
+}
