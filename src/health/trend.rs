@@ -226,7 +226,7 @@ pub fn fade(
                 .min_by(|x, y| x.2 .2.total_cmp(&y.2 .2))?
         }
     };
-    let (a, b) = (-p, -q);
+    let (a, b) = (0.0 - p, 0.0 - q);
     let rate = throughput_rate(&recent, now);
     let calendar_wh_per_day = a / (2.0 * age_now.max(1.0).sqrt());
     let capacity = recent.last().map_or(0.0, |s| s.capacity_wh);
