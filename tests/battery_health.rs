@@ -3,7 +3,8 @@
 //! loop on the simulator's plant (src/backtest) with the health tracker measuring as the
 //! daemon does; every assertion about the pack is on the simulator's truth.
 //!
-//! The year run is long: `cargo test --release --test battery_health -- --ignored --nocapture`.
+//! The year run is long and built in optimised builds only:
+//! `cargo test --release --test battery_health -- --nocapture`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 // The year run is built in optimised builds only; its helpers are unused in debug builds.
 #![cfg_attr(debug_assertions, allow(dead_code, unused_imports))]
@@ -60,6 +61,16 @@ struct Run {
     days: Vec<Day>,
     controller: PolicyController,
     plant: Plant,
+    /// The pack's usage per simulated minute, for continuing the ageing law.
+    usage: Vec<Minute>,
+}
+
+/// One simulated minute of the pack as the ageing law sees it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Minute {
+    temp_k: f64,
+    soc: f64,
+    throughput_wh: f64,
 }
 
 fn local_hour(t: DateTime<Utc>) -> usize {
@@ -77,20 +88,31 @@ fn policy(valley_charging: bool) -> Policy {
 
 /// Run `days` days with the dispatch core (`health` on or off), one cycle every `cycle_s`.
 fn run(toml: &str, days: u32, health: bool, cycle_s: f64) -> Run {
-    run_with(toml, days, health, cycle_s, Policy::default())
+    let cfg = health.then(HealthConfig::default);
+    run_with(toml, days, cfg, cycle_s, Policy::default())
 }
 
-fn run_with(toml: &str, days: u32, health: bool, cycle_s: f64, policy: Policy) -> Run {
+fn run_with(
+    toml: &str,
+    days: u32,
+    health: Option<HealthConfig>,
+    cycle_s: f64,
+    policy: Policy,
+) -> Run {
     let sc = Scenario::from_toml_str(toml).unwrap();
     let mut controller = policy_controller(policy, &sc);
-    if health {
-        controller = controller.with_health(HealthTracker::new(HealthConfig::default()));
+    if let Some(cfg) = health {
+        controller = controller.with_health(HealthTracker::new(cfg));
     }
     let mut plant = Plant::new(&sc, 7);
     let mut view = plant.view();
     let mut commands: Vec<Command> = Vec::new();
     let mut out = Vec::new();
     let per_day = (86_400.0 / cycle_s).round() as u64;
+    let per_minute = (60.0 / cycle_s).round().max(1.0) as u64;
+    let mut usage = Vec::new();
+    let mut minute = Minute::default();
+    let mut step = 0u64;
     for day in 0..days {
         let mut cutoff = [0.0; 24];
         for _ in 0..per_day {
@@ -99,7 +121,16 @@ fn run_with(toml: &str, days: u32, health: bool, cycle_s: f64, policy: Policy) -
             for c in commands.drain(..) {
                 plant.apply(c).unwrap();
             }
+            let thr0 = plant.battery().dc_throughput_wh;
             plant.step(cycle_s);
+            let pack = plant.battery();
+            minute.temp_k += (pack.temp_c + 273.15) / per_minute as f64;
+            minute.soc += pack.soc_pct / 100.0 / per_minute as f64;
+            minute.throughput_wh += pack.dc_throughput_wh - thr0;
+            step += 1;
+            if step % per_minute == 0 {
+                usage.push(std::mem::take(&mut minute));
+            }
             plant.view_into(&mut view);
             let b = &view.battery;
             let at_floor = b.soc_pct <= b.soc_min_pct.max(b.soc_reserve_min_pct) + 0.05;
@@ -126,6 +157,7 @@ fn run_with(toml: &str, days: u32, health: bool, cycle_s: f64, policy: Policy) -
         days: out,
         controller,
         plant,
+        usage,
     }
 }
 
@@ -220,16 +252,26 @@ imbalance_mv = 40.0
 initial_soc_pct = 60.0
 ";
 
-/// A simulated year (about 70 s in release; optimised builds only, run by `.ci/run`'s release
-/// step). The end-of-life projection at month 12 is printed, not asserted: the straight-line fade
-/// fit overstates the simulator's slowing calendar ageing and misses the issue's 20 % target
-/// (1445 days projected; the simulated pack needs more than 2190).
+/// A simulated year (about 70 s in release on an idle machine; optimised builds only, run by
+/// `.ci/run`'s release step). At month 12 the projected end of life must be within 20 % of the
+/// simulator's actual one: its own ageing law continued from the end state with the year's
+/// per-minute usage (pack temperature, SoC, DC throughput) repeated
+/// (`true_days_to_end_of_life`). The wear price is the measured one only when the cycle fade
+/// is told apart, and then within a factor 2 of the simulator's own cycle-ageing cost.
 #[cfg(not(debug_assertions))]
 #[test]
 fn a_year_with_ageing_is_tracked_within_3_pct_of_the_true_capacity() {
     let started = std::time::Instant::now();
     // The station arbitrages: it charges from the grid in the valley and so cycles all year.
-    let r = run_with(YEAR, 365, true, 5.0, policy(true));
+    // The operator knows when the modules were made (the scenario's pack is 1826 days old at
+    // the start); the fade fit takes the calendar age from there.
+    let sc = Scenario::from_toml_str(YEAR).unwrap();
+    let made = sc.start_utc() - chrono::Duration::days(sc.battery.calendar_age_days as i64);
+    let cfg = HealthConfig {
+        manufactured: Some(made),
+        ..HealthConfig::default()
+    };
+    let r = run_with(YEAR, 365, Some(cfg), 5.0, policy(true));
     let year_wall = started.elapsed();
     println!("year run: {:.1} s wall", year_wall.as_secs_f64());
     println!("  day  true_kWh  est_kWh  band_kWh  err_%   EFC  confident");
@@ -263,18 +305,149 @@ fn a_year_with_ageing_is_tracked_within_3_pct_of_the_true_capacity() {
     assert!(from <= 14, "converged only from day {from}");
     assert!(worst <= 3.0, "worst error {worst:.2} %");
 
+    let nameplate = r.plant.view().battery.nameplate_wh;
+    let truth_days = true_days_to_end_of_life(&r, 60.0, 30.0);
+    println!(
+        "truth: SoH {:.2} % at month 12, end of life (60 %) in {truth_days:?} days with the year's usage repeated",
+        r.plant.battery().soh_pct
+    );
+
     let policy = policy(true);
     let now = r.plant.now();
     let report = r.controller.health().unwrap().report(&policy.battery, now);
-    if let (Some(eol), Some(fade)) = (report.end_of_life.as_ref(), report.fade.as_ref()) {
-        println!(
-            "month 12: fade {:.1} kWh/year, measured wear {:?} CNY/kWh, end of life ({} % of nameplate) projected in {:.0} days",
-            fade.wh_per_day * 365.0 / 1000.0,
-            report.wear_cny_per_kwh,
-            report.eol_pct,
-            (eol.date - now).num_seconds() as f64 / 86_400.0
-        );
+    let fade = report.fade.expect("a fade after a year");
+    let eol = report
+        .end_of_life
+        .expect("an end of life projected at month 12");
+    let days_to = |t: DateTime<Utc>| (t - now).num_seconds() as f64 / 86_400.0;
+    let projected = days_to(eol.date);
+    println!(
+        "month 12: fade {:.2} kWh/year now (calendar {:.2}, cycle {:.2} at {:.0} kWh/day of DC throughput); a = {:.0} ± {:.0} Wh/sqrt(day), b = {:.3e} ± {:.2e} Wh/Wh, age {:.0} days ({:?})",
+        fade.wh_per_day * 0.365,
+        fade.calendar_wh_per_day * 0.365,
+        fade.cycle_wh_per_day * 0.365,
+        fade.throughput_wh_per_day / 1000.0,
+        fade.calendar_wh_per_sqrt_day,
+        fade.calendar_se,
+        fade.cycle_wh_per_wh,
+        fade.cycle_se,
+        fade.age_days,
+        fade.age_source,
+    );
+    println!(
+        "month 12: end of life ({} % of nameplate) projected in {projected:.0} days (95 %: {:.0} .. {}), actual {truth_days:?}",
+        report.eol_pct,
+        days_to(eol.earliest),
+        eol.latest.map_or("open".to_string(), |l| format!("{:.0}", days_to(l))),
+    );
+    println!(
+        "month 12: wear {:.3} CNY/kWh discharged ({}; measured {:?}; {:?}); policy {:.3}; simulator's cycle ageing {:.3}",
+        report.wear.cny_per_kwh,
+        report.wear.source,
+        report.wear.measured_cny_per_kwh,
+        report.wear.reason,
+        policy.battery.wear_cost_cny_per_kwh(report.capacity_in_use_wh.unwrap() / 1000.0),
+        simulator_wear_cny_per_kwh(&r, policy.battery.pack_value_cny),
+    );
+    let truth_days =
+        truth_days.expect("the simulated pack reaches its end of life within 30 years");
+    let err = (projected - truth_days) / truth_days;
+    println!(
+        "end-of-life projection error at month 12: {:+.1} %",
+        err * 100.0
+    );
+    assert!(
+        err.abs() <= 0.2,
+        "projected {projected:.0} days, actual {truth_days:.0}"
+    );
+    // The straight line through the year's samples (the former fit), for comparison. With the
+    // station cycling about 140 EFC a year, cycle fade leads and the horizon is short, so it
+    // is close too; where calendar fade leads over a long horizon it is not (unit test
+    // `the_end_of_life_follows_the_slowing_calendar_fade_not_a_straight_line`).
+    let straight = straight_line_days(
+        &report.samples,
+        now,
+        report.estimate.unwrap().capacity_wh,
+        0.6 * nameplate,
+    );
+    println!(
+        "straight-line fit: {straight:.0} days ({:+.1} %)",
+        (straight / truth_days - 1.0) * 100.0
+    );
+    // The wear price: measured only when the cycle fade is told apart (then it must be near the
+    // simulator's own), else the policy's with the reason.
+    match report.wear.measured_cny_per_kwh {
+        Some(m) => {
+            let sim = simulator_wear_cny_per_kwh(&r, policy.battery.pack_value_cny);
+            assert!(m > 0.5 * sim && m < 2.0 * sim, "measured {m} vs {sim}");
+        }
+        None => assert!(report.wear.reason.is_some(), "{:?}", report.wear),
     }
+}
+
+/// The simulator's own price of a kWh discharged on cycle ageing at its end state: pack value
+/// x capacity lost per kWh discharged and recharged / capacity left until 60 % (the formula of
+/// `docs/battery-health.md` with the truth's cycle-ageing slope).
+fn simulator_wear_cny_per_kwh(r: &Run, pack_value_cny: f64) -> f64 {
+    use station_sim::physics::battery::cycle_loss;
+    let b = r.plant.battery();
+    let efc = b.efc0 + b.efc();
+    let per_efc_wh = (cycle_loss(efc + 1.0) - cycle_loss(efc)) * b.nameplate_wh;
+    let per_wh = per_efc_wh / (2.0 * b.usable0_wh);
+    let left_kwh = (b.soh_pct / 100.0 - 0.6) * b.nameplate_wh / 1000.0;
+    2.0 * per_wh * pack_value_cny / left_kwh
+}
+
+/// Days to `eol_wh` from `capacity_wh` along a weighted straight line of capacity on time
+/// through the samples of the last year (the fit the trend used before calendar and cycle
+/// fade were told apart).
+fn straight_line_days(
+    samples: &[CapacitySample],
+    now: DateTime<Utc>,
+    capacity_wh: f64,
+    eol_wh: f64,
+) -> f64 {
+    let pts: Vec<(f64, f64, f64)> = samples
+        .iter()
+        .filter(|s| (now - s.at).num_days() <= 365)
+        .map(|s| {
+            (
+                (s.at - now).num_seconds() as f64 / 86_400.0,
+                s.capacity_wh,
+                s.sigma_wh.powi(-2),
+            )
+        })
+        .collect();
+    let sw: f64 = pts.iter().map(|p| p.2).sum();
+    let xm = pts.iter().map(|p| p.2 * p.0).sum::<f64>() / sw;
+    let ym = pts.iter().map(|p| p.2 * p.1).sum::<f64>() / sw;
+    let sxy: f64 = pts.iter().map(|p| p.2 * (p.0 - xm) * (p.1 - ym)).sum();
+    let sxx: f64 = pts.iter().map(|p| p.2 * (p.0 - xm).powi(2)).sum();
+    (capacity_wh - eol_wh) / (-sxy / sxx)
+}
+
+/// Days from the end of `r` until the simulator's pack reaches `eol_soh_pct`, continuing its
+/// own ageing law (`calendar_step`, `cycle_loss`) from the plant's end state with the run's
+/// per-minute usage (pack temperature, SoC, DC throughput) repeated; `None` within
+/// `horizon_years`.
+fn true_days_to_end_of_life(r: &Run, eol_soh_pct: f64, horizon_years: f64) -> Option<f64> {
+    use station_sim::physics::battery::{calendar_step, cycle_loss};
+    let b = r.plant.battery();
+    let minutes = r.usage.len();
+    let mut cal = b.cal_loss;
+    let mut efc = b.efc0 + b.efc();
+    let per_efc = 1.0 / (2.0 * b.usable0_wh);
+    let mut elapsed = 0usize;
+    while (elapsed as f64) < horizon_years * 525_600.0 {
+        let m = r.usage[elapsed % minutes];
+        cal = calendar_step(cal, m.temp_k, m.soc, 1.0 / 1440.0);
+        efc += m.throughput_wh * per_efc;
+        elapsed += 1;
+        if 100.0 * (1.0 - cal - cycle_loss(efc)) <= eol_soh_pct {
+            return Some(elapsed as f64 / 1440.0);
+        }
+    }
+    None
 }
 
 /// The real daemon against the simulator over Modbus: it reads 804 (cells, module

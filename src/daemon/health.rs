@@ -180,7 +180,7 @@ pub fn metrics_text(report: Option<&HealthReport>) -> String {
         t.zip(r.at)
             .map(|(t, now)| (t - now).num_seconds() as f64 / 86_400.0)
     };
-    let gauges: [(&str, &str, Option<f64>); 14] = [
+    let gauges: [(&str, &str, Option<f64>); 17] = [
         (
             "station_battery_capacity_measured_wh",
             "Measured battery capacity (0-100 % SoC), Wh.",
@@ -232,8 +232,18 @@ pub fn metrics_text(report: Option<&HealthReport>) -> String {
         ),
         (
             "station_battery_fade_wh_per_day",
-            "Measured capacity fade, Wh per day.",
+            "Measured capacity fade now (calendar + cycle), Wh per day.",
             r.fade.map(|f| f.wh_per_day),
+        ),
+        (
+            "station_battery_fade_calendar_wh_per_day",
+            "Calendar part of the measured fade now, Wh per day.",
+            r.fade.map(|f| f.calendar_wh_per_day),
+        ),
+        (
+            "station_battery_fade_cycle_wh_per_wh",
+            "Cycle fade: capacity lost per Wh of DC throughput, Wh/Wh.",
+            r.fade.map(|f| f.cycle_wh_per_wh),
         ),
         (
             "station_battery_end_of_life_days",
@@ -247,8 +257,17 @@ pub fn metrics_text(report: Option<&HealthReport>) -> String {
         ),
         (
             "station_battery_wear_cny_per_kwh",
-            "Wear price from the measured fade, CNY per kWh discharged.",
-            r.wear_cny_per_kwh,
+            "Wear price in use (measured cycle fade, else the policy's), CNY per kWh discharged.",
+            Some(r.wear.cny_per_kwh),
+        ),
+        (
+            "station_battery_wear_measured",
+            "1 when the wear price comes from the measured cycle fade (clamped or not).",
+            Some(if r.wear_cny_per_kwh.is_some() {
+                1.0
+            } else {
+                0.0
+            }),
         ),
         (
             "station_battery_soh_disagreement",

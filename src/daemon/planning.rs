@@ -24,6 +24,8 @@
 use crate::backtest::optimum::{BatteryInput, GridInput};
 use crate::config::planner::{DayAheadSource, PlannerSettings, SolveFault};
 use crate::config::StationConfig;
+use crate::dispatch::policy::BatteryPolicy;
+use crate::dispatch::snapshot::HealthLimits;
 use crate::dispatch::{ChargerId, DispatchState, Plan, PlanBudget, Policy, Snapshot};
 use crate::ledger::{Bucket, SessionRecord};
 use crate::planner::forecast::{
@@ -83,6 +85,8 @@ pub struct CycleState {
     pub usable_wh: f64,
     pub max_charge_w: f64,
     pub max_discharge_w: f64,
+    /// The measured health's limits (window, power factors, wear price; neutral by default).
+    pub health: HealthLimits,
     pub month_peak_w: f64,
     pub pv_limited: bool,
     pub chargers: Vec<ChargerNow>,
@@ -301,6 +305,7 @@ pub fn cycle_state(
         usable_wh: b.usable_capacity.value(),
         max_charge_w: b.max_charge.value(),
         max_discharge_w: b.max_discharge.value(),
+        health: b.health,
         month_peak_w: state.demand().month_peak().value(),
         pv_limited: plan.pv_limit.value() < 99.5,
         chargers: snap
@@ -369,23 +374,9 @@ fn past_session(s: &SessionRecord, ids: &[(String, f64)]) -> Option<PastSession>
 
 /// The planner's fixed configuration for the state `c`.
 fn planner_config(policy: &Policy, s: &PlannerSettings, c: &CycleState) -> PlannerConfig {
-    let b = &policy.battery;
-    let eff = b.round_trip_efficiency.clamp(0.01, 1.0).sqrt();
     PlannerConfig {
         horizon_steps: s.horizon_steps,
-        battery: BatteryInput {
-            usable_wh: c.usable_wh.max(0.0),
-            soc0_pct: c.soc_pct.unwrap_or(b.soc_min.value()),
-            soc_min_pct: b.soc_min.value(),
-            soc_max_pct: b.soc_max.value(),
-            max_charge_w: c.max_charge_w.max(0.0),
-            max_discharge_w: c.max_discharge_w.max(0.0),
-            charge_eff: eff,
-            discharge_eff: eff,
-            wear_cost_cny_per_kwh_discharged: b
-                .wear_cost_cny_per_kwh(c.usable_wh / 1000.0)
-                .min(10.0),
-        },
+        battery: battery_input(&policy.battery, c),
         grid: GridInput {
             import_limit_w: policy.grid.import_budget().value(),
             export_limit_w: policy.grid.export_limit.value(),
@@ -394,7 +385,40 @@ fn planner_config(policy: &Policy, s: &PlannerSettings, c: &CycleState) -> Plann
         demand_charge_cny_per_kw: policy.tariff.demand_charge_cny_per_kw,
         demand_charge_fraction: 1.0,
         unmet_cny_per_kwh: s.unmet_cny_per_kwh,
-        stored_cny_per_kwh: policy.tariff.min_price() / b.round_trip_efficiency.clamp(0.01, 1.0),
+        stored_cny_per_kwh: policy.tariff.min_price()
+            / policy.battery.round_trip_efficiency.clamp(0.01, 1.0),
+    }
+}
+
+/// The planner's battery: the capacity in use, the policy's window narrowed by the measured
+/// health (cell spread), the BMS limits scaled by its temperature factors, and the measured
+/// wear price when there is one (the policy's otherwise), as dispatch applies them.
+fn battery_input(b: &BatteryPolicy, c: &CycleState) -> BatteryInput {
+    let h = &c.health;
+    let eff = b.round_trip_efficiency.clamp(0.01, 1.0).sqrt();
+    let factor = |f: f64| {
+        if f.is_finite() {
+            f.clamp(0.0, 1.0)
+        } else {
+            1.0
+        }
+    };
+    let soc_min = b.soc_min.value().max(h.soc_min.value());
+    let soc_max = b.soc_max.value().min(h.soc_max.value()).max(soc_min);
+    BatteryInput {
+        usable_wh: c.usable_wh.max(0.0),
+        soc0_pct: c.soc_pct.unwrap_or(soc_min).clamp(soc_min, soc_max),
+        soc_min_pct: soc_min,
+        soc_max_pct: soc_max,
+        max_charge_w: c.max_charge_w.max(0.0) * factor(h.charge_factor),
+        max_discharge_w: c.max_discharge_w.max(0.0) * factor(h.discharge_factor),
+        charge_eff: eff,
+        discharge_eff: eff,
+        wear_cost_cny_per_kwh_discharged: h
+            .wear_cny_per_kwh
+            .filter(|w| w.is_finite() && *w >= 0.0)
+            .unwrap_or_else(|| b.wear_cost_cny_per_kwh(c.usable_wh / 1000.0))
+            .min(10.0),
     }
 }
 
@@ -527,6 +551,57 @@ mod tests {
 
     fn t(m: i64) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 7, 15, 2, 0, 0).unwrap() + Duration::minutes(m)
+    }
+
+    fn cycle(health: HealthLimits) -> CycleState {
+        CycleState {
+            now: t(0),
+            soc_pct: Some(12.0),
+            usable_wh: 340_000.0,
+            max_charge_w: 100_000.0,
+            max_discharge_w: 120_000.0,
+            health,
+            month_peak_w: 0.0,
+            pv_limited: false,
+            chargers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_planner_takes_the_measured_window_power_factors_and_wear_price() {
+        let policy = Policy::default();
+        let bp = &policy.battery;
+        // Neutral health: the policy's window, the BMS limits and the policy's wear price.
+        let plain = battery_input(bp, &cycle(HealthLimits::default()));
+        assert_eq!((plain.soc_min_pct, plain.soc_max_pct), (10.0, 90.0));
+        assert_eq!(
+            (plain.max_charge_w, plain.max_discharge_w),
+            (100_000.0, 120_000.0)
+        );
+        assert_eq!(plain.soc0_pct, 12.0);
+        assert_eq!(
+            plain.wear_cost_cny_per_kwh_discharged,
+            bp.wear_cost_cny_per_kwh(340.0)
+        );
+        // Cell spread narrowed the window to 15..85, heat halves charging, wear is measured.
+        let measured = battery_input(
+            bp,
+            &cycle(HealthLimits {
+                soc_min: crate::units::Percent(15.0),
+                soc_max: crate::units::Percent(85.0),
+                charge_factor: 0.5,
+                discharge_factor: 1.0,
+                wear_cny_per_kwh: Some(0.31),
+                capacity_wh: Some(340_000.0),
+            }),
+        );
+        assert_eq!((measured.soc_min_pct, measured.soc_max_pct), (15.0, 85.0));
+        assert_eq!(measured.soc0_pct, 15.0, "SoC clamped into the window");
+        assert_eq!(
+            (measured.max_charge_w, measured.max_discharge_w),
+            (50_000.0, 120_000.0)
+        );
+        assert_eq!(measured.wear_cost_cny_per_kwh_discharged, 0.31);
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct RawHealth {
     pub window_margin_pct: f64,
     /// End of life: capacity at this share of nameplate, %. Default 60.
     pub eol_pct: f64,
+    /// When the cells were made ("YYYY-MM-DD", from the module labels): the calendar age the
+    /// fade fit uses. Default none (the age is fitted, weakly within a year of data).
+    pub manufactured: Option<chrono::NaiveDate>,
 }
 
 impl Default for RawHealth {
@@ -68,6 +71,7 @@ impl Default for RawHealth {
             window_pct_per_mv: 0.1,
             window_margin_pct: 2.0,
             eol_pct: 60.0,
+            manufactured: None,
         }
     }
 }
@@ -93,6 +97,7 @@ pub struct HealthConfig {
     pub window_pct_per_mv: f64,
     pub window_margin_pct: f64,
     pub eol: f64,
+    pub manufactured: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Default for HealthConfig {
@@ -126,6 +131,7 @@ impl HealthConfig {
             window_pct_per_mv: 0.1,
             window_margin_pct: 2.0,
             eol: 0.6,
+            manufactured: None,
         }
     }
 }
@@ -158,6 +164,17 @@ impl RawHealth {
         issues.within(&k("window_pct_per_mv"), self.window_pct_per_mv, 0.0, 10.0);
         issues.within(&k("window_margin_pct"), self.window_margin_pct, 0.0, 20.0);
         issues.within(&k("eol_pct"), self.eol_pct, 1.0, 99.0);
+        let manufactured = self
+            .manufactured
+            .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc());
+        if let Some(d) = self.manufactured {
+            issues.within(
+                &k("manufactured"),
+                f64::from(chrono::Datelike::year(&d)),
+                1990.0,
+                2200.0,
+            );
+        }
         if issues.len() > before {
             return None;
         }
@@ -180,6 +197,7 @@ impl RawHealth {
             window_pct_per_mv: self.window_pct_per_mv,
             window_margin_pct: self.window_margin_pct,
             eol: self.eol_pct / 100.0,
+            manufactured,
         })
     }
 }

@@ -8,7 +8,7 @@
 use super::config::HealthConfig;
 use super::derate::{derate, Derating};
 use super::estimator::{CapacityEstimate, CapacityEstimator, CapacitySample, PackReading};
-use super::trend::{self, EndOfLife, Fade};
+use super::trend::{self, EndOfLife, Fade, Wear};
 use crate::backtest::optimum::BatteryInput;
 use crate::dispatch::policy::BatteryPolicy;
 use crate::dispatch::snapshot::HealthLimits;
@@ -79,7 +79,10 @@ pub struct HealthReport {
     pub fade: Option<Fade>,
     pub eol_pct: f64,
     pub end_of_life: Option<EndOfLife>,
+    /// The wear price dispatch and the planner use when it is measured (`None`: the policy's).
     pub wear_cny_per_kwh: Option<f64>,
+    /// The wear price in use, where it comes from, and why.
+    pub wear: Wear,
     /// A warning with both numbers once the disagreement has lasted long enough.
     pub warning: Option<String>,
     pub disagreement: Option<Disagreement>,
@@ -288,24 +291,42 @@ impl HealthTracker {
         )
     }
 
-    /// The measured fade, when there is enough history.
+    /// The measured fade (calendar and cycle apart), when there is enough history.
     pub fn fade(&self, now: DateTime<Utc>) -> Option<Fade> {
-        trend::fade(self.est.samples(), now)
+        trend::fade(self.est.samples(), now, self.cfg.manufactured)
     }
 
-    /// Wear price from the measured fade once the capacity is confident.
-    pub fn wear_cny_per_kwh(&self, policy: &BatteryPolicy, now: DateTime<Utc>) -> Option<f64> {
-        let c = self.measured_capacity_wh(now)?;
-        let f = self.fade(now)?;
-        let d = self.derating(policy);
-        let usable_kwh = c * (d.soc_max_pct - d.soc_min_pct).max(0.0) / 100.0 / 1000.0;
-        trend::wear_cny_per_kwh(
+    /// The wear price: from the measured cycle fade once the capacity is confident and the
+    /// cycle fade is told apart from the calendar fade, else the policy's (with the reason).
+    pub fn wear(&self, policy: &BatteryPolicy, now: DateTime<Utc>) -> Wear {
+        let measured = self.measured_capacity_wh(now);
+        let confident = self
+            .est
+            .estimate(now)
+            .is_some_and(|e| e.confident)
+            .then_some(measured)
+            .flatten();
+        // The policy's price as dispatch computes it (on the capacity in use).
+        let in_use_kwh = self.capacity_in_use_wh(now).unwrap_or(0.0) / 1000.0;
+        let policy_price = policy.wear_cost_cny_per_kwh(in_use_kwh).min(10.0);
+        let eol_wh = self.nameplate_wh().unwrap_or(0.0) * self.cfg.eol;
+        trend::wear(
+            self.fade(now).as_ref(),
+            confident,
+            eol_wh,
             policy.pack_value_cny,
-            policy.allowed_loss,
-            c,
-            usable_kwh,
-            &f,
+            policy_price,
         )
+    }
+
+    /// The measured wear price in use (`None`: the policy's).
+    pub fn wear_cny_per_kwh(&self, policy: &BatteryPolicy, now: DateTime<Utc>) -> Option<f64> {
+        let w = self.wear(policy, now);
+        (w.source != "policy").then_some(w.cny_per_kwh)
+    }
+
+    fn nameplate_wh(&self) -> Option<f64> {
+        self.last.and_then(|(_, o)| o.nameplate_wh)
     }
 
     /// What dispatch takes from the health measurements now.
@@ -316,11 +337,7 @@ impl HealthTracker {
             soc_max: Percent(d.soc_max_pct),
             charge_factor: d.charge_factor,
             discharge_factor: d.discharge_factor,
-            // The measured wear price is reported, not dispatched on: the fade fit charges the
-            // calendar ageing to cycling (1.5 CNY/kWh at 32 cycles a year against the policy's
-            // 0.14), which would stop all arbitrage. Until calendar and cycle fade are fitted
-            // apart, dispatch and the planner keep the policy's wear price.
-            wear_cny_per_kwh: None,
+            wear_cny_per_kwh: self.wear_cny_per_kwh(policy, now),
             capacity_wh: self.measured_capacity_wh(now),
         }
     }
@@ -363,6 +380,7 @@ impl HealthTracker {
             _ => None,
         };
         let disagreement = self.disagreement(now, o.as_ref());
+        let wear = self.wear(policy, now);
         HealthReport {
             at: self.last.map(|(t, _)| t),
             nameplate_wh: nameplate,
@@ -386,7 +404,8 @@ impl HealthTracker {
             fade,
             eol_pct: self.cfg.eol * 100.0,
             end_of_life,
-            wear_cny_per_kwh: self.wear_cny_per_kwh(policy, now),
+            wear_cny_per_kwh: (wear.source != "policy").then_some(wear.cny_per_kwh),
+            wear,
             warning: disagreement.map(|d| warning_text(&d)),
             disagreement,
             samples: self.est.samples().to_vec(),

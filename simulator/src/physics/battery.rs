@@ -70,6 +70,24 @@ pub fn k_cal(t_k: f64, soc: f64) -> f64 {
     3.25e8 * (-7580.0 / t_k).exp() * (162.0 * soc / t_k).exp()
 }
 
+/// The calendar loss after `dt_days` more at `t_k` and `soc` (fraction), from `cal_loss`: the
+/// equivalent-time step of the law (`Battery::age` runs it every simulated minute).
+pub fn calendar_step(cal_loss: f64, t_k: f64, soc: f64, dt_days: f64) -> f64 {
+    let k = k_cal(t_k, soc);
+    let t_eq_days = if cal_loss > 0.0 {
+        (cal_loss / k).powf(1.0 / 0.464)
+    } else {
+        0.0
+    };
+    k * (t_eq_days + dt_days).powf(0.464)
+}
+
+/// The cycle loss (fraction of capacity) after `efc_total` equivalent full cycles, first life
+/// included.
+pub fn cycle_loss(efc_total: f64) -> f64 {
+    7.58e-5 * efc_total.max(0.0).powf(1.08)
+}
+
 fn ramp(x: f64, lo0: f64, lo1: f64, hi1: f64, hi0: f64) -> f64 {
     if x <= lo0 || x >= hi0 {
         0.0
@@ -409,19 +427,12 @@ impl Battery {
         let acc_s = self.age_acc_s;
         let t_k = self.age_temp_acc / self.age_acc_s;
         let soc = self.age_soc_acc / self.age_acc_s;
-        let k = k_cal(t_k, soc);
-        let t_eq_days = if self.cal_loss > 0.0 {
-            (self.cal_loss / k).powf(1.0 / 0.464)
-        } else {
-            0.0
-        };
-        self.cal_loss = k * (t_eq_days + self.age_acc_s / 86_400.0).powf(0.464);
+        self.cal_loss = calendar_step(self.cal_loss, t_k, soc, self.age_acc_s / 86_400.0);
         self.age_acc_s = 0.0;
         self.age_temp_acc = 0.0;
         self.age_soc_acc = 0.0;
         let efc = self.efc();
-        let cyc = 7.58e-5 * (self.efc0 + efc).powf(1.08);
-        let q = (1.0 - self.cal_loss - cyc).clamp(0.0, 1.0);
+        let q = (1.0 - self.cal_loss - cycle_loss(self.efc0 + efc)).clamp(0.0, 1.0);
         self.soh_pct = 100.0 * q;
         let heat = 2f64.powf((t_k - 298.15) / 10.0);
         let grown = self.imbalance_growth_mv_per_efc * (efc - self.efc_aged).max(0.0) * heat;

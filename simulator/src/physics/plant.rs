@@ -351,6 +351,11 @@ impl Plant {
     }
 
     /// The running scorecard since the start.
+    /// The battery's physics state (tests continue its ageing law from here).
+    pub fn battery(&self) -> &Battery {
+        &self.battery
+    }
+
     pub fn kpis(&self) -> Kpis {
         let b = &self.battery;
         self.kpi

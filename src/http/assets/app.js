@@ -720,10 +720,10 @@
     setText("bh-temp", r.temp_min_c === null ? "no 803/804" : fmtNum(r.temp_min_c, 1, "") + " … " + fmtNum(r.temp_max_c, 1, " °C"));
     const d = r.derating;
     setText("bh-window", d ? fmtNum(d.soc_min_pct, 1, "") + " – " + fmtNum(d.soc_max_pct, 1, " %") + (d.charge_factor < 1 || d.discharge_factor < 1 ? " · power × " + d.charge_factor.toFixed(2) + " / " + d.discharge_factor.toFixed(2) : "") : "—");
-    setText("bh-fade", r.fade ? fmtNum(r.fade.wh_per_day * 365 / 1000, 1, " kWh/year") : "needs 14 days of samples");
+    setText("bh-fade", r.fade ? fmtNum(r.fade.wh_per_day * 365 / 1000, 1, " kWh/year") + " (calendar " + fmtNum(r.fade.calendar_wh_per_day * 365 / 1000, 1, "") + ", cycling " + fmtNum(r.fade.cycle_wh_per_day * 365 / 1000, 1, ")") : "needs 14 days of samples");
     const eol = r.end_of_life;
     setText("bh-eol", eol ? eol.date.slice(0, 10) + " (" + eol.earliest.slice(0, 10) + " … " + (eol.latest ? eol.latest.slice(0, 10) : "open") + ") at " + r.eol_pct + " %" : "—");
-    setText("bh-wear", r.wear_cny_per_kwh === null ? "policy value" : fmtNum(r.wear_cny_per_kwh, 3, " CNY/kWh"));
+    setText("bh-wear", fmtNum(r.wear.cny_per_kwh, 3, " CNY/kWh") + " (" + r.wear.source + (r.wear.reason ? ": " + r.wear.reason : "") + ")");
     const w = document.getElementById("bh-warning");
     if (w) {
       w.hidden = !r.warning;
