@@ -25,8 +25,9 @@ use station_sim::view::{BatteryState, Command};
 use support::until;
 
 /// The lying BMS: true SoH 68 %, reported 80 % and never refreshed; 75 mV of cell spread puts
-/// the BMS's own discharge cutoff at 12.5 % SoC, above the policy's 10 %. Early summer: the
-/// pack fills from PV and empties in the evening.
+/// the BMS's own discharge cutoff at 12.5 % SoC, above the policy's 10 %. Early summer, with
+/// 40 kW of evening and night load (an evening shift in the workshop): the pack fills from PV
+/// and empties in the evening.
 const LYING_BMS: &str = "
 [start]
 date = \"2026-06-01\"
@@ -36,6 +37,8 @@ bms_soh_reported_pct = 80.0
 bms_soh_update_days = 0
 imbalance_mv = 75.0
 initial_soc_pct = 60.0
+[building]
+night_kw = 40.0
 ";
 
 /// Days after which the estimate must be confident and within 3 % (documented in
