@@ -69,6 +69,18 @@ pub(crate) fn bad_request(message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, message)
 }
 
+/// A JSON request body, or the answer to a bad one: 413 for a body over the limit, 400 naming
+/// what is wrong with anything else.
+pub(crate) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
+    match body {
+        Ok(Json(b)) => Ok(b),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(error(e.status(), e.body_text()))
+        }
+        Err(e) => Err(bad_request(e.body_text())),
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) shared: Arc<Shared>,
@@ -501,13 +513,9 @@ async fn set_mode(
     if let Err(e) = authorize(&s, &headers) {
         return e;
     }
-    let Json(body) = match body {
+    let body = match json_body(body) {
         Ok(b) => b,
-        // 413 for a body over the limit, 400 for anything else wrong with it.
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(e.status(), e.body_text())
-        }
-        Err(e) => return bad_request(e.body_text()),
+        Err(answer) => return answer,
     };
     let known = s
         .shared

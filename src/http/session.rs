@@ -12,7 +12,7 @@
 //!   dashboard draws it ahead of now), the solver's counters and why the plan does not run,
 //!   if it does not.
 
-use super::api::{authorize, bad_request, error, AppState};
+use super::api::{authorize, error, json_body, AppState};
 use crate::daemon::planning::{PlanView, SessionWish};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -141,12 +141,9 @@ pub(crate) async fn set_session(
     if let Err(e) = authorize(&s, &headers) {
         return e;
     }
-    let Json(body) = match body {
+    let body = match json_body(body) {
         Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(e.status(), e.body_text())
-        }
-        Err(e) => return bad_request(e.body_text()),
+        Err(answer) => return answer,
     };
     let Some(planning) = s.shared.planning() else {
         return error(
