@@ -24,7 +24,7 @@
 
 use super::foresight::battery_input;
 use super::objective::ObjectiveValues;
-use super::optimum::GridInput;
+use super::optimum::{GridInput, DEMAND_CHARGE_MONTH_DAYS};
 use crate::dispatch::{ChargerId, DispatchState, PlanBudget, Policy};
 use crate::planner::forecast::{
     quarter_start, ChargerDefaults, ForecastConfig, Forecasters, LoadProfile, PastQuarter,
@@ -32,7 +32,8 @@ use crate::planner::forecast::{
 };
 use crate::planner::live::{self, CarNow, StepMeter};
 use crate::planner::{
-    plan, ExpectedCar, Forecast, PlanBudgets, PlanState, PlannerConfig, PluggedCar, PLAN_STEP_S,
+    horizon_demand_fraction, plan, ExpectedCar, Forecast, PlanBudgets, PlanState, PlannerConfig,
+    PluggedCar, PLAN_STEP_S,
 };
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use station_sim::physics::{exogenous_forecast, Exogenous};
@@ -103,7 +104,9 @@ fn planner_config(scenario: &Scenario, policy: &Policy, days: u32) -> PlannerCon
         },
         export_price_cny_per_kwh: scenario.tariff.export_cny_per_kwh,
         demand_charge_cny_per_kw: scenario.tariff.demand_cny_per_kw,
-        demand_charge_fraction: f64::from(days) / 30.0,
+        // The horizon's share of the month, never more than the scored window's.
+        demand_charge_fraction: horizon_demand_fraction(HORIZON_STEPS)
+            .min(f64::from(days) / DEMAND_CHARGE_MONTH_DAYS),
         unmet_cny_per_kwh: values.unmet_cny_per_kwh,
         stored_cny_per_kwh: values.stored_cny_per_kwh,
     }

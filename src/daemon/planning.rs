@@ -383,7 +383,7 @@ fn planner_config(policy: &Policy, s: &PlannerSettings, c: &CycleState) -> Plann
         },
         export_price_cny_per_kwh: policy.tariff.export_price_cny_per_kwh,
         demand_charge_cny_per_kw: policy.tariff.demand_charge_cny_per_kw,
-        demand_charge_fraction: 1.0,
+        demand_charge_fraction: crate::planner::horizon_demand_fraction(s.horizon_steps),
         unmet_cny_per_kwh: s.unmet_cny_per_kwh,
         stored_cny_per_kwh: policy.tariff.min_price()
             / policy.battery.round_trip_efficiency.clamp(0.01, 1.0),

@@ -184,3 +184,11 @@ fn expected_cars_shape_the_plan_but_get_no_budget_before_they_plug_in() {
     let p = plan(&config(8), &state(50.0, 0.0, Vec::new()), &f, at(10, 0)).unwrap();
     assert!(p.steps.iter().all(|s| s.cars.is_empty()));
 }
+
+#[test]
+fn a_plan_weighs_a_new_peak_with_its_horizons_share_of_the_month() {
+    // 48 h of 15-minute steps: 2 of the month's 30 days.
+    assert!((horizon_demand_fraction(192) - 2.0 / 30.0).abs() < 1e-12);
+    assert!((horizon_demand_fraction(96) - 1.0 / 30.0).abs() < 1e-12);
+    assert_eq!(horizon_demand_fraction(0), 0.0);
+}
