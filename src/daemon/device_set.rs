@@ -2,8 +2,8 @@
 //! cycle (a cycle costs the slowest device, bounded by its timeout), with per-device state:
 //! the last good reading and when it was taken, link state, errors, and whether the device-side
 //! fallback (charger safe current, SunSpec revert timeouts) is configured on the current
-//! connection. Connecting and SunSpec discovery run in tasks of their own ([`prepare`]), never
-//! in the cycle.
+//! connection. Connecting and SunSpec discovery run in tasks of their own (module `prepare`),
+//! never in the cycle.
 
 mod prepare;
 pub use prepare::Background;
