@@ -16,6 +16,8 @@ use station_controller::backtest::run::{policy_controller, Controller, PolicyCon
 use station_controller::config::{Issues, RawPolicy};
 use station_controller::demo::Demo;
 use station_controller::dispatch::Policy;
+use station_controller::health::tracker::capacity_value_cny_per_kwh;
+use station_controller::health::trend::{self, Wear};
 use station_controller::health::CapacitySample;
 use station_controller::health::{HealthConfig, HealthTracker};
 use station_controller::ledger::Store;
@@ -55,6 +57,13 @@ struct Day {
     band_wh: Option<f64>,
     confident: bool,
     efc: f64,
+    /// The wear price the tracker gave at the end of the day (`None` without health).
+    wear: Option<Wear>,
+    /// The cycle fade fitted then, Wh/Wh, and its standard error.
+    fade_b: Option<(f64, f64)>,
+    /// The simulator's true marginal cycle cost at the end of the day, priced as the tracker
+    /// prices the measured fade (`true_wear_cny_per_kwh`).
+    true_wear_cny_per_kwh: f64,
     /// Seconds the pack sat at its BMS discharge cutoff (SoC at the BMS floor or the BMS
     /// refusing discharge for SoC while asked to discharge), per local hour.
     cutoff_s_by_hour: [f64; 24],
@@ -103,6 +112,7 @@ fn run_with(
     policy: Policy,
 ) -> Run {
     let sc = Scenario::from_toml_str(toml).unwrap();
+    let battery_policy = policy.battery.clone();
     let mut controller = policy_controller(policy, &sc);
     if let Some(cfg) = health {
         controller = controller.with_health(HealthTracker::new(cfg));
@@ -143,9 +153,8 @@ fn run_with(
             }
         }
         let now = view.sim_time;
-        let est = controller
-            .health()
-            .and_then(|h| h.report(&Policy::default().battery, now).estimate);
+        let h = controller.health();
+        let est = h.and_then(|h| h.report(&battery_policy, now).estimate);
         out.push(Day {
             day: day + 1,
             true_capacity_wh: view.battery.usable_wh,
@@ -153,6 +162,15 @@ fn run_with(
             band_wh: est.map(|e| e.band_wh),
             confident: est.is_some_and(|e| e.confident),
             efc: plant.kpis().battery_efc,
+            wear: h.map(|h| h.wear(&battery_policy, now)),
+            fade_b: h
+                .and_then(|h| h.fade(now))
+                .map(|f| (f.cycle_wh_per_wh, f.cycle_se)),
+            true_wear_cny_per_kwh: true_wear_cny_per_kwh(
+                &plant,
+                sc.battery.efficiency,
+                capacity_value_cny_per_kwh(&battery_policy, view.battery.usable_wh / 1000.0),
+            ),
             cutoff_s_by_hour: cutoff,
         });
     }
@@ -343,25 +361,13 @@ fn a_year_with_ageing_is_tracked_within_3_pct_of_the_true_capacity() {
         days_to(eol.earliest),
         eol.latest.map_or("open".to_string(), |l| format!("{:.0}", days_to(l))),
     );
-    println!(
-        "month 12: wear {:.3} CNY/kWh discharged ({}; measured {:?}; {:?}); policy {:.3}; simulator's cycle ageing {:.3}",
-        report.wear.cny_per_kwh,
-        report.wear.source,
-        report.wear.measured_cny_per_kwh,
-        report.wear.reason,
-        policy.battery.wear_cost_cny_per_kwh(report.capacity_in_use_wh.unwrap() / 1000.0),
-        simulator_wear_cny_per_kwh(&r, policy.battery.pack_value_cny),
-    );
+    let wear = wear_through_the_year(&r, &sc, &report.samples, &fade, now);
     let truth_days =
         truth_days.expect("the simulated pack reaches its end of life within 30 years");
     let err = (projected - truth_days) / truth_days;
     println!(
         "end-of-life projection error at month 12: {:+.1} %",
         err * 100.0
-    );
-    assert!(
-        err.abs() <= 0.2,
-        "projected {projected:.0} days, actual {truth_days:.0}"
     );
     // The straight line through the year's samples (the former fit), for comparison. With the
     // station cycling about 140 EFC a year, cycle fade leads and the horizon is short, so it
@@ -377,28 +383,185 @@ fn a_year_with_ageing_is_tracked_within_3_pct_of_the_true_capacity() {
         "straight-line fit: {straight:.0} days ({:+.1} %)",
         (straight / truth_days - 1.0) * 100.0
     );
-    // The wear price: measured only when the cycle fade is told apart (then it must be near the
-    // simulator's own), else the policy's with the reason.
-    match report.wear.measured_cny_per_kwh {
-        Some(m) => {
-            let sim = simulator_wear_cny_per_kwh(&r, policy.battery.pack_value_cny);
-            assert!(m > 0.5 * sim && m < 2.0 * sim, "measured {m} vs {sim}");
-        }
-        None => assert!(report.wear.reason.is_some(), "{:?}", report.wear),
+    assert!(
+        err.abs() <= 0.2,
+        "projected {projected:.0} days, actual {truth_days:.0}"
+    );
+    // The measured wear price engages by WEAR_ENGAGED_BY_DAY and stays within WEAR_BAND of the
+    // simulator's true marginal cycle cost from then on.
+    let engaged = wear
+        .engaged_from
+        .expect("the measured wear price never engaged");
+    assert!(
+        engaged <= WEAR_ENGAGED_BY_DAY,
+        "the measured wear price engaged only from day {engaged}"
+    );
+    assert!(
+        wear.worst_from_engaged <= WEAR_BAND,
+        "measured wear {:+.0} % off the truth after engaging",
+        wear.worst_from_engaged * 100.0
+    );
+    let year_end = r.days.last().unwrap();
+    assert_eq!(year_end.wear.as_ref().unwrap().source, "measured");
+    assert!(year_end.wear.as_ref().unwrap().reason.is_none());
+}
+
+/// The measured wear price engages (is not the policy's) from this day on (documented in
+/// docs/battery-health.md).
+const WEAR_ENGAGED_BY_DAY: u32 = 150;
+/// ... and from then on stays within this share of the simulator's true marginal cycle cost.
+const WEAR_BAND: f64 = 0.40;
+
+struct WearOutcome {
+    /// The first day from which the wear price is measured on every later day.
+    engaged_from: Option<u32>,
+    /// Largest relative error of the measured price against the truth from then on.
+    worst_from_engaged: f64,
+}
+
+/// The wear price through the year against the truth (printed monthly), and what the fit
+/// makes of the split without the calendar prior at month 12.
+fn wear_through_the_year(
+    r: &Run,
+    sc: &Scenario,
+    samples: &[CapacitySample],
+    fade: &trend::Fade,
+    now: DateTime<Utc>,
+) -> WearOutcome {
+    println!("  day  wear_CNY/kWh  source    true_CNY/kWh  err_%   b_Wh/Wh (± se)      true_b");
+    let usable0 = r.plant.battery().usable0_wh;
+    let nameplate = r.plant.battery().nameplate_wh;
+    for d in r.days.iter().filter(|d| d.day % 30 == 0 || d.day == 365) {
+        let w = d.wear.as_ref().unwrap();
+        let efc_now = r.plant.battery().efc0 + d.efc;
+        println!(
+            "{:>5}  {:>12.3}  {:<8}  {:>12.3}  {:>+5.0}  {:>9.3e} (± {:.1e})  {:.3e}",
+            d.day,
+            w.cny_per_kwh,
+            w.source,
+            d.true_wear_cny_per_kwh,
+            (w.cny_per_kwh / d.true_wear_cny_per_kwh - 1.0) * 100.0,
+            d.fade_b.map_or(f64::NAN, |b| b.0),
+            d.fade_b.map_or(f64::NAN, |b| b.1),
+            true_b(nameplate, usable0, efc_now),
+        );
+    }
+    let last_policy = r
+        .days
+        .iter()
+        .rev()
+        .find(|d| d.wear.as_ref().is_some_and(|w| w.source == "policy"));
+    let engaged_from = match last_policy {
+        Some(d) if d.day as usize == r.days.len() => None,
+        Some(d) => Some(d.day + 1),
+        None => Some(1),
+    };
+    let worst_from_engaged = engaged_from.map_or(f64::INFINITY, |from| {
+        r.days[from as usize - 1..]
+            .iter()
+            .map(|d| (d.wear.as_ref().unwrap().cny_per_kwh / d.true_wear_cny_per_kwh - 1.0).abs())
+            .fold(0.0, f64::max)
+    });
+    if let Some(w) = r
+        .days
+        .iter()
+        .find(|d| d.wear.as_ref().is_some_and(|w| w.source == "policy"))
+        .and_then(|d| d.wear.clone())
+    {
+        println!("first reason: {:?}", w.reason);
+    }
+    println!(
+        "measured wear price from day {engaged_from:?}; worst error after: {:+.0} %",
+        worst_from_engaged * 100.0
+    );
+    // What the year's cycling tells apart on its own: the fit without the prior, and how close
+    // sqrt(age) and throughput are to collinear.
+    let made = sc.start_utc() - chrono::Duration::days(sc.battery.calendar_age_days as i64);
+    let bare = trend::fade(samples, now, Some(made), None).unwrap();
+    let corr = collinearity(samples, made);
+    println!(
+        "month 12 without the prior: b = {:.3e} ± {:.2e} Wh/Wh, a = {:.0} ± {:.0}; corr(sqrt(age), Q) = {corr:.5}",
+        bare.cycle_wh_per_wh, bare.cycle_se, bare.calendar_wh_per_sqrt_day, bare.calendar_se
+    );
+    // The calendar coefficient the simulator's pack showed over the year, for the prior.
+    let start = station_sim::physics::battery::Battery::new(&sc.battery);
+    let age0 = sc.battery.calendar_age_days;
+    let a_true = (r.plant.battery().cal_loss - start.cal_loss) * nameplate
+        / ((age0 + 365.0).sqrt() - age0.sqrt());
+    println!(
+        "true calendar coefficient over the year: {a_true:.0} Wh/sqrt(day) ({:.2} % first-year equivalent); prior {:?}",
+        a_true / nameplate * 365f64.sqrt() * 100.0,
+        fade.calendar_prior
+    );
+    WearOutcome {
+        engaged_from,
+        worst_from_engaged,
     }
 }
 
-/// The simulator's own price of a kWh discharged on cycle ageing at its end state: pack value
-/// x capacity lost per kWh discharged and recharged / capacity left until 60 % (the formula of
-/// `docs/battery-health.md` with the truth's cycle-ageing slope).
-fn simulator_wear_cny_per_kwh(r: &Run, pack_value_cny: f64) -> f64 {
-    use station_sim::physics::battery::cycle_loss;
-    let b = r.plant.battery();
+/// Weighted correlation of sqrt(calendar age) and throughput over the samples.
+fn collinearity(samples: &[CapacitySample], made: DateTime<Utc>) -> f64 {
+    let pts: Vec<(f64, f64, f64)> = samples
+        .iter()
+        .map(|s| {
+            let age = (s.at - made).num_seconds() as f64 / 86_400.0;
+            (age.sqrt(), s.throughput_wh, s.sigma_wh.powi(-2))
+        })
+        .collect();
+    let sw: f64 = pts.iter().map(|p| p.2).sum();
+    let m1 = pts.iter().map(|p| p.2 * p.0).sum::<f64>() / sw;
+    let m2 = pts.iter().map(|p| p.2 * p.1).sum::<f64>() / sw;
+    let (mut s11, mut s12, mut s22) = (0.0, 0.0, 0.0);
+    for p in &pts {
+        s11 += p.2 * (p.0 - m1).powi(2);
+        s12 += p.2 * (p.0 - m1) * (p.1 - m2);
+        s22 += p.2 * (p.1 - m2).powi(2);
+    }
+    s12 / (s11 * s22).sqrt()
+}
+
+/// The simulator's true marginal cycle cost now, per AC kWh discharged: its capacity lost per
+/// Wh of DC throughput at the pack's lifetime EFC (`cycle_loss`, with the simulator's
+/// `EFC = throughput / (2 x usable at the start)`) x the 2 / `one_way_efficiency` Wh of
+/// throughput a kWh discharged and recharged puts through the cells x `cny_per_kwh_of_capacity`:
+/// the tracker's convention applied to the truth.
+fn true_wear_cny_per_kwh(
+    plant: &Plant,
+    one_way_efficiency: f64,
+    cny_per_kwh_of_capacity: f64,
+) -> f64 {
+    let b = plant.battery();
     let efc = b.efc0 + b.efc();
-    let per_efc_wh = (cycle_loss(efc + 1.0) - cycle_loss(efc)) * b.nameplate_wh;
-    let per_wh = per_efc_wh / (2.0 * b.usable0_wh);
-    let left_kwh = (b.soh_pct / 100.0 - 0.6) * b.nameplate_wh / 1000.0;
-    2.0 * per_wh * pack_value_cny / left_kwh
+    true_b(b.nameplate_wh, b.usable0_wh, efc) * 2.0 / one_way_efficiency * cny_per_kwh_of_capacity
+}
+
+/// The simulator's cycle fade at `efc` lifetime cycles, Wh of capacity per Wh of DC
+/// throughput (the derivative of `cycle_loss`).
+fn true_b(nameplate_wh: f64, usable0_wh: f64, efc: f64) -> f64 {
+    use station_sim::physics::battery::cycle_loss;
+    let d_efc = 1e-3;
+    let per_efc = (cycle_loss(efc + d_efc) - cycle_loss(efc - d_efc)) / (2.0 * d_efc);
+    per_efc * nameplate_wh / (2.0 * usable0_wh)
+}
+
+/// The truth priced here is the backtest's: with the scenario's own valuation of capacity
+/// (pack value / SoH points allowed, as the scorecard's degradation cost) at the start,
+/// `true_wear_cny_per_kwh` is `backtest::foresight::wear_cost_cny_per_kwh`.
+#[test]
+fn the_true_wear_price_is_the_backtests_at_the_start() {
+    for toml in [YEAR, LYING_BMS] {
+        let sc = Scenario::from_toml_str(toml).unwrap();
+        let plant = Plant::new(&sc, 7);
+        let b = plant.battery();
+        let value = sc.battery.pack_value_cny
+            / (sc.battery.allowed_soh_loss_pct / 100.0 * b.nameplate_wh / 1000.0);
+        let ours = true_wear_cny_per_kwh(&plant, sc.battery.efficiency, value);
+        let backtest = station_controller::backtest::foresight::wear_cost_cny_per_kwh(&sc);
+        assert!(
+            (ours / backtest - 1.0).abs() < 1e-3,
+            "{ours} vs the backtest's {backtest}"
+        );
+    }
 }
 
 /// Days to `eol_wh` from `capacity_wh` along a weighted straight line of capacity on time

@@ -48,6 +48,12 @@ pub struct RawHealth {
     /// When the cells were made ("YYYY-MM-DD", from the module labels): the calendar age the
     /// fade fit uses. Default none (the age is fitted, weakly within a year of data).
     pub manufactured: Option<chrono::NaiveDate>,
+    /// Calendar fade prior: capacity the cells lose in their first year from new in storage
+    /// at 25 C and mid SoC, % of nameplate (a cell datasheet's storage test; the square-root
+    /// law carries it to any age). Default 4 (NMC/NCA class, see `docs/battery-health.md`).
+    pub calendar_fade_first_year_pct: f64,
+    /// Relative uncertainty (1 sigma) of that prior, %. Default 30.
+    pub calendar_fade_uncertainty_pct: f64,
 }
 
 impl Default for RawHealth {
@@ -72,6 +78,28 @@ impl Default for RawHealth {
             window_margin_pct: 2.0,
             eol_pct: 60.0,
             manufactured: None,
+            calendar_fade_first_year_pct: 4.0,
+            calendar_fade_uncertainty_pct: 30.0,
+        }
+    }
+}
+
+/// The calendar fade prior as fractions: first-year loss from new (of nameplate) and its
+/// relative standard error.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CalendarPriorConfig {
+    pub first_year_loss: f64,
+    pub rel_se: f64,
+}
+
+impl CalendarPriorConfig {
+    /// The prior on the fit's calendar coefficient `a` for a pack of `nameplate_wh`, Wh per
+    /// sqrt(day): `loss(t) = first_year_loss x nameplate x sqrt(t / 365 days)`.
+    pub fn for_nameplate(&self, nameplate_wh: f64) -> super::trend::CalendarPrior {
+        let a = self.first_year_loss * nameplate_wh / 365.0f64.sqrt();
+        super::trend::CalendarPrior {
+            calendar_wh_per_sqrt_day: a,
+            se: self.rel_se * a,
         }
     }
 }
@@ -98,6 +126,8 @@ pub struct HealthConfig {
     pub window_margin_pct: f64,
     pub eol: f64,
     pub manufactured: Option<chrono::DateTime<chrono::Utc>>,
+    /// The calendar fade prior (`None`: the fit has no prior; not reachable from the file).
+    pub calendar_prior: Option<CalendarPriorConfig>,
 }
 
 impl Default for HealthConfig {
@@ -132,6 +162,10 @@ impl HealthConfig {
             window_margin_pct: 2.0,
             eol: 0.6,
             manufactured: None,
+            calendar_prior: Some(CalendarPriorConfig {
+                first_year_loss: 0.04,
+                rel_se: 0.3,
+            }),
         }
     }
 }
@@ -164,6 +198,18 @@ impl RawHealth {
         issues.within(&k("window_pct_per_mv"), self.window_pct_per_mv, 0.0, 10.0);
         issues.within(&k("window_margin_pct"), self.window_margin_pct, 0.0, 20.0);
         issues.within(&k("eol_pct"), self.eol_pct, 1.0, 99.0);
+        issues.within(
+            &k("calendar_fade_first_year_pct"),
+            self.calendar_fade_first_year_pct,
+            0.0,
+            30.0,
+        );
+        issues.within(
+            &k("calendar_fade_uncertainty_pct"),
+            self.calendar_fade_uncertainty_pct,
+            1.0,
+            1000.0,
+        );
         let manufactured = self
             .manufactured
             .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc());
@@ -198,6 +244,10 @@ impl RawHealth {
             window_margin_pct: self.window_margin_pct,
             eol: self.eol_pct / 100.0,
             manufactured,
+            calendar_prior: Some(CalendarPriorConfig {
+                first_year_loss: self.calendar_fade_first_year_pct / 100.0,
+                rel_se: self.calendar_fade_uncertainty_pct / 100.0,
+            }),
         })
     }
 }
@@ -220,6 +270,8 @@ mod tests {
             min_swing_pct: 1.0,
             eol_pct: 120.0,
             memory_days: f64::NAN,
+            calendar_fade_first_year_pct: -1.0,
+            calendar_fade_uncertainty_pct: 0.0,
             ..RawHealth::default()
         };
         let mut issues = Issues::new();
@@ -230,7 +282,9 @@ mod tests {
             [
                 "battery_health.min_swing_pct",
                 "battery_health.memory_days",
-                "battery_health.eol_pct"
+                "battery_health.eol_pct",
+                "battery_health.calendar_fade_first_year_pct",
+                "battery_health.calendar_fade_uncertainty_pct"
             ]
         );
     }

@@ -8,7 +8,7 @@
 use super::config::HealthConfig;
 use super::derate::{derate, Derating};
 use super::estimator::{CapacityEstimate, CapacityEstimator, CapacitySample, PackReading};
-use super::trend::{self, EndOfLife, Fade, Wear};
+use super::trend::{self, EndOfLife, Fade, Wear, WearPricing};
 use crate::backtest::optimum::BatteryInput;
 use crate::dispatch::policy::BatteryPolicy;
 use crate::dispatch::snapshot::HealthLimits;
@@ -291,9 +291,15 @@ impl HealthTracker {
         )
     }
 
-    /// The measured fade (calendar and cycle apart), when there is enough history.
+    /// The measured fade (calendar and cycle apart), when there is enough history; with the
+    /// configured calendar prior once the nameplate is known.
     pub fn fade(&self, now: DateTime<Utc>) -> Option<Fade> {
-        trend::fade(self.est.samples(), now, self.cfg.manufactured)
+        let prior = self
+            .cfg
+            .calendar_prior
+            .zip(self.nameplate_wh())
+            .map(|(p, n)| p.for_nameplate(n));
+        trend::fade(self.est.samples(), now, self.cfg.manufactured, prior)
     }
 
     /// The wear price: from the measured cycle fade once the capacity is confident and the
@@ -310,13 +316,12 @@ impl HealthTracker {
         let in_use_kwh = self.capacity_in_use_wh(now).unwrap_or(0.0) / 1000.0;
         let policy_price = policy.wear_cost_cny_per_kwh(in_use_kwh).min(10.0);
         let eol_wh = self.nameplate_wh().unwrap_or(0.0) * self.cfg.eol;
-        trend::wear(
-            self.fade(now).as_ref(),
-            confident,
-            eol_wh,
-            policy.pack_value_cny,
-            policy_price,
-        )
+        let pricing = WearPricing {
+            cny_per_kwh_of_capacity: capacity_value_cny_per_kwh(policy, in_use_kwh),
+            one_way_efficiency: policy.round_trip_efficiency.max(0.0).sqrt(),
+            policy_cny_per_kwh: policy_price,
+        };
+        trend::wear(self.fade(now).as_ref(), confident, eol_wh, &pricing)
     }
 
     /// The measured wear price in use (`None`: the policy's).
@@ -435,6 +440,15 @@ impl HealthTracker {
     }
 }
 
+/// The policy's value of a kWh of capacity on a pack of `usable_kwh`, CNY: its wear price
+/// (`pack value x (allowed loss / cycle life) / (allowed loss x usable kWh)`) divided by the
+/// capacity it assumes a kWh discharged costs (`allowed loss / cycle life` kWh per kWh), i.e.
+/// `pack value / (allowed loss x usable kWh)`, the one valuation of the policy's constant.
+pub fn capacity_value_cny_per_kwh(policy: &BatteryPolicy, usable_kwh: f64) -> f64 {
+    let assumed_fade_per_kwh = policy.allowed_loss / policy.cycle_life_efc;
+    policy.wear_cost_cny_per_kwh(usable_kwh) / assumed_fade_per_kwh
+}
+
 /// The warning with both numbers.
 pub fn warning_text(d: &Disagreement) -> String {
     format!(
@@ -483,6 +497,47 @@ mod tests {
             module_temp_max_c: Some(30.0),
             module_temp_min_c: Some(24.0),
         }
+    }
+
+    #[test]
+    fn a_measured_fade_as_the_policy_assumes_it_is_priced_as_the_policy_prices_wear() {
+        let policy = Policy::default().battery;
+        // 150000 CNY for 20 % of 360 kWh: 2083 CNY per kWh of capacity.
+        let value = capacity_value_cny_per_kwh(&policy, 360.0);
+        assert!((value - 150_000.0 / 72.0).abs() < 1e-9, "{value}");
+        // The policy assumes 0.2 / 3000 kWh of capacity per kWh discharged; the same fade per
+        // AC kWh (2 / eta Wh of DC throughput) is b = 0.2 / 3000 x eta / 2 Wh/Wh.
+        let eta = policy.round_trip_efficiency.sqrt();
+        let b = policy.allowed_loss / policy.cycle_life_efc * eta / 2.0;
+        let fade = Fade {
+            calendar_wh_per_sqrt_day: 1000.0,
+            calendar_se: 100.0,
+            cycle_wh_per_wh: b,
+            cycle_se: 0.1 * b,
+            cov: 0.0,
+            age_days: 2000.0,
+            age_source: trend::AgeSource::Configured,
+            throughput_wh_per_day: 200_000.0,
+            calendar_wh_per_day: 11.0,
+            cycle_wh_per_day: b * 200_000.0,
+            wh_per_day: 11.0 + b * 200_000.0,
+            wh_per_efc: 2.0 * b * 360_000.0,
+            days: 365.0,
+            samples: 300,
+            calendar_prior: None,
+        };
+        let policy_price = policy.wear_cost_cny_per_kwh(360.0);
+        let pricing = WearPricing {
+            cny_per_kwh_of_capacity: value,
+            one_way_efficiency: eta,
+            policy_cny_per_kwh: policy_price,
+        };
+        let w = trend::wear(Some(&fade), Some(360_000.0), 300_000.0, &pricing);
+        assert_eq!(w.source, "measured");
+        assert!(
+            (w.cny_per_kwh - policy_price).abs() < 1e-12,
+            "{w:?} vs {policy_price}"
+        );
     }
 
     #[test]

@@ -12,11 +12,17 @@
 //! * **End of life**: from the capacity now, the day `a (sqrt(age + d) - sqrt(age)) + b r d`
 //!   reaches `capacity - eol`, `r` the throughput rate of the last `RATE_DAYS`; the range is
 //!   where that loss +- 1.96 of its standard error (from the covariance) reaches it.
-//! * **Wear price** per kWh discharged: `2 b x pack value / (capacity - eol capacity)`, the
-//!   pack's value spread over the capacity it has left until end of life, times the capacity
-//!   one kWh discharged (and recharged: 2 kWh of DC throughput) costs. Only once `b` is
-//!   measured (`b / se(b) >= WEAR_MIN_T`), clamped to `WEAR_CLAMP` x the policy's value;
-//!   otherwise the policy's value with the reason.
+//!   With a calendar prior (`battery_health.calendar_fade_first_year_pct`, from the cells'
+//!   storage test) `a` gets one more observation, the prior, weighted by its stated
+//!   uncertainty: under steady cycling `sqrt(age)` and `Q` are nearly collinear within a
+//!   year, so the data fix the sum of the two fades and the prior splits it; `b`'s standard
+//!   error then carries the prior's uncertainty.
+//! * **Wear price** per AC kWh discharged: `value of a kWh of capacity x 2 b / eta`, the
+//!   capacity one kWh discharged and recharged costs (`2 / eta` kWh of DC throughput, `eta`
+//!   the one-way efficiency) valued as the policy values capacity (pack value / (allowed loss
+//!   x usable kWh), the policy's own constant divided by its assumed fade per kWh). Only once
+//!   `b` is measured (`b / se(b) >= WEAR_MIN_T`), clamped to `WEAR_CLAMP` x the policy's
+//!   value; otherwise the policy's value with the reason.
 
 use super::estimator::CapacitySample;
 use chrono::{DateTime, Duration, Utc};
@@ -48,6 +54,14 @@ pub enum AgeSource {
     Fitted,
 }
 
+/// A prior on the calendar fade `a` (from the cells' storage test, `battery_health.
+/// calendar_fade_first_year_pct`): its value and standard error, Wh per sqrt(day).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CalendarPrior {
+    pub calendar_wh_per_sqrt_day: f64,
+    pub se: f64,
+}
+
 /// The fitted fade.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Fade {
@@ -73,6 +87,8 @@ pub struct Fade {
     /// Days of samples behind the fit, and their count.
     pub days: f64,
     pub samples: usize,
+    /// The prior on `a` the fit was given, if any.
+    pub calendar_prior: Option<CalendarPrior>,
 }
 
 /// The projected end of life.
@@ -100,99 +116,133 @@ fn days_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
     (b - a).num_seconds() as f64 / 86_400.0
 }
 
-/// Weighted least squares of `y = c0 + p x1 + q x2` over `(x1, x2, y, w)`: `(p, q)`, their
-/// covariance `[[vpp, vpq], [vpq, vqq]]` and the weighted residual sum of squares.
-fn fit2(pts: &[(f64, f64, f64, f64)]) -> Option<((f64, f64), [f64; 3], f64)> {
+/// Weighted sums of the centred points `(x1, x2, y, w)`.
+struct Sums {
+    n: usize,
+    m: (f64, f64, f64),
+    s11: f64,
+    s12: f64,
+    s22: f64,
+    s1y: f64,
+    s2y: f64,
+}
+
+fn sums(pts: &[(f64, f64, f64, f64)]) -> Option<Sums> {
     let sw: f64 = pts.iter().map(|p| p.3).sum();
     if pts.len() < 5 || sw <= 0.0 {
         return None;
     }
     let mean =
         |f: fn(&(f64, f64, f64, f64)) -> f64| pts.iter().map(|p| p.3 * f(p)).sum::<f64>() / sw;
-    let (m1, m2, my) = (mean(|p| p.0), mean(|p| p.1), mean(|p| p.2));
-    let (mut s11, mut s12, mut s22, mut s1y, mut s2y) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let m = (mean(|p| p.0), mean(|p| p.1), mean(|p| p.2));
+    let mut s = Sums {
+        n: pts.len(),
+        m,
+        s11: 0.0,
+        s12: 0.0,
+        s22: 0.0,
+        s1y: 0.0,
+        s2y: 0.0,
+    };
     for p in pts {
-        let (d1, d2, dy) = (p.0 - m1, p.1 - m2, p.2 - my);
-        s11 += p.3 * d1 * d1;
-        s12 += p.3 * d1 * d2;
-        s22 += p.3 * d2 * d2;
-        s1y += p.3 * d1 * dy;
-        s2y += p.3 * d2 * dy;
+        let (d1, d2, dy) = (p.0 - m.0, p.1 - m.1, p.2 - m.2);
+        s.s11 += p.3 * d1 * d1;
+        s.s12 += p.3 * d1 * d2;
+        s.s22 += p.3 * d2 * d2;
+        s.s1y += p.3 * d1 * dy;
+        s.s2y += p.3 * d2 * dy;
     }
-    let det = s11 * s22 - s12 * s12;
-    if det.is_nan() || det <= 1e-12 * s11 * s22 {
-        return None;
-    }
-    let p = (s22 * s1y - s12 * s2y) / det;
-    let q = (s11 * s2y - s12 * s1y) / det;
-    let rss: f64 = pts
-        .iter()
-        .map(|x| x.3 * (x.2 - my - p * (x.0 - m1) - q * (x.1 - m2)).powi(2))
-        .sum();
-    let s2 = rss / (pts.len() as f64 - 3.0);
-    Some((
-        (p, q),
-        [s2 * s22 / det, -s2 * s12 / det, s2 * s11 / det],
-        rss,
-    ))
+    Some(s)
 }
 
-/// Weighted line `y = c0 + p x` over `(x, y, w)`: `(p, rss)`.
-fn fit1(pts: &[(f64, f64, f64)]) -> Option<(f64, f64)> {
-    let sw: f64 = pts.iter().map(|p| p.2).sum();
-    if pts.len() < 3 || sw <= 0.0 {
-        return None;
-    }
-    let xm = pts.iter().map(|p| p.2 * p.0).sum::<f64>() / sw;
-    let ym = pts.iter().map(|p| p.2 * p.1).sum::<f64>() / sw;
-    let sxx: f64 = pts.iter().map(|p| p.2 * (p.0 - xm).powi(2)).sum();
-    if sxx <= 0.0 {
-        return None;
-    }
-    let p = pts
-        .iter()
-        .map(|q| q.2 * (q.0 - xm) * (q.1 - ym))
-        .sum::<f64>()
-        / sxx;
-    let rss: f64 = pts
-        .iter()
-        .map(|q| q.2 * (q.1 - ym - p * (q.0 - xm)).powi(2))
-        .sum();
-    Some((p, rss))
+/// Weighted residual sum of squares of the slopes `(p, q)` (intercept at the means).
+fn rss_of(pts: &[(f64, f64, f64, f64)], s: &Sums, p: f64, q: f64) -> f64 {
+    pts.iter()
+        .map(|x| x.3 * (x.2 - s.m.2 - p * (x.0 - s.m.0) - q * (x.1 - s.m.1)).powi(2))
+        .sum()
 }
 
+/// `(p, q)`, their covariance `[[vpp, vpq], [vpq, vqq]]` and the objective (weighted residual
+/// sum of squares plus the prior's penalty).
 type Fit = ((f64, f64), [f64; 3], f64);
 
+/// A prior on the slope `p`: its value and standard error.
+type SlopePrior = Option<(f64, f64)>;
+
+/// Weighted least squares of `y = c0 + p x1 + q x2` over `(x1, x2, y, w)`, with `prior` on `p`
+/// entered as one more observation of `p` (ridge towards it, weighted by its standard error).
+/// The data's weights are scaled by their residual scatter `s2` (the samples' stated sigmas
+/// may be off by a factor), the prior's are not (its uncertainty is stated absolutely): the
+/// covariance is `inverse(S / s2 + 1 / sp^2)`. Returns the fit and the prior's weight in the
+/// data's units (`s2 / sp^2`, 0 without a prior).
+fn fit2(pts: &[(f64, f64, f64, f64)], prior: SlopePrior) -> Option<(Fit, f64)> {
+    let s = sums(pts)?;
+    let dof = s.n as f64 - 3.0;
+    let mut s2 = 1.0;
+    let mut out = None;
+    // The scatter depends on the fit and the prior's weight on the scatter: three rounds
+    // settle it (one without a prior).
+    for _ in 0..if prior.is_some() { 3 } else { 1 } {
+        let (p0, lam) = prior.map_or((0.0, 0.0), |(p0, sp)| (p0, s2 / sp.max(1e-300).powi(2)));
+        let (a11, a12, a22) = (s.s11 + lam, s.s12, s.s22);
+        let det = a11 * a22 - a12 * a12;
+        if det.is_nan() || det <= 1e-12 * a11 * a22 {
+            return None;
+        }
+        let r1 = s.s1y + lam * p0;
+        let p = (a22 * r1 - a12 * s.s2y) / det;
+        let q = (a11 * s.s2y - a12 * r1) / det;
+        let rss = rss_of(pts, &s, p, q);
+        let fitted_s2 = (rss / dof).max(1e-12);
+        let cov_s2 = if prior.is_some() { s2 } else { fitted_s2 };
+        out = Some((
+            (
+                (p, q),
+                [cov_s2 * a22 / det, -cov_s2 * a12 / det, cov_s2 * a11 / det],
+                rss + lam * (p - p0).powi(2),
+            ),
+            lam,
+        ));
+        s2 = fitted_s2;
+    }
+    out
+}
+
 /// Both fades cannot be negative: when the joint fit makes one of them gain capacity (they
-/// are nearly collinear under steady cycling), that one is set to 0 and the other refitted.
-fn fit_non_negative(pts: &[(f64, f64, f64, f64)]) -> Option<Fit> {
-    let ((p, q), cov, rss) = fit2(pts)?;
+/// are nearly collinear under steady cycling), that one is set to 0 and the other refitted
+/// (with the prior on the calendar slope, when there is one).
+fn fit_non_negative(pts: &[(f64, f64, f64, f64)], prior: SlopePrior) -> Option<Fit> {
+    let (((p, q), cov, obj), lam) = fit2(pts, prior)?;
     // p, q are the slopes of capacity: fading means p < 0 (calendar) and q < 0 (cycle).
     if p <= 0.0 && q <= 0.0 {
-        return Some(((p, q), cov, rss));
+        return Some(((p, q), cov, obj));
     }
-    let only = |x: fn(&(f64, f64, f64, f64)) -> f64| {
-        let one: Vec<(f64, f64, f64)> = pts.iter().map(|t| (x(t), t.2, t.3)).collect();
-        fit1(&one)
-    };
+    let s = sums(pts)?;
+    let p0 = prior.map_or(0.0, |x| x.0);
+    let objective = |p: f64, q: f64| rss_of(pts, &s, p, q) + lam * (p - p0).powi(2);
     // The covariance stays the joint fit's: the boundary does not tell the split any better.
-    let cal = only(|t| t.0).map(|(p, rss)| ((p, 0.0), cov, rss));
-    let cyc = only(|t| t.1).map(|(q, rss)| ((0.0, q), cov, rss));
+    let cal = (s.s11 + lam > 0.0).then(|| ((s.s1y + lam * p0) / (s.s11 + lam), 0.0));
+    let cyc = (s.s22 > 0.0).then(|| (0.0, s.s2y / s.s22));
     [cal, cyc]
         .into_iter()
         .flatten()
-        .filter(|f| f.0 .0 <= 0.0 && f.0 .1 <= 0.0)
+        .filter(|(p, q)| *p <= 0.0 && *q <= 0.0)
+        .map(|(p, q)| ((p, q), cov, objective(p, q)))
         .min_by(|x, y| x.2.total_cmp(&y.2))
-        .or(Some(((p, q), cov, rss)))
+        .or(Some(((p, q), cov, obj)))
 }
 
 /// The calendar and cycle fade over the samples up to `now` (`None` with too little history
-/// or no change in the throughput). `manufactured`: when the cells were made, if known.
+/// or no change in the throughput). `manufactured`: when the cells were made, if known;
+/// `prior`: the calendar fade expected of the chemistry, if any.
 pub fn fade(
     samples: &[CapacitySample],
     now: DateTime<Utc>,
     manufactured: Option<DateTime<Utc>>,
+    prior: Option<CalendarPrior>,
 ) -> Option<Fade> {
+    // The fit's calendar slope is that of capacity on sqrt(age): minus `a`.
+    let slope_prior = prior.map(|p| (-p.calendar_wh_per_sqrt_day, p.se));
     let recent: Vec<&CapacitySample> = samples
         .iter()
         .filter(|s| s.at <= now && days_between(s.at, now) <= TREND_WINDOW_DAYS)
@@ -211,7 +261,7 @@ pub fn fade(
                 (age.sqrt(), s.throughput_wh, s.capacity_wh, w)
             })
             .collect();
-        fit_non_negative(&pts)
+        fit_non_negative(&pts, slope_prior)
     };
     let (age_now, age_source, ((p, q), cov, _)) = match manufactured {
         Some(m) => {
@@ -245,6 +295,7 @@ pub fn fade(
         wh_per_efc: 2.0 * b * capacity,
         days,
         samples: recent.len(),
+        calendar_prior: prior,
     })
 }
 
@@ -332,15 +383,27 @@ pub fn end_of_life(
     })
 }
 
-/// Wear price per kWh discharged from the cycle fade: `2 b x pack value / (capacity - eol)`
-/// (see the module docs). `policy_cny_per_kwh` is the fallback and sets the clamp range.
+/// What the measured cycle fade is priced with (see [`wear`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WearPricing {
+    /// Value of a kWh of capacity, CNY: the policy's (pack value / (allowed loss x the
+    /// capacity in use)), the same valuation the policy's constant and the scorecard use.
+    pub cny_per_kwh_of_capacity: f64,
+    /// One-way efficiency: AC kWh out per DC kWh taken from the pack.
+    pub one_way_efficiency: f64,
+    /// The policy's wear price: the fallback, and the clamp range around it.
+    pub policy_cny_per_kwh: f64,
+}
+
+/// Wear price per AC kWh discharged from the cycle fade:
+/// `value of a kWh of capacity x 2 b / one-way efficiency` (see the module docs).
 pub fn wear(
     fade: Option<&Fade>,
     confident_capacity_wh: Option<f64>,
     eol_wh: f64,
-    pack_value_cny: f64,
-    policy_cny_per_kwh: f64,
+    pricing: &WearPricing,
 ) -> Wear {
+    let policy_cny_per_kwh = pricing.policy_cny_per_kwh;
     let policy = |reason: String| Wear {
         cny_per_kwh: policy_cny_per_kwh,
         source: "policy",
@@ -353,18 +416,31 @@ pub fn wear(
     let Some(f) = fade else {
         return policy(format!("needs {TREND_MIN_DAYS} days of capacity samples"));
     };
-    let left_wh = c - eol_wh;
-    if left_wh <= 0.0 {
+    if c - eol_wh <= 0.0 {
         return policy("the pack is at its end of life".into());
     }
     let b = f.cycle_wh_per_wh;
     if b.is_nan() || b <= 0.0 || b < WEAR_MIN_T * f.cycle_se {
+        let prior =
+            f.calendar_prior
+                .map_or(" (no calendar fade prior configured)".to_string(), |p| {
+                    format!(
+                        " (calendar prior a = {:.0} ± {:.0} Wh/sqrt(day))",
+                        p.calendar_wh_per_sqrt_day, p.se
+                    )
+                });
         return policy(format!(
-            "cycle fade not yet told apart from calendar fade: b = {:.2e} ± {:.2e} Wh/Wh (needs b > {WEAR_MIN_T} standard errors)",
+            "cycle fade not yet told apart from calendar fade: b = {:.2e} ± {:.2e} Wh/Wh (needs b > {WEAR_MIN_T} standard errors){prior}",
             b, f.cycle_se
         ));
     }
-    let measured = 2.0 * b * pack_value_cny / (left_wh / 1000.0);
+    let (value, eta) = (pricing.cny_per_kwh_of_capacity, pricing.one_way_efficiency);
+    if !(value.is_finite() && value >= 0.0 && eta > 0.0) {
+        return policy(format!(
+            "the policy gives no value per kWh of capacity ({value}) or efficiency ({eta})"
+        ));
+    }
+    let measured = value * 2.0 * b / eta;
     let (lo, hi) = (
         WEAR_CLAMP.0 * policy_cny_per_kwh,
         WEAR_CLAMP.1 * policy_cny_per_kwh,
