@@ -90,6 +90,9 @@ pub struct HealthReport {
     pub history: Vec<HealthPoint>,
 }
 
+/// When the wear price was computed, the last sample it saw, and the price.
+type WearCache = (DateTime<Utc>, Option<DateTime<Utc>>, Option<f64>);
+
 /// How far the band of a once-confident estimate may widen before the BMS value is used
 /// again, as a multiple of `confident_band`.
 pub const HOLD_BAND_FACTOR: f64 = 3.0;
@@ -113,6 +116,9 @@ pub struct HealthTracker {
     fresh: Vec<CapacitySample>,
     /// Limits and capacity computed at most every `REFRESH_S` (or after a new sample).
     cached: Option<(DateTime<Utc>, HealthLimits, Option<f64>)>,
+    /// The measured wear price dispatch gets, when computed, and the samples it saw: the
+    /// fade fit behind it changes with a new sample, not every 10 s.
+    wear_cached: Option<WearCache>,
     /// An estimate has been confident (checked after each sample).
     trusted: bool,
 }
@@ -140,6 +146,7 @@ impl HealthTracker {
             history: VecDeque::new(),
             fresh: Vec::new(),
             cached: None,
+            wear_cached: None,
         }
     }
 
@@ -156,7 +163,8 @@ impl HealthTracker {
             .cached
             .is_none_or(|(at, _, _)| (now - at).num_seconds() >= REFRESH_S || at > now);
         if stale {
-            let limits = self.limits(policy, now);
+            let wear = self.wear_for_dispatch(policy, now);
+            let limits = self.limits_with_wear(policy, now, wear);
             self.cached = Some((now, limits, limits.capacity_wh));
         }
         if let Some((_, limits, capacity)) = self.cached {
@@ -164,6 +172,19 @@ impl HealthTracker {
                 b.usable_capacity = crate::units::WattHours(c);
             }
             b.health = limits;
+        }
+    }
+
+    /// The measured wear price, refitted after a new sample or an hour of station time.
+    fn wear_for_dispatch(&mut self, policy: &BatteryPolicy, now: DateTime<Utc>) -> Option<f64> {
+        let n = self.est.samples().last().map(|s| s.at);
+        match self.wear_cached {
+            Some((at, seen, w)) if seen == n && at <= now && (now - at).num_seconds() < 3600 => w,
+            _ => {
+                let w = self.wear_cny_per_kwh(policy, now);
+                self.wear_cached = Some((now, n, w));
+                w
+            }
         }
     }
 
@@ -336,13 +357,22 @@ impl HealthTracker {
 
     /// What dispatch takes from the health measurements now.
     pub fn limits(&self, policy: &BatteryPolicy, now: DateTime<Utc>) -> HealthLimits {
+        self.limits_with_wear(policy, now, self.wear_cny_per_kwh(policy, now))
+    }
+
+    fn limits_with_wear(
+        &self,
+        policy: &BatteryPolicy,
+        now: DateTime<Utc>,
+        wear_cny_per_kwh: Option<f64>,
+    ) -> HealthLimits {
         let d = self.derating(policy);
         HealthLimits {
             soc_min: Percent(d.soc_min_pct),
             soc_max: Percent(d.soc_max_pct),
             charge_factor: d.charge_factor,
             discharge_factor: d.discharge_factor,
-            wear_cny_per_kwh: self.wear_cny_per_kwh(policy, now),
+            wear_cny_per_kwh,
             capacity_wh: self.measured_capacity_wh(now),
         }
     }
