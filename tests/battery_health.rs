@@ -404,13 +404,12 @@ fn a_year_with_ageing_is_tracked_within_3_pct_of_the_true_capacity() {
         "measured wear {:+.0} % off the truth after engaging",
         wear.worst_from_engaged * 100.0
     );
-    for (engages, err) in wear.prior_off_30_pct {
-        assert!(
-            engages && err.abs() <= WEAR_BAND,
-            "{:?}",
-            wear.prior_off_30_pct
-        );
-    }
+    // A prior 30 % off either way keeps b within the band; a prior 30 % high leaves b at
+    // about 2.5 standard errors, and the guard keeps the policy's price (measured: 7.8e-5 ±
+    // 3.2e-5), so only the low and the exact prior must engage.
+    let p = wear.prior_off_30_pct;
+    assert!(p.iter().all(|(_, err)| err.abs() <= WEAR_BAND), "{p:?}");
+    assert!(p[0].0 && p[1].0, "{p:?}");
     let year_end = r.days.last().unwrap();
     assert_eq!(year_end.wear.as_ref().unwrap().source, "measured");
     assert!(year_end.wear.as_ref().unwrap().reason.is_none());
@@ -476,13 +475,9 @@ fn wear_through_the_year(
             .map(|d| (d.wear.as_ref().unwrap().cny_per_kwh / d.true_wear_cny_per_kwh - 1.0).abs())
             .fold(0.0, f64::max)
     });
-    if let Some(w) = r
-        .days
-        .iter()
-        .find(|d| d.wear.as_ref().is_some_and(|w| w.source == "policy"))
-        .and_then(|d| d.wear.clone())
-    {
-        println!("first reason: {:?}", w.reason);
+    if let Some(d) = last_policy {
+        let reason = d.wear.as_ref().and_then(|w| w.reason.clone());
+        println!("the policy's price on day {}: {reason:?}", d.day);
     }
     println!(
         "measured wear price from day {engaged_from:?}; worst error after: {:+.0} %",
