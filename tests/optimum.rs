@@ -69,6 +69,7 @@ fn a_cars_energy_is_delivered_only_while_it_is_present() {
         depart_step: 5,
         wanted_wh: 10_000.0,
         max_w: 22_000.0,
+        keep_up: None,
     });
     let result = solve(&input).unwrap();
     for (t, step) in result.schedule.iter().enumerate() {
@@ -89,6 +90,7 @@ fn a_car_is_left_unmet_rather_than_importing_above_the_limit() {
         depart_step: 2,
         wanted_wh: 20_000.0,
         max_w: 22_000.0,
+        keep_up: None,
     });
     let result = solve(&input).unwrap();
     assert_close(result.ev_delivered_kwh, 2.0 * 10.0 * DT_H, 1e-6);
@@ -131,6 +133,7 @@ fn the_demand_charge_makes_the_optimum_flatten_the_peak() {
         depart_step: 4,
         wanted_wh: 20_000.0,
         max_w: 40_000.0,
+        keep_up: None,
     });
     let without = solve(&input).unwrap();
     input.tariff.demand_charge_cny_per_kw = 40.0;
@@ -241,6 +244,7 @@ fn arb_window() -> impl Strategy<Value = OptimumInput> {
                         depart_step: (arrive + len).min(n).max(arrive + 1),
                         wanted_wh,
                         max_w,
+                        keep_up: None,
                     })
                     .collect();
                 OptimumInput {

@@ -222,6 +222,7 @@ pub fn optimum_input(scenario: &Scenario, seed: u64, days: u32) -> Foresight {
                 depart_step: d,
                 wanted_wh: served,
                 max_w: s.max_w,
+                keep_up: None,
             })
         })
         .collect();

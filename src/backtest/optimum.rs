@@ -96,6 +96,22 @@ pub struct SessionInput {
     pub wanted_wh: f64,
     /// Charging power limit (charger and on-board charger), W.
     pub max_w: f64,
+    /// A floor on the session's progress (the planner's; the optimum has none).
+    #[serde(default)]
+    pub keep_up: Option<KeepUp>,
+}
+
+/// A floor on a session's progress: at the end of every step, what the car still wants fits
+/// before it leaves at `power_w`. The dispatch core overrides a plan that falls behind this
+/// (it charges the car harder at once, whatever the plan's import ceiling), so a plan that
+/// counts on charging a car late must not fall behind it either, or the override sets a demand
+/// peak the plan never chose.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KeepUp {
+    /// Power the rest of the session can count on, W.
+    pub power_w: f64,
+    /// When the car leaves, s from the start of step 0.
+    pub departs_s: f64,
 }
 
 /// The stationary battery behind its PCS. `usable_wh = 0` means no battery.
@@ -779,6 +795,36 @@ fn end_constraints(
             }
             energy.add_mul(1.0, u);
             model.add_constraint(energy.eq(kw(s.wanted_wh)));
+            if let Some(k) = s.keep_up {
+                keep_up_constraints(model, sc, s, k, sv, u);
+            }
+        }
+    }
+}
+
+/// At the end of each of the session's steps: delivered + unmet >= wanted - what the rest of
+/// the session can still deliver at the keep-up power (see [`KeepUp`]).
+fn keep_up_constraints(
+    model: &mut impl SolverModel,
+    sc: &Scale,
+    s: &SessionInput,
+    k: KeepUp,
+    sv: &SessionVars,
+    unmet: Variable,
+) {
+    let mut delivered = Expression::with_capacity(sv.power.len() + 1);
+    delivered.add_mul(1.0, unmet);
+    // The most the program can deliver by each step's end: a guard the car is already behind
+    // asks for that, not for unmet energy.
+    let mut deliverable_kwh = 0.0;
+    for &(t, v) in &sv.power {
+        delivered.add_mul(sc.dt(t), v);
+        deliverable_kwh += sc.dt(t) * kw(s.max_w);
+        let end_h = sc.dt0_h + t as f64 * sc.dt_h;
+        let after_h = (k.departs_s / 3600.0 - end_h).max(0.0);
+        let floor_kwh = (kw(s.wanted_wh) - kw(k.power_w.max(0.0)) * after_h).min(deliverable_kwh);
+        if floor_kwh > 0.0 {
+            model.add_constraint(delivered.clone().geq(floor_kwh));
         }
     }
 }
@@ -1043,6 +1089,7 @@ mod tests {
             depart_step: 2,
             wanted_wh: 10_000.0,
             max_w: 500.0,
+            keep_up: None,
         });
         let result = solve(&input).unwrap();
         assert_close(result.ev_delivered_kwh, 0.25, 1e-6);
@@ -1082,6 +1129,7 @@ mod tests {
                 depart_step: 1,
                 wanted_wh: 1000.0,
                 max_w: 7000.0,
+                keep_up: None,
             });
         }
         input.sessions.push(SessionInput {
@@ -1089,6 +1137,7 @@ mod tests {
             depart_step: 0,
             wanted_wh: 1000.0,
             max_w: 7000.0,
+            keep_up: None,
         });
         let err = solve(&input).unwrap_err();
         assert_eq!(
@@ -1150,6 +1199,7 @@ mod tests {
                         depart_step: 3,
                         wanted_wh: 1.0,
                         max_w: 1.0,
+                        keep_up: None,
                     })
                 }),
             ),

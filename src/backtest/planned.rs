@@ -32,7 +32,7 @@ use crate::planner::forecast::{
 };
 use crate::planner::live::{self, CarNow, StepMeter};
 use crate::planner::{
-    horizon_demand_fraction, plan, ExpectedCar, Forecast, PlanBudgets, PlanState, PlannerConfig,
+    demand_fraction, plan, ExpectedCar, Forecast, PlanBudgets, PlanState, PlannerConfig,
     PluggedCar, PLAN_STEP_S,
 };
 use chrono::{DateTime, Duration, NaiveTime, Utc};
@@ -48,13 +48,6 @@ pub const WARM_UP_DAYS: u32 = 14;
 
 /// Nominal phase voltage the plant's chargers run at, V.
 const PHASE_V: f64 = 230.0;
-
-/// Share of a car's power the plan counts on: cars taper near full, so a plan that needs the
-/// full power to the last minute leaves energy unserved.
-const CAR_POWER_SHARE: f64 = 0.85;
-
-/// The plan aims to finish each car this long before it leaves, s.
-const DEPARTURE_MARGIN_S: i64 = 900;
 
 /// Where the plan's forecasts come from.
 #[derive(Debug, Clone)]
@@ -104,9 +97,9 @@ fn planner_config(scenario: &Scenario, policy: &Policy, days: u32) -> PlannerCon
         },
         export_price_cny_per_kwh: scenario.tariff.export_cny_per_kwh,
         demand_charge_cny_per_kw: scenario.tariff.demand_cny_per_kw,
-        // The horizon's share of the month, never more than the scored window's.
-        demand_charge_fraction: horizon_demand_fraction(HORIZON_STEPS)
-            .min(f64::from(days) / DEMAND_CHARGE_MONTH_DAYS),
+        // The scored window's share of a month; each plan weighs it with the share of the
+        // window left that its horizon covers (`PlannerHook::forecast`).
+        demand_charge_fraction: f64::from(days) / DEMAND_CHARGE_MONTH_DAYS,
         unmet_cny_per_kwh: values.unmet_cny_per_kwh,
         stored_cny_per_kwh: values.stored_cny_per_kwh,
     }
@@ -275,20 +268,18 @@ impl PlannerHook {
         }
         let mut cfg = self.cfg.clone();
         cfg.horizon_steps = n;
+        cfg.demand_charge_fraction = demand_fraction(
+            (n as i64 * PLAN_STEP_S) as f64,
+            (self.window_end - now).num_seconds() as f64,
+            self.cfg.demand_charge_fraction,
+        );
         let mut forecast = match &self.source {
             Source::Perfect(exo) => perfect_forecast(exo, start, now, n)?,
             Source::Causal(c) => c.forecast(view, n),
         };
-        forecast.arrivals = forecast
+        forecast
             .arrivals
-            .into_iter()
-            .filter(|a| a.arrives > now && a.arrives < self.window_end)
-            .map(|a| ExpectedCar {
-                departs: early(a.arrives, a.departs),
-                max_w: a.max_w * CAR_POWER_SHARE,
-                ..a
-            })
-            .collect();
+            .retain(|a| a.arrives > now && a.arrives < self.window_end);
         Some((cfg, forecast))
     }
 
@@ -425,7 +416,6 @@ impl Causal {
 
 /// The cars plugged in now with what they still want and when they leave.
 fn plugged_cars(view: &StationView) -> Vec<PluggedCar> {
-    let now = view.sim_time;
     view.chargers
         .iter()
         .enumerate()
@@ -434,19 +424,11 @@ fn plugged_cars(view: &StationView) -> Vec<PluggedCar> {
             Some(PluggedCar {
                 charger: i,
                 wanted_wh: v.wanted_wh,
-                departs: early(now, v.departs),
+                departs: v.departs,
                 max_w: v.onboard_max_a.min(c.rating_a)
                     * f64::from(v.phases.min(c.phases))
-                    * PHASE_V
-                    * CAR_POWER_SHARE,
+                    * PHASE_V,
             })
         })
         .collect()
-}
-
-/// The departure the plan aims at: [`DEPARTURE_MARGIN_S`] early, but not before `from`'s next
-/// step.
-fn early(from: DateTime<Utc>, departs: DateTime<Utc>) -> DateTime<Utc> {
-    let aimed = departs - Duration::seconds(DEPARTURE_MARGIN_S);
-    aimed.max(from + Duration::seconds(PLAN_STEP_S).min(departs - from))
 }

@@ -383,7 +383,11 @@ fn planner_config(policy: &Policy, s: &PlannerSettings, c: &CycleState) -> Plann
         },
         export_price_cny_per_kwh: policy.tariff.export_price_cny_per_kwh,
         demand_charge_cny_per_kw: policy.tariff.demand_charge_cny_per_kw,
-        demand_charge_fraction: crate::planner::horizon_demand_fraction(s.horizon_steps),
+        demand_charge_fraction: crate::planner::demand_fraction(
+            (s.horizon_steps as i64 * crate::planner::PLAN_STEP_S) as f64,
+            crate::planner::left_in_month_s(c.now, policy.timezone),
+            1.0,
+        ),
         unmet_cny_per_kwh: s.unmet_cny_per_kwh,
         stored_cny_per_kwh: policy.tariff.min_price()
             / policy.battery.round_trip_efficiency.clamp(0.01, 1.0),

@@ -245,8 +245,9 @@ struct Planned {
 }
 
 /// Share of a charger's full power a car is counted on for after the running step when
-/// checking that its wish can still be met (cars taper near full).
-const LATE_POWER_SHARE: f64 = 0.5;
+/// checking that its wish can still be met (cars taper near full). The planner keeps its plans
+/// ahead of this guard ([`crate::backtest::optimum::KeepUp`]).
+pub const LATE_POWER_SHARE: f64 = 0.5;
 
 /// Seconds left in the budget's step (at least 1 s).
 fn seconds_left(budget: &PlanBudget, now: DateTime<Utc>) -> f64 {

@@ -23,23 +23,56 @@ pub mod forecast;
 pub mod live;
 
 use crate::backtest::optimum::{
-    solve, BatteryInput, GridInput, OptimumError, OptimumInput, OptimumResult, SessionInput,
-    TariffInput, DEMAND_CHARGE_MONTH_DAYS,
+    solve, BatteryInput, GridInput, KeepUp, OptimumError, OptimumInput, OptimumResult,
+    SessionInput, TariffInput,
 };
+use crate::dispatch::LATE_POWER_SHARE;
 use chrono::{DateTime, Utc};
 
 /// Length of a plan step, s: the demand charge's metering interval.
 pub const PLAN_STEP_S: i64 = 900;
 
-/// The share of the monthly demand charge a plan of `horizon_steps` weighs a new peak with: its
-/// horizon's share of the month. A plan sees the benefit of a higher peak (the cheap import it
-/// allows) over its horizon only; weighed against the whole month's charge it keeps the peak
-/// lower than the month as a whole pays for and cycles the battery instead (measured: 7 days
-/// of the sunny weekday, perfect forecasts, 518 CNY with the window's whole charge, 429 with
-/// the horizon's share; the optimum 292).
-pub fn horizon_demand_fraction(horizon_steps: usize) -> f64 {
-    horizon_steps as f64 * PLAN_STEP_S as f64 / 86_400.0 / DEMAND_CHARGE_MONTH_DAYS
+/// The share of the monthly demand charge a plan weighs a new peak with. A peak set now is
+/// billed for the whole billing period (`period_fraction` of a month's charge: 1.0 for a
+/// calendar month, days / 30 for a backtest window), but a plan sees the import a higher peak
+/// allows over its horizon only: it weighs the charge with the share of what is left of the
+/// period that its horizon covers, the whole charge once the horizon reaches the period's end.
+/// Weighed with the period's whole charge from the start, a plan keeps the peak lower than the
+/// period as a whole pays for and cycles the battery instead (measured: 7 days of the sunny
+/// weekday, perfect forecasts, 518 CNY against the optimum's 292); weighed with the horizon's
+/// share of a month throughout, it raises the peak for a dull day or two the rest of the period
+/// does not need it for (sunny weekday seed 1, perfect forecasts: 25 kW, the optimum 15 kW).
+pub fn demand_fraction(horizon_s: f64, left_in_period_s: f64, period_fraction: f64) -> f64 {
+    let period_fraction = period_fraction.max(0.0);
+    if left_in_period_s <= horizon_s {
+        return period_fraction;
+    }
+    period_fraction * (horizon_s.max(0.0) / left_in_period_s)
 }
+
+/// Seconds from `now` to the start of the next local calendar month in `tz`: what is left of
+/// the demand charge's billing period.
+pub fn left_in_month_s(now: DateTime<Utc>, tz: chrono_tz::Tz) -> f64 {
+    use chrono::{Datelike, TimeZone};
+    let local = now.with_timezone(&tz);
+    let (y, m) = if local.month() == 12 {
+        (local.year() + 1, 1)
+    } else {
+        (local.year(), local.month() + 1)
+    };
+    let next = tz
+        .with_ymd_and_hms(y, m, 1, 0, 0, 0)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc));
+    next.map_or(0.0, |t| seconds(now, t))
+}
+
+/// Share of a car's power a plan counts on: cars taper near full, so a plan that needs the
+/// full power to the last minute leaves energy unserved.
+pub const CAR_POWER_SHARE: f64 = 0.85;
+
+/// A plan aims to finish each car this long before it leaves, s.
+pub const DEPARTURE_MARGIN_S: i64 = 900;
 
 /// A car plugged in now.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +83,8 @@ pub struct PluggedCar {
     pub wanted_wh: f64,
     /// When it leaves (known, or the charger's default dwell).
     pub departs: DateTime<Utc>,
-    /// Charging power limit (charger and on-board charger), W.
+    /// Charging power limit (charger and on-board charger), W; the plan counts on
+    /// [`CAR_POWER_SHARE`] of it.
     pub max_w: f64,
 }
 
@@ -200,28 +234,42 @@ fn check_forecast(cfg: &PlannerConfig, f: &Forecast, now: DateTime<Utc>) -> Resu
 }
 
 /// The program's sessions: the plugged cars first (in state order), then the expected ones.
+/// Each is planned at [`CAR_POWER_SHARE`] of its power to [`DEPARTURE_MARGIN_S`] before it
+/// leaves, and kept ahead of the dispatch core's lateness guard (its full power x
+/// [`LATE_POWER_SHARE`] until it really leaves).
 fn sessions(state: &PlanState, f: &Forecast, now: DateTime<Utc>, n: usize) -> Vec<SessionInput> {
+    let session = |arrives: DateTime<Utc>, departs: DateTime<Utc>, wanted_wh: f64, max_w: f64| {
+        let max_w = max_w.max(0.0);
+        SessionInput {
+            arrive_step: step_of(f.start, arrives, false),
+            depart_step: step_of(f.start, early(arrives, departs), true).min(n),
+            wanted_wh: wanted_wh.max(0.0),
+            max_w: max_w * CAR_POWER_SHARE,
+            keep_up: Some(KeepUp {
+                power_w: max_w * LATE_POWER_SHARE,
+                departs_s: seconds(now, departs),
+            }),
+        }
+    };
     let plugged = state.plugged.iter().map(|c| SessionInput {
         arrive_step: 0,
-        depart_step: step_of(f.start, c.departs, true).clamp(1, n),
-        wanted_wh: c.wanted_wh.max(0.0),
-        max_w: c.max_w.max(0.0),
+        depart_step: step_of(f.start, early(now, c.departs), true).clamp(1, n),
+        ..session(now, c.departs, c.wanted_wh, c.max_w)
     });
     let expected = f
         .arrivals
         .iter()
         .filter(|a| a.arrives >= now && a.departs > a.arrives)
-        .filter_map(|a| {
-            let arrive_step = step_of(f.start, a.arrives, false);
-            let depart_step = step_of(f.start, a.departs, true).min(n);
-            (arrive_step < depart_step).then_some(SessionInput {
-                arrive_step,
-                depart_step,
-                wanted_wh: a.wanted_wh.max(0.0),
-                max_w: a.max_w.max(0.0),
-            })
-        });
+        .map(|a| session(a.arrives, a.departs, a.wanted_wh, a.max_w))
+        .filter(|s| s.arrive_step < s.depart_step);
     plugged.chain(expected).collect()
+}
+
+/// The departure a plan aims at: [`DEPARTURE_MARGIN_S`] early, but not before `from`'s next
+/// step.
+fn early(from: DateTime<Utc>, departs: DateTime<Utc>) -> DateTime<Utc> {
+    let aimed = departs - chrono::Duration::seconds(DEPARTURE_MARGIN_S);
+    aimed.max(from + chrono::Duration::seconds(PLAN_STEP_S).min(departs - from))
 }
 
 /// The program for the horizon from `now` (see the module documentation).

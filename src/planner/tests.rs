@@ -72,21 +72,21 @@ fn a_plan_made_inside_a_quarter_starts_now_and_keeps_the_clocks_quarters() {
 
 #[test]
 fn a_plugged_car_is_charged_in_the_cheap_hour_before_it_leaves() {
-    // 0.70 in the first hour, 0.30 in the second; the car leaves at 12:00 wanting 20 kWh.
+    // 0.70 in the first hour, 0.30 in the second; the car leaves at 12:30 wanting 10 kWh.
     let mut f = flat_forecast(at(10, 0), 8, 0.0);
     for p in &mut f.import_price_cny_per_kwh[4..] {
         *p = 0.30;
     }
     let mut cfg = config(8);
     cfg.demand_charge_cny_per_kw = 0.0;
-    let s = state(10.0, 0.0, vec![car(20.0, at(12, 0))]);
+    let s = state(10.0, 0.0, vec![car(10.0, at(12, 30))]);
     let p = plan(&cfg, &s, &f, at(10, 0)).unwrap();
     let first = &p.steps[0].cars[0];
     assert_eq!(first.charger, 3);
     assert!(first.in_step_wh < 1.0, "{first:?}");
-    assert!((first.by_departure_wh - 20_000.0).abs() < 1.0, "{first:?}");
+    assert!((first.by_departure_wh - 10_000.0).abs() < 1.0, "{first:?}");
     let cheap: f64 = p.steps[4..].iter().map(|s| s.cars[0].in_step_wh).sum();
-    assert!((cheap - 20_000.0).abs() < 1.0);
+    assert!((cheap - 10_000.0).abs() < 1.0);
     assert_eq!(p.plugged_unmet_wh, 0.0);
 }
 
@@ -94,8 +94,8 @@ fn a_plugged_car_is_charged_in_the_cheap_hour_before_it_leaves() {
 fn the_demand_charge_applies_only_above_the_months_peak_so_far() {
     // 40 kW building, battery at its floor, a car wanting 22 kWh by 12:00 (22 kW max). With
     // 80 kW already billed, any import up to 80 kW costs energy only: the ceiling stays at
-    // 80 kW. With 40 kW billed, every kW above costs 4 CNY: the car is spread over the two
-    // hours (11 kW), so the import peaks at 51 kW.
+    // 80 kW. With 40 kW billed, every kW above costs 4 CNY: the car is spread evenly until
+    // 15 minutes before it leaves (22 kWh over 1.75 h), so the import peaks at 52.6 kW.
     let f = flat_forecast(at(10, 0), 8, 40_000.0);
     let mut cfg = config(8);
     cfg.demand_charge_fraction = 0.1;
@@ -104,16 +104,17 @@ fn the_demand_charge_applies_only_above_the_months_peak_so_far() {
     assert!((billed.steps[0].import_ceiling_w - 80_000.0).abs() < 1.0);
     let fresh = plan(&cfg, &state(10.0, 40_000.0, plugged()), &f, at(10, 0)).unwrap();
     assert!(
-        (fresh.steps[0].import_ceiling_w - 51_000.0).abs() < 1.0,
+        (fresh.steps[0].import_ceiling_w - (40_000.0 + 22_000.0 / 1.75)).abs() < 1.0,
         "{fresh:?}"
     );
-    assert!((fresh.steps[0].cars[0].in_step_wh - 2_750.0).abs() < 1.0);
+    assert!((fresh.steps[0].cars[0].in_step_wh - 22_000.0 / 7.0).abs() < 1.0);
     assert!((fresh.steps[0].cars[0].by_departure_wh - 22_000.0).abs() < 1.0);
 }
 
 #[test]
 fn a_wish_the_car_cannot_take_before_it_leaves_is_reported_unmet() {
-    // 22 kW for 30 minutes is 11 kWh; the car wants 30.
+    // The car leaves at 10:30 wanting 30 kWh: the plan aims 15 minutes early at 85 % of its
+    // 22 kW, 4.675 kWh.
     let f = flat_forecast(at(10, 0), 8, 0.0);
     let p = plan(
         &config(8),
@@ -123,7 +124,7 @@ fn a_wish_the_car_cannot_take_before_it_leaves_is_reported_unmet() {
     )
     .unwrap();
     assert!(
-        (p.plugged_unmet_wh - 19_000.0).abs() < 1.0,
+        (p.plugged_unmet_wh - 25_325.0).abs() < 1.0,
         "{}",
         p.plugged_unmet_wh
     );
@@ -179,16 +180,68 @@ fn expected_cars_shape_the_plan_but_get_no_budget_before_they_plug_in() {
     assert_eq!(input.sessions.len(), 1);
     assert_eq!(
         (input.sessions[0].arrive_step, input.sessions[0].depart_step),
-        (4, 8)
+        (4, 7)
     );
+    assert!((input.sessions[0].max_w - 22_000.0 * CAR_POWER_SHARE).abs() < 1e-9);
     let p = plan(&config(8), &state(50.0, 0.0, Vec::new()), &f, at(10, 0)).unwrap();
     assert!(p.steps.iter().all(|s| s.cars.is_empty()));
 }
 
 #[test]
-fn a_plan_weighs_a_new_peak_with_its_horizons_share_of_the_month() {
-    // 48 h of 15-minute steps: 2 of the month's 30 days.
-    assert!((horizon_demand_fraction(192) - 2.0 / 30.0).abs() < 1e-12);
-    assert!((horizon_demand_fraction(96) - 1.0 / 30.0).abs() < 1e-12);
-    assert_eq!(horizon_demand_fraction(0), 0.0);
+fn a_plan_weighs_a_new_peak_with_the_share_of_the_period_left_that_its_horizon_covers() {
+    let day = 86_400.0;
+    // A 48 h plan at the start of a 30-day month: 2 of the 30 days left.
+    assert!((demand_fraction(2.0 * day, 30.0 * day, 1.0) - 2.0 / 30.0).abs() < 1e-12);
+    // Five days before the month's end: 2 of 5.
+    assert!((demand_fraction(2.0 * day, 5.0 * day, 1.0) - 0.4).abs() < 1e-12);
+    // The horizon reaches the period's end: the whole charge.
+    assert_eq!(demand_fraction(2.0 * day, 1.5 * day, 1.0), 1.0);
+    // A 7-day backtest window pays 7/30 of a month, of which a 48 h plan at its start sees 2/7.
+    let f = demand_fraction(2.0 * day, 7.0 * day, 7.0 / 30.0);
+    assert!((f - 2.0 / 30.0).abs() < 1e-12);
+    assert_eq!(demand_fraction(0.0, 7.0 * day, 7.0 / 30.0), 0.0);
+}
+
+#[test]
+fn what_is_left_of_the_month_is_counted_to_the_next_local_midnight_of_the_first() {
+    let tz: chrono_tz::Tz = "Asia/Shanghai".parse().unwrap();
+    // 2026-07-31 12:00 local = 04:00 UTC; the month ends 12 h later.
+    let now = Utc.with_ymd_and_hms(2026, 7, 31, 4, 0, 0).unwrap();
+    assert!((left_in_month_s(now, tz) - 12.0 * 3600.0).abs() < 1e-9);
+    // December rolls into January.
+    let now = Utc.with_ymd_and_hms(2026, 12, 30, 16, 0, 0).unwrap();
+    assert!((left_in_month_s(now, tz) - 86_400.0).abs() < 1e-9);
+}
+
+#[test]
+fn a_plan_keeps_each_car_ahead_of_the_dispatch_cores_lateness_guard() {
+    // 0.70 in the first hour, 0.30 in the second; the car leaves at 12:00 wanting 20 kWh. The
+    // cheap hour alone would do (at 18.7 kW), but the dispatch core charges any car harder
+    // that it sees falling behind half its power until it leaves: a plan that waits for the
+    // cheap hour would be overridden at 10:xx, whatever its import ceiling. So by the end of
+    // every step the car is no further behind than that.
+    let mut f = flat_forecast(at(10, 0), 8, 0.0);
+    for p in &mut f.import_price_cny_per_kwh[4..] {
+        *p = 0.30;
+    }
+    let mut cfg = config(8);
+    cfg.demand_charge_cny_per_kw = 0.0;
+    let s = state(10.0, 0.0, vec![car(20.0, at(12, 0))]);
+    let p = plan(&cfg, &s, &f, at(10, 0)).unwrap();
+    let guard_w = 22_000.0 * LATE_POWER_SHARE;
+    let mut delivered = 0.0;
+    for step in &p.steps {
+        delivered += step.cars.first().map_or(0.0, |c| c.in_step_wh);
+        let after_h = seconds(step.end, at(12, 0)).max(0.0) / 3600.0;
+        assert!(
+            20_000.0 - delivered <= guard_w * after_h + 1.0,
+            "behind the guard at {}: {delivered} Wh delivered",
+            step.end
+        );
+    }
+    assert!((delivered - 20_000.0).abs() < 1.0, "{delivered}");
+    assert_eq!(p.plugged_unmet_wh, 0.0);
+    // The guard costs only what it must: the rest waits for the cheap hour.
+    let dear: f64 = p.steps[..4].iter().map(|s| s.cars[0].in_step_wh).sum();
+    assert!((dear - 9_000.0).abs() < 1.0, "{dear}");
 }

@@ -102,6 +102,7 @@ pub(crate) fn synthetic_reference_window(days: usize, seed: u64) -> OptimumInput
                 depart_step,
                 wanted_wh,
                 max_w,
+                keep_up: None,
             });
         }
     }
