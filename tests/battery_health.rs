@@ -16,7 +16,6 @@ use station_controller::backtest::run::{policy_controller, Controller, PolicyCon
 use station_controller::config::{Issues, RawPolicy};
 use station_controller::demo::Demo;
 use station_controller::dispatch::Policy;
-use station_controller::health::tracker::capacity_value_cny_per_kwh;
 use station_controller::health::trend::{self, Wear};
 use station_controller::health::CapacitySample;
 use station_controller::health::{HealthConfig, HealthTracker};
@@ -169,7 +168,7 @@ fn run_with(
             true_wear_cny_per_kwh: true_wear_cny_per_kwh(
                 &plant,
                 sc.battery.efficiency,
-                capacity_value_cny_per_kwh(&battery_policy, view.battery.usable_wh / 1000.0),
+                battery_policy.capacity_value_cny_per_kwh(view.battery.usable_wh / 1000.0),
             ),
             cutoff_s_by_hour: cutoff,
         });

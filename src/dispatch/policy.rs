@@ -134,13 +134,20 @@ pub struct BatteryPolicy {
 
 impl BatteryPolicy {
     /// Wear cost per kWh discharged for a pack of `usable_kwh`:
-    /// pack value x (allowed_loss / cycle_life) / (allowed_loss x usable kWh).
+    /// pack value x (allowed_loss / cycle_life) / (allowed_loss x usable kWh), i.e. the value
+    /// of the capacity a kWh discharged is assumed to cost (allowed_loss / cycle_life kWh).
     pub fn wear_cost_cny_per_kwh(&self, usable_kwh: f64) -> f64 {
+        self.capacity_value_cny_per_kwh(usable_kwh) * self.allowed_loss / self.cycle_life_efc
+    }
+
+    /// The value of a kWh of capacity on a pack of `usable_kwh`, CNY: pack value / (allowed
+    /// loss x usable kWh). The one valuation behind the policy's wear price and the measured
+    /// one (`health::tracker`).
+    pub fn capacity_value_cny_per_kwh(&self, usable_kwh: f64) -> f64 {
         if usable_kwh <= 0.0 {
             return f64::INFINITY;
         }
-        let dq_per_efc = self.allowed_loss / self.cycle_life_efc;
-        self.pack_value_cny * dq_per_efc / (self.allowed_loss * usable_kwh)
+        self.pack_value_cny / (self.allowed_loss * usable_kwh)
     }
 }
 

@@ -338,7 +338,7 @@ impl HealthTracker {
         let policy_price = policy.wear_cost_cny_per_kwh(in_use_kwh).min(10.0);
         let eol_wh = self.nameplate_wh().unwrap_or(0.0) * self.cfg.eol;
         let pricing = WearPricing {
-            cny_per_kwh_of_capacity: capacity_value_cny_per_kwh(policy, in_use_kwh),
+            cny_per_kwh_of_capacity: policy.capacity_value_cny_per_kwh(in_use_kwh),
             one_way_efficiency: policy.round_trip_efficiency.max(0.0).sqrt(),
             policy_cny_per_kwh: policy_price,
         };
@@ -470,15 +470,6 @@ impl HealthTracker {
     }
 }
 
-/// The policy's value of a kWh of capacity on a pack of `usable_kwh`, CNY: its wear price
-/// (`pack value x (allowed loss / cycle life) / (allowed loss x usable kWh)`) divided by the
-/// capacity it assumes a kWh discharged costs (`allowed loss / cycle life` kWh per kWh), i.e.
-/// `pack value / (allowed loss x usable kWh)`, the one valuation of the policy's constant.
-pub fn capacity_value_cny_per_kwh(policy: &BatteryPolicy, usable_kwh: f64) -> f64 {
-    let assumed_fade_per_kwh = policy.allowed_loss / policy.cycle_life_efc;
-    policy.wear_cost_cny_per_kwh(usable_kwh) / assumed_fade_per_kwh
-}
-
 /// The warning with both numbers.
 pub fn warning_text(d: &Disagreement) -> String {
     format!(
@@ -533,7 +524,7 @@ mod tests {
     fn a_measured_fade_as_the_policy_assumes_it_is_priced_as_the_policy_prices_wear() {
         let policy = Policy::default().battery;
         // 150000 CNY for 20 % of 360 kWh: 2083 CNY per kWh of capacity.
-        let value = capacity_value_cny_per_kwh(&policy, 360.0);
+        let value = policy.capacity_value_cny_per_kwh(360.0);
         assert!((value - 150_000.0 / 72.0).abs() < 1e-9, "{value}");
         // The policy assumes 0.2 / 3000 kWh of capacity per kWh discharged; the same fade per
         // AC kWh (2 / eta Wh of DC throughput) is b = 0.2 / 3000 x eta / 2 Wh/Wh.
