@@ -68,7 +68,10 @@
 //! predictive planner, [`crate::planner`]), step 4 caps each budgeted car at the power that
 //! delivers its step energy over the rest of the step, but never below what it must get now
 //! for the rest of its wish to fit before departure at 50 % of the car's power (a budgeted
-//! solar car charges like a fast one); step 6's
+//! solar car charges like a fast one), and when the budgeted cars' powers exceed what the
+//! plan's import ceiling leaves them now (battery at its hard discharge bound), each is held
+//! back toward that must in proportion, so the cars absorb the deviations the battery cannot
+//! and the ceiling holds unless the musts alone exceed it; step 6's
 //! economic choice is replaced by the power that reaches the SoC target by the step's end
 //! (within the charge and hard discharge bounds), and peak shaving works toward the plan's
 //! import ceiling with the hard discharge bound. The import limit, the SoC window, the BMS and
@@ -147,7 +150,13 @@ pub fn decide_into(
     let tariff = tariff_position(policy, clock.price, &bounds, inputs.grid_fresh);
     let budgets = vehicle_budgets(snapshot, policy, &inputs, &bounds, &tariff);
     charger_roles(snapshot, policy, state, now, clock.dt, plan);
-    planned_charger_caps(snapshot, state, now);
+    let room_w = inputs.planned.map(|p| {
+        (planned_ceiling(policy, state, now, p) - inputs.fixed
+            + inputs.pv_firm
+            + bounds.discharge_hard)
+            .0
+    });
+    planned_charger_caps(snapshot, state, now, room_w);
     if inputs.grid_fresh {
         allocate_chargers(snapshot, policy, state, now, plan, budgets);
     } else {
@@ -289,7 +298,18 @@ fn planned_now(
 /// still fits before it leaves at [`LATE_POWER_SHARE`] of the charger's power (at least their
 /// minimum while energy is left, nothing after). A plan that defers a car to a cheaper hour is
 /// followed; a plan that has fallen behind a car is overridden before the car is lost.
-fn planned_charger_caps(snapshot: &Snapshot, state: &mut DispatchState, now: DateTime<Utc>) {
+///
+/// `room_w` is what the budgeted cars may draw under the plan's import ceiling now (with the
+/// battery at its hard discharge bound). When their planned powers exceed it (PV or the
+/// building off the forecast, a car taking more than planned), each is held back toward what
+/// it must get, in proportion: the cars absorb what the battery cannot, and the ceiling holds
+/// unless the cars' musts alone exceed it.
+fn planned_charger_caps(
+    snapshot: &Snapshot,
+    state: &mut DispatchState,
+    now: DateTime<Utc>,
+    room_w: Option<f64>,
+) {
     let DispatchState {
         plan_budget, work, ..
     } = state;
@@ -297,7 +317,9 @@ fn planned_charger_caps(snapshot: &Snapshot, state: &mut DispatchState, now: Dat
         return;
     };
     let hours = seconds_left(budget, now) / 3600.0;
-    for (w, c) in work.iter_mut().zip(&snapshot.chargers) {
+    // (charger index, planned A, must A)
+    let mut caps: Vec<(usize, f64, f64)> = Vec::with_capacity(work.len());
+    for (i, (w, c)) in work.iter_mut().zip(&snapshot.chargers).enumerate() {
         let Some(&(_, car)) = budget.chargers.iter().find(|(id, _)| *id == c.id) else {
             continue;
         };
@@ -312,9 +334,22 @@ fn planned_charger_caps(snapshot: &Snapshot, state: &mut DispatchState, now: Dat
             w.role = Role::Idle;
             continue;
         }
-        let amps = wh / hours / w.w_per_a;
+        let amps = (wh / hours / w.w_per_a).max(w.min);
+        let must = (must_wh / hours / w.w_per_a).min(amps);
+        caps.push((i, amps, must));
+    }
+    let planned_w: f64 = caps.iter().map(|&(i, a, _)| a * work[i].w_per_a).sum();
+    let must_w: f64 = caps.iter().map(|&(i, _, m)| m * work[i].w_per_a).sum();
+    let share = match room_w {
+        Some(room) if planned_w > room && planned_w > must_w => {
+            ((room - must_w) / (planned_w - must_w)).clamp(0.0, 1.0)
+        }
+        _ => 1.0,
+    };
+    for (i, amps, must) in caps {
+        let w = &mut work[i];
         w.role = Role::Fast;
-        w.max = w.max.min(amps.max(w.min));
+        w.max = w.max.min(must + (amps - must) * share);
         w.cap = w.cap.min(w.max);
     }
 }

@@ -1134,3 +1134,47 @@ fn a_budgeted_car_the_plan_defers_waits_unless_its_wish_would_no_longer_fit() {
         amps(&plan)
     );
 }
+
+#[test]
+fn budgeted_cars_are_held_back_toward_what_they_must_get_when_the_plans_ceiling_binds() {
+    let p = Policy::default();
+    let mut s = no_battery(2);
+    s.building = Reading::fresh(Watts::from_kw(50.0));
+    let (a, b) = (s.chargers[0].id.clone(), s.chargers[1].id.clone());
+    // Both budgeted at full power for the quarter (5.52 kWh each); both leave at 9:30, 1.25 h
+    // after the step, in which half their 22.08 kW delivers 13.8 kWh. A wants 12 kWh (nothing
+    // must come now), B 16 kWh (2.2 kWh must come in this step: 9.1 kW over its 871 s).
+    let car = |wish_wh| CarBudget {
+        step_wh: 5_520.0,
+        wish_wh,
+        departs: local(9, 30),
+        max_w: 22_080.0,
+    };
+    let with_ceiling = |kw| PlanBudget {
+        import_ceiling: Watts::from_kw(kw),
+        chargers: vec![(a.clone(), car(12_000.0)), (b.clone(), car(16_000.0))],
+        ..budget(local(8, 15), 50.0, Vec::new())
+    };
+    // A ceiling of 100 kW leaves the cars 50 kW: both get their planned power.
+    let mut st = DispatchState::new();
+    st.set_plan_budget(Some(with_ceiling(100.0)));
+    let plan = run(&mut s.clone(), &p, &mut st, local(8, 0), 30);
+    assert!(amps(&plan).iter().all(|&x| x > 31.9), "{:?}", amps(&plan));
+    // A ceiling of 60 kW leaves them about 10 kW: B keeps what it must get, A waits, and the
+    // import stays at the ceiling.
+    let mut st = DispatchState::new();
+    st.set_plan_budget(Some(with_ceiling(60.0)));
+    let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
+    let must_a = 2_200.0 / (871.0 / 3600.0) / 690.0;
+    assert_eq!(plan.chargers[0].amps.0, 0.0, "{:?}", amps(&plan));
+    assert!(
+        plan.chargers[1].amps.0 >= must_a - 1e-6,
+        "{:?}",
+        amps(&plan)
+    );
+    assert!(
+        s.grid.power.value.0 <= 60_000.0 + 1_000.0,
+        "{:?}",
+        s.grid.power
+    );
+}
