@@ -70,8 +70,8 @@
 //! for the rest of its wish to fit before departure at 50 % of the car's power (a budgeted
 //! solar car charges like a fast one), and when the budgeted cars' powers exceed what the
 //! plan's import ceiling leaves them now (battery at its hard discharge bound), each is held
-//! back toward that must in proportion, so the cars absorb the deviations the battery cannot
-//! and the ceiling holds unless the musts alone exceed it; step 6's
+//! back in proportion toward the larger of that must and the plan's own power for it (the
+//! full-power allowance of a car planned near its full power goes first); step 6's
 //! economic choice is replaced by the power that reaches the SoC target by the step's end
 //! (within the charge and hard discharge bounds), and peak shaving works toward the plan's
 //! import ceiling with the hard discharge bound. The import limit, the SoC window, the BMS and
@@ -300,10 +300,11 @@ fn planned_now(
 /// followed; a plan that has fallen behind a car is overridden before the car is lost.
 ///
 /// `room_w` is what the budgeted cars may draw under the plan's import ceiling now (with the
-/// battery at its hard discharge bound). When their planned powers exceed it (PV or the
-/// building off the forecast, a car taking more than planned), each is held back toward what
-/// it must get, in proportion: the cars absorb what the battery cannot, and the ceiling holds
-/// unless the cars' musts alone exceed it.
+/// battery at its hard discharge bound). When their powers exceed it, each is held back toward
+/// the larger of what it must get and what the plan itself gives it ([`CarBudget::held_wh`]),
+/// in proportion: the allowance beyond the plan goes before the ceiling does. (Holding cars
+/// down to their musts instead cost car energy on the rush day: ev-rush, 1 day, perfect
+/// forecasts, 89.8 % without any holding, 83.1 % down to the musts, 89.5 % down to the plan.)
 fn planned_charger_caps(
     snapshot: &Snapshot,
     state: &mut DispatchState,
@@ -335,7 +336,8 @@ fn planned_charger_caps(
             continue;
         }
         let amps = (wh / hours / w.w_per_a).max(w.min);
-        let must = (must_wh / hours / w.w_per_a).min(amps);
+        let held_wh = must_wh.max(car.held_wh.min(wh));
+        let must = (held_wh / hours / w.w_per_a).min(amps);
         caps.push((i, amps, must));
     }
     let planned_w: f64 = caps.iter().map(|&(i, a, _)| a * work[i].w_per_a).sum();

@@ -268,6 +268,10 @@ pub struct PlanBudget {
 pub struct CarBudget {
     /// Energy still to deliver by the step's end, Wh.
     pub step_wh: f64,
+    /// What the plan itself still gives the car by the step's end, Wh (`step_wh` less any
+    /// allowance beyond the plan, such as full power for a car planned near it): when the
+    /// plan's import ceiling binds, the car is held back no lower than this.
+    pub held_wh: f64,
     /// Energy the car still wants, Wh, and when it leaves: `decide` never gives it so little
     /// that the rest of the wish no longer fits before then (the plan's timing is a
     /// preference, the wish is the customer's).
