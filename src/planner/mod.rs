@@ -14,10 +14,14 @@
 //! billed on. The running quarter's own billing average is not carried in: the program bills
 //! step 0 on its own average over the part left (a plan made at a boundary is exact).
 //!
+//! Cars are planned at [`CAR_POWER_SHARE`] of their power, to [`DEPARTURE_MARGIN_S`] before
+//! they leave, and never behind the dispatch core's lateness guard
+//! ([`crate::backtest::optimum::KeepUp`]), so the 1 s layer has no reason to override a plan.
+//!
 //! The dispatch core follows the running step's budget through
-//! [`crate::dispatch::PlanBudget`]; the backtest drives the loop (`backtest::planned`). Not
-//! written yet (issue 10): forecasters (the [`Forecast`] is an input) and the daemon's solve
-//! off the control loop.
+//! [`crate::dispatch::PlanBudget`] ([`live`] turns a plan into it); the forecasters are in
+//! [`forecast`]; the daemon solves off the control loop (`daemon::planning`) and the backtest
+//! drives the same loop (`backtest::planned`).
 
 pub mod forecast;
 pub mod live;
