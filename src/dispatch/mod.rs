@@ -318,9 +318,7 @@ fn planned_charger_caps(
         return;
     };
     let hours = seconds_left(budget, now) / 3600.0;
-    // (charger index, planned A, must A)
-    let mut caps: Vec<(usize, f64, f64)> = Vec::with_capacity(work.len());
-    for (i, (w, c)) in work.iter_mut().zip(&snapshot.chargers).enumerate() {
+    for (w, c) in work.iter_mut().zip(&snapshot.chargers) {
         let Some(&(_, car)) = budget.chargers.iter().find(|(id, _)| *id == c.id) else {
             continue;
         };
@@ -336,23 +334,25 @@ fn planned_charger_caps(
             continue;
         }
         let amps = (wh / hours / w.w_per_a).max(w.min);
-        let held_wh = must_wh.max(car.held_wh.min(wh));
-        let must = (held_wh / hours / w.w_per_a).min(amps);
-        caps.push((i, amps, must));
+        let floor_wh = must_wh.max(car.held_wh.min(wh));
+        w.planned = Some((amps, (floor_wh / hours / w.w_per_a).min(amps)));
     }
-    let planned_w: f64 = caps.iter().map(|&(i, a, _)| a * work[i].w_per_a).sum();
-    let must_w: f64 = caps.iter().map(|&(i, _, m)| m * work[i].w_per_a).sum();
+    let (planned_w, floor_w) = work.iter().fold((0.0, 0.0), |(p, f), w| match w.planned {
+        Some((a, fl)) => (p + a * w.w_per_a, f + fl * w.w_per_a),
+        None => (p, f),
+    });
     let share = match room_w {
-        Some(room) if planned_w > room && planned_w > must_w => {
-            ((room - must_w) / (planned_w - must_w)).clamp(0.0, 1.0)
+        Some(room) if planned_w > room && planned_w > floor_w => {
+            ((room - floor_w) / (planned_w - floor_w)).clamp(0.0, 1.0)
         }
         _ => 1.0,
     };
-    for (i, amps, must) in caps {
-        let w = &mut work[i];
-        w.role = Role::Fast;
-        w.max = w.max.min(must + (amps - must) * share);
-        w.cap = w.cap.min(w.max);
+    for w in work.iter_mut() {
+        if let Some((amps, floor)) = w.planned {
+            w.role = Role::Fast;
+            w.max = w.max.min(floor + (amps - floor) * share);
+            w.cap = w.cap.min(w.max);
+        }
     }
 }
 

@@ -229,6 +229,8 @@ pub(crate) struct Work {
     /// Results of the firm and the solar pass, A.
     pub firm: f64,
     pub extra: f64,
+    /// Under a plan budget: the car's planned and floor current this cycle, A.
+    pub planned: Option<(f64, f64)>,
     /// Sort keys.
     pub priority: i32,
     pub plugged_rank: i64,
