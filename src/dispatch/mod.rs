@@ -294,7 +294,7 @@ fn planned_now(
 }
 
 /// Chargers the plan budgets get at most the power that delivers their step's energy evenly
-/// over the rest of the step, raised to what the car must get now so that the rest of its wish
+/// over the rest of the step (or until the car leaves, if sooner), raised to what the car must get now so that the rest of its wish
 /// still fits before it leaves at [`LATE_POWER_SHARE`] of the charger's power (at least their
 /// minimum while energy is left, nothing after). A plan that defers a car to a cheaper hour is
 /// followed; a plan that has fallen behind a car is overridden before the car is lost.
@@ -317,7 +317,7 @@ fn planned_charger_caps(
     let Some(budget) = plan_budget.as_ref().filter(|b| now < b.until) else {
         return;
     };
-    let hours = seconds_left(budget, now) / 3600.0;
+    let step_h = seconds_left(budget, now) / 3600.0;
     for (w, c) in work.iter_mut().zip(&snapshot.chargers) {
         let Some(&(_, car)) = budget.chargers.iter().find(|(id, _)| *id == c.id) else {
             continue;
@@ -333,6 +333,9 @@ fn planned_charger_caps(
             w.role = Role::Idle;
             continue;
         }
+        // A car leaving within the step gets its energy before it leaves, not by the step's end.
+        let to_leave_h = (car.departs - now).num_milliseconds() as f64 / 3.6e6;
+        let hours = step_h.min(to_leave_h).max(1.0 / 3600.0);
         let amps = (wh / hours / w.w_per_a).max(w.min);
         let floor_wh = must_wh.max(car.held_wh.min(wh));
         w.planned = Some((amps, (floor_wh / hours / w.w_per_a).min(amps)));

@@ -1185,3 +1185,34 @@ fn budgeted_cars_are_held_back_to_the_plans_own_power_when_its_ceiling_binds() {
         s.grid.power
     );
 }
+
+#[test]
+fn a_car_leaving_before_the_step_ends_gets_its_wish_before_it_leaves() {
+    let p = Policy::default();
+    let mut s = no_battery(1);
+    let id = s.chargers[0].id.clone();
+    // The step ends at 8:15 but the car leaves at 8:10 wanting 1.84 kWh, which the plan no
+    // longer budgets: it must come in the 571 s the car has left, not spread over the step's
+    // 871 s (which would leave a third of it undelivered).
+    let mut st = DispatchState::new();
+    st.set_plan_budget(Some(PlanBudget {
+        chargers: vec![(
+            id,
+            CarBudget {
+                step_wh: 0.0,
+                held_wh: 0.0,
+                wish_wh: 1_840.0,
+                departs: local(8, 10),
+                max_w: 22_080.0,
+            },
+        )],
+        ..budget(local(8, 15), 50.0, Vec::new())
+    }));
+    let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
+    let expected = 1_840.0 / (571.0 / 3600.0) / 690.0;
+    assert!(
+        (plan.chargers[0].amps.0 - expected).abs() < 1e-6,
+        "{:?}",
+        amps(&plan)
+    );
+}
