@@ -294,9 +294,9 @@ fn planned_now(
 }
 
 /// Chargers the plan budgets get at most the power that delivers their step's energy evenly
-/// over the rest of the step (or until the car leaves, if sooner), raised to what the car must get now so that the rest of its wish
-/// still fits before it leaves at [`LATE_POWER_SHARE`] of the charger's power (at least their
-/// minimum while energy is left, nothing after). A plan that defers a car to a cheaper hour is
+/// over the rest of the step (until the car leaves, if sooner), raised to what the car must
+/// get now so that the rest of its wish still fits before it leaves at [`LATE_POWER_SHARE`]
+/// of the charger's power (at least their minimum while energy is left, nothing after). A plan that defers a car to a cheaper hour is
 /// followed; a plan that has fallen behind a car is overridden before the car is lost.
 ///
 /// `room_w` is what the budgeted cars may draw under the plan's import ceiling now (with the
