@@ -238,7 +238,8 @@ impl PlannerHook {
         };
         let plan_state = PlanState {
             soc_pct: view.battery.soc_pct,
-            month_peak_so_far_w: state.demand().month_peak().0,
+            // Before this cycle's `decide`: the window that ended at this quarter counts.
+            month_peak_so_far_w: state.demand().month_peak_at(now).0,
             plugged: plugged_cars(view),
         };
         let started = crate::clock::monotonic();

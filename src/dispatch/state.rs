@@ -135,6 +135,19 @@ impl DemandTracker {
         self.month_peak
     }
 
+    /// The month's peak as it stands at `now`: with the open window's average once `now` has
+    /// moved past it (the next [`Self::update`] closes it), so a caller that looks before the
+    /// cycle's update does not miss the window that just ended.
+    pub fn month_peak_at(&self, now: DateTime<Utc>) -> Watts {
+        let ws = now.timestamp().div_euclid(DEMAND_WINDOW_S) * DEMAND_WINDOW_S;
+        match self.window_start_s {
+            Some(open) if open != ws => self
+                .month_peak
+                .max(Watts(self.energy_ws / DEMAND_WINDOW_S as f64)),
+            _ => self.month_peak,
+        }
+    }
+
     /// Average import of the current window so far, over the full 15 minutes.
     pub fn window_average(&self) -> Watts {
         Watts(self.energy_ws / DEMAND_WINDOW_S as f64)

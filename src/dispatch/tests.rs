@@ -1216,3 +1216,22 @@ fn a_car_leaving_before_the_step_ends_gets_its_wish_before_it_leaves() {
         amps(&plan)
     );
 }
+
+#[test]
+fn the_months_peak_at_a_quarters_start_counts_the_window_that_just_ended() {
+    let p = shaving_only(exact());
+    let mut s = Snapshot::reference_idle(0);
+    s.battery.online = false;
+    s.building = Reading::fresh(Watts::from_kw(130.0));
+    let mut st = DispatchState::new();
+    // 900 cycles from 8:00:00 fill the 8:00 window; the cycle at 8:15:00 has not run yet.
+    run(&mut s, &p, &mut st, local(8, 0), 900);
+    assert_eq!(st.demand().month_peak(), Watts::ZERO);
+    let at_quarter = st.demand().month_peak_at(local(8, 15)).0;
+    assert!((at_quarter - 130_000.0).abs() < 200.0, "{at_quarter}");
+    // Inside the open window nothing has closed yet.
+    assert_eq!(
+        st.demand().month_peak_at(secs(local(8, 0), 899)),
+        Watts::ZERO
+    );
+}
