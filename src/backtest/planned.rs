@@ -240,7 +240,7 @@ impl PlannerHook {
             soc_pct: view.battery.soc_pct,
             // Before this cycle's `decide`: the window that ended at this quarter counts.
             month_peak_so_far_w: state.demand().month_peak_at(now).0,
-            plugged: plugged_cars(view),
+            plugged: plugged_cars(view, self.window_end),
         };
         let started = crate::clock::monotonic();
         let made = plan(&cfg, &plan_state, &forecast, now);
@@ -281,6 +281,9 @@ impl PlannerHook {
         forecast
             .arrivals
             .retain(|a| a.arrives > now && a.arrives < self.window_end);
+        for a in &mut forecast.arrivals {
+            a.departs = a.departs.min(self.window_end);
+        }
         Some((cfg, forecast))
     }
 
@@ -298,7 +301,8 @@ impl PlannerHook {
                     id: ChargerId::new(&c.id),
                     session_wh: v.session_wh,
                     wish_wh: v.wanted_wh,
-                    departs: v.departs,
+                    // Scored at the window's end if still plugged in then.
+                    departs: v.departs.min(self.window_end),
                     max_w: v.onboard_max_a.min(c.rating_a)
                         * f64::from(v.phases.min(c.phases))
                         * PHASE_V,
@@ -416,7 +420,9 @@ impl Causal {
 }
 
 /// The cars plugged in now with what they still want and when they leave.
-fn plugged_cars(view: &StationView) -> Vec<PluggedCar> {
+/// The plugged cars; one still plugged in at `window_end` is scored then (its wish left is
+/// unmet, for the optimum too), so the plan aims at the window's end as its departure.
+fn plugged_cars(view: &StationView, window_end: DateTime<Utc>) -> Vec<PluggedCar> {
     view.chargers
         .iter()
         .enumerate()
@@ -425,7 +431,7 @@ fn plugged_cars(view: &StationView) -> Vec<PluggedCar> {
             Some(PluggedCar {
                 charger: i,
                 wanted_wh: v.wanted_wh,
-                departs: v.departs,
+                departs: v.departs.min(window_end),
                 max_w: v.onboard_max_a.min(c.rating_a)
                     * f64::from(v.phases.min(c.phases))
                     * PHASE_V,
