@@ -68,10 +68,10 @@
 //! predictive planner, [`crate::planner`]), step 4 caps each budgeted car at the power that
 //! delivers its step energy over the rest of the step, but never below what it must get now
 //! for the rest of its wish to fit before departure at 50 % of the car's power (a budgeted
-//! solar car charges like a fast one), and when the budgeted cars' powers exceed what the
-//! plan's import ceiling leaves them now (battery at its hard discharge bound), each is held
-//! back in proportion toward the larger of that must and the plan's own power for it (the
-//! full-power allowance of a car planned near its full power goes first); step 6's
+//! solar car charges like a fast one; a car leaving inside the step gets it before it
+//! leaves), and when the budgeted cars' powers exceed what the plan's import ceiling leaves
+//! them now (battery at its hard discharge bound), each is held back in proportion toward
+//! that must; step 6's
 //! economic choice is replaced by the power that reaches the SoC target by the step's end
 //! (within the charge and hard discharge bounds), and peak shaving works toward the plan's
 //! import ceiling with the hard discharge bound. The import limit, the SoC window, the BMS and
@@ -301,10 +301,12 @@ fn planned_now(
 ///
 /// `room_w` is what the budgeted cars may draw under the plan's import ceiling now (with the
 /// battery at its hard discharge bound). When their powers exceed it, each is held back toward
-/// the larger of what it must get and what the plan itself gives it ([`CarBudget::held_wh`]),
-/// in proportion: the allowance beyond the plan goes before the ceiling does. (Holding cars
-/// down to their musts instead cost car energy on the rush day: ev-rush, 1 day, perfect
-/// forecasts, 89.8 % without any holding, 83.1 % down to the musts, 89.5 % down to the plan.)
+/// what it must get, in proportion: a quarter that ends above the ceiling sets a peak that
+/// every later plan takes as paid for and fills. (Held back only to the plan's own energy for
+/// them, the cars on sunny weekday seed 4 took the peak from 18 to 40 kW over a night with an
+/// empty battery and a building above its forecast: 7 days, the station's own forecasts, 71 %
+/// of the savings against 86 % now. Over seeds 1-4: sunny +4.0 points, weekend +2.4, cloudy
+/// -0.3, ev-rush -1.7, where the rush's cars gain from the plan's energy.)
 fn planned_charger_caps(
     snapshot: &Snapshot,
     state: &mut DispatchState,
@@ -337,7 +339,7 @@ fn planned_charger_caps(
         let to_leave_h = (car.departs - now).num_milliseconds() as f64 / 3.6e6;
         let hours = step_h.min(to_leave_h).max(1.0 / 3600.0);
         let amps = (wh / hours / w.w_per_a).max(w.min);
-        let floor_wh = must_wh.max(car.held_wh.min(wh));
+        let floor_wh = must_wh.min(wh);
         w.planned = Some((amps, (floor_wh / hours / w.w_per_a).min(amps)));
     }
     let (planned_w, floor_w) = work.iter().fold((0.0, 0.0), |(p, f), w| match w.planned {

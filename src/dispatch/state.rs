@@ -136,7 +136,7 @@ impl DemandTracker {
     }
 
     /// The month's peak as it stands at `now`: with the open window's average once `now` has
-    /// moved past it (the next [`Self::update`] closes it), so a caller that looks before the
+    /// moved past it (the cycle's next update closes it), so a caller that looks before the
     /// cycle's update does not miss the window that just ended.
     pub fn month_peak_at(&self, now: DateTime<Utc>) -> Watts {
         let ws = now.timestamp().div_euclid(DEMAND_WINDOW_S) * DEMAND_WINDOW_S;
@@ -283,10 +283,6 @@ pub struct PlanBudget {
 pub struct CarBudget {
     /// Energy still to deliver by the step's end, Wh.
     pub step_wh: f64,
-    /// What the plan itself still gives the car by the step's end, Wh (`step_wh` less any
-    /// allowance beyond the plan, such as full power for a car planned near it): when the
-    /// plan's import ceiling binds, the car is held back no lower than this.
-    pub held_wh: f64,
     /// Energy the car still wants, Wh, and when it leaves: `decide` never gives it so little
     /// that the rest of the wish no longer fits before then (the plan's timing is a
     /// preference, the wish is the customer's).

@@ -1006,7 +1006,6 @@ fn budget(until: DateTime<Utc>, soc_target: f64, chargers: Vec<(ChargerId, f64)>
             .map(|(id, step_wh)| {
                 let car = CarBudget {
                     step_wh,
-                    held_wh: step_wh,
                     wish_wh: step_wh,
                     departs: until + chrono::Duration::hours(8),
                     max_w: 22_080.0,
@@ -1111,7 +1110,6 @@ fn a_budgeted_car_the_plan_defers_waits_unless_its_wish_would_no_longer_fit() {
             id.clone(),
             CarBudget {
                 step_wh: 0.0,
-                held_wh: 0.0,
                 wish_wh: 11_040.0,
                 departs,
                 max_w: 11_040.0,
@@ -1138,18 +1136,17 @@ fn a_budgeted_car_the_plan_defers_waits_unless_its_wish_would_no_longer_fit() {
 }
 
 #[test]
-fn budgeted_cars_are_held_back_to_the_plans_own_power_when_its_ceiling_binds() {
+fn budgeted_cars_are_held_back_toward_their_musts_when_the_plans_ceiling_binds() {
     let p = Policy::default();
     let mut s = no_battery(2);
     s.building = Reading::fresh(Watts::from_kw(45.0));
     let (a, b) = (s.chargers[0].id.clone(), s.chargers[1].id.clone());
-    // The plan gives each car 1.2 kWh this quarter (about 5 kW) but lets both take their full
-    // 22.08 kW (5.52 kWh). Both leave at 9:30, 1.25 h after the step, in which half their power
-    // delivers 13.8 kWh: A wants 12 kWh (nothing must come now), B 16 kWh (2.2 kWh must come in
-    // this step: 9.1 kW over its 871 s).
+    // The plan lets both cars take their full 22.08 kW (5.52 kWh this quarter). Both leave at
+    // 9:30, 1.25 h after the step, in which half their power delivers 13.8 kWh: A wants 12 kWh
+    // (nothing must come now), B 16 kWh (2.2 kWh must come in this step: 9.1 kW over its
+    // 871 s).
     let car = |wish_wh| CarBudget {
         step_wh: 5_520.0,
-        held_wh: 1_200.0,
         wish_wh,
         departs: local(9, 30),
         max_w: 22_080.0,
@@ -1159,31 +1156,33 @@ fn budgeted_cars_are_held_back_to_the_plans_own_power_when_its_ceiling_binds() {
         chargers: vec![(a.clone(), car(12_000.0)), (b.clone(), car(16_000.0))],
         ..budget(local(8, 15), 50.0, Vec::new())
     };
+    let amps_for = |wh: f64| wh / (871.0 / 3600.0) / 690.0;
     // A ceiling of 100 kW leaves the cars 55 kW: both take their full power.
     let mut st = DispatchState::new();
     st.set_plan_budget(Some(with_ceiling(100.0)));
     let plan = run(&mut s.clone(), &p, &mut st, local(8, 0), 30);
     assert!(amps(&plan).iter().all(|&x| x > 31.9), "{:?}", amps(&plan));
-    // A ceiling of 60 kW leaves them 15 kW: A is held near the plan's own power, B near what
-    // it must get, and the import stays at the ceiling.
+    // A ceiling of 60 kW leaves them 15 kW: both give up the same share of what they have
+    // beyond their musts (A all of its power, B what exceeds its 9.1 kW): A's 5.4 A are under
+    // a charger's 6 A minimum and it pauses, B gets 16.4 A, and the import stays under the
+    // ceiling.
     let mut st = DispatchState::new();
     st.set_plan_budget(Some(with_ceiling(60.0)));
-    let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
-    let amps_for = |wh: f64| wh / (871.0 / 3600.0) / 690.0;
+    let mut at_60 = s.clone();
+    let plan = run(&mut at_60, &p, &mut st, local(8, 0), 30);
     let got = amps(&plan);
-    assert!(
-        got[0] >= amps_for(1_200.0) - 1e-6 && got[0] < 10.0,
-        "{got:?}"
-    );
-    assert!(
-        got[1] >= amps_for(2_200.0) - 1e-6 && got[1] < 16.0,
-        "{got:?}"
-    );
-    assert!(
-        s.grid.power.value.0 <= 60_000.0 + 1_000.0,
-        "{:?}",
-        s.grid.power
-    );
+    assert_eq!(got[0], 0.0, "{got:?}");
+    assert!(got[1] > amps_for(2_200.0) + 2.0 && got[1] < 18.0, "{got:?}");
+    let grid = at_60.grid.power.value.0;
+    assert!(grid <= 60_000.0 + 1.0, "{grid}");
+    // A ceiling of 50 kW leaves them 5 kW, less than B must get: A stops, B gets its must and
+    // the import goes above the ceiling by what the wish needs (a wish beats the plan).
+    let mut st = DispatchState::new();
+    st.set_plan_budget(Some(with_ceiling(50.0)));
+    let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
+    let got = amps(&plan);
+    assert_eq!(got[0], 0.0, "{got:?}");
+    assert!((got[1] - amps_for(2_200.0)).abs() < 0.05, "{got:?}");
 }
 
 #[test]
@@ -1200,7 +1199,6 @@ fn a_car_leaving_before_the_step_ends_gets_its_wish_before_it_leaves() {
             id,
             CarBudget {
                 step_wh: 0.0,
-                held_wh: 0.0,
                 wish_wh: 1_840.0,
                 departs: local(8, 10),
                 max_w: 22_080.0,

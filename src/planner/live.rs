@@ -101,7 +101,6 @@ pub fn budget(
                 car.id.clone(),
                 CarBudget {
                     step_wh: (planned_wh - got).max(0.0),
-                    held_wh: (b.in_step_wh - got).max(0.0),
                     wish_wh: car.wish_wh,
                     departs: car.departs,
                     max_w: car.max_w,
