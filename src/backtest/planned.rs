@@ -419,9 +419,9 @@ impl Causal {
     }
 }
 
-/// The cars plugged in now with what they still want and when they leave.
-/// The plugged cars; one still plugged in at `window_end` is scored then (its wish left is
-/// unmet, for the optimum too), so the plan aims at the window's end as its departure.
+/// The cars plugged in now with what they still want and when they leave; a car still plugged
+/// in at `window_end` is scored then (the rest of its wish is unmet, for the optimum too), so
+/// the plan aims at the window's end as its departure.
 fn plugged_cars(view: &StationView, window_end: DateTime<Utc>) -> Vec<PluggedCar> {
     view.chargers
         .iter()

@@ -71,10 +71,9 @@
 //! solar car charges like a fast one; a car leaving inside the step gets it before it
 //! leaves), and when the budgeted cars' powers exceed what the plan's import ceiling leaves
 //! them now (battery at its hard discharge bound), each is held back in proportion toward
-//! that must; step 6's
-//! economic choice is replaced by the power that reaches the SoC target by the step's end
-//! (within the charge and hard discharge bounds), and peak shaving works toward the plan's
-//! import ceiling with the hard discharge bound. The import limit, the SoC window, the BMS and
+//! that must; step 6's economic choice is replaced by the power that reaches the SoC target
+//! by the step's end (within the charge and hard discharge bounds), and peak shaving works
+//! toward the plan's import ceiling with the hard discharge bound. The import limit, the SoC window, the BMS and
 //! charger limits and the stale-grid rules apply unchanged. Without a budget (or after it
 //! expires) nothing of this runs.
 //!
@@ -296,8 +295,9 @@ fn planned_now(
 /// Chargers the plan budgets get at most the power that delivers their step's energy evenly
 /// over the rest of the step (until the car leaves, if sooner), raised to what the car must
 /// get now so that the rest of its wish still fits before it leaves at [`LATE_POWER_SHARE`]
-/// of the charger's power (at least their minimum while energy is left, nothing after). A plan that defers a car to a cheaper hour is
-/// followed; a plan that has fallen behind a car is overridden before the car is lost.
+/// of the charger's power (at least their minimum while energy is left, nothing after). A
+/// plan that defers a car to a cheaper hour is followed; a plan that has fallen behind a car
+/// is overridden before the car is lost.
 ///
 /// `room_w` is what the budgeted cars may draw under the plan's import ceiling now (with the
 /// battery at its hard discharge bound). When their powers exceed it, each is held back toward
