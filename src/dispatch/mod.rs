@@ -73,9 +73,9 @@
 //! them now (battery at its hard discharge bound), each is held back in proportion toward
 //! that must; step 6's economic choice is replaced by the power that reaches the SoC target
 //! by the step's end (within the charge and hard discharge bounds), and peak shaving works
-//! toward the plan's import ceiling with the hard discharge bound. The import limit, the SoC window, the BMS and
-//! charger limits and the stale-grid rules apply unchanged. Without a budget (or after it
-//! expires) nothing of this runs.
+//! toward the plan's import ceiling with the hard discharge bound. The import limit, the SoC
+//! window, the BMS and charger limits and the stale-grid rules apply unchanged. Without a
+//! budget (or after it expires) nothing of this runs.
 //!
 //! **Conservative handling.** Stale or missing grid power: every charger gets at most its
 //! safe current (0 if that is below its minimum), the battery's discharge does not increase
