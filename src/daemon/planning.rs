@@ -306,7 +306,8 @@ pub fn cycle_state(
         max_charge_w: b.max_charge.value(),
         max_discharge_w: b.max_discharge.value(),
         health: b.health,
-        month_peak_w: state.demand().month_peak().value(),
+        // Built before the cycle's `decide`: the window that ended at this quarter counts.
+        month_peak_w: state.demand().month_peak_at(now).value(),
         pv_limited: plan.pv_limit.value() < 99.5,
         chargers: snap
             .chargers

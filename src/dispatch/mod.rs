@@ -305,8 +305,8 @@ fn planned_now(
 /// every later plan takes as paid for and fills. (Held back only to the plan's own energy for
 /// them, the cars on sunny weekday seed 4 took the peak from 18 to 40 kW over a night with an
 /// empty battery and a building above its forecast: 7 days, the station's own forecasts, 71 %
-/// of the savings against 86 % now. Over seeds 1-4: sunny +4.0 points, weekend +2.4, cloudy
-/// -0.3, ev-rush -1.7, where the rush's cars gain from the plan's energy.)
+/// of the savings against 86 % now. Over seeds 1-4: sunny +4.5 points, weekend +2.4, cloudy
+/// -0.2, ev-rush -1.8, where the rush's cars gain from the plan's energy.)
 fn planned_charger_caps(
     snapshot: &Snapshot,
     state: &mut DispatchState,
