@@ -78,6 +78,11 @@ impl ChargerMemory {
     }
 }
 
+/// Unix time of the start of the clock-aligned demand window containing `now`, s.
+fn window_start_s(now: DateTime<Utc>) -> i64 {
+    now.timestamp().div_euclid(DEMAND_WINDOW_S) * DEMAND_WINDOW_S
+}
+
 /// Tracks the 15-minute average import and the month's peak for the demand charge.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DemandTracker {
@@ -112,7 +117,7 @@ impl DemandTracker {
         dt_s: f64,
         month_key: i32,
     ) {
-        let ws = now.timestamp().div_euclid(DEMAND_WINDOW_S) * DEMAND_WINDOW_S;
+        let ws = window_start_s(now);
         if self.window_start_s != Some(ws) {
             if self.window_start_s.is_some() {
                 let avg = Watts(self.energy_ws / DEMAND_WINDOW_S as f64);
@@ -139,7 +144,7 @@ impl DemandTracker {
     /// moved past it (the cycle's next update closes it), so a caller that looks before the
     /// cycle's update does not miss the window that just ended.
     pub fn month_peak_at(&self, now: DateTime<Utc>) -> Watts {
-        let ws = now.timestamp().div_euclid(DEMAND_WINDOW_S) * DEMAND_WINDOW_S;
+        let ws = window_start_s(now);
         match self.window_start_s {
             Some(open) if open != ws => self
                 .month_peak

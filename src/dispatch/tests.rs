@@ -1016,6 +1016,23 @@ fn budget(until: DateTime<Utc>, soc_target: f64, chargers: Vec<(ChargerId, f64)>
     }
 }
 
+/// A quarter ending 8:15 whose budget gives one car nothing more this step: only its wish
+/// (Wh), departure and power limit (W) remain.
+fn one_deferred_car(id: ChargerId, wish_wh: f64, departs: DateTime<Utc>, max_w: f64) -> PlanBudget {
+    PlanBudget {
+        chargers: vec![(
+            id,
+            CarBudget {
+                step_wh: 0.0,
+                wish_wh,
+                departs,
+                max_w,
+            },
+        )],
+        ..budget(local(8, 15), 50.0, Vec::new())
+    }
+}
+
 #[test]
 fn without_a_plan_budget_or_after_it_expires_decide_runs_the_rule_policy() {
     let p = Policy::default();
@@ -1105,18 +1122,7 @@ fn a_budgeted_car_the_plan_defers_waits_unless_its_wish_would_no_longer_fit() {
     let id = s.chargers[0].id.clone();
     // The plan gives it nothing this step (it ends 8:15); the car wants 11.04 kWh and takes at
     // most 11.04 kW (16 A on three phases).
-    let budget_for = |departs| PlanBudget {
-        chargers: vec![(
-            id.clone(),
-            CarBudget {
-                step_wh: 0.0,
-                wish_wh: 11_040.0,
-                departs,
-                max_w: 11_040.0,
-            },
-        )],
-        ..budget(local(8, 15), 50.0, Vec::new())
-    };
+    let budget_for = |departs| one_deferred_car(id.clone(), 11_040.0, departs, 11_040.0);
     // Leaving at 10:30, 2.25 h after the step at 50 % of 11.04 kW covers the wish: it waits.
     let mut st = DispatchState::new();
     st.set_plan_budget(Some(budget_for(local(10, 30))));
@@ -1194,18 +1200,7 @@ fn a_car_leaving_before_the_step_ends_gets_its_wish_before_it_leaves() {
     // longer budgets: it must come in the 571 s the car has left, not spread over the step's
     // 871 s (which would leave a third of it undelivered).
     let mut st = DispatchState::new();
-    st.set_plan_budget(Some(PlanBudget {
-        chargers: vec![(
-            id,
-            CarBudget {
-                step_wh: 0.0,
-                wish_wh: 1_840.0,
-                departs: local(8, 10),
-                max_w: 22_080.0,
-            },
-        )],
-        ..budget(local(8, 15), 50.0, Vec::new())
-    }));
+    st.set_plan_budget(Some(one_deferred_car(id, 1_840.0, local(8, 10), 22_080.0)));
     let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
     let expected = 1_840.0 / (571.0 / 3600.0) / 690.0;
     assert!(
