@@ -7,7 +7,9 @@
 //!   measured/clear-sky ratio; a day-ahead product ([`day_ahead`], parsed here, fetched by the
 //!   shell) replaces it for the quarters it covers.
 //! * Building load ([`load`]): the median of the same weekday's quarters at the same local
-//!   time over the last weeks; fallback a weekday/weekend profile from config.
+//!   time over the last weeks, plus the last measured quarter's departure from its median,
+//!   fading by the residuals' own measured persistence; fallback a weekday/weekend profile
+//!   from config.
 //! * Cars ([`cars`]): expected arrivals per charger and local hour from past sessions (their
 //!   rate, energy, dwell and power); fallback the configured arrivals per charger; chargers
 //!   occupied now get no arrival before their car leaves.
