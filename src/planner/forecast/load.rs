@@ -8,7 +8,7 @@
 //!
 //! What the median cannot know is what is running now. The last measured quarter's departure
 //! from its own median (its residual) carries into the quarters ahead, fading by the lag-1
-//! autocorrelation of the residuals the station measured itself ([`carry`]): a load step that
+//! autocorrelation of the residuals the station measured itself ([`persistence`]): a load step that
 //! is on now is expected to last a while, noise is not.
 
 use super::{median, quarter_starts, ForecastConfig, History};
