@@ -107,7 +107,8 @@ fn carry(res: &BTreeMap<i64, f64>) -> f64 {
     (cross / sq).clamp(0.0, MAX_CARRY)
 }
 
-/// How much of a quarter's residual the history says carries into the next ([`carry`]).
+/// How much of a quarter's residual the history says carries into the next: the lag-1
+/// autocorrelation of the measured residuals, within [0, 0.9]; 0 before two days of pairs.
 pub fn persistence(cfg: &ForecastConfig, history: &History) -> f64 {
     carry(&residuals(&samples(cfg.tz, history)))
 }
