@@ -280,49 +280,92 @@ fn a_load_step_running_now_carries_into_the_next_quarters_and_fades() {
     assert!(flat.iter().all(|w| (w - 20_000.0).abs() < 1.0), "{flat:?}");
 }
 
+/// Quarters ahead of the earlier forecast [`next_quarter_errors`] compares with (2 h: what is
+/// measured now has faded from it).
+const LEAD: usize = 8;
+
+/// Forecasts of the quarters of the last seven days whose local hour is in `hours`, made by
+/// `forecast(f, k, n)` (the `n` quarters from quarter `k`) with the history up to each quarter:
+/// the nMAE of the one made at the quarter's start and of the one made [`LEAD`] quarters
+/// earlier, against `actual`.
+fn next_quarter_errors(
+    exo: &Exogenous,
+    mut f: Forecasters,
+    hours: std::ops::Range<u32>,
+    actual: &[f64],
+    forecast: impl Fn(&Forecasters, usize, usize) -> Vec<f64>,
+) -> (f64, f64, Forecasters) {
+    let tz = f.cfg.tz;
+    let first = (DAYS as usize - SCORED_DAYS) * DAY;
+    f.history = history_until(exo, first - LEAD, f64::INFINITY, false);
+    let mut early = vec![f64::NAN; DAYS as usize * DAY + LEAD + 1];
+    let (mut now_f, mut early_f, mut real) = (vec![], vec![], vec![]);
+    for k in first - LEAD..DAYS as usize * DAY {
+        let fc = forecast(&f, k, LEAD + 1);
+        early[k + LEAD] = fc[LEAD];
+        let hour = step_start(exo, k).with_timezone(&tz).hour();
+        if k >= first && hours.contains(&hour) {
+            now_f.push(fc[0]);
+            early_f.push(early[k]);
+            real.push(actual[k]);
+        }
+        f.history.observe_quarter(PastQuarter {
+            start: step_start(exo, k),
+            pv_w: Some(exo.pv_available_w[k]),
+            building_w: Some(exo.building_w[k]),
+            pv_limited: false,
+        });
+    }
+    (nmae(&now_f, &real), nmae(&early_f, &real), f)
+}
+
 /// Building load, the next quarter, forecast at every quarter of the sunny weekday's last seven
 /// days while the dealership is open (07:00-19:00 local): what is measured now (a workshop step,
-/// the slow noise) makes it better than the forecast of the same quarters made at midnight. A
-/// forecaster that ignores the present scores about the same as at midnight and fails.
+/// the slow noise) makes it better than the forecast of the same quarter made 2 h earlier
+/// (measured 5.1 % against 7.6 % nMAE). A forecaster that ignores the present scores the same
+/// at both and fails.
 #[test]
 fn the_next_quarters_building_forecast_knows_what_is_running_now() {
     let sc = scenario("sunny-weekday");
     let exo = record(&sc);
-    let tz = sc.tz();
-    let mut f = forecasters(&sc);
-    let (mut now_f, mut night_f, mut actual) = (vec![], vec![], vec![]);
-    for d in DAYS as usize - SCORED_DAYS..DAYS as usize {
-        f.history = history_until(&exo, d * DAY, f64::INFINITY, false);
-        let night = f.building_w(step_start(&exo, d * DAY), DAY);
-        for (q, night_w) in night.iter().enumerate() {
-            let k = d * DAY + q;
-            if q > 0 {
-                f.history.observe_quarter(PastQuarter {
-                    start: step_start(&exo, k - 1),
-                    pv_w: Some(exo.pv_available_w[k - 1]),
-                    building_w: Some(exo.building_w[k - 1]),
-                    pv_limited: false,
-                });
-            }
-            let hour = step_start(&exo, k).with_timezone(&tz).hour();
-            if !(7..19).contains(&hour) {
-                continue;
-            }
-            now_f.push(f.building_w(step_start(&exo, k), 1)[0]);
-            night_f.push(*night_w);
-            actual.push(exo.building_w[k]);
-        }
-    }
+    let (now_e, early_e, f) =
+        next_quarter_errors(&exo, forecasters(&sc), 7..19, &exo.building_w, |f, k, n| {
+            f.building_w(step_start(&exo, k), n)
+        });
     let rho = load::persistence(&f.cfg, &f.history);
-    eprintln!("building residual persistence per quarter: {rho:.2}");
-    assert!(rho > 0.3 && rho < 0.9, "{rho}");
-    let (now_e, night_e) = (nmae(&now_f, &actual), nmae(&night_f, &actual));
     eprintln!(
-        "building next quarter: nMAE {:.1} % (at midnight {:.1} %)",
+        "building next quarter: nMAE {:.1} % (2 h earlier {:.1} %), persistence {rho:.2}",
         100.0 * now_e,
-        100.0 * night_e
+        100.0 * early_e
     );
-    assert!(now_e < 0.85 * night_e, "{now_e} vs {night_e}");
+    assert!(rho > 0.3 && rho < 0.9, "{rho}");
+    assert!(now_e < 0.8 * early_e, "{now_e} vs {early_e}");
+}
+
+/// PV, the next quarter, forecast at every quarter from 08:00 to 16:00 local of the cloudy
+/// winter weekday's last seven days (broken clouds, persistence 0.97 per minute): the cloud
+/// seen in the last quarter makes it better than the forecast of the same quarter made 2 h
+/// earlier (measured 27.5 % against 51.9 % nMAE; 2.8 against 6.4 % on the sunny weekday's thin
+/// haze). Today's ratio so far alone scores 43 % against 52 % and fails.
+#[test]
+fn the_next_quarters_pv_forecast_knows_the_passing_cloud() {
+    for name in ["cloudy-winter-weekday", "sunny-weekday"] {
+        let sc = scenario(name);
+        let exo = record(&sc);
+        let (now_e, early_e, _) = next_quarter_errors(
+            &exo,
+            forecasters(&sc),
+            8..16,
+            &exo.pv_available_w,
+            |f, k, n| f.pv_w(step_start(&exo, k), n),
+        );
+        eprintln!(
+            "pv {name} next quarter: nMAE {:.1} % (2 h earlier {:.1} %)",
+            100.0 * now_e,
+            100.0 * early_e
+        );
+        assert!(now_e < 0.7 * early_e, "{name}: {now_e} vs {early_e}");
+    }
 }
 
 /// Car energy arriving over the next day (all chargers) and arrivals per 3-hour block, each as

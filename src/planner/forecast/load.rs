@@ -8,11 +8,10 @@
 //!
 //! What the median cannot know is what is running now. The last measured quarter's departure
 //! from its own median (its residual) carries into the quarters ahead, fading by the lag-1
-//! autocorrelation of the residuals the station measured itself ([`persistence`]): a load step that
+//! autocorrelation of the residuals the station measured itself ([`persistence`], [`super::carry`]): a load step that
 //! is on now is expected to last a while, noise is not.
 
-use super::{median, quarter_starts, ForecastConfig, History};
-use crate::planner::PLAN_STEP_S;
+use super::{carried, carry, median, quarter_starts, ForecastConfig, History};
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use std::collections::{BTreeMap, HashMap};
@@ -90,34 +89,17 @@ fn residuals(by: &Samples) -> BTreeMap<i64, f64> {
     out
 }
 
-/// How much of one quarter's residual carries into the next: the lag-1 autocorrelation of the
-/// measured residuals, within [0, [`MAX_CARRY`]]; 0 with fewer than [`MIN_PAIRS`] pairs.
-fn carry(res: &BTreeMap<i64, f64>) -> f64 {
-    let (mut cross, mut sq, mut pairs) = (0.0, 0.0, 0usize);
-    for (k, r) in res {
-        if let Some(next) = res.get(&(k + PLAN_STEP_S)) {
-            cross += r * next;
-            sq += r * r;
-            pairs += 1;
-        }
-    }
-    if pairs < MIN_PAIRS || sq <= 0.0 {
-        return 0.0;
-    }
-    (cross / sq).clamp(0.0, MAX_CARRY)
-}
-
 /// How much of a quarter's residual the history says carries into the next: the lag-1
 /// autocorrelation of the measured residuals, within [0, 0.9]; 0 before two days of pairs.
 pub fn persistence(cfg: &ForecastConfig, history: &History) -> f64 {
-    carry(&residuals(&samples(cfg.tz, history)))
+    carry(&residuals(&samples(cfg.tz, history)), MIN_PAIRS, MAX_CARRY)
 }
 
 /// Building load per quarter from the one containing `now`, W.
 pub fn forecast(cfg: &ForecastConfig, history: &History, now: DateTime<Utc>, n: usize) -> Vec<f64> {
     let by = samples(cfg.tz, history);
     let res = residuals(&by);
-    let rho = carry(&res);
+    let rho = carry(&res, MIN_PAIRS, MAX_CARRY);
     let last = res.last_key_value().map(|(&k, &r)| (k, r));
     quarter_starts(now, n)
         .map(|start| {
@@ -130,15 +112,7 @@ pub fn forecast(cfg: &ForecastConfig, history: &History, now: DateTime<Utc>, n: 
                 };
                 profile[(slot / 4).min(23) as usize]
             });
-            let carried = last.map_or(0.0, |(at, r)| {
-                let lag = (start.timestamp() - at) / PLAN_STEP_S;
-                if lag >= 1 {
-                    r * rho.powi(i32::try_from(lag).unwrap_or(i32::MAX))
-                } else {
-                    0.0
-                }
-            });
-            (base + carried).max(0.0)
+            (base + carried(last, rho, start)).max(0.0)
         })
         .collect()
 }

@@ -257,6 +257,37 @@ impl Forecasters {
     }
 }
 
+/// How much of one quarter's residual carries into the next: the lag-1 autocorrelation of
+/// `residuals` (keyed by the quarter's start, Unix seconds) over pairs of consecutive quarters,
+/// within [0, `max`]; 0 with fewer than `min_pairs` pairs.
+pub fn carry(residuals: &BTreeMap<i64, f64>, min_pairs: usize, max: f64) -> f64 {
+    let (mut cross, mut sq, mut pairs) = (0.0, 0.0, 0usize);
+    for (k, r) in residuals {
+        if let Some(next) = residuals.get(&(k + PLAN_STEP_S)) {
+            cross += r * next;
+            sq += r * r;
+            pairs += 1;
+        }
+    }
+    if pairs < min_pairs || sq <= 0.0 {
+        return 0.0;
+    }
+    (cross / sq).clamp(0.0, max)
+}
+
+/// The last residual of `residuals` carried to the quarter starting at `start`: `r x rho^lag`
+/// for a lag of at least one quarter, else 0.
+fn carried(last: Option<(i64, f64)>, rho: f64, start: DateTime<Utc>) -> f64 {
+    last.map_or(0.0, |(at, r)| {
+        let lag = (start.timestamp() - at) / PLAN_STEP_S;
+        if lag >= 1 {
+            r * rho.powi(i32::try_from(lag).unwrap_or(i32::MAX))
+        } else {
+            0.0
+        }
+    })
+}
+
 /// Median of `xs` (None when empty).
 fn median(xs: &mut [f64]) -> Option<f64> {
     if xs.is_empty() {

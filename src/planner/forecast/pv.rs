@@ -16,10 +16,17 @@
 //! (weight `exp(-hours ahead / 3)`) once it has [`MIN_QUARTERS`] usable quarters. Without any
 //! usable day the ratio is [`DEFAULT_RATIO`]. A day-ahead product replaces all of this for the
 //! quarters it covers.
+//!
+//! # Passing clouds
+//! A cloud over the array now is likely still there in a quarter of an hour. The last usable
+//! quarter's ratio less today's ratio (its residual) is added to the ratio of the quarters
+//! ahead, fading by `rho` per quarter: the lag-1 autocorrelation of the quarters' residuals
+//! against their own day's ratio over the kept days ([`super::carry`], within 0 to 0.9, 0
+//! before [`CLOUD_MIN_PAIRS`] pairs).
 
 use super::day_ahead::DayAhead;
 use super::solar::clear_sky_quarter_w;
-use super::{quarter_starts, ForecastConfig, History};
+use super::{carried, carry, quarter_starts, ForecastConfig, History};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::BTreeMap;
 
@@ -31,6 +38,10 @@ pub const MIN_QUARTERS: usize = 8;
 pub const RATIO_DAYS: usize = 7;
 /// Ratio without history: a middling sky.
 pub const DEFAULT_RATIO: f64 = 0.7;
+/// Pairs of consecutive daylight quarters needed before a cloud's residual carries over.
+pub const CLOUD_MIN_PAIRS: usize = 32;
+/// The most of a quarter's ratio residual that carries into the next.
+const CLOUD_MAX_CARRY: f64 = 0.9;
 /// Hours over which today's own ratio hands over to the recent one.
 const TODAY_DECAY_H: f64 = 3.0;
 
@@ -49,29 +60,51 @@ impl DaySums {
     }
 }
 
-fn day_sums(cfg: &ForecastConfig, history: &History) -> BTreeMap<NaiveDate, DaySums> {
+/// A quarter the ratio can learn from: not flagged as limited, measured, and with a clear-sky
+/// output of at least [`MIN_CLEAR_SHARE`] of the rating.
+struct Usable {
+    start: i64,
+    date: NaiveDate,
+    measured: f64,
+    clear: f64,
+}
+
+fn usable(cfg: &ForecastConfig, history: &History) -> Vec<Usable> {
     let floor_w = MIN_CLEAR_SHARE * cfg.site.ac_kw * 1000.0;
+    history
+        .quarters()
+        .filter(|q| !q.pv_limited)
+        .filter_map(|q| {
+            let measured = q.pv_w?.max(0.0);
+            let clear = clear_sky_quarter_w(&cfg.site, q.start);
+            (clear >= floor_w).then(|| Usable {
+                start: q.start.timestamp(),
+                date: q.start.with_timezone(&cfg.tz).date_naive(),
+                measured,
+                clear,
+            })
+        })
+        .collect()
+}
+
+fn day_sums(quarters: &[Usable]) -> BTreeMap<NaiveDate, DaySums> {
     let mut days: BTreeMap<NaiveDate, DaySums> = BTreeMap::new();
-    for q in history.quarters().filter(|q| !q.pv_limited) {
-        let Some(measured) = q.pv_w else { continue };
-        let clear = clear_sky_quarter_w(&cfg.site, q.start);
-        if clear < floor_w {
-            continue;
-        }
-        let d = days
-            .entry(q.start.with_timezone(&cfg.tz).date_naive())
-            .or_default();
-        d.measured += measured.max(0.0);
-        d.clear += clear;
+    for q in quarters {
+        let d = days.entry(q.date).or_default();
+        d.measured += q.measured;
+        d.clear += q.clear;
         d.quarters += 1;
     }
     days
 }
 
 /// The ratio for days after today and today's own ratio so far (if usable).
-pub fn ratios(cfg: &ForecastConfig, history: &History, now: DateTime<Utc>) -> (f64, Option<f64>) {
+fn ratios(
+    cfg: &ForecastConfig,
+    days: &BTreeMap<NaiveDate, DaySums>,
+    now: DateTime<Utc>,
+) -> (f64, Option<f64>) {
     let today = now.with_timezone(&cfg.tz).date_naive();
-    let days = day_sums(cfg, history);
     let today_ratio = days.get(&today).and_then(DaySums::ratio);
     let recent: Vec<f64> = days
         .range(..today)
@@ -93,6 +126,40 @@ pub fn ratios(cfg: &ForecastConfig, history: &History, now: DateTime<Utc>) -> (f
     (base, today_ratio)
 }
 
+/// Each usable quarter's measured/clear-sky ratio less its day's ratio (`day_ratio` of its
+/// local date; quarters of a day without one are left out), keyed by the quarter's start.
+fn ratio_residuals(
+    quarters: &[Usable],
+    day_ratio: impl Fn(NaiveDate) -> Option<f64>,
+) -> BTreeMap<i64, f64> {
+    quarters
+        .iter()
+        .filter_map(|q| Some((q.start, q.measured / q.clear - day_ratio(q.date)?)))
+        .collect()
+}
+
+/// What passing clouds leave for the quarters ahead: the persistence of the quarters' ratio
+/// residuals over the kept days ([`super::carry`]), and today's last residual against the ratio
+/// the forecast uses for today (its own once usable, else the recent one).
+fn cloud_carry(
+    quarters: &[Usable],
+    days: &BTreeMap<NaiveDate, DaySums>,
+    today: NaiveDate,
+    today_ratio: f64,
+) -> (f64, Option<(i64, f64)>) {
+    let rho = carry(
+        &ratio_residuals(quarters, |d| days.get(&d).and_then(DaySums::ratio)),
+        CLOUD_MIN_PAIRS,
+        CLOUD_MAX_CARRY,
+    );
+    let last = quarters
+        .iter()
+        .rev()
+        .find(|q| q.date == today)
+        .map(|q| (q.start, q.measured / q.clear - today_ratio));
+    (rho, last)
+}
+
 /// PV available per quarter from the one containing `now`, W.
 pub fn forecast(
     cfg: &ForecastConfig,
@@ -101,8 +168,11 @@ pub fn forecast(
     now: DateTime<Utc>,
     n: usize,
 ) -> Vec<f64> {
-    let (base, today_ratio) = ratios(cfg, history, now);
+    let quarters = usable(cfg, history);
+    let days = day_sums(&quarters);
+    let (base, today_ratio) = ratios(cfg, &days, now);
     let today = now.with_timezone(&cfg.tz).date_naive();
+    let (rho, last) = cloud_carry(&quarters, &days, today, today_ratio.unwrap_or(base));
     let rating_w = cfg.site.ac_kw * 1000.0;
     quarter_starts(now, n)
         .map(|start| {
@@ -117,6 +187,7 @@ pub fn forecast(
                 }
                 _ => base,
             };
+            let ratio = (ratio + carried(last, rho, start)).clamp(0.0, 1.5);
             (ratio * clear_sky_quarter_w(&cfg.site, start)).clamp(0.0, rating_w)
         })
         .collect()
