@@ -8,8 +8,8 @@
 //!
 //! What the median cannot know is what is running now. The last measured quarter's departure
 //! from its own median (its residual) carries into the quarters ahead, fading by the lag-1
-//! autocorrelation of the residuals the station measured itself ([`persistence`], [`super::carry`]): a load step that
-//! is on now is expected to last a while, noise is not.
+//! autocorrelation of the residuals the station measured itself ([`persistence`],
+//! [`super::carry`]): a load step that is on now is expected to last a while, noise is not.
 
 use super::{carried, carry, median, quarter_starts, ForecastConfig, History};
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc, Weekday};

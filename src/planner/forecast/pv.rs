@@ -36,6 +36,9 @@ pub const MIN_CLEAR_SHARE: f64 = 0.1;
 pub const MIN_QUARTERS: usize = 8;
 /// Past days the ratio is taken from.
 pub const RATIO_DAYS: usize = 7;
+/// The highest measured/clear-sky ratio believed (cloud-edge reflections, a model below the
+/// array's real output).
+const MAX_RATIO: f64 = 1.5;
 /// Ratio without history: a middling sky.
 pub const DEFAULT_RATIO: f64 = 0.7;
 /// Pairs of consecutive daylight quarters needed before a cloud's residual carries over.
@@ -56,7 +59,7 @@ struct DaySums {
 impl DaySums {
     fn ratio(&self) -> Option<f64> {
         (self.quarters >= MIN_QUARTERS && self.clear > 0.0)
-            .then(|| (self.measured / self.clear).clamp(0.0, 1.5))
+            .then(|| (self.measured / self.clear).clamp(0.0, MAX_RATIO))
     }
 }
 
@@ -187,7 +190,7 @@ pub fn forecast(
                 }
                 _ => base,
             };
-            let ratio = (ratio + carried(last, rho, start)).clamp(0.0, 1.5);
+            let ratio = (ratio + carried(last, rho, start)).clamp(0.0, MAX_RATIO);
             (ratio * clear_sky_quarter_w(&cfg.site, start)).clamp(0.0, rating_w)
         })
         .collect()
