@@ -72,7 +72,10 @@
 //! leaves), and when the budgeted cars' powers exceed what the plan's import ceiling leaves
 //! them now (battery at its hard discharge bound), each is held back in proportion toward
 //! that must; step 6's economic choice is replaced by the power that reaches the SoC target
-//! by the step's end (within the charge and hard discharge bounds), and peak shaving works
+//! by the step's end (within the charge and hard discharge bounds), or more while discharging
+//! pays at the price now and the import would exceed the plan's (up to the economic bound: a
+//! forecast miss or a car at its full-power allowance is served from the battery, not bought
+//! at that price; the next plan starts from the SoC this leaves), and peak shaving works
 //! toward the plan's import ceiling with the hard discharge bound. The import limit, the SoC
 //! window, the BMS and charger limits and the stale-grid rules apply unchanged. Without a
 //! budget (or after it expires) nothing of this runs.
@@ -250,6 +253,7 @@ struct Planned {
     /// Power that reaches the SoC target by the step's end (> 0 discharge), within the bounds.
     battery: Option<Watts>,
     import_ceiling: Watts,
+    import: Option<Watts>,
 }
 
 /// Share of a charger's full power a car is counted on for after the running step when
@@ -289,6 +293,7 @@ fn planned_now(
     Some(Planned {
         battery,
         import_ceiling: budget.import_ceiling,
+        import: budget.planned_import,
     })
 }
 
@@ -819,8 +824,10 @@ fn economic_battery(
     net: NetLoad,
     plan: &mut Plan,
 ) -> Watts {
-    if let Some(battery) = inputs.planned.and_then(|p| p.battery) {
-        return battery;
+    if let Some(p) = inputs.planned {
+        if let Some(battery) = p.battery {
+            return absorbed(battery, p.import, net, bounds, tariff, plan);
+        }
     }
     if net.avail.0 < 0.0 {
         let battery = -bounds.charge_max.min(-net.avail);
@@ -863,6 +870,32 @@ fn economic_battery(
     if battery.0 < -EPS_W {
         plan.reasons
             .push(Reason::BatteryChargingValley { power: -battery });
+    }
+    battery
+}
+
+/// Under a plan the battery moves to its SoC target; import above what the plan expects (a
+/// car taking its full-power allowance, a load above its forecast) is served from the battery
+/// as well while discharging pays at the price now ([`TariffPosition::arbitrage`]) rather than
+/// bought at that price. The next plan starts from the SoC this leaves.
+fn absorbed(
+    battery: Watts,
+    planned_import: Option<Watts>,
+    net: NetLoad,
+    bounds: &BatteryBounds,
+    tariff: &TariffPosition,
+    plan: &mut Plan,
+) -> Watts {
+    let Some(planned_import) = planned_import.filter(|_| tariff.arbitrage) else {
+        return battery;
+    };
+    let want = (net.expected - planned_import).min(bounds.discharge_econ);
+    if want.0 > battery.0 + EPS_W {
+        plan.reasons.push(Reason::BatteryAbovePlan {
+            power: want,
+            planned_import,
+        });
+        return want;
     }
     battery
 }

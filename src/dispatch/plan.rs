@@ -80,6 +80,9 @@ pub enum Reason {
     BatteryPeakTariff { power: Watts },
     /// Battery discharging to keep the 15-minute import under the demand target.
     BatteryPeakShaving { power: Watts, target: Watts },
+    /// Battery discharging more than the plan's SoC target asks: the import would exceed what
+    /// the plan expects at a price that pays for the battery's energy.
+    BatteryAbovePlan { power: Watts, planned_import: Watts },
     /// Battery discharging to keep import under the contracted limit.
     BatteryImportLimit { power: Watts },
     /// Battery charging from PV surplus.
@@ -114,6 +117,7 @@ impl Reason {
             Reason::ChargerRangeEmpty { .. } => "charger_range_empty",
             Reason::BatteryPeakTariff { .. } => "battery_peak_tariff",
             Reason::BatteryPeakShaving { .. } => "battery_peak_shaving",
+            Reason::BatteryAbovePlan { .. } => "battery_above_plan",
             Reason::BatteryImportLimit { .. } => "battery_import_limit",
             Reason::BatteryChargingPv { .. } => "battery_charging_pv",
             Reason::BatteryChargingValley { .. } => "battery_charging_valley",
@@ -175,6 +179,15 @@ impl fmt::Display for Reason {
                 "battery discharging {} kW: keeping import under {} kW for the demand charge",
                 kw(*power),
                 kw(*target)
+            ),
+            Reason::BatteryAbovePlan {
+                power,
+                planned_import,
+            } => write!(
+                f,
+                "battery discharging {} kW: import above the plan's {} kW at a price that pays",
+                kw(*power),
+                kw(*planned_import)
             ),
             Reason::BatteryImportLimit { power } => {
                 write!(

@@ -275,6 +275,9 @@ pub struct PlanBudget {
     pub until: DateTime<Utc>,
     /// The 15-minute average import the step may reach (the planned demand peak).
     pub import_ceiling: Watts,
+    /// The import the plan expects over the rest of the step (None: not given). Import above
+    /// it is served from the battery while discharging pays at the price now.
+    pub planned_import: Option<Watts>,
     /// Battery state of charge to reach by `until`, %.
     pub battery_soc_target_pct: Option<f64>,
     /// The PCS's one-way efficiency, to turn stored energy into AC power (1.0: lossless).

@@ -999,6 +999,7 @@ fn budget(until: DateTime<Utc>, soc_target: f64, chargers: Vec<(ChargerId, f64)>
     PlanBudget {
         until,
         import_ceiling: Watts::from_kw(60.0),
+        planned_import: None,
         battery_soc_target_pct: Some(soc_target),
         battery_efficiency: 1.0,
         chargers: chargers
@@ -1068,6 +1069,33 @@ fn a_plan_budget_moves_the_battery_to_its_soc_target_by_the_end_of_the_step() {
     st.set_plan_budget(Some(budget(local(19, 15), 52.0, Vec::new())));
     let plan = decide(&s, &p, &mut st, local(19, 0));
     assert!(plan.battery.0 < -1000.0, "{:?}", plan.battery);
+}
+
+#[test]
+fn import_above_the_plans_is_served_from_the_battery_while_discharging_pays() {
+    let p = Policy::default();
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(30.0));
+    // The plan holds the battery at 50 % and expects 20 kW of import; the building draws 30.
+    let expecting_20_kw = |until| PlanBudget {
+        planned_import: Some(Watts::from_kw(20.0)),
+        ..budget(until, 50.0, Vec::new())
+    };
+    // Evening peak (1.10 CNY/kWh): the battery serves the 10 kW the plan did not expect.
+    let mut st = DispatchState::new();
+    st.set_plan_budget(Some(expecting_20_kw(local(19, 15))));
+    let plan = decide(&s, &p, &mut st, local(19, 0));
+    assert!(
+        (plan.battery.0 - 10_000.0).abs() < 100.0,
+        "{:?}",
+        plan.battery
+    );
+    assert!(plan.has_reason("battery_above_plan"));
+    // Valley (0.30): the grid's energy is the cheaper; the battery keeps to its target.
+    let mut st = DispatchState::new();
+    st.set_plan_budget(Some(expecting_20_kw(local(3, 15))));
+    let plan = decide(&s, &p, &mut st, local(3, 0));
+    assert!(plan.battery.0.abs() < 100.0, "{:?}", plan.battery);
 }
 
 #[test]

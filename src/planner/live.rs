@@ -111,6 +111,7 @@ pub fn budget(
     Some(PlanBudget {
         until: step.end,
         import_ceiling: Watts(step.import_ceiling_w),
+        planned_import: Some(Watts(step.planned_import_w)),
         battery_soc_target_pct: Some(step.battery_soc_target_pct),
         battery_efficiency,
         chargers,
