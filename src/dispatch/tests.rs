@@ -1099,6 +1099,41 @@ fn import_above_the_plans_is_served_from_the_battery_while_discharging_pays() {
 }
 
 #[test]
+fn a_surplus_the_plan_does_not_export_is_stored_in_the_battery_not_sold() {
+    let p = Policy::default();
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(30.0));
+    s.pv.power = Reading::fresh(Watts::from_kw(50.0));
+    s.grid.power = Reading::fresh(Watts::from_kw(-20.0));
+    // The plan holds the battery at 50 % (where it is) and expects 5 kW of import; PV runs
+    // 20 kW above the building.
+    let expecting = |import_kw| PlanBudget {
+        planned_import: Some(Watts::from_kw(import_kw)),
+        ..budget(local(12, 15), 50.0, Vec::new())
+    };
+    let mut st = DispatchState::new();
+    st.set_plan_budget(Some(expecting(5.0)));
+    let plan = decide(&s, &p, &mut st, local(12, 0));
+    assert!(
+        (plan.battery.0 + 20_000.0).abs() < 100.0,
+        "{:?}",
+        plan.battery
+    );
+    assert!(plan.balance.grid.0.abs() < 100.0, "{:?}", plan.balance);
+    assert!(plan.has_reason("battery_charging_pv"));
+    // A plan that exports on purpose (20 kW planned out) keeps the battery at its target.
+    let mut st = DispatchState::new();
+    st.set_plan_budget(Some(expecting(-20.0)));
+    let plan = decide(&s, &p, &mut st, local(12, 0));
+    assert!(plan.battery.0.abs() < 100.0, "{:?}", plan.battery);
+    assert!(
+        (plan.balance.grid.0 + 20_000.0).abs() < 100.0,
+        "{:?}",
+        plan.balance
+    );
+}
+
+#[test]
 fn a_plan_budget_never_lifts_the_import_above_the_limit() {
     let p = exact();
     let mut s = Snapshot::reference_idle(0);
