@@ -897,8 +897,10 @@ fn absorbed(
         return battery;
     };
     if let Some(stored) = stored_surplus(battery, planned_import, net, bounds) {
-        plan.reasons
-            .push(Reason::BatteryChargingPv { power: -stored });
+        plan.reasons.push(Reason::BatteryBelowPlan {
+            power: stored,
+            planned_import,
+        });
         return stored;
     }
     if !tariff.arbitrage {

@@ -83,6 +83,9 @@ pub enum Reason {
     /// Battery discharging more than the plan's SoC target asks: the import would exceed what
     /// the plan expects at a price that pays for the battery's energy.
     BatteryAbovePlan { power: Watts, planned_import: Watts },
+    /// Battery charging more (or discharging less) than the plan's SoC target asks: the grid
+    /// would export a surplus the plan's step does not, and storing it pays more than selling.
+    BatteryBelowPlan { power: Watts, planned_import: Watts },
     /// Battery discharging to keep import under the contracted limit.
     BatteryImportLimit { power: Watts },
     /// Battery charging from PV surplus.
@@ -118,6 +121,7 @@ impl Reason {
             Reason::BatteryPeakTariff { .. } => "battery_peak_tariff",
             Reason::BatteryPeakShaving { .. } => "battery_peak_shaving",
             Reason::BatteryAbovePlan { .. } => "battery_above_plan",
+            Reason::BatteryBelowPlan { .. } => "battery_below_plan",
             Reason::BatteryImportLimit { .. } => "battery_import_limit",
             Reason::BatteryChargingPv { .. } => "battery_charging_pv",
             Reason::BatteryChargingValley { .. } => "battery_charging_valley",
@@ -186,6 +190,15 @@ impl fmt::Display for Reason {
             } => write!(
                 f,
                 "battery discharging {} kW: import above the plan's {} kW at a price that pays",
+                kw(*power),
+                kw(*planned_import)
+            ),
+            Reason::BatteryBelowPlan {
+                power,
+                planned_import,
+            } => write!(
+                f,
+                "battery at {} kW: a surplus the plan does not export ({} kW import planned) is stored",
                 kw(*power),
                 kw(*planned_import)
             ),

@@ -1120,7 +1120,7 @@ fn a_surplus_the_plan_does_not_export_is_stored_in_the_battery_not_sold() {
         plan.battery
     );
     assert!(plan.balance.grid.0.abs() < 100.0, "{:?}", plan.balance);
-    assert!(plan.has_reason("battery_charging_pv"));
+    assert!(plan.has_reason("battery_below_plan"));
     // A plan that exports on purpose (20 kW planned out) keeps the battery at its target.
     let mut st = DispatchState::new();
     st.set_plan_budget(Some(expecting(-20.0)));
