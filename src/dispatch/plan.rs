@@ -85,7 +85,7 @@ pub enum Reason {
     BatteryAbovePlan { power: Watts, planned_import: Watts },
     /// Battery charging more (or discharging less) than the plan's SoC target asks: the grid
     /// would export a surplus the plan's step does not, and storing it pays more than selling.
-    BatteryBelowPlan { power: Watts, planned_import: Watts },
+    BatteryBelowPlan { power: Watts },
     /// Battery discharging to keep import under the contracted limit.
     BatteryImportLimit { power: Watts },
     /// Battery charging from PV surplus.
@@ -193,14 +193,10 @@ impl fmt::Display for Reason {
                 kw(*power),
                 kw(*planned_import)
             ),
-            Reason::BatteryBelowPlan {
-                power,
-                planned_import,
-            } => write!(
+            Reason::BatteryBelowPlan { power } => write!(
                 f,
-                "battery at {} kW: a surplus the plan does not export ({} kW import planned) is stored",
-                kw(*power),
-                kw(*planned_import)
+                "battery at {} kW (> 0 discharge): a surplus the plan does not export is stored",
+                kw(*power)
             ),
             Reason::BatteryImportLimit { power } => {
                 write!(

@@ -278,6 +278,9 @@ pub struct PlanBudget {
     /// The import the plan expects over the rest of the step (None: not given). Import above
     /// it is served from the battery while discharging pays at the price now.
     pub planned_import: Option<Watts>,
+    /// The export the plan expects over the rest of the step (None: not given). While it is
+    /// zero, a surplus the grid would take is stored in the battery instead.
+    pub planned_export: Option<Watts>,
     /// Battery state of charge to reach by `until`, %.
     pub battery_soc_target_pct: Option<f64>,
     /// The PCS's one-way efficiency, to turn stored energy into AC power (1.0: lossless).

@@ -1000,6 +1000,7 @@ fn budget(until: DateTime<Utc>, soc_target: f64, chargers: Vec<(ChargerId, f64)>
         until,
         import_ceiling: Watts::from_kw(60.0),
         planned_import: None,
+        planned_export: None,
         battery_soc_target_pct: Some(soc_target),
         battery_efficiency: 1.0,
         chargers: chargers
@@ -1105,14 +1106,15 @@ fn a_surplus_the_plan_does_not_export_is_stored_in_the_battery_not_sold() {
     s.building = Reading::fresh(Watts::from_kw(30.0));
     s.pv.power = Reading::fresh(Watts::from_kw(50.0));
     s.grid.power = Reading::fresh(Watts::from_kw(-20.0));
-    // The plan holds the battery at 50 % (where it is) and expects 5 kW of import; PV runs
-    // 20 kW above the building.
-    let expecting = |import_kw| PlanBudget {
+    // The plan holds the battery at 50 % (where it is) and expects 5 kW of import and no
+    // export; PV runs 20 kW above the building.
+    let expecting = |import_kw, export_kw| PlanBudget {
         planned_import: Some(Watts::from_kw(import_kw)),
+        planned_export: Some(Watts::from_kw(export_kw)),
         ..budget(local(12, 15), 50.0, Vec::new())
     };
     let mut st = DispatchState::new();
-    st.set_plan_budget(Some(expecting(5.0)));
+    st.set_plan_budget(Some(expecting(5.0, 0.0)));
     let plan = decide(&s, &p, &mut st, local(12, 0));
     assert!(
         (plan.battery.0 + 20_000.0).abs() < 100.0,
@@ -1123,7 +1125,7 @@ fn a_surplus_the_plan_does_not_export_is_stored_in_the_battery_not_sold() {
     assert!(plan.has_reason("battery_below_plan"));
     // A plan that exports on purpose (20 kW planned out) keeps the battery at its target.
     let mut st = DispatchState::new();
-    st.set_plan_budget(Some(expecting(-20.0)));
+    st.set_plan_budget(Some(expecting(0.0, 20.0)));
     let plan = decide(&s, &p, &mut st, local(12, 0));
     assert!(plan.battery.0.abs() < 100.0, "{:?}", plan.battery);
     assert!(

@@ -194,6 +194,7 @@ fn plan_json(v: &PlanView, now: DateTime<Utc>) -> Value {
                 "end": st.end,
                 "import_ceiling_w": st.import_ceiling_w,
                 "planned_import_w": st.planned_import_w,
+                "planned_export_w": st.planned_export_w,
                 "battery_soc_target_pct": st.battery_soc_target_pct,
                 "pv_forecast_w": at(f.map(|f| &f.pv_w)),
                 "building_forecast_w": at(f.map(|f| &f.building_w)),

@@ -112,6 +112,7 @@ pub fn budget(
         until: step.end,
         import_ceiling: Watts(step.import_ceiling_w),
         planned_import: Some(Watts(step.planned_import_w)),
+        planned_export: Some(Watts(step.planned_export_w)),
         battery_soc_target_pct: Some(step.battery_soc_target_pct),
         battery_efficiency,
         chargers,
@@ -135,6 +136,7 @@ mod tests {
             end: t(b),
             import_ceiling_w: 80_000.0,
             planned_import_w: 50_000.0,
+            planned_export_w: 0.0,
             battery_soc_target_pct: 50.0 + a as f64,
             cars: vec![PlanCar {
                 charger: 2,

@@ -163,6 +163,8 @@ pub struct StepBudget {
     pub import_ceiling_w: f64,
     /// Planned average import, W.
     pub planned_import_w: f64,
+    /// Planned average export, W.
+    pub planned_export_w: f64,
     /// Battery state of charge planned at the end of the step, %.
     pub battery_soc_target_pct: f64,
     /// Plugged cars only (cars the forecast expects get budgets once they plug in).
@@ -352,6 +354,7 @@ fn budgets(
             end: f.start + step * (t as i32 + 1),
             import_ceiling_w: ceiling_w,
             planned_import_w: s.import_w,
+            planned_export_w: s.export_w,
             battery_soc_target_pct: s.soc_pct,
             cars: state
                 .plugged

@@ -552,9 +552,11 @@
   const PLAN_SERIES = [
     { key: "pv_forecast_w", cls: "pv" },
     { key: "building_forecast_w", cls: "building" },
-    { key: "planned_import_w", cls: "grid" },
+    // Signed like the measured grid line: planned export below zero.
+    { key: "planned_import_w", cls: "grid", value: (st) => st.planned_import_w - (st.planned_export_w || 0) },
   ];
   const PLAN_AHEAD_MS = 12 * 3600000;
+  const planValue = (s, st) => (s.value ? s.value(st) : st[s.key]);
 
   function planPoints(plan, fromMs) {
     const steps = plan && Array.isArray(plan.steps) ? plan.steps : [];
@@ -568,7 +570,7 @@
     for (const s of PLAN_SERIES) {
       const pts = [];
       for (const st of steps) {
-        const v = st[s.key];
+        const v = planValue(s, st);
         if (isNum(v)) {
           pts.push(x(st.ms).toFixed(1) + "," + y(v).toFixed(1));
           pts.push(x(st.endMs).toFixed(1) + "," + y(v).toFixed(1));
@@ -606,7 +608,7 @@
       if (isNum(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
     }
     for (const st of ahead) for (const s of PLAN_SERIES) {
-      const v = st[s.key];
+      const v = planValue(s, st);
       if (isNum(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
     }
     const pad = (hi - lo) * 0.06;
