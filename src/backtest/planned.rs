@@ -25,7 +25,7 @@
 use super::foresight::battery_input;
 use super::objective::ObjectiveValues;
 use super::optimum::{GridInput, DEMAND_CHARGE_MONTH_DAYS};
-use crate::dispatch::{ChargerId, DispatchState, PlanBudget, Policy};
+use crate::dispatch::{month_key, ChargerId, DispatchState, PlanBudget, Policy};
 use crate::planner::forecast::{
     quarter_start, ChargerDefaults, ForecastConfig, Forecasters, LoadProfile, PastQuarter,
     PastSession, Site,
@@ -73,6 +73,8 @@ pub struct PlannerHook {
     cfg: PlannerConfig,
     source: Source,
     window_end: DateTime<Utc>,
+    /// The site's time zone as the dispatch core bills the demand charge in it.
+    tz: chrono_tz::Tz,
     plan: Option<PlanBudgets>,
     next_plan_at: Option<DateTime<Utc>>,
     plugged: Vec<bool>,
@@ -162,11 +164,17 @@ fn warmed_up(scenario: &Scenario, seed: u64, start: DateTime<Utc>) -> Forecaster
 }
 
 impl PlannerHook {
-    fn new(cfg: PlannerConfig, source: Source, window_end: DateTime<Utc>) -> Self {
+    fn new(
+        cfg: PlannerConfig,
+        source: Source,
+        window_end: DateTime<Utc>,
+        tz: chrono_tz::Tz,
+    ) -> Self {
         PlannerHook {
             cfg,
             source,
             window_end,
+            tz,
             plan: None,
             next_plan_at: None,
             plugged: Vec::new(),
@@ -181,7 +189,7 @@ impl PlannerHook {
         let exo = exogenous_forecast(scenario, seed, scenario.start_utc(), days);
         let end = scenario.start_utc() + Duration::days(i64::from(days));
         let cfg = planner_config(scenario, policy, days);
-        Self::new(cfg, Source::Perfect(Box::new(exo)), end)
+        Self::new(cfg, Source::Perfect(Box::new(exo)), end, policy.timezone)
     }
 
     /// A planner with the station's own forecasters (see the module documentation).
@@ -195,7 +203,7 @@ impl PlannerHook {
         };
         let end = start + Duration::days(i64::from(days));
         let cfg = planner_config(scenario, policy, days);
-        Self::new(cfg, Source::Causal(Box::new(causal)), end)
+        Self::new(cfg, Source::Causal(Box::new(causal)), end, policy.timezone)
     }
 
     /// The run's name: `planner_perfect` or `planner`.
@@ -239,7 +247,7 @@ impl PlannerHook {
         let plan_state = PlanState {
             soc_pct: view.battery.soc_pct,
             // Before this cycle's `decide`: the window that ended at this quarter counts.
-            month_peak_so_far_w: state.demand().month_peak_at(now).0,
+            month_peak_so_far_w: state.demand().month_peak_at(now, month_key(now, self.tz)).0,
             plugged: plugged_cars(view, self.window_end),
         };
         let started = crate::clock::monotonic();

@@ -129,7 +129,8 @@ impl Controller {
     fn follow_plan(&mut self, now: DateTime<Utc>, snap: &dispatch::Snapshot) -> Option<CycleState> {
         let live = self.planning.as_mut()?;
         let ledger = self.shared.ledger_view();
-        let state = planning::cycle_state(now, snap, &self.plan, &self.state, |id| {
+        let tz = self.config.policy.timezone;
+        let state = planning::cycle_state(now, tz, snap, &self.plan, &self.state, |id| {
             ledger
                 .open_sessions
                 .iter()

@@ -290,9 +290,11 @@ impl LivePlan {
     }
 }
 
-/// The cycle's state for the planner, from the snapshot, plan and dispatch state.
+/// The cycle's state for the planner, from the snapshot, plan and dispatch state; `tz` is the
+/// site's time zone, whose calendar month the demand charge is billed over.
 pub fn cycle_state(
     now: DateTime<Utc>,
+    tz: chrono_tz::Tz,
     snap: &Snapshot,
     plan: &Plan,
     state: &DispatchState,
@@ -307,7 +309,10 @@ pub fn cycle_state(
         max_discharge_w: b.max_discharge.value(),
         health: b.health,
         // Built before the cycle's `decide`: the window that ended at this quarter counts.
-        month_peak_w: state.demand().month_peak_at(now).value(),
+        month_peak_w: state
+            .demand()
+            .month_peak_at(now, crate::dispatch::month_key(now, tz))
+            .value(),
         pv_limited: plan.pv_limit.value() < 99.5,
         chargers: snap
             .chargers
@@ -617,12 +622,16 @@ mod tests {
         let mut snap = Snapshot::reference_idle(2);
         let mut state = DispatchState::new();
         let plan = decide(&snap, &Policy::default(), &mut state, now);
-        let fresh = cycle_state(now, &snap, &plan, &state, |_| None);
+        let fresh = cycle_state(now, chrono_tz::Asia::Shanghai, &snap, &plan, &state, |_| {
+            None
+        });
         assert!((fresh.chargers[0].max_w - 32.0 * 3.0 * PHASE_V).abs() < 1e-6);
         snap.chargers[0].current = [Amps(16.0), Amps(0.0), Amps(0.0)];
         snap.chargers[0].power = Watts(16.0 * PHASE_V);
         let plan = decide(&snap, &Policy::default(), &mut state, now);
-        let seen = cycle_state(now, &snap, &plan, &state, |_| None);
+        let seen = cycle_state(now, chrono_tz::Asia::Shanghai, &snap, &plan, &state, |_| {
+            None
+        });
         assert!((seen.chargers[0].max_w - 32.0 * PHASE_V).abs() < 1e-6);
         assert!((seen.chargers[1].max_w - 32.0 * 3.0 * PHASE_V).abs() < 1e-6);
     }

@@ -101,10 +101,10 @@ pub use snapshot::{
     BatterySnapshot, ChargerId, ChargerSnapshot, ChargerState, Freshness, GridSnapshot,
     HealthLimits, PvSnapshot, Reading, Snapshot,
 };
-pub use state::{CarBudget, DemandState, DemandTracker, DispatchState, PlanBudget};
+pub use state::{month_key, CarBudget, DemandState, DemandTracker, DispatchState, PlanBudget};
 
 use crate::units::{Amps, Percent, Watts, NOMINAL_VOLTAGE};
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 use state::{Role, Work};
 
 /// Share of the PV rating added to the measured output while the inverter sits at its limit.
@@ -213,9 +213,8 @@ fn cycle_clock(
     plan: &mut Plan,
 ) -> CycleClock {
     let dt = state.elapsed_s(now, policy.cycle_s);
-    let local = now.with_timezone(&policy.timezone);
     let minute = policy.local_minute(now);
-    let month_key = local.year() * 12 + local.month() as i32;
+    let month_key = state::month_key(now, policy.timezone);
     state.sync_roster(&snapshot.chargers, now);
     let grid_now = snapshot.grid.power.fresh_value();
     state.demand.update(now, grid_now, dt, month_key);

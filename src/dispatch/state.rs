@@ -2,7 +2,7 @@
 
 use super::snapshot::{ChargerId, ChargerSnapshot};
 use crate::units::{Amps, Watts};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 
 /// Length of the demand-charge averaging window, s.
 pub const DEMAND_WINDOW_S: i64 = 900;
@@ -107,6 +107,13 @@ impl Default for DemandTracker {
     }
 }
 
+/// Local `year * 12 + month` of `now` in the site's time zone `tz`: the demand charge's
+/// billing month.
+pub fn month_key(now: DateTime<Utc>, tz: chrono_tz::Tz) -> i32 {
+    let local = now.with_timezone(&tz);
+    local.year() * 12 + local.month() as i32
+}
+
 impl DemandTracker {
     /// Account `grid` (import > 0; `None` when unknown) over the last `dt_s` seconds, closing
     /// the window when `now` has moved into a new one.
@@ -140,10 +147,16 @@ impl DemandTracker {
         self.month_peak
     }
 
-    /// The month's peak as it stands at `now`: with the open window's average once `now` has
-    /// moved past it (the cycle's next update closes it), so a caller that looks before the
-    /// cycle's update does not miss the window that just ended.
-    pub fn month_peak_at(&self, now: DateTime<Utc>) -> Watts {
+    /// The month's peak as it stands at `now`, in the billing month `month_key`
+    /// ([`month_key`] of `now`): with the open window's average once `now` has moved past it
+    /// (the cycle's next update closes it), so a caller that looks before the cycle's update
+    /// does not miss the window that just ended; zero once `now` is in a month the tracker has
+    /// not seen yet (the window that just ended belongs to the month before, whose peak the new
+    /// month does not inherit).
+    pub fn month_peak_at(&self, now: DateTime<Utc>, month_key: i32) -> Watts {
+        if month_key != self.month_key {
+            return Watts::ZERO;
+        }
         let ws = window_start_s(now);
         match self.window_start_s {
             Some(open) if open != ws => self

@@ -1285,11 +1285,41 @@ fn the_months_peak_at_a_quarters_start_counts_the_window_that_just_ended() {
     // 900 cycles from 8:00:00 fill the 8:00 window; the cycle at 8:15:00 has not run yet.
     run(&mut s, &p, &mut st, local(8, 0), 900);
     assert_eq!(st.demand().month_peak(), Watts::ZERO);
-    let at_quarter = st.demand().month_peak_at(local(8, 15)).0;
+    let june = month_key(local(8, 0), p.timezone);
+    let at_quarter = st.demand().month_peak_at(local(8, 15), june).0;
     assert!((at_quarter - 130_000.0).abs() < 200.0, "{at_quarter}");
     // Inside the open window nothing has closed yet.
     assert_eq!(
-        st.demand().month_peak_at(secs(local(8, 0), 899)),
+        st.demand().month_peak_at(secs(local(8, 0), 899), june),
         Watts::ZERO
     );
+}
+
+#[test]
+fn a_new_month_starts_without_the_last_ones_peak_even_before_its_first_cycle() {
+    let p = shaving_only(exact());
+    let mut s = Snapshot::reference_idle(0);
+    s.battery.online = false;
+    s.building = Reading::fresh(Watts::from_kw(130.0));
+    let mut st = DispatchState::new();
+    // The last quarter of June, local time: 130 kW from 23:45 to midnight.
+    let last_quarter = chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 6, 30, 23, 45, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    run(&mut s, &p, &mut st, last_quarter, 900);
+    let midnight = secs(last_quarter, 900);
+    let (june, july) = (
+        month_key(last_quarter, p.timezone),
+        month_key(midnight, p.timezone),
+    );
+    assert_eq!(july, june + 1);
+    // A planner looking at midnight, before the cycle's update, plans July from nothing: the
+    // window that just ended is June's.
+    assert_eq!(st.demand().month_peak_at(midnight, july), Watts::ZERO);
+    let in_june = st.demand().month_peak_at(midnight, june).0;
+    assert!((in_june - 130_000.0).abs() < 200.0, "{in_june}");
+    // And after July's first cycle the tracker agrees.
+    run(&mut s, &p, &mut st, midnight, 1);
+    assert_eq!(st.demand().month_peak(), Watts::ZERO);
 }
