@@ -76,8 +76,8 @@
 //! pays at the price now and the import would exceed the plan's (up to the economic bound: a
 //! forecast miss or a car at its full-power allowance is served from the battery, not bought
 //! at that price; the next plan starts from the SoC this leaves), or more charging when the
-//! grid would export a surplus the plan's step does not (stored, not sold), and peak shaving works
-//! toward the plan's import ceiling with the hard discharge bound. The import limit, the SoC
+//! grid would export a surplus the plan's step does not (stored, not sold), and peak shaving
+//! works toward the plan's import ceiling with the hard discharge bound. The import limit, the SoC
 //! window, the BMS and charger limits and the stale-grid rules apply unchanged. Without a
 //! budget (or after it expires) nothing of this runs.
 //!
@@ -917,10 +917,9 @@ fn absorbed(
 /// export) but the SoC target would send to the grid: the whole surplus, up to the charge
 /// bound, or only a smaller discharge. None when the target already keeps it, the plan exports
 /// on purpose in this step (its battery may be kept for a later surplus), or the plan does not
-/// say what it exports. Measured on the
-/// 7-day backtests with perfect forecasts (cloudy winter weekday seeds 1, 2, 4, 6): a taper or
-/// a load below the quarter's average otherwise sold 70 kWh a week at 0.39 CNY/kWh that the
-/// next peak then bought at 1.10.
+/// say what it exports. Without it, a car tapering or a load below its quarter's forecast sold
+/// energy at the export price that the next peak bought back: 71 kWh in a week of the cloudy
+/// winter weekday (seed 4) with perfect forecasts.
 fn stored_surplus(
     battery: Watts,
     planned_export: Option<Watts>,
