@@ -35,6 +35,7 @@ fn case(seed: u64) -> (PlannerConfig, PlanState, Forecast, DateTime<Utc>) {
         export_price_cny_per_kwh: w.tariff.export_price_cny_per_kwh,
         demand_charge_cny_per_kw: w.tariff.demand_charge_cny_per_kw,
         demand_charge_fraction: 7.0 / 30.0,
+        period_end: None,
         unmet_cny_per_kwh: 20.0,
         stored_cny_per_kwh: 0.30 / 0.95,
     };

@@ -231,6 +231,7 @@ pub fn optimum_input(scenario: &Scenario, seed: u64, days: u32) -> Foresight {
         step_s,
         first_step_s: None,
         demand_peak_so_far_w: 0.0,
+        next_period: None,
         pv_available_w: exo.pv_available_w.clone(),
         building_w: exo.building_w.clone(),
         sessions,

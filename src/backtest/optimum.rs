@@ -32,7 +32,10 @@
 //!   costs), charged
 //!   `demand_charge_cny_per_kw x demand_charge_fraction x peak`. The tariff charges the monthly
 //!   peak; a window shorter than a month pays the prorated share `window days / 30` by default
-//!   ([`TariffInput::demand_charge_fraction`] overrides it).
+//!   ([`TariffInput::demand_charge_fraction`] overrides it). A window that crosses into the
+//!   next billing period ([`OptimumInput::next_period`], a plan near the month's end) has a
+//!   second peak variable for the steps from then on, starting from zero, at that period's
+//!   share.
 //! - Import limit: a step whose building load alone exceeds `import_limit + pv_available` cannot
 //!   be served within the limit (the battery cannot be relied on, it may be empty). Only such
 //!   steps get a slack `over_t >= 0` that imports above the limit at a very high penalty; its
@@ -190,6 +193,10 @@ pub struct OptimumInput {
     /// demand charge applies only to a peak above it (0 for a window that starts the period).
     #[serde(default)]
     pub demand_peak_so_far_w: f64,
+    /// Steps billed in the next demand-charge period (a plan whose horizon crosses the end of
+    /// the month); `None`: the whole window is one period.
+    #[serde(default)]
+    pub next_period: Option<NextPeriod>,
     /// Realized PV power available each step (before curtailment), W.
     pub pv_available_w: Vec<f64>,
     /// Building load each step, W.
@@ -208,6 +215,17 @@ pub struct OptimumInput {
     /// below it), CNY/kWh; 0 leaves the end energy without value.
     #[serde(default)]
     pub stored_value_cny_per_kwh: f64,
+}
+
+/// The steps of a window that fall in the next demand-charge period: their peak starts from
+/// zero (the month's peak so far is the period before's) and pays its own share of the
+/// monthly charge.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NextPeriod {
+    /// First step of the next period, in 1..steps.
+    pub first_step: usize,
+    /// Share of the monthly demand charge a peak of the next period pays.
+    pub demand_charge_fraction: f64,
 }
 
 impl OptimumInput {
@@ -407,6 +425,18 @@ pub fn validate(input: &OptimumInput) -> Result<(), OptimumError> {
     if n == 0 {
         return Err(invalid("pv_available_w", "empty: the window has no steps"));
     }
+    if let Some(next) = input.next_period {
+        check_non_negative(
+            "next_period.demand_charge_fraction",
+            next.demand_charge_fraction,
+        )?;
+        if next.first_step == 0 || next.first_step >= n {
+            return Err(invalid(
+                "next_period.first_step",
+                format!("outside 1..{n} ({})", next.first_step),
+            ));
+        }
+    }
     for (field, len) in [
         ("building_w", input.building_w.len()),
         (
@@ -554,8 +584,14 @@ pub fn solve(input: &OptimumInput) -> Result<OptimumResult, OptimumError> {
         objective.add_mul(sc.demand_cny_per_kw, p);
         p
     });
+    let next_peak = (sc.next_demand_cny_per_kw > 0.0).then(|| {
+        let p = vars.add(variable().min(0.0));
+        objective.add_mul(sc.next_demand_cny_per_kw, p);
+        p
+    });
     let mut model = vars.minimise(objective).using(microlp);
     for (t, step) in steps.iter().enumerate() {
+        let peak = if t < sc.next_first { peak } else { next_peak };
         step_constraints(&mut model, input, &sc, &steps, t, step, peak);
     }
     end_constraints(&mut model, input, &sc, &sessions);
@@ -576,6 +612,9 @@ struct Scale {
     import_limit_kw: f64,
     export_limit_kw: f64,
     demand_cny_per_kw: f64,
+    /// First step of the next demand-charge period (`n` without one) and its charge per kW.
+    next_first: usize,
+    next_demand_cny_per_kw: f64,
     slack_penalty: f64,
     unmet_penalty: f64,
     stored_value: f64,
@@ -609,6 +648,10 @@ impl Scale {
             export_limit_kw: kw(input.grid.export_limit_w),
             demand_cny_per_kw: input.tariff.demand_charge_cny_per_kw
                 * input.effective_demand_charge_fraction(),
+            next_first: input.next_period.map_or(input.steps(), |p| p.first_step),
+            next_demand_cny_per_kw: input.next_period.map_or(0.0, |p| {
+                input.tariff.demand_charge_cny_per_kw * p.demand_charge_fraction
+            }),
             slack_penalty: IMPORT_SLACK_BASE_PENALTY_CNY_PER_KWH
                 + 10.0 * input.unmet_penalty_cny_per_kwh,
             unmet_penalty: input.unmet_penalty_cny_per_kwh,
@@ -836,6 +879,8 @@ struct Sums {
     export_revenue_cny: f64,
     wear_cost_cny: f64,
     peak_import_kw: f64,
+    /// Peak of the steps in the next demand-charge period.
+    next_peak_import_kw: f64,
     grid_import_kwh: f64,
     grid_export_kwh: f64,
     pv_used_kwh: f64,
@@ -918,7 +963,11 @@ fn schedule_step(
     sums.import_cost_cny += price * import_kw * dt_h;
     sums.export_revenue_cny += input.tariff.export_price_cny_per_kwh * export_kw * dt_h;
     sums.wear_cost_cny += b.wear_cost_cny_per_kwh_discharged * discharge_kw * dt_h;
-    sums.peak_import_kw = sums.peak_import_kw.max(import_kw);
+    if t < sc.next_first {
+        sums.peak_import_kw = sums.peak_import_kw.max(import_kw);
+    } else {
+        sums.next_peak_import_kw = sums.next_peak_import_kw.max(import_kw);
+    }
     sums.grid_import_kwh += import_kw * dt_h;
     sums.grid_export_kwh += export_kw * dt_h;
     sums.pv_used_kwh += pv_kw * dt_h;
@@ -943,7 +992,8 @@ fn result(
     sessions: Vec<SessionOutcome>,
     schedule: Vec<StepSchedule>,
 ) -> OptimumResult {
-    let demand_charge_cny = sc.demand_cny_per_kw * s.peak_import_kw;
+    let demand_charge_cny =
+        sc.demand_cny_per_kw * s.peak_import_kw + sc.next_demand_cny_per_kw * s.next_peak_import_kw;
     let ev_delivered_kwh: f64 = sessions.iter().map(|s| s.delivered_kwh).sum();
     let ev_unmet_kwh: f64 = sessions.iter().map(|s| s.unmet_kwh).sum();
     let stored_change_kwh = match schedule.last() {
@@ -971,7 +1021,7 @@ fn result(
         export_revenue_cny: s.export_revenue_cny,
         demand_charge_cny,
         wear_cost_cny: s.wear_cost_cny,
-        peak_import_kw: s.peak_import_kw,
+        peak_import_kw: s.peak_import_kw.max(s.next_peak_import_kw),
         grid_import_kwh: s.grid_import_kwh,
         grid_export_kwh: s.grid_export_kwh,
         pv_used_kwh: s.pv_used_kwh,
@@ -1003,6 +1053,7 @@ mod tests {
             step_s: DEFAULT_STEP_S,
             first_step_s: None,
             demand_peak_so_far_w: 0.0,
+            next_period: None,
             pv_available_w: vec![0.0, 0.0],
             building_w: vec![100_000.0, 100_000.0],
             sessions: Vec::new(),
@@ -1190,6 +1241,24 @@ mod tests {
             (
                 "tariff.demand_charge_fraction",
                 Box::new(|i| i.tariff.demand_charge_fraction = Some(-0.1)),
+            ),
+            (
+                "next_period.first_step",
+                Box::new(|i| {
+                    i.next_period = Some(NextPeriod {
+                        first_step: 2,
+                        demand_charge_fraction: 0.1,
+                    })
+                }),
+            ),
+            (
+                "next_period.demand_charge_fraction",
+                Box::new(|i| {
+                    i.next_period = Some(NextPeriod {
+                        first_step: 1,
+                        demand_charge_fraction: f64::NAN,
+                    })
+                }),
             ),
             (
                 "sessions[0].depart_step",

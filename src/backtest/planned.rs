@@ -102,6 +102,8 @@ fn planner_config(scenario: &Scenario, policy: &Policy, days: u32) -> PlannerCon
         // The scored window's share of a month; each plan weighs it with the share of the
         // window left that its horizon covers (`PlannerHook::forecast`).
         demand_charge_fraction: f64::from(days) / DEMAND_CHARGE_MONTH_DAYS,
+        // The scored window is one billing period, as the optimum scores it.
+        period_end: None,
         unmet_cny_per_kwh: values.unmet_cny_per_kwh,
         stored_cny_per_kwh: values.stored_cny_per_kwh,
     }

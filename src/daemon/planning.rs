@@ -380,6 +380,7 @@ fn past_session(s: &SessionRecord, ids: &[(String, f64)]) -> Option<PastSession>
 
 /// The planner's fixed configuration for the state `c`.
 fn planner_config(policy: &Policy, s: &PlannerSettings, c: &CycleState) -> PlannerConfig {
+    let horizon_s = (s.horizon_steps as i64 * crate::planner::PLAN_STEP_S) as f64;
     PlannerConfig {
         horizon_steps: s.horizon_steps,
         battery: battery_input(&policy.battery, c),
@@ -390,10 +391,11 @@ fn planner_config(policy: &Policy, s: &PlannerSettings, c: &CycleState) -> Plann
         export_price_cny_per_kwh: policy.tariff.export_price_cny_per_kwh,
         demand_charge_cny_per_kw: policy.tariff.demand_charge_cny_per_kw,
         demand_charge_fraction: crate::planner::demand_fraction(
-            (s.horizon_steps as i64 * crate::planner::PLAN_STEP_S) as f64,
+            horizon_s,
             crate::planner::left_in_month_s(c.now, policy.timezone),
             1.0,
         ),
+        period_end: crate::planner::period_end(c.now, horizon_s, policy.timezone),
         unmet_cny_per_kwh: s.unmet_cny_per_kwh,
         stored_cny_per_kwh: policy.tariff.min_price()
             / policy.battery.round_trip_efficiency.clamp(0.01, 1.0),

@@ -27,8 +27,8 @@ pub mod forecast;
 pub mod live;
 
 use crate::backtest::optimum::{
-    solve, BatteryInput, GridInput, KeepUp, OptimumError, OptimumInput, OptimumResult,
-    SessionInput, TariffInput,
+    solve, BatteryInput, GridInput, KeepUp, NextPeriod, OptimumError, OptimumInput, OptimumResult,
+    SessionInput, StepSchedule, TariffInput,
 };
 use crate::dispatch::LATE_POWER_SHARE;
 use chrono::{DateTime, Utc};
@@ -71,6 +71,21 @@ pub fn left_in_month_s(now: DateTime<Utc>, tz: chrono_tz::Tz) -> f64 {
         .earliest()
         .map(|t| t.with_timezone(&Utc));
     next.map_or(0.0, |t| seconds(now, t))
+}
+
+/// Where the billing month ends inside a horizon of `horizon_s` from `now` (None when it ends
+/// beyond), with the share of the next month's demand charge a peak of it pays in the plan:
+/// the part of that month the horizon covers ([`demand_fraction`]).
+pub fn period_end(now: DateTime<Utc>, horizon_s: f64, tz: chrono_tz::Tz) -> Option<PeriodEnd> {
+    let left_s = left_in_month_s(now, tz);
+    if left_s >= horizon_s {
+        return None;
+    }
+    let at = now + chrono::Duration::milliseconds((left_s * 1000.0).round() as i64);
+    Some(PeriodEnd {
+        at,
+        next_fraction: demand_fraction(horizon_s - left_s, left_in_month_s(at, tz), 1.0),
+    })
 }
 
 /// Share of a car's power a plan counts on: cars taper near full, so a plan that needs the
@@ -139,8 +154,20 @@ pub struct PlannerConfig {
     pub demand_charge_cny_per_kw: f64,
     /// Share of the monthly demand charge a peak set now pays (1.0 for a whole month).
     pub demand_charge_fraction: f64,
+    /// Where the demand charge's billing period ends inside the horizon (None: beyond it).
+    pub period_end: Option<PeriodEnd>,
     pub unmet_cny_per_kwh: f64,
     pub stored_cny_per_kwh: f64,
+}
+
+/// The end of the demand charge's billing period inside a plan's horizon: the quarters from
+/// `at` on start a new month whose peak starts from zero.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeriodEnd {
+    /// Start of the next period (local midnight on the first of the month).
+    pub at: DateTime<Utc>,
+    /// Share of the monthly demand charge a peak of the next period pays in the plan.
+    pub next_fraction: f64,
 }
 
 /// What one plugged car should get.
@@ -297,6 +324,7 @@ pub fn program(
         step_s: PLAN_STEP_S as f64,
         first_step_s: Some(PLAN_STEP_S as f64 - seconds(f.start, now)),
         demand_peak_so_far_w: state.month_peak_so_far_w.max(0.0),
+        next_period: cfg.period_end.and_then(|e| next_period(e, f.start, n)),
         pv_available_w: f.pv_w[..n].iter().map(|w| w.max(0.0)).collect(),
         building_w: f.building_w[..n].iter().map(|w| w.max(0.0)).collect(),
         sessions: sessions(state, f, now, n),
@@ -310,6 +338,16 @@ pub fn program(
         },
         unmet_penalty_cny_per_kwh: cfg.unmet_cny_per_kwh,
         stored_value_cny_per_kwh: cfg.stored_cny_per_kwh,
+    })
+}
+
+/// The steps of a horizon of `n` quarters from `start` that fall in the next billing period.
+fn next_period(end: PeriodEnd, start: DateTime<Utc>, n: usize) -> Option<NextPeriod> {
+    let s = (end.at - start).num_seconds();
+    let first_step = usize::try_from((s + PLAN_STEP_S - 1) / PLAN_STEP_S).ok()?;
+    (1..n).contains(&first_step).then_some(NextPeriod {
+        first_step,
+        demand_charge_fraction: end.next_fraction,
     })
 }
 
@@ -333,12 +371,21 @@ fn budgets(
     input: &OptimumInput,
     result: &OptimumResult,
 ) -> PlanBudgets {
-    let peak_w = result
+    // The planned peak of each billing period in the horizon (the next one starts from zero).
+    let first_next = input
+        .next_period
+        .map_or(result.schedule.len(), |p| p.first_step);
+    let (before, after) = result
         .schedule
-        .iter()
-        .map(|s| s.import_w)
-        .fold(input.demand_peak_so_far_w, f64::max);
-    let ceiling_w = peak_w.min(cfg.grid.import_limit_w);
+        .split_at(first_next.min(result.schedule.len()));
+    let peak = |steps: &[StepSchedule], so_far: f64| {
+        steps
+            .iter()
+            .map(|s| s.import_w)
+            .fold(so_far, f64::max)
+            .min(cfg.grid.import_limit_w)
+    };
+    let ceilings = (peak(before, input.demand_peak_so_far_w), peak(after, 0.0));
     let plugged = &result.sessions[..state.plugged.len()];
     let step = chrono::Duration::seconds(PLAN_STEP_S);
     let steps = result
@@ -352,7 +399,11 @@ fn budgets(
                 f.start + step * t as i32
             },
             end: f.start + step * (t as i32 + 1),
-            import_ceiling_w: ceiling_w,
+            import_ceiling_w: if t < first_next {
+                ceilings.0
+            } else {
+                ceilings.1
+            },
             planned_import_w: s.import_w,
             planned_export_w: s.export_w,
             battery_soc_target_pct: s.soc_pct,

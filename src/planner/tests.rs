@@ -28,6 +28,7 @@ fn config(horizon_steps: usize) -> PlannerConfig {
         export_price_cny_per_kwh: 0.0,
         demand_charge_cny_per_kw: 40.0,
         demand_charge_fraction: 1.0,
+        period_end: None,
         unmet_cny_per_kwh: 20.0,
         stored_cny_per_kwh: 0.30 / 0.95,
     }
@@ -109,6 +110,54 @@ fn the_demand_charge_applies_only_above_the_months_peak_so_far() {
     );
     assert!((fresh.steps[0].cars[0].in_step_wh - 22_000.0 / 7.0).abs() < 1.0);
     assert!((fresh.steps[0].cars[0].by_departure_wh - 22_000.0).abs() < 1.0);
+}
+
+#[test]
+fn a_plan_across_the_months_end_starts_the_next_months_peak_from_zero() {
+    // 100 kW billed this month, 20 kW building, cheap energy worth storing (2 CNY/kWh stored):
+    // until the month ends at 11:00 the battery charges at its 50 kW for free below the
+    // month's peak. From 11:00 a new month bills from zero and a kW of its peak costs 40 CNY,
+    // far more than a kWh stored brings: the battery it has just filled carries the building
+    // and the new month's peak stays at zero.
+    let mut f = flat_forecast(at(10, 0), 8, 20_000.0);
+    f.import_price_cny_per_kwh = vec![0.30; 8];
+    let mut cfg = config(8);
+    cfg.stored_cny_per_kwh = 2.0;
+    cfg.period_end = Some(PeriodEnd {
+        at: at(11, 0),
+        next_fraction: 1.0,
+    });
+    let p = plan(&cfg, &state(10.0, 100_000.0, Vec::new()), &f, at(10, 0)).unwrap();
+    for s in &p.steps[..4] {
+        assert!((s.import_ceiling_w - 100_000.0).abs() < 1.0, "{s:?}");
+        assert!((s.planned_import_w - 70_000.0).abs() < 1.0, "{s:?}");
+    }
+    for s in &p.steps[4..] {
+        assert!(s.import_ceiling_w.abs() < 1.0, "{s:?}");
+        assert!(s.planned_import_w.abs() < 1.0, "{s:?}");
+    }
+    // Without the month's end in the horizon the free 100 kW runs on until the battery is full.
+    cfg.period_end = None;
+    let p = plan(&cfg, &state(10.0, 100_000.0, Vec::new()), &f, at(10, 0)).unwrap();
+    assert!(
+        (p.steps[4].planned_import_w - 70_000.0).abs() < 1.0,
+        "{:?}",
+        p.steps[4]
+    );
+}
+
+#[test]
+fn the_months_end_inside_a_horizon_is_found_with_the_next_months_share() {
+    let tz: chrono_tz::Tz = "Asia/Shanghai".parse().unwrap();
+    let h48 = 48.0 * 3600.0;
+    // 2026-07-31 23:00 local: August starts an hour later; 47 of its 31 x 24 h are planned.
+    let now = Utc.with_ymd_and_hms(2026, 7, 31, 15, 0, 0).unwrap();
+    let end = period_end(now, h48, tz).unwrap();
+    assert_eq!(end.at, Utc.with_ymd_and_hms(2026, 7, 31, 16, 0, 0).unwrap());
+    assert!((end.next_fraction - 47.0 / (31.0 * 24.0)).abs() < 1e-12);
+    // Three days before the end the horizon stops short of it.
+    let now = Utc.with_ymd_and_hms(2026, 7, 28, 15, 0, 0).unwrap();
+    assert_eq!(period_end(now, h48, tz), None);
 }
 
 #[test]

@@ -110,6 +110,7 @@ pub(crate) fn synthetic_reference_window(days: usize, seed: u64) -> OptimumInput
         step_s: DEFAULT_STEP_S,
         first_step_s: None,
         demand_peak_so_far_w: 0.0,
+        next_period: None,
         pv_available_w,
         building_w,
         sessions,
