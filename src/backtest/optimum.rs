@@ -404,6 +404,30 @@ fn check_efficiency(field: &str, value: f64) -> Result<(), OptimumError> {
 
 /// Checks every field; the error names the first offending one.
 pub fn validate(input: &OptimumInput) -> Result<(), OptimumError> {
+    let n = validate_steps(input)?;
+    validate_sessions(input, n)?;
+    validate_battery(&input.battery)?;
+    check_non_negative("grid.import_limit_w", input.grid.import_limit_w)?;
+    check_non_negative("grid.export_limit_w", input.grid.export_limit_w)?;
+    check_finite(
+        "tariff.export_price_cny_per_kwh",
+        input.tariff.export_price_cny_per_kwh,
+    )?;
+    check_non_negative(
+        "tariff.demand_charge_cny_per_kw",
+        input.tariff.demand_charge_cny_per_kw,
+    )?;
+    if let Some(f) = input.tariff.demand_charge_fraction {
+        check_non_negative("tariff.demand_charge_fraction", f)?;
+    }
+    check_non_negative("unmet_penalty_cny_per_kwh", input.unmet_penalty_cny_per_kwh)?;
+    check_non_negative("stored_value_cny_per_kwh", input.stored_value_cny_per_kwh)?;
+    Ok(())
+}
+
+/// The window's steps: their length, count, per-step series and the next period; returns the
+/// number of steps.
+fn validate_steps(input: &OptimumInput) -> Result<usize, OptimumError> {
     check_finite("step_s", input.step_s)?;
     if input.step_s <= 0.0 {
         return Err(invalid(
@@ -461,6 +485,10 @@ pub fn validate(input: &OptimumInput) -> Result<(), OptimumError> {
     for (t, &p) in input.tariff.import_price_cny_per_kwh.iter().enumerate() {
         check_finite(&format!("tariff.import_price_cny_per_kwh[{t}]"), p)?;
     }
+    Ok(n)
+}
+
+fn validate_sessions(input: &OptimumInput, n: usize) -> Result<(), OptimumError> {
     for (i, s) in input.sessions.iter().enumerate() {
         if s.depart_step < s.arrive_step {
             return Err(invalid(
@@ -486,7 +514,10 @@ pub fn validate(input: &OptimumInput) -> Result<(), OptimumError> {
         check_non_negative(&format!("sessions[{i}].wanted_wh"), s.wanted_wh)?;
         check_non_negative(&format!("sessions[{i}].max_w"), s.max_w)?;
     }
-    let b = &input.battery;
+    Ok(())
+}
+
+fn validate_battery(b: &BatteryInput) -> Result<(), OptimumError> {
     check_non_negative("battery.usable_wh", b.usable_wh)?;
     check_pct("battery.soc_min_pct", b.soc_min_pct)?;
     check_pct("battery.soc_max_pct", b.soc_max_pct)?;
@@ -511,21 +542,6 @@ pub fn validate(input: &OptimumInput) -> Result<(), OptimumError> {
         "battery.wear_cost_cny_per_kwh_discharged",
         b.wear_cost_cny_per_kwh_discharged,
     )?;
-    check_non_negative("grid.import_limit_w", input.grid.import_limit_w)?;
-    check_non_negative("grid.export_limit_w", input.grid.export_limit_w)?;
-    check_finite(
-        "tariff.export_price_cny_per_kwh",
-        input.tariff.export_price_cny_per_kwh,
-    )?;
-    check_non_negative(
-        "tariff.demand_charge_cny_per_kw",
-        input.tariff.demand_charge_cny_per_kw,
-    )?;
-    if let Some(f) = input.tariff.demand_charge_fraction {
-        check_non_negative("tariff.demand_charge_fraction", f)?;
-    }
-    check_non_negative("unmet_penalty_cny_per_kwh", input.unmet_penalty_cny_per_kwh)?;
-    check_non_negative("stored_value_cny_per_kwh", input.stored_value_cny_per_kwh)?;
     Ok(())
 }
 
