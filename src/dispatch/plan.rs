@@ -86,6 +86,9 @@ pub enum Reason {
     /// Battery charging more (or discharging less) than the plan's SoC target asks: the grid
     /// would export a surplus the plan's step does not, and storing it pays more than selling.
     BatteryBelowPlan { power: Watts },
+    /// Battery discharging less than the plan's SoC target asks: the site imports less than
+    /// the plan's step expects, and the energy is kept for the steps that count on it.
+    BatteryKeptForPlan { power: Watts, planned_import: Watts },
     /// Battery discharging to keep import under the contracted limit.
     BatteryImportLimit { power: Watts },
     /// Battery charging from PV surplus.
@@ -122,6 +125,7 @@ impl Reason {
             Reason::BatteryPeakShaving { .. } => "battery_peak_shaving",
             Reason::BatteryAbovePlan { .. } => "battery_above_plan",
             Reason::BatteryBelowPlan { .. } => "battery_below_plan",
+            Reason::BatteryKeptForPlan { .. } => "battery_kept_for_plan",
             Reason::BatteryImportLimit { .. } => "battery_import_limit",
             Reason::BatteryChargingPv { .. } => "battery_charging_pv",
             Reason::BatteryChargingValley { .. } => "battery_charging_valley",
@@ -197,6 +201,15 @@ impl fmt::Display for Reason {
                 f,
                 "battery at {} kW (> 0 discharge): a surplus the plan does not export is stored",
                 kw(*power)
+            ),
+            Reason::BatteryKeptForPlan {
+                power,
+                planned_import,
+            } => write!(
+                f,
+                "battery discharging only {} kW: import below the plan's {} kW, the rest is kept",
+                kw(*power),
+                kw(*planned_import)
             ),
             Reason::BatteryImportLimit { power } => {
                 write!(

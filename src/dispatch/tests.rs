@@ -1136,6 +1136,46 @@ fn a_surplus_the_plan_does_not_export_is_stored_in_the_battery_not_sold() {
 }
 
 #[test]
+fn a_battery_discharging_to_its_target_keeps_what_a_lighter_load_leaves_for_later() {
+    let p = Policy::default();
+    let mut s = Snapshot::reference_idle(0);
+    s.building = Reading::fresh(Watts::from_kw(80.0));
+    s.grid.power = Reading::fresh(Watts::from_kw(80.0));
+    // 50 % -> 47.5 % of 360 kWh by 12:15: 36 kW. The plan counted on 60 kW of import (its cars
+    // drawing more than they now do), so the load leaves the battery only 20 kW to give.
+    let expecting = |import_kw| PlanBudget {
+        import_ceiling: Watts::from_kw(100.0),
+        planned_import: Some(Watts::from_kw(import_kw)),
+        planned_export: Some(Watts::ZERO),
+        ..budget(local(12, 15), 47.5, Vec::new())
+    };
+    let mut st = DispatchState::new();
+    st.set_plan_budget(Some(expecting(60.0)));
+    let plan = decide(&s, &p, &mut st, local(12, 0));
+    assert!(
+        (plan.battery.0 - 20_000.0).abs() < 100.0,
+        "{:?}",
+        plan.battery
+    );
+    assert!(
+        (plan.balance.grid.0 - 60_000.0).abs() < 100.0,
+        "{:?}",
+        plan.balance
+    );
+    assert!(plan.has_reason("battery_kept_for_plan"));
+    // A step that plans to carry the site from the battery (no import) follows its target.
+    let mut st = DispatchState::new();
+    st.set_plan_budget(Some(expecting(0.0)));
+    let plan = decide(&s, &p, &mut st, local(12, 0));
+    assert!(
+        (plan.battery.0 - 36_000.0).abs() < 100.0,
+        "{:?}",
+        plan.battery
+    );
+    assert!(!plan.has_reason("battery_kept_for_plan"));
+}
+
+#[test]
 fn a_plan_budget_never_lifts_the_import_above_the_limit() {
     let p = exact();
     let mut s = Snapshot::reference_idle(0);
