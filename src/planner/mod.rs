@@ -279,7 +279,7 @@ fn sessions(state: &PlanState, f: &Forecast, now: DateTime<Utc>, n: usize) -> Ve
             arrive_step: step_of(f.start, arrives, false),
             depart_step: step_of(f.start, early(arrives, departs), true).min(n),
             wanted_wh: wanted_wh.max(0.0),
-            max_w: max_w * CAR_POWER_SHARE,
+            max_w: max_w * power_share(arrives, departs, wanted_wh, max_w),
             keep_up: Some(KeepUp {
                 power_w: max_w * LATE_POWER_SHARE,
                 departs_s: seconds(now, departs),
@@ -302,6 +302,20 @@ fn sessions(state: &PlanState, f: &Forecast, now: DateTime<Utc>, n: usize) -> Ve
 
 /// The departure a plan aims at: [`DEPARTURE_MARGIN_S`] early, but not before `from`'s next
 /// step.
+/// Share of a car's power the plan counts on: [`CAR_POWER_SHARE`], or all of it for a car that
+/// arrives behind the dispatch core's lateness guard (it wants more than [`LATE_POWER_SHARE`] of
+/// its power over its whole stay). Dispatch charges such a car at its full power until it has
+/// caught up with the guard, whatever the plan says; a plan that counted on less would set its
+/// import ceiling and battery for cars drawing less than they do.
+fn power_share(arrives: DateTime<Utc>, departs: DateTime<Utc>, wanted_wh: f64, max_w: f64) -> f64 {
+    let stay_h = seconds(arrives, departs).max(0.0) / 3600.0;
+    if wanted_wh > LATE_POWER_SHARE * max_w * stay_h {
+        1.0
+    } else {
+        CAR_POWER_SHARE
+    }
+}
+
 fn early(from: DateTime<Utc>, departs: DateTime<Utc>) -> DateTime<Utc> {
     let aimed = departs - chrono::Duration::seconds(DEPARTURE_MARGIN_S);
     aimed.max(from + chrono::Duration::seconds(PLAN_STEP_S).min(departs - from))

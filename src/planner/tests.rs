@@ -162,8 +162,8 @@ fn the_months_end_inside_a_horizon_is_found_with_the_next_months_share() {
 
 #[test]
 fn a_wish_the_car_cannot_take_before_it_leaves_is_reported_unmet() {
-    // The car leaves at 10:30 wanting 30 kWh: the plan aims 15 minutes early at 85 % of its
-    // 22 kW, 4.675 kWh.
+    // The car leaves at 10:30 wanting 30 kWh: the plan aims 15 minutes early, at the full
+    // 22 kW of a car behind the lateness guard, 5.5 kWh.
     let f = flat_forecast(at(10, 0), 8, 0.0);
     let p = plan(
         &config(8),
@@ -173,7 +173,7 @@ fn a_wish_the_car_cannot_take_before_it_leaves_is_reported_unmet() {
     )
     .unwrap();
     assert!(
-        (p.plugged_unmet_wh - 25_325.0).abs() < 1.0,
+        (p.plugged_unmet_wh - 24_500.0).abs() < 1.0,
         "{}",
         p.plugged_unmet_wh
     );
@@ -234,6 +234,25 @@ fn expected_cars_shape_the_plan_but_get_no_budget_before_they_plug_in() {
     assert!((input.sessions[0].max_w - 22_000.0 * CAR_POWER_SHARE).abs() < 1e-9);
     let p = plan(&config(8), &state(50.0, 0.0, Vec::new()), &f, at(10, 0)).unwrap();
     assert!(p.steps.iter().all(|s| s.cars.is_empty()));
+}
+
+#[test]
+fn a_car_that_arrives_behind_the_lateness_guard_is_planned_at_its_full_power() {
+    // 10 kWh in an hour at 22 kW is within half its power (11 kWh): planned at the usual share.
+    // 15 kWh is not: dispatch will charge it at full power from arrival, and so does the plan.
+    let share_of = |wanted_wh| {
+        let mut f = flat_forecast(at(10, 0), 8, 0.0);
+        f.arrivals.push(ExpectedCar {
+            arrives: at(11, 0),
+            departs: at(12, 0),
+            wanted_wh,
+            max_w: 22_000.0,
+        });
+        let input = program(&config(8), &state(50.0, 0.0, Vec::new()), &f, at(10, 0)).unwrap();
+        input.sessions[0].max_w / 22_000.0
+    };
+    assert!((share_of(10_000.0) - CAR_POWER_SHARE).abs() < 1e-9);
+    assert!((share_of(15_000.0) - 1.0).abs() < 1e-9);
 }
 
 #[test]
