@@ -14,7 +14,8 @@
 //! billed on. The running quarter's own billing average is not carried in: the program bills
 //! step 0 on its own average over the part left (a plan made at a boundary is exact).
 //!
-//! Cars are planned at [`CAR_POWER_SHARE`] of their power, to [`DEPARTURE_MARGIN_S`] before
+//! Cars are planned at [`CAR_POWER_SHARE`] of their power (all of it for a car that arrives
+//! behind the lateness guard, which dispatch charges at full power), to [`DEPARTURE_MARGIN_S`] before
 //! they leave, and never behind the dispatch core's lateness guard
 //! ([`crate::backtest::optimum::KeepUp`]), so the 1 s layer has no reason to override a plan.
 //!
