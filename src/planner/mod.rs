@@ -422,11 +422,16 @@ fn budgets(
             planned_import_w: s.import_w,
             planned_export_w: s.export_w,
             battery_soc_target_pct: s.soc_pct,
+            // Every car still plugged in at the step's start has a budget, nothing when the
+            // plan gives it nothing (its wish is met, or it leaves within the plan's margin):
+            // without one, dispatch ran the rule policy for its charger, which offers a full car
+            // its rating in the valley, and the import limit counts every offer in full (four
+            // full cars held the battery's valley charge to 14 kW on the cloudy winter weekday).
             cars: state
                 .plugged
                 .iter()
                 .zip(plugged)
-                .filter(|(_, o)| o.per_step_kwh.iter().any(|&(k, _)| k == t))
+                .filter(|(c, _)| f.start + step * (t as i32) < c.departs)
                 .map(|(c, o)| CarBudget {
                     charger: c.charger,
                     in_step_wh: 1000.0 * energy_in(o.per_step_kwh.iter().filter(|e| e.0 == t)),

@@ -237,6 +237,26 @@ fn expected_cars_shape_the_plan_but_get_no_budget_before_they_plug_in() {
 }
 
 #[test]
+fn a_plugged_car_the_plan_gives_nothing_still_has_a_budget_of_nothing_until_it_leaves() {
+    // A full car (nothing wanted) leaving at 10:50: the quarters starting before it leaves hold
+    // it at nothing, so dispatch does not fall back to the rule policy for its charger.
+    let f = flat_forecast(at(10, 0), 8, 0.0);
+    let p = plan(
+        &config(8),
+        &state(50.0, 0.0, vec![car(0.0, at(10, 50))]),
+        &f,
+        at(10, 0),
+    )
+    .unwrap();
+    for (t, s) in p.steps.iter().enumerate() {
+        let budgeted: Vec<(usize, f64)> =
+            s.cars.iter().map(|c| (c.charger, c.in_step_wh)).collect();
+        let expected = if t < 4 { vec![(3, 0.0)] } else { Vec::new() };
+        assert_eq!(budgeted, expected, "step {t}");
+    }
+}
+
+#[test]
 fn a_car_that_arrives_behind_the_lateness_guard_is_planned_at_its_full_power() {
     // 10 kWh in an hour at 22 kW is within half its power (11 kWh): planned at the usual share.
     // 15 kWh is not: dispatch will charge it at full power from arrival, and so does the plan.
