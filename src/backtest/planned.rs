@@ -24,7 +24,7 @@
 
 use super::foresight::battery_input;
 use super::objective::ObjectiveValues;
-use super::optimum::{GridInput, DEMAND_CHARGE_MONTH_DAYS};
+use super::optimum::{BatteryInput, GridInput, DEMAND_CHARGE_MONTH_DAYS};
 use crate::dispatch::{month_key, ChargerId, DispatchState, PlanBudget, Policy};
 use crate::planner::forecast::{
     quarter_start, ChargerDefaults, ForecastConfig, Forecasters, LoadProfile, PastQuarter,
@@ -92,7 +92,7 @@ fn planner_config(scenario: &Scenario, policy: &Policy, days: u32) -> PlannerCon
     let values = ObjectiveValues::of(scenario);
     PlannerConfig {
         horizon_steps: HORIZON_STEPS,
-        battery: battery_input(scenario),
+        battery: within_policy(battery_input(scenario), policy),
         grid: GridInput {
             import_limit_w: policy.grid.import_budget().0.min(scenario.import_limit_w()),
             export_limit_w: scenario.export_limit_w(),
@@ -107,6 +107,20 @@ fn planner_config(scenario: &Scenario, policy: &Policy, days: u32) -> PlannerCon
         unmet_cny_per_kwh: values.unmet_cny_per_kwh,
         stored_cny_per_kwh: values.stored_cny_per_kwh,
     }
+}
+
+/// The plant's battery in the policy's SoC window, which dispatch holds it to (the daemon's
+/// planner plans in the same window). Planned in the plant's wider window, every plan on the
+/// cloudy winter weekday charged to 92 % at night and counted on energy that dispatch, stopping
+/// at 90 %, never stored.
+fn within_policy(mut b: BatteryInput, policy: &Policy) -> BatteryInput {
+    b.soc_min_pct = b.soc_min_pct.max(policy.battery.soc_min.value());
+    b.soc_max_pct = b
+        .soc_max_pct
+        .min(policy.battery.soc_max.value())
+        .max(b.soc_min_pct);
+    b.soc0_pct = b.soc0_pct.clamp(b.soc_min_pct, b.soc_max_pct);
+    b
 }
 
 /// The forecasters a station built like `scenario` would be configured with: its site and PV
@@ -448,4 +462,30 @@ fn plugged_cars(view: &StationView, window_end: DateTime<Utc>) -> Vec<PluggedCar
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_backtests_planner_plans_the_battery_in_the_policys_soc_window() {
+        // The plant allows 5-95 %; the reference policy holds the battery to 10-90 %.
+        let sc =
+            Scenario::from_toml_str("[battery]\nsoc_min_pct = 5.0\nsoc_max_pct = 95.0\n").unwrap();
+        let plant = battery_input(&sc);
+        assert!(plant.soc_max_pct > 90.0, "{plant:?}");
+        let policy = Policy::default();
+        let b = planner_config(&sc, &policy, 7).battery;
+        assert_eq!(
+            (
+                policy.battery.soc_min.value(),
+                policy.battery.soc_max.value()
+            ),
+            (10.0, 90.0)
+        );
+        assert_eq!((b.soc_min_pct, b.soc_max_pct), (10.0, 90.0));
+        assert!((b.soc0_pct - plant.soc0_pct.clamp(10.0, 90.0)).abs() < 1e-9);
+    }
 }
