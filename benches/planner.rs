@@ -45,6 +45,7 @@ fn case(seed: u64) -> (PlannerConfig, PlanState, Forecast, DateTime<Utc>) {
             wanted_wh: 8_000.0 + 4_000.0 * i as f64,
             departs: at(first + 4 + 3 * i),
             max_w: 22_000.0,
+            wish_stated: true,
         })
         .collect();
     let state = PlanState {

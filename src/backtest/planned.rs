@@ -459,6 +459,8 @@ fn plugged_cars(view: &StationView, window_end: DateTime<Utc>) -> Vec<PluggedCar
                 max_w: v.onboard_max_a.min(c.rating_a)
                     * f64::from(v.phases.min(c.phases))
                     * PHASE_V,
+                // The simulated car's own target, as a driver's wish.
+                wish_stated: true,
             })
         })
         .collect()

@@ -447,6 +447,7 @@ fn plugged_cars(live: &LiveWishes, c: &CycleState) -> Vec<PluggedCar> {
                 wanted_wh,
                 departs,
                 max_w: ch.max_w,
+                wish_stated: live.wishes.contains_key(&ch.id),
             }
         })
         .collect()

@@ -108,6 +108,11 @@ pub struct PluggedCar {
     /// Charging power limit (charger and on-board charger), W; the plan counts on
     /// [`CAR_POWER_SHARE`] of it.
     pub max_w: f64,
+    /// The wanted energy is the driver's (a session wish, or the car's own target as the
+    /// backtest knows it), not the charger's default: once it is met the plan holds the car
+    /// (a budget of nothing until it leaves). A default wish met leaves the charger to the
+    /// rule policy, which still charges the car from a surplus or in the valley.
+    pub wish_stated: bool,
 }
 
 /// A car the forecast expects to arrive within the horizon.
@@ -422,7 +427,7 @@ fn budgets(
             planned_import_w: s.import_w,
             planned_export_w: s.export_w,
             battery_soc_target_pct: s.soc_pct,
-            // Every car still plugged in at the step's start has a budget, nothing when the
+            // A car with a stated wish has a budget while it is plugged in, nothing when the
             // plan gives it nothing (its wish is met, or it leaves within the plan's margin):
             // without one, dispatch ran the rule policy for its charger, which offers a full car
             // its rating in the valley, and the import limit counts every offer in full (four
@@ -431,7 +436,10 @@ fn budgets(
                 .plugged
                 .iter()
                 .zip(plugged)
-                .filter(|(c, _)| f.start + step * (t as i32) < c.departs)
+                .filter(|(c, o)| {
+                    o.per_step_kwh.iter().any(|&(k, _)| k == t)
+                        || (c.wish_stated && f.start + step * (t as i32) < c.departs)
+                })
                 .map(|(c, o)| CarBudget {
                     charger: c.charger,
                     in_step_wh: 1000.0 * energy_in(o.per_step_kwh.iter().filter(|e| e.0 == t)),

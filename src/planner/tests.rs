@@ -58,6 +58,7 @@ fn car(wanted_kwh: f64, departs: DateTime<Utc>) -> PluggedCar {
         wanted_wh: wanted_kwh * 1000.0,
         departs,
         max_w: 22_000.0,
+        wish_stated: true,
     }
 }
 
@@ -237,23 +238,27 @@ fn expected_cars_shape_the_plan_but_get_no_budget_before_they_plug_in() {
 }
 
 #[test]
-fn a_plugged_car_the_plan_gives_nothing_still_has_a_budget_of_nothing_until_it_leaves() {
-    // A full car (nothing wanted) leaving at 10:50: the quarters starting before it leaves hold
-    // it at nothing, so dispatch does not fall back to the rule policy for its charger.
-    let f = flat_forecast(at(10, 0), 8, 0.0);
-    let p = plan(
-        &config(8),
-        &state(50.0, 0.0, vec![car(0.0, at(10, 50))]),
-        &f,
-        at(10, 0),
-    )
-    .unwrap();
-    for (t, s) in p.steps.iter().enumerate() {
-        let budgeted: Vec<(usize, f64)> =
-            s.cars.iter().map(|c| (c.charger, c.in_step_wh)).collect();
+fn a_car_whose_stated_wish_is_met_is_held_by_a_budget_of_nothing_until_it_leaves() {
+    // A full car (nothing wanted) leaving at 10:50: with a stated wish, the quarters starting
+    // before it leaves hold it at nothing, so dispatch does not fall back to the rule policy
+    // for its charger; a charger's default wish met leaves it to the rule policy.
+    let budgets = |wish_stated| {
+        let f = flat_forecast(at(10, 0), 8, 0.0);
+        let full = PluggedCar {
+            wish_stated,
+            ..car(0.0, at(10, 50))
+        };
+        let p = plan(&config(8), &state(50.0, 0.0, vec![full]), &f, at(10, 0)).unwrap();
+        p.steps
+            .iter()
+            .map(|s| s.cars.iter().map(|c| (c.charger, c.in_step_wh)).collect())
+            .collect::<Vec<Vec<(usize, f64)>>>()
+    };
+    for (t, b) in budgets(true).iter().enumerate() {
         let expected = if t < 4 { vec![(3, 0.0)] } else { Vec::new() };
-        assert_eq!(budgeted, expected, "step {t}");
+        assert_eq!(b, &expected, "step {t}");
     }
+    assert!(budgets(false).iter().all(Vec::is_empty));
 }
 
 #[test]
