@@ -640,6 +640,49 @@ mod tests {
     }
 
     #[test]
+    fn a_session_wish_is_planned_as_stated_and_a_charger_default_as_not() {
+        use crate::config::planner::RawPlanner;
+        use crate::config::Issues;
+        let ids = vec!["charger-1".to_string(), "charger-2".to_string()];
+        let raw = RawPlanner {
+            enabled: true,
+            kwp: 150.0,
+            ..RawPlanner::default()
+        };
+        let settings = raw.validate(&ids, None, &mut Issues::new()).unwrap();
+        // charger-1's driver asked for 30 kWh when the session stood at 2 kWh; charger-2 has
+        // no wish and has already taken more than the 15 kWh default.
+        let wish = SessionWish {
+            departs: t(120),
+            energy_wh: 30_000.0,
+            session_wh_at_wish: 2_000.0,
+            version: 1,
+        };
+        let live = LiveWishes {
+            settings,
+            wishes: BTreeMap::from([("charger-1".to_string(), wish)]),
+            plugged_at: BTreeMap::new(),
+        };
+        let charger = |id: &str, session_wh| ChargerNow {
+            id: id.into(),
+            plugged: true,
+            session_wh,
+            max_w: 22_000.0,
+        };
+        let mut c = cycle(HealthLimits::default());
+        c.chargers = vec![
+            charger("charger-1", 12_000.0),
+            charger("charger-2", 20_000.0),
+        ];
+        let cars = plugged_cars(&live, &c);
+        let seen: Vec<(usize, f64, bool)> = cars
+            .iter()
+            .map(|p| (p.charger, p.wanted_wh, p.wish_stated))
+            .collect();
+        assert_eq!(seen, [(0, 20_000.0, true), (1, 0.0, false)]);
+    }
+
+    #[test]
     fn a_ledger_bucket_becomes_a_quarter_flagged_when_export_sat_at_its_limit() {
         let mut b = Bucket::empty(t(0));
         b.covered_s = 900.0;
