@@ -7,8 +7,13 @@ use chrono::TimeZone;
 
 /// UTC instant of a local (Asia/Shanghai, UTC+8) time on Wednesday 2026-06-10.
 fn local(h: u32, m: u32) -> DateTime<Utc> {
+    local_on(6, 10, h, m)
+}
+
+/// Station-local (Shanghai) time on a day of 2026.
+fn local_on(month: u32, day: u32, h: u32, m: u32) -> DateTime<Utc> {
     chrono_tz::Asia::Shanghai
-        .with_ymd_and_hms(2026, 6, 10, h, m, 0)
+        .with_ymd_and_hms(2026, month, day, h, m, 0)
         .unwrap()
         .with_timezone(&Utc)
 }
@@ -783,10 +788,7 @@ fn peak_shaving_target_rises_to_the_months_peak() {
     s.battery.online = false;
     s.building = Reading::fresh(Watts::from_kw(130.0));
     let mut st = DispatchState::new();
-    let t0 = chrono_tz::Asia::Shanghai
-        .with_ymd_and_hms(2026, 6, 10, 16, 0, 0)
-        .unwrap()
-        .with_timezone(&Utc);
+    let t0 = local_on(6, 10, 16, 0);
     // A whole window at 130 kW without a battery sets this month's peak.
     run(&mut s, &p, &mut st, t0, 901);
     assert!((st.demand().month_peak().0 - 130_000.0).abs() < 200.0);
@@ -796,10 +798,7 @@ fn peak_shaving_target_rises_to_the_months_peak() {
     let plan = run(&mut s, &p, &mut st, secs(t0, 901), 5);
     assert_eq!(plan.battery, Watts::ZERO);
     // A new month starts from the configured target again.
-    let july = chrono_tz::Asia::Shanghai
-        .with_ymd_and_hms(2026, 7, 1, 16, 0, 0)
-        .unwrap()
-        .with_timezone(&Utc);
+    let july = local_on(7, 1, 16, 0);
     let plan = run(&mut s, &p, &mut st, july, 5);
     assert!(plan.battery.0 > 15_000.0, "{:?}", plan.battery);
 }
@@ -1343,10 +1342,7 @@ fn a_new_month_starts_without_the_last_ones_peak_even_before_its_first_cycle() {
     s.building = Reading::fresh(Watts::from_kw(130.0));
     let mut st = DispatchState::new();
     // The last quarter of June, local time: 130 kW from 23:45 to midnight.
-    let last_quarter = chrono_tz::Asia::Shanghai
-        .with_ymd_and_hms(2026, 6, 30, 23, 45, 0)
-        .unwrap()
-        .with_timezone(&Utc);
+    let last_quarter = local_on(6, 30, 23, 45);
     run(&mut s, &p, &mut st, last_quarter, 900);
     let midnight = secs(last_quarter, 900);
     let (june, july) = (
