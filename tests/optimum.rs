@@ -71,6 +71,8 @@ fn a_cars_energy_is_delivered_only_while_it_is_present() {
         wanted_wh: 10_000.0,
         max_w: 22_000.0,
         keep_up: None,
+        present: None,
+        taper: None,
     });
     let result = solve(&input).unwrap();
     for (t, step) in result.schedule.iter().enumerate() {
@@ -92,6 +94,8 @@ fn a_car_is_left_unmet_rather_than_importing_above_the_limit() {
         wanted_wh: 20_000.0,
         max_w: 22_000.0,
         keep_up: None,
+        present: None,
+        taper: None,
     });
     let result = solve(&input).unwrap();
     assert_close(result.ev_delivered_kwh, 2.0 * 10.0 * DT_H, 1e-6);
@@ -135,6 +139,8 @@ fn the_demand_charge_makes_the_optimum_flatten_the_peak() {
         wanted_wh: 20_000.0,
         max_w: 40_000.0,
         keep_up: None,
+        present: None,
+        taper: None,
     });
     let without = solve(&input).unwrap();
     input.tariff.demand_charge_cny_per_kw = 40.0;
@@ -246,6 +252,8 @@ fn arb_window() -> impl Strategy<Value = OptimumInput> {
                         wanted_wh,
                         max_w,
                         keep_up: None,
+                        present: None,
+                        taper: None,
                     })
                     .collect();
                 OptimumInput {

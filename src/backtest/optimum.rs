@@ -14,8 +14,12 @@
 //!   export limit is 0), `pv_used_t in [0, pv_available_t]` (the rest is curtailed),
 //!   `charge_t in [0, max_charge]`, `discharge_t in [0, max_discharge]`, stored energy
 //!   `e_t in [soc_min, soc_max] x usable`, and per vehicle session present at `t` a charging
-//!   power `v_{s,t} in [0, max_w_s]` (sessions have variables only while present, so a car is
-//!   never charged before it arrives or after it leaves).
+//!   power `v_{s,t} in [0, max_w_s x present_{s,t}]` (sessions have variables only while
+//!   present, so a car is never charged before it arrives or after it leaves; `present` is the
+//!   share of the step the car is plugged in for, 1 without [`SessionInput::present`]). A
+//!   session with a [`Taper`] also has, in each step it could be above the knee in,
+//!   `v_{s,t} <= max_w_s x ((1 - soc_{s,t}) / (1 - knee) + 0.1)` with `soc_{s,t}` its SoC at the
+//!   step's start (linear in what it got before).
 //! - Balance: `pv_used + import + discharge = building + sum_s v_{s,t} + charge + export`.
 //! - Battery: `e_t = e_{t-1} + charge_eff * charge_t * dt - discharge_t * dt / discharge_eff`,
 //!   `e_{-1} = soc0 x usable`. The end energy is free: instead of a constraint `e_end >= e_{-1}`
@@ -67,6 +71,7 @@
 
 use good_lp::{microlp, variable, Expression, ProblemVariables, Solution, SolverModel, Variable};
 use serde::{Deserialize, Serialize};
+use station_sim::physics::vehicles::{TAPER_FLOOR, TAPER_KNEE};
 
 /// The usual step of the backtest: 15 minutes, the metering interval of the demand charge.
 pub const DEFAULT_STEP_S: f64 = 900.0;
@@ -102,6 +107,33 @@ pub struct SessionInput {
     /// A floor on the session's progress (the planner's; the optimum has none).
     #[serde(default)]
     pub keep_up: Option<KeepUp>,
+    /// When the car is really present, s from the start of step 0 (None: the whole of its
+    /// first and last steps). In a step it is present for only part of, it gets at most its
+    /// power for that part.
+    #[serde(default)]
+    pub present: Option<Presence>,
+    /// The car's battery, for its taper above the knee (None: no taper).
+    #[serde(default)]
+    pub taper: Option<Taper>,
+}
+
+/// When a car arrives and leaves, s from the start of step 0.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Presence {
+    pub arrive_s: f64,
+    pub depart_s: f64,
+}
+
+/// A car's battery: above the knee ([`station_sim::physics::vehicles::TAPER_KNEE`]) its
+/// current falls as `I_max x clamp((1 - soc) / (1 - knee), 0.1, 1)`. The program bounds each
+/// step's power by that limit at the SoC the car has at the step's start, with the floor
+/// added rather than taken as a maximum (`(1 - soc) / (1 - knee) + 0.1`): above the true
+/// limit everywhere below full, so the program stays a relaxation of the car.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Taper {
+    pub battery_wh: f64,
+    /// State of charge at arrival, %.
+    pub soc_pct: f64,
 }
 
 /// A floor on a session's progress: at the end of every step, what the car still wants fits
@@ -513,6 +545,26 @@ fn validate_sessions(input: &OptimumInput, n: usize) -> Result<(), OptimumError>
         }
         check_non_negative(&format!("sessions[{i}].wanted_wh"), s.wanted_wh)?;
         check_non_negative(&format!("sessions[{i}].max_w"), s.max_w)?;
+        validate_car(s, i)?;
+    }
+    Ok(())
+}
+
+/// A session's presence and taper, when given.
+fn validate_car(s: &SessionInput, i: usize) -> Result<(), OptimumError> {
+    if let Some(p) = s.present {
+        check_finite(&format!("sessions[{i}].present.arrive_s"), p.arrive_s)?;
+        check_finite(&format!("sessions[{i}].present.depart_s"), p.depart_s)?;
+        if p.depart_s <= p.arrive_s {
+            return Err(invalid(
+                format!("sessions[{i}].present.depart_s"),
+                format!("not after arrive_s ({} <= {})", p.depart_s, p.arrive_s),
+            ));
+        }
+    }
+    if let Some(t) = s.taper {
+        check_non_negative(&format!("sessions[{i}].taper.battery_wh"), t.battery_wh)?;
+        check_pct(&format!("sessions[{i}].taper.soc_pct"), t.soc_pct)?;
     }
     Ok(())
 }
@@ -650,6 +702,21 @@ impl Scale {
         }
     }
 
+    /// End of step `t`, h from the start of step 0.
+    fn end_h(&self, t: usize) -> f64 {
+        self.dt0_h + t as f64 * self.dt_h
+    }
+
+    /// Share of step `t` that session `s` is present for (1 without [`Presence`]).
+    fn present_share(&self, s: &SessionInput, t: usize) -> f64 {
+        let Some(p) = s.present else {
+            return 1.0;
+        };
+        let (end, dt) = (self.end_h(t), self.dt(t));
+        let overlap = (end.min(p.depart_s / 3600.0) - (end - dt).max(p.arrive_s / 3600.0)).max(0.0);
+        (overlap / dt).clamp(0.0, 1.0)
+    }
+
     fn of(input: &OptimumInput) -> Scale {
         let b = &input.battery;
         let usable_kwh = kw(b.usable_wh);
@@ -765,7 +832,7 @@ fn session_variables(
             .take(s.depart_step)
             .skip(s.arrive_step)
         {
-            let v = vars.add(variable().min(0.0).max(max_kw));
+            let v = vars.add(variable().min(0.0).max(max_kw * sc.present_share(s, t)));
             let late = LATE_CHARGING_TIE_BREAK_CNY_PER_KWH * t as f64 / sc.n as f64;
             objective.add_mul(late * sc.dt(t), v);
             step.vehicles.push(v);
@@ -854,10 +921,48 @@ fn end_constraints(
             }
             energy.add_mul(1.0, u);
             model.add_constraint(energy.eq(kw(s.wanted_wh)));
+            if let Some(taper) = s.taper {
+                taper_constraints(model, sc, s, taper, sv);
+            }
             if let Some(k) = s.keep_up {
                 keep_up_constraints(model, sc, s, k, sv, u);
             }
         }
+    }
+}
+
+/// In each step the car could be above the knee in, its power stays under the taper's limit
+/// at the SoC it has at the step's start (see [`Taper`]):
+/// `v_t <= max x ((1 - soc0 - delivered_before_t / battery) / (1 - knee) + 0.1)`.
+fn taper_constraints(
+    model: &mut impl SolverModel,
+    sc: &Scale,
+    s: &SessionInput,
+    taper: Taper,
+    sv: &SessionVars,
+) {
+    let battery_kwh = kw(taper.battery_wh);
+    let max_kw = kw(s.max_w);
+    if battery_kwh <= 0.0 || max_kw <= 0.0 {
+        return;
+    }
+    let (knee, soc0) = (TAPER_KNEE, taper.soc_pct / 100.0);
+    let slope = max_kw / (battery_kwh * (1.0 - knee));
+    let cap = max_kw * ((1.0 - soc0) / (1.0 - knee) + TAPER_FLOOR);
+    let mut before = Expression::with_capacity(sv.power.len());
+    let mut most_before_kwh: f64 = 0.0;
+    for &(t, v) in &sv.power {
+        // Redundant with `v <= max` while the car cannot yet be past the point where the
+        // bound drops below its power.
+        let soc_most = soc0 + most_before_kwh.min(kw(s.wanted_wh)) / battery_kwh;
+        if (1.0 - soc_most) / (1.0 - knee) + TAPER_FLOOR < 1.0 {
+            // v + slope x delivered_before <= cap
+            let mut c = before.clone();
+            c.add_mul(1.0, v);
+            model.add_constraint(c.leq(cap));
+        }
+        before.add_mul(slope * sc.dt(t), v);
+        most_before_kwh += max_kw * sc.present_share(s, t) * sc.dt(t);
     }
 }
 
@@ -1157,6 +1262,8 @@ mod tests {
             wanted_wh: 10_000.0,
             max_w: 500.0,
             keep_up: None,
+            present: None,
+            taper: None,
         });
         let result = solve(&input).unwrap();
         assert_close(result.ev_delivered_kwh, 0.25, 1e-6);
@@ -1172,6 +1279,78 @@ mod tests {
             result.cost_cny < 30.0,
             "penalty leaked into cost: {}",
             result.cost_cny
+        );
+    }
+
+    /// `valley_then_peak` stretched to `n` steps at the valley price, with one car on it.
+    fn one_car(n: usize, car: SessionInput) -> OptimumInput {
+        let mut input = valley_then_peak(0.10);
+        input.pv_available_w = vec![0.0; n];
+        input.building_w = vec![10_000.0; n];
+        input.tariff.import_price_cny_per_kwh = vec![0.30; n];
+        input.sessions.push(car);
+        input
+    }
+
+    #[test]
+    fn a_car_present_for_part_of_a_step_gets_its_power_for_that_part_only() {
+        // 10 kW, plugged in 10 minutes into step 0 until the end of step 1: 20 minutes.
+        let car = SessionInput {
+            arrive_step: 0,
+            depart_step: 2,
+            wanted_wh: 10_000.0,
+            max_w: 10_000.0,
+            keep_up: None,
+            present: Some(Presence {
+                arrive_s: 600.0,
+                depart_s: 1800.0,
+            }),
+            taper: None,
+        };
+        let result = solve(&one_car(2, car.clone())).unwrap();
+        assert_close(result.ev_delivered_kwh, 10.0 / 3.0, 1e-6);
+        assert_close(result.schedule[0].vehicles_w, 10_000.0 / 3.0, 1e-3);
+        // Without the presence the car gets the whole of step 0.
+        let whole = SessionInput {
+            present: None,
+            ..car
+        };
+        assert_close(
+            solve(&one_car(2, whole)).unwrap().ev_delivered_kwh,
+            5.0,
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn a_car_above_the_knee_gets_no_more_than_its_taper_allows_and_no_less_than_the_car_takes() {
+        // 60 kWh at 88 % to full at 11 kW over an hour: the taper holds it short of 7.2 kWh.
+        let car = SessionInput {
+            arrive_step: 0,
+            depart_step: 4,
+            wanted_wh: 7_200.0,
+            max_w: 11_000.0,
+            keep_up: None,
+            present: None,
+            taper: Some(Taper {
+                battery_wh: 60_000.0,
+                soc_pct: 88.0,
+            }),
+        };
+        let tapered = solve(&one_car(4, car.clone())).unwrap();
+        let takes_kwh =
+            station_sim::physics::vehicles::deliverable_wh(60_000.0, 88.0, 100.0, 11_000.0, 3600.0)
+                / 1000.0;
+        assert!(
+            tapered.ev_delivered_kwh < 7.1 && tapered.ev_delivered_kwh >= takes_kwh - 1e-6,
+            "program {} kWh, the car takes {takes_kwh} kWh",
+            tapered.ev_delivered_kwh
+        );
+        let untapered = SessionInput { taper: None, ..car };
+        assert_close(
+            solve(&one_car(4, untapered)).unwrap().ev_delivered_kwh,
+            7.2,
+            1e-6,
         );
     }
 
@@ -1197,6 +1376,8 @@ mod tests {
                 wanted_wh: 1000.0,
                 max_w: 7000.0,
                 keep_up: None,
+                present: None,
+                taper: None,
             });
         }
         input.sessions.push(SessionInput {
@@ -1205,6 +1386,8 @@ mod tests {
             wanted_wh: 1000.0,
             max_w: 7000.0,
             keep_up: None,
+            present: None,
+            taper: None,
         });
         let err = solve(&input).unwrap_err();
         assert_eq!(
@@ -1285,6 +1468,42 @@ mod tests {
                         wanted_wh: 1.0,
                         max_w: 1.0,
                         keep_up: None,
+                        present: None,
+                        taper: None,
+                    })
+                }),
+            ),
+            (
+                "sessions[0].present.depart_s",
+                Box::new(|i| {
+                    i.sessions.push(SessionInput {
+                        arrive_step: 0,
+                        depart_step: 1,
+                        wanted_wh: 1.0,
+                        max_w: 1.0,
+                        keep_up: None,
+                        present: Some(Presence {
+                            arrive_s: 600.0,
+                            depart_s: 600.0,
+                        }),
+                        taper: None,
+                    })
+                }),
+            ),
+            (
+                "sessions[0].taper.soc_pct",
+                Box::new(|i| {
+                    i.sessions.push(SessionInput {
+                        arrive_step: 0,
+                        depart_step: 1,
+                        wanted_wh: 1.0,
+                        max_w: 1.0,
+                        keep_up: None,
+                        present: None,
+                        taper: Some(Taper {
+                            battery_wh: 60_000.0,
+                            soc_pct: 140.0,
+                        }),
                     })
                 }),
             ),

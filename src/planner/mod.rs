@@ -290,6 +290,8 @@ fn sessions(state: &PlanState, f: &Forecast, now: DateTime<Utc>, n: usize) -> Ve
                 power_w: max_w * LATE_POWER_SHARE,
                 departs_s: seconds(now, departs),
             }),
+            present: None,
+            taper: None,
         }
     };
     let plugged = state.plugged.iter().map(|c| SessionInput {

@@ -103,6 +103,8 @@ pub(crate) fn synthetic_reference_window(days: usize, seed: u64) -> OptimumInput
                 wanted_wh,
                 max_w,
                 keep_up: None,
+                present: None,
+                taper: None,
             });
         }
     }

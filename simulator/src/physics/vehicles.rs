@@ -48,6 +48,8 @@ pub struct VehicleSpec {
 
 /// SoC above which the car tapers its current.
 pub const TAPER_KNEE: f64 = 0.9;
+/// Share of its current a car still takes at the top of the taper.
+pub const TAPER_FLOOR: f64 = 0.1;
 
 /// A plugged car. Energy counts at the charger (AC); the car's SoC rises by that energy.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,7 +87,7 @@ impl Vehicle {
             return 0.0;
         }
         let soc = self.soc_pct / 100.0;
-        self.onboard_max_a * ((1.0 - soc) / (1.0 - TAPER_KNEE)).clamp(0.1, 1.0)
+        self.onboard_max_a * ((1.0 - soc) / (1.0 - TAPER_KNEE)).clamp(TAPER_FLOOR, 1.0)
     }
 }
 
@@ -114,7 +116,7 @@ pub fn deliverable_wh(
     let (mut got, mut t) = (to_knee, full_s);
     while t < seconds && got < wanted {
         let soc = soc_pct / 100.0 + got / battery_wh;
-        let share = ((1.0 - soc) / (1.0 - TAPER_KNEE)).clamp(0.1, 1.0);
+        let share = ((1.0 - soc) / (1.0 - TAPER_KNEE)).clamp(TAPER_FLOOR, 1.0);
         let dt = (seconds - t).min(1.0);
         got = (got + max_w * share * dt / 3600.0).min(wanted);
         t += dt;
