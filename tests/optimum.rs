@@ -50,6 +50,7 @@ fn battery(soc0_pct: f64) -> BatteryInput {
         charge_eff: 0.95,
         discharge_eff: 0.95,
         wear_cost_cny_per_kwh_discharged: 0.1,
+        calendar_cny_per_kwh_h: 0.0,
     }
 }
 

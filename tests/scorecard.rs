@@ -31,16 +31,17 @@ fn compare(path: &Path, seed: u64, days: u32) -> BacktestReport {
 /// * the meter nets what the program imports and exports in one step (possible only where
 ///   export pays more than import), so the replay may cost up to
 ///   `simultaneous_import_export_kwh x (export - import price)` more than the program found;
-/// * the program prices battery wear linearised at the start (cycle aging only) while every
-///   run, the replay included, pays the aging law's degradation (calendar aging depends on the
-///   SoC the battery is kept at): 2 % of the larger wear of the two runs covers it;
+/// * the program prices battery wear linearised at the start (cycle aging per kWh, calendar
+///   aging by its slope in the SoC at mid-window) while every run, the replay included, pays
+///   the aging law's degradation: 2 % of the larger wear of the two runs covers it;
 /// * the program's vehicle model takes each car's wish from the exogenous forecast at 15-minute
 ///   resolution; a plant car whose wish differs by a few Wh changes the unmet part by its value
 ///   (0.01 kWh x the unmet value).
 ///
 /// Everything else in the program is a relaxation of the plant (15-minute averages of the same
-/// clock-aligned quarters the demand charge is billed on, car presence rounded outwards, no BMS
-/// derating at the window edges), so a controller cannot beat it by its 1 s resolution.
+/// clock-aligned quarters the demand charge is billed on, a car's taper bounded at the SoC it
+/// has at each step's start, no BMS derating at the window edges), so a controller cannot beat
+/// it by its 1 s resolution.
 fn tolerance_cny(r: &BacktestReport, run: &str) -> f64 {
     let opt = r.run("optimum").unwrap();
     let ctl = r.run(run).unwrap();

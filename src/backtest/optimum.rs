@@ -48,14 +48,16 @@
 //!   so the program is always feasible.
 //!
 //! Objective: the sum of import cost, minus export revenue, plus demand charge, battery wear
-//! (per kWh discharged), unmet penalty and import-limit slack penalty, minus the stored-energy
-//! credit, plus tie-breaking terms far
+//! (per kWh discharged, and per kWh kept stored per hour for calendar aging:
+//! [`BatteryInput::calendar_cny_per_kwh_h`]), unmet penalty and import-limit slack penalty,
+//! minus the stored-energy credit, plus tie-breaking terms far
 //! below a fen (a tiny cost on battery throughput so the battery never charges and discharges at
 //! once to burn surplus, and a tiny preference for charging cars early among equally priced
 //! steps). The reported [`OptimumResult::cost_cny`] is recomputed from the schedule and contains
 //! neither penalty nor tie-breakers: import energy cost - export revenue + demand charge + wear;
 //! [`OptimumResult::objective_cny`] adds the unmet penalty and subtracts the stored-energy credit
-//! (the program's objective without slack and tie-breakers).
+//! (the program's objective without slack, tie-breakers and the calendar term, which only
+//! ranks schedules: the backtest scores their aging by the simulator's law).
 //!
 //! # Limitation: simultaneous import and export
 //! Import and export are separate non-negative variables. When the export price is higher than
@@ -170,6 +172,12 @@ pub struct BatteryInput {
     pub discharge_eff: f64,
     /// Degradation cost per AC kWh discharged, CNY/kWh.
     pub wear_cost_cny_per_kwh_discharged: f64,
+    /// What a kWh kept stored costs per hour in calendar aging, CNY/(kWh h): the slope of the
+    /// aging cost in the state of charge (a fuller pack ages faster). The program charges
+    /// `calendar x e_t x dt` per step, so among plans of equal cost it keeps the pack emptier
+    /// while idle; the aging at the window's floor is the same for every plan and left out.
+    #[serde(default)]
+    pub calendar_cny_per_kwh_h: f64,
 }
 
 impl BatteryInput {
@@ -185,6 +193,7 @@ impl BatteryInput {
             charge_eff: 1.0,
             discharge_eff: 1.0,
             wear_cost_cny_per_kwh_discharged: 0.0,
+            calendar_cny_per_kwh_h: 0.0,
         }
     }
 }
@@ -594,6 +603,7 @@ fn validate_battery(b: &BatteryInput) -> Result<(), OptimumError> {
         "battery.wear_cost_cny_per_kwh_discharged",
         b.wear_cost_cny_per_kwh_discharged,
     )?;
+    check_non_negative("battery.calendar_cny_per_kwh_h", b.calendar_cny_per_kwh_h)?;
     Ok(())
 }
 
@@ -803,6 +813,7 @@ fn battery_variables(
             .max(sc.usable_kwh * b.soc_max_pct / 100.0),
     );
     objective.add_mul(BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH * sc.dt(t), charge);
+    objective.add_mul(b.calendar_cny_per_kwh_h * sc.dt(t), energy);
     objective.add_mul(
         (b.wear_cost_cny_per_kwh_discharged + BATTERY_THROUGHPUT_TIE_BREAK_CNY_PER_KWH) * sc.dt(t),
         discharge,
@@ -1188,6 +1199,7 @@ mod tests {
                 charge_eff: 0.95,
                 discharge_eff: 0.95,
                 wear_cost_cny_per_kwh_discharged: wear_cny_per_kwh,
+                calendar_cny_per_kwh_h: 0.0,
             },
             grid: GridInput {
                 import_limit_w: 1_000_000.0,
@@ -1352,6 +1364,24 @@ mod tests {
             7.2,
             1e-6,
         );
+    }
+
+    #[test]
+    fn a_battery_that_ages_faster_full_is_charged_as_late_as_the_valley_allows() {
+        // Four valley steps, then the peak: the refill for the peak is as cheap in any of
+        // them, and calendar aging picks the last.
+        let mut input = valley_then_peak(0.10);
+        input.pv_available_w = vec![0.0; 5];
+        input.building_w = vec![100_000.0; 5];
+        input.tariff.import_price_cny_per_kwh = vec![0.30, 0.30, 0.30, 0.30, 1.10];
+        input.battery.soc0_pct = 0.0;
+        input.stored_value_cny_per_kwh = 0.0;
+        input.battery.calendar_cny_per_kwh_h = 0.002;
+        let result = solve(&input).unwrap();
+        let charged: Vec<f64> = result.schedule.iter().map(|s| -s.battery_w).collect();
+        assert!(charged[..3].iter().all(|&w| w.abs() < 1e-3), "{charged:?}");
+        assert!(charged[3] > 1_000.0, "{charged:?}");
+        assert!(result.schedule[4].battery_w > 1_000.0);
     }
 
     #[test]

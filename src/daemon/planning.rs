@@ -431,6 +431,7 @@ fn battery_input(b: &BatteryPolicy, c: &CycleState) -> BatteryInput {
             .filter(|w| w.is_finite() && *w >= 0.0)
             .unwrap_or_else(|| b.wear_cost_cny_per_kwh(c.usable_wh / 1000.0))
             .min(10.0),
+        calendar_cny_per_kwh_h: 0.0,
     }
 }
 

@@ -623,6 +623,7 @@ mod tests {
             charge_eff: 0.95,
             discharge_eff: 0.95,
             wear_cost_cny_per_kwh_discharged: 0.14,
+            calendar_cny_per_kwh_h: 0.0,
         };
         t.apply_to_planner(&policy, t0(), &mut input);
         for (v, want) in [

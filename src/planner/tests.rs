@@ -20,6 +20,7 @@ fn config(horizon_steps: usize) -> PlannerConfig {
             charge_eff: 0.95,
             discharge_eff: 0.95,
             wear_cost_cny_per_kwh_discharged: 0.1,
+            calendar_cny_per_kwh_h: 0.0,
         },
         grid: GridInput {
             import_limit_w: 150_000.0,

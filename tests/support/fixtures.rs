@@ -126,6 +126,7 @@ pub(crate) fn synthetic_reference_window(days: usize, seed: u64) -> OptimumInput
             charge_eff: 0.95,
             discharge_eff: 0.95,
             wear_cost_cny_per_kwh_discharged: 0.15,
+            calendar_cny_per_kwh_h: 0.0,
         },
         grid: GridInput {
             import_limit_w: 150_000.0,
