@@ -111,9 +111,10 @@ fn planner_config(scenario: &Scenario, policy: &Policy, days: u32) -> PlannerCon
 
 /// The planner does not price calendar aging (the daemon's planner has no figure for it
 /// either). Priced as the optimum prices it, every plan put off the battery's charge to the
-/// last steps that could carry it, and the 1 s layer, forecast error and the BMS's derating
-/// near full left it short at the peak: 7 days, seeds 1-8, own forecasts sunny 94.4 -> 87.7 %,
-/// cloudy 92.3 -> 85.1 %; perfect forecasts 0.1-1.7 points lower on every scenario.
+/// last steps that could carry it, and forecast error, the 1 s layer and the BMS's derating
+/// near full left it short at the peak: 7 days, seeds 1-8, own forecasts sunny 93.0 -> 87.7 %,
+/// cloudy 92.3 -> 85.1 %, weekend 92.6 -> 90.3 %, ev-rush 79.2 -> 75.9 % (perfect forecasts:
+/// sunny +0.9, weekend +0.7, ev-rush +0.2, cloudy -1.7 points).
 fn without_calendar(mut b: BatteryInput) -> BatteryInput {
     b.calendar_cny_per_kwh_h = 0.0;
     b
