@@ -339,3 +339,22 @@ fn a_plan_keeps_each_car_ahead_of_the_dispatch_cores_lateness_guard() {
     let dear: f64 = p.steps[..4].iter().map(|s| s.cars[0].in_step_wh).sum();
     assert!((dear - 9_000.0).abs() < 1.0, "{dear}");
 }
+
+#[test]
+fn a_car_is_planned_only_for_the_part_of_a_quarter_it_is_still_plugged_in() {
+    // 30 kWh wanted, 22 kW, leaving at 11:05: the plan aims 15 minutes early, at 10:50, so the
+    // quarter from 10:45 holds 5 minutes of charging and the plan can deliver 22 x 50 / 60 kWh.
+    let f = flat_forecast(at(10, 0), 8, 0.0);
+    let mut cfg = config(8);
+    cfg.demand_charge_cny_per_kw = 0.0;
+    let s = state(10.0, 0.0, vec![car(30.0, at(11, 5))]);
+    let p = plan(&cfg, &s, &f, at(10, 0)).unwrap();
+    let last = p.steps[3].cars[0].in_step_wh;
+    assert!(last <= 22_000.0 * 5.0 / 60.0 + 1.0, "{last}");
+    let deliverable_wh = 22_000.0 * 50.0 / 60.0;
+    assert!(
+        (p.plugged_unmet_wh - (30_000.0 - deliverable_wh)).abs() < 1.0,
+        "{}",
+        p.plugged_unmet_wh
+    );
+}
