@@ -1216,6 +1216,19 @@ mod tests {
         }
     }
 
+    /// A car present from step 0 to `depart_step` wanting 1 Wh at up to 1 W.
+    fn one_watt_hour(depart_step: usize) -> SessionInput {
+        SessionInput {
+            arrive_step: 0,
+            depart_step,
+            wanted_wh: 1.0,
+            max_w: 1.0,
+            keep_up: None,
+            present: None,
+            taper: None,
+        }
+    }
+
     fn assert_close(actual: f64, expected: f64, tolerance: f64) {
         assert!(
             (actual - expected).abs() <= tolerance,
@@ -1491,32 +1504,17 @@ mod tests {
             ),
             (
                 "sessions[0].depart_step",
-                Box::new(|i| {
-                    i.sessions.push(SessionInput {
-                        arrive_step: 0,
-                        depart_step: 3,
-                        wanted_wh: 1.0,
-                        max_w: 1.0,
-                        keep_up: None,
-                        present: None,
-                        taper: None,
-                    })
-                }),
+                Box::new(|i| i.sessions.push(one_watt_hour(3))),
             ),
             (
                 "sessions[0].present.depart_s",
                 Box::new(|i| {
                     i.sessions.push(SessionInput {
-                        arrive_step: 0,
-                        depart_step: 1,
-                        wanted_wh: 1.0,
-                        max_w: 1.0,
-                        keep_up: None,
                         present: Some(Presence {
                             arrive_s: 600.0,
                             depart_s: 600.0,
                         }),
-                        taper: None,
+                        ..one_watt_hour(1)
                     })
                 }),
             ),
@@ -1524,16 +1522,11 @@ mod tests {
                 "sessions[0].taper.soc_pct",
                 Box::new(|i| {
                     i.sessions.push(SessionInput {
-                        arrive_step: 0,
-                        depart_step: 1,
-                        wanted_wh: 1.0,
-                        max_w: 1.0,
-                        keep_up: None,
-                        present: None,
                         taper: Some(Taper {
                             battery_wh: 60_000.0,
                             soc_pct: 140.0,
                         }),
+                        ..one_watt_hour(1)
                     })
                 }),
             ),
