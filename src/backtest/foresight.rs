@@ -63,16 +63,13 @@ use super::optimum::{
     SessionInput, Taper, TariffInput,
 };
 use chrono::{DateTime, Datelike, Utc};
-use station_sim::physics::battery::{k_cal, Battery};
+use station_sim::physics::battery::{
+    k_cal, Battery, CALENDAR_EXPONENT, CALENDAR_SOC_K, CYCLE_AGING_A, CYCLE_AGING_B,
+};
 use station_sim::physics::kpi::{Flows, KpiTracker};
 use station_sim::physics::{exogenous_forecast, CostParts, Exogenous, Kpis, FORECAST_STEP_S};
 use station_sim::scenario::Scenario;
 
-/// Cycle-aging coefficients of the simulator's battery (`q = 1 - cal - A x EFC^B`).
-const CYCLE_AGING_A: f64 = 7.58e-5;
-const CYCLE_AGING_B: f64 = 1.08;
-/// Calendar-aging time exponent of the simulator's battery.
-const CALENDAR_EXPONENT: f64 = 0.464;
 /// Aging sub-step, s (the simulator ages the pack minute by minute).
 const AGING_STEP_S: f64 = 60.0;
 
@@ -125,7 +122,7 @@ fn calendar_slope(cal_loss: f64, t_k: f64, soc: f64) -> f64 {
     let rate = CALENDAR_EXPONENT
         * k.powf(1.0 / CALENDAR_EXPONENT)
         * loss.powf(1.0 - 1.0 / CALENDAR_EXPONENT);
-    rate * 162.0 / (CALENDAR_EXPONENT * t_k)
+    rate * CALENDAR_SOC_K / (CALENDAR_EXPONENT * t_k)
 }
 
 fn plant_battery(sc: &Scenario) -> PlantBattery {

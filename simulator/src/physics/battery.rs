@@ -64,10 +64,18 @@ pub fn ocv_cell_v(soc_pct: f64) -> f64 {
     OCV_V[OCV_V.len() - 1]
 }
 
+/// Time exponent of calendar aging (`cal = k_cal t^0.464`).
+pub const CALENDAR_EXPONENT: f64 = 0.464;
+/// SoC coefficient of calendar aging, K (`k_cal` grows as `exp(162 soc / T)`).
+pub const CALENDAR_SOC_K: f64 = 162.0;
+/// Cycle aging `A x EFC^B`: its coefficient and exponent.
+pub const CYCLE_AGING_A: f64 = 7.58e-5;
+pub const CYCLE_AGING_B: f64 = 1.08;
+
 /// Calendar aging rate per day^0.464 (T in K, soc as a fraction), as
 /// `docs/reference-station.md` (Battery aging) gives it.
 pub fn k_cal(t_k: f64, soc: f64) -> f64 {
-    3.25e8 * (-7580.0 / t_k).exp() * (162.0 * soc / t_k).exp()
+    3.25e8 * (-7580.0 / t_k).exp() * (CALENDAR_SOC_K * soc / t_k).exp()
 }
 
 /// The calendar loss after `dt_days` more at `t_k` and `soc` (fraction), from `cal_loss`: the
@@ -75,17 +83,17 @@ pub fn k_cal(t_k: f64, soc: f64) -> f64 {
 pub fn calendar_step(cal_loss: f64, t_k: f64, soc: f64, dt_days: f64) -> f64 {
     let k = k_cal(t_k, soc);
     let t_eq_days = if cal_loss > 0.0 {
-        (cal_loss / k).powf(1.0 / 0.464)
+        (cal_loss / k).powf(1.0 / CALENDAR_EXPONENT)
     } else {
         0.0
     };
-    k * (t_eq_days + dt_days).powf(0.464)
+    k * (t_eq_days + dt_days).powf(CALENDAR_EXPONENT)
 }
 
 /// The cycle loss (fraction of capacity) after `efc_total` equivalent full cycles, first life
 /// included.
 pub fn cycle_loss(efc_total: f64) -> f64 {
-    7.58e-5 * efc_total.max(0.0).powf(1.08)
+    CYCLE_AGING_A * efc_total.max(0.0).powf(CYCLE_AGING_B)
 }
 
 fn ramp(x: f64, lo0: f64, lo1: f64, hi1: f64, hi0: f64) -> f64 {
@@ -162,8 +170,8 @@ impl Battery {
     pub fn new(p: &BatteryParams) -> Self {
         let loss0 = 1.0 - p.soh_pct / 100.0;
         let k_ref = k_cal(298.15, 0.5);
-        let cal0 = (k_ref * p.calendar_age_days.max(0.0).powf(0.464)).min(loss0);
-        let efc0 = ((loss0 - cal0).max(0.0) / 7.58e-5).powf(1.0 / 1.08);
+        let cal0 = (k_ref * p.calendar_age_days.max(0.0).powf(CALENDAR_EXPONENT)).min(loss0);
+        let efc0 = ((loss0 - cal0).max(0.0) / CYCLE_AGING_A).powf(1.0 / CYCLE_AGING_B);
         let mut b = Battery {
             nameplate_wh: p.nameplate_kwh * 1000.0,
             soh0_pct: p.soh_pct,
