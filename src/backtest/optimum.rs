@@ -995,7 +995,7 @@ fn keep_up_constraints(
     for &(t, v) in &sv.power {
         delivered.add_mul(sc.dt(t), v);
         deliverable_kwh += sc.dt(t) * kw(s.max_w);
-        let end_h = sc.dt0_h + t as f64 * sc.dt_h;
+        let end_h = sc.end_h(t);
         let after_h = (k.departs_s / 3600.0 - end_h).max(0.0);
         let floor_kwh = (kw(s.wanted_wh) - kw(k.power_w.max(0.0)) * after_h).min(deliverable_kwh);
         if floor_kwh > 0.0 {
