@@ -994,7 +994,7 @@ fn keep_up_constraints(
     let mut deliverable_kwh = 0.0;
     for &(t, v) in &sv.power {
         delivered.add_mul(sc.dt(t), v);
-        deliverable_kwh += sc.dt(t) * kw(s.max_w);
+        deliverable_kwh += sc.dt(t) * kw(s.max_w) * sc.present_share(s, t);
         let end_h = sc.end_h(t);
         let after_h = (k.departs_s / 3600.0 - end_h).max(0.0);
         let floor_kwh = (kw(s.wanted_wh) - kw(k.power_w.max(0.0)) * after_h).min(deliverable_kwh);
@@ -1345,6 +1345,33 @@ mod tests {
             5.0,
             1e-6,
         );
+    }
+
+    #[test]
+    fn a_keep_up_floor_asks_a_car_arriving_mid_step_only_for_what_it_can_take_while_present() {
+        // 10 kW from 10 minutes into step 0 to the end of step 1, wanting all it can take
+        // (20 minutes: 3.33 kWh), kept up at 5 kW. Counted over the whole of step 0, the floor
+        // at its end (3.33 - 5 x 0.25 = 2.08 kWh) is more than the 5 minutes present deliver
+        // (0.83 kWh): the program had to book the difference as unmet, and then left that much
+        // of the car's wish undelivered for free.
+        let car = SessionInput {
+            arrive_step: 0,
+            depart_step: 2,
+            wanted_wh: 10_000.0 / 3.0,
+            max_w: 10_000.0,
+            keep_up: Some(KeepUp {
+                power_w: 5_000.0,
+                departs_s: 1800.0,
+            }),
+            present: Some(Presence {
+                arrive_s: 600.0,
+                depart_s: 1800.0,
+            }),
+            taper: None,
+        };
+        let result = solve(&one_car(2, car)).unwrap();
+        assert_close(result.ev_unmet_kwh, 0.0, 1e-6);
+        assert_close(result.ev_delivered_kwh, 10.0 / 3.0, 1e-6);
     }
 
     #[test]
