@@ -139,7 +139,7 @@ pub struct Taper {
 }
 
 /// A floor on a session's progress: at the end of every step, what the car still wants fits
-/// before it leaves at `power_w`. The dispatch core overrides a plan that falls behind this
+/// before `departs_s` at `power_w`. The dispatch core overrides a plan that falls behind this
 /// (it charges the car harder at once, whatever the plan's import ceiling), so a plan that
 /// counts on charging a car late must not fall behind it either, or the override sets a demand
 /// peak the plan never chose.
@@ -147,7 +147,8 @@ pub struct Taper {
 pub struct KeepUp {
     /// Power the rest of the session can count on, W.
     pub power_w: f64,
-    /// When the car leaves, s from the start of step 0.
+    /// When the car stops counting on it, s from the start of step 0 (its departure less the
+    /// dispatch core's margin, [`crate::dispatch::LATE_MARGIN_H`]).
     pub departs_s: f64,
 }
 

@@ -1227,17 +1227,18 @@ fn a_budgeted_car_the_plan_defers_waits_unless_its_wish_would_no_longer_fit() {
     // The plan gives it nothing this step (it ends 8:15); the car wants 11.04 kWh and takes at
     // most 11.04 kW (16 A on three phases).
     let budget_for = |departs| one_deferred_car(id.clone(), 11_040.0, departs, 11_040.0);
-    // Leaving at 10:30, 2.25 h after the step at 50 % of 11.04 kW covers the wish: it waits.
+    // Leaving at 10:30, 2.25 h after the step, of which the guard counts on all but the last
+    // half hour at 90 % of 11.04 kW (17.4 kWh), cover the wish: it waits.
     let mut st = DispatchState::new();
     st.set_plan_budget(Some(budget_for(local(10, 30))));
     let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
     assert_eq!(plan.chargers[0].amps.0, 0.0, "{:?}", amps(&plan));
-    // Leaving at 9:30, the 1.25 h after the step cover 6.9 kWh: the 4.14 kWh left must come
-    // now, over the 871 s left of the step.
+    // Leaving at 9:30, the 1.25 h after the step cover 0.9 x 11.04 kW x 0.75 h = 7.452 kWh:
+    // the 3.588 kWh left must come now, over the 871 s left of the step.
     let mut st = DispatchState::new();
     st.set_plan_budget(Some(budget_for(local(9, 30))));
     let plan = run(&mut s, &p, &mut st, local(8, 0), 30);
-    let expected = 4_140.0 / (871.0 / 3600.0) / 690.0;
+    let expected = 3_588.0 / (871.0 / 3600.0) / 690.0;
     assert!(
         (plan.chargers[0].amps.0 - expected).abs() < 1e-6,
         "{:?}",
@@ -1252,9 +1253,9 @@ fn budgeted_cars_are_held_back_toward_their_musts_when_the_plans_ceiling_binds()
     s.building = Reading::fresh(Watts::from_kw(45.0));
     let (a, b) = (s.chargers[0].id.clone(), s.chargers[1].id.clone());
     // The plan lets both cars take their full 22.08 kW (5.52 kWh this quarter). Both leave at
-    // 9:30, 1.25 h after the step, in which half their power delivers 13.8 kWh: A wants 12 kWh
-    // (nothing must come now), B 16 kWh (2.2 kWh must come in this step: 9.1 kW over its
-    // 871 s).
+    // 9:30, 1.25 h after the step, in which the guard counts on 90 % of their power for all
+    // but the last half hour, 14.904 kWh: A wants 12 kWh (nothing must come now), B 17.104 kWh
+    // (2.2 kWh must come in this step: 9.1 kW over its 871 s).
     let car = |wish_wh| CarBudget {
         step_wh: 5_520.0,
         wish_wh,
@@ -1263,7 +1264,7 @@ fn budgeted_cars_are_held_back_toward_their_musts_when_the_plans_ceiling_binds()
     };
     let with_ceiling = |kw| PlanBudget {
         import_ceiling: Watts::from_kw(kw),
-        chargers: vec![(a.clone(), car(12_000.0)), (b.clone(), car(16_000.0))],
+        chargers: vec![(a.clone(), car(12_000.0)), (b.clone(), car(17_104.0))],
         ..budget(local(8, 15), 50.0, Vec::new())
     };
     let amps_for = |wh: f64| wh / (871.0 / 3600.0) / 690.0;

@@ -31,7 +31,7 @@ use crate::backtest::optimum::{
     solve, BatteryInput, GridInput, KeepUp, NextPeriod, OptimumError, OptimumInput, OptimumResult,
     Presence, SessionInput, StepSchedule, TariffInput,
 };
-use crate::dispatch::LATE_POWER_SHARE;
+use crate::dispatch::{later_wh, LATE_MARGIN_H, LATE_POWER_SHARE};
 use chrono::{DateTime, Utc};
 
 /// Length of a plan step, s: the demand charge's metering interval.
@@ -280,7 +280,7 @@ fn check_forecast(cfg: &PlannerConfig, f: &Forecast, now: DateTime<Utc>) -> Resu
 /// arrives and leaves in gave it up to a quarter of an hour of charging at each end that it
 /// never had: 7 days, seeds 1-8, perfect forecasts +0.2 points on sunny, cloudy and weekend,
 /// own forecasts within 0.1), and kept ahead of the dispatch core's lateness guard (its full
-/// power x [`LATE_POWER_SHARE`] until it really leaves).
+/// power x [`LATE_POWER_SHARE`] until [`LATE_MARGIN_H`] before it really leaves).
 fn sessions(state: &PlanState, f: &Forecast, now: DateTime<Utc>, n: usize) -> Vec<SessionInput> {
     let session = |arrives: DateTime<Utc>, departs: DateTime<Utc>, wanted_wh: f64, max_w: f64| {
         let max_w = max_w.max(0.0);
@@ -291,7 +291,7 @@ fn sessions(state: &PlanState, f: &Forecast, now: DateTime<Utc>, n: usize) -> Ve
             max_w: max_w * power_share(arrives, departs, wanted_wh, max_w),
             keep_up: Some(KeepUp {
                 power_w: max_w * LATE_POWER_SHARE,
-                departs_s: seconds(now, departs),
+                departs_s: seconds(now, departs) - LATE_MARGIN_H * 3600.0,
             }),
             present: present(now, arrives, departs),
             taper: None,
@@ -314,13 +314,13 @@ fn sessions(state: &PlanState, f: &Forecast, now: DateTime<Utc>, n: usize) -> Ve
 /// The departure a plan aims at: [`DEPARTURE_MARGIN_S`] early, but not before `from`'s next
 /// step.
 /// Share of a car's power the plan counts on: [`CAR_POWER_SHARE`], or all of it for a car that
-/// arrives behind the dispatch core's lateness guard (it wants more than [`LATE_POWER_SHARE`] of
-/// its power over its whole stay). Dispatch charges such a car at its full power until it has
+/// arrives behind the dispatch core's lateness guard (it wants more than [`later_wh`] over its
+/// whole stay). Dispatch charges such a car at its full power until it has
 /// caught up with the guard, whatever the plan says; a plan that counted on less would set its
 /// import ceiling and battery for cars drawing less than they do.
 fn power_share(arrives: DateTime<Utc>, departs: DateTime<Utc>, wanted_wh: f64, max_w: f64) -> f64 {
     let stay_h = seconds(arrives, departs).max(0.0) / 3600.0;
-    if wanted_wh > LATE_POWER_SHARE * max_w * stay_h {
+    if wanted_wh > later_wh(max_w, stay_h) {
         1.0
     } else {
         CAR_POWER_SHARE
