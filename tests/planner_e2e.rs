@@ -394,6 +394,7 @@ async fn the_dashboard_shows_the_plan_ahead_and_the_wish_on_the_charger_card() {
     let b = support::browser::open_page(&format!("{base}/")).await;
     for series in [
         "planned_import_w",
+        "import_ceiling_w",
         "pv_forecast_w",
         "building_forecast_w",
         "battery_soc_target_pct",

@@ -547,13 +547,15 @@
     return 10 * mag;
   }
 
-  // The plan ahead of now (GET /api/plan): forecast PV and building load, planned grid import
-  // and battery SoC (right axis, %), dashed, right of the "now" line.
+  // The plan ahead of now (GET /api/plan): forecast PV and building load, planned grid import,
+  // the import ceiling (the demand peak the plan holds every quarter under) and battery SoC
+  // (right axis, %), dashed, right of the "now" line.
   const PLAN_SERIES = [
     { key: "pv_forecast_w", cls: "pv" },
     { key: "building_forecast_w", cls: "building" },
     // Signed like the measured grid line: planned export below zero.
     { key: "planned_import_w", cls: "grid", value: (st) => st.planned_import_w - (st.planned_export_w || 0) },
+    { key: "import_ceiling_w", cls: "ceiling" },
   ];
   const PLAN_AHEAD_MS = 12 * 3600000;
   const planValue = (s, st) => (s.value ? s.value(st) : st[s.key]);
@@ -600,6 +602,7 @@
     }
     const nowMs = points[points.length - 1].ms;
     const ahead = planPoints(plan, nowMs);
+    $("legend-ceiling").hidden = !ahead.length;
     const t1 = ahead.length ? Math.max(nowMs, ahead[ahead.length - 1].endMs) : nowMs;
     const t0 = Math.min(points[0].ms, nowMs - 3600000);
     let lo = 0, hi = limitW !== null ? limitW : 1000;
