@@ -482,3 +482,97 @@ fn the_assembled_forecast_covers_the_horizon_from_the_running_quarter() {
     assert_eq!(fc.import_price_cny_per_kwh[5], 0.5);
     assert!(fc.arrivals.iter().all(|c| c.arrives >= now));
 }
+
+fn booking(
+    charger: Option<usize>,
+    arrives: DateTime<Utc>,
+    stay_h: i64,
+    kwh: f64,
+) -> station_controller::planner::forecast::Booking {
+    station_controller::planner::forecast::Booking {
+        id: 0,
+        charger,
+        arrives,
+        departs: arrives + Duration::hours(stay_h),
+        energy_wh: Some(kwh * 1000.0),
+        max_w: Some(22_000.0),
+        fulfilled_by: None,
+    }
+}
+
+/// A station that has seen no car for two weeks (the EV rush's, whose only cars are the rush's)
+/// expects none; the cars the operator booked are expected with their energy and power, each
+/// on a free charger, and a late one is expected now until its grace ends.
+#[test]
+fn booked_cars_are_expected_where_the_history_sees_none() {
+    let sc = scenario("ev-rush");
+    let exo = record(&sc);
+    let k0 = 14 * DAY;
+    let mut f = forecasters(&sc);
+    for q in history_until(&exo, k0, f64::INFINITY, false).quarters() {
+        f.history.observe_quarter(*q);
+    }
+    let now = step_start(&exo, k0) + Duration::hours(1);
+    assert!(f.arrivals(now, now + Duration::days(1), &[]).is_empty());
+    let rush = now + Duration::hours(4);
+    for k in 0..3 {
+        f.bookings
+            .add(booking(
+                None,
+                rush + Duration::minutes(5 * k),
+                3,
+                40.0 + k as f64,
+            ))
+            .unwrap();
+    }
+    f.bookings.add(booking(Some(5), rush, 2, 30.0)).unwrap();
+    let cars = f.arrivals(now, now + Duration::days(1), &[]);
+    assert_eq!(cars.len(), 4, "{cars:?}");
+    let energy: f64 = cars.iter().map(|c| c.wanted_wh).sum();
+    assert!((energy - 153_000.0).abs() < 1e-6, "{cars:?}");
+    assert!(cars
+        .iter()
+        .all(|c| c.max_w == 22_000.0 && c.arrives >= rush));
+    // Charger 6 (index 5) busy past the rush: its booking is not expected, the others are.
+    let mut occupied = vec![None; sc.chargers.count];
+    occupied[5] = Some(rush + Duration::hours(1));
+    assert_eq!(f.arrivals(now, now + Duration::days(1), &occupied).len(), 3);
+    // Twenty minutes late: expected now; forty minutes late: lapsed.
+    let late = f.arrivals(rush + Duration::minutes(20), rush + Duration::days(1), &[]);
+    assert_eq!(late.len(), 4);
+    assert!(late
+        .iter()
+        .all(|c| c.arrives == rush + Duration::minutes(20)));
+    assert!(f
+        .arrivals(rush + Duration::minutes(40), rush + Duration::days(1), &[])
+        .is_empty());
+    // Plugged in: fulfilled, no longer expected.
+    assert!(f.bookings.plugged(5, rush).is_some());
+    assert_eq!(f.arrivals(now, now + Duration::days(1), &[]).len(), 3);
+}
+
+/// A booked car that the statistics expect anyway (an hour where the station usually sees a
+/// car) replaces the statistical one rather than adding to it.
+#[test]
+fn a_booked_car_counts_as_one_of_the_cars_its_hour_expects() {
+    let sc = scenario("sunny-weekday");
+    let exo = record(&sc);
+    let k0 = 14 * DAY;
+    let mut f = forecasters(&sc);
+    f.history = history_until(&exo, k0, f64::INFINITY, false);
+    let now = step_start(&exo, k0);
+    let end = now + Duration::days(1);
+    let free = f.arrivals(now, end, &[]);
+    let first = free
+        .first()
+        .expect("the sunny weekday expects cars")
+        .clone();
+    f.bookings
+        .add(booking(None, first.arrives, 2, 55.0))
+        .unwrap();
+    let booked = f.arrivals(now, end, &[]);
+    assert_eq!(booked.len(), free.len(), "{free:?}\n{booked:?}");
+    assert!(booked
+        .iter()
+        .any(|c| c.arrives == first.arrives && c.wanted_wh == 55_000.0));
+}

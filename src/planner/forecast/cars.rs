@@ -19,7 +19,13 @@
 //! With fewer than [`MIN_DAYS`] observed days of the day type the configured
 //! [`super::ChargerDefaults`] are used instead: a car at each configured local time on each
 //! charger (when free).
+//!
+//! Bookings ([`super::bookings`]) go first in their hour: each takes its charger (or the
+//! lowest-numbered free one) with its energy and power (the charger's defaults where it gives
+//! none), and counts as one of the cars the statistics expect in that hour, so a booked car
+//! that is one of the station's habits is not expected twice.
 
+use super::bookings::Booking;
 use super::{ChargerDefaults, ForecastConfig, History, PastSession};
 use crate::planner::ExpectedCar;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc, Weekday};
@@ -89,10 +95,13 @@ fn stats(tz: Tz, history: &History) -> Stats {
     }
 }
 
-/// Cars expected to arrive in `[now, end)`; `occupied_until[i]`: when charger `i`'s car leaves.
+/// Cars expected to arrive in `[now, end)`: the `booked` ones (still expected at `now`; a late
+/// one is expected at `now`) and those the history expects; `occupied_until[i]`: when charger
+/// `i`'s car leaves.
 pub fn forecast(
     cfg: &ForecastConfig,
     history: &History,
+    booked: &[Booking],
     now: DateTime<Utc>,
     end: DateTime<Utc>,
     occupied_until: &[Option<DateTime<Utc>>],
@@ -112,8 +121,16 @@ pub fn forecast(
         let next = hour + Duration::hours(1);
         let (from, to) = (hour.max(now), next.min(end));
         let we = weekend(from.with_timezone(&cfg.tz).date_naive());
+        let mut booked_here = 0.0;
+        for b in booked
+            .iter()
+            .filter(|b| (from..to).contains(&b.arrives.max(now)))
+        {
+            walk.booked(b, now);
+            booked_here += 1.0;
+        }
         if st.days[usize::from(we)] >= MIN_DAYS {
-            walk.learned(&st, we, from, to);
+            walk.learned(&st, we, from, to, booked_here);
         } else {
             walk.configured(from, to);
         }
@@ -133,14 +150,14 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    /// Put a car on the lowest-numbered charger free at `arrives` (or on `only`).
+    /// Put a car on the lowest-numbered charger free at `arrives` (or on `only`), staying
+    /// `dwell`; `wh_w` gives its energy and power on the charger's defaults.
     fn place(
         &mut self,
         only: Option<usize>,
         arrives: DateTime<Utc>,
         dwell: Duration,
-        wh: f64,
-        w: f64,
+        wh_w: impl Fn(&ChargerDefaults) -> (f64, f64),
     ) {
         let free = (0..self.busy_until.len())
             .filter(|&i| only.is_none_or(|o| o == i))
@@ -148,19 +165,43 @@ impl Walk<'_> {
         let Some(i) = free else { return };
         let departs = arrives + dwell.max(Duration::minutes(1));
         self.busy_until[i] = departs;
+        let (wanted_wh, max_w) = wh_w(&self.chargers[i]);
         self.cars.push(ExpectedCar {
             arrives,
             departs,
-            wanted_wh: wh,
-            max_w: w.min(self.chargers[i].max_w),
+            wanted_wh,
+            max_w,
         });
     }
 
-    fn learned(&mut self, st: &Stats, we: bool, from: DateTime<Utc>, to: DateTime<Utc>) {
+    /// A booked car, expected at its time (at `now` when it is late).
+    fn booked(&mut self, b: &Booking, now: DateTime<Utc>) {
+        let arrives = b.arrives.max(now);
+        self.place(b.charger, arrives, b.departs - arrives, |d| {
+            (
+                b.energy_wh.unwrap_or(d.energy_wh),
+                b.max_w.unwrap_or(d.max_w),
+            )
+        });
+    }
+
+    /// The cars the statistics expect in `[from, to)`, of which `booked` are already placed.
+    fn learned(
+        &mut self,
+        st: &Stats,
+        we: bool,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        booked: f64,
+    ) {
         let hour = st.by_hour.get(&(we, from.with_timezone(&self.tz).hour()));
         let share = (to - from).num_seconds() as f64 / 3600.0;
         let rate = hour.map_or(0.0, |s| s.count) / st.days[usize::from(we)] as f64;
         self.acc += rate * share;
+        if booked > 0.0 {
+            // As if the statistics had placed them (a placed car leaves at least -0.5).
+            self.acc = (self.acc - booked).max(-0.5);
+        }
         let means = hour
             .and_then(Sums::means)
             .or_else(|| st.by_type.get(&we).and_then(Sums::means));
@@ -171,7 +212,7 @@ impl Walk<'_> {
         while self.acc >= 0.5 {
             self.acc -= 1.0;
             let dwell = Duration::seconds(dwell_s.round() as i64);
-            self.place(None, arrives, dwell, energy_wh, max_w);
+            self.place(None, arrives, dwell, |d| (energy_wh, max_w.min(d.max_w)));
         }
     }
 
@@ -186,7 +227,7 @@ impl Walk<'_> {
                     .earliest()
                     .map(|t| t.with_timezone(&Utc));
                 if let Some(at) = at.filter(|at| *at >= from && *at < to) {
-                    self.place(Some(i), at, d.dwell, d.energy_wh, d.max_w);
+                    self.place(Some(i), at, d.dwell, |d| (d.energy_wh, d.max_w));
                 }
             }
         }

@@ -12,10 +12,12 @@
 //!   from config.
 //! * Cars ([`cars`]): expected arrivals per charger and local hour from past sessions (their
 //!   rate, energy, dwell and power); fallback the configured arrivals per charger; chargers
-//!   occupied now get no arrival before their car leaves.
+//!   occupied now get no arrival before their car leaves; bookings ([`bookings`]: cars the
+//!   operator knows are coming) go in first and count as part of what the statistics expect.
 //!
 //! All local-time grouping (weekday, time of day) uses the station's time zone.
 
+pub mod bookings;
 pub mod cars;
 pub mod day_ahead;
 pub mod load;
@@ -27,6 +29,7 @@ use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
 use std::collections::{BTreeMap, VecDeque};
 
+pub use bookings::{Booking, BookingError, Bookings};
 pub use day_ahead::{parse_day_ahead, DayAhead, DayAheadError};
 pub use solar::Site;
 
@@ -189,6 +192,8 @@ pub struct Forecasters {
     pub history: History,
     /// A day-ahead PV product, when one is configured and was read.
     pub day_ahead: Option<DayAhead>,
+    /// The cars the operator booked.
+    pub bookings: Bookings,
 }
 
 /// Start of the 15-minute quarter containing `t`.
@@ -209,6 +214,7 @@ impl Forecasters {
             cfg,
             history: History::default(),
             day_ahead: None,
+            bookings: Bookings::default(),
         }
     }
 
@@ -222,15 +228,17 @@ impl Forecasters {
         load::forecast(&self.cfg, &self.history, now, n)
     }
 
-    /// Cars expected to arrive after `now` and before `end`; `occupied_until[i]` is when the
-    /// car on charger `i` leaves (None: free now).
+    /// Cars expected to arrive after `now` and before `end` (the booked ones still expected
+    /// and those the history expects); `occupied_until[i]` is when the car on charger `i`
+    /// leaves (None: free now).
     pub fn arrivals(
         &self,
         now: DateTime<Utc>,
         end: DateTime<Utc>,
         occupied_until: &[Option<DateTime<Utc>>],
     ) -> Vec<ExpectedCar> {
-        cars::forecast(&self.cfg, &self.history, now, end, occupied_until)
+        let booked = self.bookings.expected(now);
+        cars::forecast(&self.cfg, &self.history, &booked, now, end, occupied_until)
     }
 
     /// The planner's [`Forecast`] for `horizon_steps` quarters from the one containing `now`;
