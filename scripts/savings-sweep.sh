@@ -9,7 +9,7 @@ set -euo pipefail
 bin=${STATIOND:-target/release/stationd}
 days=${DAYS:-7}
 seeds=${SEEDS:-1 2 3 4 5 6 7 8}
-scenarios=${SCENARIOS:-sunny-weekday ev-rush cloudy-winter-weekday weekend faults-day}
+scenarios=${SCENARIOS:-sunny-weekday ev-rush ev-rush-booked cloudy-winter-weekday weekend faults-day}
 for s in $scenarios; do
   for seed in $seeds; do
     "$bin" backtest --scenario simulator/scenarios/$s.toml --days "$days" --seed "$seed" --compare --json 2>/dev/null |

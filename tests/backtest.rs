@@ -19,9 +19,10 @@ use station_controller::dispatch::Policy;
 use station_sim::scenario::Scenario;
 use std::path::{Path, PathBuf};
 
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 6] = [
     "sunny-weekday",
     "ev-rush",
+    "ev-rush-booked",
     "weekend",
     "cloudy-winter-weekday",
     "faults-day",

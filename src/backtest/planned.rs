@@ -13,7 +13,9 @@
 //!   load from the same weekday's history, car arrivals from past sessions) fed only with what
 //!   the controller measured before `now`, plus [`WARM_UP_DAYS`] of the scenario's processes
 //!   before the window (a station in service has a history; a fresh one plans on its config
-//!   fallbacks). Prices come from the tariff, which is known.
+//!   fallbacks), and the scenario's bookings (`vehicles.bookings`: what the operator entered
+//!   ahead, with its own errors; a booking is fulfilled by the car that plugs in near its
+//!   time). Prices come from the tariff, which is known.
 //!
 //! Horizon: 48 h, cut at the end of the scored window (the objective charges what the cars
 //! still plugged in at the end want, as the optimum is charged; a station has no window end).
@@ -27,8 +29,8 @@ use super::objective::ObjectiveValues;
 use super::optimum::{BatteryInput, GridInput, DEMAND_CHARGE_MONTH_DAYS};
 use crate::dispatch::{month_key, ChargerId, DispatchState, PlanBudget, Policy};
 use crate::planner::forecast::{
-    quarter_start, ChargerDefaults, ForecastConfig, Forecasters, LoadProfile, PastQuarter,
-    PastSession, Site,
+    quarter_start, Booking, Bookings, ChargerDefaults, ForecastConfig, Forecasters, LoadProfile,
+    PastQuarter, PastSession, Site,
 };
 use crate::planner::live::{self, CarNow, StepMeter};
 use crate::planner::{
@@ -167,6 +169,7 @@ fn forecast_config(scenario: &Scenario) -> ForecastConfig {
 /// The forecasters with [`WARM_UP_DAYS`] of the scenario's processes before `start` as history.
 fn warmed_up(scenario: &Scenario, seed: u64, start: DateTime<Utc>) -> Forecasters {
     let mut f = Forecasters::new(forecast_config(scenario));
+    f.bookings = booked(scenario);
     let from = start - Duration::days(i64::from(WARM_UP_DAYS));
     let past = exogenous_forecast(scenario, seed, from, WARM_UP_DAYS);
     let step = Duration::seconds(i64::from(past.step_s));
@@ -188,6 +191,28 @@ fn warmed_up(scenario: &Scenario, seed: u64, start: DateTime<Utc>) -> Forecaster
         });
     }
     f
+}
+
+/// The scenario's bookings as the operator entered them (validated with the scenario).
+fn booked(scenario: &Scenario) -> Bookings {
+    let mut book = Bookings::default();
+    for b in &scenario.vehicles.bookings {
+        let Some(arrives) = scenario.resolve_local(&b.at) else {
+            continue;
+        };
+        let stay = Duration::seconds((b.stay_h * 3600.0).round() as i64);
+        // Refused only when the scenario's validation would have refused it.
+        let _ = book.add(Booking {
+            id: 0,
+            charger: b.charger.map(|c| c.saturating_sub(1)),
+            arrives,
+            departs: arrives + stay,
+            energy_wh: b.energy_kwh.map(|e| e * 1000.0),
+            max_w: b.max_kw.map(|p| p * 1000.0),
+            fulfilled_by: None,
+        });
+    }
+    book
 }
 
 impl PlannerHook {
@@ -420,6 +445,8 @@ impl Causal {
                         * f64::from(v.phases.min(c.phases))
                         * PHASE_V;
                     self.open[i] = Some((v.arrived, v.wanted_wh + v.session_wh, max_w));
+                    self.forecasters.bookings.plugged(i, v.arrived);
+                    self.forecasters.bookings.prune(view.sim_time);
                 }
                 (None, Some((arrived, wished_wh, max_w))) => {
                     self.forecasters.history.observe_session(PastSession {

@@ -216,6 +216,26 @@ pub struct VehicleParams {
     /// about 9 % of sessions above 33 kWh.
     pub energy_mean_kwh: f64,
     pub scripted: Vec<ScriptedArrival>,
+    /// Cars the operator booked ahead, as the station's controller is told of them. The
+    /// simulator does not use them (the cars that come are the scripted and random ones): a
+    /// booking says what the operator expected, with the errors of a real appointment book.
+    pub bookings: Vec<BookedCar>,
+}
+
+/// A car the operator booked: when it is due, how long it stays, and what the operator
+/// knows of it.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct BookedCar {
+    /// 1-based charger number; absent: whichever charger is free.
+    pub charger: Option<usize>,
+    /// Local `HH:MM[:SS]` on the start date, or `YYYY-MM-DD HH:MM[:SS]`.
+    pub at: String,
+    pub stay_h: f64,
+    /// Energy the car is expected to want, kWh (absent: the controller's default).
+    pub energy_kwh: Option<f64>,
+    /// Power the car is expected to draw, kW (absent: the controller's default).
+    pub max_kw: Option<f64>,
 }
 
 /// A car that arrives at a given time on a given charger.
@@ -463,6 +483,7 @@ impl Default for VehicleParams {
             share_16a_3ph: 0.25,
             energy_mean_kwh: 20.0,
             scripted: Vec::new(),
+            bookings: Vec::new(),
         }
     }
 }

@@ -6,8 +6,8 @@
 //! the controller, so this is the simulator's.)
 
 use super::{
-    parse_date, parse_time, BatteryParams, BuildingParams, ChargerParams, FaultKind, FaultSpec,
-    PvParams, Scenario, ScenarioError, ScriptedArrival, Tariff, VehicleParams, Weather,
+    parse_date, parse_time, BatteryParams, BookedCar, BuildingParams, ChargerParams, FaultKind,
+    FaultSpec, PvParams, Scenario, ScenarioError, ScriptedArrival, Tariff, VehicleParams, Weather,
 };
 use std::fmt;
 
@@ -98,6 +98,9 @@ impl Scenario {
         for (i, s) in self.vehicles.scripted.iter().enumerate() {
             self.check_scripted(i, s, &mut issues);
         }
+        for (i, b) in self.vehicles.bookings.iter().enumerate() {
+            self.check_booked(i, b, &mut issues);
+        }
         issues.range("grid.import_limit_kw", self.grid.import_limit_kw, 0.0, 1e6);
         issues.range("grid.export_limit_kw", self.grid.export_limit_kw, 0.0, 1e6);
         check_tariff(&self.tariff, &mut issues);
@@ -157,6 +160,22 @@ impl Scenario {
         issues.range(&k("stay_h"), s.stay_h, 0.0, 24.0 * 14.0);
         issues.range(&k("onboard_a"), s.onboard_a, 0.0, 80.0);
         issues.phases(&k("phases"), s.phases);
+    }
+
+    fn check_booked(&self, i: usize, b: &BookedCar, issues: &mut Issues) {
+        let k = |f: &str| format!("vehicles.bookings[{i}].{f}");
+        let count = self.chargers.count;
+        if b.charger.is_some_and(|c| c == 0 || c > count) {
+            issues.push(k("charger"), format!("must be 1..={count}"));
+        }
+        self.check_local_time(&k("at"), &b.at, issues);
+        issues.range(&k("stay_h"), b.stay_h, 0.01, 24.0 * 14.0);
+        if let Some(e) = b.energy_kwh {
+            issues.range(&k("energy_kwh"), e, 0.0, 500.0);
+        }
+        if let Some(p) = b.max_kw {
+            issues.range(&k("max_kw"), p, 0.1, 400.0);
+        }
     }
 
     fn check_fault(&self, i: usize, f: &FaultSpec, issues: &mut Issues) {
@@ -365,6 +384,25 @@ mod tests {
                 "vehicles.scripted[0].at",
                 "vehicles.scripted[0].target_pct",
                 "vehicles.scripted[0].phases",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_booking_names_each_bad_key_and_a_good_one_passes() {
+        let issues = issues_of(
+            "[[vehicles.bookings]]\ncharger = 0\nat = \"1pm\"\nstay_h = 0\n\
+             energy_kwh = -5\nmax_kw = 0\n\
+             [[vehicles.bookings]]\nat = \"13:00\"\nstay_h = 2.5\nenergy_kwh = 40\n",
+        );
+        assert_eq!(
+            issues.keys(),
+            [
+                "vehicles.bookings[0].charger",
+                "vehicles.bookings[0].at",
+                "vehicles.bookings[0].stay_h",
+                "vehicles.bookings[0].energy_kwh",
+                "vehicles.bookings[0].max_kw",
             ]
         );
     }
