@@ -417,3 +417,96 @@ async fn the_dashboard_shows_the_plan_ahead_and_the_wish_on_the_charger_card() {
     b.close().await;
     d.shutdown().await;
 }
+
+async fn post_booking(d: &Demo, token: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/bookings", d.daemon.api_addr))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get_bookings(d: &Demo) -> Vec<Value> {
+    let v: Value = reqwest::get(format!("http://{}/api/bookings", d.daemon.api_addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["bookings"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booked_car_is_expected_by_the_plan_and_fulfilled_when_it_plugs_in() {
+    let d = start("09:50", None, None).await;
+    let now = d.sim.now();
+    let at = |m: i64| (now + chrono::Duration::minutes(m)).to_rfc3339();
+    // Refused, naming the field; the token is required.
+    let (code, body) = post_booking(
+        &d,
+        TOKEN,
+        json!({"arrives": at(20), "departs": at(200), "charger": "charger-9"}),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(error_of(&body), "charger: no charger \"charger-9\"");
+    let (code, body) = post_booking(&d, TOKEN, json!({"arrives": at(20), "departs": at(10)})).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(error_of(&body).starts_with("departs:"), "{body}");
+    let (code, _) = post_booking(&d, "wrong", json!({"arrives": at(20), "departs": at(200)})).await;
+    assert_eq!(code, 401);
+    // Booked: the plan expects a 37 kWh car at its time.
+    let (code, booked) = post_booking(
+        &d,
+        TOKEN,
+        json!({"arrives": at(20), "departs": at(200), "energy_kwh": 37, "max_kw": 11}),
+    )
+    .await;
+    assert_eq!(code, 201, "{booked}");
+    assert_eq!(booked["state"], "expected");
+    let arrives = booked["arrives"].as_str().unwrap().to_string();
+    until_async(
+        "the booked car in the plan",
+        Duration::from_secs(120),
+        async || {
+            let p = get_plan(&d).await;
+            p["arrivals"].as_array()?.iter().find(|a| {
+                a["energy_kwh"].as_f64() == Some(37.0)
+                    && a["arrives"]
+                        .as_str()
+                        .map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        == Some(chrono::DateTime::parse_from_rfc3339(&arrives).ok())
+            })?;
+            Some(())
+        },
+    )
+    .await;
+    // A car plugs in within the grace: the booking is fulfilled by its charger.
+    d.sim.plug(&plug("charger-2")).unwrap();
+    let b = until_async(
+        "the booking fulfilled",
+        Duration::from_secs(60),
+        async || {
+            let all = get_bookings(&d).await;
+            all.into_iter().find(|b| b["state"] == "fulfilled")
+        },
+    )
+    .await;
+    assert_eq!(b["fulfilled_by"], "charger-2");
+    // Cancelled once; a second time it is unknown.
+    let id = b["id"].as_u64().unwrap();
+    let delete = |token: &'static str| {
+        reqwest::Client::new()
+            .delete(format!("http://{}/api/bookings/{id}", d.daemon.api_addr))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(delete(TOKEN).await.unwrap().status().as_u16(), 204);
+    assert_eq!(delete(TOKEN).await.unwrap().status().as_u16(), 404);
+    assert!(get_bookings(&d).await.is_empty());
+    assert_eq!(d.sim.truth().kpis.soc_window_violation_s, 0.0);
+    d.shutdown().await;
+}

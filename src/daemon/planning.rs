@@ -20,6 +20,10 @@
 //! * Session wishes (`POST /api/chargers/{id}/session`) are kept here per charger until the
 //!   car leaves; a car without one wants `default_energy_kwh` and leaves `dwell_h` after it
 //!   plugged in.
+//! * Bookings (`POST /api/bookings`: cars the operator knows are coming) are kept here too;
+//!   the forecasters expect them ([`crate::planner::forecast::bookings`]), a car plugging in
+//!   near a booking's time fulfils it, and adding or cancelling one asks for a re-plan. They
+//!   live in memory: a restarted daemon has none until they are entered again.
 
 use crate::backtest::optimum::{BatteryInput, GridInput};
 use crate::config::planner::{DayAheadSource, PlannerSettings, SolveFault};
@@ -29,7 +33,8 @@ use crate::dispatch::snapshot::HealthLimits;
 use crate::dispatch::{ChargerId, DispatchState, Plan, PlanBudget, Policy, Snapshot};
 use crate::ledger::{Bucket, SessionRecord};
 use crate::planner::forecast::{
-    parse_day_ahead, ChargerDefaults, ForecastConfig, PastQuarter, PastSession,
+    parse_day_ahead, Booking, BookingError, Bookings, ChargerDefaults, ForecastConfig, PastQuarter,
+    PastSession,
 };
 use crate::planner::live::{self, CarNow, StepMeter};
 use crate::planner::{plan, Forecast, PlanBudgets, PlanState, PlannerConfig, PluggedCar};
@@ -138,8 +143,9 @@ pub struct Planning {
     wishes: Mutex<BTreeMap<String, SessionWish>>,
     /// When each charger's car plugged in (station time).
     plugged_at: Mutex<BTreeMap<String, DateTime<Utc>>>,
-    /// Bumped on every wish set (an event for the task).
+    /// Bumped on every wish set and booking change (an event for the task).
     wish_events: watch::Sender<u64>,
+    bookings: Mutex<Bookings>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -155,7 +161,33 @@ impl Planning {
             wishes: Mutex::new(BTreeMap::new()),
             plugged_at: Mutex::new(BTreeMap::new()),
             wish_events: watch::channel(0).0,
+            bookings: Mutex::new(Bookings::default()),
         })
+    }
+
+    /// Add a booking (the caller checked it against the chargers) and ask for a re-plan;
+    /// returns it as booked.
+    pub fn add_booking(&self, b: Booking, now: DateTime<Utc>) -> Result<Booking, BookingError> {
+        let mut book = lock(&self.bookings);
+        book.prune(now);
+        let id = book.add(b)?;
+        self.wish_events.send_modify(|n| *n += 1);
+        let added = book.all().iter().find(|b| b.id == id).cloned();
+        added.ok_or(BookingError::Full)
+    }
+
+    /// Cancel booking `id` (asking for a re-plan); whether there was one.
+    pub fn cancel_booking(&self, id: u64) -> bool {
+        let gone = lock(&self.bookings).cancel(id);
+        if gone {
+            self.wish_events.send_modify(|n| *n += 1);
+        }
+        gone
+    }
+
+    /// The bookings held.
+    pub fn bookings(&self) -> Bookings {
+        lock(&self.bookings).clone()
     }
 
     /// The latest plan and its state.
@@ -249,9 +281,16 @@ impl LivePlan {
         self.planning.forget_wishes(&unplugged);
         {
             let mut at = lock(&self.planning.plugged_at);
-            for c in &state.chargers {
+            for (i, c) in state.chargers.iter().enumerate() {
                 if c.plugged {
-                    at.entry(c.id.clone()).or_insert(state.now);
+                    if !at.contains_key(&c.id) {
+                        at.insert(c.id.clone(), state.now);
+                        let mut book = lock(&self.planning.bookings);
+                        if let Some(id) = book.plugged(i, state.now) {
+                            tracing::info!(charger = %c.id, booking = id, "a booked car plugged in");
+                        }
+                        book.prune(state.now);
+                    }
                 } else {
                     at.remove(&c.id);
                 }

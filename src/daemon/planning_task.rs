@@ -223,6 +223,7 @@ impl Task {
                 .sum::<f64>()
                 / 15.0
         };
+        self.forecasters.bookings = self.planning.bookings();
         let forecast =
             Arc::new(
                 self.forecasters

@@ -35,7 +35,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
@@ -101,6 +101,11 @@ fn router(shared: Arc<Shared>, cancel: CancellationToken, listen: SocketAddr) ->
         .route("/api/chargers/{id}/mode", post(set_mode))
         .route("/api/chargers/{id}/session", post(session::set_session))
         .route("/api/plan", get(session::plan))
+        .route(
+            "/api/bookings",
+            get(crate::http::bookings::list).post(crate::http::bookings::add),
+        )
+        .route("/api/bookings/{id}", delete(crate::http::bookings::cancel))
         .route(
             "/api/battery/health",
             get(|State(s): State<AppState>| crate::http::battery_health::get(s.shared)),

@@ -3,4 +3,5 @@
 pub mod api;
 pub mod assets;
 pub mod battery_health;
+pub mod bookings;
 pub mod session;

@@ -9,8 +9,8 @@
 //!   `cannot_meet` (with the reason) when the plan is made. 400 names the field that is wrong,
 //!   404 an unknown charger, 409 a charger without a car or a station without the planner.
 //! - `GET /api/plan`: the plan in force with the forecast it was made from, per step (the
-//!   dashboard draws it ahead of now), the solver's counters and why the plan does not run,
-//!   if it does not.
+//!   dashboard draws it ahead of now), the cars it expects (`arrivals`: booked and forecast),
+//!   the solver's counters and why the plan does not run, if it does not.
 
 use super::api::{authorize, error, json_body, AppState};
 use crate::daemon::planning::{PlanView, SessionWish};
@@ -213,6 +213,14 @@ fn plan_json(v: &PlanView, now: DateTime<Utc>) -> Value {
         "objective_cny": v.plan.as_ref().map(|p| p.objective_cny),
         "plugged_unmet_kwh": v.plan.as_ref().map(|p| p.plugged_unmet_wh / 1000.0),
         "expected_cars": v.forecast.as_ref().map_or(0, |f| f.arrivals.len()),
+        "arrivals": v.forecast.as_ref().map_or_else(Vec::new, |f| {
+            f.arrivals.iter().map(|a| json!({
+                "arrives": a.arrives,
+                "departs": a.departs,
+                "energy_kwh": a.wanted_wh / 1000.0,
+                "max_kw": a.max_w / 1000.0,
+            })).collect::<Vec<_>>()
+        }),
         "reason": v.reason(now),
         "solves": v.solves,
         "failures": v.failures,
