@@ -359,7 +359,8 @@ async fn a_late_solve_does_not_hold_up_the_control_cycle() {
     d.shutdown().await;
 }
 
-/// The dashboard draws the plan ahead of now and shows the charger's wish.
+/// The dashboard draws the plan ahead of now, marks the cars it expects (a booked one here) and
+/// shows the charger's wish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromium-driver (installed by .ci/run)"]
 async fn the_dashboard_shows_the_plan_ahead_and_the_wish_on_the_charger_card() {
@@ -391,6 +392,15 @@ async fn the_dashboard_shows_the_plan_ahead_and_the_wish_on_the_charger_card() {
     )
     .await;
     assert_eq!(code, 200, "{body}");
+    let arrives = (d.sim.now() + chrono::Duration::hours(1)).to_rfc3339();
+    let departs = (d.sim.now() + chrono::Duration::hours(3)).to_rfc3339();
+    let (code, body) = post_booking(
+        &d,
+        TOKEN,
+        json!({"arrives": arrives, "departs": departs, "energy_kwh": 20}),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
     let b = support::browser::open_page(&format!("{base}/")).await;
     for series in [
         "planned_import_w",
@@ -414,6 +424,13 @@ async fn the_dashboard_shows_the_plan_ahead_and_the_wish_on_the_charger_card() {
         )
         .await;
     assert!(wish.ends_with("planned"), "{wish}");
+    // The booked car is marked where the plan expects it.
+    b.wait_for_count(
+        "#history-chart .arrival-marker[data-energy-kwh=\"20\"]",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
     b.close().await;
     d.shutdown().await;
 }

@@ -587,6 +587,24 @@
     if (socPts.length > 1) svg("polyline", { points: socPts.join(" "), class: "line plan-line line-battery", "data-plan": "battery_soc_target_pct" }, g);
   }
 
+  // The cars the plan expects (booked and forecast): a marker on the time axis at each arrival.
+  function renderArrivals(root, plan, fromMs, toMs, x, yBase) {
+    const cars = plan && Array.isArray(plan.arrivals) ? plan.arrivals : [];
+    const g = svg("g", { class: "arrivals", "data-series": "arrivals" }, root);
+    let shown = 0;
+    for (const a of cars) {
+      const ms = new Date(a.arrives).getTime();
+      if (!(ms >= fromMs && ms <= toMs)) continue;
+      const px = x(ms);
+      const d = "M" + (px - 5).toFixed(1) + "," + yBase + " L" + (px + 5).toFixed(1) + "," + yBase + " L" + px.toFixed(1) + "," + (yBase - 9) + " Z";
+      const m = svg("path", { d: d, class: "arrival-marker", "data-energy-kwh": String(a.energy_kwh) }, g);
+      svg("title", {}, m).textContent = "car expected " + fmtHour.format(new Date(ms)) + "–" +
+        fmtHour.format(new Date(a.departs)) + ", " + (isNum(a.energy_kwh) ? a.energy_kwh.toFixed(0) : "?") + " kWh";
+      shown += 1;
+    }
+    return shown;
+  }
+
   function renderHistory(h, plan) {
     const root = $("history-chart");
     while (root.firstChild) root.removeChild(root.firstChild);
@@ -603,6 +621,7 @@
     const nowMs = points[points.length - 1].ms;
     const ahead = planPoints(plan, nowMs);
     $("legend-ceiling").hidden = !ahead.length;
+    $("legend-arrival").hidden = true;
     const t1 = ahead.length ? Math.max(nowMs, ahead[ahead.length - 1].endMs) : nowMs;
     const t0 = Math.min(points[0].ms, nowMs - 3600000);
     let lo = 0, hi = limitW !== null ? limitW : 1000;
@@ -664,6 +683,7 @@
     if (ahead.length) {
       svg("line", { x1: x(nowMs), x2: x(nowMs), y1: T, y2: H - B, class: "now-line" }, root);
       renderPlan(root, ahead, x, y, lo, hi);
+      $("legend-arrival").hidden = renderArrivals(root, plan, nowMs, t1, x, H - B) === 0;
       svg("text", { x: W - R - 4, y: T + 12, "text-anchor": "end", class: "tick" }, root).textContent = "plan → (SoC: 0–100 % of the axis)";
     }
     setText("history-note", points.length + " points, up to " + fmtHour.format(new Date(nowMs)) +
