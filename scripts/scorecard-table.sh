@@ -2,7 +2,7 @@
 # Regenerates the README's scorecard table: 1 day, seed 1, every shipped scenario.
 set -euo pipefail
 bin=${STATIOND:-target/release/stationd}
-for s in sunny-weekday ev-rush cloudy-winter-weekday weekend faults-day; do
+for s in sunny-weekday ev-rush ev-rush-booked cloudy-winter-weekday weekend faults-day; do
   "$bin" backtest --scenario simulator/scenarios/$s.toml --compare --json 2>/dev/null |
   jq -r --arg s "$s" '. as $r | .runs | to_entries[] | .value as $v |
     [ (if .key == 0 then $s else "" end), $v.controller,
