@@ -527,3 +527,73 @@ async fn a_booked_car_is_expected_by_the_plan_and_fulfilled_when_it_plugs_in() {
     assert_eq!(d.sim.truth().kpis.soc_window_violation_s, 0.0);
     d.shutdown().await;
 }
+
+/// Bookings are kept in the ledger's database: a restarted daemon still holds (and expects)
+/// them, with their ids, and numbers new ones after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_survives_a_daemon_restart() {
+    let dir = std::env::temp_dir().join(format!("stationd-bookings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ledger.sqlite");
+    let _ = std::fs::remove_file(&path);
+    let options = || station_controller::daemon::Options {
+        ledger_path: Some(path.clone()),
+        ..Default::default()
+    };
+    let planner = |c: &mut StationConfig| {
+        c.api_token = Some(TOKEN.into());
+        c.planner = Some(settings(c));
+    };
+    let sc = demo::scenario("sunny-weekday").unwrap();
+    let sim = station_sim::runtime::spawn(station_sim::runtime::SimConfig {
+        start: sc.resolve_local("09:50"),
+        ..station_sim::runtime::SimConfig::ephemeral(sc, 7, 60.0)
+    })
+    .await
+    .unwrap();
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let d = Demo::attach_with(sim, 60.0, listen, options(), planner)
+        .await
+        .unwrap();
+    until("the first control cycle", Duration::from_secs(30), || {
+        status(&d).filter(|s| s.cycle >= 3).map(|_| ())
+    })
+    .await;
+    let now = d.sim.now();
+    let at = |m: i64| (now + chrono::Duration::minutes(m)).to_rfc3339();
+    let (code, booked) = post_booking(
+        &d,
+        TOKEN,
+        json!({"arrives": at(300), "departs": at(480), "energy_kwh": 33, "charger": "charger-4"}),
+    )
+    .await;
+    assert_eq!(code, 201, "{booked}");
+    // Stored by the planning task (poll the database, not a sleep).
+    until("the booking stored", Duration::from_secs(30), || {
+        let store = station_controller::ledger::store::Store::open(&path).ok()?;
+        (store.bookings().ok()?.len() == 1).then_some(())
+    })
+    .await;
+    let sim = d.stop_daemon().await;
+    let d = Demo::attach_with(sim, 60.0, listen, options(), planner)
+        .await
+        .unwrap();
+    let held = get_bookings(&d).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["id"], booked["id"]);
+    assert_eq!(held[0]["arrives"], booked["arrives"]);
+    assert_eq!(held[0]["energy_kwh"], 33.0);
+    until(
+        "the first cycle after the restart",
+        Duration::from_secs(30),
+        || status(&d).filter(|s| s.cycle >= 3).map(|_| ()),
+    )
+    .await;
+    assert_eq!(held[0]["charger"], "charger-4");
+    let (code, next) =
+        post_booking(&d, TOKEN, json!({"arrives": at(320), "departs": at(400)})).await;
+    assert_eq!(code, 201, "{next}");
+    assert_eq!(next["id"].as_u64(), booked["id"].as_u64().map(|i| i + 1));
+    d.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -338,6 +338,9 @@ pub async fn start(
         battery_health: health_slot,
     });
 
+    if let (Some(p), Some(path)) = (shared.planning(), options.ledger_path.clone()) {
+        planning::load_bookings(p, path).await;
+    }
     tracker.spawn(crate::http::api::serve(
         listener,
         shared.clone(),
@@ -358,6 +361,7 @@ pub async fn start(
             p.clone(),
             shared.clone(),
             config.clone(),
+            options.ledger_path.clone(),
             cancel.clone(),
             tracker.clone(),
         ));

@@ -23,7 +23,8 @@
 //! * Bookings (`POST /api/bookings`: cars the operator knows are coming) are kept here too;
 //!   the forecasters expect them ([`crate::planner::forecast::bookings`]), a car plugging in
 //!   near a booking's time fulfils it, and adding or cancelling one asks for a re-plan. They
-//!   live in memory: a restarted daemon has none until they are entered again.
+//!   are kept in the ledger's database (table `bookings`, rewritten by the planning task after
+//!   each change, read back at start), so a restarted daemon still expects them.
 
 use crate::backtest::optimum::{BatteryInput, GridInput};
 use crate::config::planner::{DayAheadSource, PlannerSettings, SolveFault};
@@ -41,6 +42,7 @@ use crate::planner::{plan, Forecast, PlanBudgets, PlanState, PlannerConfig, Plug
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -146,6 +148,8 @@ pub struct Planning {
     /// Bumped on every wish set and booking change (an event for the task).
     wish_events: watch::Sender<u64>,
     bookings: Mutex<Bookings>,
+    /// Bumped on every change of the bookings (the planning task stores them).
+    bookings_version: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -162,7 +166,22 @@ impl Planning {
             plugged_at: Mutex::new(BTreeMap::new()),
             wish_events: watch::channel(0).0,
             bookings: Mutex::new(Bookings::default()),
+            bookings_version: AtomicU64::new(0),
         })
+    }
+
+    fn bookings_changed(&self) {
+        self.bookings_version.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times the bookings changed.
+    pub fn bookings_version(&self) -> u64 {
+        self.bookings_version.load(Ordering::Relaxed)
+    }
+
+    /// Take back the bookings saved before a restart.
+    pub fn restore_bookings(&self, saved: Vec<Booking>) {
+        lock(&self.bookings).restore(saved);
     }
 
     /// Add a booking (the caller checked it against the chargers) and ask for a re-plan;
@@ -171,6 +190,7 @@ impl Planning {
         let mut book = lock(&self.bookings);
         book.prune(now);
         let id = book.add(b)?;
+        self.bookings_changed();
         self.wish_events.send_modify(|n| *n += 1);
         let added = book.all().iter().find(|b| b.id == id).cloned();
         added.ok_or(BookingError::Full)
@@ -180,6 +200,7 @@ impl Planning {
     pub fn cancel_booking(&self, id: u64) -> bool {
         let gone = lock(&self.bookings).cancel(id);
         if gone {
+            self.bookings_changed();
             self.wish_events.send_modify(|n| *n += 1);
         }
         gone
@@ -286,10 +307,13 @@ impl LivePlan {
                     if !at.contains_key(&c.id) {
                         at.insert(c.id.clone(), state.now);
                         let mut book = lock(&self.planning.bookings);
-                        if let Some(id) = book.plugged(i, state.now) {
+                        let fulfilled = book.plugged(i, state.now);
+                        if let Some(id) = fulfilled {
                             tracing::info!(charger = %c.id, booking = id, "a booked car plugged in");
                         }
-                        book.prune(state.now);
+                        if book.prune(state.now) > 0 || fulfilled.is_some() {
+                            self.planning.bookings_changed();
+                        }
                     }
                 } else {
                     at.remove(&c.id);
@@ -371,7 +395,7 @@ pub fn cycle_state(
 
 #[path = "planning_task.rs"]
 mod task;
-pub use task::run;
+pub use task::{load_bookings, run};
 
 /// The forecasters' configuration from the station's.
 fn forecast_config(config: &StationConfig, s: &PlannerSettings) -> ForecastConfig {

@@ -8,10 +8,12 @@ use super::{
 use crate::config::StationConfig;
 use crate::daemon::Shared;
 use crate::dispatch::Policy;
+use crate::ledger::store::Store;
 use crate::planner::forecast::{quarter_start, Forecasters, HISTORY_DAYS};
 use crate::planner::{Forecast, PlanBudgets, PlanState, PLAN_STEP_S};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -50,13 +52,36 @@ struct Task {
     view: PlanView,
     /// The wish events the plan in force saw.
     plan_wish_version: u64,
+    /// The ledger's database, where the bookings are kept (None: in memory only).
+    ledger_path: Option<PathBuf>,
+    /// The bookings' version last stored.
+    bookings_stored: u64,
 }
 
-/// Run the planning task until `cancel` fires.
+/// Read the bookings kept in the ledger's database at `path` into `planning` (before the API
+/// serves, so ids are not given twice).
+pub async fn load_bookings(planning: &Planning, path: PathBuf) {
+    let loaded = tokio::task::spawn_blocking(move || Store::open(&path)?.bookings()).await;
+    match loaded {
+        Ok(Ok(saved)) => {
+            tracing::info!(
+                bookings = saved.len(),
+                "planner bookings loaded from the ledger"
+            );
+            planning.restore_bookings(saved);
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "planner bookings not loaded; none are expected"),
+        Err(e) => tracing::warn!(error = %e, "planner bookings not loaded; none are expected"),
+    }
+}
+
+/// Run the planning task until `cancel` fires; bookings are stored in the ledger's database at
+/// `ledger_path` when they change.
 pub async fn run(
     planning: Arc<Planning>,
     shared: Arc<Shared>,
     config: StationConfig,
+    ledger_path: Option<PathBuf>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -78,6 +103,8 @@ pub async fn run(
         day_ahead_read: None,
         view: PlanView::default(),
         plan_wish_version: 0,
+        bookings_stored: planning.bookings_version(),
+        ledger_path,
     };
     let mut input = planning.input.subscribe();
     let mut wishes = planning.wish_events.subscribe();
@@ -91,6 +118,7 @@ pub async fn run(
             r = wishes.changed() => if r.is_err() { break },
         }
         task.poll_solve();
+        task.store_bookings().await;
         let Some(state) = planning.cycle_state() else {
             continue;
         };
@@ -103,6 +131,7 @@ pub async fn run(
             task.start_solve(&state);
         }
     }
+    task.store_bookings().await;
     if let Some(f) = task.in_flight.take() {
         // The blocking thread is tracked: shutdown waits for it; its result is not used.
         drop(f.handle);
@@ -151,6 +180,27 @@ impl Task {
         self.view.history_quarters = self.forecasters.history.quarters().count();
         self.view.history_sessions = self.forecasters.history.sessions().count();
         self.publish();
+    }
+
+    /// Store the bookings when they changed since last stored.
+    async fn store_bookings(&mut self) {
+        let version = self.planning.bookings_version();
+        let Some(path) = self.ledger_path.clone() else {
+            return;
+        };
+        if version == self.bookings_stored {
+            return;
+        }
+        let book = self.planning.bookings();
+        let stored = self
+            .tracker
+            .spawn_blocking(move || Store::open(&path)?.replace_bookings(book.all()))
+            .await;
+        match stored {
+            Ok(Ok(())) => self.bookings_stored = version,
+            Ok(Err(e)) => tracing::warn!(error = %e, "planner bookings not stored; retrying"),
+            Err(e) => tracing::warn!(error = %e, "planner bookings not stored; retrying"),
+        }
     }
 
     /// Re-read the day-ahead product when due.

@@ -10,7 +10,9 @@
 //! the month's peak, [`DemandState`]) and the energy counters' reconciliation
 //! ([`SavedCounter`], keys `counter:<name>:<field>`).
 //!
-//! Schema 2 added the bucket column `estimated_s`; a version-1 file is migrated in place.
+//! Schema 2 added the bucket column `estimated_s`; a version-1 file is migrated in place. The
+//! battery's capacity samples and the planner's bookings have tables of their own, created on
+//! open in any schema version.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,6 +25,7 @@ use super::flows::BatteryOrigin;
 use super::model::{utc_from_s, Bucket, SavedCounter, SessionRecord, BUCKET_COLUMNS};
 use crate::dispatch::DemandState;
 use crate::health::CapacitySample;
+use crate::planner::forecast::Booking;
 
 /// Schema version this code writes and reads.
 pub const SCHEMA_VERSION: i64 = 2;
@@ -224,6 +227,7 @@ impl Store {
         }
         super::outbox::create(&tx).map_err(setup)?;
         create_capacity_samples(&tx).map_err(setup)?;
+        create_bookings(&tx).map_err(setup)?;
         tx.commit().map_err(setup)
     }
 
@@ -578,4 +582,79 @@ fn bucket_upsert_sql() -> String {
         placeholders.join(", "),
         updates.join(", ")
     )
+}
+
+/// The planner's bookings (`crate::planner::forecast::bookings`), one row per booking.
+fn create_bookings(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS bookings (
+            id INTEGER PRIMARY KEY,
+            charger INTEGER,
+            arrives_ms INTEGER NOT NULL,
+            departs_ms INTEGER NOT NULL,
+            energy_wh REAL,
+            max_w REAL,
+            fulfilled_by INTEGER);",
+    )
+}
+
+impl Store {
+    /// Replace the stored bookings with `bookings` (one transaction).
+    pub fn replace_bookings(&mut self, bookings: &[Booking]) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let err = |source| LedgerError::Flush {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute("DELETE FROM bookings", []).map_err(err)?;
+        for b in bookings {
+            let index = |i: Option<usize>| i.and_then(|i| i64::try_from(i).ok());
+            tx.execute(
+                "INSERT INTO bookings (id, charger, arrives_ms, departs_ms, energy_wh, max_w,
+                 fulfilled_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    i64::try_from(b.id).unwrap_or(i64::MAX),
+                    index(b.charger),
+                    b.arrives.timestamp_millis(),
+                    b.departs.timestamp_millis(),
+                    b.energy_wh,
+                    b.max_w,
+                    index(b.fulfilled_by)
+                ],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// The stored bookings, by arrival.
+    pub fn bookings(&self) -> Result<Vec<Booking>, LedgerError> {
+        let read = |source| LedgerError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, charger, arrives_ms, departs_ms, energy_wh, max_w, fulfilled_by
+                 FROM bookings ORDER BY arrives_ms, id",
+            )
+            .map_err(read)?;
+        let index = |i: Option<i64>| i.and_then(|i| usize::try_from(i).ok());
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Booking {
+                    id: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    charger: index(r.get(1)?),
+                    arrives: utc_from_ms(r.get(2)?),
+                    departs: utc_from_ms(r.get(3)?),
+                    energy_wh: r.get(4)?,
+                    max_w: r.get(5)?,
+                    fulfilled_by: index(r.get(6)?),
+                })
+            })
+            .map_err(read)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(read)
+    }
 }

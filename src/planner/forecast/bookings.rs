@@ -130,14 +130,34 @@ impl Bookings {
             .collect()
     }
 
-    /// Drop the bookings whose car has left (or would have): departed before `now`.
-    pub fn prune(&mut self, now: DateTime<Utc>) {
+    /// Drop the bookings whose car has left (or would have): departed before `now`. Returns
+    /// how many were dropped.
+    pub fn prune(&mut self, now: DateTime<Utc>) -> usize {
+        let before = self.list.len();
         self.list.retain(|b| b.departs > now);
+        before - self.list.len()
     }
 
     /// Every booking held, by arrival.
     pub fn all(&self) -> &[Booking] {
         &self.list
+    }
+
+    /// Take back bookings saved earlier (with their ids and whether they were fulfilled);
+    /// one whose id is held already, or that no car could be (departs before it arrives), is
+    /// skipped. New bookings are numbered after every id held.
+    pub fn restore(&mut self, saved: Vec<Booking>) {
+        for b in saved {
+            if b.departs <= b.arrives || self.list.iter().any(|o| o.id == b.id) {
+                continue;
+            }
+            if self.list.len() >= MAX_BOOKINGS {
+                break;
+            }
+            self.next_id = self.next_id.max(b.id);
+            let at = self.list.partition_point(|o| o.arrives <= b.arrives);
+            self.list.insert(at, b);
+        }
     }
 }
 
@@ -217,6 +237,20 @@ mod tests {
         assert!(book.all().is_empty());
         b.max_w = Some(22_000.0);
         assert_eq!(book.add(b).unwrap(), 1);
+    }
+
+    #[test]
+    fn restored_bookings_keep_their_ids_and_new_ones_are_numbered_after_them() {
+        let mut saved = Bookings::default();
+        saved.add(booking(None, 13, 0, 3)).unwrap();
+        saved.add(booking(Some(1), 14, 0, 3)).unwrap();
+        saved.plugged(1, t(14, 5));
+        let mut book = Bookings::default();
+        book.restore(saved.all().to_vec());
+        assert_eq!(book, saved);
+        assert_eq!(book.add(booking(None, 9, 0, 1)).unwrap(), 3);
+        book.restore(saved.all().to_vec());
+        assert_eq!(book.all().len(), 3, "ids held are not taken twice");
     }
 
     #[test]
