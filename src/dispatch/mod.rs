@@ -273,10 +273,30 @@ pub const LATE_POWER_SHARE: f64 = 0.9;
 /// ahead of it finishes each car by this long before it leaves.
 pub const LATE_MARGIN_H: f64 = 0.5;
 
+/// The lateness guard for one car: the power it is counted on for and until when.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LateGuard {
+    /// W.
+    pub power_w: f64,
+    /// s from the reference time the car's departure was given from.
+    pub until_s: f64,
+}
+
+/// The lateness guard for a car of `max_w` that leaves `leaves_in_s` after a reference time
+/// (the one source of the guard's formula: the dispatch core checks cars against it, the
+/// planner keeps its plans ahead of it).
+pub fn late_guard(max_w: f64, leaves_in_s: f64) -> LateGuard {
+    LateGuard {
+        power_w: LATE_POWER_SHARE * max_w.max(0.0),
+        until_s: leaves_in_s - LATE_MARGIN_H * 3600.0,
+    }
+}
+
 /// Energy a car can be counted on to take in the `after_h` hours before it leaves at up to
 /// `max_w`: what the lateness guard lets a budgeted car leave for later.
 pub fn later_wh(max_w: f64, after_h: f64) -> f64 {
-    LATE_POWER_SHARE * max_w.max(0.0) * (after_h - LATE_MARGIN_H).max(0.0)
+    let g = late_guard(max_w, after_h * 3600.0);
+    g.power_w * g.until_s.max(0.0) / 3600.0
 }
 
 /// Seconds left in the budget's step (at least 1 s).

@@ -31,7 +31,7 @@ use crate::backtest::optimum::{
     solve, BatteryInput, GridInput, KeepUp, NextPeriod, OptimumError, OptimumInput, OptimumResult,
     Presence, SessionInput, StepSchedule, TariffInput,
 };
-use crate::dispatch::{later_wh, LATE_MARGIN_H, LATE_POWER_SHARE};
+use crate::dispatch::{late_guard, later_wh};
 use chrono::{DateTime, Utc};
 
 /// Length of a plan step, s: the demand charge's metering interval.
@@ -279,8 +279,9 @@ fn check_forecast(cfg: &PlannerConfig, f: &Forecast, now: DateTime<Utc>) -> Resu
 /// leaves, for the part of each quarter it is plugged in (counted whole, the quarters it
 /// arrives and leaves in gave it up to a quarter of an hour of charging at each end that it
 /// never had: 7 days, seeds 1-8, perfect forecasts +0.2 points on sunny, cloudy and weekend,
-/// own forecasts within 0.1), and kept ahead of the dispatch core's lateness guard (its full
-/// power x [`LATE_POWER_SHARE`] until [`LATE_MARGIN_H`] before it really leaves).
+/// own forecasts within 0.1), and kept ahead of the dispatch core's lateness guard
+/// ([`late_guard`]: its full power x [`crate::dispatch::LATE_POWER_SHARE`] until
+/// [`crate::dispatch::LATE_MARGIN_H`] before it really leaves).
 fn sessions(state: &PlanState, f: &Forecast, now: DateTime<Utc>, n: usize) -> Vec<SessionInput> {
     let session = |arrives: DateTime<Utc>, departs: DateTime<Utc>, wanted_wh: f64, max_w: f64| {
         let max_w = max_w.max(0.0);
@@ -289,9 +290,12 @@ fn sessions(state: &PlanState, f: &Forecast, now: DateTime<Utc>, n: usize) -> Ve
             depart_step: step_of(f.start, early(arrives, departs), true).min(n),
             wanted_wh: wanted_wh.max(0.0),
             max_w: max_w * power_share(arrives, departs, wanted_wh, max_w),
-            keep_up: Some(KeepUp {
-                power_w: max_w * LATE_POWER_SHARE,
-                departs_s: seconds(now, departs) - LATE_MARGIN_H * 3600.0,
+            keep_up: Some({
+                let g = late_guard(max_w, seconds(now, departs));
+                KeepUp {
+                    power_w: g.power_w,
+                    departs_s: g.until_s,
+                }
             }),
             present: present(now, arrives, departs),
             taper: None,
