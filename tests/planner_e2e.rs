@@ -78,18 +78,19 @@ async fn get_plan(d: &Demo) -> Value {
         .unwrap()
 }
 
-async fn post_wish(d: &Demo, token: &str, charger: &str, body: Value) -> (u16, Value) {
+async fn post_json(d: &Demo, token: &str, path: &str, body: Value) -> (u16, Value) {
     let r = reqwest::Client::new()
-        .post(format!(
-            "http://{}/api/chargers/{charger}/session",
-            d.daemon.api_addr
-        ))
+        .post(format!("http://{}{path}", d.daemon.api_addr))
         .bearer_auth(token)
         .json(&body)
         .send()
         .await
         .unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn post_wish(d: &Demo, token: &str, charger: &str, body: Value) -> (u16, Value) {
+    post_json(d, token, &format!("/api/chargers/{charger}/session"), body).await
 }
 
 /// Until the daemon has read the car at `charger` (a wish for it is taken only then).
@@ -436,14 +437,7 @@ async fn the_dashboard_shows_the_plan_ahead_and_the_wish_on_the_charger_card() {
 }
 
 async fn post_booking(d: &Demo, token: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("http://{}/api/bookings", d.daemon.api_addr))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    post_json(d, token, "/api/bookings", body).await
 }
 
 async fn get_bookings(d: &Demo) -> Vec<Value> {

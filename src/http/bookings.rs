@@ -10,7 +10,8 @@
 //!   the charger whose car fulfilled it) or `lapsed` (its car did not come within the grace).
 //! - `DELETE /api/bookings/{id}` (token): 204, or 404 for an unknown id.
 
-use super::api::{authorize, error, json_body, AppState};
+use super::api::{authorize, error, AppState};
+use super::session::planner_request;
 use crate::daemon::planning::CycleState;
 use crate::planner::forecast::bookings::{Booking, BookingError, GRACE_MIN};
 use axum::extract::rejection::JsonRejection;
@@ -140,21 +141,9 @@ pub(crate) async fn add(
     headers: HeaderMap,
     body: Result<Json<BookingBody>, JsonRejection>,
 ) -> Response {
-    if let Err(e) = authorize(&s, &headers) {
-        return e;
-    }
-    let body = match json_body(body) {
-        Ok(b) => b,
+    let (body, planning, cycle) = match planner_request(&s, &headers, body, "bookings") {
+        Ok(r) => r,
         Err(answer) => return answer,
-    };
-    let Some(planning) = s.shared.planning() else {
-        return error(StatusCode::CONFLICT, PLANNER_OFF);
-    };
-    let Some(cycle) = planning.cycle_state() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the control loop has not run yet",
-        );
     };
     let booking = match check_booking(&body, &cycle) {
         Ok(b) => b,

@@ -13,7 +13,7 @@
 //!   the solver's counters and why the plan does not run, if it does not.
 
 use super::api::{authorize, error, json_body, AppState};
-use crate::daemon::planning::{PlanView, SessionWish};
+use crate::daemon::planning::{CycleState, PlanView, Planning, SessionWish};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -22,6 +22,7 @@ use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// Furthest departure a wish may name.
 pub const MAX_DEPARTURE_H: i64 = 72;
@@ -132,30 +133,43 @@ pub fn check_wish(
     })
 }
 
+/// A behaviour-changing planner request, checked in order: the token, the JSON body, the
+/// planner on (409 naming what `needs` it), a cycle run (503). Gives the body, the planner and
+/// the last cycle's state.
+// The error is a ready `Response`, built once per failed request (as in `api`).
+#[allow(clippy::result_large_err)]
+pub(crate) fn planner_request<T>(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Result<Json<T>, JsonRejection>,
+    needs: &str,
+) -> Result<(T, Arc<Planning>, Arc<CycleState>), Response> {
+    authorize(s, headers)?;
+    let body = json_body(body)?;
+    let Some(planning) = s.shared.planning() else {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!("planner: off ([planner] enabled = false): {needs} need the planner"),
+        ));
+    };
+    let Some(cycle) = planning.cycle_state() else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the control loop has not run yet",
+        ));
+    };
+    Ok((body, planning.clone(), cycle))
+}
+
 pub(crate) async fn set_session(
     State(s): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Json<SessionBody>, JsonRejection>,
 ) -> Response {
-    if let Err(e) = authorize(&s, &headers) {
-        return e;
-    }
-    let body = match json_body(body) {
-        Ok(b) => b,
+    let (body, planning, cycle) = match planner_request(&s, &headers, body, "session wishes") {
+        Ok(r) => r,
         Err(answer) => return answer,
-    };
-    let Some(planning) = s.shared.planning() else {
-        return error(
-            StatusCode::CONFLICT,
-            "planner: off ([planner] enabled = false): session wishes need the planner",
-        );
-    };
-    let Some(cycle) = planning.cycle_state() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the control loop has not run yet",
-        );
     };
     let Some(charger) = cycle.chargers.iter().find(|c| c.id == id) else {
         return error(StatusCode::NOT_FOUND, format!("id: no charger {id:?}"));
