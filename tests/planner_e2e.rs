@@ -360,8 +360,8 @@ async fn a_late_solve_does_not_hold_up_the_control_cycle() {
     d.shutdown().await;
 }
 
-/// The dashboard draws the plan ahead of now, marks the cars it expects (a booked one here) and
-/// shows the charger's wish.
+/// The dashboard draws the plan ahead of now, marks the cars it expects (a booked one here),
+/// lists the bookings and shows the charger's wish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromium-driver (installed by .ci/run)"]
 async fn the_dashboard_shows_the_plan_ahead_and_the_wish_on_the_charger_card() {
@@ -432,6 +432,15 @@ async fn the_dashboard_shows_the_plan_ahead_and_the_wish_on_the_charger_card() {
         Duration::from_secs(60),
     )
     .await;
+    // And listed on the bookings card, expected.
+    let state = b
+        .wait_for_text(
+            "#bookings tr.booking .booking-state",
+            Duration::from_secs(60),
+            |t| !t.is_empty(),
+        )
+        .await;
+    assert_eq!(state, "expected");
     b.close().await;
     d.shutdown().await;
 }

@@ -126,10 +126,13 @@
   const timeSamples = [];
   let lastStatusWall = 0;
 
+  let stationNowMs = null;
+
   function renderClock(s) {
     followStationZone(s);
     const t = new Date(s.time);
     if (isNaN(t.getTime())) return;
+    stationNowMs = t.getTime();
     setText("station-time", fmtTime.format(t));
     setText("station-date", fmtDate.format(t));
     setText("station-tz", TZ_LABEL);
@@ -444,6 +447,91 @@
       cell.textContent = body.error || "HTTP " + r.status;
       setTimeout(() => delete card.dataset.wishError, 15000);
     }
+  }
+
+  // ---------------------------------------------------------------- bookings (planner)
+
+  // The next time the station's clock shows `hhmm` (its zone, from its current time).
+  function nextStationTime(hhmm) {
+    const m = /^(\d{1,2}):(\d{2})$/.exec(hhmm.trim());
+    if (!m || stationNowMs === null) return null;
+    const parts = fmtHour.formatToParts(new Date(stationNowMs));
+    const part = (k) => Number((parts.find((p) => p.type === k) || {}).value);
+    const nowMin = (part("hour") % 24) * 60 + part("minute");
+    let delta = (Number(m[1]) * 60 + Number(m[2]) - nowMin + 1440) % 1440;
+    if (delta === 0) delta = 1440;
+    const at = new Date(stationNowMs + delta * 60000);
+    at.setUTCSeconds(0, 0);
+    return at;
+  }
+
+  function bookingState(b) {
+    if (b.state === "fulfilled") return "came (" + (b.fulfilled_by || "?") + ")";
+    return b.state;
+  }
+
+  function renderBookings(list) {
+    const body = $("bookings");
+    while (body.firstChild) body.removeChild(body.firstChild);
+    if (!list.length) {
+      const td = html("td", "muted", html("tr", null, body), "No bookings.");
+      td.colSpan = 6;
+      return;
+    }
+    for (const b of list) {
+      const tr = html("tr", "booking booking-" + b.state, body);
+      tr.dataset.id = String(b.id);
+      const at = new Date(b.arrives);
+      html("td", null, tr, fmtDate.format(at) + " " + fmtHour.format(at));
+      html("td", null, tr, fmtHour.format(new Date(b.departs)));
+      html("td", null, tr, b.charger || "any free");
+      html("td", null, tr, isNum(b.energy_kwh) ? b.energy_kwh.toFixed(0) + " kWh" : "default");
+      html("td", "booking-state", tr, bookingState(b));
+      const cancel = html("button", "booking-cancel", html("td", null, tr), "Cancel");
+      cancel.type = "button";
+      cancel.addEventListener("click", () => cancelBooking(b.id));
+    }
+  }
+
+  async function loadBookings() {
+    const r = await fetch("/api/bookings", { cache: "no-store" }).catch(() => null);
+    $("bookings-card").hidden = !r || !r.ok;
+    if (r && r.ok) renderBookings((await r.json()).bookings || []);
+  }
+
+  async function bookingRequest(method, path, body) {
+    const token = window.sessionStorage.getItem("stationToken") || window.prompt("API token");
+    if (!token) return;
+    const headers = { Authorization: "Bearer " + token };
+    if (body) headers["Content-Type"] = "application/json";
+    const r = await fetch(path, { method: method, headers: headers, body: body ? JSON.stringify(body) : undefined });
+    const answer = await r.json().catch(() => ({}));
+    if (r.ok) {
+      window.sessionStorage.setItem("stationToken", token);
+      setText("bookings-note", "");
+    } else {
+      if (r.status === 401) window.sessionStorage.removeItem("stationToken");
+      setText("bookings-note", answer.error || "HTTP " + r.status);
+    }
+    loadBookings();
+    loadHistory();
+  }
+
+  async function askBooking() {
+    const at = window.prompt("The car arrives at (HH:MM, station time; the next such time)");
+    if (!at) return;
+    const arrives = nextStationTime(at);
+    if (!arrives) { setText("bookings-note", "arrives: expected HH:MM"); return; }
+    const stay = Number(window.prompt("It stays (hours)", "3"));
+    if (!(stay > 0)) { setText("bookings-note", "stay: expected hours above 0"); return; }
+    const kwh = window.prompt("Energy it wants, kWh (empty: the planner's default)", "");
+    const body = { arrives: arrives.toISOString(), departs: new Date(arrives.getTime() + stay * 3600000).toISOString() };
+    if (kwh && kwh.trim()) body.energy_kwh = Number(kwh);
+    await bookingRequest("POST", "/api/bookings", body);
+  }
+
+  function cancelBooking(id) {
+    return bookingRequest("DELETE", "/api/bookings/" + encodeURIComponent(String(id)));
   }
 
   // ---------------------------------------------------------------- reasons, today, devices
@@ -860,6 +948,9 @@
   startSse();
   loadHistory();
   setInterval(loadHistory, HISTORY_REFRESH_MS);
+  $("booking-add").addEventListener("click", askBooking);
+  loadBookings();
+  setInterval(loadBookings, HISTORY_REFRESH_MS);
   loadBatteryHealth();
   setInterval(loadBatteryHealth, HISTORY_REFRESH_MS);
   setInterval(watchStale, 1000);
