@@ -4,7 +4,10 @@
 //! the control loop in [`Metrics`]. Names follow Prometheus conventions: base units in the name
 //! (`_watts`, `_watt_hours_total`, `_seconds`), `device="charger-3"` labels.
 
+use crate::daemon::planning::{PlanView, PLAN_VALID_FOR};
 use crate::daemon::status::{ChargerStatus, LinkState, Status};
+use crate::planner::forecast::Bookings;
+use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -318,6 +321,86 @@ fn render_status(out: &mut String, s: &Status) {
     );
 }
 
+/// The predictive planner's counters and gauges (when `[planner]` is on): solves, failures and
+/// late solves, the last solve's time, the plan's age and whether it budgets now (0: the rule
+/// policy runs), the cars it expects and the bookings by state.
+pub fn render_planner(view: &PlanView, bookings: &Bookings, now: DateTime<Utc>) -> String {
+    let mut out = String::new();
+    let counters = [
+        ("station_planner_solves_total", "Plans made.", view.solves),
+        (
+            "station_planner_solve_failures_total",
+            "Solves that failed.",
+            view.failures,
+        ),
+        (
+            "station_planner_solve_timeouts_total",
+            "Solves past their time limit.",
+            view.timeouts,
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    let age_s = view
+        .plan
+        .as_ref()
+        .map(|p| (now - p.made_at).num_milliseconds() as f64 / 1000.0);
+    // As `LivePlan::budget` takes it: a plan made at most `PLAN_VALID_FOR` ago.
+    let in_force = age_s.is_some_and(|a| a <= PLAN_VALID_FOR.num_seconds() as f64);
+    let expected_cars = view.forecast.as_ref().map(|f| f.arrivals.len() as f64);
+    let gauges: [(&str, &str, Option<f64>); 4] = [
+        (
+            "station_planner_last_solve_seconds",
+            "Wall time of the last solve.",
+            view.last_solve_ms.map(|ms| ms / 1000.0),
+        ),
+        (
+            "station_planner_plan_age_seconds",
+            "Station time since the plan in force was made.",
+            age_s,
+        ),
+        (
+            "station_planner_plan_in_force",
+            "1 while a plan budgets the cycle, 0 while the rule policy runs.",
+            Some(if in_force { 1.0 } else { 0.0 }),
+        ),
+        (
+            "station_planner_expected_cars",
+            "Cars the plan expects to arrive (booked and forecast).",
+            expected_cars,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        gauge(&mut out, name, help, &one(v));
+    }
+    let by_state: Vec<(String, Option<f64>)> = ["expected", "fulfilled", "lapsed"]
+        .into_iter()
+        .map(|state| {
+            let n = bookings
+                .all()
+                .iter()
+                .filter(|b| match state {
+                    "fulfilled" => b.fulfilled_by.is_some(),
+                    "expected" => b.expected_at(now),
+                    _ => b.fulfilled_by.is_none() && !b.expected_at(now),
+                })
+                .count();
+            (format!("state=\"{state}\""), Some(n as f64))
+        })
+        .collect();
+    gauge(
+        &mut out,
+        "station_planner_bookings",
+        "Bookings held, by state.",
+        &by_state,
+    );
+    out
+}
+
 /// The counters and histograms the control loop accumulates.
 fn render_counters(out: &mut String, metrics: &Metrics) {
     let _ = writeln!(
@@ -377,6 +460,67 @@ fn render_counters(out: &mut String, metrics: &Metrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_planner_metrics_say_whether_a_plan_runs_and_count_bookings_by_state() {
+        use crate::planner::forecast::Booking;
+        use crate::planner::PlanBudgets;
+        use chrono::{Duration, TimeZone};
+        let now = Utc.with_ymd_and_hms(2026, 7, 15, 5, 0, 0).unwrap();
+        let mut view = PlanView {
+            solves: 7,
+            timeouts: 1,
+            last_solve_ms: Some(40.0),
+            ..PlanView::default()
+        };
+        let mut book = Bookings::default();
+        for (h, m) in [(6, 0), (4, 0), (4, 50)] {
+            let arrives = Utc.with_ymd_and_hms(2026, 7, 15, h, m, 0).unwrap();
+            book.add(Booking {
+                id: 0,
+                charger: None,
+                arrives,
+                departs: arrives + Duration::hours(3),
+                energy_wh: None,
+                max_w: None,
+                fulfilled_by: None,
+            })
+            .unwrap();
+        }
+        book.plugged(2, now - Duration::minutes(10));
+        let text = render_planner(&view, &book, now);
+        for line in [
+            "station_planner_solves_total 7",
+            "station_planner_solve_timeouts_total 1",
+            "station_planner_last_solve_seconds 0.04",
+            "station_planner_plan_in_force 0",
+            "station_planner_bookings{state=\"expected\"} 1",
+            "station_planner_bookings{state=\"fulfilled\"} 1",
+            "station_planner_bookings{state=\"lapsed\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("station_planner_plan_age_seconds ")),
+            "no plan, no age: {text}"
+        );
+        view.plan = Some(std::sync::Arc::new(PlanBudgets {
+            made_at: now - Duration::minutes(20),
+            steps: Vec::new(),
+            plugged_unmet_wh: 0.0,
+            objective_cny: 0.0,
+        }));
+        let text = render_planner(&view, &book, now);
+        assert!(
+            text.contains("station_planner_plan_age_seconds 1200\n"),
+            "{text}"
+        );
+        assert!(text.contains("station_planner_plan_in_force 1\n"), "{text}");
+        let text = render_planner(&view, &book, now + Duration::hours(1));
+        assert!(text.contains("station_planner_plan_in_force 0\n"), "{text}");
+    }
 
     #[test]
     fn a_histogram_counts_cumulatively_and_renders_inf_bucket() {

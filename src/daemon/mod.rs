@@ -235,6 +235,14 @@ impl Shared {
         m.ledger_dropped = self.ledger.dropped();
         let mut text = crate::daemon::metrics::render(status.as_deref(), &m);
         text.push_str(&health::metrics_text(self.battery_health().as_deref()));
+        if let Some(p) = self.planning() {
+            let now = status.as_ref().map_or_else(|| self.now(), |s| s.time);
+            text.push_str(&crate::daemon::metrics::render_planner(
+                &p.view(),
+                &p.bookings(),
+                now,
+            ));
+        }
         text
     }
 
