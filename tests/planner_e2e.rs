@@ -581,17 +581,17 @@ async fn a_booking_survives_a_daemon_restart() {
     let d = Demo::attach_with(sim, 60.0, listen, options(), planner)
         .await
         .unwrap();
-    let held = get_bookings(&d).await;
-    assert_eq!(held.len(), 1, "{held:?}");
-    assert_eq!(held[0]["id"], booked["id"]);
-    assert_eq!(held[0]["arrives"], booked["arrives"]);
-    assert_eq!(held[0]["energy_kwh"], 33.0);
     until(
         "the first cycle after the restart",
         Duration::from_secs(30),
         || status(&d).filter(|s| s.cycle >= 3).map(|_| ()),
     )
     .await;
+    let held = get_bookings(&d).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["id"], booked["id"]);
+    assert_eq!(held[0]["arrives"], booked["arrives"]);
+    assert_eq!(held[0]["energy_kwh"], 33.0);
     assert_eq!(held[0]["charger"], "charger-4");
     let (code, next) =
         post_booking(&d, TOKEN, json!({"arrives": at(320), "departs": at(400)})).await;

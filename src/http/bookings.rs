@@ -7,7 +7,8 @@
 //!   planner's configured default energy and power). 201 with the booking as held; 400 names
 //!   the field that is wrong; 409 when the planner is off or the book is full.
 //! - `GET /api/bookings`: every booking held, with its state: `expected`, `fulfilled` (with
-//!   the charger whose car fulfilled it) or `lapsed` (its car did not come within the grace).
+//!   the charger whose car fulfilled it) or `lapsed` (its car did not come within the grace);
+//!   503 before the first control cycle (which tells the chargers' ids and the station time).
 //! - `DELETE /api/bookings/{id}` (token): 204, or 404 for an unknown id.
 
 use super::api::{authorize, error, AppState};
@@ -163,9 +164,15 @@ pub(crate) async fn list(State(s): State<AppState>) -> Response {
     let Some(planning) = s.shared.planning() else {
         return error(StatusCode::CONFLICT, PLANNER_OFF);
     };
-    let cycle = planning.cycle_state();
-    let ids = charger_ids(cycle.as_deref());
-    let now = cycle.map_or_else(|| s.shared.now(), |c| c.now);
+    // Charger ids and station time come with the first cycle.
+    let Some(cycle) = planning.cycle_state() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the control loop has not run yet",
+        );
+    };
+    let ids = charger_ids(Some(&cycle));
+    let now = cycle.now;
     let book = planning.bookings();
     let all: Vec<Value> = book
         .all()
