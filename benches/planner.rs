@@ -46,6 +46,7 @@ fn case(seed: u64) -> (PlannerConfig, PlanState, Forecast, DateTime<Utc>) {
             departs: at(first + 4 + 3 * i),
             max_w: 22_000.0,
             wish_stated: true,
+            taper: None,
         })
         .collect();
     let state = PlanState {

@@ -22,7 +22,8 @@
 //!
 //! State carried in, from what the controller sees: the battery's SoC, the month's peak so far
 //! as the dispatch core measured it, each plugged car's remaining energy wish and departure
-//! (the simulated car's, as a departure-aware session would give them).
+//! (the simulated car's, as a departure-aware session would give them) and, as a wish by
+//! target SoC gives them, the car's battery and SoC (the plan bounds it by its taper).
 
 use super::foresight::battery_input;
 use super::objective::ObjectiveValues;
@@ -35,7 +36,7 @@ use crate::planner::forecast::{
 use crate::planner::live::{self, CarNow, StepMeter};
 use crate::planner::{
     demand_fraction, plan, ExpectedCar, Forecast, PlanBudgets, PlanState, PlannerConfig,
-    PluggedCar, PLAN_STEP_S,
+    PluggedCar, Taper, PLAN_STEP_S,
 };
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use station_sim::physics::{exogenous_forecast, Exogenous};
@@ -497,8 +498,13 @@ fn plugged_cars(view: &StationView, window_end: DateTime<Utc>) -> Vec<PluggedCar
                 max_w: v.onboard_max_a.min(c.rating_a)
                     * f64::from(v.phases.min(c.phases))
                     * PHASE_V,
-                // The simulated car's own target, as a driver's wish.
+                // The simulated car's own target, as a driver's wish stated as a target SoC
+                // (which gives the car's battery and SoC).
                 wish_stated: true,
+                taper: Some(Taper {
+                    battery_wh: v.battery_wh,
+                    soc_pct: v.soc_pct,
+                }),
             })
         })
         .collect()

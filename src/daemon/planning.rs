@@ -38,7 +38,7 @@ use crate::planner::forecast::{
     PastSession,
 };
 use crate::planner::live::{self, CarNow, StepMeter};
-use crate::planner::{plan, Forecast, PlanBudgets, PlanState, PlannerConfig, PluggedCar};
+use crate::planner::{plan, Forecast, PlanBudgets, PlanState, PlannerConfig, PluggedCar, Taper};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -60,6 +60,10 @@ pub struct SessionWish {
     pub energy_wh: f64,
     /// The session's energy when the wish was set, Wh.
     pub session_wh_at_wish: f64,
+    /// The car's SoC (%) and battery (Wh) when the wish was set, if it gave them (a wish by
+    /// target SoC).
+    #[serde(skip)]
+    pub car_soc: Option<(f64, f64)>,
     /// Which wish event set it (plans made from an earlier state do not judge it).
     #[serde(skip)]
     pub version: u64,
@@ -189,11 +193,14 @@ impl Planning {
     pub fn add_booking(&self, b: Booking, now: DateTime<Utc>) -> Result<Booking, BookingError> {
         let mut book = lock(&self.bookings);
         book.prune(now);
-        let id = book.add(b)?;
+        let held = Booking {
+            id: book.add(b.clone())?,
+            fulfilled_by: None,
+            ..b
+        };
         self.bookings_changed();
         self.wish_events.send_modify(|n| *n += 1);
-        let added = book.all().iter().find(|b| b.id == id).cloned();
-        added.ok_or(BookingError::Full)
+        Ok(held)
     }
 
     /// Cancel booking `id` (asking for a re-plan); whether there was one.
@@ -512,6 +519,7 @@ fn plugged_cars(live: &LiveWishes, c: &CycleState) -> Vec<PluggedCar> {
                 departs,
                 max_w: ch.max_w,
                 wish_stated: live.wishes.contains_key(&ch.id),
+                taper: live.taper_of(ch),
             }
         })
         .collect()
@@ -525,6 +533,18 @@ struct LiveWishes {
 }
 
 impl LiveWishes {
+    /// The car's battery and SoC now, when its wish gave them (a target SoC wish): the SoC at
+    /// the wish plus what the session delivered since.
+    fn taper_of(&self, c: &ChargerNow) -> Option<Taper> {
+        let w = self.wishes.get(&c.id)?;
+        let (soc_pct, battery_wh) = w.car_soc?;
+        let since_wh = (c.session_wh - w.session_wh_at_wish).max(0.0);
+        Some(Taper {
+            battery_wh,
+            soc_pct: (soc_pct + since_wh / battery_wh.max(1.0) * 100.0).min(100.0),
+        })
+    }
+
     fn wish_of(&self, c: &ChargerNow, now: DateTime<Utc>) -> (f64, DateTime<Utc>) {
         match self.wishes.get(&c.id) {
             Some(w) => (
@@ -714,12 +734,14 @@ mod tests {
             ..RawPlanner::default()
         };
         let settings = raw.validate(&ids, None, &mut Issues::new()).unwrap();
-        // charger-1's driver asked for 30 kWh when the session stood at 2 kWh; charger-2 has
-        // no wish and has already taken more than the 15 kWh default.
+        // charger-1's driver asked for 30 kWh when the session stood at 2 kWh, by target SoC
+        // from 40 % of 75 kWh; charger-2 has no wish and has already taken more than the 15 kWh
+        // default.
         let wish = SessionWish {
             departs: t(120),
             energy_wh: 30_000.0,
             session_wh_at_wish: 2_000.0,
+            car_soc: Some((40.0, 75_000.0)),
             version: 1,
         };
         let live = LiveWishes {
@@ -744,6 +766,13 @@ mod tests {
             .map(|p| (p.charger, p.wanted_wh, p.wish_stated))
             .collect();
         assert_eq!(seen, [(0, 20_000.0, true), (1, 0.0, false)]);
+        // 10 kWh since the wish: 40 % + 10 / 75 of the battery.
+        let taper = cars[0].taper.unwrap();
+        assert!(
+            (taper.soc_pct - (40.0 + 1000.0 / 75.0)).abs() < 1e-9,
+            "{taper:?}"
+        );
+        assert_eq!((taper.battery_wh, cars[1].taper), (75_000.0, None));
     }
 
     #[test]

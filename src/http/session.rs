@@ -125,10 +125,16 @@ pub fn check_wish(
             ),
         ));
     }
+    // A wish by target SoC (checked above) tells the car's SoC and battery.
+    let car_soc = match (b.target_soc_pct, b.soc_pct, b.battery_kwh) {
+        (Some(_), Some(soc), Some(kwh)) => Some((soc, kwh * 1000.0)),
+        _ => None,
+    };
     Ok(SessionWish {
         departs,
         energy_wh: kwh * 1000.0,
         session_wh_at_wish: session_wh,
+        car_soc,
         version: 0,
     })
 }
@@ -281,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn a_wish_by_energy_or_by_target_soc_is_taken() {
+    fn a_wish_by_energy_or_by_target_soc_is_taken_and_the_second_tells_the_cars_battery() {
         let w = check_wish(
             &body(r#"{"departure": "2026-07-15T12:00:00+08:00", "energy_kwh": 30}"#),
             "charger-3",
@@ -292,6 +298,10 @@ mod tests {
         .unwrap();
         assert_eq!(w.departs, now() + Duration::hours(2));
         assert_eq!((w.energy_wh, w.session_wh_at_wish), (30_000.0, 500.0));
+        assert_eq!(
+            w.car_soc, None,
+            "an energy wish says nothing of the car's battery"
+        );
         let w = check_wish(
             &body(r#"{"departure": "2026-07-15T04:00:00Z", "target_soc_pct": 80, "soc_pct": 30, "battery_kwh": 60}"#),
             "charger-3",
@@ -301,6 +311,7 @@ mod tests {
         )
         .unwrap();
         assert!((w.energy_wh - 30_000.0).abs() < 1e-6);
+        assert_eq!(w.car_soc, Some((30.0, 60_000.0)));
     }
 
     #[test]

@@ -18,6 +18,9 @@
 //! behind the lateness guard, which dispatch charges at full power), to [`DEPARTURE_MARGIN_S`] before
 //! they leave, and never behind the dispatch core's lateness guard
 //! ([`crate::backtest::optimum::KeepUp`]), so the 1 s layer has no reason to override a plan.
+//! A plugged car whose battery and SoC are known (a wish by target SoC) is also bounded by its
+//! taper near full ([`Taper`], the optimum's model), so a plan does not leave the last kWh of a
+//! nearly full car to a cheap hour it cannot take them in.
 //!
 //! The dispatch core follows the running step's budget through
 //! [`crate::dispatch::PlanBudget`] ([`live`] turns a plan into it); the forecasters are in
@@ -27,6 +30,7 @@
 pub mod forecast;
 pub mod live;
 
+pub use crate::backtest::optimum::Taper;
 use crate::backtest::optimum::{
     solve, BatteryInput, GridInput, KeepUp, NextPeriod, OptimumError, OptimumInput, OptimumResult,
     Presence, SessionInput, StepSchedule, TariffInput,
@@ -113,6 +117,10 @@ pub struct PluggedCar {
     /// (a budget of nothing until it leaves). A default wish met leaves the charger to the
     /// rule policy, which still charges the car from a surplus or in the valley.
     pub wish_stated: bool,
+    /// The car's battery and its SoC now, when known (a wish stated as a target SoC gives
+    /// them): the plan then bounds its power by the taper near full, as the optimum does, and
+    /// starts a car that will taper early enough.
+    pub taper: Option<Taper>,
 }
 
 /// A car the forecast expects to arrive within the horizon.
@@ -304,6 +312,7 @@ fn sessions(state: &PlanState, f: &Forecast, now: DateTime<Utc>, n: usize) -> Ve
     let plugged = state.plugged.iter().map(|c| SessionInput {
         arrive_step: 0,
         depart_step: step_of(f.start, early(now, c.departs), true).clamp(1, n),
+        taper: c.taper,
         ..session(now, c.departs, c.wanted_wh, c.max_w)
     });
     let expected = f

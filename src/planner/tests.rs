@@ -60,6 +60,7 @@ fn car(wanted_kwh: f64, departs: DateTime<Utc>) -> PluggedCar {
         departs,
         max_w: 22_000.0,
         wish_stated: true,
+        taper: None,
     }
 }
 
@@ -360,4 +361,37 @@ fn a_car_is_planned_only_for_the_part_of_a_quarter_it_is_still_plugged_in() {
         "{}",
         p.plugged_unmet_wh
     );
+}
+
+#[test]
+fn a_car_known_to_be_nearly_full_is_started_before_its_taper_would_leave_it_short() {
+    // As above, but the car's wish was stated as a target SoC: 60 kWh at 90 %, 5 kWh to go.
+    // Near full it takes less than its power, so the cheap hour alone cannot give it 6 kWh:
+    // the plan starts it in the dear hour. Without the taper the plan waits for the cheap hour.
+    let mut f = flat_forecast(at(10, 0), 8, 0.0);
+    for p in &mut f.import_price_cny_per_kwh[4..] {
+        *p = 0.30;
+    }
+    let mut cfg = config(8);
+    cfg.demand_charge_cny_per_kw = 0.0;
+    let nearly_full = |taper| PluggedCar {
+        max_w: 7_000.0,
+        taper,
+        ..car(5.0, at(12, 30))
+    };
+    let dear_wh = |taper| {
+        let s = state(10.0, 0.0, vec![nearly_full(taper)]);
+        let p = plan(&cfg, &s, &f, at(10, 0)).unwrap();
+        assert_eq!(p.plugged_unmet_wh, 0.0, "{p:?}");
+        p.steps[..4]
+            .iter()
+            .map(|s| s.cars[0].in_step_wh)
+            .sum::<f64>()
+    };
+    assert!(dear_wh(None) < 1.0);
+    let tapered = dear_wh(Some(Taper {
+        battery_wh: 60_000.0,
+        soc_pct: 90.0,
+    }));
+    assert!(tapered > 500.0, "{tapered} Wh in the dear hour");
 }
