@@ -611,10 +611,7 @@ async fn a_dead_charger_does_not_stop_energy_accounting_and_its_buckets_are_mark
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_the_months_demand_peak_from_the_ledger() {
-    let dir = std::env::temp_dir().join(format!("stationd-e2e-demand-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("ledger.sqlite");
-    let _ = std::fs::remove_file(&path);
+    let (dir, path) = support::fresh_ledger("e2e-demand");
     let options = || station_controller::daemon::Options {
         ledger_path: Some(path.clone()),
         ..Default::default()

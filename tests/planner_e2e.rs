@@ -535,10 +535,7 @@ async fn a_booked_car_is_expected_by_the_plan_and_fulfilled_when_it_plugs_in() {
 /// them, with their ids, and numbers new ones after them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_booking_survives_a_daemon_restart() {
-    let dir = std::env::temp_dir().join(format!("stationd-bookings-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("ledger.sqlite");
-    let _ = std::fs::remove_file(&path);
+    let (dir, path) = support::fresh_ledger("bookings");
     let options = || station_controller::daemon::Options {
         ledger_path: Some(path.clone()),
         ..Default::default()

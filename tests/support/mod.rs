@@ -40,6 +40,17 @@ pub(crate) fn free_port() -> u16 {
     listener.local_addr().expect("probe address").port()
 }
 
+/// A fresh ledger file for a daemon that is restarted in a test: `stationd-{tag}-{pid}/
+/// ledger.sqlite` in the temp dir, with no file from an earlier run. Returns the directory (to
+/// remove at the end) and the path.
+pub(crate) fn fresh_ledger(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("stationd-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("creating the test's temp dir");
+    let path = dir.join("ledger.sqlite");
+    let _ = std::fs::remove_file(&path);
+    (dir, path)
+}
+
 /// Calls `f` every 20 ms until it returns `Some`, and returns that; panics naming `what` once
 /// `limit` of real time has passed. For conditions read without waiting (the simulator's
 /// truth, the daemon's shared status).
