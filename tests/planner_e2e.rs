@@ -441,6 +441,23 @@ async fn the_dashboard_shows_the_plan_ahead_and_the_wish_on_the_charger_card() {
         )
         .await;
     assert_eq!(state, "expected");
+    // Book another from the card: the dialog's answers in turn (arrival on the station's
+    // clock, stay, energy, API token).
+    b.eval(
+        r#"const answers = ["23:45", "2", "18", "s3cret"];
+        window.prompt = () => answers.shift();
+        document.getElementById("booking-add").click();
+        return true;"#,
+    )
+    .await;
+    b.wait_for_count("#bookings tr.booking", 2, Duration::from_secs(30))
+        .await;
+    let rows = b.texts("#bookings tr.booking").await;
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("23:45") && r.contains("01:45") && r.contains("18 kWh")),
+        "{rows:?}"
+    );
     b.close().await;
     d.shutdown().await;
 }

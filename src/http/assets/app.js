@@ -410,7 +410,8 @@
     }
   }
 
-  // A session wish (planner): departure (local HH:MM, today or tomorrow) and energy.
+  // A session wish (planner): departure (HH:MM on the station's clock, the next such time) and
+  // energy.
   function wishText(w) {
     if (!w) return "—";
     const by = fmtHour.format(new Date(w.departure));
@@ -419,18 +420,16 @@
   }
 
   async function askWish(id, card) {
-    const at = window.prompt(id + ": departure time (HH:MM, local)");
+    const at = window.prompt(id + ": departure time (HH:MM, station time)");
     if (!at) return;
     const kwh = window.prompt(id + ": energy to deliver, kWh");
     if (!kwh) return;
     const token = window.sessionStorage.getItem("stationToken") || window.prompt("API token");
     if (!token) return;
-    const m = /^(\d{1,2}):(\d{2})$/.exec(at.trim());
     const cell = card.querySelector(".charger-wish");
-    if (!m) { cell.textContent = "departure: expected HH:MM"; return; }
-    const d = new Date();
-    d.setHours(Number(m[1]), Number(m[2]), 0, 0);
-    if (d.getTime() <= Date.now()) d.setDate(d.getDate() + 1);
+    // The next time the station's clock shows it (right in another zone and in a sped-up demo).
+    const d = nextStationTime(at);
+    if (!d) { cell.textContent = "departure: expected HH:MM"; return; }
     const r = await fetch("/api/chargers/" + encodeURIComponent(id) + "/session", {
       method: "POST",
       headers: { "Content-Type": "application/json", Authorization: "Bearer " + token },
