@@ -533,10 +533,15 @@ fn booked_cars_are_expected_where_the_history_sees_none() {
     assert!(cars
         .iter()
         .all(|c| c.max_w == 22_000.0 && c.arrives >= rush));
-    // Charger 6 (index 5) busy past the rush: its booking is not expected, the others are.
+    // Charger 6 (index 5) busy past the rush: its booked car is expected on a free one.
     let mut occupied = vec![None; sc.chargers.count];
     occupied[5] = Some(rush + Duration::hours(1));
-    assert_eq!(f.arrivals(now, now + Duration::days(1), &occupied).len(), 3);
+    assert_eq!(f.arrivals(now, now + Duration::days(1), &occupied).len(), 4);
+    // Every charger busy: no booked car can be expected.
+    let all_busy = vec![Some(rush + Duration::hours(1)); sc.chargers.count];
+    assert!(f
+        .arrivals(now, now + Duration::days(1), &all_busy)
+        .is_empty());
     // Twenty minutes late: expected now; forty minutes late: lapsed.
     let late = f.arrivals(rush + Duration::minutes(20), rush + Duration::days(1), &[]);
     assert_eq!(late.len(), 4);

@@ -9,9 +9,10 @@
 //! one of the cars its hour expects from the statistics.
 //!
 //! A booking is expected from its time until [`GRACE_MIN`] after it (a car that is late is
-//! expected now); the first car plugged in within [`GRACE_MIN`] of it, on its charger or on
-//! any charger when it names none, fulfils it and it is no longer expected (that car is planned
-//! as plugged in, with its own wish). One that nobody fulfils lapses [`GRACE_MIN`] after its
+//! expected now), on its charger (or another free one when that is still busy); the first car
+//! plugged in within [`GRACE_MIN`] of it fulfils it, a car on its charger first, then one
+//! for a booking that names no charger, then one whose own charger was busy, and it is no
+//! longer expected (that car is planned as plugged in, with its own wish). One that nobody fulfils lapses [`GRACE_MIN`] after its
 //! time. Pure: the daemon keeps the book and the backtest fills it from the scenario.
 
 use chrono::{DateTime, Duration, Utc};
@@ -101,24 +102,27 @@ impl Bookings {
     }
 
     /// A car plugged in on `charger` at `at`: it fulfils the booking due nearest to `at`
-    /// within [`GRACE_MIN`] that names this charger, or else the one nearest that names none.
-    /// Returns the booking's id.
+    /// within [`GRACE_MIN`] that names this charger, or else the one nearest that names none,
+    /// or else the one nearest that names another charger (whose car went elsewhere: its own
+    /// was busy). Returns the booking's id.
     pub fn plugged(&mut self, charger: usize, at: DateTime<Utc>) -> Option<u64> {
         let grace = Duration::minutes(GRACE_MIN);
         let open = |b: &&mut Booking| {
             b.fulfilled_by.is_none() && (b.arrives - at).abs() <= grace && at < b.departs
         };
-        let nearest = |named: bool, list: &mut [Booking]| {
+        let nearest = |fits: &dyn Fn(Option<usize>) -> bool, list: &mut [Booking]| {
             list.iter_mut()
                 .filter(open)
-                .filter(|b| b.charger == named.then_some(charger))
+                .filter(|b| fits(b.charger))
                 .min_by_key(|b| (b.arrives - at).abs())
                 .map(|b| {
                     b.fulfilled_by = Some(charger);
                     b.id
                 })
         };
-        nearest(true, &mut self.list).or_else(|| nearest(false, &mut self.list))
+        nearest(&|c| c == Some(charger), &mut self.list)
+            .or_else(|| nearest(&|c| c.is_none(), &mut self.list))
+            .or_else(|| nearest(&|c| c.is_some(), &mut self.list))
     }
 
     /// Bookings still expected at `now`, by arrival.
@@ -209,6 +213,16 @@ mod tests {
         assert_eq!(book.plugged(1, t(13, 25)), None);
         assert_eq!(book.plugged(1, t(13, 31)), Some(later));
         assert!(book.expected(t(13, 5)).is_empty());
+    }
+
+    #[test]
+    fn a_car_on_another_charger_fulfils_a_named_booking_when_nothing_nearer_fits() {
+        let mut book = Bookings::default();
+        let on_two = book.add(booking(Some(2), 13, 0, 3)).unwrap();
+        let anywhere = book.add(booking(None, 13, 20, 3)).unwrap();
+        // Charger 5 at 13:05: the unnamed booking comes before a booking named for another.
+        assert_eq!(book.plugged(5, t(13, 5)), Some(anywhere));
+        assert_eq!(book.plugged(6, t(13, 6)), Some(on_two));
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! charger (when free).
 //!
 //! Bookings ([`super::bookings`]) go first in their hour: each takes its charger (or the
-//! lowest-numbered free one) with its energy and power (the charger's defaults where it gives
+//! lowest-numbered free one, also when its own is still busy) with its energy and power (the charger's defaults where it gives
 //! none), and counts as one of the cars the statistics expect in that hour, so a booked car
 //! that is one of the station's habits is not expected twice.
 
@@ -151,18 +151,19 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     /// Put a car on the lowest-numbered charger free at `arrives` (or on `only`), staying
-    /// `dwell`; `wh_w` gives its energy and power on the charger's defaults.
+    /// `dwell`; `wh_w` gives its energy and power on the charger's defaults. Whether it found
+    /// a free charger.
     fn place(
         &mut self,
         only: Option<usize>,
         arrives: DateTime<Utc>,
         dwell: Duration,
         wh_w: impl Fn(&ChargerDefaults) -> (f64, f64),
-    ) {
+    ) -> bool {
         let free = (0..self.busy_until.len())
             .filter(|&i| only.is_none_or(|o| o == i))
             .find(|&i| self.busy_until[i] <= arrives);
-        let Some(i) = free else { return };
+        let Some(i) = free else { return false };
         let departs = arrives + dwell.max(Duration::minutes(1));
         self.busy_until[i] = departs;
         let (wanted_wh, max_w) = wh_w(&self.chargers[i]);
@@ -172,17 +173,22 @@ impl Walk<'_> {
             wanted_wh,
             max_w,
         });
+        true
     }
 
-    /// A booked car, expected at its time (at `now` when it is late).
+    /// A booked car, expected at its time (at `now` when it is late), on its charger or, when
+    /// that one is still busy then, on the lowest-numbered free one (where the car would go).
     fn booked(&mut self, b: &Booking, now: DateTime<Utc>) {
         let arrives = b.arrives.max(now);
-        self.place(b.charger, arrives, b.departs - arrives, |d| {
+        let wh_w = |d: &ChargerDefaults| {
             (
                 b.energy_wh.unwrap_or(d.energy_wh),
                 b.max_w.unwrap_or(d.max_w),
             )
-        });
+        };
+        if !self.place(b.charger, arrives, b.departs - arrives, wh_w) && b.charger.is_some() {
+            self.place(None, arrives, b.departs - arrives, wh_w);
+        }
     }
 
     /// The cars the statistics expect in `[from, to)`, of which `booked` are already placed.
