@@ -436,10 +436,26 @@ mod tests {
             [
                 "cloudy-winter-weekday",
                 "ev-rush",
+                "ev-rush-booked",
                 "faults-day",
                 "sunny-weekday",
                 "weekend"
             ]
         );
+    }
+
+    #[test]
+    fn the_booked_rush_is_the_rush_with_bookings() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let plain = |name: &str| {
+            let mut s = Scenario::load(&dir.join(format!("{name}.toml"))).unwrap();
+            let booked = std::mem::take(&mut s.vehicles.bookings).len();
+            (s.name, s.description) = (String::new(), String::new());
+            (format!("{s:?}"), booked)
+        };
+        let (rush, none) = plain("ev-rush");
+        let (booked_rush, eight) = plain("ev-rush-booked");
+        assert_eq!((none, eight), (0, 8));
+        assert_eq!(rush, booked_rush, "the same station, day and cars");
     }
 }
