@@ -122,14 +122,6 @@ pub(super) const SESSION_COLUMNS: &str =
      from_pv_wh, from_battery_wh, from_grid_wh, co2_kg, cost_cny";
 
 impl Store {
-    /// A read failure of this store's file, for `map_err`.
-    fn read_error(&self) -> impl Fn(rusqlite::Error) -> LedgerError + Copy + '_ {
-        |source| LedgerError::Read {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
     /// Opens (creating if needed) the database at `path`, enables WAL and checks the schema.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
         let conn = Connection::open(path).map_err(|source| LedgerError::Open {
@@ -241,7 +233,10 @@ impl Store {
 
     /// Reads the open sessions and the battery origin account.
     pub fn load(&self) -> Result<Loaded, LedgerError> {
-        let read = self.read_error();
+        let read = |source| LedgerError::Read {
+            path: self.path.clone(),
+            source,
+        };
         let mut stmt = self
             .conn
             .prepare(&format!(
@@ -416,7 +411,10 @@ impl Store {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<Bucket>, LedgerError> {
-        let read = self.read_error();
+        let read = |source| LedgerError::Read {
+            path: self.path.clone(),
+            source,
+        };
         let mut stmt = self.conn.prepare(&self.bucket_select_sql).map_err(read)?;
         let rows = stmt
             .query_map(params![from.timestamp(), to.timestamp()], |r| {
@@ -437,7 +435,10 @@ impl Store {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<SessionRecord>, LedgerError> {
-        let read = self.read_error();
+        let read = |source| LedgerError::Read {
+            path: self.path.clone(),
+            source,
+        };
         let mut stmt = self
             .conn
             .prepare(&format!(
@@ -510,7 +511,10 @@ impl Store {
         &self,
         from: DateTime<Utc>,
     ) -> Result<Vec<CapacitySample>, LedgerError> {
-        let read = self.read_error();
+        let read = |source| LedgerError::Read {
+            path: self.path.clone(),
+            source,
+        };
         let mut stmt = self
             .conn
             .prepare(
@@ -626,7 +630,10 @@ impl Store {
 
     /// The stored bookings, by arrival.
     pub fn bookings(&self) -> Result<Vec<Booking>, LedgerError> {
-        let read = self.read_error();
+        let read = |source| LedgerError::Read {
+            path: self.path.clone(),
+            source,
+        };
         let mut stmt = self
             .conn
             .prepare(
