@@ -122,6 +122,14 @@ pub(super) const SESSION_COLUMNS: &str =
      from_pv_wh, from_battery_wh, from_grid_wh, co2_kg, cost_cny";
 
 impl Store {
+    /// A read failure of this store's file, for `map_err`.
+    fn read_error(&self) -> impl Fn(rusqlite::Error) -> LedgerError + Copy + '_ {
+        |source| LedgerError::Read {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
     /// Opens (creating if needed) the database at `path`, enables WAL and checks the schema.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
         let conn = Connection::open(path).map_err(|source| LedgerError::Open {
@@ -233,10 +241,7 @@ impl Store {
 
     /// Reads the open sessions and the battery origin account.
     pub fn load(&self) -> Result<Loaded, LedgerError> {
-        let read = |source| LedgerError::Read {
-            path: self.path.clone(),
-            source,
-        };
+        let read = self.read_error();
         let mut stmt = self
             .conn
             .prepare(&format!(
@@ -411,10 +416,7 @@ impl Store {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<Bucket>, LedgerError> {
-        let read = |source| LedgerError::Read {
-            path: self.path.clone(),
-            source,
-        };
+        let read = self.read_error();
         let mut stmt = self.conn.prepare(&self.bucket_select_sql).map_err(read)?;
         let rows = stmt
             .query_map(params![from.timestamp(), to.timestamp()], |r| {
@@ -435,10 +437,7 @@ impl Store {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<SessionRecord>, LedgerError> {
-        let read = |source| LedgerError::Read {
-            path: self.path.clone(),
-            source,
-        };
+        let read = self.read_error();
         let mut stmt = self
             .conn
             .prepare(&format!(
@@ -511,10 +510,7 @@ impl Store {
         &self,
         from: DateTime<Utc>,
     ) -> Result<Vec<CapacitySample>, LedgerError> {
-        let read = |source| LedgerError::Read {
-            path: self.path.clone(),
-            source,
-        };
+        let read = self.read_error();
         let mut stmt = self
             .conn
             .prepare(
@@ -630,10 +626,7 @@ impl Store {
 
     /// The stored bookings, by arrival.
     pub fn bookings(&self) -> Result<Vec<Booking>, LedgerError> {
-        let read = |source| LedgerError::Read {
-            path: self.path.clone(),
-            source,
-        };
+        let read = self.read_error();
         let mut stmt = self
             .conn
             .prepare(
