@@ -78,13 +78,9 @@ fn check_w(entry: usize, w: f64) -> Result<f64, DayAheadError> {
     }
 }
 
-/// The first character of a JSON product, the left curly bracket of its object (U+007B);
-/// anything else is read as CSV.
-const JSON_OPENS_WITH: char = '\u{7b}';
-
 /// Parse a day-ahead product in either format.
 pub fn parse_day_ahead(text: &str) -> Result<DayAhead, DayAheadError> {
-    let points = if text.trim_start().starts_with(JSON_OPENS_WITH) {
+    let points = if text.trim_start().starts_with('{') {
         parse_json(text)?
     } else {
         parse_csv(text)?
